@@ -1,0 +1,1 @@
+"""heatgw host tools (CPython): build, run firmware on the host, flash, deploy, report."""

