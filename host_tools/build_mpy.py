@@ -32,7 +32,7 @@ def compile_one(mpy_cross, arch, src, out):
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
-        sys.stderr.write(f"mpy-cross -march={arch} {src.relative_to(REPO)} failed:\n")
+        sys.stderr.write(f"mpy-cross -march={arch} {src} failed:\n")
         sys.stderr.write(proc.stdout + proc.stderr)
         return False
     return True
