@@ -1,0 +1,331 @@
+"""Heat meter (EN 1434 style): plain-Python front end of the viper kernel.
+
+    m = HeatMeter(fluid.water(), meter_in_return=True, cutoff_k=0.1)
+    m.add(supply_mc, return_mc, vol_ul, dt_ms)    # once per sample, allocation-free
+    m.energy_wh, m.volume_l, m.totals()             # exact integers, flushed first
+
+Samples are staged in a preallocated batch; `heatgw.meterkernel.integrate` runs
+when the batch is full, on `flush()`, and before any total is read, so totals are
+always up to date. `batch_len` only bounds how much work one kernel call does
+(a few µs per sample with viper on the targets, so the default 16 keeps a flush well
+under a millisecond): nothing safety-related waits on a batch, the fail-safe reads
+temperatures itself.
+
+Temperatures are integers in milli-°C; `None` or INVALID (or anything below
+absolute zero or at/above ~1.07e6 °C) means "no valid reading" and counts as error
+time. Volume increments are integers in µL, tick deltas integers in ms (from
+ticks_diff); increments larger than the kernel's per-sample contract are split
+into several samples, negative ones raise ValueError.
+
+Units: exact totals are integers in nJ, µL and ms. `energy_wh`, `volume_l` and the
+`*_time_s` values are integers rounded down (what a meter display shows);
+`energy_kwh` and `volume_m3` are floats for display only (single precision on the
+targets: never accumulate them).
+"""
+
+from array import array
+
+from heatgw import meterkernel as _k
+
+INVALID = -0x40000000  # m°C sentinel for a missing reading (None works too)
+
+_CODE_LIMIT = 0x40000000  # temperature codes (mK absolute) must stay below 2**30
+_E_LIMIT = 1 << 90  # energy capacity, nJ (top limb < 2**30)
+_L_LIMIT = 1 << 60  # volume (µL) and time (ms) capacity
+_NJ_PER_WH = 3_600_000_000_000
+_M30 = 0x3FFFFFFF
+
+# totals() keys -> first limb in the kernel state, limb count
+_TOTALS = (
+    ("energy_nj", _k.ST_E0, 3),
+    ("volume_ul", _k.ST_V0, 2),
+    ("time_ms", _k.ST_TIME0, 2),
+    ("error_ms", _k.ST_ERR0, 2),
+    ("low_dt_ms", _k.ST_LOW0, 2),
+    ("negative_dt_ms", _k.ST_NEG0, 2),
+)
+
+FLAG_NEGATIVE = _k.FLAG_NEGATIVE
+FLAG_FAULT = _k.FLAG_FAULT
+FLAG_RANGE = _k.FLAG_RANGE
+FLAG_LOW = _k.FLAG_LOW
+FLAG_ENERGY = _k.FLAG_ENERGY
+
+
+def _mc(value_c):
+    if value_c is None:
+        return None
+    v = value_c * 1000
+    return int(v + 0.5) if v >= 0 else -int(0.5 - v)
+
+
+def _code(t_mc):
+    if t_mc is None:
+        return _k.INVALID
+    c = t_mc + _k.K_OFFSET_MC
+    if c <= 0 or c >= _CODE_LIMIT:
+        return _k.INVALID
+    return c
+
+
+class HeatMeter:
+    """Integrates heat, volume and error/low-ΔΘ/negative-ΔΘ time from samples.
+
+    table: a heatgw.fluid FluidTable (t0_mc, STEP_SHIFT 9, n, h_q64, rho_q32,
+        t_min_mc, t_max_mc); checked against the kernel's contract here.
+    meter_in_return: True if the volume sensor sits in the return (cold) pipe,
+        False for the flow (hot) pipe. Required: it changes k by 1-7 %.
+    cutoff_k: ΔΘ below this (K, > 0) integrates no energy and counts as low-ΔΘ time.
+    t_min_c, t_max_c: configured valid temperature range (°C); the effective range
+        is its intersection with the table's. Readings outside count as error time.
+    batch_len: samples per kernel call (1..4096).
+    """
+
+    def __init__(self, table, *, meter_in_return, cutoff_k, t_min_c=None, t_max_c=None,
+                 batch_len=16):
+        if table.STEP_SHIFT != _k.STEP_SHIFT:
+            raise ValueError("table grid step must be 2**9 mK")
+        if not 1 <= batch_len <= 4096:
+            raise ValueError("batch_len must be 1..4096")
+        n = table.n
+        h = table.h_q64
+        rho = table.rho_q32
+        if n < 2 or len(h) < n or len(rho) < n:
+            raise ValueError("table too short")
+        t0 = table.t0_mc
+        t_min = table.t_min_mc
+        t_max = table.t_max_mc
+        cfg = _mc(t_min_c)
+        if cfg is not None and cfg > t_min:
+            t_min = cfg
+        cfg = _mc(t_max_c)
+        if cfg is not None and cfg < t_max:
+            t_max = cfg
+        if t_min < t0:
+            t_min = t0
+        if t_max < t_min:
+            raise ValueError("empty temperature range")
+        if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC >= _CODE_LIMIT:
+            raise ValueError("temperature range outside the kernel's code space")
+        k_min = (t_min - t0) >> _k.STEP_SHIFT
+        k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1
+        if k_max > n - 1:
+            raise ValueError("t_max has no right neighbour in the table")
+        cutoff = _mc(cutoff_k)
+        if cutoff is None or not 1 <= cutoff < 0x20000000:
+            raise ValueError("cutoff_k must be > 0")
+        # the kernel's table contract (see heatgw.meterkernel)
+        tab = array("i")
+        prev = 0
+        for k in range(n):
+            v = h[k]
+            if not 0 <= v < 0x4000000 or v < prev or v - prev >= 0x200000:
+                raise ValueError("h_q64 outside the kernel contract at %d" % k)
+            prev = v
+            tab.append(v)
+        rho_max = 0
+        prev = rho[0]
+        for k in range(n):
+            v = rho[k]
+            if not 0 < v < 0x10000 or abs(v - prev) >= 0x200000:
+                raise ValueError("rho_q32 outside the kernel contract at %d" % k)
+            prev = v
+            if k_min <= k <= k_max and v > rho_max:
+                rho_max = v
+            tab.append(v)
+        if rho_max * (h[k_max] - h[k_min]) >= 1 << 41:
+            raise ValueError("rho * delta-h exceeds 2**41 (energy density >= 2**30 J/m3)")
+        self._tab = tab
+        st = array("i", [0] * _k.STATE_WORDS)
+        st[_k.ST_T0] = t0 + _k.K_OFFSET_MC
+        st[_k.ST_N] = n
+        st[_k.ST_TMIN] = t_min + _k.K_OFFSET_MC
+        st[_k.ST_TMAX] = t_max + _k.K_OFFSET_MC
+        st[_k.ST_CUTOFF] = cutoff
+        st[_k.ST_IN_RETURN] = 1 if meter_in_return else 0
+        self._st = st
+        self._buf = array("i", [0] * (_k.SAMPLE_WORDS * batch_len))
+        self._cap = batch_len
+        self._n = 0
+        self._prev = array("i", [0] * 5)  # E0, E1, E2, TIME0, TIME1 before the last batch
+        self._last = array("i", [0] * 5)  # ... and after it
+        self._flags = 0
+        self.last_flags = 0
+        self.meter_in_return = bool(meter_in_return)
+        self.cutoff_mk = cutoff
+        self.t_min_mc = t_min
+        self.t_max_mc = t_max
+        self.batch_len = batch_len
+
+    # -- sampling (hot path: no allocation) ------------------------------------
+    def add(self, supply_mc, return_mc, vol_ul, dt_ms):
+        """Stage one sample; integrates the batch when it is full."""
+        if vol_ul < 0 or dt_ms < 0:
+            raise ValueError("negative volume or time increment")
+        s = _code(supply_mc)
+        r = _code(return_mc)
+        while vol_ul > _k.VOL_MAX_UL or dt_ms > _k.DT_MAX_MS:
+            v = min(vol_ul, _k.VOL_MAX_UL)
+            d = min(dt_ms, _k.DT_MAX_MS)
+            self._put(s, r, v, d)
+            vol_ul -= v
+            dt_ms -= d
+        self._put(s, r, vol_ul, dt_ms)
+
+    def _put(self, s, r, v, d):
+        b = self._buf
+        j = self._n * _k.SAMPLE_WORDS
+        b[j + _k.S_SUPPLY] = s
+        b[j + _k.S_RETURN] = r
+        b[j + _k.S_VOL] = v
+        b[j + _k.S_DT] = d
+        self._n += 1
+        if self._n >= self._cap:
+            self.flush()
+
+    def flush(self):
+        """Integrate the staged samples now; returns the batch's FLAG_* bits."""
+        n = self._n
+        if not n:
+            return 0
+        st = self._st
+        p = self._prev
+        q = self._last
+        p[0] = st[_k.ST_E0]
+        p[1] = st[_k.ST_E1]
+        p[2] = st[_k.ST_E2]
+        p[3] = st[_k.ST_TIME0]
+        p[4] = st[_k.ST_TIME1]
+        f = _k.integrate(self._buf, n, self._tab, st)
+        q[0] = st[_k.ST_E0]
+        q[1] = st[_k.ST_E1]
+        q[2] = st[_k.ST_E2]
+        q[3] = st[_k.ST_TIME0]
+        q[4] = st[_k.ST_TIME1]
+        self._n = 0
+        self.last_flags = f
+        self._flags |= f
+        return f
+
+    @property
+    def pending(self):
+        """Samples staged but not yet integrated."""
+        return self._n
+
+    def take_flags(self):
+        """FLAG_* bits seen since the previous call (then cleared)."""
+        self.flush()
+        f = self._flags
+        self._flags = 0
+        return f
+
+    # -- last batch -------------------------------------------------------------
+    @property
+    def last_energy_nj(self):
+        p = self._prev
+        q = self._last
+        return (((q[2] - p[2]) << 60) + ((q[1] - p[1]) << 30)) + (q[0] - p[0])
+
+    @property
+    def last_time_ms(self):
+        p = self._prev
+        q = self._last
+        return ((q[4] - p[4]) << 30) + (q[3] - p[3])
+
+    @property
+    def last_power_w(self):
+        """Mean thermal power of the last integrated batch, W (None if it had no time).
+
+        Error and low-ΔΘ time count as zero power: this is metered, not estimated.
+        """
+        t = self.last_time_ms
+        if t <= 0:
+            return None
+        return (self.last_energy_nj // t) / 1e6
+
+    # -- totals -------------------------------------------------------------------
+    def _total(self, first, limbs):
+        st = self._st
+        v = 0
+        for k in range(limbs - 1, -1, -1):
+            v = (v << 30) | st[first + k]
+        return v
+
+    def totals(self):
+        """Exact totals as integers: energy_nj, volume_ul, time_ms, error_ms,
+        low_dt_ms, negative_dt_ms. Feed the dict back to restore()."""
+        self.flush()
+        return {key: self._total(first, limbs) for key, first, limbs in _TOTALS}
+
+    def restore(self, totals):
+        """Load persisted totals (a dict from totals()); staged samples are kept and
+        will be integrated on top. Missing time keys count as 0."""
+        values = []
+        for key, _first, limbs in _TOTALS:
+            if key in ("energy_nj", "volume_ul") and key not in totals:
+                raise ValueError("restore: missing " + key)
+            v = totals.get(key, 0)
+            if not isinstance(v, int) or not 0 <= v < (_E_LIMIT if limbs == 3 else _L_LIMIT):
+                raise ValueError("restore: bad " + key)
+            values.append(v)
+        st = self._st
+        for j in range(len(_TOTALS)):
+            _key, first, limbs = _TOTALS[j]
+            v = values[j]
+            for k in range(limbs):
+                st[first + k] = v & _M30
+                v >>= 30
+
+    @property
+    def energy_nj(self):
+        self.flush()
+        return self._total(_k.ST_E0, 3)
+
+    @property
+    def energy_j(self):
+        return self.energy_nj // 1_000_000_000
+
+    @property
+    def energy_wh(self):
+        """Energy in Wh, rounded down (exact integer)."""
+        return self.energy_nj // _NJ_PER_WH
+
+    @property
+    def energy_kwh(self):
+        """Energy in kWh as a float (display only)."""
+        return self.energy_wh / 1000
+
+    @property
+    def volume_ul(self):
+        self.flush()
+        return self._total(_k.ST_V0, 2)
+
+    @property
+    def volume_l(self):
+        """Volume in litres, rounded down (exact integer)."""
+        return self.volume_ul // 1_000_000
+
+    @property
+    def volume_m3(self):
+        """Volume in m³ as a float (display only)."""
+        return self.volume_l / 1000
+
+    def _seconds(self, first):
+        self.flush()
+        return self._total(first, 2) // 1000
+
+    @property
+    def time_s(self):
+        return self._seconds(_k.ST_TIME0)
+
+    @property
+    def error_time_s(self):
+        return self._seconds(_k.ST_ERR0)
+
+    @property
+    def low_dt_time_s(self):
+        return self._seconds(_k.ST_LOW0)
+
+    @property
+    def negative_dt_time_s(self):
+        return self._seconds(_k.ST_NEG0)

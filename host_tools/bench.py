@@ -1,0 +1,152 @@
+"""Benchmark the heat-meter kernel on the host's micropython: viper vs plain bytecode.
+
+Runs ONE micropython process ($MICROPYTHON, see host_tools.paths) that integrates the
+same batches with heatgw.meterkernel.integrate (viper) and with a bytecode twin made
+from the very same source (the `@micropython.viper` line removed; bytecode ignores
+the ptr32/int annotations). Prints µs per sample for each, the speed-up and the heap
+bytes allocated per viper batch (gc.mem_alloc delta; then again under heap_lock).
+Timing figures are printed, never asserted. Last line:
+
+    viper_speedup=<x> alloc_bytes_per_batch=<n>
+"""
+
+import random
+import sys
+
+from host_tools import mprun
+from host_tools.paths import FIRMWARE
+
+KERNEL_SRC = FIRMWARE / "heatgw" / "meterkernel.py"
+VIPER_LINE = "@micropython.viper\n"
+
+
+def twin_prelude():
+    """MicroPython source defining `bc_integrate`, the bytecode twin of the kernel."""
+    path, line = str(KERNEL_SRC), VIPER_LINE
+    return (
+        "def _make_twin():\n"
+        f"    with open({path!r}) as f:\n"
+        "        src = f.read()\n"
+        f"    if src.count({line!r}) != 1:\n"
+        "        raise RuntimeError('kernel source: expected one viper decorator')\n"
+        "    ns = {}\n"
+        f"    exec(src.replace({line!r}, ''), ns)\n"
+        "    return ns['integrate']\n"
+        "bc_integrate = _make_twin()\n"
+    )
+
+
+def synthetic_water_table():
+    """A water-like table (no iapws needed): h rises ~4.2 kJ/(kg·K), rho falls."""
+    n = 296
+    h = [round(64 * (4217.0 * t - 0.45 * t * t + 0.0037 * t ** 3))
+         for t in (k * 0.512 for k in range(n))]
+    rho = [round(32 * (1000.0 - 0.0065 * (t - 4) ** 2 - 0.00002 * t ** 3))
+           for t in (k * 0.512 for k in range(n))]
+    return h, rho
+
+
+def batch(rng, n):
+    """n samples: mostly valid 10..130 °C pairs, a few faults / low / negative ΔΘ."""
+    out = []
+    for _ in range(n):
+        tr = rng.randint(10_000, 120_000)
+        ts = tr + rng.randint(3_000, 30_000)
+        r = rng.random()
+        if r < 0.03:
+            ts = 0
+        elif r < 0.06:
+            ts, tr = tr, ts
+        elif r < 0.08:
+            ts = tr + 100
+        k = 273_150
+        out += [ts + k if ts else 0, tr + k, rng.randint(0, 3_000_000), rng.randint(900, 1100)]
+    return out
+
+
+BENCH = r"""
+import gc, micropython, time
+from array import array
+from heatgw import meterkernel as mk
+H = %(h)r
+RHO = %(rho)r
+tab = array('i', H + RHO)
+samples = array('i', %(samples)r)
+N = %(n)d
+REPS = %(reps)d
+
+def state():
+    st = array('i', [0] * mk.STATE_WORDS)
+    st[mk.ST_T0] = 273150
+    st[mk.ST_N] = len(H)
+    st[mk.ST_TMIN] = 273150
+    st[mk.ST_TMAX] = 273150 + 150000
+    st[mk.ST_CUTOFF] = 200
+    st[mk.ST_IN_RETURN] = 1
+    return st
+
+def run(fn, reps):
+    st = state()
+    f = 0
+    t = time.ticks_us()
+    for _ in range(reps):
+        f |= fn(samples, N, tab, st)
+    dt = time.ticks_diff(time.ticks_us(), t)
+    return dt, st, f
+
+def alloc(fn):
+    st = state()
+    fn(samples, N, tab, st)
+    gc.collect()
+    a = gc.mem_alloc()
+    fn(samples, N, tab, st)
+    b = gc.mem_alloc()
+    micropython.heap_lock()
+    try:
+        fn(samples, N, tab, st)
+        locked = 1
+    except MemoryError:
+        locked = 0
+    micropython.heap_unlock()
+    return b - a, locked
+
+%(twin)s
+sv = state()
+sb = state()
+fv = mk.integrate(samples, N, tab, sv)
+fb = bc_integrate(samples, N, tab, sb)
+same = 1 if (fv == fb and list(sv) == list(sb)) else 0
+run(mk.integrate, 2)
+run(bc_integrate, 2)
+tv = run(mk.integrate, REPS)[0]
+tb = run(bc_integrate, REPS // %(ratio)d)[0]
+ab, locked = alloc(mk.integrate)
+print('{"viper_us": %%d, "bc_us": %%d, "same": %%d, "alloc": %%d, "locked": %%d}' %% (
+    tv, tb, same, ab, locked))
+"""
+
+
+def main(argv=None):
+    rng = random.Random(1434)
+    n = 64  # samples per batch
+    reps = 4000  # viper batches; the bytecode twin runs reps // ratio of them
+    ratio = 20
+    h, rho = synthetic_water_table()
+    code = BENCH % {"h": h, "rho": rho, "samples": batch(rng, n), "n": n, "reps": reps,
+                    "ratio": ratio, "twin": twin_prelude()}
+    r = mprun.run_json(code)[-1]
+    viper_us = r["viper_us"] / (reps * n)
+    bc_us = r["bc_us"] / ((reps // ratio) * n)
+    speedup = bc_us / viper_us
+    print(f"micropython: {' '.join(mprun.micropython_cmd())}")
+    print(f"batch: {n} samples; viper {reps} batches, bytecode {reps // ratio} batches")
+    print(f"bytecode twin: {bc_us:.4f} us/sample")
+    print(f"viper kernel:  {viper_us:.4f} us/sample")
+    print(f"same totals and flags from both: {'yes' if r['same'] else 'NO'}")
+    print(f"heap_lock around the viper batch: {'ok' if r['locked'] else 'MemoryError'}")
+    print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']}")
+    return 0 if r["same"] and r["locked"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
