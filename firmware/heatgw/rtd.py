@@ -1,0 +1,148 @@
+"""Platinum RTD physics (IEC 60751 / ITS-90 Callendar-Van Dusen) and a temperature sensor.
+
+    t >= 0 °C: R = R0 (1 + A t + B t²)
+    t <  0 °C: R = R0 (1 + A t + B t² + C (t - 100) t³)
+
+Plain Python (no viper): it runs on the targets' single-precision floats and on the
+host's doubles. Conversions are pure functions; `TemperatureSensor` is the only part
+that touches a converter, and only through its `read()` / `clear_faults()` /
+`run_fault_detection()` / `init()` methods (lib/max31865 or anything shaped like it).
+"""
+
+import math
+
+A = 3.9083e-3
+B = -5.775e-7
+C = -4.183e-12
+
+# IEC 60751 defines the equation from -200 to +850 °C; outside it a number is not a
+# temperature, so the inverse refuses it.
+T_MIN_C = -200.0
+T_MAX_C = 850.0
+
+FULL_SCALE_CODE = 32767  # MAX31865: 15-bit ratio code, R = code * Rref / 32768
+
+OUT_OF_RANGE = "out_of_range"
+
+_NEWTON_STEPS = 8  # 3 are enough from the quadratic start at -200 °C; 8 is a hard bound
+
+
+def _poly(t):
+    # (R - R0) / R0, written as a sum of small terms: no "1 +" that would swallow
+    # low-order bits in single precision.
+    x = (A + B * t) * t
+    if t < 0.0:
+        x += C * (t - 100.0) * t * t * t
+    return x
+
+
+def resistance_ohm(temp_c, r0_ohm):
+    """RTD resistance at `temp_c` for a sensor with R(0 °C) = `r0_ohm` (100 or 1000)."""
+    return r0_ohm + r0_ohm * _poly(temp_c)
+
+
+# Ratio R/R0 at the ends of the defined range.
+_RATIO_MIN = 1.0 + _poly(T_MIN_C)
+_RATIO_MAX = 1.0 + _poly(T_MAX_C)
+
+
+def temp_c(r_ohm, r0_ohm):
+    """Temperature (°C) of an RTD reading `r_ohm`; ValueError outside -200..850 °C."""
+    if not (r0_ohm * _RATIO_MIN <= r_ohm <= r0_ohm * _RATIO_MAX):
+        raise ValueError("RTD resistance outside -200..850 °C")
+    # c = 1 - R/R0, computed as (R0 - R)/R0: by Sterbenz' lemma R0 - R is exact for
+    # R0/2 <= R <= 2 R0, so near 0 °C (where it matters most) c carries only the one
+    # rounding of the division instead of the cancellation of 1 - 1.000x.
+    c = (r0_ohm - r_ohm) / r0_ohm
+    # Root of B t² + A t + c = 0 in the rationalised form -2c / (A + sqrt(A² - 4Bc)).
+    # The textbook (-A + sqrt(A² - 4Bc)) / 2B subtracts two nearly equal numbers
+    # (4Bc << A²): in single precision that loses ~1.5 digits (~0.5 mK at 200 °C);
+    # this form only adds positive numbers.
+    t = -2.0 * c / (A + math.sqrt(A * A - 4.0 * B * c))
+    if c <= 0.0:
+        return t  # t >= 0: the quadratic is the whole equation, t is exact
+    # Below 0 °C the C term makes it a quartic: Newton on the full equation, starting
+    # from the quadratic root (already within 0.02 K at -50 °C, 2.6 K at -200 °C).
+    for _ in range(_NEWTON_STEPS):
+        t2 = t * t
+        f = (A + B * t) * t + C * (t - 100.0) * t2 * t + c
+        df = A + 2.0 * B * t + C * (4.0 * t - 300.0) * t2
+        dt = f / df
+        t -= dt
+        if -1e-7 < dt < 1e-7:
+            break
+    return t
+
+
+def code_to_ohm(code, r_ref_ohm):
+    """Resistance for a MAX31865 15-bit code (RTD register >> 1) with reference `r_ref_ohm`."""
+    if not 0 <= code <= FULL_SCALE_CODE:
+        raise ValueError("code outside 0..32767")
+    return code * r_ref_ohm / 32768
+
+
+class TemperatureSensor:
+    """One RTD channel: a converter, its RTD (R0 from the converter) and a calibration.
+
+    `adc` is a MAX31865 (lib/max31865) or anything with the same `read()` contract:
+    (resistance_ohm, None) or (None, reason), plus `r0_ohm`, `clear_faults()`,
+    `run_fault_detection()` and `init()`. R0 comes from the converter so it is
+    configured once, next to the reference resistor it is checked against.
+
+    offset_k: calibration offset added to the converted temperature (e.g. from a
+    two-sensor comparison in a stirred bath); at most ±10 K, a larger one means a
+    wrong sensor or wiring, not a calibration.
+    min_c / max_c: the plausible range for this measuring point; a reading outside it
+    is reported as OUT_OF_RANGE, never as a number.
+    """
+
+    def __init__(self, adc, *, offset_k=0.0, min_c=-50.0, max_c=200.0):
+        self.adc = adc
+        self.r0_ohm = adc.r0_ohm
+        self.set_offset_k(offset_k)
+        if not (T_MIN_C <= min_c < max_c <= T_MAX_C):
+            raise ValueError("need -200 <= min_c < max_c <= 850")
+        self.min_c = min_c
+        self.max_c = max_c
+        # Faults only a fault-detection cycle can see (cable/FORCE- faults): they are
+        # not re-detected by conversions, so they stay until a clean check_wiring().
+        self.wiring_faults = []
+
+    def set_offset_k(self, offset_k):
+        offset_k = float(offset_k)
+        if not (-10.0 <= offset_k <= 10.0):  # also False for NaN
+            raise ValueError("offset_k must be within ±10 K")
+        self.offset_k = offset_k
+
+    def read_c(self):
+        """(temp_c, None) or (None, reason). Never a number for a faulty sensor."""
+        if self.wiring_faults:
+            return None, self.wiring_faults[0]
+        r_ohm, reason = self.adc.read()
+        if reason is not None:
+            if reason == "config_lost":
+                self.adc.init()  # chip reset (brown-out): put the configuration back
+            elif reason != "not_ready" and reason != "no_response":
+                # Clear the latch so a healed sensor comes back by itself; a fault that
+                # persists (open, short, overvoltage) latches again on the next conversion.
+                self.adc.clear_faults()
+            return None, reason
+        if not (self.r0_ohm * _RATIO_MIN <= r_ohm <= self.r0_ohm * _RATIO_MAX):
+            return None, OUT_OF_RANGE
+        t = temp_c(r_ohm, self.r0_ohm) + self.offset_k
+        if not (self.min_c <= t <= self.max_c):
+            return None, OUT_OF_RANGE
+        return t, None
+
+    def check_wiring(self):
+        """Run the converter's fault-detection cycle (blocks ~1-2 ms); list of reasons.
+
+        A non-empty result holds the sensor in fault until a later check is clean.
+        """
+        faults = self.adc.run_fault_detection()
+        if "config_lost" in faults:
+            self.adc.init()
+        elif faults and "no_response" not in faults:
+            self.adc.clear_faults()  # remembered here; the chip's latch is not needed
+        self.wiring_faults = faults
+        return faults
