@@ -293,7 +293,7 @@ class HeatMeter:
     @property
     def energy_kwh(self):
         """Energy in kWh as a float (display only)."""
-        return self.energy_wh / 1000
+        return self.energy_nj / 3.6e15
 
     @property
     def volume_ul(self):
@@ -308,7 +308,7 @@ class HeatMeter:
     @property
     def volume_m3(self):
         """Volume in m³ as a float (display only)."""
-        return self.volume_l / 1000
+        return self.volume_ul / 1e9
 
     def _seconds(self, first):
         self.flush()

@@ -63,7 +63,7 @@ never added to or subtracted from the energy.
 
 Intermediates (all >= 0 unless noted):
     x = θ - t0 < 2**30; k = x >> 9; f = x & 511 < 2**9
-    (h[k+1] - h[k]) · f < 2**21 · 2**9 = 2**30 (rho: signed, |·| < 2**30)
+    (h[k+1] - h[k]) · f + 256 < 2**21 · 2**9 = 2**30 (rho: signed, |·| < 2**30)
     ΔΘ = θf - θr, |ΔΘ| < 2**30;  Δh < 2**26 (h is non-decreasing)
     Δh = a1·2**14 + a0: rho·a0 < 2**16 · 2**14 = 2**30; rho·a1 < 2**16 · 2**12 = 2**28
     e = (rho·a1 << 3) + (rho·a0 >> 11) = (rho·Δh) >> 11 < 2**30 (table contract)
@@ -132,6 +132,7 @@ _M30 = const(0x3FFFFFFF)
 _M15 = const(0x7FFF)
 _M14 = const(0x3FFF)
 _FRAC = const(511)
+_HALF = const(256)  # rounds the interpolation to nearest
 
 
 @micropython.viper
@@ -198,11 +199,11 @@ def integrate(samples: ptr32, n: int, table: ptr32, state: ptr32) -> int:
         xs = ts - t0
         k = xs >> 9
         a = table[k]
-        hs = a + (((table[k + 1] - a) * (xs & _FRAC)) >> 9)
+        hs = a + (((table[k + 1] - a) * (xs & _FRAC) + _HALF) >> 9)
         xr = tr - t0
         k = xr >> 9
         a = table[k]
-        dh = hs - a - (((table[k + 1] - a) * (xr & _FRAC)) >> 9)
+        dh = hs - a - (((table[k + 1] - a) * (xr & _FRAC) + _HALF) >> 9)
         if dh <= 0:
             continue
         # rho at the volume sensor
@@ -211,7 +212,7 @@ def integrate(samples: ptr32, n: int, table: ptr32, state: ptr32) -> int:
             xm = xr
         k = nt + (xm >> 9)
         a = table[k]
-        rho = a + (((table[k + 1] - a) * (xm & _FRAC)) >> 9)
+        rho = a + (((table[k + 1] - a) * (xm & _FRAC) + _HALF) >> 9)
         # energy density, J/m³ = (rho * dh) >> 11 without a product over 2**30
         ev = ((rho * (dh >> 14)) << 3) + ((rho * (dh & _M14)) >> 11)
         # E [nJ] = ev * vol, 15-bit limbs, into base-2**30 limbs
