@@ -748,6 +748,35 @@ print(json.dumps(res))
     assert out[1] / 3.6e15 == pytest.approx(22.720, abs=0.001)
 
 
+def test_fluid_glycol_tables_if_present(mp):
+    """Glycol tables (ρ up to ~1080 kg/m³, grids below 0 °C) pass the kernel contract and
+    meter what heatgw.fluid's own k-factor says, also below 0 °C."""
+    if not (FIRMWARE / "heatgw" / "fluid.py").exists():
+        pytest.skip("heatgw.fluid not in the tree yet")
+    out = mp.run_json("""
+import json
+from heatgw import fluid
+from heatgw.meter import HeatMeter
+res = []
+for name, t, pairs in (
+        ('pg30', fluid.propylene_glycol(0.3), ((40000, 30000), (5000, -5000))),
+        ('eg50', fluid.ethylene_glycol(0.5), ((-10000, -20000), (95000, -30000))),
+        ('pg60', fluid.propylene_glycol(0.6), ((60000, 20000), (-20000, -25000)))):
+    for tf, tr in pairs:
+        for in_return in (False, True):
+            m = HeatMeter(t, meter_in_return=in_return, cutoff_k=0.1)
+            for _ in range(100):
+                m.add(tf, tr, 10000000, 1000)   # 1 m3
+            k = fluid.k_kwh_per_m3k(t, tf / 1000, tr / 1000, in_return)
+            res.append([name, tf, tr, in_return, m.energy_nj / 3.6e15,
+                        k * (tf - tr) / 1000, m.error_time_s])
+print(json.dumps(res))
+""")[0]
+    for name, tf, tr, in_return, kwh, ref, err_s in out:
+        assert err_s == 0, (name, tf, tr)
+        assert kwh == pytest.approx(ref, rel=2e-5), (name, tf, tr, in_return)
+
+
 # --------------------------------------------------------------------------------------
 # 5. viper == bytecode twin == CPython model
 

@@ -29,7 +29,7 @@ from heatgw import meterkernel as _k
 
 INVALID = -0x40000000  # m°C sentinel for a missing reading (None works too)
 
-_CODE_LIMIT = 0x40000000  # temperature codes (mK absolute) must stay below 2**30
+_CODE_MAX = 0x3FFFFFFF  # temperature codes (mK absolute) stay below 2**30 (small ints)
 _E_LIMIT = 1 << 90  # energy capacity, nJ (top limb < 2**30)
 _L_LIMIT = 1 << 60  # volume (µL) and time (ms) capacity
 _NJ_PER_WH = 3_600_000_000_000
@@ -63,7 +63,7 @@ def _code(t_mc):
     if t_mc is None:
         return _k.INVALID
     c = t_mc + _k.K_OFFSET_MC
-    if c <= 0 or c >= _CODE_LIMIT:
+    if c <= 0 or c > _CODE_MAX:
         return _k.INVALID
     return c
 
@@ -105,7 +105,7 @@ class HeatMeter:
             t_min = t0
         if t_max < t_min:
             raise ValueError("empty temperature range")
-        if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC >= _CODE_LIMIT:
+        if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC > _CODE_MAX:
             raise ValueError("temperature range outside the kernel's code space")
         k_min = (t_min - t0) >> _k.STEP_SHIFT
         k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1

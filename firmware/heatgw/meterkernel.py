@@ -58,8 +58,10 @@ little-endian run of base-2**30 limbs, all limbs but the top one < 2**30)
 Per sample: volume and time always accumulate. Energy accumulates only with both
 temperatures valid and in range and ΔΘ >= cutoff:
     E [nJ] = V [µL] · e [J/m³],  e = rho(θ at the volume sensor) · (h(θf) - h(θr)) >> 11
-(1/32 · 1/64 = 1/2048). Negative ΔΘ is reported (FLAG_NEGATIVE and its own time),
-never added to or subtracted from the energy.
+(1/32 · 1/64 = 1/2048), h and rho interpolated linearly on the 512 mK grid
+(rounded to nearest). ΔΘ is bounded only by the table range (water: 150 K; the
+proof covers 0→130 and 20→150 °C). Negative ΔΘ is reported (FLAG_NEGATIVE and its
+own time), never added to or subtracted from the energy.
 
 Intermediates (all >= 0 unless noted):
     x = θ - t0 < 2**30; k = x >> 9; f = x & 511 < 2**9
