@@ -74,6 +74,7 @@ tab = array('i', H + RHO)
 samples = array('i', %(samples)r)
 N = %(n)d
 REPS = %(reps)d
+ROUNDS = %(rounds)d
 
 def state():
     st = array('i', [0] * mk.STATE_WORDS)
@@ -118,8 +119,10 @@ fb = bc_integrate(samples, N, tab, sb)
 same = 1 if (fv == fb and list(sv) == list(sb)) else 0
 run(mk.integrate, 2)
 run(bc_integrate, 2)
-tv = run(mk.integrate, REPS)[0]
-tb = run(bc_integrate, REPS // %(ratio)d)[0]
+tv = tb = 1 << 40
+for _ in range(ROUNDS):  # interleaved rounds, best of each: robust to a busy host
+    tv = min(tv, run(mk.integrate, REPS)[0])
+    tb = min(tb, run(bc_integrate, REPS // %(ratio)d)[0])
 ab, locked = alloc(mk.integrate)
 print('{"viper_us": %%d, "bc_us": %%d, "same": %%d, "alloc": %%d, "locked": %%d}' %% (
     tv, tb, same, ab, locked))
@@ -129,17 +132,19 @@ print('{"viper_us": %%d, "bc_us": %%d, "same": %%d, "alloc": %%d, "locked": %%d}
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
-    reps = 4000  # viper batches; the bytecode twin runs reps // ratio of them
+    reps = 1000  # viper batches per round; the bytecode twin runs reps // ratio of them
     ratio = 20
+    rounds = 7
     h, rho = synthetic_water_table()
     code = BENCH % {"h": h, "rho": rho, "samples": batch(rng, n), "n": n, "reps": reps,
-                    "ratio": ratio, "twin": twin_prelude()}
+                    "ratio": ratio, "rounds": rounds, "twin": twin_prelude()}
     r = mprun.run_json(code)[-1]
     viper_us = r["viper_us"] / (reps * n)
     bc_us = r["bc_us"] / ((reps // ratio) * n)
     speedup = bc_us / viper_us
     print(f"micropython: {' '.join(mprun.micropython_cmd())}")
-    print(f"batch: {n} samples; viper {reps} batches, bytecode {reps // ratio} batches")
+    print(f"batch: {n} samples; best of {rounds} rounds of {reps} viper batches and "
+          f"{reps // ratio} bytecode batches")
     print(f"bytecode twin: {bc_us:.4f} us/sample")
     print(f"viper kernel:  {viper_us:.4f} us/sample")
     print(f"same totals and flags from both: {'yes' if r['same'] else 'NO'}")
