@@ -346,6 +346,9 @@ def test_range_proof_worst_case(wtab):
             for in_return in (False, True):
                 samples = worst_case_samples(t0, n, tmin, tmax, cutoff, rng)
                 samples += random_samples(rng, 200, tmin, tmax)
+                if name.startswith("water"):  # ΔΘ 130 K at max flow × longest interval
+                    samples += [130_000 + K, K, VOL_MAX, DT_MAX,
+                                150_000 + K, 20_000 + K, VOL_MAX, DT_MAX] * 8
                 # from zero totals
                 st = make_state(t0, n, tmin, tmax, cutoff, in_return)
                 flags = run_checked(ns, samples, table, st)
