@@ -36,7 +36,7 @@ Accuracy (tests/test_fluid.py, micropython against iapws / CoolProp on the host)
     Single-precision floats (ESP32, RP2040) enter only the glycol construction, where a
     float32 build differs from a float64 one by at most 3/64 J/kg in h and 1/32 kg/m³
     in ρ (tested by numpy.float32 emulation), and k_kwh_per_m3k, where all table
-    arithmetic is exact integer work until the last three float operations.
+    arithmetic is exact integer work until a few float operations at the end.
 
 RAM: a table holds 2 · n int32 (water n = 294, glycols n = 197 … 297: ≈ 2.4 KB).
 Build a table once and keep it; heatgw.meter copies what it needs, so the table may be
