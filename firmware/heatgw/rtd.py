@@ -114,6 +114,10 @@ class TemperatureSensor:
             raise ValueError("offset_k must be within ±10 K")
         self.offset_k = offset_k
 
+    def start(self):
+        """Start a 1-shot conversion; returns the converter's wait_ms()."""
+        return self.adc.start_one_shot()
+
     def read_c(self):
         """(temp_c, None) or (None, reason). Never a number for a faulty sensor."""
         if self.wiring_faults:

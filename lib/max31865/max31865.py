@@ -3,9 +3,11 @@
     spi = SPI(2, baudrate=1_000_000, polarity=0, phase=1, ...)   # mode 1 or 3, <= 5 MHz
     cs = Pin(5, Pin.OUT, value=1)
     rtd = MAX31865(spi, cs, wires=3, filter_hz=50, r_ref_ohm=4300, r0_ohm=1000)
-    rtd.start_one_shot()            # returns ms until the result is due
-    ...                             # later, from the scheduler
-    r_ohm, reason = rtd.read()      # (1270.7, None) or (None, "not_ready") ...
+    wait = rtd.start_one_shot()
+    while not rtd.ready():          # each poll advances the sequence, never waits
+        await asyncio.sleep_ms(wait)    # (or time.sleep_ms, or the scheduler's tick)
+        wait = rtd.wait_ms()
+    r_ohm, reason = rtd.read()      # (1270.7, None) or (None, "rtd_high_threshold") ...
 
 Bus contract: `spi` needs only `write_readinto(wbuf, rbuf)` (full duplex, equal
 lengths); every transaction is one call between `cs.value(0)` and `cs.value(1)`. The
@@ -37,7 +39,9 @@ is latched. Reasons, in the order `read()` reports the first one present:
 during that check, not a broken wire. `faults()` lists every reason in the status
 register. Faults stay latched in the chip until `clear_faults()`.
 
-A 1-shot is a small state machine advanced by `ready()` / `read()`: VBIAS on and
+A 1-shot is a small state machine advanced by `ready()` / `read()` polls, each made
+when `wait_ms()` says the next step is due (a poll earlier is harmless, a poll later
+only delays the result): VBIAS on and
 `bias_settle_ms` (default 10) to settle if it was off; with `cycle_each_shot` (default
 True) an automatic fault-detection cycle (<= 600 µs), whose cable-fault bits are then
 reported with the result, so a fault that leaves the data looking valid (FORCE- lead
@@ -50,8 +54,10 @@ call `run_fault_detection()` now and then. Nothing blocks except `read_blocking(
 the `time` module) supplies ticks_ms, ticks_diff and sleep_ms, so the host can run
 virtual time (all intervals use ticks_diff: safe across the 2^30 ms wrap).
 
-SPI traffic per 1-shot: config writes for VBIAS / cycle / 1-shot, a config poll, and
-one 9-byte burst read of the whole register file (config, RTD, thresholds, status).
+SPI traffic per 1-shot (VBIAS already on): a config read (a chip reset since the last
+shot is reported as CONFIG_LOST, not papered over), the cycle write, a config poll,
+the 1-shot write, and one 9-byte burst read of the whole register file (config, RTD,
+thresholds, status: a result and its fault bits from one transaction).
 """
 
 import time
@@ -159,6 +165,7 @@ class MAX31865:
         self._after_bias = _IDLE
         self._resume = False
         self._bias_before = 0
+        self._lost = False
         self._low_code = 0  # power-on-reset thresholds: never trip on a valid code
         self._high_code = _FULL_SCALE
         cs.value(1)
@@ -170,6 +177,7 @@ class MAX31865:
         """(Re)write configuration and thresholds, clear faults: VBIAS off, conversions
         off. Also the recovery after CONFIG_LOST. Returns True if the chip reads back."""
         self._state = _IDLE
+        self._lost = False
         self._write_config(self._base)
         self._write_thresholds()
         self.clear_faults()
@@ -216,24 +224,26 @@ class MAX31865:
 
     def start_one_shot(self):
         """Start one conversion (switching VBIAS on and letting it settle first if
-        needed). Returns the ms until `read()` can give the result."""
+        needed). Returns wait_ms(): poll ready()/read() then, and again after each
+        further wait_ms(), until a result comes (see the module doc)."""
         st = self._state
-        if st == _CONTINUOUS or st == _CYCLE:
+        if st == _CONTINUOUS or st == _CYCLE or (
+                st == _BIASING and self._after_bias == _CONTINUOUS):
             raise RuntimeError("MAX31865: stop continuous mode / fault cycle first")
         if st == _IDLE:
             self._begin(_ONE_SHOT)
-        return self._remaining_ms()
+        return self.wait_ms()
 
     def start_continuous(self):
-        """Convert continuously at the filter rate; `read()` gives the latest result."""
+        """Convert continuously at the filter rate; `read()` gives the latest result.
+        Returns wait_ms(), as start_one_shot()."""
         st = self._state
-        if st == _ONE_SHOT or st == _CYCLE or st == _PRE_CYCLE:
+        if st == _ONE_SHOT or st == _CYCLE or st == _PRE_CYCLE or (
+                st == _BIASING and self._after_bias != _CONTINUOUS):
             raise RuntimeError("MAX31865: wait for the 1-shot / fault cycle first")
         if st == _IDLE:
             self._begin(_CONTINUOUS)
-        elif st == _BIASING:
-            self._after_bias = _CONTINUOUS
-        return self._remaining_ms()
+        return self.wait_ms()
 
     def stop_continuous(self):
         """Back to normally-off (VBIAS stays on; set_bias(False) to save power)."""
@@ -265,6 +275,21 @@ class MAX31865:
             return False
         return self._clock.ticks_diff(now, self._t0) >= self._conv_ms
 
+    def wait_ms(self):
+        """ms until the next ready()/read() poll is worth making (0: now or idle)."""
+        st = self._state
+        if st == _IDLE:
+            return 0
+        now = self._clock.ticks_ms()
+        if st == _BIASING:
+            left = self._settle_ms - self._clock.ticks_diff(now, self._bias_t)
+        elif st == _PRE_CYCLE or st == _CYCLE:
+            # <= 600 µs: due 1 ms after the start, then re-polled every 1 ms
+            left = max(1 - self._clock.ticks_diff(now, self._t0), 1)
+        else:
+            left = self._conv_ms - self._clock.ticks_diff(now, self._t0)
+        return max(left, 0)
+
     def read(self):
         """(resistance_ohm, None) or (None, reason); see the module doc for reasons.
         In 1-shot mode the result is consumed: the next read needs a new start."""
@@ -275,6 +300,8 @@ class MAX31865:
         if self._state == _ONE_SHOT:
             self._state = _IDLE
         reason = self._check(rx)
+        if reason is None and self._lost:
+            reason = CONFIG_LOST  # until init(): see _begin()
         if reason is not None:
             return None, reason
         status = rx[8] & _STATUS_MASK
@@ -290,12 +317,14 @@ class MAX31865:
         """Blocking helper: start a 1-shot if idle, sleep until due, then `read()`."""
         if self._state == _IDLE:
             self.start_one_shot()
-        for _ in range(6):  # biasing -> cycle -> converting -> due: a bound, not a spin
+        # biasing -> cycle (<= _CYCLE_POLLS polls) -> converting -> due. Every pass
+        # moves the sequence on or sleeps >= 1 ms: a bound, never a spin.
+        for _ in range(4 + _CYCLE_POLLS):
             if self.ready():
                 return self.read()
             if self._state == _IDLE or self._state == _CYCLE:
                 break
-            self._clock.sleep_ms(self._step_ms())
+            self._clock.sleep_ms(self.wait_ms())
         return None, NOT_READY
 
     def read_rtd_register(self):
@@ -340,6 +369,7 @@ class MAX31865:
         self._bias_before = self._cfg & _CFG_VBIAS
         self._write_config(_CFG_VBIAS | self._base | _CFG_CYCLE_AUTO)
         self._state = _CYCLE
+        self._t0 = self._clock.ticks_ms()
 
     def fault_detection_done(self):
         """Poll: True when the cycle has finished (D3:D2 read back 00)."""
@@ -371,6 +401,11 @@ class MAX31865:
             self._write_config(self._cfg & ~_CFG_VBIAS)  # as it was before the cycle
 
     def _begin(self, mode):
+        # A chip reset (brown-out) since the last transaction would be silently
+        # "repaired" by the config writes below, but with VBIAS unsettled and the
+        # thresholds back at power-on values: look first, and report it.
+        if self._read_reg(_REG_CONFIG) & _CFG_KEEP != self._cfg:
+            self._lost = True
         now = self._clock.ticks_ms()
         if not self._cfg & _CFG_VBIAS:
             self._write_config(self._cfg | _CFG_VBIAS)
@@ -395,31 +430,6 @@ class MAX31865:
             self._write_config(self._cfg | _CFG_1SHOT)
             self._state = _ONE_SHOT
         self._t0 = now
-
-    def _remaining_ms(self):
-        st = self._state
-        if st == _IDLE or st == _CYCLE:
-            return 0
-        now = self._clock.ticks_ms()
-        cycle = 1 if self._cycle_each_shot and self._after_bias == _ONE_SHOT else 0
-        if st == _BIASING:
-            left = self._settle_ms - self._clock.ticks_diff(now, self._bias_t)
-            return max(left, 0) + cycle + self._conv_ms
-        if st == _PRE_CYCLE:
-            return 1 + self._conv_ms
-        return max(self._conv_ms - self._clock.ticks_diff(now, self._t0), 0)
-
-    def _step_ms(self):
-        # Sleep until the state machine's next step is due (>= 1 ms).
-        st = self._state
-        now = self._clock.ticks_ms()
-        if st == _BIASING:
-            left = self._settle_ms - self._clock.ticks_diff(now, self._bias_t)
-        elif st == _PRE_CYCLE:
-            left = 1
-        else:
-            left = self._conv_ms - self._clock.ticks_diff(now, self._t0)
-        return max(left, 1)
 
     def _check(self, rx):
         # rx[1:9] is the register file. All 0xFF = MISO floating high (chip absent, CS
