@@ -5,6 +5,7 @@ emulated SPI bus (boards/host/max31865_emu.py) while a virtual clock, which wrap
 2^30 ms like the targets' ticks_ms, is advanced by hand. No real sleeps.
 """
 
+import math
 import subprocess
 from pathlib import Path
 
@@ -606,3 +607,39 @@ out(r=d.read_blocking(), faults=d.faults(), status=d.fault_status())
     assert res["r"] == [None, "fault_flag"]
     assert res["faults"] == ["fault_flag"]
     assert res["status"] == 0
+
+
+@pytest.mark.parametrize("timing", ["max", "typical"])
+@pytest.mark.parametrize("filter_hz", [50, 60])
+def test_emulator_conversion_timing_by_filter(mp, timing, filter_hz):
+    cfg = 0x80 | (1 if filter_hz == 50 else 0)
+    res = one(mp, f"""
+clk = Clock(T0)
+emu = MAX31865Emu(r_ref_ohm=4300, now_ms=clk.ticks_ms, ticks_diff=clk.ticks_diff,
+                  timing="{timing}")
+emu.set_resistance(1000.0)
+raw(emu, [0x80, {cfg}])
+clk.sleep_ms(10)
+raw(emu, [0x80, {cfg} | 0x20])
+t = 0
+while raw(emu, [0x00, 0])[1] & 0x20:
+    clk.sleep_ms(1)
+    t += 1
+one_shot = t
+raw(emu, [0x80, {cfg} | 0x40])
+codes = set()
+for ms in range(2000):         # ramp the RTD 0.5 ohm/ms, look every ms
+    emu.set_resistance(1000.0 + ms * 0.5)
+    rx = raw(emu, [0x01, 0, 0])
+    codes.add(rx[1] << 7 | rx[2] >> 1)
+    clk.sleep_ms(1)
+out(one_shot=one_shot, results=len(codes - {{emu.code_for(1000.0)}}))
+""")
+    one_shot_us, period_us = {
+        ("max", 50): (66000, 21000), ("max", 60): (55000, 17500),
+        ("typical", 50): (62500, 20000), ("typical", 60): (52000, 16667),
+    }[(timing, filter_hz)]
+    assert res["one_shot"] == math.ceil(one_shot_us / 1000)
+    # continuous: first result one 1-shot time after entering auto mode, then one per
+    # period; count the distinct results seen by a per-ms poll over 0..1999 ms
+    assert res["results"] == 1 + (1_999_000 - one_shot_us) // period_us
