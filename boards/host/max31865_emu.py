@@ -75,7 +75,7 @@ _POR = b"\x00\x00\x00\xff\xff\x00\x00"  # registers 0x00-0x06 at power-on
 _FULL_SCALE = const(0x7FFF)
 _CYCLE_US = const(550)
 
-_ONE_SHOT_US = ((62500, 66000), (52000, 55000))  # [60 Hz?][max?]: 50 Hz row first
+_ONE_SHOT_US = ((62500, 66000), (52000, 55000))  # rows: 50, 60 Hz; columns: typical, max
 _PERIOD_US = ((20000, 21000), (16667, 17500))
 
 _D7 = const(0x80)
