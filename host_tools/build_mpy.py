@@ -7,7 +7,7 @@ viper constant that does not fit a 32-bit target (>= 2**30) fails the build.
 import subprocess
 import sys
 
-from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, REPO
+from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB
 
 # Board -> mpy-cross architecture. The host board runs source on the unix port.
 ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m"}

@@ -5,7 +5,7 @@ import os
 import subprocess
 import tempfile
 
-from host_tools.paths import REPO, micropython_cmd, micropypath
+from host_tools.paths import REPO, micropypath, micropython_cmd
 
 
 class MicroPythonError(RuntimeError):
