@@ -138,13 +138,23 @@ def run_checked(ns, samples, table, st, chunk=64, reseed=None):
 
 
 @pytest.fixture(scope="module")
-def wtab():
-    return fluid_ref.water_table()
+def wtab(mp):
+    """The production water table, heatgw.fluid.water(), as built by the micropython binary."""
+    data = mp.run_json("""
+import json
+from heatgw import fluid
+t = fluid.water()
+print(json.dumps([t.t0_mc, list(t.h_q64), list(t.rho_q32), t.t_min_mc, t.t_max_mc]))
+""")[0]
+    return fluid_ref.RefTable(*data)
+
+
+MP_TABLE = "from heatgw import fluid\nTABLE = fluid.water()\n"
 
 
 @pytest.fixture(scope="module")
-def mp_table(wtab):
-    return fluid_ref.mp_table_source(wtab)
+def mp_table():
+    return MP_TABLE
 
 
 def water_kernel_inputs(wtab, in_return=True, cutoff=200, t_min_mc=0, t_max_mc=150_000):
@@ -731,10 +741,8 @@ print(json.dumps(res))
     assert row[2] / 3.6e15 == pytest.approx(22.720, abs=0.001)
 
 
-def test_fluid_water_table_if_present(mp):
-    """Once heatgw.fluid lands, its water table must drive the meter to IF97 too."""
-    if not (FIRMWARE / "heatgw" / "fluid.py").exists():
-        pytest.skip("heatgw.fluid not in the tree yet")
+def test_fluid_water_table_worked_example(mp):
+    """fluid.water() drives the meter to the REFERENCE.md worked example."""
     out = mp.run_json("""
 import json
 from heatgw import fluid
@@ -751,11 +759,9 @@ print(json.dumps(res))
     assert out[1] / 3.6e15 == pytest.approx(22.720, abs=0.001)
 
 
-def test_fluid_glycol_tables_if_present(mp):
+def test_fluid_glycol_tables(mp):
     """Glycol tables (ρ up to ~1080 kg/m³, grids below 0 °C) pass the kernel contract and
     meter what heatgw.fluid's own k-factor says, also below 0 °C."""
-    if not (FIRMWARE / "heatgw" / "fluid.py").exists():
-        pytest.skip("heatgw.fluid not in the tree yet")
     out = mp.run_json("""
 import json
 from heatgw import fluid
