@@ -20,18 +20,7 @@ import max31865
 from max31865 import MAX31865
 from max31865_emu import MAX31865Emu
 
-class Clock:
-    # ticks_ms/ticks_diff/sleep_ms with the targets' 2^30 ms wrap.
-    P = 1 << 30
-    def __init__(self, t):
-        self.t = t % self.P
-    def ticks_ms(self):
-        return self.t
-    def ticks_diff(self, a, b):
-        d = (a - b) & (self.P - 1)
-        return d - self.P if d >= self.P // 2 else d
-    def sleep_ms(self, ms):
-        self.t = (self.t + ms) % self.P
+from virtual_clock import VirtualClock as Clock
 
 T0 = (1 << 30) - 40  # every session crosses the tick wrap
 

@@ -35,17 +35,7 @@ SENSOR = r"""
 from max31865 import MAX31865
 from max31865_emu import MAX31865Emu
 
-class Clock:
-    P = 1 << 30
-    def __init__(self, t):
-        self.t = t % self.P
-    def ticks_ms(self):
-        return self.t
-    def ticks_diff(self, a, b):
-        d = (a - b) & (self.P - 1)
-        return d - self.P if d >= self.P // 2 else d
-    def sleep_ms(self, ms):
-        self.t = (self.t + ms) % self.P
+from virtual_clock import VirtualClock as Clock
 
 def make(r_ref=4300, r0=1000, cycle_each_shot=True, **kw):
     clk = Clock((1 << 30) - 500)
