@@ -15,6 +15,10 @@ ARCH = None  # runs source (or x64 .mpy) on the unix port
 R_REF_OHM = 4300  # the reference resistor fitted on the emulated converter boards
 RTD_NAMES = ("supply", "return", "sink_return", "it_coolant")
 
+# name: (emulated output, active_level). The host board's relay modules are active-low
+# like the real boards', so the safe level differs from "0" and a polarity bug shows here.
+RELAY_PINS = {"reuse": ("emu_reuse", 0), "bypass_aux": ("emu_bypass_aux", 0)}
+
 _chips = {}
 
 
@@ -68,3 +72,51 @@ def rtd_cs(name):
     pin = rtd_chip(name).cs
     pin.value(1)
     return pin
+
+
+class RelayPin:
+    """An output pin driving an emulated relay module's input (machine.Pin interface)."""
+
+    OUT = 1
+
+    def __init__(self, name, active_level):
+        self.name = name
+        self.active_level = active_level
+        self._v = None  # floating until driven: the module's pull resistor holds it off
+
+    def init(self, mode=None, value=None):
+        if value is not None:
+            self.value(value)
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        self._v = 1 if v else 0
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def coil_energised(self):
+        # A floating input is pulled to the inactive level by the module's resistor.
+        return self._v is not None and self._v == self.active_level
+
+
+_relays = {name: RelayPin(pin, active) for name, (pin, active) in RELAY_PINS.items()}
+
+
+def relay_pin(name):
+    """The emulated relay output `name` (host board only: lets tests see the coil)."""
+    return _relays[name]
+
+
+def relays_safe():
+    """Drive every relay pin to the level that de-energises its coil; returns the pins."""
+    for pin in _relays.values():
+        pin.init(RelayPin.OUT, value=1 - pin.active_level)
+    return dict(_relays)

@@ -34,3 +34,9 @@ def spi():
 def rtd_cs(name):
     """Chip-select pin for the RTD converter called `name`, driven high (deselected)."""
     return Pin(RTD_CS_PINS[name], Pin.OUT, value=1)
+
+
+def relays_safe():
+    """Drive every relay pin to the level that de-energises its coil; returns the pins."""
+    return {name: Pin(gpio, Pin.OUT, value=1 - active)
+            for name, (gpio, active) in RELAY_PINS.items()}

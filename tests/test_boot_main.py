@@ -1,0 +1,42 @@
+"""boot.py puts relays in their safe state; main.py runs the on-device self-test."""
+
+from host_tools.paths import FIRMWARE
+
+BOOT_THEN_MAIN = f"""
+import board
+states_before = {{n: board.relay_pin(n).value() for n in board.RELAY_PINS}}
+exec(open({str(FIRMWARE / "boot.py")!r}).read())
+for n in board.RELAY_PINS:
+    p = board.relay_pin(n)
+    print("relay", n, p.value(), p.active_level, p.coil_energised())
+print("before", states_before)
+exec(open({str(FIRMWARE / "main.py")!r}).read())
+"""
+
+
+def test_boot_drives_relays_safe_then_main_selftest_passes_in_64k_heap(mp):
+    out = mp.run_code(BOOT_THEN_MAIN, heapsize="64wK")
+    lines = out.splitlines()
+    relays = [line.split() for line in lines if line.startswith("relay ")]
+    assert len(relays) == 2
+    for _, name, level, active, energised in relays:
+        # active-low modules: the safe level is high, and the coil is off
+        assert level == str(1 - int(active)) and energised == "False", name
+    assert "None" in next(line for line in lines if line.startswith("before"))
+    results = [line for line in lines if line.startswith("selftest: ") and
+               (" ok " in line or " FAIL " in line)]
+    assert len(results) == 4, out
+    assert all(" ok " in line for line in results), out
+    assert lines[-1] == "selftest: PASS"
+
+
+def test_selftest_catches_wrong_arithmetic(mp):
+    # The self-test must fail when the meter is wrong, e.g. a wrong meter position.
+    out = mp.run_code("""
+from heatgw import selftest
+selftest._EN1434_CASES = ((70000, 50000, False, 22959),)
+print(selftest.run())
+""")
+    assert "en1434_70_50_flow FAIL" in out
+    assert out.splitlines()[-2] == "selftest: FAIL 1"
+    assert out.splitlines()[-1] == "False"
