@@ -400,3 +400,32 @@ def test_ram_cost_of_tables(mp, tmp_path):
     assert r["water"] < 2 * 294 * 4 + 512
     assert r["pg60"] < 2 * 295 * 4 + 512
     assert r["freed"] >= r["water"] + r["pg60"] + r["eg30"] - 512
+
+
+def test_table_for_a_configured_fluid(mp):
+    out = mp.run_json("""
+import json
+from heatgw import fluid
+res = {}
+for args in (("water",), ("propylene_glycol", 0.3), ("ethylene_glycol", 0.25)):
+    t = fluid.table_for(*args)
+    res[args[0]] = [t.name, t.mass_fraction, t.n]
+errs = []
+for args in (("water", 0.3), ("propylene_glycol",), ("brine", 0.2),
+             ("ethylene_glycol", 0.7)):
+    try:
+        fluid.table_for(*args)
+        errs.append(None)
+    except ValueError as e:
+        errs.append(str(e))
+res["errors"] = errs
+print(json.dumps(res))
+""")[0]
+    assert out["water"][0] == "water" and out["water"][1] is None
+    assert out["propylene_glycol"][:2] == ["propylene glycol 30%", 0.3]
+    assert out["ethylene_glycol"][1] == 0.25
+    water_err, pg_err, brine_err, eg_err = out["errors"]
+    assert "takes no mass_fraction" in water_err
+    assert "needs a mass_fraction" in pg_err
+    assert "unknown fluid 'brine'" in brine_err and "propylene_glycol" in brine_err
+    assert "0.6" in eg_err

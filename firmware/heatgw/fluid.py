@@ -132,6 +132,24 @@ def ethylene_glycol(mass_fraction):
         _unload()
 
 
+FLUIDS = ("water", "propylene_glycol", "ethylene_glycol")
+
+
+def table_for(fluid, mass_fraction=None):
+    """The table for a configured fluid: "water" (no mass fraction), or "propylene_glycol" /
+    "ethylene_glycol" with its mass fraction. Anything else raises a clear ValueError."""
+    if fluid == "water":
+        if mass_fraction:
+            raise ValueError("fluid water takes no mass_fraction (got %r)" % (mass_fraction,))
+        return water()
+    if fluid in ("propylene_glycol", "ethylene_glycol"):
+        if mass_fraction is None:
+            raise ValueError("fluid %s needs a mass_fraction (e.g. 0.3 for 30 %%)" % fluid)
+        build = propylene_glycol if fluid == "propylene_glycol" else ethylene_glycol
+        return build(mass_fraction)
+    raise ValueError("unknown fluid %r; one of %s" % (fluid, ", ".join(FLUIDS)))
+
+
 def _horner(coeffs, z, num):
     s = num(0)
     for k in range(len(coeffs) - 1, -1, -1):
