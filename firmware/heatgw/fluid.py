@@ -57,7 +57,7 @@ _FRAC = 511
 
 
 class FluidTable:
-    STEP_SHIFT = 9
+    STEP_SHIFT = STEP_SHIFT  # the module constant, seen by the kernel via table.STEP_SHIFT
 
     def __init__(self, name, t0_mc, t_min_mc, t_max_mc, h_q64, rho_q32, mass_fraction=None):
         n = len(h_q64)
