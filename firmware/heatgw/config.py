@@ -1,0 +1,112 @@
+"""The node configuration: one JSON file, validated against heatgw.config_schema.
+
+    cfg, errors, source = load("config.json")
+
+source is "file" when the file parsed and validated, else "default": then cfg is a fresh
+copy of DEFAULT (no sensors, no flow, so the node stays bypassed with reason no_config)
+and errors says why, one clear line each. load() never raises.
+"""
+
+import json
+
+from heatgw.config_schema import SCHEMA
+from heatgw.schema import validate
+
+SENSOR_NAMES = ("supply", "return", "sink_return", "it_coolant")
+MAX_BYTES = 16384  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
+
+_DEFAULT_DOC = {"version": 1}
+
+
+def default():
+    """A fresh DEFAULT config (the caller may modify it)."""
+    return validate(_DEFAULT_DOC, SCHEMA)[0]
+
+
+DEFAULT = default()
+
+
+def _parse(path):
+    """(doc, None) or (None, error)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        if e.args and e.args[0] == 2:  # ENOENT
+            return None, "%s: not found" % path
+        return None, "%s: cannot read (%s)" % (path, e)
+    if len(raw) > MAX_BYTES:
+        return None, "%s: larger than %d bytes" % (path, MAX_BYTES)
+    if raw[:3] == b"\xef\xbb\xbf":  # UTF-8 BOM written by some editors
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except Exception:
+        return None, "%s: not UTF-8 text" % path
+    if not text.strip():
+        return None, "%s: file is empty" % path
+    try:
+        return json.loads(text), None
+    except Exception as e:  # ValueError, and RecursionError for absurd nesting on CPython
+        return None, "%s: not valid JSON (%s)" % (path, e)
+
+
+def load(path):
+    """(cfg, errors, source): source "file" if the file is valid, else DEFAULT and "default"."""
+    try:
+        doc, err = _parse(path)
+        if err is not None:
+            return default(), [err], "default"
+        cfg, errors = validate(doc, SCHEMA)
+        if errors:
+            return default(), errors, "default"
+        return cfg, [], "file"
+    except Exception as e:  # MemoryError included: fall back, say why
+        try:
+            return default(), ["%s: loading failed (%r)" % (path, e)], "default"
+        except Exception:
+            return DEFAULT, ["%s: loading failed (out of memory)" % path], "default"
+
+
+def is_configured(cfg):
+    """True when at least one critical sensor or a critical flow meter is configured."""
+    try:
+        sensors = cfg.get("sensors") or {}
+        for name in SENSOR_NAMES:
+            s = sensors.get(name)
+            if type(s) is dict and s.get("critical") is True:
+                return True
+        flow = cfg.get("flow")
+        return type(flow) is dict and flow.get("critical") is True
+    except Exception:
+        return False
+
+
+def _dump(v, out):
+    if type(v) is dict:
+        out.append("{")
+        first = True
+        for k in sorted(v):
+            if not first:
+                out.append(",")
+            first = False
+            out.append(json.dumps(k))
+            out.append(":")
+            _dump(v[k], out)
+        out.append("}")
+    elif type(v) is list or type(v) is tuple:
+        out.append("[")
+        for i, x in enumerate(v):
+            if i:
+                out.append(",")
+            _dump(x, out)
+        out.append("]")
+    else:
+        out.append(json.dumps(v))
+
+
+def dumps(cfg):
+    """Canonical JSON: keys sorted, no spaces (MicroPython's json has no sort_keys)."""
+    out = []
+    _dump(cfg, out)
+    return "".join(out)

@@ -1,0 +1,166 @@
+"""The configuration schema, as data only: heatgw.schema.validate() reads it on the device
+and host_tools.config_check reads the very same file on the host.
+
+Node keys (every one optional):
+    type     "int" | "float" (an int is accepted and stored as float) | "bool" | "str" |
+             "object"
+    null     true: null is accepted (and is the value stored)
+    req      true: the key must be present (no safe default exists)
+    default  used when the key is absent; an object default ({}) is filled in turn
+             (keys with neither req nor default stay absent)
+    min max  inclusive bounds (numbers)
+    enum     the allowed values
+    len      [min, max] string length;  chars  the allowed characters
+    unit doc installer documentation
+    keys     object members; any other key is an error (typos must not pass)
+    rules    cross-field checks on the filled object: [op, lhs, rhs, why(, when)]
+             op: lt le gt ge eq.  lhs/rhs: a number, a dotted path, or [+|-|*, a, b] with
+             a/b numbers or paths. A "*" path segment runs the rule for every key there.
+             when: [path, [values]] - the rule applies only if path holds one of values.
+             A rule whose paths are absent (sensor or flow not configured) is skipped.
+"""
+
+# One MAX31865 channel. r0 and wires have no default: a wrong one is the commonest field
+# fault and reads plausible temperatures (README, max31865).
+_SENSOR = {
+    "type": "object", "doc": "RTD channel (MAX31865)",
+    "keys": {
+        "r0_ohm": {"type": "int", "req": True, "enum": [100, 1000], "unit": "ohm",
+                   "doc": "RTD resistance at 0 C: 100 (PT100) or 1000 (PT1000)"},
+        "wires": {"type": "int", "req": True, "enum": [2, 3, 4],
+                  "doc": "RTD wiring: 2, 3 or 4 wires"},
+        "offset_k": {"type": "float", "default": 0.0, "min": -5.0, "max": 5.0, "unit": "K",
+                     "doc": "calibration offset added to the reading"},
+        "min_c": {"type": "float", "default": 0.0, "min": -50.0, "max": 200.0, "unit": "C",
+                  "doc": "readings below this are a sensor fault"},
+        "max_c": {"type": "float", "default": 120.0, "min": -50.0, "max": 200.0, "unit": "C",
+                  "doc": "readings above this are a sensor fault"},
+        "critical": {"type": "bool", "default": True,
+                     "doc": "a fault or stale reading of this sensor forces bypass"},
+    },
+}
+
+_FLUIDS = ["water", "propylene_glycol", "ethylene_glycol"]  # heatgw.fluid.FLUIDS
+_GLYCOLS = ["propylene_glycol", "ethylene_glycol"]
+
+SCHEMA = {
+    "type": "object", "doc": "heatgw node configuration (one JSON file)",
+    "keys": {
+        "version": {"type": "int", "req": True, "enum": [1],
+                    "doc": "configuration format version"},
+        "node_id": {"type": "str", "default": "heatgw", "len": [1, 32],
+                    "chars": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
+                    "doc": "node name in MQTT topics: letters, digits, - and _"},
+        "sensors": {
+            "type": "object", "default": {},
+            "doc": "temperature sensors; an absent one is not measured",
+            "keys": {"supply": _SENSOR, "return": _SENSOR,
+                     "sink_return": _SENSOR, "it_coolant": _SENSOR},
+        },
+        "flow": {
+            "type": "object", "null": True, "default": None,
+            "doc": "flow meter; null or absent: no flow measurement",
+            "keys": {
+                "type": {"type": "str", "default": "pulse", "enum": ["pulse"],
+                         "doc": "meter output: pulse"},
+                "litres_per_pulse": {"type": "float", "req": True, "min": 0.000001,
+                                     "max": 1000.0, "unit": "L",
+                                     "doc": "volume per pulse (a whole number of uL)"},
+                "max_m3h": {"type": "float", "req": True, "min": 0.01, "max": 1000.0,
+                            "unit": "m3/h", "doc": "rates above this are implausible"},
+                "critical": {"type": "bool", "default": True,
+                             "doc": "a flow fault forces bypass"},
+            },
+        },
+        "meter": {
+            "type": "object", "default": {}, "doc": "EN 1434 heat meter",
+            "keys": {
+                "fluid": {"type": "str", "default": "water", "enum": _FLUIDS,
+                          "doc": "heat-transfer fluid"},
+                "mass_fraction": {"type": "float", "default": 0.0, "min": 0.0, "max": 0.6,
+                                  "unit": "kg/kg",
+                                  "doc": "glycol mass fraction (0.3 = 30 %); 0 for water"},
+                "meter_in_return": {"type": "bool", "default": True,
+                                    "doc": "flow meter sits in the return pipe"},
+                "cutoff_k": {"type": "float", "default": 0.2, "min": 0.0, "max": 5.0,
+                             "unit": "K", "doc": "no metering below this temperature difference"},
+            },
+        },
+        "control": {
+            "type": "object", "default": {}, "doc": "fail-safe control",
+            "keys": {
+                "tick_ms": {"type": "int", "default": 1000, "min": 100, "max": 1000,
+                            "unit": "ms", "doc": "control period (1 s or faster)"},
+                "sink_return_max_c": {"type": "float", "default": 45.0, "min": 0.0,
+                                      "max": 150.0, "unit": "C",
+                                      "doc": "bypass when the sink return is above this"},
+                "sink_return_hyst_k": {"type": "float", "default": 2.0, "min": 0.1,
+                                       "max": 50.0, "unit": "K",
+                                       "doc": "reuse again below max minus this"},
+                "it_coolant_max_c": {"type": "float", "default": 44.0, "min": 0.0,
+                                     "max": 150.0, "unit": "C",
+                                     "doc": "bypass (latching) when IT coolant is above this"},
+                "it_coolant_hyst_k": {"type": "float", "default": 2.0, "min": 0.1,
+                                      "max": 50.0, "unit": "K",
+                                      "doc": "release below max minus this"},
+                "sink_flow_min_m3h": {"type": "float", "default": 3.0, "min": 0.0,
+                                      "max": 1000.0, "unit": "m3/h",
+                                      "doc": "bypass when the sink flow is below this"},
+                "sink_flow_hyst_m3h": {"type": "float", "default": 0.5, "min": 0.0,
+                                       "max": 100.0, "unit": "m3/h",
+                                       "doc": "reuse again above min plus this"},
+                "sink_signal": {"type": "bool", "default": True,
+                                "doc": "the sink's ready signal is wired and honoured"},
+                "stale_s": {"type": "int", "default": 5, "min": 1, "max": 3600, "unit": "s",
+                            "doc": "a reading older than this is stale"},
+                "valve_travel_s": {"type": "int", "default": 45, "min": 1, "max": 600,
+                                   "unit": "s", "doc": "full valve stroke time"},
+                "recover_s": {"type": "int", "default": 120, "min": 0, "max": 86400,
+                              "unit": "s", "doc": "conditions must hold this long to reuse"},
+                "min_dwell_s": {"type": "int", "default": 600, "min": 0, "max": 86400,
+                                "unit": "s", "doc": "minimum time between state changes"},
+            },
+        },
+        "persist": {
+            "type": "object", "default": {}, "doc": "meter totals in flash",
+            "keys": {
+                "interval_s": {"type": "int", "default": 300, "min": 10, "max": 86400,
+                               "unit": "s", "doc": "save period (flash wear vs. loss)"},
+            },
+        },
+        "supervisor": {
+            "type": "object", "default": {}, "doc": "task supervision",
+            "keys": {
+                "watchdog_ms": {"type": "int", "default": 5000, "min": 1, "max": 8300,
+                                "unit": "ms", "doc": "hardware watchdog (RP2040: 8300 max)"},
+                "stall_s": {"type": "int", "default": 3, "min": 1, "max": 600, "unit": "s",
+                            "doc": "a task silent this long is stalled"},
+            },
+        },
+    },
+    "rules": [
+        ["lt", "sensors.*.min_c", "sensors.*.max_c", "the sensor range must not be empty"],
+        ["lt", "control.sink_return_max_c", "sensors.sink_return.max_c",
+         "the trip point must be inside the sensor range"],
+        ["gt", ["-", "control.sink_return_max_c", "control.sink_return_hyst_k"],
+         "sensors.sink_return.min_c", "hysteresis must be smaller than the threshold span"],
+        ["lt", "control.it_coolant_max_c", "sensors.it_coolant.max_c",
+         "the trip point must be inside the sensor range"],
+        ["gt", ["-", "control.it_coolant_max_c", "control.it_coolant_hyst_k"],
+         "sensors.it_coolant.min_c", "hysteresis must be smaller than the threshold span"],
+        ["lt", "control.sink_flow_min_m3h", "flow.max_m3h",
+         "the low-flow threshold must be below the meter's maximum"],
+        ["lt", ["+", "control.sink_flow_min_m3h", "control.sink_flow_hyst_m3h"], "flow.max_m3h",
+         "hysteresis must be smaller than the threshold span"],
+        ["gt", "supervisor.watchdog_ms", ["*", 2, "control.tick_ms"],
+         "the watchdog must outlast two control ticks"],
+        ["ge", ["*", 1000, "supervisor.stall_s"], ["*", 2, "control.tick_ms"],
+         "a task is stalled only after two missed ticks"],
+        ["ge", ["*", 1000, "control.stale_s"], ["*", 2, "control.tick_ms"],
+         "a reading is stale only after two missed ticks"],
+        ["eq", "meter.mass_fraction", 0, "water takes no glycol mass fraction",
+         ["meter.fluid", ["water"]]],
+        ["gt", "meter.mass_fraction", 0, "a glycol needs its mass fraction, e.g. 0.3 for 30 %",
+         ["meter.fluid", _GLYCOLS]],
+    ],
+}
