@@ -1,0 +1,248 @@
+"""A file-backed NOR flash for littlefs on the unix port, with power cuts.
+
+FlashDev(path, block_size=4096, block_count=64) is a block device with MicroPython's
+extended interface (vfs.AbstractBlockDev): readblocks(block, buf, offset),
+writeblocks(block, buf, offset) = program only, ioctl(op, arg) with 1 init, 2 deinit,
+3 sync, 4 block count, 5 block size, 6 erase. It behaves like NOR flash: a program can
+only clear bits (new = old & data), an erase sets the whole block to 0xFF. Every program
+and erase goes to the backing file at once (write + flush), so the file holds exactly the
+operations done before a cut and a new FlashDev on it is the flash after a reset.
+
+Power cut: arm_cut(after_ops, torn_bytes, on_cut=None) tears operation number
+ops + after_ops (after_ops=1: the next one). A torn program lands only its first
+torn_bytes bytes, a torn erase erases only the first torn_bytes bytes of the block. Then
+on_cut(info) is called and every later program/erase is dropped silently (power is gone);
+reads keep returning the frozen image. Don't raise from on_cut: the call comes from inside
+littlefs's C code, which must not be unwound mid-operation.
+
+Counters: ops (programs + erases that reached the flash, the torn one included),
+programs, erases, bytes_programmed, dropped (operations after the cut); wear() gives the
+erase count of each block.
+
+mount(dev, path) mounts littlefs v2 on dev at path and formats only a blank device.
+"""
+
+import vfs
+
+IOCTL_INIT = 1
+IOCTL_DEINIT = 2
+IOCTL_SYNC = 3
+IOCTL_BLOCK_COUNT = 4
+IOCTL_BLOCK_SIZE = 5
+IOCTL_BLOCK_ERASE = 6
+
+# littlefs geometry for a few small files. Programs of 16 bytes are what SPI NOR on the
+# ESP32/RP2040 can do (any size up to a 256-byte page); the cache littlefs uses is
+# 4 * max(readsize, progsize) = 64 bytes. lookahead is in bytes of bitmap, 8 blocks each:
+# 16 covers 128 blocks, more than the 64 of the default device.
+LFS_READSIZE = 16
+LFS_PROGSIZE = 16
+LFS_LOOKAHEAD = 16
+
+
+class FlashDev:
+    def __init__(self, path, block_size=4096, block_count=64):
+        if block_size <= 0 or block_count <= 0:
+            raise ValueError("block_size and block_count must be positive")
+        self.path = path
+        self.block_size = block_size
+        self.block_count = block_count
+        size = block_size * block_count
+        self._ff = b"\xff" * block_size
+        try:
+            f = open(path, "r+b")
+        except OSError:
+            f = open(path, "w+b")
+        f.seek(0, 2)
+        have = f.tell()
+        while have < size:  # extend with erased flash
+            n = min(block_size - have % block_size, size - have)
+            f.write(self._ff[:n])
+            have += n
+        f.flush()
+        self._f = f
+        self._img = bytearray(size)
+        f.seek(0)
+        got = f.readinto(self._img)
+        if got != size:
+            raise OSError("short read of flash image %s" % path)
+        self._mv = memoryview(self._img)
+        self._wear = [0] * block_count
+        self.ops = 0
+        self.programs = 0
+        self.erases = 0
+        self.bytes_programmed = 0
+        self.dropped = 0
+        self.cut_done = False
+        self.cut_info = None
+        self._cut_at = 0  # op number to tear; 0 = not armed
+        self._torn_bytes = 0
+        self._on_cut = None
+
+    # --- power cut ---------------------------------------------------------------------
+
+    def arm_cut(self, after_ops, torn_bytes, on_cut=None):
+        if after_ops < 1:
+            raise ValueError("after_ops counts from 1 (the next operation)")
+        if torn_bytes < 0:
+            raise ValueError("torn_bytes must be >= 0")
+        self._cut_at = self.ops + after_ops
+        self._torn_bytes = torn_bytes
+        self._on_cut = on_cut
+
+    def disarm(self):
+        self._cut_at = 0
+
+    def _tear(self, kind, block, offset, n):
+        # Called for the operation that is torn: returns how many bytes of it land.
+        torn = min(self._torn_bytes, n)
+        self.cut_done = True
+        self._cut_at = 0
+        self.cut_info = {"op": kind, "block": block, "offset": offset, "len": n,
+                         "torn_bytes": torn}
+        return torn
+
+    def _after_tear(self):
+        if self._on_cut is not None:
+            cb = self._on_cut
+            self._on_cut = None
+            cb(self.cut_info)
+
+    def _store(self, addr, data):
+        self._f.seek(addr)
+        self._f.write(data)
+        self._f.flush()
+
+    # --- block device protocol ---------------------------------------------------------
+
+    def _check(self, block, offset, n):
+        # One operation stays inside one block, as littlefs guarantees.
+        if block < 0 or block >= self.block_count or offset < 0 or offset + n > self.block_size:
+            raise OSError(5)  # EIO
+        return block * self.block_size + offset
+
+    def readblocks(self, block, buf, offset=0):
+        n = len(buf)
+        addr = block * self.block_size + offset
+        if block < 0 or offset < 0 or addr + n > len(self._img):
+            raise OSError(5)  # EIO
+        buf[:] = self._mv[addr:addr + n]
+        return 0
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:
+            # Simple interface: whole blocks, erased first by the device itself.
+            nblocks = len(buf) // self.block_size
+            mv = memoryview(buf)
+            for i in range(nblocks):
+                self.erase(block + i)
+                self.program(block + i, 0, mv[i * self.block_size:(i + 1) * self.block_size])
+            return 0
+        return self.program(block, offset, buf)
+
+    def program(self, block, offset, data):
+        n = len(data)
+        addr = self._check(block, offset, n)
+        if self.cut_done:
+            self.dropped += 1
+            return 0
+        self.ops += 1
+        torn = -1
+        if self.ops == self._cut_at:
+            torn = self._tear("program", block, offset, n)
+            n = torn
+            data = memoryview(data)[:n]
+        if n:
+            old = self._mv[addr:addr + n]
+            if old == self._ff[:n]:
+                new = bytes(data)  # erased: NOR programs exactly the data
+            else:
+                new = (int.from_bytes(bytes(old), "big")
+                       & int.from_bytes(bytes(data), "big")).to_bytes(n, "big")
+            self._img[addr:addr + n] = new
+            self._store(addr, new)
+        self.programs += 1
+        self.bytes_programmed += n
+        if torn >= 0:
+            self._after_tear()
+        return 0
+
+    def erase(self, block):
+        addr = self._check(block, 0, self.block_size)
+        if self.cut_done:
+            self.dropped += 1
+            return 0
+        self.ops += 1
+        n = self.block_size
+        torn = -1
+        if self.ops == self._cut_at:
+            torn = self._tear("erase", block, 0, n)
+            n = torn
+        if n:
+            self._img[addr:addr + n] = self._ff[:n]
+            self._store(addr, self._ff[:n])
+        self.erases += 1
+        self._wear[block] += 1
+        if torn >= 0:
+            self._after_tear()
+        return 0
+
+    def ioctl(self, op, arg):
+        if op == IOCTL_BLOCK_COUNT:
+            return self.block_count
+        if op == IOCTL_BLOCK_SIZE:
+            return self.block_size
+        if op == IOCTL_BLOCK_ERASE:
+            return self.erase(arg)
+        if op in (IOCTL_INIT, IOCTL_DEINIT, IOCTL_SYNC):
+            return 0  # every operation is already in the file
+        return None
+
+    # --- inspection --------------------------------------------------------------------
+
+    def wear(self):
+        return list(self._wear)
+
+    def is_blank(self):
+        return is_blank(self)
+
+    def close(self):
+        self._f.close()
+
+
+def is_blank(dev):
+    """True when every byte of the block device reads 0xFF (never formatted)."""
+    bs = dev.ioctl(IOCTL_BLOCK_SIZE, 0) or 512
+    nb = dev.ioctl(IOCTL_BLOCK_COUNT, 0)
+    ff = b"\xff" * bs
+    buf = bytearray(bs)
+    for b in range(nb):
+        dev.readblocks(b, buf, 0)
+        if buf != ff:
+            return False
+    return True
+
+
+def mount(dev, path, readsize=LFS_READSIZE, progsize=LFS_PROGSIZE, lookahead=LFS_LOOKAHEAD):
+    """Mount littlefs v2 on dev at path; returns True when the device had to be formatted.
+
+    Formats only a blank (all 0xFF) device. A device holding data that littlefs cannot
+    mount raises the OSError: reformatting it would silently lose the meter totals.
+    Whatever was mounted at path before is unmounted first (after a reset nothing is).
+    """
+    try:
+        vfs.umount(path)
+    except OSError:
+        pass
+    kw = {"readsize": readsize, "progsize": progsize, "lookahead": lookahead}
+    formatted = False
+    try:
+        fs = vfs.VfsLfs2(dev, mtime=False, **kw)
+    except OSError:
+        if not is_blank(dev):
+            raise
+        vfs.VfsLfs2.mkfs(dev, **kw)
+        formatted = True
+        fs = vfs.VfsLfs2(dev, mtime=False, **kw)
+    vfs.mount(fs, path)
+    return formatted
