@@ -1,0 +1,501 @@
+"""Fail-safe bypass state machine: pure logic, no I/O, no clock reads.
+
+    fs = FailSafe(cfg["control"], sensors_cfg=cfg["sensors"], flow_cfg=cfg.get("flow"),
+                  now_ms=clock.ticks_ms(), latched=saved_latches)
+    events = fs.update(clock.ticks_ms(), inputs)   # every tick
+    drive_relays(fs.relay_reuse)                    # True only in state 'reuse'
+
+Any active condition or latched reason puts the node in 'bypass' in the same update.
+Going back to 'reuse' needs every condition clear continuously for `recover_s` and at
+least `min_dwell_s` since the last entry into bypass (the construction counts: a node
+that keeps rebooting cannot chatter either).
+
+Timers are durations accumulated from update to update (saturating), never stored tick
+stamps, so a node that sits in bypass for weeks cannot see a wrapped ticks_diff make a
+long time look short. The steady-state update (nothing changes) allocates nothing and
+returns the same empty list: treat returned lists as read-only.
+
+Runs unchanged on MicroPython and CPython.
+"""
+
+BYPASS = "bypass"
+REUSE = "reuse"
+
+BOOT = "boot"
+NO_CONFIG = "no_config"
+SINK_RETURN_HIGH = "sink_return_high"
+SINK_FLOW_LOW = "sink_flow_low"
+SINK_UNAVAILABLE = "sink_unavailable"
+IT_COOLANT_HIGH = "it_coolant_high"
+FLOW_IMPLAUSIBLE = "flow_implausible"
+VALVE_STUCK = "valve_stuck"
+MAINTENANCE = "maintenance"
+SENSOR_FAULT = "sensor_fault:"
+SENSOR_STALE = "sensor_stale:"
+TASK_STALLED = "task_stalled:"
+RECOVERED = "recovered"
+
+LATCHING = (IT_COOLANT_HIGH, VALVE_STUCK)
+
+# Order for choosing the main cause of a bypass: what endangers equipment first.
+PRIORITY = (NO_CONFIG, IT_COOLANT_HIGH, SINK_RETURN_HIGH, VALVE_STUCK, SINK_FLOW_LOW,
+            FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE, TASK_STALLED, SINK_UNAVAILABLE,
+            MAINTENANCE, BOOT)
+
+# Defaults for missing control keys (the values of the reference config).
+_CONTROL_DEFAULTS = {
+    "sink_return_max_c": 45.0, "sink_return_hyst_k": 2.0,
+    "it_coolant_max_c": 44.0, "it_coolant_hyst_k": 2.0,
+    "sink_flow_min_m3h": 3.0, "sink_flow_hyst_m3h": 0.5,
+    "stale_s": 5, "valve_travel_s": 45, "recover_s": 120, "min_dwell_s": 600,
+}
+
+_TICKS_MAX = 0x3FFFFFFF  # ticks wrap at 2**30 on the targets
+_TICKS_HALF = 0x20000000
+_CAP_MS = 0x1FFFFFFF  # timers saturate here (~6 days): stays a small int on 32-bit ports
+_INF = float("inf")
+_NINF = -_INF
+_MAX_TASK_NAMES = 16  # cached "task_stalled:<name>" strings; beyond that built on the fly
+
+
+def ticks_diff(a, b):
+    """a - b in ticks that wrap at 2**30, like time.ticks_diff on the targets."""
+    d = (a - b) & _TICKS_MAX
+    if d >= _TICKS_HALF:
+        d -= _TICKS_MAX  # two steps keep every operand a small int on 32-bit ports
+        d -= 1
+    return d
+
+
+def _finite(v):
+    t = type(v)
+    if t is float:
+        return v == v and v != _INF and v != _NINF
+    return t is int  # bool is not int here: True is no temperature
+
+
+def _get(d, key):
+    # inputs come from other code: a replaced or broken dict reads as "no value"
+    if type(d) is dict:
+        return d.get(key)
+    return None
+
+
+def _json(v):
+    """A value that json.dumps turns into valid, small JSON."""
+    if v is None or v is True or v is False:
+        return v
+    t = type(v)
+    if t is int:
+        return v
+    if t is float:
+        return v if _finite(v) else repr(v)
+    if t is str:
+        return v[:40]
+    try:
+        return repr(v)[:40]
+    except Exception:
+        return "?"
+
+
+def _sat(ms):
+    return ms if ms < _CAP_MS else _CAP_MS
+
+
+def _prio(reason):
+    for i, p in enumerate(PRIORITY):
+        if reason == p or (p[-1] == ":" and reason.startswith(p)):
+            return (i, reason)
+    return (len(PRIORITY), reason)
+
+
+def _num(cfg, key, default):
+    v = cfg.get(key, default) if type(cfg) is dict else default
+    if v is None:
+        return None
+    if not _finite(v):
+        raise ValueError("config %s: not a number: %r" % (key, v))
+    return v
+
+
+class Inputs:
+    """Preallocated once by the sampler, updated in place every tick."""
+
+    def __init__(self, sensor_names):
+        self.temps_c = {n: None for n in sensor_names}  # float or None
+        self.temp_reasons = {n: None for n in sensor_names}  # None or reason str
+        self.temp_valid_ms = {n: None for n in sensor_names}  # ticks of last valid reading
+        self.flow_m3h = None
+        self.flow_reason = None
+        self.flow_valid_ms = None
+        self.sink_available = None  # True/False, None = no signal wired
+        self.maintenance = False
+        self.trip_reset = False  # level of the technician's reset input (edge-detected)
+        self.valve_at_reuse = None  # True reuse end, False bypass end, None between/unwired
+        self.stalled = ()  # names of supervised tasks that stopped checking in
+
+
+class FailSafe:
+    def __init__(self, control_cfg, *, sensors_cfg, flow_cfg, now_ms, latched=(),
+                 configured=True):
+        self.ticks_diff = ticks_diff  # the app may set time.ticks_diff
+        c = control_cfg if type(control_cfg) is dict else {}
+        d = _CONTROL_DEFAULTS
+        self._sr_max_c = _num(c, "sink_return_max_c", d["sink_return_max_c"])
+        self._sr_clear_c = self._sr_max_c - _num(c, "sink_return_hyst_k",
+                                                 d["sink_return_hyst_k"])
+        self._it_max_c = _num(c, "it_coolant_max_c", d["it_coolant_max_c"])
+        self._it_clear_c = self._it_max_c - _num(c, "it_coolant_hyst_k", d["it_coolant_hyst_k"])
+        self._flow_min_m3h = _num(c, "sink_flow_min_m3h", d["sink_flow_min_m3h"])
+        self._flow_clear_m3h = None
+        if self._flow_min_m3h is not None:
+            self._flow_clear_m3h = self._flow_min_m3h + _num(c, "sink_flow_hyst_m3h",
+                                                             d["sink_flow_hyst_m3h"])
+        self._stale_s = _num(c, "stale_s", d["stale_s"])
+        self._travel_s = _num(c, "valve_travel_s", d["valve_travel_s"])
+        self._stale_ms = int(self._stale_s * 1000)
+        self._travel_ms = int(self._travel_s * 1000)
+        self._recover_ms = int(_num(c, "recover_s", d["recover_s"]) * 1000)
+        self._dwell_min_ms = int(_num(c, "min_dwell_s", d["min_dwell_s"]) * 1000)
+        self._sink_signal = bool(c.get("sink_signal", False))
+        # An installation without end switches says so; otherwise None means "not there".
+        # Without a config nothing is known about the valve: supervising it would only
+        # latch (and persist) a spurious valve_stuck while no_config holds bypass anyway.
+        self._valve_fb = bool(c.get("valve_feedback", True)) and bool(configured)
+
+        s = sensors_cfg if type(sensors_cfg) is dict else {}
+        self._has_sr = "sink_return" in s
+        self._has_it = "it_coolant" in s
+        crit = sorted(n for n in s if type(s[n]) is dict and s[n].get("critical"))
+        self._crit = tuple((n, SENSOR_FAULT + n, SENSOR_STALE + n) for n in crit)
+        self._flow = type(flow_cfg) is dict
+        self._flow_crit = self._flow and bool(flow_cfg.get("critical"))
+        self._flow_max_m3h = _num(flow_cfg, "max_m3h", None) if self._flow else None
+        self._flow_fault = SENSOR_FAULT + "flow"
+        self._flow_stale = SENSOR_STALE + "flow"
+        # last valid_ms judged stale, per sensor: that reading only gets older, even
+        # when ticks_diff wraps after ~6 days and would call it fresh again
+        self._stale_seen = {n: None for n in crit}
+        self._stale_seen["flow"] = None
+
+        self._configured = bool(configured)
+        self._on = {BOOT: True}  # active conditions
+        if not self._configured:
+            self._on[NO_CONFIG] = True
+        self._latched = {}
+        for r in latched or ():
+            self._latched[r if type(r) is str else "%s" % (r,)] = True
+        self._tasks_on = {}  # task name -> reason, for stalled tasks
+        self._task_reason = {}
+        self.active = tuple(sorted(self._on))
+        self.latched = tuple(sorted(self._latched))
+        self.state = BYPASS
+        self.relay_reuse = False
+        self.cause = NO_CONFIG if not self._configured else BOOT  # main cause of the state
+
+        self._prev_ms = now_ms
+        self._age_ms = 0  # since construction
+        self._dwell_ms = 0  # since the last entry into bypass
+        self._clear_ms = -1  # how long every condition has been clear; -1: not clear
+        self._valve_ms = 0  # how long the valve disagrees with the command; -1: agrees
+        self._reset_prev = True  # a reset input already high at boot is no press
+        self._inputs = None
+        self._none = []  # returned when nothing happens
+
+    # ---------------------------------------------------------------- public
+
+    def update(self, now_ms, inputs):
+        """Evaluate every condition; return the events (the shared empty list if none)."""
+        try:
+            return self._update(now_ms, inputs)
+        except Exception:
+            # a bug here must still leave the relays in the safe position
+            self._force_bypass()
+            raise
+
+    def reset_latches(self, now_ms):
+        """Technician reset: drop latched reasons whose condition is clear."""
+        return self._reset(now_ms, [])
+
+    # ---------------------------------------------------------------- internals
+
+    def _update(self, now_ms, inputs):
+        if self._none:
+            self._none.clear()  # somebody appended to the shared empty list
+        ev = self._none
+        self._inputs = inputs
+        dt = 0
+        if type(now_ms) is int and type(self._prev_ms) is int:
+            dt = self.ticks_diff(now_ms, self._prev_ms)
+            if dt < 0:
+                dt = 0  # time does not run backwards here
+        elif type(now_ms) is not int:
+            now_ms = self._prev_ms  # keep events and timers on the last good tick
+        self._prev_ms = now_ms
+        self._age_ms = _sat(self._age_ms + dt)
+        if self.state == BYPASS:
+            self._dwell_ms = _sat(self._dwell_ms + dt)
+        on = self._on
+
+        if BOOT in on:
+            ev = self._set(BOOT, False, ev, now_ms)
+
+        temps = inputs.temps_c
+        reasons = inputs.temp_reasons
+        if self._has_sr:
+            t = self._usable_temp(temps, reasons, "sink_return")
+            if t is not None:
+                if SINK_RETURN_HIGH in on:
+                    hit = not t < self._sr_clear_c
+                else:
+                    hit = t > self._sr_max_c
+                ev = self._set(SINK_RETURN_HIGH, hit, ev, now_ms)
+        if self._has_it:
+            t = self._usable_temp(temps, reasons, "it_coolant")
+            if t is not None:
+                if IT_COOLANT_HIGH in on:
+                    hit = not t < self._it_clear_c
+                else:
+                    hit = t > self._it_max_c
+                ev = self._set(IT_COOLANT_HIGH, hit, ev, now_ms)
+
+        valid = inputs.temp_valid_ms
+        for name, fault, stale in self._crit:
+            r = _get(reasons, name)
+            v = _get(temps, name)
+            bad = (r is not None and r != "not_ready") or (v is not None and not _finite(v))
+            ev = self._set(fault, bad, ev, now_ms)
+            ev = self._set(stale, self._is_stale(name, _get(valid, name), now_ms), ev, now_ms)
+
+        if self._flow:
+            f = inputs.flow_m3h
+            fr = inputs.flow_reason
+            if fr is None and _finite(f):
+                if self._flow_min_m3h is not None:
+                    if SINK_FLOW_LOW in on:
+                        hit = not f > self._flow_clear_m3h
+                    else:
+                        hit = f < self._flow_min_m3h
+                    ev = self._set(SINK_FLOW_LOW, hit, ev, now_ms)
+                if self._flow_max_m3h is not None:
+                    ev = self._set(FLOW_IMPLAUSIBLE, f > self._flow_max_m3h, ev, now_ms)
+            if self._flow_crit:
+                bad = (fr is not None and fr != "not_ready") or (f is not None and not _finite(f))
+                ev = self._set(self._flow_fault, bad, ev, now_ms)
+                ev = self._set(self._flow_stale,
+                               self._is_stale("flow", inputs.flow_valid_ms, now_ms), ev, now_ms)
+
+        if self._sink_signal:
+            ev = self._set(SINK_UNAVAILABLE, inputs.sink_available is not True, ev, now_ms)
+        ev = self._set(MAINTENANCE, bool(inputs.maintenance), ev, now_ms)
+
+        if self._valve_fb:
+            fb = inputs.valve_at_reuse
+            agree = (fb is True) if self.relay_reuse else (fb is False)
+            if agree:
+                self._valve_ms = -1
+            elif self._valve_ms < 0:
+                self._valve_ms = 0  # disagreement begins now
+            else:
+                self._valve_ms = _sat(self._valve_ms + dt)
+            # once stuck, stuck until the valve shows the commanded end (the trip itself
+            # changes the command, which must not make a valve stuck at reuse look fine)
+            hit = not agree and (VALVE_STUCK in on or self._valve_ms > self._travel_ms)
+            ev = self._set(VALVE_STUCK, hit, ev, now_ms)
+
+        ev = self._tasks(inputs.stalled, ev, now_ms)
+
+        level = bool(inputs.trip_reset)
+        if level and not self._reset_prev:
+            ev = self._reset(now_ms, ev)
+        self._reset_prev = level
+
+        if on:
+            self._clear_ms = -1
+        elif self._clear_ms < 0:
+            self._clear_ms = 0  # clear from this update on
+        else:
+            self._clear_ms = _sat(self._clear_ms + dt)
+
+        if self.state == REUSE:
+            if on or self._latched:
+                ev = self._enter(BYPASS, ev, now_ms)
+        elif (not on and not self._latched and self._clear_ms >= self._recover_ms
+              and self._dwell_ms >= self._dwell_min_ms):
+            ev = self._enter(REUSE, ev, now_ms)
+        return ev
+
+    def _usable_temp(self, temps, reasons, name):
+        if _get(reasons, name) is not None:
+            return None
+        v = _get(temps, name)
+        return v if _finite(v) else None
+
+    def _is_stale(self, name, valid_ms, now_ms):
+        if valid_ms is None:
+            return self._age_ms > self._stale_ms
+        if type(valid_ms) is not int:
+            return True
+        if valid_ms == self._stale_seen[name]:
+            return True
+        age = self.ticks_diff(now_ms, valid_ms)
+        # far in the "future" means wrapped from far in the past (or nonsense)
+        if age > self._stale_ms or age < -self._stale_ms:
+            self._stale_seen[name] = valid_ms
+            return True
+        return False
+
+    def _tasks(self, stalled, ev, now_ms):
+        if stalled is None:
+            stalled = ()
+        elif type(stalled) is str:
+            stalled = (stalled,)
+        elif type(stalled) not in (tuple, list):
+            try:
+                stalled = tuple(stalled)
+            except Exception:
+                stalled = ("?",)
+        for name in stalled:
+            if type(name) is not str:
+                stalled = tuple(n if type(n) is str else "%s" % (_json(n),) for n in stalled)
+                break
+        for name in stalled:
+            if name in self._tasks_on:
+                continue
+            reason = self._task_reason.get(name)
+            if reason is None:
+                reason = TASK_STALLED + name
+                if len(self._task_reason) < _MAX_TASK_NAMES:
+                    self._task_reason[name] = reason
+            self._tasks_on[name] = reason
+            ev = self._set(reason, True, ev, now_ms)
+        if self._tasks_on:
+            gone = None
+            for name in self._tasks_on:
+                if name not in stalled:
+                    if gone is None:
+                        gone = []
+                    gone.append(name)
+            if gone:
+                for name in gone:
+                    ev = self._set(self._tasks_on.pop(name), False, ev, now_ms)
+        return ev
+
+    def _set(self, reason, hit, ev, now_ms):
+        """Record a condition's level; events only when it changes."""
+        on = self._on
+        if hit:
+            if reason in on:
+                return ev
+            on[reason] = True
+            kind = "trip"
+        else:
+            if reason not in on:
+                return ev
+            del on[reason]
+            kind = "clear"
+        self.active = tuple(sorted(on))
+        if ev is self._none:
+            ev = []
+        values = self._values(reason, now_ms)
+        ev.append({"kind": kind, "reason": reason, "t_ms": now_ms, "values": values})
+        if hit and reason in LATCHING and reason not in self._latched:
+            self._latched[reason] = True
+            self.latched = tuple(sorted(self._latched))
+            ev.append({"kind": "latch", "reason": reason, "t_ms": now_ms, "values": values})
+        return ev
+
+    def _reset(self, now_ms, ev):
+        if ev is self._none:
+            ev = []
+        if not self._latched:
+            ev.append({"kind": "reset", "reason": "none", "result": "cleared", "t_ms": now_ms,
+                       "detail": "nothing latched", "values": {}})
+            return ev
+        for reason in sorted(self._latched):
+            if reason in self._on:
+                ev.append({"kind": "reset", "reason": reason, "result": "refused",
+                           "t_ms": now_ms, "detail": "condition still active",
+                           "values": self._values(reason, now_ms)})
+            else:
+                del self._latched[reason]
+                ev.append({"kind": "reset", "reason": reason, "result": "cleared",
+                           "t_ms": now_ms, "values": {}})
+        self.latched = tuple(sorted(self._latched))
+        return ev
+
+    def _enter(self, state, ev, now_ms):
+        if ev is self._none:
+            ev = []
+        if state == BYPASS:
+            # main cause: the highest-priority condition that tripped in this update
+            cause = None
+            values = {}
+            for e in ev:
+                if e["kind"] == "trip" and (cause is None or _prio(e["reason"]) < _prio(cause)):
+                    cause = e["reason"]
+                    values = e["values"]
+            if cause is None:
+                held = list(self._on) + list(self._latched)
+                cause = min(held, key=_prio) if held else "unknown"
+                values = self._values(cause, now_ms)
+            self.relay_reuse = False
+            self._dwell_ms = 0
+        else:
+            cause = RECOVERED
+            values = {"clear_s": self._clear_ms // 1000, "bypass_s": self._dwell_ms // 1000}
+            self.relay_reuse = True
+        self.state = state
+        self.cause = cause
+        self._valve_ms = 0  # the valve starts travelling now
+        ev.append({"kind": "state", "state": state, "reason": cause,
+                   "reasons": list(self.active), "latched": list(self.latched),
+                   "t_ms": now_ms, "values": values})
+        return ev
+
+    def _force_bypass(self):
+        self.state = BYPASS
+        self.relay_reuse = False
+        self._dwell_ms = 0
+        self._clear_ms = -1
+
+    def _values(self, reason, now_ms):
+        try:
+            return self._values_of(reason, now_ms)
+        except Exception:
+            return {}
+
+    def _values_of(self, reason, now_ms):
+        i = self._inputs
+        if reason == SINK_RETURN_HIGH:
+            return {"sink_return_c": _json(_get(i.temps_c, "sink_return")),
+                    "limit_c": self._sr_max_c, "clear_c": self._sr_clear_c}
+        if reason == IT_COOLANT_HIGH:
+            return {"it_coolant_c": _json(_get(i.temps_c, "it_coolant")),
+                    "limit_c": self._it_max_c, "clear_c": self._it_clear_c}
+        if reason == SINK_FLOW_LOW:
+            return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_min_m3h,
+                    "clear_m3h": self._flow_clear_m3h}
+        if reason == FLOW_IMPLAUSIBLE:
+            return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_max_m3h}
+        if reason == SINK_UNAVAILABLE:
+            return {"sink_available": _json(i.sink_available)}
+        if reason == VALVE_STUCK:
+            return {"relay_reuse": self.relay_reuse, "valve_at_reuse": _json(i.valve_at_reuse),
+                    "disagree_ms": max(self._valve_ms, 0), "travel_s": self._travel_s}
+        if reason.startswith(SENSOR_FAULT):
+            name = reason[len(SENSOR_FAULT):]
+            if name == "flow":
+                return {"sensor": name, "sensor_reason": _json(i.flow_reason),
+                        "flow_m3h": _json(i.flow_m3h)}
+            return {"sensor": name, "sensor_reason": _json(_get(i.temp_reasons, name)),
+                    "temp_c": _json(_get(i.temps_c, name))}
+        if reason.startswith(SENSOR_STALE):
+            name = reason[len(SENSOR_STALE):]
+            v = i.flow_valid_ms if name == "flow" else _get(i.temp_valid_ms, name)
+            age = self.ticks_diff(now_ms, v) if type(v) is int else None
+            return {"sensor": name, "valid_ms": _json(v), "age_ms": age,
+                    "stale_s": self._stale_s}
+        if reason.startswith(TASK_STALLED):
+            return {"task": reason[len(TASK_STALLED):]}
+        return {}
