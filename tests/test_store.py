@@ -158,6 +158,24 @@ print(json.dumps({"sw": sw, "lib": lib, "chained": chained,
     assert r["module_uses_lib"]
 
 
+def test_store_without_binascii_crc32(mp, tmp_path):
+    # Like an ESP32/RP2040 build without binascii.crc32: the fallback writes the same records.
+    d = str(tmp_path)
+    r = run_one(mp, f"""
+import json, sys
+class NoCrc32:
+    pass
+sys.modules["binascii"] = NoCrc32()
+from heatgw import store
+s = store.SlotStore({d!r} + "/a", {d!r} + "/b")
+s.save(b"first")
+s.save(b"fallback crc")
+print(json.dumps([store.crc32 is store.crc32_sw, list(s.load()[1])]))
+""")
+    assert r[0] is True and bytes(r[1]) == b"fallback crc"
+    assert (tmp_path / "b").read_bytes() == record(2, b"fallback crc")
+
+
 def test_store_and_eventlog_also_run_on_cpython(tmp_path):
     sys.path.insert(0, str(REPO / "firmware"))
     try:
