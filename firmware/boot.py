@@ -7,3 +7,22 @@ try:
     board.relays_safe()
 except Exception as e:  # noqa: BLE001 - nothing may stop the boot; the pulls keep us safe
     print("boot: could not drive relays to safe state:", repr(e))
+
+# Safe boot: the board's safe-boot input held at reset, or a flag file SAFEBOOT in the
+# data directory, stops the application before the watchdog starts, so an installer can
+# always reach the REPL and redeploy. Relays stay safe.
+try:
+    from heatgw import bootstate
+
+    if board.safe_boot_requested():
+        bootstate.safe_boot, bootstate.reason = True, "pin"
+    else:
+        import os
+
+        try:
+            os.stat(board.data_dir() + "/SAFEBOOT")
+            bootstate.safe_boot, bootstate.reason = True, "flag file"
+        except OSError:
+            pass
+except Exception as e:  # noqa: BLE001
+    print("boot: safe-boot check failed:", repr(e))

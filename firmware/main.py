@@ -1,7 +1,20 @@
-# main.py: runs after boot.py. The gateway application (sampling, metering, fail-safe
-# control, telemetry) plugs in here; until it is installed, a node runs its on-device
-# self-test so an installer can check a freshly flashed board: the metering kernel's
-# arithmetic on this CPU's 32-bit viper ints, the RTD conversion and the heap.
-from heatgw import selftest
+# main.py: runs after boot.py and starts the gateway application (heatgw.app). If the
+# application cannot even start, the relays stay in their safe state (bypass), the
+# error is printed on the console and no watchdog runs, so the node waits for a
+# technician instead of reset-looping. The on-device self-test (heatgw.selftest) stays
+# available from the REPL: `from heatgw import selftest; selftest.run()`.
+try:
+    from heatgw import app
 
-selftest.run()
+    app.main()
+except Exception as e:  # noqa: BLE001
+    import sys
+
+    print("main: application stopped:", repr(e))
+    sys.print_exception(e)
+    try:
+        import board
+
+        board.relays_safe()
+    except Exception:  # noqa: BLE001, S110
+        pass

@@ -8,19 +8,35 @@ Bus and pin choices:
   module input keeps the coil de-energised while the pin floats before boot.py runs.
 - GPIO 34-39 are input-only without internal pulls: the flow-meter pulse input (GPIO 34)
   needs the meter's open collector plus an external 4.7 kΩ pull-up to 3.3 V.
+- Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
+  building's "sink available" contact, the maintenance key switch, the technician's
+  trip-reset button and the valve's end switch at the reuse end.
 """
 
-from machine import SPI, Pin
+import time
+
+from machine import SPI, WDT, Pin
 
 NAME = "esp32_devkitc"
 ARCH = "xtensawin"
 
 _SPI_ID = 2  # VSPI
 _SCK, _MOSI, _MISO = 18, 23, 19
+R_REF_OHM = 4300  # reference resistor on the PT1000 converter boards (0.1 %, 25 ppm/K)
 RTD_CS_PINS = {"supply": 5, "return": 17, "sink_return": 16, "it_coolant": 4}
 
 # name: (gpio, active_level); safe state = coil de-energised = not active_level.
-RELAY_PINS = {"reuse": (25, 0), "bypass_aux": (26, 0)}
+RELAY_PINS = {"reuse": (25, 0), "cooler_inhibit": (26, 0)}
+# reuse: diverting valve to the heat exchanger; cooler_inhibit: holds the dry-cooler fans
+# off. Both de-energised (the safe state) send the heat to the dry cooler.
+RELAY_PULL = "up"  # 10 kΩ pull-up on each module input: a floating pin = coil off
+# name: (gpio, active_level) for the board-level inputs (contacts to GND, pull-ups).
+INPUT_PINS = {
+    "sink_available": (32, 0),
+    "maintenance": (33, 0),
+    "trip_reset": (27, 0),
+    "valve_at_reuse": (14, 0),
+}
 FLOW_PULSE_PIN = 34
 SAFE_BOOT_PIN = 0  # the BOOT button: held low at reset stops the application
 
@@ -40,3 +56,33 @@ def relays_safe():
     """Drive every relay pin to the level that de-energises its coil; returns the pins."""
     return {name: Pin(gpio, Pin.OUT, value=1 - active)
             for name, (gpio, active) in RELAY_PINS.items()}
+
+
+def inputs():
+    """name -> (pin, active_level) for every board-level input."""
+    return {name: (Pin(gpio, Pin.IN, Pin.PULL_UP), active)
+            for name, (gpio, active) in INPUT_PINS.items()}
+
+
+def flow_pulse_counter():
+    """The flow meter's pulse input (open collector, pulled up; counts falling edges)."""
+    from pulsecounter import PulseCounter
+
+    return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN, Pin.PULL_UP))
+
+
+def watchdog(timeout_ms):
+    return WDT(timeout=timeout_ms)
+
+
+def safe_boot_requested():
+    """True while the safe-boot input is held low (sampled at reset by boot.py)."""
+    return Pin(SAFE_BOOT_PIN, Pin.IN, Pin.PULL_UP).value() == 0
+
+
+def data_dir():
+    """The port's _boot.py mounts littlefs at /: config and state live there."""
+    return ""
+
+
+clock = time  # ticks wrap at 2**30 ms here; the firmware reads time through heatgw.clock

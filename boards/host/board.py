@@ -7,6 +7,10 @@ test sets through `rtd_chip(name)`. The bus is open-drain-like: a deselected chi
 SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 """
 
+import json
+import os
+
+from link import Link, LinkClock
 from max31865_emu import MAX31865Emu
 
 NAME = "host"
@@ -17,8 +21,24 @@ RTD_NAMES = ("supply", "return", "sink_return", "it_coolant")
 
 # name: (emulated output, active_level). The host board's relay modules are active-low
 # like the real boards', so the safe level differs from "0" and a polarity bug shows here.
-RELAY_PINS = {"reuse": ("emu_reuse", 0), "bypass_aux": ("emu_bypass_aux", 0)}
+# reuse: diverting valve to the heat exchanger; cooler_inhibit: holds the dry-cooler fans
+# off. De-energised (the safe state) = heat to the dry cooler.
+RELAY_PINS = {"reuse": ("emu_reuse", 0), "cooler_inhibit": ("emu_cooler_inhibit", 0)}
+RELAY_PULL = "up"  # the modules' input pull-up holds a floating pin at the inactive level
 
+# Board-level inputs (until the console/MQTT/Modbus issues drive them): name ->
+# (emulated pin, active_level). Contacts to ground with pull-ups, as on the real boards.
+INPUT_PINS = {
+    "sink_available": ("emu_sink_ok", 0),
+    "maintenance": ("emu_maint", 0),
+    "trip_reset": ("emu_reset", 0),
+    "valve_at_reuse": ("emu_valve_fb", 0),
+}
+SAFE_BOOT_HELD = False  # the harness holds the safe-boot input at reset
+
+clock = LinkClock()
+_link_addr = os.getenv("HEATGW_LINK")
+_link = None
 _chips = {}
 
 
@@ -28,7 +48,8 @@ def rtd_chip(name):
     if chip is None:
         if name not in RTD_NAMES:
             raise ValueError("no RTD channel %r on the host board; have %r" % (name, RTD_NAMES))
-        chip = _chips[name] = MAX31865Emu(r_ref_ohm=R_REF_OHM)
+        chip = _chips[name] = MAX31865Emu(r_ref_ohm=R_REF_OHM, now_ms=clock.ticks_ms,
+                                           ticks_diff=clock.ticks_diff)
     return chip
 
 
@@ -91,7 +112,14 @@ class RelayPin:
     def value(self, v=None):
         if v is None:
             return self._v
-        self._v = 1 if v else 0
+        if _link is not None and _link.hang_armed:
+            while True:  # an injected hang: the driver call never returns
+                pass
+        v = 1 if v else 0
+        if v != self._v:
+            self._v = v
+            if _link is not None:
+                _link.send("P %s %d" % (self.name, v))
 
     def __call__(self, v=None):
         return self.value(v)
@@ -107,7 +135,7 @@ class RelayPin:
         return self._v is not None and self._v == self.active_level
 
 
-_relays = {name: RelayPin(pin, active) for name, (pin, active) in RELAY_PINS.items()}
+_relays = {name: RelayPin(name, active) for name, (_pin, active) in RELAY_PINS.items()}
 
 
 def relay_pin(name):
@@ -120,3 +148,136 @@ def relays_safe():
     for pin in _relays.values():
         pin.init(RelayPin.OUT, value=1 - pin.active_level)
     return dict(_relays)
+
+
+class InputPin:
+    """A digital input the harness drives (machine.Pin interface, input side)."""
+
+    IN = 0
+
+    def __init__(self, name, active_level):
+        self.name = name
+        self.active_level = active_level
+        self.level = 1 - active_level  # pulled up: inactive until the harness says
+
+    def value(self):
+        return self.level
+
+    def __call__(self):
+        return self.level
+
+
+_inputs = {name: InputPin(name, active) for name, (_pin, active) in INPUT_PINS.items()}
+
+
+def input_pin(name):
+    return _inputs[name]
+
+
+def inputs():
+    """name -> (pin, active_level) for every board-level input."""
+    return {name: (pin, pin.active_level) for name, pin in _inputs.items()}
+
+
+class PulseInput:
+    """The flow meter's pulse counter (lib/pulsecounter interface), fed by the harness
+    with the pulses its plant produced and the time of the last one."""
+
+    def __init__(self):
+        self._count = 0
+        self._edge_vt = None
+
+    def set(self, count, edge_vt):
+        self._count = count & 0x3FFFFFFF
+        self._edge_vt = edge_vt
+
+    def count(self):
+        return self._count
+
+    def last_edge_ms(self):
+        if self._edge_vt is None:
+            return None
+        return (clock.tick0 + self._edge_vt - clock.vt0) & 0x3FFFFFFF
+
+    def read(self):
+        return self._count, self.last_edge_ms()
+
+
+_pulses = PulseInput()
+
+
+def pulse_input():
+    return _pulses
+
+
+def flow_pulse_counter():
+    return _pulses
+
+
+class Watchdog:
+    """machine.WDT on the host: the harness owns the timer and resets the node."""
+
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        if _link is not None:
+            _link.send("W %d" % timeout_ms)
+
+    def feed(self):
+        if _link is not None:
+            _link.send("F")
+
+
+def watchdog(timeout_ms):
+    return Watchdog(timeout_ms)
+
+
+def safe_boot_requested():
+    return SAFE_BOOT_HELD
+
+
+_flash = None
+_MOUNT = "/flash"
+
+
+def flash_device():
+    global _flash
+    if _flash is None:
+        from flashdev import FlashDev
+
+        path = os.getenv("HEATGW_FLASH") or "/tmp/heatgw-host-flash.bin"
+        _flash = FlashDev(path)
+    return _flash
+
+
+_mounted = False
+
+
+def data_dir():
+    """Where the firmware keeps its files: littlefs on a file-backed flash image."""
+    global _mounted
+    if not _mounted:
+        from flashdev import mount
+
+        mount(flash_device(), _MOUNT)
+        _mounted = True
+    return _MOUNT
+
+
+def observer(kind, record):
+    """Application records (events, saves, status) go to the harness."""
+    if _link is not None:
+        _link.send("O %s %s" % (kind, json.dumps(record)))
+
+
+def install_asyncio():
+    """Run asyncio on this board's virtual clock (the application calls this first)."""
+    import vasyncio
+
+    return vasyncio.install(clock.ticks_ms, clock.ticks_diff, clock.ticks_add,
+                            clock.asyncio_wait)
+
+
+if _link_addr:
+    _link = Link(_link_addr, __import__("sys").modules[__name__])
+    clock.link = _link
+    _link.hello()

@@ -1,0 +1,146 @@
+"""Lockstep link between the host board and the plant harness (host_tools/harness.py).
+
+The harness owns virtual time, the plant, the relays' physical state, the watchdog and
+the power. The node runs until every task is idle, tells the harness how long it may
+sleep, and blocks until the harness moves time forward. One text line per message on a
+loopback TCP socket (stdin/stdout stay the node's console):
+
+node -> harness                          harness -> node
+  H <pid>          hello after reset       A <vt_ms> [<utc_s>]  time is now vt (first line)
+  I <vt_ms>|-      idle until vt / no task r <rtd> <ohm>         RTD resistance
+  P <relay> 0|1    relay pin level         f <rtd> <fault>       RTD fault injection
+  W <timeout_ms>   watchdog started        d <input> 0|1         digital input level
+  F                watchdog fed            p <count> <edge_vt>|- flow pulse counter
+  O <kind> <json>  application record      k <ops> <torn_bytes>  cut power at a flash op
+  X <json>         power cut reached       h                     hang the next relay write
+                                           s                     orderly stop (Ctrl-C)
+                                           B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
+                                           .                     end of this step
+
+Without HEATGW_LINK the board runs standalone: time jumps to the next deadline at once.
+"""
+
+import json
+import os
+import socket
+
+_MASK = (1 << 30) - 1
+_HALF = 1 << 29
+
+
+class LinkClock:
+    """Virtual ms time. `vt` is the harness's unwrapped time; ticks wrap at 2**30 like the
+    targets' and start at `tick0` at boot (the harness puts the wrap minutes after boot)."""
+
+    def __init__(self):
+        self.vt = 0
+        self.vt0 = 0
+        self.tick0 = 0
+        self.utc0 = None  # UTC seconds at vt0, when the harness knows it
+        self.link = None
+
+    def ticks_ms(self):
+        return (self.tick0 + self.vt - self.vt0) & _MASK
+
+    def ticks_add(self, ticks, delta):
+        return (ticks + delta) & _MASK
+
+    def ticks_diff(self, a, b):
+        d = (a - b) & _MASK
+        return d - (1 << 30) if d >= _HALF else d
+
+    def utc_s(self):
+        if self.utc0 is None:
+            return None
+        return self.utc0 + (self.vt - self.vt0) // 1000
+
+    def wait_until(self, deadline_vt):
+        """Block until virtual time reaches deadline_vt (None: until the harness says)."""
+        if self.link is None:
+            if deadline_vt is None:
+                raise RuntimeError("standalone host board: every task waits forever")
+            if deadline_vt > self.vt:
+                self.vt = deadline_vt
+            return
+        self.link.idle(deadline_vt)
+
+    def sleep_ms(self, ms):
+        target = self.vt + max(0, ms)
+        while self.vt < target:
+            self.wait_until(target)
+
+    def asyncio_wait(self, dt_ms):
+        self.wait_until(None if dt_ms < 0 else self.vt + dt_ms)
+
+
+class Link:
+    def __init__(self, addr, board):
+        host, port = addr.rsplit(":", 1)
+        s = socket.socket()
+        s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: lockstep wants no Nagle delay
+        self._s = s
+        self._board = board
+        self.hang_armed = False
+        self._stop = False
+
+    def send(self, line):
+        self._s.write(line.encode() + b"\n")
+
+    def hello(self):
+        self.send("H %d" % os.getpid() if hasattr(os, "getpid") else "H 0")
+        self._serve()
+
+    def idle(self, deadline_vt):
+        self.send("I -" if deadline_vt is None else "I %d" % deadline_vt)
+        self._serve()
+
+    def _serve(self):
+        board = self._board
+        clock = board.clock
+        readline = self._s.readline
+        while True:
+            line = readline()
+            if not line:
+                raise SystemExit("harness closed the link")
+            op = line[0]
+            if op == 46:  # "."
+                if self._stop:
+                    raise KeyboardInterrupt  # orderly stop, as Ctrl-C on the console
+                return
+            parts = line.decode().split()
+            if op == 65:  # "A"
+                vt = int(parts[1])
+                if vt < clock.vt:
+                    raise RuntimeError("harness moved time backwards")
+                clock.vt = vt
+                if len(parts) > 2:
+                    clock.utc0 = int(parts[2]) - (vt - clock.vt0) // 1000
+            elif op == 114:  # "r"
+                board.rtd_chip(parts[1]).set_resistance(float(parts[2]))
+            elif op == 102:  # "f"
+                board.rtd_chip(parts[1]).inject(parts[2])
+            elif op == 100:  # "d"
+                board.input_pin(parts[1]).level = int(parts[2])
+            elif op == 112:  # "p"
+                edge = None if parts[2] == "-" else int(parts[2])
+                board.pulse_input().set(int(parts[1]), edge)
+            elif op == 107:  # "k"
+                board.flash_device().arm_cut(int(parts[1]), int(parts[2]), on_cut=self._cut)
+            elif op == 115:  # "s"
+                self._stop = True
+            elif op == 104:  # "h"
+                self.hang_armed = True
+            elif op == 66:  # "B": boot parameters, first step only
+                clock.vt0 = int(parts[1])
+                clock.tick0 = int(parts[2])
+                board.SAFE_BOOT_HELD = parts[3] == "1"
+            else:
+                raise RuntimeError("harness sent %r" % line)
+
+    def _cut(self, info):
+        # Power is gone: report where, then wait to be killed; nothing else may run.
+        self.send("X " + json.dumps(info))
+        while self._s.readline():
+            pass
+        raise SystemExit("power cut")

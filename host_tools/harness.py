@@ -1,0 +1,745 @@
+"""Run the gateway firmware on the host board against the simulated plant, in lockstep.
+
+The harness owns virtual time, the plant (host_tools/plant.py), the relays' physical
+state, the watchdog and the power. The node is the real application on the MicroPython
+unix port (boards/host/node.py: boot.py then main.py); it talks to the harness over a
+loopback socket (protocol in boards/host/link.py) and cannot tell it is not on a chip:
+it reads emulated MAX31865 chips whose resistances come from the plant, a pulse input
+whose pulses are the plant's flow, and board-level inputs the scenario drives.
+
+Everything the summary says about *when* a trip condition appeared is computed here from
+the values the harness served (quantised as the chip quantises them), never reported by
+the node. The plant's true delivered heat comes from host_tools/trueheat.py (IAPWS-IF97).
+
+    python -m host_tools.harness scenarios/sink_lost.json --out result.json
+"""
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from host_tools.paths import BOARDS, REPO, micropypath, micropython_cmd
+from host_tools.plant import Plant, PlantParams
+from host_tools.trueheat import true_heat_kwh
+
+R_REF_OHM = 4300.0  # boards/host: the emulated converters' reference resistor
+_CVD_A = 3.9083e-3
+_CVD_B = -5.775e-7
+TICK0_BEFORE_WRAP_MS = 60_000  # node ticks start 1 min before the 2**30 wrap
+REBOOT_MS = 1_000  # virtual time from reset/power-on until the node runs boot.py
+REAL_TIMEOUT_S = 60.0  # a node that says nothing this long (real time) is broken
+HANG_TIMEOUT_S = 3.0  # after an injected hang: real seconds before the watchdog "fires"
+
+DEFAULT_CONFIG = {
+    "version": 1,
+    "node_id": "heatgw-sim",
+    "sensors": {
+        name: {"r0_ohm": 1000, "wires": 4, "offset_k": 0.0, "min_c": 0.0, "max_c": 120.0,
+               "critical": name in ("sink_return", "it_coolant")}
+        for name in ("supply", "return", "sink_return", "it_coolant")
+    },
+    "flow": {"type": "pulse", "litres_per_pulse": 0.1, "max_m3h": 15.0, "critical": True},
+    "meter": {"fluid": "water", "mass_fraction": 0.0, "meter_in_return": True,
+              "cutoff_k": 0.2},
+    "control": {
+        "tick_ms": 1000,
+        "sink_return_max_c": 45.0, "sink_return_hyst_k": 2.0,
+        "it_coolant_max_c": 44.0, "it_coolant_hyst_k": 2.0,
+        "sink_flow_min_m3h": 3.0, "sink_flow_hyst_m3h": 0.5,
+        "sink_signal": True,
+        "stale_s": 5,
+        "valve_travel_s": 45,
+        "recover_s": 120,
+        "min_dwell_s": 600,
+    },
+    "persist": {"interval_s": 300},
+    "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
+}
+
+
+# -- sensors as the chip sees them -------------------------------------------------------
+
+def pt_ohm(t_c, r0=1000.0):
+    """IEC 60751 resistance (t >= 0 °C branch; the loops never go below freezing)."""
+    return r0 * (1.0 + _CVD_A * t_c + _CVD_B * t_c * t_c)
+
+
+def pt_temp_c(r_ohm, r0=1000.0):
+    ratio = r_ohm / r0
+    return (-_CVD_A + math.sqrt(_CVD_A * _CVD_A - 4 * _CVD_B * (1.0 - ratio))) / (2 * _CVD_B)
+
+
+def seen_temp_c(t_c, r0=1000.0):
+    """The temperature a MAX31865 reports for a true t_c (nearest 15-bit code)."""
+    code = int(pt_ohm(t_c, r0) * 32768 / R_REF_OHM + 0.5)
+    return pt_temp_c(code * R_REF_OHM / 32768, r0)
+
+
+# -- scenario --------------------------------------------------------------------------
+
+def deep_merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+class Profile:
+    """Piecewise-linear profile from [[t_s, value], ...]; `repeat_s` makes it periodic."""
+
+    def __init__(self, points, repeat_s=None):
+        if isinstance(points, (int, float)):
+            points = [[0, points]]
+        self.points = sorted((float(t), float(v)) for t, v in points)
+        self.repeat_s = repeat_s
+
+    def __call__(self, t_s):
+        if self.repeat_s:
+            t_s %= self.repeat_s
+        pts = self.points
+        if t_s <= pts[0][0]:
+            return pts[0][1]
+        for (t0, v0), (t1, v1) in zip(pts, pts[1:], strict=False):
+            if t_s < t1:
+                return v0 + (v1 - v0) * (t_s - t0) / (t1 - t0)
+        return pts[-1][1]
+
+
+def load_scenario(path):
+    sc = json.loads(Path(path).read_text())
+    if not isinstance(sc, dict) or "duration_s" not in sc:
+        raise ValueError(f"{path}: a scenario is an object with at least duration_s")
+    sc.setdefault("name", Path(path).stem)
+    return sc
+
+
+# -- the node process ------------------------------------------------------------------
+
+class NodeGone(Exception):
+    pass
+
+
+class Node:
+    """One run of the firmware process, from reset to power-off."""
+
+    def __init__(self, harness):
+        self.h = harness
+        env = dict(os.environ)
+        env["MICROPYPATH"] = micropypath("host")
+        env["HEATGW_LINK"] = f"127.0.0.1:{harness.port}"
+        env["HEATGW_FLASH"] = str(harness.flash_path)
+        self.proc = subprocess.Popen(
+            [*micropython_cmd(), str(BOARDS / "host" / "node.py")],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=harness.console,
+            stderr=subprocess.STDOUT,
+        )
+        harness.listener.settimeout(REAL_TIMEOUT_S)
+        try:
+            self.sock, _ = harness.listener.accept()
+        except TimeoutError as e:
+            self.proc.kill()
+            raise RuntimeError("node did not connect; see the console log") from e
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(REAL_TIMEOUT_S)
+        self.rfile = self.sock.makefile("rb")
+        self.wdt_timeout_ms = None
+        self.last_feed_vt = None
+        self.hung = False
+
+    def readline(self, timeout_s):
+        self.sock.settimeout(timeout_s)
+        try:
+            line = self.rfile.readline()
+        except TimeoutError:
+            return None
+        if not line:
+            raise NodeGone(f"node exited with {self.proc.wait()}")
+        return line.decode().rstrip("\n")
+
+    def send(self, text):
+        try:
+            self.sock.sendall(text.encode())
+        except OSError as e:
+            raise NodeGone(str(e)) from e
+
+    def kill(self):
+        try:
+            self.proc.kill()
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.rfile.close()
+        self.sock.close()
+
+
+# -- the harness -----------------------------------------------------------------------
+
+class Harness:
+    def __init__(self, scenario, workdir):
+        self.sc = scenario
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cfg = deep_merge(DEFAULT_CONFIG, scenario.get("config", {}))
+        self.ctl = self.cfg["control"]
+        self.tick_ms = self.ctl["tick_ms"]
+        self.step_ms = int(scenario.get("step_s", 1) * 1000)
+        self.end_vt = int(scenario["duration_s"] * 1000)
+        self.params = PlantParams(**scenario.get("plant", {}))
+        self.plant = Plant(self.params, **scenario.get("initial", {}))
+        self.load = Profile(scenario.get("load_kw", 100.0), scenario.get("repeat_s"))
+        self.demand = Profile(scenario.get("demand_kw", 100.0), scenario.get("repeat_s"))
+        self.events = sorted(scenario.get("events", []), key=lambda e: e["t_s"])
+        self.utc0 = scenario.get("start_utc", 1_790_000_000)
+        self.flash_path = self.workdir / "flash.bin"
+        self.console_path = self.workdir / "console.log"
+        self.vt = 0
+        # physical state the harness owns
+        self.coils = {"reuse": False, "cooler_inhibit": False}
+        self.inputs = {"sink_available": True, "maintenance": False, "trip_reset": False,
+                       "valve_at_reuse": False}
+        self.inputs.update(scenario.get("inputs", {}))
+        self.pump_on = True
+        self.valve_stuck = False
+        self.faults = {}  # rtd -> injected fault
+        self.overrides = {}  # rtd -> wave dict (served instead of the plant)
+        self.lpp_l = self.cfg["flow"]["litres_per_pulse"] if self.cfg.get("flow") else 0.1
+        self.volume_l = 0.0
+        self.pulses = 0
+        self.edge_vt = None
+        self.flow_lps = 0.0
+        self.served = {}  # what the node was last told
+        # results
+        self.transitions = []
+        self.conditions = {}  # reason -> onset vt (active conditions, harness view)
+        self.condition_log = []
+        self._cond_state = {}
+        self.node_events = []
+        self.saves = []
+        self.restores = []
+        self.boots = []
+        self.cuts = []
+        self.peak_heap = 0
+        self.last_status = None
+        self.final_totals = None
+        self.node = None
+        self._pending_reason = None
+        self._next_step_vt = 0
+        self._valve_disagree_vt = None
+
+    # -- profiles and served values ----------------------------------------------------
+
+    def _true_temps(self):
+        p = self.plant
+        return {"supply": p.supply_c, "return": p.return_c, "sink_return": p.sink_return_c,
+                "it_coolant": p.it_coolant_c}
+
+    def _served_temps(self):
+        temps = self._true_temps()
+        t_s = self.vt / 1000.0
+        for name, w in self.overrides.items():
+            phase = 2 * math.pi * (t_s - w["t0_s"]) / w["period_s"]
+            if w.get("wave", "sine") == "square":
+                temps[name] = w["mean_c"] + (w["amp_k"] if math.sin(phase) >= 0 else -w["amp_k"])
+            else:
+                temps[name] = w["mean_c"] + w["amp_k"] * math.sin(phase)
+        return temps
+
+    def _update_pulses(self, vt):
+        """Pulses the meter has given by vt (the flow rate is constant since _flow_vt)."""
+        vol = self.volume_l + self.flow_lps * (vt - self._flow_vt) / 1000.0
+        n = int(vol / self.lpp_l + 1e-9)
+        if n > self.pulses and self.flow_lps > 0:
+            t_edge_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
+            self.edge_vt = self._flow_vt + max(0, int(math.ceil(t_edge_ms - 1e-6)))
+            self.pulses = n
+
+    def _flow_to(self, vt):
+        self._update_pulses(vt)
+        self.volume_l += self.flow_lps * (vt - self._flow_vt) / 1000.0
+        self._flow_vt = vt
+
+    def _service_lines(self):
+        """Value lines for the node: only what changed since the last step."""
+        out = []
+        for name, t in self._served_temps().items():
+            r = "%.4f" % pt_ohm(t)
+            if self.served.get(("r", name)) != r:
+                self.served[("r", name)] = r
+                out.append(f"r {name} {r}\n")
+        for name, fault in self.faults.items():
+            if self.served.get(("f", name)) != fault:
+                self.served[("f", name)] = fault
+                out.append(f"f {name} {fault}\n")
+        for name, on in self.inputs.items():
+            if name == "valve_at_reuse":
+                on = bool(self.plant.valve_at_reuse)
+            # inputs are contacts to ground: active level 0
+            level = "0" if on else "1"
+            if self.served.get(("d", name)) != level:
+                self.served[("d", name)] = level
+                out.append(f"d {name} {level}\n")
+        self._update_pulses(self.vt)
+        p = (self.pulses, self.edge_vt)
+        if self.served.get(("p",)) != p:
+            self.served[("p",)] = p
+            out.append(f"p {p[0]} {'-' if p[1] is None else p[1]}\n")
+        return out
+
+    # -- conditions (the harness's own view) -------------------------------------------
+
+    def _set_condition(self, reason, active, onset_vt=None):
+        if active and reason not in self.conditions:
+            self.conditions[reason] = self.vt if onset_vt is None else onset_vt
+            self.condition_log.append({"reason": reason,
+                                       "t_s": self.conditions[reason] / 1000.0,
+                                       "reuse_at_onset": self.coils["reuse"]})
+        elif not active and reason in self.conditions:
+            del self.conditions[reason]
+            for c in reversed(self.condition_log):
+                if c["reason"] == reason and "cleared_t_s" not in c:
+                    c["cleared_t_s"] = self.vt / 1000.0
+                    break
+
+    def _hyst(self, reason, value, limit, hyst, above):
+        was = self._cond_state.get(reason, False)
+        if above:
+            now = value > limit if not was else value >= limit - hyst
+        else:
+            now = value < limit if not was else value <= limit + hyst
+        self._cond_state[reason] = now
+        self._set_condition(reason, now)
+
+    def _evaluate_conditions(self):
+        ctl = self.ctl
+        temps = self._served_temps()
+        sensors = self.cfg.get("sensors") or {}
+        seen = {n: seen_temp_c(t) for n, t in temps.items()}
+        if "sink_return" in sensors and self.faults.get("sink_return", "none") == "none":
+            self._hyst("sink_return_high", seen["sink_return"], ctl["sink_return_max_c"],
+                       ctl["sink_return_hyst_k"], True)
+        if "it_coolant" in sensors and self.faults.get("it_coolant", "none") == "none":
+            self._hyst("it_coolant_high", seen["it_coolant"], ctl["it_coolant_max_c"],
+                       ctl["it_coolant_hyst_k"], True)
+        for name, sc in sensors.items():
+            if sc.get("critical"):
+                f = self.faults.get(name, "none")
+                self._set_condition(f"sensor_fault:{name}", f != "none")
+        if ctl.get("sink_signal"):
+            self._set_condition("sink_unavailable", not self.inputs["sink_available"])
+        self._set_condition("maintenance", bool(self.inputs["maintenance"]))
+        if self.cfg.get("flow"):
+            q_min_lps = ctl["sink_flow_min_m3h"] / 3.6
+            low = self.flow_lps * 3.6 < ctl["sink_flow_min_m3h"]
+            if low and "sink_flow_low" not in self.conditions:
+                # visible once no pulse came for one pulse at the minimum flow
+                since = self.edge_vt if self.edge_vt is not None else 0
+                onset = max(self.vt, since + int(math.ceil(self.lpp_l / q_min_lps * 1000)))
+                if onset <= self.vt:
+                    self._set_condition("sink_flow_low", True, onset)
+            elif not low:
+                self._set_condition("sink_flow_low", False)
+        # valve: command (reuse coil) vs end switch, beyond the travel time
+        if bool(self.plant.valve_at_reuse) == self.coils["reuse"]:
+            self._valve_disagree_vt = None
+            self._set_condition("valve_stuck", False)
+        else:
+            if self._valve_disagree_vt is None:
+                self._valve_disagree_vt = self.vt
+            due = self._valve_disagree_vt + ctl["valve_travel_s"] * 1000
+            if self.vt >= due:
+                self._set_condition("valve_stuck", True, due)
+
+    # -- relays ------------------------------------------------------------------------
+
+    def _coil(self, name, energised, reason=None):
+        if self.coils.get(name) == energised:
+            return
+        self.coils[name] = energised
+        if name != "reuse":
+            return
+        state = "reuse" if energised else "bypass"
+        tr = {"t_s": self.vt / 1000.0, "state": state, "reason": reason}
+        if state == "bypass":
+            onsets = [v for v in self.conditions.values()]
+            tr["condition_t_s"] = min(onsets) / 1000.0 if onsets else None
+            tr["conditions"] = sorted(self.conditions)
+        self.transitions.append(tr)
+        if reason is None:
+            self._pending_reason = tr
+
+    def _all_coils_off(self, reason):
+        # relay inputs float: the modules' pull-ups hold every coil off
+        for name in list(self.coils):
+            self._coil(name, False, reason if name == "reuse" else None)
+
+    # -- node messages -----------------------------------------------------------------
+
+    def _handle(self, line):
+        op = line[:1]
+        if op == "P":
+            _, name, level = line.split()
+            energised = level == "0"  # active-low modules
+            self._coil(name, energised)
+        elif op == "F":
+            self.node.last_feed_vt = self.vt
+        elif op == "W":
+            self.node.wdt_timeout_ms = int(line.split()[1])
+            self.node.last_feed_vt = self.vt
+        elif op == "O":
+            _, kind, payload = line.split(" ", 2)
+            self._record(kind, json.loads(payload))
+        elif op == "X":
+            return "cut"
+        elif op == "I":
+            arg = line.split()[1]
+            return None if arg == "-" else int(arg)
+        elif op == "H":
+            pass
+        else:
+            raise RuntimeError(f"node sent {line!r}")
+        return "more"
+
+    def _record(self, kind, rec):
+        t_s = self.vt / 1000.0
+        if kind == "event":
+            rec["harness_t_s"] = t_s
+            self.node_events.append(rec)
+            if rec.get("kind") == "state" and self._pending_reason is not None:
+                tr = self._pending_reason
+                if tr["state"] == rec.get("state"):
+                    tr["reason"] = rec.get("reason")
+                    tr["node_reasons"] = rec.get("reasons")
+                self._pending_reason = None
+        elif kind == "saved":
+            self.saves.append({"t_s": t_s, "seq": rec["seq"], "why": rec.get("why"),
+                               "totals": rec["totals"]})
+            if rec.get("why") == "shutdown":
+                self.final_totals = rec["totals"]
+        elif kind == "restored":
+            self.restores.append({"t_s": t_s, **rec})
+        elif kind == "heap":
+            self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
+        elif kind == "status":
+            self.last_status = rec
+            self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
+
+    # -- time --------------------------------------------------------------------------
+
+    def _step_plant(self):
+        """At a step boundary B = vt: integrate [B - step, B) with the relays as they are,
+        then serve the plant's state at B until the next boundary."""
+        dt_s = self.step_ms / 1000.0
+        t0_s = (self.vt - self.step_ms) / 1000.0
+        self._flow_to(self.vt)
+        self.plant.step(dt_s, load_kw=self.load(t0_s), demand_kw=self.demand(t0_s),
+                        reuse_relay=self.coils["reuse"],
+                        cooler_inhibit_relay=self.coils["cooler_inhibit"],
+                        building_pump_on=self.pump_on, valve_stuck=self.valve_stuck)
+        self.flow_lps = self.plant.flow_m3h / 3.6
+        self._next_step_vt += self.step_ms
+
+    def _advance_to(self, vt):
+        """Move time to vt: step the plant on its grid, apply scenario events."""
+        while True:
+            self.vt = max(self.vt, min(self._next_step_vt, vt))
+            if self.vt == self._next_step_vt:
+                self._step_plant()
+            while self.events and int(self.events[0]["t_s"] * 1000) <= self.vt:
+                self._apply_event(self.events.pop(0))
+            self._evaluate_conditions()
+            if self.vt >= vt:
+                return
+
+    def _apply_event(self, ev):
+        do = ev["do"]
+        if do == "sink_lost":
+            self.pump_on = False
+            self.inputs["sink_available"] = False
+        elif do == "sink_restored":
+            self.pump_on = True
+            self.inputs["sink_available"] = True
+        elif do == "pump":
+            self.pump_on = bool(ev["on"])
+        elif do == "input":
+            self.inputs[ev["name"]] = bool(ev["value"])
+        elif do == "sensor_fault":
+            self.faults[ev["sensor"]] = ev.get("fault", "open")
+        elif do == "override":
+            if ev.get("off"):
+                self.overrides.pop(ev["sensor"], None)
+            else:
+                self.overrides[ev["sensor"]] = {**ev, "t0_s": ev["t_s"]}
+        elif do == "valve_stuck":
+            self.valve_stuck = bool(ev.get("stuck", True))
+        elif do == "power_cut":
+            self._pending_cut = ev
+        elif do == "hang_control":
+            self._pending_hang = True
+        elif do == "trip_reset":
+            self.inputs["trip_reset"] = True
+            self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
+                                "name": "trip_reset", "value": False})
+            self.events.sort(key=lambda e: e["t_s"])
+        else:
+            raise ValueError(f"unknown scenario event {do!r}")
+
+    # -- run ---------------------------------------------------------------------------
+
+    def _provision(self):
+        """Write config.json into the node's flash, as an installer's deploy would."""
+        code = (
+            "import board\n"
+            "with open(board.data_dir() + '/config.json', 'w') as f:\n"
+            f"    f.write({json.dumps(json.dumps(self.cfg))})\n"
+            "print('provisioned')\n"
+        )
+        env = dict(os.environ, MICROPYPATH=micropypath("host"),
+                   HEATGW_FLASH=str(self.flash_path))
+        env.pop("HEATGW_LINK", None)
+        out = subprocess.run([*micropython_cmd(), "-c", code], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        if "provisioned" not in out.stdout:
+            raise RuntimeError(f"provisioning failed: {out.stdout}{out.stderr}")
+
+    def _boot_node(self, cause):
+        self.node = Node(self)
+        self.served = {}
+        line = self.node.readline(REAL_TIMEOUT_S)
+        if line is None or not line.startswith("H"):
+            raise RuntimeError(f"node said {line!r} instead of hello")
+        tick0 = (1 << 30) - TICK0_BEFORE_WRAP_MS
+        lines = [f"B {self.vt} {tick0} {1 if self.sc.get('safe_boot') else 0}\n",
+                 f"A {self.vt} {self.utc0 + self.vt // 1000}\n"]
+        lines += self._service_lines()
+        self.node.send("".join(lines) + ".\n")
+        self.boots.append({"t_s": self.vt / 1000.0, "cause": cause,
+                           "coils_at_boot": dict(self.coils)})
+
+    def _power_off(self, reason):
+        if self.node is not None:
+            self.node.kill()
+            self.node = None
+        self._all_coils_off(reason)
+
+    def run(self):
+        wall0 = time.monotonic()
+        if self.flash_path.exists():
+            self.flash_path.unlink()
+        self._provision()
+        self._flow_vt = 0
+        self._next_step_vt = self.step_ms
+        self._pending_cut = None
+        self._pending_hang = False
+        self._step_plant_first()
+        self.console = open(self.console_path, "wb")
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        try:
+            self._boot_node("power_on")
+            self._loop()
+            self._shutdown_node()
+        finally:
+            if self.node is not None:
+                self.node.kill()
+            self.listener.close()
+            self.console.close()
+        return self._summary(time.monotonic() - wall0)
+
+    def _step_plant_first(self):
+        # served values for [0, step): the plant's initial state
+        self.flow_lps = self.plant.flow_m3h / 3.6
+        self._evaluate_conditions()
+
+    def _loop(self):
+        while self.vt < self.end_vt:
+            if self.node is None:  # powered off: the plant runs on, relays safe
+                self._advance_to(min(self._off_until, self.end_vt))
+                if self.vt >= self._off_until:
+                    self._boot_node(self._off_cause)
+                continue
+            timeout = HANG_TIMEOUT_S if self._hang_sent else REAL_TIMEOUT_S
+            line = self.node.readline(timeout)
+            if line is None:
+                if not self._hang_sent:
+                    raise RuntimeError("node stopped answering (real-time timeout)")
+                self._watchdog_fires_after_hang()
+                continue
+            r = self._handle(line)
+            if r == "more":
+                continue
+            if r == "cut":
+                self.cuts[-1]["cut_vt"] = self.vt
+                self._power_off("power_cut")
+                self._off_until = self.vt + self._cut_off_ms
+                self._off_cause = "power_cut"
+                continue
+            self._idle(r)
+
+    _hang_sent = False
+    _cut_off_ms = 0
+
+    def _idle(self, deadline):
+        node = self.node
+        target = self.end_vt if deadline is None else min(deadline, self.end_vt)
+        target = min(target, self._next_step_vt)
+        if self.events:
+            target = min(target, int(self.events[0]["t_s"] * 1000))
+        target = max(target, self.vt)
+        wdt_expiry = None
+        if node.wdt_timeout_ms is not None:
+            wdt_expiry = node.last_feed_vt + node.wdt_timeout_ms
+            if wdt_expiry <= target:
+                self._advance_to(wdt_expiry)
+                self._reset("watchdog")
+                return
+        self._advance_to(target)
+        if self._pending_cut is not None:
+            ev, self._pending_cut = self._pending_cut, None
+            self._cut_off_ms = int(ev.get("off_s", 10) * 1000)
+            if ev.get("at_flash_op") is None:
+                self.cuts.append({"t_s": self.vt / 1000.0, "at_flash_op": None,
+                                  "saves_before": len(self.saves)})
+                self._power_off("power_cut")
+                self._off_until = self.vt + self._cut_off_ms
+                self._off_cause = "power_cut"
+                return
+            self.cuts.append({"t_s": self.vt / 1000.0, "at_flash_op": ev["at_flash_op"],
+                              "torn_bytes": ev.get("torn_bytes", 0),
+                              "saves_before": len(self.saves)})
+            node.send(f"k {ev['at_flash_op']} {ev.get('torn_bytes', 0)}\n")
+        if self._pending_hang:
+            self._pending_hang = False
+            self._hang_sent = True
+            self._hang_vt = self.vt
+            node.send("h\n")
+        if self.vt >= self.end_vt:
+            return
+        node.send(f"A {self.vt}\n" + "".join(self._service_lines()) + ".\n")
+
+    def _watchdog_fires_after_hang(self):
+        node = self.node
+        if node.wdt_timeout_ms is None:
+            raise RuntimeError("node hung before starting its watchdog")
+        expiry = max(self.vt, node.last_feed_vt + node.wdt_timeout_ms)
+        self._advance_to(expiry)  # relays stay as the hung node left them
+        self._hang_sent = False
+        self._reset("watchdog")
+
+    def _reset(self, cause):
+        self._power_off(cause)
+        self._off_until = self.vt + REBOOT_MS
+        self._off_cause = cause
+
+    def _shutdown_node(self):
+        """Orderly stop at the end: the node saves its totals (s: KeyboardInterrupt)."""
+        if self.node is None:
+            return
+        self.node.send(f"A {self.vt}\ns\n.\n")
+        while True:
+            try:
+                line = self.node.readline(REAL_TIMEOUT_S)
+            except NodeGone:
+                break
+            if line is None:
+                break
+            if line.startswith("O "):
+                self._handle(line)
+            elif line.startswith("P "):
+                self._handle(line)
+        self.node.kill()
+        self.node = None
+
+    # -- summary -----------------------------------------------------------------------
+
+    def _summary(self, wall_s):
+        totals = self.final_totals or (self.saves[-1]["totals"] if self.saves else None)
+        metered = None
+        if totals:
+            metered = {
+                "energy_kwh": totals["energy_nj"] / 3.6e15,
+                "volume_m3": totals["volume_ul"] / 1e9,
+                "error_time_s": totals["error_ms"] / 1000.0,
+                "low_dt_time_s": totals["low_dt_ms"] / 1000.0,
+                "time_s": totals["time_ms"] / 1000.0,
+            }
+        heat = true_heat_kwh(self.plant.log)
+        # Every condition that appeared while the reuse coil was energised, and when the
+        # coil dropped after it (None: never, within the scenario).
+        trips = []
+        for c in self.condition_log:
+            if not c["reuse_at_onset"]:
+                continue
+            off = next((tr["t_s"] for tr in self.transitions
+                        if tr["state"] == "bypass" and tr["t_s"] >= c["t_s"]), None)
+            trips.append({"reason": c["reason"], "condition_t_s": c["t_s"],
+                          "bypass_t_s": off,
+                          "latency_s": None if off is None else round(off - c["t_s"], 3)})
+        summary = {
+            "scenario": self.sc["name"],
+            "duration_s": self.end_vt / 1000.0,
+            "control_tick_s": self.tick_ms / 1000.0,
+            "relay_transitions": self.transitions,
+            "conditions": self.condition_log,
+            "trips": trips,
+            "metered": metered,
+            "plant": {
+                "heat_delivered_kwh": heat,
+                "max_it_coolant_c": self.plant.max_it_coolant_c,
+                "it_coolant_limit_c": self.params.it_coolant_limit_c,
+                "volume_m3": self.plant.volume_m3_total,
+            },
+            "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
+                               if metered and heat > 0 else None),
+            "peak_heap_bytes": self.peak_heap,
+            "boots": self.boots,
+            "saves": len(self.saves),
+            "restores": self.restores,
+            "power_cuts": self.cuts,
+            "node_events": len(self.node_events),
+            "last_status": self.last_status,
+            "wall_s": round(wall_s, 2),
+            "console_log": str(self.console_path),
+        }
+        self.saves_detail = self.saves
+        return summary
+
+
+def run_scenario(path, out=None, workdir=None):
+    sc = load_scenario(path)
+    if workdir is None:
+        workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
+    h = Harness(sc, workdir)
+    summary = h.run()
+    if out:
+        Path(out).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary, h
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenario")
+    ap.add_argument("--out", help="write the JSON summary here")
+    ap.add_argument("--workdir", help="flash image and console log (default: a temp dir)")
+    args = ap.parse_args(argv)
+    summary, _ = run_scenario(args.scenario, args.out, args.workdir)
+    brief = {k: summary[k] for k in ("scenario", "metered", "plant", "heat_error_pct",
+                                      "peak_heap_bytes", "wall_s")}
+    brief["relay_transitions"] = len(summary["relay_transitions"])
+    print(json.dumps(brief, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
