@@ -8,45 +8,59 @@ and errors says why, one clear line each. load() never raises.
 """
 
 import json
+import os
 
 from heatgw.config_schema import SCHEMA
 from heatgw.schema import validate
 
 SENSOR_NAMES = ("supply", "return", "sink_return", "it_coolant")
-MAX_BYTES = 16384  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
+MAX_BYTES = 8192  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
 
 _DEFAULT_DOC = {"version": 1}
 
 
 def default():
     """A fresh DEFAULT config (the caller may modify it)."""
-    return validate(_DEFAULT_DOC, SCHEMA)[0]
+    cfg, errors = validate(_DEFAULT_DOC, SCHEMA)
+    if errors:  # only out of memory: validate() reports rather than raises
+        raise MemoryError(errors[0])
+    return cfg
 
 
 DEFAULT = default()
+# Returned as is when even the fallback cannot allocate: answering must not need memory.
+_OOM = (DEFAULT, ["config: out of memory while loading; using DEFAULT"], "default")
 
 
 def _parse(path):
     """(doc, None) or (None, error)."""
     try:
+        # size first: read(n) would allocate n bytes up front, even for a short file
+        size = os.stat(path)[6]
+        if size > MAX_BYTES:
+            return None, "%s: larger than %d bytes" % (path, MAX_BYTES)
         with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+            raw = f.read(size + 1)
     except OSError as e:
         if e.args and e.args[0] == 2:  # ENOENT
             return None, "%s: not found" % path
         return None, "%s: cannot read (%s)" % (path, e)
-    if len(raw) > MAX_BYTES:
+    if len(raw) > MAX_BYTES:  # grew since stat
         return None, "%s: larger than %d bytes" % (path, MAX_BYTES)
     if raw[:3] == b"\xef\xbb\xbf":  # UTF-8 BOM written by some editors
         raw = raw[3:]
     try:
         text = raw.decode("utf-8")
+    except MemoryError:
+        raise
     except Exception:
         return None, "%s: not UTF-8 text" % path
     if not text.strip():
         return None, "%s: file is empty" % path
     try:
         return json.loads(text), None
+    except MemoryError:  # not the file's fault: load() reports it as such
+        raise
     except Exception as e:  # ValueError, and RecursionError for absurd nesting on CPython
         return None, "%s: not valid JSON (%s)" % (path, e)
 
@@ -65,7 +79,7 @@ def load(path):
         try:
             return default(), ["%s: loading failed (%r)" % (path, e)], "default"
         except Exception:
-            return DEFAULT, ["%s: loading failed (out of memory)" % path], "default"
+            return _OOM
 
 
 def is_configured(cfg):

@@ -23,7 +23,8 @@ def _short(s, n=40):
 
 def _num(x):
     if type(x) is int:
-        return _short("%d" % x)
+        # CPython refuses to print ints of more than 4300 digits
+        return "%d" % x if -10**18 < x < 10**18 else "a huge integer"
     return "%g" % x
 
 
@@ -226,11 +227,13 @@ def _get_obj(obj, path):
 def validate(doc, schema):
     """(filled config, [error strings]) for a parsed JSON document; never raises."""
     errs = []
+    out = _BAD
     try:
         out = _check(doc, schema, "", errs)
+    except MemoryError:
+        errs.append("config: out of memory while validating")
     except Exception as e:  # a schema bug must not take the caller down
         errs.append("config: validator failed: %r" % (e,))
-        out = _BAD
     if out is _BAD:
         out = None
     return out, errs
