@@ -74,17 +74,25 @@ def _finite(v):
     return t is int  # bool is not int here: True is no temperature
 
 
+class _Broken:
+    pass
+
+
+_BROKEN = _Broken()  # what a replaced (non-dict) input table yields: garbage, not "None"
+
+
 def _get(d, key):
-    # inputs come from other code: a replaced or broken dict reads as "no value"
     if type(d) is dict:
         return d.get(key)
-    return None
+    return _BROKEN
 
 
 def _json(v):
     """A value that json.dumps turns into valid, small JSON."""
     if v is None or v is True or v is False:
         return v
+    if v is _BROKEN:
+        return "broken input table"
     t = type(v)
     if t is int:
         return v
@@ -326,7 +334,7 @@ class FailSafe:
         return ev
 
     def _usable_temp(self, temps, reasons, name):
-        if _get(reasons, name) is not None:
+        if _get(reasons, name) is not None:  # includes a broken table
             return None
         v = _get(temps, name)
         return v if _finite(v) else None
@@ -350,7 +358,8 @@ class FailSafe:
             stalled = ()
         elif type(stalled) is str:
             stalled = (stalled,)
-        elif type(stalled) not in (tuple, list):
+        # two `is not` tests: a `not in (tuple, list)` display allocates on MicroPython
+        elif type(stalled) is not tuple and type(stalled) is not list:
             try:
                 stalled = tuple(stalled)
             except Exception:
