@@ -56,6 +56,7 @@ class Rig:
         self.temp = {n: 30.0 for n in names}
         self.flow = 5.0
         self.fresh = True  # sampler delivers valid readings
+        self.lag_ms = 500  # readings are taken this long before the update
         self.valve = "follow"  # or True/False/None: end switch stuck at that value
         self.i.sink_available = True
         self.over = []  # (field, key or None, value) forced after the rig fills inputs
@@ -71,10 +72,10 @@ class Rig:
             if type(i.temps_c) is dict:  # a garbage test may have replaced it
                 i.temps_c[n] = self.temp[n]
             if self.fresh and type(i.temp_valid_ms) is dict:
-                i.temp_valid_ms[n] = self.t
+                i.temp_valid_ms[n] = (self.t - self.lag_ms) & M30
         i.flow_m3h = self.flow
         if self.fresh:
-            i.flow_valid_ms = self.t
+            i.flow_valid_ms = (self.t - self.lag_ms) & M30
         i.valve_at_reuse = self.fs.relay_reuse if self.valve == "follow" else self.valve
         for field, key, value in self.over:
             if key is None:
@@ -278,16 +279,24 @@ def scn_stale():
         if "sensor_stale:it_coolant" in r2.fs.active and first is None:
             first = k + 1
     out["never_valid_first_s"] = first
-    # a reading frozen for a week: ticks_diff wraps after ~6.2 days, it must stay stale
+    # a reading frozen for 2**30 ms (12.4 days): ticks_diff says "negative" after half of
+    # that and "0 ms old" at the end; it must stay stale throughout
     r3 = ready()
     r3.fresh = False
     r3.run(10)
-    stale_all_week = True
-    for _ in range(24 * 8):
-        r3.step(3600 * 1000)
+    stale_all_along = True
+    # last valid at ready - 500 ms, now 10.5 s later: land 2 s before "2**30 ms old"
+    for k in range(255 + 1 + 20):
+        r3.step((1 << 22) if k < 255 else (1 << 22) - 12500 if k == 255 else 250)
         if "sensor_stale:it_coolant" not in r3.fs.active:
-            stale_all_week = False
-    out["stale_all_week"] = stale_all_week
+            stale_all_along = False
+    out["stale_all_along"] = stale_all_along
+    # a timestamp 7 s in the "future": a reading 2**30 - 7 s old seen for the first time,
+    # or nonsense; never fresh
+    r4 = ready()
+    r4.over = [("temp_valid_ms", "it_coolant", (r4.t + 8000) & M30)]
+    r4.step()
+    out["far_ticks_stale"] = "sensor_stale:it_coolant" in r4.fs.active
     return out
 
 
@@ -337,6 +346,16 @@ def scn_valve():
             hit = k + 1
             break
     out["none_after_s"] = hit
+    # commanded to reuse, the valve stops between the ends: the trip's command change
+    # (back to bypass) must not make it look fine while it is still between the ends
+    r = Rig()
+    r.run_until("reuse", 700)
+    r.valve = None
+    r.run(46)
+    out["between_active"] = "valve_stuck" in r.fs.active
+    r.step()
+    out["between_still_active"] = "valve_stuck" in r.fs.active
+    out["between_reset"] = [e["result"] for e in r.fs.reset_latches(r.t)]
     ctl = dict(CTL)
     ctl["valve_feedback"] = False
     r = Rig(ctl=ctl)
@@ -379,7 +398,8 @@ def scn_wrap():
     base = wrap_run(0)
     # the tick counter wraps during every phase of the run below
     out = {"n": len(base)}
-    for t0 in ((1 << 30) - 300000, (1 << 30) - 700500, (1 << 30) - 1):
+    for t0 in ((1 << 30) - 300000, (1 << 30) - 601000, (1 << 30) - 655000,
+               (1 << 30) - 700500, (1 << 30) - 1):
         out[str(t0)] = wrap_run(t0) == base
     out["td"] = [ticks_diff(5, (1 << 30) - 5), ticks_diff((1 << 30) - 5, 5),
                  ticks_diff(1 << 29, 0), ticks_diff((1 << 29) - 1, 0), ticks_diff(7, 7)]
@@ -544,12 +564,13 @@ def test_latched_restored_at_construction(cp):
 def test_stale_timing(cp):
     r = cp("scn_stale")
     stale = ["sensor_stale:flow", "sensor_stale:it_coolant", "sensor_stale:sink_return"]
-    # last valid reading at step 0; age 5000 ms is not older than stale_s, 6000 is
-    assert r["hits"] == [[], [], [], [], [], stale, [], []]
+    # last valid reading 500 ms before step 0: 4500 ms at step 4 is fresh, 5500 ms is not
+    assert r["hits"] == [[], [], [], [], stale, [], [], []]
     assert r["state"] == "bypass"
     assert r["cleared"] == stale
     assert r["never_valid_first_s"] == 6
-    assert r["stale_all_week"] is True
+    assert r["stale_all_along"] is True
+    assert r["far_ticks_stale"] is True
 
 
 def test_valve_stuck_timing(cp):
@@ -567,6 +588,8 @@ def test_valve_stuck_timing(cp):
     assert r["stuck_at_reuse_after_s"] == 46
     assert r["refused"] == ["refused"]
     assert r["none_after_s"] == 46
+    assert r["between_active"] is True and r["between_still_active"] is True
+    assert r["between_reset"] == ["refused"]
     assert r["no_feedback_cfg_reuse_s"] == 600
 
 
