@@ -1,12 +1,12 @@
-# main.py: runs after boot.py and starts the gateway application (heatgw.app). If the
+# main.py: runs after boot.py and starts the gateway application (heatgw.start). If the
 # application cannot even start, the relays stay in their safe state (bypass), the
 # error is printed on the console and no watchdog runs, so the node waits for a
 # technician instead of reset-looping. The on-device self-test (heatgw.selftest) stays
 # available from the REPL: `from heatgw import selftest; selftest.run()`.
 try:
-    from heatgw import app
+    from heatgw import start
 
-    app.main()
+    start.run()
 except Exception as e:  # noqa: BLE001
     import sys
 

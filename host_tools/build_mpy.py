@@ -9,8 +9,15 @@ import sys
 
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB
 
-# Board -> mpy-cross architecture. The host board runs source on the unix port.
-ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m"}
+# Board -> mpy-cross architecture. The host board runs source on the unix port, or
+# precompiled x64 modules (`build/mpy/host`, see host_mpy_dir) where RAM matters: a module
+# compiled on the node needs several KB of compiler memory the device never spends.
+ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m", "host": "x64"}
+OPT_LEVEL = "-O3"  # no line numbers in tracebacks, no asserts: what ships
+
+
+def host_mpy_dir():
+    return BUILD / "mpy" / "host"
 
 
 def sources():
@@ -28,7 +35,7 @@ def board_sources(board):
 def compile_one(mpy_cross, arch, src, out):
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [mpy_cross, f"-march={arch}", "-O1", "-o", str(out), str(src)],
+        [mpy_cross, f"-march={arch}", OPT_LEVEL, "-o", str(out), str(src)],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:

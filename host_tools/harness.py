@@ -33,6 +33,7 @@ R_REF_OHM = 4300.0  # boards/host: the emulated converters' reference resistor
 _CVD_A = 3.9083e-3
 _CVD_B = -5.775e-7
 TICK0_BEFORE_WRAP_MS = 60_000  # node ticks start 1 min before the 2**30 wrap
+DEFAULT_STEP_S = 5  # plant step: its time constants are >= 15 min, the node still ticks 1 s
 REBOOT_MS = 1_000  # virtual time from reset/power-on until the node runs boot.py
 REAL_TIMEOUT_S = 60.0  # a node that says nothing this long (real time) is broken
 HANG_TIMEOUT_S = 3.0  # after an injected hang: real seconds before the watchdog "fires"
@@ -50,8 +51,8 @@ DEFAULT_CONFIG = {
               "cutoff_k": 0.2},
     "control": {
         "tick_ms": 1000,
-        "sink_return_max_c": 45.0, "sink_return_hyst_k": 2.0,
-        "it_coolant_max_c": 44.0, "it_coolant_hyst_k": 2.0,
+        "sink_return_max_c": 40.0, "sink_return_hyst_k": 2.0,
+        "it_coolant_max_c": 46.0, "it_coolant_hyst_k": 2.0,
         "sink_flow_min_m3h": 3.0, "sink_flow_hyst_m3h": 0.5,
         "sink_signal": True,
         "stale_s": 5,
@@ -135,7 +136,7 @@ class Node:
     def __init__(self, harness):
         self.h = harness
         env = dict(os.environ)
-        env["MICROPYPATH"] = micropypath("host")
+        env["MICROPYPATH"] = harness.micropypath
         env["HEATGW_LINK"] = f"127.0.0.1:{harness.port}"
         env["HEATGW_FLASH"] = str(harness.flash_path)
         self.proc = subprocess.Popen(
@@ -185,14 +186,23 @@ class Node:
 # -- the harness -----------------------------------------------------------------------
 
 class Harness:
-    def __init__(self, scenario, workdir):
+    def __init__(self, scenario, workdir, *, mpy=False):
         self.sc = scenario
+        self.mpy = mpy
+        extra = []
+        if mpy:  # precompiled modules first (host_tools.build_mpy builds them)
+            from host_tools.build_mpy import build, host_mpy_dir
+
+            if not build(["host"]):
+                raise RuntimeError("mpy-cross failed for the host board")
+            extra.append(host_mpy_dir())
+        self.micropypath = micropypath("host", extra)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = deep_merge(DEFAULT_CONFIG, scenario.get("config", {}))
         self.ctl = self.cfg["control"]
         self.tick_ms = self.ctl["tick_ms"]
-        self.step_ms = int(scenario.get("step_s", 1) * 1000)
+        self.step_ms = int(scenario.get("step_s", DEFAULT_STEP_S) * 1000)
         self.end_vt = int(scenario["duration_s"] * 1000)
         self.params = PlantParams(**scenario.get("plant", {}))
         self.plant = Plant(self.params, **scenario.get("initial", {}))
@@ -235,6 +245,9 @@ class Harness:
         self._pending_reason = None
         self._next_step_vt = 0
         self._valve_disagree_vt = None
+        self._horizon = 0
+        self._cond_dirty = True
+        self._lines_dirty = True
 
     # -- profiles and served values ----------------------------------------------------
 
@@ -271,6 +284,43 @@ class Harness:
     def _service_lines(self):
         """Value lines for the node: only what changed since the last step."""
         out = []
+        if self._lines_dirty:
+            self._lines_dirty = False
+            self._value_lines(out)
+        self._update_pulses(self.vt)
+        edges = self._edges_before(self._horizon)
+        if edges or self.served.get(("p",)) != (self.pulses, self.edge_vt):
+            self.served[("p",)] = (self.pulses, self.edge_vt)
+            out.append(f"p {self.pulses} {'-' if self.edge_vt is None else self.edge_vt}"
+                       f"{''.join(' %d' % e for e in edges)}\n")
+        return out
+
+    def _edges_before(self, horizon):
+        """Pulse edges in (vt, horizon): the flow is constant until the next step."""
+        out = []
+        if self.flow_lps <= 0:
+            return out
+        n = self.pulses
+        while True:
+            n += 1
+            t_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
+            edge = self._flow_vt + max(0, int(math.ceil(t_ms - 1e-6)))
+            if edge >= horizon:
+                return out
+            if edge > self.vt:
+                out.append(edge)
+
+    def _horizon_now(self):
+        """Until when nothing served changes: next plant step, event, watchdog, end."""
+        h = min(self._next_step_vt, self.end_vt)
+        if self.events:
+            h = min(h, int(self.events[0]["t_s"] * 1000))
+        node = self.node
+        if node is not None and node.wdt_timeout_ms is not None:
+            h = min(h, node.last_feed_vt + node.wdt_timeout_ms)
+        return max(h, self.vt)
+
+    def _value_lines(self, out):
         for name, t in self._served_temps().items():
             r = "%.4f" % pt_ohm(t)
             if self.served.get(("r", name)) != r:
@@ -288,12 +338,6 @@ class Harness:
             if self.served.get(("d", name)) != level:
                 self.served[("d", name)] = level
                 out.append(f"d {name} {level}\n")
-        self._update_pulses(self.vt)
-        p = (self.pulses, self.edge_vt)
-        if self.served.get(("p",)) != p:
-            self.served[("p",)] = p
-            out.append(f"p {p[0]} {'-' if p[1] is None else p[1]}\n")
-        return out
 
     # -- conditions (the harness's own view) -------------------------------------------
 
@@ -321,6 +365,10 @@ class Harness:
 
     def _evaluate_conditions(self):
         ctl = self.ctl
+        if not self._cond_dirty:
+            self._timed_conditions(ctl)
+            return
+        self._cond_dirty = False
         temps = self._served_temps()
         sensors = self.cfg.get("sensors") or {}
         seen = {n: seen_temp_c(t) for n, t in temps.items()}
@@ -337,6 +385,11 @@ class Harness:
         if ctl.get("sink_signal"):
             self._set_condition("sink_unavailable", not self.inputs["sink_available"])
         self._set_condition("maintenance", bool(self.inputs["maintenance"]))
+        self._timed_conditions(ctl)
+
+    def _timed_conditions(self, ctl):
+        """Conditions that appear with the passage of time alone (no pulse for a while,
+        valve travel overdue)."""
         if self.cfg.get("flow"):
             q_min_lps = ctl["sink_flow_min_m3h"] / 3.6
             low = self.flow_lps * 3.6 < ctl["sink_flow_min_m3h"]
@@ -384,21 +437,34 @@ class Harness:
 
     # -- node messages -----------------------------------------------------------------
 
+    def _at(self, vt_text):
+        """A node message stamped vt: bring the harness to that instant first."""
+        vt = int(vt_text)
+        if vt > self.vt:
+            self._advance_to(vt)
+
     def _handle(self, line):
         op = line[:1]
         if op == "P":
-            _, name, level = line.split()
-            energised = level == "0"  # active-low modules
-            self._coil(name, energised)
+            _, name, level, vt = line.split()
+            self._at(vt)
+            self._coil(name, level == "0")  # active-low modules
         elif op == "F":
+            self._at(line.split()[1])
             self.node.last_feed_vt = self.vt
         elif op == "W":
-            self.node.wdt_timeout_ms = int(line.split()[1])
+            _, timeout, vt = line.split()
+            self._at(vt)
+            self.node.wdt_timeout_ms = int(timeout)
             self.node.last_feed_vt = self.vt
         elif op == "O":
-            _, kind, payload = line.split(" ", 2)
+            _, kind, vt, payload = line.split(" ", 3)
+            self._at(vt)
             self._record(kind, json.loads(payload))
         elif op == "X":
+            _, vt, payload = line.split(" ", 2)
+            self._at(vt)
+            self.cuts[-1]["info"] = json.loads(payload)
             return "cut"
         elif op == "I":
             arg = line.split()[1]
@@ -447,6 +513,11 @@ class Harness:
                         building_pump_on=self.pump_on, valve_stuck=self.valve_stuck)
         self.flow_lps = self.plant.flow_m3h / 3.6
         self._next_step_vt += self.step_ms
+        self._mark_dirty()
+
+    def _mark_dirty(self):
+        self._cond_dirty = True
+        self._lines_dirty = True
 
     def _advance_to(self, vt):
         """Move time to vt: step the plant on its grid, apply scenario events."""
@@ -456,6 +527,7 @@ class Harness:
                 self._step_plant()
             while self.events and int(self.events[0]["t_s"] * 1000) <= self.vt:
                 self._apply_event(self.events.pop(0))
+                self._mark_dirty()
             self._evaluate_conditions()
             if self.vt >= vt:
                 return
@@ -503,7 +575,7 @@ class Harness:
             f"    f.write({json.dumps(json.dumps(self.cfg))})\n"
             "print('provisioned')\n"
         )
-        env = dict(os.environ, MICROPYPATH=micropypath("host"),
+        env = dict(os.environ, MICROPYPATH=self.micropypath,
                    HEATGW_FLASH=str(self.flash_path))
         env.pop("HEATGW_LINK", None)
         out = subprocess.run([*micropython_cmd(), "-c", code], cwd=REPO, env=env,
@@ -514,12 +586,14 @@ class Harness:
     def _boot_node(self, cause):
         self.node = Node(self)
         self.served = {}
+        self._lines_dirty = True
         line = self.node.readline(REAL_TIMEOUT_S)
         if line is None or not line.startswith("H"):
             raise RuntimeError(f"node said {line!r} instead of hello")
         tick0 = (1 << 30) - TICK0_BEFORE_WRAP_MS
+        self._horizon = self._horizon_now()
         lines = [f"B {self.vt} {tick0} {1 if self.sc.get('safe_boot') else 0}\n",
-                 f"A {self.vt} {self.utc0 + self.vt // 1000}\n"]
+                 f"A {self.vt} {self._horizon} {self.utc0 + self.vt // 1000}\n"]
         lines += self._service_lines()
         self.node.send("".join(lines) + ".\n")
         self.boots.append({"t_s": self.vt / 1000.0, "cause": cause,
@@ -626,7 +700,8 @@ class Harness:
             node.send("h\n")
         if self.vt >= self.end_vt:
             return
-        node.send(f"A {self.vt}\n" + "".join(self._service_lines()) + ".\n")
+        self._horizon = self._horizon_now()
+        node.send(f"A {self.vt} {self._horizon}\n" + "".join(self._service_lines()) + ".\n")
 
     def _watchdog_fires_after_hang(self):
         node = self.node
@@ -646,7 +721,7 @@ class Harness:
         """Orderly stop at the end: the node saves its totals (s: KeyboardInterrupt)."""
         if self.node is None:
             return
-        self.node.send(f"A {self.vt}\ns\n.\n")
+        self.node.send(f"A {self.vt} {self.vt}\ns\n.\n")
         while True:
             try:
                 line = self.node.readline(REAL_TIMEOUT_S)
@@ -716,11 +791,11 @@ class Harness:
         return summary
 
 
-def run_scenario(path, out=None, workdir=None):
+def run_scenario(path, out=None, workdir=None, *, mpy=False):
     sc = load_scenario(path)
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
-    h = Harness(sc, workdir)
+    h = Harness(sc, workdir, mpy=mpy)
     summary = h.run()
     if out:
         Path(out).write_text(json.dumps(summary, indent=1) + "\n")
@@ -732,8 +807,10 @@ def main(argv=None):
     ap.add_argument("scenario")
     ap.add_argument("--out", help="write the JSON summary here")
     ap.add_argument("--workdir", help="flash image and console log (default: a temp dir)")
+    ap.add_argument("--mpy", action="store_true",
+                    help="run precompiled modules (build/mpy/host), as a device runs frozen code")
     args = ap.parse_args(argv)
-    summary, _ = run_scenario(args.scenario, args.out, args.workdir)
+    summary, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy)
     brief = {k: summary[k] for k in ("scenario", "metered", "plant", "heat_error_pct",
                                       "peak_heap_bytes", "wall_s")}
     brief["relay_transitions"] = len(summary["relay_transitions"])

@@ -48,7 +48,7 @@ class FlashDev:
         self.block_size = block_size
         self.block_count = block_count
         size = block_size * block_count
-        self._ff = b"\xff" * block_size
+        self._ff = b"\xff" * 256  # erased flash, written in chunks (no 4 KB buffer in RAM)
         try:
             f = open(path, "r+b")
         except OSError:
@@ -56,7 +56,7 @@ class FlashDev:
         f.seek(0, 2)
         have = f.tell()
         while have < size:  # extend with erased flash
-            n = min(block_size - have % block_size, size - have)
+            n = min(256 - have % 256, size - have)
             f.write(self._ff[:n])
             have += n
         f.flush()
@@ -155,7 +155,7 @@ class FlashDev:
         if n:
             self._f.seek(addr)
             old = self._f.read(n)
-            if old == self._ff[:n]:
+            if old.count(b"\xff") == n:
                 new = bytes(data)  # erased: NOR programs exactly the data
             else:
                 new = (int.from_bytes(old, "big")
@@ -179,7 +179,13 @@ class FlashDev:
             torn = self._tear("erase", block, 0, n)
             n = torn
         if n:
-            self._store(addr, self._ff[:n])
+            f = self._f
+            f.seek(addr)
+            while n > 0:
+                k = min(n, 256)
+                f.write(self._ff[:k] if k < 256 else self._ff)
+                n -= k
+            f.flush()
         self.erases += 1
         self._wear[block] += 1
         if torn >= 0:

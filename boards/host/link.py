@@ -5,17 +5,22 @@ the power. The node runs until every task is idle, tells the harness how long it
 sleep, and blocks until the harness moves time forward. One text line per message on a
 loopback TCP socket (stdin/stdout stay the node's console):
 
-node -> harness                          harness -> node
-  H <pid>          hello after reset       A <vt_ms> [<utc_s>]  time is now vt (first line)
+node -> harness (vt: the node's time)   harness -> node
+  H <pid>          hello after reset       A <vt> <horizon> [<utc_s>]  time is now vt
   I <vt_ms>|-      idle until vt / no task r <rtd> <ohm>         RTD resistance
-  P <relay> 0|1    relay pin level         f <rtd> <fault>       RTD fault injection
-  W <timeout_ms>   watchdog started        d <input> 0|1         digital input level
-  F                watchdog fed            p <count> <edge_vt>|- flow pulse counter
-  O <kind> <json>  application record      k <ops> <torn_bytes>  cut power at a flash op
-  X <json>         power cut reached       h                     hang the next relay write
+  P <relay> 0|1 vt relay pin level         f <rtd> <fault>       RTD fault injection
+  W <timeout> vt   watchdog started        d <input> 0|1         digital input level
+  F vt             watchdog fed            p <n> <edge>|- <e>..  pulse count, last edge,
+  O <kind> vt json application record                            edges due before horizon
+  X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
+                                           h                     hang the next relay write
                                            s                     orderly stop (Ctrl-C)
                                            B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
                                            .                     end of this step
+
+Nothing the harness serves changes before `horizon` (the next plant step, scenario event
+or watchdog expiry), so the node moves its own time to any deadline before it without
+asking: one round trip per plant step instead of one per poll.
 
 Without HEATGW_LINK the board runs standalone: time jumps to the next deadline at once.
 """
@@ -36,6 +41,7 @@ class LinkClock:
         self.vt = 0
         self.vt0 = 0
         self.tick0 = 0
+        self.horizon = 0  # the node may run alone up to (not including) this vt
         self.utc0 = None  # UTC seconds at vt0, when the harness knows it
         self.link = None
 
@@ -62,6 +68,10 @@ class LinkClock:
             if deadline_vt > self.vt:
                 self.vt = deadline_vt
             return
+        if deadline_vt is not None and deadline_vt < self.horizon:
+            if deadline_vt > self.vt:
+                self.vt = deadline_vt
+            return
         self.link.idle(deadline_vt)
 
     def sleep_ms(self, ms):
@@ -83,6 +93,22 @@ class Link:
         self._board = board
         self.hang_armed = False
         self._stop = False
+        self._buf = b""
+
+    def _readline(self):
+        # socket.readline() on the unix port reads one byte per system call; a step is
+        # one send from the harness, so read it in one chunk and split it here.
+        buf = self._buf
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                self._buf = buf[i + 1:]
+                return buf[:i + 1]
+            chunk = self._s.recv(4096)
+            if not chunk:
+                self._buf = b""
+                return buf
+            buf += chunk
 
     def send(self, line):
         self._s.write(line.encode() + b"\n")
@@ -98,7 +124,7 @@ class Link:
     def _serve(self):
         board = self._board
         clock = board.clock
-        readline = self._s.readline
+        readline = self._readline
         while True:
             line = readline()
             if not line:
@@ -114,8 +140,9 @@ class Link:
                 if vt < clock.vt:
                     raise RuntimeError("harness moved time backwards")
                 clock.vt = vt
-                if len(parts) > 2:
-                    clock.utc0 = int(parts[2]) - (vt - clock.vt0) // 1000
+                clock.horizon = int(parts[2])
+                if len(parts) > 3:
+                    clock.utc0 = int(parts[3]) - (vt - clock.vt0) // 1000
             elif op == 114:  # "r"
                 board.rtd_chip(parts[1]).set_resistance(float(parts[2]))
             elif op == 102:  # "f"
@@ -124,7 +151,7 @@ class Link:
                 board.input_pin(parts[1]).level = int(parts[2])
             elif op == 112:  # "p"
                 edge = None if parts[2] == "-" else int(parts[2])
-                board.pulse_input().set(int(parts[1]), edge)
+                board.pulse_input().set(int(parts[1]), edge, [int(e) for e in parts[3:]])
             elif op == 107:  # "k"
                 board.flash_device().arm_cut(int(parts[1]), int(parts[2]), on_cut=self._cut)
             elif op == 115:  # "s"
@@ -140,7 +167,7 @@ class Link:
 
     def _cut(self, info):
         # Power is gone: report where, then wait to be killed; nothing else may run.
-        self.send("X " + json.dumps(info))
-        while self._s.readline():
+        self.send("X %d %s" % (self._board.clock.vt, json.dumps(info)))
+        while self._readline():
             pass
         raise SystemExit("power cut")

@@ -251,6 +251,19 @@ class MAX31865Emu:
             return self.sdo_stuck
         return self._xfer_chip(byte)
 
+    def _xfer_into(self, write_buf, read_buf):
+        """A whole transaction's bytes at once (the shared bus's fast path when this is
+        the only chip selected): the same per-byte behaviour as _xfer."""
+        if self.cs._v or not self.present:
+            for i in range(len(write_buf)):
+                read_buf[i] = 0xFF
+            return
+        xfer = self._xfer_chip
+        stuck = self.sdo_stuck
+        for i in range(len(write_buf)):
+            b = xfer(write_buf[i])
+            read_buf[i] = b if stuck is None else stuck
+
     def _xfer_chip(self, byte):
         addr = self._addr
         if addr is None:

@@ -4,13 +4,13 @@ Tasks (Peter Hinch's micropython-async style, one global exception handler):
 - sampler: every control tick starts a 1-shot conversion on each RTD (with the chip's
   wiring check), reads them when due, samples the flow meter and the board-level inputs,
   feeds the heat meter (viper kernel) and hands the fresh inputs to the control task.
-- control: evaluates the fail-safe (heatgw.failsafe) on every fresh sample, or after
-  1.5 ticks without one (then the inputs are stale and it trips), and drives the relays
-  every tick. Nothing else ever energises a relay.
+- control: evaluates the fail-safe (heatgw.failsafe) on every fresh sample (every tick)
+  and drives the relays every tick. Nothing else ever energises a relay.
 - persist: saves meter totals, latched trips and the event log every interval.
-- supervisor: feeds the hardware watchdog only while every critical task has checked in
-  within `stall_s` and none has crashed; otherwise it drives the relays safe, logs why
-  and lets the watchdog reset the node.
+- supervisor: every tick, feeds the hardware watchdog only while every critical task has
+  checked in within `stall_s` and none has crashed; otherwise it drives the relays safe
+  at once (the control task may be the one that hangs), logs why and lets the watchdog
+  reset the node.
 
 Later issues (network, console, Modbus) add tasks and record sinks (`add_sink`) without
 touching the control path; until then maintenance, trip reset, "sink available" and the
@@ -28,8 +28,8 @@ from heatgw.store import SlotStore
 
 CRITICAL_TASKS = ("sampler", "control")
 _STATE_VERSION = 1
-_EVENT_CAPACITY = 32
-_HEAP_EVERY_MS = 10_000
+_EVENT_CAPACITY = 24  # ~6 KB of RAM as JSON text; older events are in the MQTT history
+_HEAP_EVERY_MS = 60_000
 _STATUS_EVERY_MS = 60_000
 _FILTER_HZ = 50  # mains frequency the converters reject
 _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
@@ -45,7 +45,7 @@ def _mc(value_c):
 
 class Gateway:
     def __init__(self, board, cfg, *, cfg_source="file", cfg_errors=(), configured=True,
-                 sinks=()):
+                 sinks=(), meter=None):
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
@@ -71,9 +71,16 @@ class Gateway:
         self.boot_id = 0
         latched = self._restore()
 
+        if meter is None:
+            from heatgw.start import build_meter
+
+            meter = build_meter(cfg["meter"])
+        self.meter = meter
+        if self._restored_totals:
+            self.meter.restore(self._restored_totals)
+        self._restored_totals = None
         self._build_sensors(cfg.get("sensors") or {})
         self._build_flow(cfg.get("flow"), now)
-        self._build_meter(cfg["meter"])
         self.inputs = Inputs(tuple(self.sensors))
         self._board_inputs = board.inputs()
         self.failsafe = FailSafe(
@@ -115,16 +122,6 @@ class Gateway:
                                   litres_per_pulse=flow_cfg["litres_per_pulse"],
                                   now_ms=now, ticks_diff=clock.ticks_diff)
 
-    def _build_meter(self, mc):
-        from heatgw import fluid
-
-        table = fluid.table_for(mc["fluid"], mc["mass_fraction"])
-        self.meter = HeatMeter(table, meter_in_return=mc["meter_in_return"],
-                               cutoff_k=mc["cutoff_k"])
-        if self._restored_totals:
-            self.meter.restore(self._restored_totals)
-        self._restored_totals = None
-
     # -- persistence ------------------------------------------------------------------
 
     def _restore(self):
@@ -153,10 +150,15 @@ class Gateway:
     def save(self, why):
         """Persist totals, latched trips and the event log (atomic two-slot record)."""
         totals = self.meter.totals()
-        st = {"v": _STATE_VERSION, "boot": self.boot_id, "totals": totals,
-              "latched": list(self.failsafe.latched), "log": self.log.to_state()}
+        head = '{"v": %d, "boot": %d, "totals": %s, "latched": %s, "log": ' % (
+            _STATE_VERSION, self.boot_id, json.dumps(totals),
+            json.dumps(list(self.failsafe.latched)))
+        parts = self.log.state_parts()
+        parts.insert(0, head.encode())
+        parts.append(b"}")
+        self.emit("saving", {"seq": self.store.next_seq(), "why": why, "totals": totals})
         try:
-            self.saved_seq = self.store.save(json.dumps(st).encode())
+            self.saved_seq = self.store.save(parts)
         except Exception as e:  # noqa: BLE001 - keep controlling; retried next interval
             print("state: save failed:", repr(e))
             return None
@@ -178,6 +180,11 @@ class Gateway:
 
     def event(self, ev):
         """Stamp an event with boot id, uptime and UTC, keep it, print it, emit it."""
+        vals = ev.get("values")
+        if vals:  # 3 decimals say all a sensor can (and keep the kept log small)
+            for k, v in vals.items():
+                if isinstance(v, float):
+                    vals[k] = round(v, 3)
         ev["boot"] = self.boot_id
         ev["up_ms"] = self.uptime_ms
         ev["utc"] = clock.utc_s()
@@ -290,16 +297,13 @@ class Gateway:
         fs = self.failsafe
         inputs = self.inputs
         fresh = self._fresh
-        timeout_ms = self.tick_ms + self.tick_ms // 2
-        stall_ms = self.cfg["supervisor"]["stall_s"] * 1000
         while True:
-            try:
-                await asyncio.wait_for_ms(fresh.wait(), timeout_ms)
-            except asyncio.TimeoutError:
-                pass  # no fresh sample: evaluate anyway, the inputs go stale and trip
+            # Every sample, i.e. every tick. If the sampler stalls or dies, the
+            # supervisor drives the relays safe within a tick and lets the watchdog
+            # reset the node (a stall cannot be repaired from inside).
+            await fresh.wait()
             fresh.clear()
             now = clock.ticks_ms()
-            inputs.stalled = self._stalled(now, stall_ms, ("sampler",))
             events = fs.update(now, inputs)
             self.drive_relays(fs.relay_reuse and not self._starved)
             for ev in events:
@@ -393,32 +397,3 @@ class Gateway:
         self.drive_relays(False)
         self.meter.flush()
         self.save("shutdown")
-
-
-def main():
-    import board
-
-    from heatgw import bootstate, config
-
-    if bootstate.safe_boot:
-        print("safe boot (%s): application not started; relays safe" % bootstate.reason)
-        return None
-    install = getattr(board, "install_asyncio", None)
-    if install is not None:
-        asyncio = install()
-    else:
-        import asyncio
-    cfg, errors, source = config.load(board.data_dir() + "/config.json")
-    for err in errors:
-        print("config:", err)
-    if source != "file":
-        print("config: running the default configuration: no sensors, relays in bypass")
-    observer = getattr(board, "observer", None)
-    gw = Gateway(board, cfg, cfg_source=source, cfg_errors=errors,
-                 configured=config.is_configured(cfg), sinks=(observer,) if observer else ())
-    try:
-        asyncio.run(gw.run(asyncio))
-    except KeyboardInterrupt:
-        print("stopping: saving state")
-        gw.shutdown()
-    return gw

@@ -10,7 +10,12 @@ sampling phase; between pulses it is bounded by "one pulse since the last edge",
 sees a stopped pump within a fraction of a second.
 """
 
-from pulsecounter import count_diff
+_MASK = 0x3FFFFFFF
+
+
+def count_diff(a, b):
+    """a - b for pulse counts that wrap at 2**30 (lib/pulsecounter's convention)."""
+    return (a - b) & _MASK
 
 _UL_PER_L = 1_000_000
 _MS_PER_H = 3_600_000

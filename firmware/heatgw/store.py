@@ -133,8 +133,19 @@ class SlotStore:
         self._seq = best[0]
         return best
 
+    def next_seq(self):
+        """The sequence number the next save() will write."""
+        if not self._scanned:
+            self.load()
+        return seq_next(self._seq)
+
     def save(self, payload):
-        n = len(payload)
+        """Write a record; `payload` is bytes or a list of bytes parts (written one after
+        the other, never joined: a big record needs no second copy in RAM)."""
+        parts = payload if isinstance(payload, (list, tuple)) else (payload,)
+        n = 0
+        for part in parts:
+            n += len(part)
         if n > self.max_payload:
             raise ValueError("payload of %d bytes exceeds max_payload %d" % (n, self.max_payload))
         if not self._scanned:
@@ -142,12 +153,15 @@ class SlotStore:
         target = 1 if self._newest == 0 else 0
         seq = seq_next(self._seq)
         head = struct.pack("<4sII", MAGIC, seq, n)
-        crc = crc32(payload, crc32(head))
+        crc = crc32(head)
+        for part in parts:
+            crc = crc32(part, crc)
         tail = struct.pack("<I", crc)
         f = open(self.paths[target], "wb")
         try:
             f.write(head)
-            f.write(payload)
+            for part in parts:
+                f.write(part)
             f.write(tail)
         finally:
             f.close()
