@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools.paths import BOARDS, REPO, micropypath, micropython_cmd
+from host_tools.paths import REPO, micropypath, micropython_cmd
 from host_tools.plant import Plant, PlantParams
 from host_tools.trueheat import true_heat_kwh
 
@@ -140,7 +140,9 @@ class Node:
         env["HEATGW_LINK"] = f"127.0.0.1:{harness.port}"
         env["HEATGW_FLASH"] = str(harness.flash_path)
         self.proc = subprocess.Popen(
-            [*micropython_cmd(), str(BOARDS / "host" / "node.py")],
+            # -m: the module path decides (precompiled first when asked), not the
+            # script's own folder
+            [*micropython_cmd(), "-m", "node"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=harness.console,
             stderr=subprocess.STDOUT,
         )
@@ -292,7 +294,7 @@ class Harness:
         if edges or self.served.get(("p",)) != (self.pulses, self.edge_vt):
             self.served[("p",)] = (self.pulses, self.edge_vt)
             out.append(f"p {self.pulses} {'-' if self.edge_vt is None else self.edge_vt}"
-                       f"{''.join(' %d' % e for e in edges)}\n")
+                       f"{''.join(f' {e}' for e in edges)}\n")
         return out
 
     def _edges_before(self, horizon):
@@ -322,7 +324,7 @@ class Harness:
 
     def _value_lines(self, out):
         for name, t in self._served_temps().items():
-            r = "%.4f" % pt_ohm(t)
+            r = f"{pt_ohm(t):.4f}"
             if self.served.get(("r", name)) != r:
                 self.served[("r", name)] = r
                 out.append(f"r {name} {r}\n")

@@ -12,7 +12,7 @@ REAL_BOARDS = ("esp32_devkitc", "pico_w")
 def test_host_board_drives_several_chips_on_one_shared_bus(mp):
     out = mp.run_json(
         """
-import json, time
+import json
 import board
 from max31865 import MAX31865
 from heatgw.rtd import TemperatureSensor, resistance_ohm
@@ -21,7 +21,7 @@ sensors = {}
 for name, t in (("supply", 70.0), ("return", 50.0)):
     board.rtd_chip(name).set_resistance(resistance_ohm(t, 1000))
     adc = MAX31865(bus, board.rtd_cs(name), wires=4, filter_hz=50,
-                   r_ref_ohm=board.R_REF_OHM, r0_ohm=1000)
+                   r_ref_ohm=board.R_REF_OHM, r0_ohm=1000, clock=board.clock)
     sensors[name] = TemperatureSensor(adc)
 board.rtd_chip("return").inject("open")
 res = {}
@@ -31,7 +31,7 @@ for name, s in sensors.items():
         t, why = s.read_c()
         if why != "not_ready":
             break
-        time.sleep_ms(2)
+        board.clock.sleep_ms(2)  # the host board's chips run on its virtual clock
     res[name] = [t, why]
 print(json.dumps(res))
 """

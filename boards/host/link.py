@@ -30,6 +30,7 @@ import os
 import socket
 
 _MASK = (1 << 30) - 1
+_RBUF = 2048  # longest harness line: a pulse line with a few hundred edges
 _HALF = 1 << 29
 
 
@@ -93,22 +94,34 @@ class Link:
         self._board = board
         self.hang_armed = False
         self._stop = False
-        self._buf = b""
+        # socket.readline() on the unix port reads one byte per system call; a step is
+        # one send from the harness, so read it in chunks into one buffer, allocated
+        # once (a fresh 4 KB per read fragments a small heap), and split lines here.
+        self._rbuf = bytearray(_RBUF)
+        self._rmv = memoryview(self._rbuf)
+        self._rlen = 0
 
     def _readline(self):
-        # socket.readline() on the unix port reads one byte per system call; a step is
-        # one send from the harness, so read it in one chunk and split it here.
-        buf = self._buf
+        buf = self._rbuf
         while True:
-            i = buf.find(b"\n")
+            i = buf.find(b"\n", 0, self._rlen)
             if i >= 0:
-                self._buf = buf[i + 1:]
-                return buf[:i + 1]
-            chunk = self._s.recv(4096)
-            if not chunk:
-                self._buf = b""
-                return buf
-            buf += chunk
+                line = bytes(self._rmv[:i + 1])
+                rest = self._rlen - i - 1
+                buf[:rest] = self._rmv[i + 1:self._rlen]
+                self._rlen = rest
+                return line
+            if self._rlen == _RBUF:
+                raise RuntimeError("harness line longer than %d bytes" % _RBUF)
+            # recv returns what has arrived (readinto would wait to fill the buffer)
+            chunk = self._s.recv(min(512, _RBUF - self._rlen))
+            n = len(chunk)
+            if not n:
+                line = bytes(self._rmv[:self._rlen])
+                self._rlen = 0
+                return line
+            buf[self._rlen:self._rlen + n] = chunk
+            self._rlen += n
 
     def send(self, line):
         self._s.write(line.encode() + b"\n")

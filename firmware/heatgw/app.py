@@ -23,7 +23,6 @@ import json
 from heatgw import clock
 from heatgw.eventlog import EventLog
 from heatgw.failsafe import FailSafe, Inputs
-from heatgw.meter import HeatMeter
 from heatgw.store import SlotStore
 
 CRITICAL_TASKS = ("sampler", "control")
