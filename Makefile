@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 MPLIBS  := build/mplibs/.fetched
 PYTEST_ARGS ?=
+SCENARIO ?= scenarios/day_24h.json
+OUT      ?= out/$(basename $(notdir $(SCENARIO))).json
+MPY      ?= 1
 
 .PHONY: all venv mplibs test bench mpy lint clean scenario
 
@@ -29,6 +32,13 @@ mpy: $(STAMP) $(MPLIBS)
 
 test: $(STAMP) $(MPLIBS)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Run one scenario of the simulated plant against the real firmware (host board) and write
+# its JSON summary. MPY=1 (default) runs precompiled modules, as a device runs frozen code;
+# MICROPYTHON / MICROPYTHON_ARGS pick the binary and its options (e.g. -X heapsize=64wK).
+scenario: $(STAMP) $(MPLIBS)
+	@mkdir -p $(dir $(OUT))
+	$(PY) -m host_tools.harness $(SCENARIO) --out $(OUT) $(if $(filter 1,$(MPY)),--mpy)
 
 bench: $(STAMP) $(MPLIBS)
 	$(PY) -m host_tools.bench

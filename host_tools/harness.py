@@ -121,7 +121,25 @@ def load_scenario(path):
     if not isinstance(sc, dict) or "duration_s" not in sc:
         raise ValueError(f"{path}: a scenario is an object with at least duration_s")
     sc.setdefault("name", Path(path).stem)
+    sc["events"] = expand_events(sc.get("events", []))
     return sc
+
+
+def expand_events(events):
+    """A `power_cut_series` event stands for `count` power cuts `every_s` apart, cycling
+    through the lists `at_flash_op` (None: between writes) and `torn_bytes`."""
+    out = []
+    for ev in events:
+        if ev.get("do") != "power_cut_series":
+            out.append(ev)
+            continue
+        ops = ev.get("at_flash_op", [None])
+        torn = ev.get("torn_bytes", [0])
+        for i in range(int(ev["count"])):
+            out.append({"t_s": ev["t_s"] + i * ev["every_s"], "do": "power_cut",
+                        "off_s": ev.get("off_s", 2), "at_flash_op": ops[i % len(ops)],
+                        "torn_bytes": torn[i % len(torn)]})
+    return out
 
 
 # -- the node process ------------------------------------------------------------------
@@ -247,6 +265,9 @@ class Harness:
         self._pending_reason = None
         self._next_step_vt = 0
         self._valve_disagree_vt = None
+        self._inflight = None
+        self._last_saved = None
+        self._awaiting_restore = None
         self._horizon = 0
         self._cond_dirty = True
         self._lines_dirty = True
@@ -420,6 +441,8 @@ class Harness:
         if self.coils.get(name) == energised:
             return
         self.coils[name] = energised
+        if energised and self.boots and "first_energise_t_s" not in self.boots[-1]:
+            self.boots[-1]["first_energise_t_s"] = self.vt / 1000.0
         if name != "reuse":
             return
         state = "reuse" if energised else "bypass"
@@ -467,6 +490,7 @@ class Harness:
             _, vt, payload = line.split(" ", 2)
             self._at(vt)
             self.cuts[-1]["info"] = json.loads(payload)
+            self._cut_landed(self.cuts[-1])
             return "cut"
         elif op == "I":
             arg = line.split()[1]
@@ -488,13 +512,27 @@ class Harness:
                     tr["reason"] = rec.get("reason")
                     tr["node_reasons"] = rec.get("reasons")
                 self._pending_reason = None
+        elif kind == "saving":
+            self._inflight = {"seq": rec["seq"], "totals": rec["totals"]}
         elif kind == "saved":
+            self._inflight = None
             self.saves.append({"t_s": t_s, "seq": rec["seq"], "why": rec.get("why"),
                                "totals": rec["totals"]})
+            self._last_saved = {"seq": rec["seq"], "totals": rec["totals"]}
             if rec.get("why") == "shutdown":
                 self.final_totals = rec["totals"]
         elif kind == "restored":
             self.restores.append({"t_s": t_s, **rec})
+            cut = self._awaiting_restore
+            if cut is not None:
+                self._awaiting_restore = None
+                got = {"seq": rec["seq"], "totals": rec["totals"]}
+                cut["restored"] = got
+                # Equal to the last completed save; or, when the cut fell on the very
+                # last flash operation of a save and it landed, to that save (it is
+                # then complete on flash, just not acknowledged).
+                cut["restored_is"] = ("last_saved" if got == cut["last_saved"] else
+                                      "inflight" if got == cut["inflight"] else "other")
         elif kind == "heap":
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
         elif kind == "status":
@@ -559,6 +597,7 @@ class Harness:
             self._pending_cut = ev
         elif do == "hang_control":
             self._pending_hang = True
+            self._set_condition("control_hung", True)
         elif do == "trip_reset":
             self.inputs["trip_reset"] = True
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
@@ -570,13 +609,19 @@ class Harness:
     # -- run ---------------------------------------------------------------------------
 
     def _provision(self):
-        """Write config.json into the node's flash, as an installer's deploy would."""
-        code = (
-            "import board\n"
-            "with open(board.data_dir() + '/config.json', 'w') as f:\n"
-            f"    f.write({json.dumps(json.dumps(self.cfg))})\n"
-            "print('provisioned')\n"
-        )
+        """Write config.json into the node's flash, as an installer's deploy would.
+        Scenario keys: `config_text` writes that text verbatim (a broken file),
+        `"config_file": null` writes none."""
+        text = self.sc.get("config_text", json.dumps(self.cfg))
+        if "config_file" in self.sc and self.sc["config_file"] is None:
+            text = None
+        code = "import board\nd = board.data_dir()\n"
+        if text is not None:
+            code += ("with open(d + '/config.json', 'w') as f:\n"
+                     f"    f.write({json.dumps(text)})\n")
+        if self.sc.get("safeboot_file"):
+            code += "open(d + '/SAFEBOOT', 'w').close()\n"
+        code += "print('provisioned')\n"
         env = dict(os.environ, MICROPYPATH=self.micropypath,
                    HEATGW_FLASH=str(self.flash_path))
         env.pop("HEATGW_LINK", None)
@@ -687,6 +732,7 @@ class Harness:
             if ev.get("at_flash_op") is None:
                 self.cuts.append({"t_s": self.vt / 1000.0, "at_flash_op": None,
                                   "saves_before": len(self.saves)})
+                self._cut_landed(self.cuts[-1])
                 self._power_off("power_cut")
                 self._off_until = self.vt + self._cut_off_ms
                 self._off_cause = "power_cut"
@@ -705,6 +751,15 @@ class Harness:
         self._horizon = self._horizon_now()
         node.send(f"A {self.vt} {self._horizon}\n" + "".join(self._service_lines()) + ".\n")
 
+    def _cut_landed(self, cut):
+        cut["cut_t_s"] = self.vt / 1000.0
+        cut["inside_save"] = self._inflight is not None
+        cut["inflight"] = self._inflight
+        cut["last_saved"] = self._last_saved
+        cut["restored"] = None
+        self._inflight = None
+        self._awaiting_restore = cut
+
     def _watchdog_fires_after_hang(self):
         node = self.node
         if node.wdt_timeout_ms is None:
@@ -716,6 +771,7 @@ class Harness:
 
     def _reset(self, cause):
         self._power_off(cause)
+        self._set_condition("control_hung", False)
         self._off_until = self.vt + REBOOT_MS
         self._off_cause = cause
 
@@ -729,11 +785,9 @@ class Harness:
                 line = self.node.readline(REAL_TIMEOUT_S)
             except NodeGone:
                 break
-            if line is None:
-                break
-            if line.startswith("O "):
-                self._handle(line)
-            elif line.startswith("P "):
+            if line is None or line.startswith("I"):
+                break  # stopped (a node with nothing to run just idles on)
+            if line[:1] in "OP":
                 self._handle(line)
         self.node.kill()
         self.node = None

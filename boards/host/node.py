@@ -1,9 +1,15 @@
 """Start the host board like a reset starts a chip: boot.py, then main.py.
 
-    MICROPYPATH=... micropython boards/host/node.py
+    MICROPYPATH=... micropython -m node
 
-The unix port runs neither file by itself; this does, in one interpreter, in order.
+The unix port runs neither file by itself; this does, in one interpreter, in order. When
+main.py returns (safe boot, or the application could not start) a chip would sit at
+its REPL with the relays safe: under the harness the node keeps answering, idle.
 """
 
 import boot  # noqa: F401
 import main  # noqa: F401
+import board
+
+while board.clock.link is not None:
+    board.clock.wait_until(None)
