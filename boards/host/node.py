@@ -6,6 +6,7 @@ The unix port runs neither file by itself; this does, in one interpreter, in ord
 main.py returns (safe boot, or the application could not start) a chip would sit at
 its REPL with the relays safe: under the harness the node keeps answering, idle.
 """
+# ruff: noqa: I001 - the order is the point: boot.py, then main.py, then idle
 
 import boot  # noqa: F401
 import main  # noqa: F401
