@@ -37,23 +37,23 @@ INPUT_PINS = {
 SAFE_BOOT_HELD = False  # the harness holds the safe-boot input at reset
 
 clock = LinkClock()
-_link_addr = os.getenv("HEATGW_LINK")
 _link = None
-_chips = {}
+_chips = [None] * len(RTD_NAMES)  # in RTD_NAMES order, made on first use
 
 
 def rtd_chip(name):
     """The emulated MAX31865 behind chip-select `name` (host board only)."""
-    chip = _chips.get(name)
+    if name not in RTD_NAMES:
+        raise ValueError("no RTD channel %r on the host board; have %r" % (name, RTD_NAMES))
+    i = RTD_NAMES.index(name)
+    chip = _chips[i]
     if chip is None:
-        if name not in RTD_NAMES:
-            raise ValueError("no RTD channel %r on the host board; have %r" % (name, RTD_NAMES))
-        chip = _chips[name] = MAX31865Emu(r_ref_ohm=R_REF_OHM, now_ms=clock.ticks_ms,
-                                           ticks_diff=clock.ticks_diff)
+        chip = _chips[i] = MAX31865Emu(r_ref_ohm=R_REF_OHM, now_ms=clock.ticks_ms,
+                                       ticks_diff=clock.ticks_diff)
     return chip
 
 
-class SharedSPI:
+class _Bus:
     """One SPI bus shared by every emulated chip (machine.SPI interface)."""
 
     def init(self, *args, **kwargs):
@@ -62,33 +62,35 @@ class SharedSPI:
     def deinit(self):
         pass
 
-    def _selected(self):
-        # A deselected chip only ever answers 0xFF: leave it out of the byte loop.
-        # (Faster: a simulated day polls the bus ~10^6 times.)
-        return [c for c in _chips.values() if not c.cs._v]
-
     def write_readinto(self, write_buf, read_buf):
-        sel = self._selected()
-        if len(sel) == 1:
-            sel[0]._xfer_into(write_buf, read_buf)
-            return
+        # A deselected chip only ever answers 0xFF: only selected chips take part.
+        # (Faster, and no allocation: a simulated day polls the bus ~10^6 times.)
+        sel = None
+        for chip in _chips:
+            if chip is not None and not chip._v:
+                if sel is not None:
+                    sel = None
+                    break
+                sel = chip
+        else:
+            if sel is not None:
+                sel._xfer_into(write_buf, read_buf)
+                return
         for i in range(len(write_buf)):
             b = 0xFF
-            for chip in sel:
-                b &= chip._xfer(write_buf[i])
+            for chip in _chips:
+                if chip is not None and not chip._v:
+                    b &= chip._xfer(write_buf[i])
             read_buf[i] = b
 
     def write(self, buf):
-        sel = self._selected()
-        for byte in buf:
-            for chip in sel:
-                chip._xfer(byte)
+        self.write_readinto(buf, bytearray(len(buf)))
 
     def readinto(self, buf, write_byte=0):
         self.write_readinto(bytes([write_byte]) * len(buf), buf)
 
 
-_BUS = SharedSPI()
+_BUS = _Bus()
 
 
 def spi():
@@ -105,15 +107,20 @@ def rtd_cs(name):
     return pin
 
 
-class RelayPin:
-    """An output pin driving an emulated relay module's input (machine.Pin interface)."""
+class Pin:
+    """A board-level pin (machine.Pin interface): a relay output, whose level goes to the
+    harness, or an input the harness drives (`level`)."""
 
     OUT = 1
+    IN = 0
 
-    def __init__(self, name, active_level):
+    def __init__(self, name, active_level, out):
         self.name = name
         self.active_level = active_level
-        self._v = None  # floating until driven: the module's pull resistor holds it off
+        # An output floats until driven: the module's pull resistor holds it off. An
+        # input is pulled up: inactive until the harness says.
+        self.level = None if out else 1 - active_level
+        self._out = out
 
     def init(self, mode=None, value=None):
         if value is not None:
@@ -121,14 +128,14 @@ class RelayPin:
 
     def value(self, v=None):
         if v is None:
-            return self._v
+            return self.level
         if _link is not None and _link.hang_armed:
             while True:  # an injected hang: the driver call never returns
                 pass
         v = 1 if v else 0
-        if v != self._v:
-            self._v = v
-            if _link is not None:
+        if v != self.level:
+            self.level = v
+            if _link is not None and self._out:
                 _link.send("P %s %d %d" % (self.name, v, clock.vt))
 
     def __call__(self, v=None):
@@ -142,10 +149,12 @@ class RelayPin:
 
     def coil_energised(self):
         # A floating input is pulled to the inactive level by the module's resistor.
-        return self._v is not None and self._v == self.active_level
+        return self.level is not None and self.level == self.active_level
 
 
-_relays = {name: RelayPin(name, active) for name, (_pin, active) in RELAY_PINS.items()}
+_relays = {name: Pin(name, active, True) for name, (_pin, active) in RELAY_PINS.items()}
+_inputs = {name: Pin(name, active, False) for name, (_pin, active) in INPUT_PINS.items()}
+RelayPin = InputPin = Pin
 
 
 def relay_pin(name):
@@ -156,28 +165,8 @@ def relay_pin(name):
 def relays_safe():
     """Drive every relay pin to the level that de-energises its coil; returns the pins."""
     for pin in _relays.values():
-        pin.init(RelayPin.OUT, value=1 - pin.active_level)
+        pin.init(Pin.OUT, value=1 - pin.active_level)
     return dict(_relays)
-
-
-class InputPin:
-    """A digital input the harness drives (machine.Pin interface, input side)."""
-
-    IN = 0
-
-    def __init__(self, name, active_level):
-        self.name = name
-        self.active_level = active_level
-        self.level = 1 - active_level  # pulled up: inactive until the harness says
-
-    def value(self):
-        return self.level
-
-    def __call__(self):
-        return self.level
-
-
-_inputs = {name: InputPin(name, active) for name, (_pin, active) in INPUT_PINS.items()}
 
 
 def input_pin(name):
@@ -195,10 +184,7 @@ class PulseInput:
     to come before the next step (the flow is constant within a plant step)."""
 
     def __init__(self):
-        self._count = 0
-        self._edge_vt = None
-        self._future = ()
-        self._next = 0
+        self.set(0, None)
 
     def set(self, count, edge_vt, future=()):
         self._count = count & 0x3FFFFFFF
@@ -305,7 +291,7 @@ def install_asyncio():
                             clock.asyncio_wait)
 
 
-if _link_addr:
-    _link = Link(_link_addr, __import__("sys").modules[__name__])
+if os.getenv("HEATGW_LINK"):
+    _link = Link(os.getenv("HEATGW_LINK"), __import__("sys").modules[__name__])
     clock.link = _link
     _link.hello()

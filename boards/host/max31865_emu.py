@@ -60,6 +60,9 @@ Injected faults (datasheet Tables 10-12, "Decoding RTD faults"):
   continuously, i.e. again right after every clear (datasheet note on D1), data
   indeterminate (noise).
 - "none": healthy again; latched bits stay until a fault clear.
+The object is also its own SPI bus (`emu.spi`, machine.SPI interface) and its own
+chip-select pin (`emu.cs`, machine.Pin interface): one object per emulated chip instead
+of three, which a 64 KB node heap notices.
 Also: `present = False` is an absent chip (SDO floats high: every byte 0xFF, writes
 lost), `sdo_stuck = 0x00 / 0xFF` a broken SDO line (the chip still takes writes), and
 `power_cycle()` a brown-out reset (registers back to power-on values).
@@ -75,8 +78,9 @@ _POR = b"\x00\x00\x00\xff\xff\x00\x00"  # registers 0x00-0x06 at power-on
 _FULL_SCALE = const(0x7FFF)
 _CYCLE_US = const(550)
 
-_ONE_SHOT_US = ((62500, 66000), (52000, 55000))  # rows: 50, 60 Hz; columns: typical, max
-_PERIOD_US = ((20000, 21000), (16667, 17500))
+# Index: 0 (50 Hz) or 2 (60 Hz), + 1 for the datasheet maximum, + 0 for typical.
+_ONE_SHOT_US = (62500, 66000, 52000, 55000)
+_PERIOD_US = (20000, 21000, 16667, 17500)
 
 _D7 = const(0x80)
 _D6 = const(0x40)
@@ -88,70 +92,31 @@ _D2 = const(0x04)
 INJECTIONS = ("none", "open", "short", "force_open", "rtdin_short_low", "overvoltage")
 
 
-class EmuPin:
-    """Chip-select pin: value()/on()/off()/call, as machine.Pin."""
-
-    OUT = 1
-
-    def __init__(self, chip):
-        self._chip = chip
-        self._v = 1
-
-    def init(self, *args, **kwargs):
-        if "value" in kwargs:
-            self.value(kwargs["value"])
-
-    def value(self, v=None):
-        if v is None:
-            return self._v
-        v = 1 if v else 0
-        if v != self._v:
-            self._v = v
-            self._chip._cs_edge(v)
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
-
-class EmuSPI:
-    """SPI bus with one MAX31865 on it: write/read/readinto/write_readinto."""
-
-    def __init__(self, chip):
-        self._chip = chip
-
-    def init(self, *args, **kwargs):
-        pass
-
-    def deinit(self):
-        pass
-
-    def write(self, buf):
-        for b in buf:
-            self._chip._xfer(b)
-
-    def readinto(self, buf, write_byte=0):
-        for i in range(len(buf)):
-            buf[i] = self._chip._xfer(write_byte)
-
-    def read(self, nbytes, write_byte=0):
-        buf = bytearray(nbytes)
-        self.readinto(buf, write_byte)
-        return buf
-
-    def write_readinto(self, write_buf, read_buf):
-        if len(write_buf) != len(read_buf):
-            raise ValueError("buffers must be the same length")
-        for i in range(len(write_buf)):
-            read_buf[i] = self._chip._xfer(write_buf[i])
-
-
 class MAX31865Emu:
+    OUT = 1  # machine.Pin.OUT (the chip-select side)
+
+    # Class defaults: an instance stores only what it changes (four chips per node).
+    present = True
+    sdo_stuck = None  # 0x00: SDO shorted low, 0xFF: floating high
+    conversions = 0
+    fault = "none"
+    violations = ()  # a list from the first broken rule on
+    _v = 1  # chip-select level (idle high)
+    _slow = 1
+    _settle_us = 10000
+    _noise_state = 12345
+    # power-on state (power_cycle() writes it back)
+    _status = 0
+    _bias_on_us = None
+    _arm_one_shot = False
+    _one_shot_start = None
+    _one_shot_end = None
+    _auto_start = None
+    _auto_done = 0
+    _cycle = 0  # D3:D2 as read back
+    _cycle_end = None
+    _addr = None
+
     def __init__(self, *, r_ref_ohm, r_ohm=0.0, now_ms=None, ticks_diff=None, timing="max",
                  bias_settle_ms=10, seed=12345):
         if timing not in ("max", "typical"):
@@ -159,22 +124,19 @@ class MAX31865Emu:
         self.r_ref_ohm = r_ref_ohm
         self._now_ms = time.ticks_ms if now_ms is None else now_ms
         self._ticks_diff = time.ticks_diff if ticks_diff is None else ticks_diff
-        self._slow = 1 if timing == "max" else 0
-        self._settle_us = bias_settle_ms * 1000
-        self._noise_state = seed
-        self.spi = EmuSPI(self)
-        self.cs = EmuPin(self)
-        self.present = True
-        self.sdo_stuck = None  # 0x00: SDO shorted low, 0xFF: floating high
-        self.violations = []
-        self.conversions = 0
-        self.fault = "none"
+        if timing != "max":
+            self._slow = 0
+        if bias_settle_ms != 10:
+            self._settle_us = bias_settle_ms * 1000
+        if seed != 12345:
+            self._noise_state = seed
+        self.spi = self.cs = self
         self._r_ohm = float(r_ohm)
         # Internal time: a µs count advanced by ticks_diff of the caller's clock, so a
         # clock that wraps (2^30 ms on the targets) is handled the way drivers must.
         self._last_ms = self._now_ms()
         self._t_us = 0
-        self.power_cycle()
+        self._regs = bytearray(_POR)
 
     # -- the outside world --------------------------------------------------------
 
@@ -203,7 +165,7 @@ class MAX31865Emu:
         self._one_shot_end = None
         self._auto_start = None
         self._auto_done = 0
-        self._cycle = 0  # D3:D2 as read back
+        self._cycle = 0
         self._cycle_end = None
         self._addr = None
 
@@ -227,24 +189,64 @@ class MAX31865Emu:
         self._tick()
         return self._read(addr)
 
+    # -- chip-select pin (machine.Pin) and SPI bus (machine.SPI) ------------------
+
+    def init(self, *args, **kwargs):
+        if "value" in kwargs:
+            self.value(kwargs["value"])
+
+    def deinit(self):
+        pass
+
+    def value(self, v=None):
+        if v is None:
+            return self._v
+        v = 1 if v else 0
+        if v == self._v:
+            return
+        self._v = v
+        self._tick()
+        if not v:
+            self._addr = None  # next byte is an address
+        elif self._arm_one_shot:  # CS high after a 1-shot write starts it
+            self._arm_one_shot = False
+            if not self._regs[0] & _D6:
+                if self._bias_on_us is None:
+                    self._violate("1-shot started with VBIAS off")
+                self._one_shot_start = self._t_us
+                self._one_shot_end = self._t_us + _ONE_SHOT_US[self._row()]
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def write(self, buf):
+        for b in buf:
+            self._xfer(b)
+
+    def readinto(self, buf, write_byte=0):
+        for i in range(len(buf)):
+            buf[i] = self._xfer(write_byte)
+
+    def read(self, nbytes, write_byte=0):
+        buf = bytearray(nbytes)
+        self.readinto(buf, write_byte)
+        return buf
+
+    def write_readinto(self, write_buf, read_buf):
+        if len(write_buf) != len(read_buf):
+            raise ValueError("buffers must be the same length")
+        self._xfer_into(write_buf, read_buf)
+
     # -- bus side -----------------------------------------------------------------
 
-    def _cs_edge(self, level):
-        self._tick()
-        if level == 0:
-            self._addr = None  # next byte is an address
-            return
-        if self._arm_one_shot:
-            self._arm_one_shot = False
-            if self._regs[0] & _D6:
-                return
-            if self._bias_on_us is None:
-                self.violations.append("1-shot started with VBIAS off")
-            self._one_shot_start = self._t_us
-            self._one_shot_end = self._t_us + self._one_shot_us()
-
     def _xfer(self, byte):
-        if self.cs._v or not self.present:
+        if self._v or not self.present:
             return 0xFF
         if self.sdo_stuck is not None:
             self._xfer_chip(byte)  # the chip still hears; the host cannot
@@ -252,16 +254,16 @@ class MAX31865Emu:
         return self._xfer_chip(byte)
 
     def _xfer_into(self, write_buf, read_buf):
-        """A whole transaction's bytes at once (the shared bus's fast path when this is
-        the only chip selected): the same per-byte behaviour as _xfer."""
-        if self.cs._v or not self.present:
-            for i in range(len(write_buf)):
+        """A whole transaction's bytes at once (also the shared bus's fast path when this
+        is the only chip selected): the same per-byte behaviour as _xfer."""
+        n = len(write_buf)
+        if self._v or not self.present:
+            for i in range(n):
                 read_buf[i] = 0xFF
             return
-        xfer = self._xfer_chip
         stuck = self.sdo_stuck
-        for i in range(len(write_buf)):
-            b = xfer(write_buf[i])
+        for i in range(n):
+            b = self._xfer_chip(write_buf[i])
             read_buf[i] = b if stuck is None else stuck
 
     def _xfer_chip(self, byte):
@@ -294,6 +296,11 @@ class MAX31865Emu:
             return self._regs[addr]
         return 0xFF
 
+    def _violate(self, rule):
+        if not self.violations:
+            self.violations = []
+        self.violations.append(rule)
+
     def _write_config(self, v):
         old = self._regs[0]
         t = self._t_us
@@ -303,22 +310,22 @@ class MAX31865Emu:
             self._bias_on_us = None
         if v & _D6 and not old & _D6:
             if not v & _D7:
-                self.violations.append("auto conversion with VBIAS off")
+                self._violate("auto conversion with VBIAS off")
             self._auto_start = t
             self._auto_done = 0
         elif not v & _D6:
             self._auto_start = None
         if (v ^ old) & 0x01 and old & _D6 and v & _D6:
-            self.violations.append("filter changed in auto conversion mode")
+            self._violate("filter changed in auto conversion mode")
         if v & _D5:
             if v & _D6:
-                self.violations.append("1-shot written in auto conversion mode")
+                self._violate("1-shot written in auto conversion mode")
             else:
                 self._arm_one_shot = True
         cycle = (v >> 2) & 3
         if cycle == 1 or cycle == 2:
             if v & 0xE2 != 0x80:
-                self.violations.append("fault cycle needs 100X010X / 100X100X, got 0x%02x" % v)
+                self._violate("fault cycle needs 100X010X / 100X100X, got 0x%02x" % v)
             elif self._cycle == 0 and cycle == 1:
                 self._cycle = 1
                 self._cycle_end = t + _CYCLE_US
@@ -330,21 +337,19 @@ class MAX31865Emu:
                 self._cycle = 3  # manual step 2: FORCE- switch open
                 self._cycle_end = t + _CYCLE_US
             else:
-                self.violations.append("manual fault cycle step 2 without step 1")
+                self._violate("manual fault cycle step 2 without step 1")
         if v & 0x02:
             if v & (_D5 | 0x0C):
-                self.violations.append("fault clear needs D5, D3, D2 written 0")
+                self._violate("fault clear needs D5, D3, D2 written 0")
             else:
                 self._status = _D2 if self.fault == "overvoltage" else 0
         self._regs[0] = v & 0xD1
 
     # -- the analogue side ----------------------------------------------------------
 
-    def _filter_row(self):
-        return 0 if self._regs[0] & 0x01 else 1
-
-    def _one_shot_us(self):
-        return _ONE_SHOT_US[self._filter_row()][self._slow]
+    def _row(self):
+        # index into _ONE_SHOT_US / _PERIOD_US: filter (D0) and timing
+        return (0 if self._regs[0] & 0x01 else 2) + self._slow
 
     def _tick(self):
         now = self._now_ms()
@@ -357,8 +362,9 @@ class MAX31865Emu:
             self._convert(self._one_shot_start)
             self._one_shot_end = None
         if self._auto_start is not None:
-            first = self._one_shot_us()
-            period = _PERIOD_US[self._filter_row()][self._slow]
+            row = self._row()
+            first = _ONE_SHOT_US[row]
+            period = _PERIOD_US[row]
             elapsed = t - self._auto_start
             if elapsed >= first:
                 n = 1 + (elapsed - first) // period
@@ -382,17 +388,15 @@ class MAX31865Emu:
             return _D4 | _D3
         return 0
 
-    def _noise(self):
-        self._noise_state = (self._noise_state * 1103515245 + 12345) & 0x7FFFFFFF
-        return (self._noise_state >> 8) & _FULL_SCALE
-
     def _convert(self, start_us):
         self.conversions += 1
         f = self.fault
         if f == "open":
             code = _FULL_SCALE
         elif f == "force_open" or f == "overvoltage" or self._bias_on_us is None:
-            code = self._noise()
+            # indeterminate data: pseudo-random codes
+            self._noise_state = (self._noise_state * 1103515245 + 12345) & 0x7FFFFFFF
+            code = (self._noise_state >> 8) & _FULL_SCALE
         else:
             r_ohm = 0.0 if f == "short" else self._r_ohm
             settled = (start_us - self._bias_on_us) / self._settle_us

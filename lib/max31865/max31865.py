@@ -116,6 +116,31 @@ FAULT_BITS = (
 
 
 class MAX31865:
+    # Buffers shared by every instance (a transaction is parsed before the next one
+    # starts; nothing here is reentrant): 9 bytes = address + the whole register file,
+    # so one transaction gives config, RTD code and fault status that belong together.
+    _tx9 = bytearray(9)  # all zero: read from 0x00
+    _rx9 = bytearray(9)
+    _tx2 = bytearray(2)
+    _rx2 = bytearray(2)
+    _tx3 = b"\x01\x00\x00"  # read from 0x01: RTD MSB, LSB
+    _rx3 = bytearray(3)
+    _tx5 = bytearray(5)
+    _rx5 = bytearray(5)
+    # Defaults shared by every instance; an instance stores only what it changes.
+    _settle_ms = 10
+    _cycle_each_shot = True
+    _cfg = 0
+    _bias_t = 0
+    _t0 = 0
+    _state = _IDLE
+    _after_bias = _IDLE
+    _resume = False
+    _bias_before = 0
+    _lost = False
+    _low_code = 0  # power-on-reset thresholds: never trip on a valid code
+    _high_code = _FULL_SCALE
+
     def __init__(self, spi, cs, *, wires=None, filter_hz=None, r_ref_ohm=None, r0_ohm=None,
                  clock=None, bias_settle_ms=10, cycle_each_shot=True):
         if wires is None:
@@ -144,30 +169,12 @@ class MAX31865:
         self.r_ref_ohm = r_ref_ohm
         self.r0_ohm = r0_ohm
         self._clock = time if clock is None else clock
-        self._settle_ms = bias_settle_ms
-        self._cycle_each_shot = cycle_each_shot
+        if bias_settle_ms != 10:
+            self._settle_ms = bias_settle_ms
+        if not cycle_each_shot:
+            self._cycle_each_shot = False
         self._conv_ms = _ONE_SHOT_MS_50HZ if filter_hz == 50 else _ONE_SHOT_MS_60HZ
         self._base = (_CFG_3WIRE if wires == 3 else 0) | (_CFG_50HZ if filter_hz == 50 else 0)
-        # Buffers allocated once. 9 bytes: address + the whole register file, so one
-        # transaction gives config, RTD code and fault status that belong together.
-        self._tx9 = bytearray(9)  # all zero: read from 0x00
-        self._rx9 = bytearray(9)
-        self._tx2 = bytearray(2)
-        self._rx2 = bytearray(2)
-        self._tx3 = bytearray(b"\x01\x00\x00")  # read from 0x01: RTD MSB, LSB
-        self._rx3 = bytearray(3)
-        self._tx5 = bytearray(5)
-        self._rx5 = bytearray(5)
-        self._cfg = 0
-        self._bias_t = 0
-        self._t0 = 0
-        self._state = _IDLE
-        self._after_bias = _IDLE
-        self._resume = False
-        self._bias_before = 0
-        self._lost = False
-        self._low_code = 0  # power-on-reset thresholds: never trip on a valid code
-        self._high_code = _FULL_SCALE
         cs.value(1)
         self.init()
 
