@@ -259,6 +259,7 @@ class Harness:
         self.boots = []
         self.cuts = []
         self.peak_heap = 0
+        self.flash = None
         self.last_status = None
         self.final_totals = None
         self.node = None
@@ -533,6 +534,8 @@ class Harness:
                 # then complete on flash, just not acknowledged).
                 cut["restored_is"] = ("last_saved" if got == cut["last_saved"] else
                                       "inflight" if got == cut["inflight"] else "other")
+        elif kind == "flash":
+            self.flash = rec
         elif kind == "heap":
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
         elif kind == "status":
@@ -794,6 +797,18 @@ class Harness:
 
     # -- summary -----------------------------------------------------------------------
 
+    def _flash_summary(self):
+        """Flash wear of the last boot's run (the node reports it at the orderly stop)."""
+        f = self.flash
+        if not f:
+            return None
+        days = max(self.end_vt, 1) / 86_400_000
+        return {"ops": f["ops"], "erases": f["erases"],
+                "bytes_programmed": f["bytes_programmed"],
+                "erases_per_day": f["erases"] / days,
+                "max_block_erases": max(f["block_erases"]),
+                "saves": len(self.saves)}
+
     def _summary(self, wall_s):
         totals = self.final_totals or (self.saves[-1]["totals"] if self.saves else None)
         metered = None
@@ -838,6 +853,7 @@ class Harness:
             "saves": len(self.saves),
             "restores": self.restores,
             "power_cuts": self.cuts,
+            "flash": self._flash_summary(),
             "node_events": len(self.node_events),
             "last_status": self.last_status,
             "wall_s": round(wall_s, 2),

@@ -12,5 +12,11 @@ import boot  # noqa: F401
 import main  # noqa: F401
 import board
 
-while board.clock.link is not None:
-    board.clock.wait_until(None)
+if board.clock.link is not None:
+    dev = board._flash
+    if dev is not None:  # what this run cost the flash (README: flash-wear budget)
+        board.observer("flash", {"ops": dev.ops, "erases": dev.erases,
+                                 "bytes_programmed": dev.bytes_programmed,
+                                 "block_erases": dev.wear()})
+    while True:
+        board.clock.wait_until(None)
