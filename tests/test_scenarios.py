@@ -232,3 +232,23 @@ def test_day_24h_meter_agrees_with_plant_in_64k_heap(tmp_path_factory, monkeypat
     assert s["metered"]["error_time_s"] == 0
     assert 0 < s["peak_heap_bytes"] < 128 * 1024
     assert s["plant"]["max_it_coolant_c"] <= s["plant"]["it_coolant_limit_c"]
+
+
+def test_deterministic_and_make_scenario_writes_the_summary(tmp_path_factory, tmp_path):
+    import subprocess
+
+    first, _ = run("maintenance", tmp_path_factory)
+    out = tmp_path / "maintenance.json"
+    proc = subprocess.run(
+        ["make", "-s", "scenario", f"SCENARIO={SCENARIOS / 'maintenance.json'}", f"OUT={out}",
+         "MPY=0"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = json.loads(out.read_text())
+    for key in ("relay_transitions", "trips", "metered", "plant", "boots", "conditions"):
+        assert again[key] == first[key], key
+    for key in ("control_tick_s", "peak_heap_bytes"):
+        assert key in again
+    assert set(again["metered"]) >= {"energy_kwh", "volume_m3", "error_time_s",
+                                     "low_dt_time_s"}
+    assert set(again["plant"]) >= {"heat_delivered_kwh", "max_it_coolant_c",
+                                   "it_coolant_limit_c"}
