@@ -33,6 +33,8 @@ MAINTENANCE = "maintenance"
 SENSOR_FAULT = "sensor_fault:"
 SENSOR_STALE = "sensor_stale:"
 TASK_STALLED = "task_stalled:"
+_FAULT_FLOW = SENSOR_FAULT + "flow"
+_STALE_FLOW = SENSOR_STALE + "flow"
 RECOVERED = "recovered"
 
 LATCHING = (IT_COOLANT_HIGH, VALVE_STUCK)
@@ -41,14 +43,6 @@ LATCHING = (IT_COOLANT_HIGH, VALVE_STUCK)
 PRIORITY = (NO_CONFIG, IT_COOLANT_HIGH, SINK_RETURN_HIGH, VALVE_STUCK, SINK_FLOW_LOW,
             FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE, TASK_STALLED, SINK_UNAVAILABLE,
             MAINTENANCE, BOOT)
-
-# Defaults for missing control keys (the values of the reference config).
-_CONTROL_DEFAULTS = {
-    "sink_return_max_c": 45.0, "sink_return_hyst_k": 2.0,
-    "it_coolant_max_c": 44.0, "it_coolant_hyst_k": 2.0,
-    "sink_flow_min_m3h": 3.0, "sink_flow_hyst_m3h": 0.5,
-    "stale_s": 5, "valve_travel_s": 45, "recover_s": 120, "min_dwell_s": 600,
-}
 
 _TICKS_MAX = 0x3FFFFFFF  # ticks wrap at 2**30 on the targets
 _TICKS_HALF = 0x20000000
@@ -70,15 +64,11 @@ def ticks_diff(a, b):
 def _finite(v):
     t = type(v)
     if t is float:
-        return v == v and v != _INF and v != _NINF
+        return v == v and v != _INF and v != _NINF  # no arithmetic: floats are boxed
     return t is int  # bool is not int here: True is no temperature
 
 
-class _Broken:
-    pass
-
-
-_BROKEN = _Broken()  # what a replaced (non-dict) input table yields: garbage, not "None"
+_BROKEN = object()  # what a replaced (non-dict) input table yields: garbage, not "None"
 
 
 def _get(d, key):
@@ -106,10 +96,6 @@ def _json(v):
         return "?"
 
 
-def _sat(ms):
-    return ms if ms < _CAP_MS else _CAP_MS
-
-
 def _prio(reason):
     for i, p in enumerate(PRIORITY):
         if reason == p or (p[-1] == ":" and reason.startswith(p)):
@@ -130,9 +116,9 @@ class Inputs:
     """Preallocated once by the sampler, updated in place every tick."""
 
     def __init__(self, sensor_names):
-        self.temps_c = {n: None for n in sensor_names}  # float or None
-        self.temp_reasons = {n: None for n in sensor_names}  # None or reason str
-        self.temp_valid_ms = {n: None for n in sensor_names}  # ticks of last valid reading
+        self.temps_c = dict.fromkeys(sensor_names)  # float or None
+        self.temp_reasons = dict.fromkeys(sensor_names)  # None or reason str
+        self.temp_valid_ms = dict.fromkeys(sensor_names)  # ticks of last valid reading
         self.flow_m3h = None
         self.flow_reason = None
         self.flow_valid_ms = None
@@ -148,47 +134,47 @@ class FailSafe:
                  configured=True):
         self.ticks_diff = ticks_diff  # the app may set time.ticks_diff
         c = control_cfg if type(control_cfg) is dict else {}
-        d = _CONTROL_DEFAULTS
-        self._sr_max_c = _num(c, "sink_return_max_c", d["sink_return_max_c"])
-        self._sr_clear_c = self._sr_max_c - _num(c, "sink_return_hyst_k",
-                                                 d["sink_return_hyst_k"])
-        self._it_max_c = _num(c, "it_coolant_max_c", d["it_coolant_max_c"])
-        self._it_clear_c = self._it_max_c - _num(c, "it_coolant_hyst_k", d["it_coolant_hyst_k"])
-        self._flow_min_m3h = _num(c, "sink_flow_min_m3h", d["sink_flow_min_m3h"])
+        # defaults for missing keys: the values of the reference config
+        sr_max_c = _num(c, "sink_return_max_c", 45.0)
+        it_max_c = _num(c, "it_coolant_max_c", 44.0)
+        # (sensor, condition, limit, clear): over-temperature with hysteresis
+        self._limits_all = (
+            ("sink_return", SINK_RETURN_HIGH, sr_max_c,
+             sr_max_c - _num(c, "sink_return_hyst_k", 2.0)),
+            ("it_coolant", IT_COOLANT_HIGH, it_max_c,
+             it_max_c - _num(c, "it_coolant_hyst_k", 2.0)),
+        )
+        self._flow_min_m3h = _num(c, "sink_flow_min_m3h", 3.0)
         self._flow_clear_m3h = None
         if self._flow_min_m3h is not None:
-            self._flow_clear_m3h = self._flow_min_m3h + _num(c, "sink_flow_hyst_m3h",
-                                                             d["sink_flow_hyst_m3h"])
-        self._stale_s = _num(c, "stale_s", d["stale_s"])
-        self._travel_s = _num(c, "valve_travel_s", d["valve_travel_s"])
+            self._flow_clear_m3h = self._flow_min_m3h + _num(c, "sink_flow_hyst_m3h", 0.5)
+        self._stale_s = _num(c, "stale_s", 5)
+        self._travel_s = _num(c, "valve_travel_s", 45)
         self._stale_ms = int(self._stale_s * 1000)
         self._travel_ms = int(self._travel_s * 1000)
-        self._recover_ms = int(_num(c, "recover_s", d["recover_s"]) * 1000)
-        self._dwell_min_ms = int(_num(c, "min_dwell_s", d["min_dwell_s"]) * 1000)
+        self._recover_ms = int(_num(c, "recover_s", 120) * 1000)
+        self._dwell_min_ms = int(_num(c, "min_dwell_s", 600) * 1000)
         self._sink_signal = bool(c.get("sink_signal", False))
+        configured = bool(configured)
         # An installation without end switches says so; otherwise None means "not there".
         # Without a config nothing is known about the valve: supervising it would only
         # latch (and persist) a spurious valve_stuck while no_config holds bypass anyway.
-        self._valve_fb = bool(c.get("valve_feedback", True)) and bool(configured)
+        self._valve_fb = bool(c.get("valve_feedback", True)) and configured
 
         s = sensors_cfg if type(sensors_cfg) is dict else {}
-        self._has_sr = "sink_return" in s
-        self._has_it = "it_coolant" in s
+        self._limits = tuple(x for x in self._limits_all if x[0] in s)
         crit = sorted(n for n in s if type(s[n]) is dict and s[n].get("critical"))
         self._crit = tuple((n, SENSOR_FAULT + n, SENSOR_STALE + n) for n in crit)
         self._flow = type(flow_cfg) is dict
         self._flow_crit = self._flow and bool(flow_cfg.get("critical"))
         self._flow_max_m3h = _num(flow_cfg, "max_m3h", None) if self._flow else None
-        self._flow_fault = SENSOR_FAULT + "flow"
-        self._flow_stale = SENSOR_STALE + "flow"
         # last valid_ms judged stale, per sensor: that reading only gets older, even
         # when ticks_diff wraps after ~6 days and would call it fresh again
-        self._stale_seen = {n: None for n in crit}
+        self._stale_seen = dict.fromkeys(crit)
         self._stale_seen["flow"] = None
 
-        self._configured = bool(configured)
         self._on = {BOOT: True}  # active conditions
-        if not self._configured:
+        if not configured:
             self._on[NO_CONFIG] = True
         self._latched = {}
         for r in latched or ():
@@ -199,7 +185,7 @@ class FailSafe:
         self.latched = tuple(sorted(self._latched))
         self.state = BYPASS
         self.relay_reuse = False
-        self.cause = NO_CONFIG if not self._configured else BOOT  # main cause of the state
+        self.cause = BOOT if configured else NO_CONFIG  # main cause of the state
 
         self._prev_ms = now_ms
         self._age_ms = 0  # since construction
@@ -212,18 +198,21 @@ class FailSafe:
 
     # ---------------------------------------------------------------- public
 
+    def reset_latches(self, now_ms):
+        """Technician reset: drop latched reasons whose condition is clear."""
+        return self._reset(now_ms, [])
+
     def update(self, now_ms, inputs):
         """Evaluate every condition; return the events (the shared empty list if none)."""
         try:
             return self._update(now_ms, inputs)
         except Exception:
             # a bug here must still leave the relays in the safe position
-            self._force_bypass()
+            self.state = BYPASS
+            self.relay_reuse = False
+            self._dwell_ms = 0
+            self._clear_ms = -1
             raise
-
-    def reset_latches(self, now_ms):
-        """Technician reset: drop latched reasons whose condition is clear."""
-        return self._reset(now_ms, [])
 
     # ---------------------------------------------------------------- internals
 
@@ -240,9 +229,9 @@ class FailSafe:
         elif type(now_ms) is not int:
             now_ms = self._prev_ms  # keep events and timers on the last good tick
         self._prev_ms = now_ms
-        self._age_ms = _sat(self._age_ms + dt)
+        self._age_ms = min(_CAP_MS, self._age_ms + dt)
         if self.state == BYPASS:
-            self._dwell_ms = _sat(self._dwell_ms + dt)
+            self._dwell_ms = min(_CAP_MS, self._dwell_ms + dt)
         on = self._on
 
         if BOOT in on:
@@ -250,22 +239,12 @@ class FailSafe:
 
         temps = inputs.temps_c
         reasons = inputs.temp_reasons
-        if self._has_sr:
-            t = self._usable_temp(temps, reasons, "sink_return")
-            if t is not None:
-                if SINK_RETURN_HIGH in on:
-                    hit = not t < self._sr_clear_c
-                else:
-                    hit = t > self._sr_max_c
-                ev = self._set(SINK_RETURN_HIGH, hit, ev, now_ms)
-        if self._has_it:
-            t = self._usable_temp(temps, reasons, "it_coolant")
-            if t is not None:
-                if IT_COOLANT_HIGH in on:
-                    hit = not t < self._it_clear_c
-                else:
-                    hit = t > self._it_max_c
-                ev = self._set(IT_COOLANT_HIGH, hit, ev, now_ms)
+        for name, reason, limit, clear in self._limits:
+            if _get(reasons, name) is None:  # a reason (or a broken table): no number
+                t = _get(temps, name)
+                if _finite(t):
+                    ev = self._set(reason, not t < clear if reason in on else t > limit,
+                                   ev, now_ms)
 
         valid = inputs.temp_valid_ms
         for name, fault, stale in self._crit:
@@ -289,8 +268,8 @@ class FailSafe:
                     ev = self._set(FLOW_IMPLAUSIBLE, f > self._flow_max_m3h, ev, now_ms)
             if self._flow_crit:
                 bad = (fr is not None and fr != "not_ready") or (f is not None and not _finite(f))
-                ev = self._set(self._flow_fault, bad, ev, now_ms)
-                ev = self._set(self._flow_stale,
+                ev = self._set(_FAULT_FLOW, bad, ev, now_ms)
+                ev = self._set(_STALE_FLOW,
                                self._is_stale("flow", inputs.flow_valid_ms, now_ms), ev, now_ms)
 
         if self._sink_signal:
@@ -305,7 +284,7 @@ class FailSafe:
             elif self._valve_ms < 0:
                 self._valve_ms = 0  # disagreement begins now
             else:
-                self._valve_ms = _sat(self._valve_ms + dt)
+                self._valve_ms = min(_CAP_MS, self._valve_ms + dt)
             # once stuck, stuck until the valve shows the commanded end (the trip itself
             # changes the command, which must not make a valve stuck at reuse look fine)
             hit = not agree and (VALVE_STUCK in on or self._valve_ms > self._travel_ms)
@@ -323,7 +302,7 @@ class FailSafe:
         elif self._clear_ms < 0:
             self._clear_ms = 0  # clear from this update on
         else:
-            self._clear_ms = _sat(self._clear_ms + dt)
+            self._clear_ms = min(_CAP_MS, self._clear_ms + dt)
 
         if self.state == REUSE:
             if on or self._latched:
@@ -332,12 +311,6 @@ class FailSafe:
               and self._dwell_ms >= self._dwell_min_ms):
             ev = self._enter(REUSE, ev, now_ms)
         return ev
-
-    def _usable_temp(self, temps, reasons, name):
-        if _get(reasons, name) is not None:  # includes a broken table
-            return None
-        v = _get(temps, name)
-        return v if _finite(v) else None
 
     def _is_stale(self, name, valid_ms, now_ms):
         if valid_ms is None:
@@ -462,49 +435,40 @@ class FailSafe:
                    "t_ms": now_ms, "values": values})
         return ev
 
-    def _force_bypass(self):
-        self.state = BYPASS
-        self.relay_reuse = False
-        self._dwell_ms = 0
-        self._clear_ms = -1
-
     def _values(self, reason, now_ms):
+        """The values behind a condition, for its events ({} if they cannot be had)."""
         try:
-            return self._values_of(reason, now_ms)
+            i = self._inputs
+            for name, r, limit, clear in self._limits_all:
+                if reason == r:
+                    return {name + "_c": _json(_get(i.temps_c, name)), "limit_c": limit,
+                            "clear_c": clear}
+            if reason == SINK_FLOW_LOW:
+                return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_min_m3h,
+                        "clear_m3h": self._flow_clear_m3h}
+            if reason == FLOW_IMPLAUSIBLE:
+                return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_max_m3h}
+            if reason == SINK_UNAVAILABLE:
+                return {"sink_available": _json(i.sink_available)}
+            if reason == VALVE_STUCK:
+                return {"relay_reuse": self.relay_reuse,
+                        "valve_at_reuse": _json(i.valve_at_reuse),
+                        "disagree_ms": max(self._valve_ms, 0), "travel_s": self._travel_s}
+            if reason.startswith(SENSOR_FAULT):
+                name = reason[len(SENSOR_FAULT):]
+                if name == "flow":
+                    return {"sensor": name, "sensor_reason": _json(i.flow_reason),
+                            "flow_m3h": _json(i.flow_m3h)}
+                return {"sensor": name, "sensor_reason": _json(_get(i.temp_reasons, name)),
+                        "temp_c": _json(_get(i.temps_c, name))}
+            if reason.startswith(SENSOR_STALE):
+                name = reason[len(SENSOR_STALE):]
+                v = i.flow_valid_ms if name == "flow" else _get(i.temp_valid_ms, name)
+                age = self.ticks_diff(now_ms, v) if type(v) is int else None
+                return {"sensor": name, "valid_ms": _json(v), "age_ms": age,
+                        "stale_s": self._stale_s}
+            if reason.startswith(TASK_STALLED):
+                return {"task": reason[len(TASK_STALLED):]}
         except Exception:
-            return {}
-
-    def _values_of(self, reason, now_ms):
-        i = self._inputs
-        if reason == SINK_RETURN_HIGH:
-            return {"sink_return_c": _json(_get(i.temps_c, "sink_return")),
-                    "limit_c": self._sr_max_c, "clear_c": self._sr_clear_c}
-        if reason == IT_COOLANT_HIGH:
-            return {"it_coolant_c": _json(_get(i.temps_c, "it_coolant")),
-                    "limit_c": self._it_max_c, "clear_c": self._it_clear_c}
-        if reason == SINK_FLOW_LOW:
-            return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_min_m3h,
-                    "clear_m3h": self._flow_clear_m3h}
-        if reason == FLOW_IMPLAUSIBLE:
-            return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_max_m3h}
-        if reason == SINK_UNAVAILABLE:
-            return {"sink_available": _json(i.sink_available)}
-        if reason == VALVE_STUCK:
-            return {"relay_reuse": self.relay_reuse, "valve_at_reuse": _json(i.valve_at_reuse),
-                    "disagree_ms": max(self._valve_ms, 0), "travel_s": self._travel_s}
-        if reason.startswith(SENSOR_FAULT):
-            name = reason[len(SENSOR_FAULT):]
-            if name == "flow":
-                return {"sensor": name, "sensor_reason": _json(i.flow_reason),
-                        "flow_m3h": _json(i.flow_m3h)}
-            return {"sensor": name, "sensor_reason": _json(_get(i.temp_reasons, name)),
-                    "temp_c": _json(_get(i.temps_c, name))}
-        if reason.startswith(SENSOR_STALE):
-            name = reason[len(SENSOR_STALE):]
-            v = i.flow_valid_ms if name == "flow" else _get(i.temp_valid_ms, name)
-            age = self.ticks_diff(now_ms, v) if type(v) is int else None
-            return {"sensor": name, "valid_ms": _json(v), "age_ms": age,
-                    "stale_s": self._stale_s}
-        if reason.startswith(TASK_STALLED):
-            return {"task": reason[len(TASK_STALLED):]}
+            pass
         return {}

@@ -45,6 +45,20 @@ _TOTALS = (
     ("negative_dt_ms", _k.ST_NEG0, 2),
 )
 
+# Totals read as attributes (HeatMeter.__getattr__), rounded down:
+# name, first limb, limb count, unit divisor
+_READ_AS = (
+    "energy_nj", _k.ST_E0, 3, 1,
+    "energy_j", _k.ST_E0, 3, 1_000_000_000,
+    "energy_wh", _k.ST_E0, 3, _NJ_PER_WH,
+    "volume_ul", _k.ST_V0, 2, 1,
+    "volume_l", _k.ST_V0, 2, 1_000_000,
+    "time_s", _k.ST_TIME0, 2, 1000,
+    "error_time_s", _k.ST_ERR0, 2, 1000,
+    "low_dt_time_s", _k.ST_LOW0, 2, 1000,
+    "negative_dt_time_s", _k.ST_NEG0, 2, 1000,
+)
+
 FLAG_NEGATIVE = _k.FLAG_NEGATIVE
 FLAG_FAULT = _k.FLAG_FAULT
 FLAG_RANGE = _k.FLAG_RANGE
@@ -106,11 +120,11 @@ class HeatMeter:
         if t_max < t_min:
             raise ValueError("empty temperature range")
         if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC > _CODE_MAX:
-            raise ValueError("temperature range outside the kernel's code space")
+            raise ValueError("temperature range outside the kernel codes")
         k_min = (t_min - t0) >> _k.STEP_SHIFT
         k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1
         if k_max > n - 1:
-            raise ValueError("t_max has no right neighbour in the table")
+            raise ValueError("t_max at the end of the table")
         cutoff = _mc(cutoff_k)
         if cutoff is None or not 1 <= cutoff < 0x20000000:
             raise ValueError("cutoff_k must be > 0")
@@ -120,7 +134,7 @@ class HeatMeter:
         for k in range(n):
             v = h[k]
             if not 0 <= v < 0x4000000 or v < prev or v - prev >= 0x200000:
-                raise ValueError("h_q64 outside the kernel contract at %d" % k)
+                raise ValueError("h_q64 breaks the contract at %d" % k)
             prev = v
             tab.append(v)
         rho_max = 0
@@ -128,13 +142,13 @@ class HeatMeter:
         for k in range(n):
             v = rho[k]
             if not 0 < v < 0x10000 or abs(v - prev) >= 0x200000:
-                raise ValueError("rho_q32 outside the kernel contract at %d" % k)
+                raise ValueError("rho_q32 breaks contract at %d" % k)
             prev = v
             if k_min <= k <= k_max and v > rho_max:
                 rho_max = v
             tab.append(v)
         if rho_max * (h[k_max] - h[k_min]) >= 1 << 41:
-            raise ValueError("rho * delta-h exceeds 2**41 (energy density >= 2**30 J/m3)")
+            raise ValueError("rho*dh >= 2**41 (>= 2**30 J/m3)")
         self._tab = tab
         st = array("i", [0] * _k.STATE_WORDS)
         st[_k.ST_T0] = t0 + _k.K_OFFSET_MC
@@ -207,41 +221,12 @@ class HeatMeter:
         self._flags |= f
         return f
 
-    @property
-    def pending(self):
-        """Samples staged but not yet integrated."""
-        return self._n
-
     def take_flags(self):
         """FLAG_* bits seen since the previous call (then cleared)."""
         self.flush()
         f = self._flags
         self._flags = 0
         return f
-
-    # -- last batch -------------------------------------------------------------
-    @property
-    def last_energy_nj(self):
-        p = self._prev
-        q = self._last
-        return (((q[2] - p[2]) << 60) + ((q[1] - p[1]) << 30)) + (q[0] - p[0])
-
-    @property
-    def last_time_ms(self):
-        p = self._prev
-        q = self._last
-        return ((q[4] - p[4]) << 30) + (q[3] - p[3])
-
-    @property
-    def last_power_w(self):
-        """Mean thermal power of the last integrated batch, W (None if it had no time).
-
-        Error and low-ΔΘ time count as zero power: this is metered, not estimated.
-        """
-        t = self.last_time_ms
-        if t <= 0:
-            return None
-        return (self.last_energy_nj // t) / 1e6
 
     # -- totals -------------------------------------------------------------------
     def _total(self, first, limbs):
@@ -276,56 +261,29 @@ class HeatMeter:
                 st[first + k] = v & _M30
                 v >>= 30
 
-    @property
-    def energy_nj(self):
-        self.flush()
-        return self._total(_k.ST_E0, 3)
-
-    @property
-    def energy_j(self):
-        return self.energy_nj // 1_000_000_000
-
-    @property
-    def energy_wh(self):
-        """Energy in Wh, rounded down (exact integer)."""
-        return self.energy_nj // _NJ_PER_WH
-
-    @property
-    def energy_kwh(self):
-        """Energy in kWh as a float (display only)."""
-        return self.energy_nj / 3.6e15
-
-    @property
-    def volume_ul(self):
-        self.flush()
-        return self._total(_k.ST_V0, 2)
-
-    @property
-    def volume_l(self):
-        """Volume in litres, rounded down (exact integer)."""
-        return self.volume_ul // 1_000_000
-
-    @property
-    def volume_m3(self):
-        """Volume in m³ as a float (display only)."""
-        return self.volume_ul / 1e9
-
-    def _seconds(self, first):
-        self.flush()
-        return self._total(first, 2) // 1000
-
-    @property
-    def time_s(self):
-        return self._seconds(_k.ST_TIME0)
-
-    @property
-    def error_time_s(self):
-        return self._seconds(_k.ST_ERR0)
-
-    @property
-    def low_dt_time_s(self):
-        return self._seconds(_k.ST_LOW0)
-
-    @property
-    def negative_dt_time_s(self):
-        return self._seconds(_k.ST_NEG0)
+    def __getattr__(self, name):
+        # The read-only values, computed when read (one method, not 15 properties):
+        # totals (flushed first) in _READ_AS units rounded down, energy_kwh and volume_m3
+        # as floats (display only), pending samples, and the last integrated batch's
+        # last_energy_nj, last_time_ms and last_power_w (mean W; None if it had no time:
+        # error and low-ΔΘ time count as zero power, this is metered, not estimated).
+        if name in _READ_AS:
+            i = _READ_AS.index(name)
+            self.flush()
+            return self._total(_READ_AS[i + 1], _READ_AS[i + 2]) // _READ_AS[i + 3]
+        p = self._prev
+        q = self._last
+        if name == "last_energy_nj":
+            return (((q[2] - p[2]) << 60) + ((q[1] - p[1]) << 30)) + (q[0] - p[0])
+        if name == "last_time_ms":
+            return ((q[4] - p[4]) << 30) + (q[3] - p[3])
+        if name == "last_power_w":
+            t = self.last_time_ms
+            return None if t <= 0 else (self.last_energy_nj // t) / 1e6
+        if name == "energy_kwh":
+            return self.energy_nj / 3.6e15
+        if name == "volume_m3":
+            return self.volume_ul / 1e9
+        if name == "pending":  # samples staged but not yet integrated
+            return self._n
+        raise AttributeError(name)
