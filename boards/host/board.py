@@ -10,7 +10,7 @@ SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 import json
 import os
 
-from link import Link, LinkClock
+from link import LinkClock
 from max31865_emu import MAX31865Emu
 
 NAME = "host"
@@ -54,13 +54,8 @@ def rtd_chip(name):
 
 
 class _Bus:
-    """One SPI bus shared by every emulated chip (machine.SPI interface)."""
-
-    def init(self, *args, **kwargs):
-        pass
-
-    def deinit(self):
-        pass
+    """One SPI bus shared by every emulated chip: `write_readinto`, the drivers' whole
+    bus contract."""
 
     def write_readinto(self, write_buf, read_buf):
         # A deselected chip only ever answers 0xFF: only selected chips take part.
@@ -83,12 +78,6 @@ class _Bus:
                     b &= chip._xfer(write_buf[i])
             read_buf[i] = b
 
-    def write(self, buf):
-        self.write_readinto(buf, bytearray(len(buf)))
-
-    def readinto(self, buf, write_byte=0):
-        self.write_readinto(bytes([write_byte]) * len(buf), buf)
-
 
 _BUS = _Bus()
 
@@ -108,7 +97,7 @@ def rtd_cs(name):
 
 
 class Pin:
-    """A board-level pin (machine.Pin interface): a relay output, whose level goes to the
+    """A board-level pin (machine.Pin's init and value): a relay output, whose level goes to the
     harness, or an input the harness drives (`level`)."""
 
     OUT = 1
@@ -138,15 +127,6 @@ class Pin:
             if _link is not None and self._out:
                 _link.send("P %s %d %d" % (self.name, v, clock.vt))
 
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
     def coil_energised(self):
         # A floating input is pulled to the inactive level by the module's resistor.
         return self.level is not None and self.level == self.active_level
@@ -154,7 +134,6 @@ class Pin:
 
 _relays = {name: Pin(name, active, True) for name, (_pin, active) in RELAY_PINS.items()}
 _inputs = {name: Pin(name, active, False) for name, (_pin, active) in INPUT_PINS.items()}
-RelayPin = InputPin = Pin
 
 
 def relay_pin(name):
@@ -184,19 +163,31 @@ class PulseInput:
     to come before the next step (the flow is constant within a plant step)."""
 
     def __init__(self):
+        self._future = []  # kept and overwritten: no new list per plant step
         self.set(0, None)
 
     def set(self, count, edge_vt, future=()):
         self._count = count & 0x3FFFFFFF
         self._edge_vt = edge_vt
-        self._future = future
+        self._nfuture = 0
         self._next = 0
+        for vt in future:
+            self.add_edge(vt)
+
+    def add_edge(self, vt):
+        """One more edge to come (after set(), in time order)."""
+        f = self._future
+        if self._nfuture < len(f):
+            f[self._nfuture] = vt
+        else:
+            f.append(vt)
+        self._nfuture += 1
 
     def _sync(self):
         f = self._future
         i = self._next
         vt = clock.vt
-        while i < len(f) and f[i] <= vt:
+        while i < self._nfuture and f[i] <= vt:
             self._count = (self._count + 1) & 0x3FFFFFFF
             self._edge_vt = f[i]
             i += 1
@@ -292,6 +283,5 @@ def install_asyncio():
 
 
 if os.getenv("HEATGW_LINK"):
-    _link = Link(os.getenv("HEATGW_LINK"), __import__("sys").modules[__name__])
-    clock.link = _link
-    _link.hello()
+    _link = clock
+    clock.connect(os.getenv("HEATGW_LINK"), __import__("sys").modules[__name__])

@@ -23,6 +23,9 @@ or watchdog expiry), so the node moves its own time to any deadline before it wi
 asking: one round trip per plant step instead of one per poll.
 
 Without HEATGW_LINK the board runs standalone: time jumps to the next deadline at once.
+With it, the board's clock connects and is the link too. Lines are parsed token by token
+from a small receive buffer: a pulse line never needs its own copy, a list of strings or a
+buffer as long as itself.
 """
 
 import json
@@ -30,13 +33,16 @@ import os
 import socket
 
 _MASK = (1 << 30) - 1
-_RBUF = 2048  # longest harness line: a pulse line with a few hundred edges
 _HALF = 1 << 29
+_RBUF = 256  # receive buffer: lines are read token by token, so one token must fit
 
 
 class LinkClock:
     """Virtual ms time. `vt` is the harness's unwrapped time; ticks wrap at 2**30 like the
-    targets' and start at `tick0` at boot (the harness puts the wrap minutes after boot)."""
+    targets' and start at `tick0` at boot (the harness puts the wrap minutes after boot).
+
+    The same object is the link once `connect()`ed (`link` is then the clock itself):
+    one object instead of two on a small heap."""
 
     def __init__(self):
         self.vt = 0
@@ -45,6 +51,8 @@ class LinkClock:
         self.horizon = 0  # the node may run alone up to (not including) this vt
         self.utc0 = None  # UTC seconds at vt0, when the harness knows it
         self.link = None
+
+    hang_armed = False  # the harness asked for a hang at the next relay write
 
     def ticks_ms(self):
         return (self.tick0 + self.vt - self.vt0) & _MASK
@@ -66,14 +74,12 @@ class LinkClock:
         if self.link is None:
             if deadline_vt is None:
                 raise RuntimeError("standalone host board: every task waits forever")
-            if deadline_vt > self.vt:
-                self.vt = deadline_vt
+        elif deadline_vt is None or deadline_vt >= self.horizon:
+            self.send("I -" if deadline_vt is None else "I %d" % deadline_vt)
+            self._serve()
             return
-        if deadline_vt is not None and deadline_vt < self.horizon:
-            if deadline_vt > self.vt:
-                self.vt = deadline_vt
-            return
-        self.link.idle(deadline_vt)
+        if deadline_vt > self.vt:
+            self.vt = deadline_vt
 
     def sleep_ms(self, ms):
         target = self.vt + max(0, ms)
@@ -83,104 +89,128 @@ class LinkClock:
     def asyncio_wait(self, dt_ms):
         self.wait_until(None if dt_ms < 0 else self.vt + dt_ms)
 
+    # -- the link to the harness ------------------------------------------------------
 
-class Link:
-    def __init__(self, addr, board):
+    def connect(self, addr, board):
+        """Connect to the harness at "host:port", say hello and take the boot step."""
         host, port = addr.rsplit(":", 1)
         s = socket.socket()
         s.connect(socket.getaddrinfo(host, int(port))[0][-1])
         s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: lockstep wants no Nagle delay
         self._s = s
         self._board = board
-        self.hang_armed = False
         self._stop = False
-        # socket.readline() on the unix port reads one byte per system call; a step is
-        # one send from the harness, so read it in chunks into one buffer, allocated
-        # once (a fresh 4 KB per read fragments a small heap), and split lines here.
+        # socket.readline() on the unix port reads one byte per system call, and a whole
+        # line (a pulse line carries hundreds of edges) needs a big buffer: receive in
+        # chunks into one small buffer, allocated once, and take the lines token by token.
         self._rbuf = bytearray(_RBUF)
         self._rmv = memoryview(self._rbuf)
+        self._rpos = 0
         self._rlen = 0
-
-    def _readline(self):
-        buf = self._rbuf
-        while True:
-            i = buf.find(b"\n", 0, self._rlen)
-            if i >= 0:
-                line = bytes(self._rmv[:i + 1])
-                rest = self._rlen - i - 1
-                buf[:rest] = self._rmv[i + 1:self._rlen]
-                self._rlen = rest
-                return line
-            if self._rlen == _RBUF:
-                raise RuntimeError("harness line longer than %d bytes" % _RBUF)
-            # recv returns what has arrived (readinto would wait to fill the buffer)
-            chunk = self._s.recv(min(512, _RBUF - self._rlen))
-            n = len(chunk)
-            if not n:
-                line = bytes(self._rmv[:self._rlen])
-                self._rlen = 0
-                return line
-            buf[self._rlen:self._rlen + n] = chunk
-            self._rlen += n
+        self._eol = False
+        self.link = self
+        self.send("H %d" % os.getpid() if hasattr(os, "getpid") else "H 0")
+        self._serve()
 
     def send(self, line):
         self._s.write(line.encode() + b"\n")
 
-    def hello(self):
-        self.send("H %d" % os.getpid() if hasattr(os, "getpid") else "H 0")
-        self._serve()
-
-    def idle(self, deadline_vt):
-        self.send("I -" if deadline_vt is None else "I %d" % deadline_vt)
-        self._serve()
+    def _tok(self):
+        """The next token of the current line (a memoryview), or None at its end."""
+        if self._eol:
+            return None
+        buf = self._rbuf
+        while True:
+            i = self._rpos
+            n = self._rlen
+            while i < n and buf[i] == 32:
+                i += 1
+            j = buf.find(b" ", i, n)
+            k = buf.find(b"\n", i, n)
+            if k >= 0 and (j < 0 or k < j):
+                j = k
+            if j >= 0:  # a whole token, or the end of the line
+                self._rpos = j
+                if j > i:
+                    return self._rmv[i:j]
+                self._rpos = j + 1
+                self._eol = True
+                return None
+            # keep the partial token, then receive more (recv returns what has arrived)
+            buf[:n - i] = self._rmv[i:n]
+            n -= i
+            self._rpos = 0
+            self._rlen = n
+            if n == _RBUF:
+                raise RuntimeError("harness token longer than %d bytes" % _RBUF)
+            chunk = self._s.recv(_RBUF - n)
+            if not chunk:
+                raise SystemExit("harness closed the link")
+            buf[n:n + len(chunk)] = chunk
+            self._rlen = n + len(chunk)
 
     def _serve(self):
         board = self._board
-        clock = board.clock
-        readline = self._readline
+        tok = self._tok
         while True:
-            line = readline()
-            if not line:
-                raise SystemExit("harness closed the link")
-            op = line[0]
+            self._eol = False
+            t = tok()
+            if t is None:
+                continue  # an empty line
+            op = t[0]
             if op == 46:  # "."
+                while tok() is not None:
+                    pass
                 if self._stop:
                     raise KeyboardInterrupt  # orderly stop, as Ctrl-C on the console
                 return
-            parts = line.decode().split()
             if op == 65:  # "A"
-                vt = int(parts[1])
-                if vt < clock.vt:
+                vt = int(tok())
+                if vt < self.vt:
                     raise RuntimeError("harness moved time backwards")
-                clock.vt = vt
-                clock.horizon = int(parts[2])
-                if len(parts) > 3:
-                    clock.utc0 = int(parts[3]) - (vt - clock.vt0) // 1000
+                self.vt = vt
+                self.horizon = int(tok())
+                t = tok()
+                if t is not None:
+                    self.utc0 = int(t) - (vt - self.vt0) // 1000
             elif op == 114:  # "r"
-                board.rtd_chip(parts[1]).set_resistance(float(parts[2]))
+                board.rtd_chip(str(tok(), "ascii")).set_resistance(float(tok()))
             elif op == 102:  # "f"
-                board.rtd_chip(parts[1]).inject(parts[2])
+                board.rtd_chip(str(tok(), "ascii")).inject(str(tok(), "ascii"))
             elif op == 100:  # "d"
-                board.input_pin(parts[1]).level = int(parts[2])
-            elif op == 112:  # "p"
-                edge = None if parts[2] == "-" else int(parts[2])
-                board.pulse_input().set(int(parts[1]), edge, [int(e) for e in parts[3:]])
+                pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
+                pin.level = int(tok())
+            elif op == 112:  # "p": count, last edge or "-", then the edges to come
+                p = board.pulse_input()
+                n = int(tok())
+                t = tok()
+                p.set(n, None if bytes(t) == b"-" else int(t))
+                t = tok()
+                while t is not None:
+                    p.add_edge(int(t))
+                    t = tok()
             elif op == 107:  # "k"
-                board.flash_device().arm_cut(int(parts[1]), int(parts[2]), on_cut=self._cut)
+                board.flash_device().arm_cut(int(tok()), int(tok()), on_cut=self._cut)
             elif op == 115:  # "s"
                 self._stop = True
             elif op == 104:  # "h"
                 self.hang_armed = True
             elif op == 66:  # "B": boot parameters, first step only
-                clock.vt0 = int(parts[1])
-                clock.tick0 = int(parts[2])
-                board.SAFE_BOOT_HELD = parts[3] == "1"
+                self.vt0 = int(tok())
+                self.tick0 = int(tok())
+                board.SAFE_BOOT_HELD = bytes(tok()) == b"1"
             else:
-                raise RuntimeError("harness sent %r" % line)
+                raise RuntimeError("harness sent %r" % bytes(t))
+            while tok() is not None:
+                pass  # the rest of the line
 
     def _cut(self, info):
         # Power is gone: report where, then wait to be killed; nothing else may run.
-        self.send("X %d %s" % (self._board.clock.vt, json.dumps(info)))
-        while self._readline():
+        self.send("X %d %s" % (self.vt, json.dumps(info)))
+        try:
+            while True:
+                self._eol = False
+                self._tok()
+        except SystemExit:
             pass
         raise SystemExit("power cut")

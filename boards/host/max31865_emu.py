@@ -60,9 +60,9 @@ Injected faults (datasheet Tables 10-12, "Decoding RTD faults"):
   continuously, i.e. again right after every clear (datasheet note on D1), data
   indeterminate (noise).
 - "none": healthy again; latched bits stay until a fault clear.
-The object is also its own SPI bus (`emu.spi`, machine.SPI interface) and its own
-chip-select pin (`emu.cs`, machine.Pin interface): one object per emulated chip instead
-of three, which a 64 KB node heap notices.
+The object is also its own SPI bus (`emu.spi`: `write_readinto`, the driver's whole
+bus contract) and its own chip-select pin (`emu.cs`: `init(value=)`, `value()`): one
+object per emulated chip instead of three, which a 64 KB node heap notices.
 Also: `present = False` is an absent chip (SDO floats high: every byte 0xFF, writes
 lost), `sdo_stuck = 0x00 / 0xFF` a broken SDO line (the chip still takes writes), and
 `power_cycle()` a brown-out reset (registers back to power-on values).
@@ -189,14 +189,12 @@ class MAX31865Emu:
         self._tick()
         return self._read(addr)
 
-    # -- chip-select pin (machine.Pin) and SPI bus (machine.SPI) ------------------
+    # -- chip-select pin (machine.Pin: init, value) and SPI bus (write_readinto, all
+    # the driver needs) ----------------------------------------------------------
 
     def init(self, *args, **kwargs):
         if "value" in kwargs:
             self.value(kwargs["value"])
-
-    def deinit(self):
-        pass
 
     def value(self, v=None):
         if v is None:
@@ -215,28 +213,6 @@ class MAX31865Emu:
                     self._violate("1-shot started with VBIAS off")
                 self._one_shot_start = self._t_us
                 self._one_shot_end = self._t_us + _ONE_SHOT_US[self._row()]
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
-    def write(self, buf):
-        for b in buf:
-            self._xfer(b)
-
-    def readinto(self, buf, write_byte=0):
-        for i in range(len(buf)):
-            buf[i] = self._xfer(write_byte)
-
-    def read(self, nbytes, write_byte=0):
-        buf = bytearray(nbytes)
-        self.readinto(buf, write_byte)
-        return buf
 
     def write_readinto(self, write_buf, read_buf):
         if len(write_buf) != len(read_buf):
@@ -316,16 +292,16 @@ class MAX31865Emu:
         elif not v & _D6:
             self._auto_start = None
         if (v ^ old) & 0x01 and old & _D6 and v & _D6:
-            self._violate("filter changed in auto conversion mode")
+            self._violate("filter changed in auto mode")
         if v & _D5:
             if v & _D6:
-                self._violate("1-shot written in auto conversion mode")
+                self._violate("1-shot written in auto mode")
             else:
                 self._arm_one_shot = True
         cycle = (v >> 2) & 3
         if cycle == 1 or cycle == 2:
             if v & 0xE2 != 0x80:
-                self._violate("fault cycle needs 100X010X / 100X100X, got 0x%02x" % v)
+                self._violate("bad fault-cycle write 0x%02x" % v)
             elif self._cycle == 0 and cycle == 1:
                 self._cycle = 1
                 self._cycle_end = t + _CYCLE_US
@@ -337,10 +313,10 @@ class MAX31865Emu:
                 self._cycle = 3  # manual step 2: FORCE- switch open
                 self._cycle_end = t + _CYCLE_US
             else:
-                self._violate("manual fault cycle step 2 without step 1")
+                self._violate("fault cycle step 2 before 1")
         if v & 0x02:
             if v & (_D5 | 0x0C):
-                self._violate("fault clear needs D5, D3, D2 written 0")
+                self._violate("fault clear with D5/D3/D2 set")
             else:
                 self._status = _D2 if self.fault == "overvoltage" else 0
         self._regs[0] = v & 0xD1

@@ -93,6 +93,8 @@ _CONTINUOUS = const(3)
 _CYCLE = const(4)  # fault-detection cycle running (explicit)
 _PRE_CYCLE = const(5)  # fault-detection cycle ahead of a 1-shot
 
+_BUSY = "a conversion or fault cycle is running"
+
 FAULT_RTD_HIGH = "rtd_high_threshold"
 FAULT_RTD_LOW = "rtd_low_threshold"
 FAULT_REFIN_HIGH = "refin_high"
@@ -117,16 +119,16 @@ FAULT_BITS = (
 
 class MAX31865:
     # Buffers shared by every instance (a transaction is parsed before the next one
-    # starts; nothing here is reentrant): 9 bytes = address + the whole register file,
+    # starts; nothing here is reentrant). 9 bytes = address + the whole register file,
     # so one transaction gives config, RTD code and fault status that belong together.
-    _tx9 = bytearray(9)  # all zero: read from 0x00
+    # _b2 and _b5 are filled before every transfer and read back in place (SPI allows
+    # the same buffer for both directions).
+    _tx9 = bytes(9)  # read from 0x00
     _rx9 = bytearray(9)
-    _tx2 = bytearray(2)
-    _rx2 = bytearray(2)
     _tx3 = b"\x01\x00\x00"  # read from 0x01: RTD MSB, LSB
     _rx3 = bytearray(3)
-    _tx5 = bytearray(5)
-    _rx5 = bytearray(5)
+    _b2 = bytearray(2)
+    _b5 = bytearray(5)
     # Defaults shared by every instance; an instance stores only what it changes.
     _settle_ms = 10
     _cycle_each_shot = True
@@ -144,24 +146,21 @@ class MAX31865:
     def __init__(self, spi, cs, *, wires=None, filter_hz=None, r_ref_ohm=None, r0_ohm=None,
                  clock=None, bias_settle_ms=10, cycle_each_shot=True):
         if wires is None:
-            raise ValueError("MAX31865: wires is required: 2, 3 or 4, as the RTD is wired")
+            raise ValueError("wires is required: 2, 3 or 4")
         if wires not in (2, 3, 4):
-            raise ValueError("MAX31865: wires must be 2, 3 or 4, not %r" % (wires,))
+            raise ValueError("wires must be 2, 3 or 4, not %r" % (wires,))
         if filter_hz is None:
-            raise ValueError("MAX31865: filter_hz is required: the mains frequency, "
-                             "50 (Europe) or 60")
+            raise ValueError("filter_hz is required: mains Hz")
         if filter_hz not in (50, 60):
-            raise ValueError("MAX31865: filter_hz must be 50 or 60, not %r" % (filter_hz,))
+            raise ValueError("filter_hz must be 50 or 60, not %r" % (filter_hz,))
         if r0_ohm not in (100, 1000):
-            raise ValueError("MAX31865: r0_ohm is required: 100 (PT100) or 1000 (PT1000)")
+            raise ValueError("r0_ohm is required: 100 or 1000")
         if r_ref_ohm is None:
-            raise ValueError("MAX31865: r_ref_ohm is required: the board's reference "
-                             "resistor (typically 430 for PT100, 4300 for PT1000)")
+            raise ValueError("r_ref_ohm is required (Rref)")
         # The reference must exceed the RTD (else the code saturates) yet not dwarf it
         # (PT100 on a 4300 ohm board: 0.3 K per LSB): catches a board/sensor mix-up.
         if not (r0_ohm < r_ref_ohm <= 10 * r0_ohm):
-            raise ValueError("MAX31865: r_ref_ohm %r does not suit an R0 of %r ohm"
-                             % (r_ref_ohm, r0_ohm))
+            raise ValueError("r_ref_ohm %r does not suit R0 %r" % (r_ref_ohm, r0_ohm))
         self._spi = spi
         self._cs = cs
         self.wires = wires
@@ -186,7 +185,7 @@ class MAX31865:
         self._state = _IDLE
         self._lost = False
         self._write_config(self._base)
-        self._write_thresholds()
+        self.set_threshold_codes(self._low_code, self._high_code)
         self.clear_faults()
         return self._read_reg(_REG_CONFIG) & _CFG_KEEP == self._cfg
 
@@ -196,14 +195,14 @@ class MAX31865:
             self._write_config(self._cfg | _CFG_VBIAS)
             return
         if self._state != _IDLE:
-            raise RuntimeError("MAX31865: conversion in progress, cannot switch VBIAS off")
+            raise RuntimeError("converting: VBIAS must stay on")
         self._write_config(self._cfg & ~_CFG_VBIAS)
 
     def ohm_to_code(self, r_ohm):
         """15-bit code the chip reports for `r_ohm` (nearest LSB)."""
         code = int(r_ohm * 32768 / self.r_ref_ohm + 0.5)
         if not 0 <= code <= _FULL_SCALE:
-            raise ValueError("MAX31865: resistance outside 0..r_ref_ohm")
+            raise ValueError("resistance outside 0..r_ref_ohm")
         return code
 
     def set_thresholds_ohm(self, low_ohm, high_ohm):
@@ -213,19 +212,26 @@ class MAX31865:
     def set_threshold_codes(self, low_code, high_code):
         """Fault thresholds as 15-bit codes (power-on: 0 and 32767)."""
         if not 0 <= low_code < high_code <= _FULL_SCALE:
-            raise ValueError("MAX31865: need 0 <= low_code < high_code <= 32767")
+            raise ValueError("need 0 <= low < high <= 32767")
         self._low_code = low_code
         self._high_code = high_code
-        self._write_thresholds()
+        b = self._b5
+        high = (high_code << 1) | 1  # LSB unused; 1 matches the 0xFFFF reset value
+        low = low_code << 1
+        b[0] = _WRITE | _REG_HFT_MSB  # auto-increment: 0x83..0x86 in one transaction
+        b[1] = high >> 8
+        b[2] = high & 0xFF
+        b[3] = low >> 8
+        b[4] = low & 0xFF
+        self._xfer(b, b)
 
     def threshold_codes(self):
         """(low_code, high_code) as read back from the chip."""
-        tx = self._tx5
-        tx[0] = _REG_HFT_MSB
-        tx[1] = tx[2] = tx[3] = tx[4] = 0
-        rx = self._rx5
-        self._xfer(tx, rx)
-        return ((rx[3] << 8) | rx[4]) >> 1, ((rx[1] << 8) | rx[2]) >> 1
+        b = self._b5
+        b[0] = _REG_HFT_MSB
+        b[1] = b[2] = b[3] = b[4] = 0
+        self._xfer(b, b)
+        return ((b[3] << 8) | b[4]) >> 1, ((b[1] << 8) | b[2]) >> 1
 
     # -- conversions --------------------------------------------------------------
 
@@ -236,7 +242,7 @@ class MAX31865:
         st = self._state
         if st == _CONTINUOUS or st == _CYCLE or (
                 st == _BIASING and self._after_bias == _CONTINUOUS):
-            raise RuntimeError("MAX31865: stop continuous mode / fault cycle first")
+            raise RuntimeError(_BUSY)
         if st == _IDLE:
             self._begin(_ONE_SHOT)
         return self.wait_ms()
@@ -247,7 +253,7 @@ class MAX31865:
         st = self._state
         if st == _ONE_SHOT or st == _CYCLE or st == _PRE_CYCLE or (
                 st == _BIASING and self._after_bias != _CONTINUOUS):
-            raise RuntimeError("MAX31865: wait for the 1-shot / fault cycle first")
+            raise RuntimeError(_BUSY)
         if st == _IDLE:
             self._begin(_CONTINUOUS)
         return self.wait_ms()
@@ -371,7 +377,7 @@ class MAX31865:
         conversions off). Continuous mode and the VBIAS state resume when it is done."""
         st = self._state
         if st != _IDLE and st != _CONTINUOUS:
-            raise RuntimeError("MAX31865: wait for the 1-shot / fault cycle first")
+            raise RuntimeError(_BUSY)
         self._resume = st == _CONTINUOUS
         self._bias_before = self._cfg & _CFG_VBIAS
         self._write_config(_CFG_VBIAS | self._base | _CFG_CYCLE_AUTO)
@@ -457,28 +463,17 @@ class MAX31865:
         if value & _CFG_VBIAS and not self._cfg & _CFG_VBIAS:
             self._bias_t = self._clock.ticks_ms()
         self._cfg = value & _CFG_KEEP
-        tx = self._tx2
-        tx[0] = _WRITE | _REG_CONFIG
-        tx[1] = value
-        self._xfer(tx, self._rx2)
+        b = self._b2
+        b[0] = _WRITE | _REG_CONFIG
+        b[1] = value
+        self._xfer(b, b)
 
     def _read_reg(self, reg):
-        tx = self._tx2
-        tx[0] = reg
-        tx[1] = 0
-        self._xfer(tx, self._rx2)
-        return self._rx2[1]
-
-    def _write_thresholds(self):
-        tx = self._tx5
-        high = (self._high_code << 1) | 1  # LSB unused; 1 matches the 0xFFFF reset value
-        low = self._low_code << 1
-        tx[0] = _WRITE | _REG_HFT_MSB  # auto-increment: 0x83..0x86 in one transaction
-        tx[1] = high >> 8
-        tx[2] = high & 0xFF
-        tx[3] = low >> 8
-        tx[4] = low & 0xFF
-        self._xfer(tx, self._rx5)
+        b = self._b2
+        b[0] = reg
+        b[1] = 0
+        self._xfer(b, b)
+        return b[1]
 
     def _xfer(self, tx, rx):
         cs = self._cs
