@@ -22,6 +22,8 @@ erase count of each block.
 mount(dev, path) mounts littlefs v2 on dev at path and formats only a blank device.
 """
 
+from array import array
+
 import vfs
 
 IOCTL_INIT = 1
@@ -61,10 +63,9 @@ class FlashDev:
             have += n
         f.flush()
         self._f = f
-        self._size = size
         # No copy of the image in RAM: it would count against the node's heap, which
         # the 64 KB heap test measures. Reads go to the file (the OS caches it).
-        self._wear = [0] * block_count
+        self._wear = array("I", bytes(4 * block_count))  # erases per block
         self.ops = 0
         self.programs = 0
         self.erases = 0
@@ -73,8 +74,6 @@ class FlashDev:
         self.cut_done = False
         self.cut_info = None
         self._cut_at = 0  # op number to tear; 0 = not armed
-        self._torn_bytes = 0
-        self._on_cut = None
 
     # --- power cut ---------------------------------------------------------------------
 
@@ -87,41 +86,12 @@ class FlashDev:
         self._torn_bytes = torn_bytes
         self._on_cut = on_cut
 
-    def disarm(self):
-        self._cut_at = 0
-
-    def _tear(self, kind, block, offset, n):
-        # Called for the operation that is torn: returns how many bytes of it land.
-        torn = min(self._torn_bytes, n)
-        self.cut_done = True
-        self._cut_at = 0
-        self.cut_info = {"op": kind, "block": block, "offset": offset, "len": n,
-                         "torn_bytes": torn}
-        return torn
-
-    def _after_tear(self):
-        if self._on_cut is not None:
-            cb = self._on_cut
-            self._on_cut = None
-            cb(self.cut_info)
-
-    def _store(self, addr, data):
-        self._f.seek(addr)
-        self._f.write(data)
-        self._f.flush()
-
     # --- block device protocol ---------------------------------------------------------
-
-    def _check(self, block, offset, n):
-        # One operation stays inside one block, as littlefs guarantees.
-        if block < 0 or block >= self.block_count or offset < 0 or offset + n > self.block_size:
-            raise OSError(5)  # EIO
-        return block * self.block_size + offset
 
     def readblocks(self, block, buf, offset=0):
         n = len(buf)
         addr = block * self.block_size + offset
-        if block < 0 or offset < 0 or addr + n > self._size:
+        if block < 0 or offset < 0 or addr + n > self.block_size * self.block_count:
             raise OSError(5)  # EIO
         f = self._f
         f.seek(addr)
@@ -141,55 +111,56 @@ class FlashDev:
         return self.program(block, offset, buf)
 
     def program(self, block, offset, data):
-        n = len(data)
-        addr = self._check(block, offset, n)
-        if self.cut_done:
-            self.dropped += 1
-            return 0
-        self.ops += 1
-        torn = -1
-        if self.ops == self._cut_at:
-            torn = self._tear("program", block, offset, n)
-            n = torn
-            data = memoryview(data)[:n]
-        if n:
-            self._f.seek(addr)
-            old = self._f.read(n)
-            if old.count(b"\xff") == n:
-                new = bytes(data)  # erased: NOR programs exactly the data
-            else:
-                new = (int.from_bytes(old, "big")
-                       & int.from_bytes(bytes(data), "big")).to_bytes(n, "big")
-            self._store(addr, new)
-        self.programs += 1
-        self.bytes_programmed += n
-        if torn >= 0:
-            self._after_tear()
-        return 0
+        return self._op(block, offset, data)
 
     def erase(self, block):
-        addr = self._check(block, 0, self.block_size)
+        return self._op(block, 0, None)
+
+    def _op(self, block, offset, data):
+        # One program (data) or erase (None); it stays inside one block, as littlefs
+        # guarantees.
+        n = self.block_size if data is None else len(data)
+        if block < 0 or block >= self.block_count or offset < 0 or offset + n > self.block_size:
+            raise OSError(5)  # EIO
         if self.cut_done:
             self.dropped += 1
             return 0
         self.ops += 1
-        n = self.block_size
-        torn = -1
-        if self.ops == self._cut_at:
-            torn = self._tear("erase", block, 0, n)
-            n = torn
-        if n:
-            f = self._f
-            f.seek(addr)
-            while n > 0:
-                k = min(n, 256)
-                f.write(self._ff[:k] if k < 256 else self._ff)
-                n -= k
-            f.flush()
-        self.erases += 1
-        self._wear[block] += 1
-        if torn >= 0:
-            self._after_tear()
+        torn = self.ops == self._cut_at
+        if torn:  # this operation is cut: only its first torn_bytes bytes land
+            n = min(self._torn_bytes, n)
+            self.cut_done = True
+            self._cut_at = 0
+            self.cut_info = {"op": "program" if data is not None else "erase", "block": block,
+                             "offset": offset, "len": self.block_size if data is None
+                             else len(data), "torn_bytes": n}
+        f = self._f
+        f.seek(block * self.block_size + offset)
+        if data is None:
+            k = n
+            while k > 0:
+                f.write(self._ff if k >= 256 else self._ff[:k])
+                k -= 256
+            self.erases += 1
+            self._wear[block] += 1
+        else:
+            if n:
+                data = memoryview(data)[:n]
+                old = f.read(n)
+                if old.count(b"\xff") == n:
+                    new = bytes(data)  # erased: NOR programs exactly the data
+                else:
+                    new = (int.from_bytes(old, "big")
+                           & int.from_bytes(bytes(data), "big")).to_bytes(n, "big")
+                f.seek(block * self.block_size + offset)
+                f.write(new)
+            self.programs += 1
+            self.bytes_programmed += n
+        f.flush()
+        if torn and self._on_cut is not None:
+            cb = self._on_cut
+            self._on_cut = None
+            cb(self.cut_info)
         return 0
 
     def ioctl(self, op, arg):
@@ -207,9 +178,6 @@ class FlashDev:
 
     def wear(self):
         return list(self._wear)
-
-    def is_blank(self):
-        return is_blank(self)
 
     def close(self):
         self._f.close()

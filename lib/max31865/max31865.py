@@ -213,8 +213,9 @@ class MAX31865:
         """Fault thresholds as 15-bit codes (power-on: 0 and 32767)."""
         if not 0 <= low_code < high_code <= _FULL_SCALE:
             raise ValueError("need 0 <= low < high <= 32767")
-        self._low_code = low_code
-        self._high_code = high_code
+        if low_code != self._low_code or high_code != self._high_code:
+            self._low_code = low_code  # (the power-on values stay class defaults)
+            self._high_code = high_code
         b = self._b5
         high = (high_code << 1) | 1  # LSB unused; 1 matches the 0xFFFF reset value
         low = low_code << 1
