@@ -7,7 +7,6 @@ test sets through `rtd_chip(name)`. The bus is open-drain-like: a deselected chi
 SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 """
 
-import json
 import os
 
 from link import LinkClock
@@ -271,7 +270,7 @@ def data_dir():
 def observer(kind, record):
     """Application records (events, saves, status) go to the harness."""
     if _link is not None:
-        _link.send("O %s %d %s" % (kind, clock.vt, json.dumps(record)))
+        _link.send_json("O %s %d " % (kind, clock.vt), record)
 
 
 def install_asyncio():

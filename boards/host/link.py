@@ -113,7 +113,15 @@ class LinkClock:
         self._serve()
 
     def send(self, line):
-        self._s.write(line.encode() + b"\n")
+        self._s.write(line + "\n")
+
+    def send_json(self, head, obj):
+        """A line: `head`, then obj as JSON written straight to the socket (a status
+        record is never copied into one string on the heap)."""
+        s = self._s
+        s.write(head)
+        json.dump(obj, s)
+        s.write("\n")
 
     def _tok(self):
         """The next token of the current line (a memoryview), or None at its end."""
@@ -206,7 +214,7 @@ class LinkClock:
 
     def _cut(self, info):
         # Power is gone: report where, then wait to be killed; nothing else may run.
-        self.send("X %d %s" % (self.vt, json.dumps(info)))
+        self.send_json("X %d " % self.vt, info)
         try:
             while True:
                 self._eol = False
