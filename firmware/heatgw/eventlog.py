@@ -10,13 +10,16 @@ EventLog(capacity=32)
                            is unusable starts empty, and next_seq never goes below an
                            event already kept, so numbers are never reused
 
-Events are kept as their JSON text (bytes), not as dicts: 32 events cost ~8 KB instead
-of ~22 KB of a small heap, and `state_parts()` hands them to the store as they are.
+Events are kept as their compact JSON text (bytes), not as dicts: 32 events cost ~7 KB
+instead of ~22 KB of a small heap, and `state_parts()` hands them to the store as they
+are.
 
 Pure logic: no clock, no I/O; runs on MicroPython and CPython.
 """
 
 import json
+
+_SEP = (",", ":")  # compact JSON: the kept text is ~10 % smaller
 
 
 def _count(v):
@@ -39,7 +42,7 @@ class EventLog:
         seq = self.next_seq
         ev = dict(event)
         ev["seq"] = seq
-        text = json.dumps(ev).encode()  # TypeError/ValueError here: not serialisable
+        text = json.dumps(ev, separators=_SEP).encode()  # TypeError/ValueError: not JSON
         self.next_seq = seq + 1
         if len(self._events) >= self.capacity:
             self._events.pop(0)
@@ -86,7 +89,7 @@ class EventLog:
         extra = len(kept) - self.capacity
         if extra > 0:  # a smaller ring than before: keep the newest
             kept = kept[extra:]
-        self._events = [json.dumps(ev).encode() for ev in kept]
+        self._events = [json.dumps(ev, separators=_SEP).encode() for ev in kept]
         dropped = state.get("dropped")
         self.dropped = dropped if _count(dropped) else 0
         if extra > 0:
