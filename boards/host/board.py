@@ -70,12 +70,17 @@ class _Bus:
             if sel is not None:
                 sel._xfer_into(write_buf, read_buf)
                 return
-        for i in range(len(write_buf)):
-            b = 0xFF
-            for chip in _chips:
-                if chip is not None and not chip._v:
-                    b &= chip._xfer(write_buf[i])
-            read_buf[i] = b
+        # None or several selected (a driver bug): the bus reads the AND of the answers.
+        n = len(write_buf)
+        w = bytes(write_buf)  # the bytes sent (read_buf may be the same buffer)
+        tmp = bytearray(n)
+        for i in range(n):
+            read_buf[i] = 0xFF
+        for chip in _chips:
+            if chip is not None and not chip._v:
+                chip._xfer_into(w, tmp)
+                for i in range(n):
+                    read_buf[i] &= tmp[i]
 
 
 _BUS = _Bus()

@@ -32,9 +32,11 @@ import json
 import os
 import socket
 
-_MASK = (1 << 30) - 1
-_HALF = 1 << 29
-_RBUF = 256  # receive buffer: lines are read token by token, so one token must fit
+from micropython import const
+
+_MASK = const(0x3FFFFFFF)  # ticks wrap at 2**30
+_HALF = const(0x20000000)
+_RBUF = const(256)  # receive buffer: lines are read token by token, so one token must fit
 
 
 class LinkClock:
@@ -62,7 +64,7 @@ class LinkClock:
 
     def ticks_diff(self, a, b):
         d = (a - b) & _MASK
-        return d - (1 << 30) if d >= _HALF else d
+        return d - _MASK - 1 if d >= _HALF else d
 
     def utc_s(self):
         if self.utc0 is None:

@@ -221,17 +221,9 @@ class MAX31865Emu:
 
     # -- bus side -----------------------------------------------------------------
 
-    def _xfer(self, byte):
-        if self._v or not self.present:
-            return 0xFF
-        if self.sdo_stuck is not None:
-            self._xfer_chip(byte)  # the chip still hears; the host cannot
-            return self.sdo_stuck
-        return self._xfer_chip(byte)
-
     def _xfer_into(self, write_buf, read_buf):
-        """A whole transaction's bytes at once (also the shared bus's fast path when this
-        is the only chip selected): the same per-byte behaviour as _xfer."""
+        """A transaction's bytes: 0xFF while deselected or absent; a stuck SDO reads
+        stuck while the chip still hears."""
         n = len(write_buf)
         if self._v or not self.present:
             for i in range(n):

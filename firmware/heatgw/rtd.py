@@ -105,9 +105,11 @@ class TemperatureSensor:
             raise ValueError("need -200 <= min_c < max_c <= 850")
         self.min_c = min_c
         self.max_c = max_c
-        # Faults only a fault-detection cycle can see (cable/FORCE- faults): they are
-        # not re-detected by conversions, so they stay until a clean check_wiring().
-        self.wiring_faults = []
+
+    # Faults only a fault-detection cycle can see (cable/FORCE- faults): they are not
+    # re-detected by conversions, so they stay until a clean check_wiring(). (A class
+    # default until the first check: four sensors need no empty list each.)
+    wiring_faults = ()
 
     def set_offset_k(self, offset_k):
         offset_k = float(offset_k)
