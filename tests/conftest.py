@@ -6,6 +6,15 @@ from host_tools import mprun
 from host_tools.paths import micropython_cmd
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _host_flash(tmp_path_factory):
+    """The host board keeps its littlefs image in $HEATGW_FLASH: one per test session,
+    never a shared file in /tmp."""
+    if "HEATGW_FLASH" not in os.environ:
+        os.environ["HEATGW_FLASH"] = str(tmp_path_factory.mktemp("flash") / "flash.bin")
+    yield
+
+
 @pytest.fixture(scope="session")
 def mp():
     """Run MicroPython source on the real `micropython` binary ($MICROPYTHON)."""

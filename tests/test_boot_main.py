@@ -3,6 +3,7 @@
 main.py (the application) is exercised against the simulated plant in test_scenarios.py.
 """
 
+from host_tools.build_mpy import build, host_mpy_dir
 from host_tools.paths import FIRMWARE
 
 BOOT_THEN_MAIN = f"""
@@ -19,8 +20,11 @@ selftest.run()
 """
 
 
-def test_boot_drives_relays_safe_then_selftest_passes_in_64k_heap(mp):
-    out = mp.run_code(BOOT_THEN_MAIN, heapsize="64wK")
+def test_boot_drives_relays_safe_then_selftest_passes_in_64k_heap(mp, tmp_path, monkeypatch):
+    # precompiled modules, as on a device: compiling source needs RAM a board never spends
+    assert build(["host"])
+    monkeypatch.setenv("HEATGW_FLASH", str(tmp_path / "flash.bin"))
+    out = mp.run_code(BOOT_THEN_MAIN, heapsize="64wK", extra_path=[host_mpy_dir()])
     lines = out.splitlines()
     relays = [line.split() for line in lines if line.startswith("relay ")]
     assert len(relays) == 2
