@@ -30,6 +30,7 @@ buffer as long as itself.
 
 import json
 import os
+import select
 import socket
 
 from micropython import const
@@ -109,7 +110,9 @@ class LinkClock:
         self._rmv = memoryview(self._rbuf)
         self._rpos = 0
         self._rlen = 0
-        self._eol = False
+        self._eol = True  # between lines
+        self._poll = select.poll()
+        self._poll.register(s, select.POLLIN)
         self.link = self
         self.send("H %d" % os.getpid() if hasattr(os, "getpid") else "H 0")
         self._serve()
@@ -146,22 +149,32 @@ class LinkClock:
                 self._rpos = j + 1
                 self._eol = True
                 return None
-            # keep the partial token, then receive more (recv returns what has arrived)
+            # Keep the partial token, wait for data and take what has arrived straight
+            # into the buffer: recv() would allocate a chunk, and a fragmented 64 KB heap
+            # may have no 257 contiguous bytes. (A blocking readinto() would wait for a
+            # full buffer, hence non-blocking for the read.)
             buf[:n - i] = self._rmv[i:n]
             n -= i
             self._rpos = 0
             self._rlen = n
             if n == _RBUF:
                 raise RuntimeError("harness token longer than %d bytes" % _RBUF)
-            chunk = self._s.recv(_RBUF - n)
-            if not chunk:
+            for _ in self._poll.ipoll(-1):
+                pass
+            s = self._s
+            s.setblocking(False)
+            k = s.readinto(self._rmv[n:])
+            s.setblocking(True)
+            if k == 0:
                 raise SystemExit("harness closed the link")
-            buf[n:n + len(chunk)] = chunk
-            self._rlen = n + len(chunk)
+            if k:
+                self._rlen = n + k
 
     def _serve(self):
         board = self._board
         tok = self._tok
+        while not self._eol:
+            tok()  # the rest of a line an exception interrupted
         while True:
             self._eol = False
             t = tok()

@@ -162,9 +162,18 @@ class FailSafe:
         self._valve_fb = bool(c.get("valve_feedback", True)) and configured
 
         s = sensors_cfg if type(sensors_cfg) is dict else {}
-        self._limits = tuple(x for x in self._limits_all if x[0] in s)
-        crit = sorted(n for n in s if type(s[n]) is dict and s[n].get("critical"))
-        self._crit = tuple((n, SENSOR_FAULT + n, SENSOR_STALE + n) for n in crit)
+        self._limits = ()
+        for x in self._limits_all:
+            if x[0] in s:
+                self._limits += (x,)
+        crit = []
+        for n in s:
+            if type(s[n]) is dict and s[n].get("critical"):
+                crit.append(n)
+        crit.sort()
+        self._crit = ()
+        for n in crit:
+            self._crit += ((n, SENSOR_FAULT + n, SENSOR_STALE + n),)
         self._flow = type(flow_cfg) is dict
         self._flow_crit = self._flow and bool(flow_cfg.get("critical"))
         self._flow_max_m3h = _num(flow_cfg, "max_m3h", None) if self._flow else None
