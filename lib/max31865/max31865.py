@@ -362,7 +362,10 @@ class MAX31865:
         if reason is not None:
             return [reason]
         status = rx[8]
-        out = [name for bit, name in FAULT_BITS if status & bit]
+        out = []
+        for bit, name in FAULT_BITS:
+            if status & bit:
+                out.append(name)
         if not out and rx[3] & 1:
             out.append(FAULT_FLAG)
         return out
