@@ -8,6 +8,7 @@ SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 """
 
 import os
+from array import array
 
 from link import LinkClock
 from max31865_emu import MAX31865Emu
@@ -43,7 +44,7 @@ _chips = [None] * len(RTD_NAMES)  # in RTD_NAMES order, made on first use
 def rtd_chip(name):
     """The emulated MAX31865 behind chip-select `name` (host board only)."""
     if name not in RTD_NAMES:
-        raise ValueError("no RTD channel %r on the host board; have %r" % (name, RTD_NAMES))
+        raise ValueError("no RTD channel %r; have %r" % (name, RTD_NAMES))
     i = RTD_NAMES.index(name)
     chip = _chips[i]
     if chip is None:
@@ -167,12 +168,15 @@ class PulseInput:
     to come before the next step (the flow is constant within a plant step)."""
 
     def __init__(self):
-        self._future = []  # kept and overwritten: no new list per plant step
+        # Edges to come, as ms after _base: 4 bytes each in an array that is kept and
+        # overwritten (a day's plant steps need no new list each).
+        self._future = array("i")
         self.set(0, None)
 
     def set(self, count, edge_vt, future=()):
         self._count = count & 0x3FFFFFFF
         self._edge_vt = edge_vt
+        self._base = clock.vt
         self._nfuture = 0
         self._next = 0
         for vt in future:
@@ -182,18 +186,18 @@ class PulseInput:
         """One more edge to come (after set(), in time order)."""
         f = self._future
         if self._nfuture < len(f):
-            f[self._nfuture] = vt
+            f[self._nfuture] = vt - self._base
         else:
-            f.append(vt)
+            f.append(vt - self._base)
         self._nfuture += 1
 
     def _sync(self):
         f = self._future
         i = self._next
-        vt = clock.vt
-        while i < self._nfuture and f[i] <= vt:
+        t = clock.vt - self._base
+        while i < self._nfuture and f[i] <= t:
             self._count = (self._count + 1) & 0x3FFFFFFF
-            self._edge_vt = f[i]
+            self._edge_vt = f[i] + self._base
             i += 1
         self._next = i
 

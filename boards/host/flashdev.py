@@ -45,7 +45,7 @@ LFS_LOOKAHEAD = 16
 class FlashDev:
     def __init__(self, path, block_size=4096, block_count=64):
         if block_size <= 0 or block_count <= 0:
-            raise ValueError("block_size and block_count must be positive")
+            raise ValueError("block size/count must be > 0")
         self.path = path
         self.block_size = block_size
         self.block_count = block_count
@@ -79,7 +79,7 @@ class FlashDev:
 
     def arm_cut(self, after_ops, torn_bytes, on_cut=None):
         if after_ops < 1:
-            raise ValueError("after_ops counts from 1 (the next operation)")
+            raise ValueError("after_ops counts from 1")
         if torn_bytes < 0:
             raise ValueError("torn_bytes must be >= 0")
         self._cut_at = self.ops + after_ops

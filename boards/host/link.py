@@ -76,7 +76,7 @@ class LinkClock:
         """Block until virtual time reaches deadline_vt (None: until the harness says)."""
         if self.link is None:
             if deadline_vt is None:
-                raise RuntimeError("standalone host board: every task waits forever")
+                raise RuntimeError("standalone: every task waits")
         elif deadline_vt is None or deadline_vt >= self.horizon:
             self.send("I -" if deadline_vt is None else "I %d" % deadline_vt)
             self._serve()
@@ -163,7 +163,7 @@ class LinkClock:
             self._rpos = 0
             self._rlen = n
             if n == _RBUF:
-                raise RuntimeError("harness token longer than %d bytes" % _RBUF)
+                raise RuntimeError("harness token over %d bytes" % _RBUF)
             for _ in self._poll.ipoll(-1):
                 pass
             s = self._s

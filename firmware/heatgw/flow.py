@@ -26,7 +26,7 @@ class PulseFlow:
         ul = litres_per_pulse * _UL_PER_L
         ul_per_pulse = int(ul + 0.5)
         if ul_per_pulse < 1 or abs(ul - ul_per_pulse) > 1e-6 * ul:
-            raise ValueError("litres_per_pulse must be a whole number of µL")
+            raise ValueError("litres_per_pulse not whole µL")
         self.ul_per_pulse = ul_per_pulse
         self._counter = counter
         self._diff = ticks_diff

@@ -120,7 +120,7 @@ class HeatMeter:
         if t_max < t_min:
             raise ValueError("empty temperature range")
         if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC > _CODE_MAX:
-            raise ValueError("temperature range outside the kernel codes")
+            raise ValueError("range outside kernel codes")
         k_min = (t_min - t0) >> _k.STEP_SHIFT
         k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1
         if k_max > n - 1:
@@ -175,7 +175,7 @@ class HeatMeter:
     def add(self, supply_mc, return_mc, vol_ul, dt_ms):
         """Stage one sample; integrates the batch when it is full."""
         if vol_ul < 0 or dt_ms < 0:
-            raise ValueError("negative volume or time increment")
+            raise ValueError("negative volume or time")
         s = _code(supply_mc)
         r = _code(return_mc)
         while vol_ul > _k.VOL_MAX_UL or dt_ms > _k.DT_MAX_MS:

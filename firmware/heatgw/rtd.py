@@ -102,7 +102,7 @@ class TemperatureSensor:
         self.r0_ohm = adc.r0_ohm
         self.set_offset_k(offset_k)
         if not (T_MIN_C <= min_c < max_c <= T_MAX_C):
-            raise ValueError("need -200 <= min_c < max_c <= 850")
+            raise ValueError("min_c..max_c not in -200..850")
         self.min_c = min_c
         self.max_c = max_c
 

@@ -76,7 +76,7 @@ def seq_next(seq):
 class SlotStore:
     def __init__(self, path_a, path_b, max_payload=8192):
         if path_a == path_b:
-            raise ValueError("the two slots must be different files")
+            raise ValueError("slots must be different files")
         self.paths = (path_a, path_b)
         self.max_payload = max_payload
         self.saves = 0
@@ -147,7 +147,7 @@ class SlotStore:
         for part in parts:
             n += len(part)
         if n > self.max_payload:
-            raise ValueError("payload of %d bytes exceeds max_payload %d" % (n, self.max_payload))
+            raise ValueError("payload %d > max_payload %d" % (n, self.max_payload))
         if not self._scanned:
             self.load()  # which slot is newest decides which one we may overwrite
         target = 1 if self._newest == 0 else 0

@@ -93,7 +93,7 @@ _CONTINUOUS = const(3)
 _CYCLE = const(4)  # fault-detection cycle running (explicit)
 _PRE_CYCLE = const(5)  # fault-detection cycle ahead of a 1-shot
 
-_BUSY = "a conversion or fault cycle is running"
+_BUSY = "busy: conversion or fault cycle"
 
 FAULT_RTD_HIGH = "rtd_high_threshold"
 FAULT_RTD_LOW = "rtd_low_threshold"
@@ -160,7 +160,7 @@ class MAX31865:
         # The reference must exceed the RTD (else the code saturates) yet not dwarf it
         # (PT100 on a 4300 ohm board: 0.3 K per LSB): catches a board/sensor mix-up.
         if not (r0_ohm < r_ref_ohm <= 10 * r0_ohm):
-            raise ValueError("r_ref_ohm %r does not suit R0 %r" % (r_ref_ohm, r0_ohm))
+            raise ValueError("Rref %r does not suit R0 %r" % (r_ref_ohm, r0_ohm))
         self._spi = spi
         self._cs = cs
         self.wires = wires
