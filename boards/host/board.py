@@ -219,12 +219,11 @@ class PulseInput:
 _pulses = PulseInput()
 
 
-def pulse_input():
-    return _pulses
-
-
 def flow_pulse_counter():
     return _pulses
+
+
+pulse_input = flow_pulse_counter  # what the link feeds
 
 
 def watchdog(timeout_ms):
