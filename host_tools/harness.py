@@ -259,6 +259,7 @@ class Harness:
         self.boots = []
         self.cuts = []
         self.peak_heap = 0
+        self.heap_log = []  # (t_s, new peak) each time the node's peak grows
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -538,6 +539,7 @@ class Harness:
             self.flash = rec
         elif kind == "heap":
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
+            self.heap_log.append((t_s, rec["peak_heap_bytes"]))
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -849,6 +851,7 @@ class Harness:
             "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
                                if metered and heat > 0 else None),
             "peak_heap_bytes": self.peak_heap,
+            "heap_peaks": self.heap_log[-20:],
             "boots": self.boots,
             "saves": len(self.saves),
             "restores": self.restores,

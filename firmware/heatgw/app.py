@@ -21,13 +21,13 @@ import gc
 import json
 
 from heatgw import clock
-from heatgw.eventlog import EventLog
+from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
 from heatgw.store import SlotStore
 
 CRITICAL_TASKS = ("sampler", "control")
-_STATE_VERSION = 1
-_EVENT_CAPACITY = 24  # ~6 KB of RAM as JSON text; older events are in the MQTT history
+_STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
+_EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
 _HEAP_EVERY_MS = 60_000
 _STATUS_EVERY_MS = 60_000
 _FILTER_HZ = 50  # mains frequency the converters reject
@@ -63,8 +63,8 @@ class Gateway:
 
         ctl = cfg["control"]
         self.tick_ms = ctl["tick_ms"]
-        self.log = EventLog(_EVENT_CAPACITY)
         data = board.data_dir()
+        self.log = EventLog(data, _EVENTS_PER_FILE)
         self.store = SlotStore(data + "/state.a", data + "/state.b")
         self.saved_seq = 0
         self.boot_id = 0
@@ -137,7 +137,6 @@ class Gateway:
             st = json.loads(payload)
             self.boot_id = int(st["boot"])
             self._restored_totals = st["totals"]
-            self.log.restore(st.get("log"))
             latched = tuple(st.get("latched") or ())
         except Exception as e:  # noqa: BLE001
             print("state: record %d unreadable: %r" % (seq, e))
@@ -147,17 +146,14 @@ class Gateway:
         return latched
 
     def save(self, why):
-        """Persist totals, latched trips and the event log (atomic two-slot record)."""
+        """Persist totals, latched trips and the boot id (atomic two-slot record; the
+        event log is written event by event, see heatgw.events)."""
         totals = self.meter.totals()
-        head = '{"v": %d, "boot": %d, "totals": %s, "latched": %s, "log": ' % (
-            _STATE_VERSION, self.boot_id, json.dumps(totals),
-            json.dumps(list(self.failsafe.latched)))
-        parts = self.log.state_parts()
-        parts.insert(0, head.encode())
-        parts.append(b"}")
+        record = json.dumps({"v": _STATE_VERSION, "boot": self.boot_id, "totals": totals,
+                             "latched": list(self.failsafe.latched)}).encode()
         self.emit("saving", {"seq": self.store.next_seq(), "why": why, "totals": totals})
         try:
-            self.saved_seq = self.store.save(parts)
+            self.saved_seq = self.store.save(record)
         except Exception as e:  # noqa: BLE001 - keep controlling; retried next interval
             print("state: save failed:", repr(e))
             return None
@@ -180,14 +176,14 @@ class Gateway:
     def event(self, ev):
         """Stamp an event with boot id, uptime and UTC, keep it, print it, emit it."""
         vals = ev.get("values")
-        if vals:  # 3 decimals say all a sensor can (and keep the kept log small)
+        if vals:  # 3 decimals say all a sensor can (and keep the log lines short)
             for k, v in vals.items():
                 if isinstance(v, float):
                     vals[k] = round(v, 3)
         ev["boot"] = self.boot_id
         ev["up_ms"] = self.uptime_ms
         ev["utc"] = clock.utc_s()
-        self.log.append(ev)
+        self.log.append(ev)  # on flash at once: a power cut right after keeps it
         print("event:", json.dumps(ev))
         self.emit("event", ev)
 
@@ -391,8 +387,9 @@ class Gateway:
 
     def shutdown(self):
         """Orderly stop (console Ctrl-C, redeploy): relays safe, totals saved."""
-        if self.relay_reuse:
-            self.event({"kind": "state", "state": "bypass", "reason": "shutdown"})
+        was_reuse = self.relay_reuse
         self.drive_relays(False)
+        if was_reuse:
+            self.event({"kind": "state", "state": "bypass", "reason": "shutdown"})
         self.meter.flush()
         self.save("shutdown")
