@@ -1,4 +1,4 @@
-"""heatgw.store (two-slot atomic records), heatgw.eventlog and the host's NOR flash
+"""heatgw.store (two-slot atomic records) and the host's NOR flash
 (boards/host/flashdev.py) in the real micropython binary, up to power cuts inside a save
 on littlefs."""
 
@@ -176,74 +176,17 @@ print(json.dumps([store.crc32 is store.crc32_sw, list(s.load()[1])]))
     assert (tmp_path / "b").read_bytes() == record(2, b"fallback crc")
 
 
-def test_store_and_eventlog_also_run_on_cpython(tmp_path):
+def test_store_also_runs_on_cpython(tmp_path):
     sys.path.insert(0, str(REPO / "firmware"))
     try:
-        from heatgw import eventlog, store
+        from heatgw import store
         s = store.SlotStore(str(tmp_path / "a"), str(tmp_path / "b"))
         assert s.save(b"cpython") == 1
         assert store.SlotStore(str(tmp_path / "a"), str(tmp_path / "b")).load() == \
             (1, b"cpython")
         assert store.crc32_sw(b"123456789") == zlib.crc32(b"123456789")
-        log = eventlog.EventLog(2)
-        log.append({"k": 1})
-        assert log.to_state()["next_seq"] == 2
     finally:
         sys.path.remove(str(REPO / "firmware"))
-
-
-# --- EventLog ------------------------------------------------------------------------------
-
-
-def test_eventlog_bounds_order_and_restore(mp):
-    r = run_one(mp, """
-import json
-from heatgw.eventlog import EventLog
-log = EventLog(capacity=3)
-src = {"kind": "x"}
-seqs = [log.append({"kind": "fault", "n": i}) for i in range(5)]
-evs = log.events()
-state = json.loads(json.dumps(log.to_state()))
-log2 = EventLog(capacity=3)
-log2.restore(state)
-after = log2.append({"kind": "boot"})
-log.append(src)
-small = EventLog(capacity=2)
-small.restore(state)
-garbage = {}
-for name, g in [("none", None), ("list", [1, 2]), ("str", "x"),
-                ("bad_fields", {"next_seq": "7", "dropped": -1, "events": "no"}),
-                ("bad_events", {"next_seq": 2, "events": [1, {"seq": "a"}, {"n": 1},
-                                                          {"seq": 9, "k": 1}, {"seq": 4}]}),
-                ("bool", {"next_seq": True, "dropped": True, "events": []})]:
-    g_log = EventLog(capacity=3)
-    g_log.append({"k": "before"})
-    g_log.restore(g)
-    garbage[name] = [g_log.next_seq, g_log.dropped, g_log.events()]
-try:
-    log.append("not a dict")
-    refused = False
-except TypeError:
-    refused = True
-print(json.dumps({"seqs": seqs, "evs": evs, "dropped": log.dropped, "state": state,
-                  "restored": log2.events(), "after": after, "r_dropped": log2.dropped,
-                  "src_untouched": "seq" not in src, "small": [small.events(), small.dropped],
-                  "garbage": garbage, "refused": refused}))
-""")
-    assert r["seqs"] == [1, 2, 3, 4, 5]
-    assert r["evs"] == [{"kind": "fault", "n": i, "seq": i + 1} for i in (2, 3, 4)]
-    assert r["dropped"] == 3  # 5 appended + src = 6 into a ring of 3
-    assert r["state"] == {"next_seq": 6, "dropped": 2, "events": r["evs"]}
-    assert r["after"] == 6  # numbering survives the reboot
-    assert [e["seq"] for e in r["restored"]] == [4, 5, 6] and r["r_dropped"] == 3
-    assert r["src_untouched"]
-    assert [e["seq"] for e in r["small"][0]] == [4, 5] and r["small"][1] == 3
-    g = r["garbage"]
-    for name in ("none", "list", "str", "bad_fields", "bool"):
-        assert g[name] == [1, 0, []], name
-    # Only well-formed events in increasing seq order survive; next_seq passes the last one.
-    assert g["bad_events"] == [10, 0, [{"seq": 9, "k": 1}]]
-    assert r["refused"]
 
 
 # --- FlashDev: NOR semantics, torn operations, refusal to format data ----------------------
