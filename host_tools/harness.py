@@ -508,11 +508,15 @@ class Harness:
         if kind == "event":
             rec["harness_t_s"] = t_s
             self.node_events.append(rec)
-            if rec.get("kind") == "state" and self._pending_reason is not None:
-                tr = self._pending_reason
+            kind = rec.get("kind")
+            tr = self._pending_reason
+            if tr is not None and kind == "state":
                 if tr["state"] == rec.get("state"):
                     tr["reason"] = rec.get("reason")
                     tr["node_reasons"] = rec.get("reasons")
+                self._pending_reason = None
+            elif tr is not None and kind == "crash" and tr["state"] == "bypass":
+                tr["reason"] = f"crash:{rec.get('task')}"  # the task's guard dropped it
                 self._pending_reason = None
         elif kind == "saving":
             self._inflight = {"seq": rec["seq"], "totals": rec["totals"]}
@@ -603,6 +607,9 @@ class Harness:
         elif do == "hang_control":
             self._pending_hang = True
             self._set_condition("control_hung", True)
+        elif do == "bus_error":
+            self._pending_bus_error = True
+            self._set_condition("task_crash", True)
         elif do == "trip_reset":
             self.inputs["trip_reset"] = True
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
@@ -666,6 +673,7 @@ class Harness:
         self._next_step_vt = self.step_ms
         self._pending_cut = None
         self._pending_hang = False
+        self._pending_bus_error = False
         self._step_plant_first()
         self.console = open(self.console_path, "wb")
         self.listener = socket.socket()
@@ -746,6 +754,9 @@ class Harness:
                               "torn_bytes": ev.get("torn_bytes", 0),
                               "saves_before": len(self.saves)})
             node.send(f"k {ev['at_flash_op']} {ev.get('torn_bytes', 0)}\n")
+        if self._pending_bus_error:
+            self._pending_bus_error = False
+            node.send("e\n")
         if self._pending_hang:
             self._pending_hang = False
             self._hang_sent = True
@@ -777,6 +788,7 @@ class Harness:
     def _reset(self, cause):
         self._power_off(cause)
         self._set_condition("control_hung", False)
+        self._set_condition("task_crash", False)
         self._off_until = self.vt + REBOOT_MS
         self._off_cause = cause
 

@@ -41,6 +41,7 @@ TRIP_CATALOGUE = {
     "over_temperature": {"it_coolant_high"},
     "maintenance": {"maintenance"},
     "chatter": {"sink_return_high"},
+    "task_crash": {"task_crash"},
 }
 
 
@@ -150,6 +151,20 @@ def test_hung_control_task_watchdog_reset_relays_safe_from_first_instant(tmp_pat
     assert not any(reboot["coils_at_boot"].values())
     assert reboot["first_energise_t_s"] - reboot["t_s"] >= h.cfg["control"]["min_dwell_s"]
     assert "Traceback" not in console(h)
+
+
+def test_task_crash_is_logged_relays_drop_and_watchdog_resets(tmp_path_factory):
+    s, h = run("task_crash", tmp_path_factory)
+    crash = [e for e in h.node_events if e.get("kind") == "crash"]
+    assert crash and crash[0]["task"] == "sampler" and "OSError" in crash[0]["error"]
+    drop = next(tr for tr in s["relay_transitions"] if tr["state"] == "bypass")
+    assert drop["reason"] == "crash:sampler" and drop["t_s"] - 900 <= s["control_tick_s"]
+    sup = [e for e in h.node_events if e.get("kind") == "supervisor"]
+    assert sup and sup[0]["reason"] == "task_stalled:sampler"
+    assert [b["cause"] for b in s["boots"]] == ["power_on", "watchdog"]
+    assert not any(s["boots"][1]["coils_at_boot"].values())
+    # the new boot runs normally again: reuse returns after its dwell
+    assert s["relay_transitions"][-2]["state"] == "reuse"
 
 
 def test_100_power_cuts_totals_intact_monotonic_equal_last_save(tmp_path):

@@ -57,7 +57,12 @@ class _Bus:
     """One SPI bus shared by every emulated chip: `write_readinto`, the drivers' whole
     bus contract."""
 
+    error_armed = False  # the harness injects one failing transfer (a crashed driver call)
+
     def write_readinto(self, write_buf, read_buf):
+        if self.error_armed:
+            self.error_armed = False
+            raise OSError(5)  # EIO, as machine.SPI raises when the bus hardware fails
         # A deselected chip only ever answers 0xFF: only selected chips take part.
         # (Faster, and no allocation: a simulated day polls the bus ~10^6 times.)
         sel = None
@@ -84,7 +89,7 @@ class _Bus:
                     read_buf[i] &= tmp[i]
 
 
-_BUS = _Bus()
+BUS = _BUS = _Bus()  # BUS: the harness injects bus errors through it
 
 
 def spi():

@@ -14,6 +14,7 @@ node -> harness (vt: the node's time)   harness -> node
   O <kind> vt json application record                            edges due before horizon
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
                                            h                     hang the next relay write
+                                           e                     the next SPI transfer fails
                                            s                     orderly stop (Ctrl-C)
                                            B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
                                            .                     end of this step
@@ -223,6 +224,8 @@ class LinkClock:
                 self._stop = True
             elif op == 104:  # "h"
                 self.hang_armed = True
+            elif op == 101:  # "e"
+                board.BUS.error_armed = True
             elif op == 66:  # "B": boot parameters, first step only
                 self.vt0 = int(tok())
                 self.tick0 = int(tok())
