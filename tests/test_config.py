@@ -41,6 +41,7 @@ FULL = {
         "sink_signal": True,
         "stale_s": 5,
         "valve_travel_s": 45,
+        "valve_feedback": True,
         "recover_s": 120,
         "min_dwell_s": 600,
     },
@@ -110,7 +111,7 @@ BAD = [
     (with_("control.tick_s", 1), "control.tick_s: unknown key; expected one of "
      "it_coolant_hyst_k, it_coolant_max_c, min_dwell_s, recover_s, sink_flow_hyst_m3h, "
      "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, stale_s, "
-     "tick_ms, valve_travel_s"),
+     "tick_ms, valve_feedback, valve_travel_s"),
     (with_("flow.k", 1), "flow.k: unknown key; expected one of critical, litres_per_pulse, "
      "max_m3h, type"),
     # bad enum

@@ -115,6 +115,8 @@ SCHEMA = {
                             "doc": "a reading older than this is stale"},
                 "valve_travel_s": {"type": "int", "default": 45, "min": 1, "max": 600,
                                    "unit": "s", "doc": "full valve stroke time"},
+                "valve_feedback": {"type": "bool", "default": True,
+                                   "doc": "valve end switch wired: stuck valve detection"},
                 "recover_s": {"type": "int", "default": 120, "min": 0, "max": 86400,
                               "unit": "s", "doc": "conditions must hold this long to reuse"},
                 "min_dwell_s": {"type": "int", "default": 600, "min": 0, "max": 86400,
