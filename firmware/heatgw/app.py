@@ -6,7 +6,8 @@ Tasks (Peter Hinch's micropython-async style, one global exception handler):
   feeds the heat meter (viper kernel) and hands the fresh inputs to the control task.
 - control: evaluates the fail-safe (heatgw.failsafe) on every fresh sample (every tick)
   and drives the relays every tick. Nothing else ever energises a relay.
-- persist: saves meter totals, latched trips and the event log every interval.
+- persist: saves meter totals and latched trips every interval (events go to flash
+  as they happen, heatgw.events).
 - supervisor: every tick, feeds the hardware watchdog only while every critical task has
   checked in within `stall_s` and none has crashed; otherwise it drives the relays safe
   at once (the control task may be the one that hangs), logs why and lets the watchdog
@@ -23,6 +24,7 @@ import json
 from heatgw import clock
 from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
+from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
 
 CRITICAL_TASKS = ("sampler", "control")
@@ -32,14 +34,6 @@ _HEAP_EVERY_MS = 60_000
 _STATUS_EVERY_MS = 60_000
 _FILTER_HZ = 50  # mains frequency the converters reject
 _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
-
-
-def _mc(value_c):
-    """°C float -> integer m°C (None stays None)."""
-    if value_c is None:
-        return None
-    v = value_c * 1000
-    return int(v + 0.5) if v >= 0 else -int(0.5 - v)
 
 
 class Gateway:
@@ -228,8 +222,8 @@ class Gateway:
             dt_ms = clock.ticks_diff(now, self._sample_ms)
             self._sample_ms = now
             if dt_ms > 0:
-                self.meter.add(_mc(inputs.temps_c.get("supply")),
-                               _mc(inputs.temps_c.get("return")), vol_ul, dt_ms)
+                self.meter.add(c_to_mc(inputs.temps_c.get("supply")),
+                               c_to_mc(inputs.temps_c.get("return")), vol_ul, dt_ms)
             self.checkin("sampler", now)
             self._fresh.set()
             next_ms = clock.ticks_add(next_ms, tick)
@@ -276,17 +270,11 @@ class Gateway:
         return clock.ticks_ms()
 
     def _read_board_inputs(self):
+        # Board input names are the Inputs attributes they feed (sink_available,
+        # maintenance, trip_reset, valve_at_reuse).
         ins = self.inputs
         for name, (pin, active) in self._board_inputs.items():
-            on = pin.value() == active
-            if name == "sink_available":
-                ins.sink_available = on
-            elif name == "maintenance":
-                ins.maintenance = on
-            elif name == "trip_reset":
-                ins.trip_reset = on
-            elif name == "valve_at_reuse":
-                ins.valve_at_reuse = on
+            setattr(ins, name, pin.value() == active)
 
     async def control(self, asyncio):
         fs = self.failsafe
@@ -308,9 +296,11 @@ class Gateway:
             self.checkin("control", now)
 
     def _stalled(self, now, stall_ms, names):
-        out = ()
+        # A crashed task of any kind counts: a node with a dead task is restarted whole
+        # (a half-alive node would, say, stop saving its totals).
+        out = () if self._crashed is None else (self._crashed,)
         for name in names:
-            if self._crashed == name or clock.ticks_diff(now, self.checkins[name]) > stall_ms:
+            if clock.ticks_diff(now, self.checkins[name]) > stall_ms:
                 out += (name,)
         return out
 

@@ -66,7 +66,8 @@ FLAG_LOW = _k.FLAG_LOW
 FLAG_ENERGY = _k.FLAG_ENERGY
 
 
-def _mc(value_c):
+def c_to_mc(value_c):
+    """°C (float) -> integer m°C, rounded half away from zero; None stays None."""
     if value_c is None:
         return None
     v = value_c * 1000
@@ -109,10 +110,10 @@ class HeatMeter:
         t0 = table.t0_mc
         t_min = table.t_min_mc
         t_max = table.t_max_mc
-        cfg = _mc(t_min_c)
+        cfg = c_to_mc(t_min_c)
         if cfg is not None and cfg > t_min:
             t_min = cfg
-        cfg = _mc(t_max_c)
+        cfg = c_to_mc(t_max_c)
         if cfg is not None and cfg < t_max:
             t_max = cfg
         if t_min < t0:
@@ -125,7 +126,7 @@ class HeatMeter:
         k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1
         if k_max > n - 1:
             raise ValueError("t_max at the end of the table")
-        cutoff = _mc(cutoff_k)
+        cutoff = c_to_mc(cutoff_k)
         if cutoff is None or not 1 <= cutoff < 0x20000000:
             raise ValueError("cutoff_k must be > 0")
         # the kernel's table contract (see heatgw.meterkernel)
