@@ -175,7 +175,6 @@ class Node:
         self.rfile = self.sock.makefile("rb")
         self.wdt_timeout_ms = None
         self.last_feed_vt = None
-        self.hung = False
 
     def readline(self, timeout_s):
         self.sock.settimeout(timeout_s)
@@ -340,10 +339,17 @@ class Harness:
         h = min(self._next_step_vt, self.end_vt)
         if self.events:
             h = min(h, int(self.events[0]["t_s"] * 1000))
-        node = self.node
-        if node is not None and node.wdt_timeout_ms is not None:
-            h = min(h, node.last_feed_vt + node.wdt_timeout_ms)
+        expiry = self._wdt_expiry()
+        if expiry is not None:
+            h = min(h, expiry)
         return max(h, self.vt)
+
+    def _wdt_expiry(self):
+        """When the node's watchdog fires unless fed again (None: not started)."""
+        node = self.node
+        if node is None or node.wdt_timeout_ms is None:
+            return None
+        return node.last_feed_vt + node.wdt_timeout_ms
 
     def _value_lines(self, out):
         for name, t in self._served_temps().items():
@@ -726,18 +732,14 @@ class Harness:
 
     def _idle(self, deadline):
         node = self.node
-        target = self.end_vt if deadline is None else min(deadline, self.end_vt)
-        target = min(target, self._next_step_vt)
-        if self.events:
-            target = min(target, int(self.events[0]["t_s"] * 1000))
-        target = max(target, self.vt)
-        wdt_expiry = None
-        if node.wdt_timeout_ms is not None:
-            wdt_expiry = node.last_feed_vt + node.wdt_timeout_ms
-            if wdt_expiry <= target:
-                self._advance_to(wdt_expiry)
-                self._reset("watchdog")
-                return
+        target = self._horizon_now()
+        if deadline is not None:
+            target = max(min(target, deadline), self.vt)
+        expiry = self._wdt_expiry()
+        if expiry is not None and expiry <= target:
+            self._advance_to(expiry)
+            self._reset("watchdog")
+            return
         self._advance_to(target)
         if self._pending_cut is not None:
             ev, self._pending_cut = self._pending_cut, None
@@ -760,7 +762,6 @@ class Harness:
         if self._pending_hang:
             self._pending_hang = False
             self._hang_sent = True
-            self._hang_vt = self.vt
             node.send("h\n")
         if self.vt >= self.end_vt:
             return
@@ -874,7 +875,6 @@ class Harness:
             "wall_s": round(wall_s, 2),
             "console_log": str(self.console_path),
         }
-        self.saves_detail = self.saves
         return summary
 
 

@@ -89,14 +89,14 @@ class _Bus:
                     read_buf[i] &= tmp[i]
 
 
-BUS = _BUS = _Bus()  # BUS: the harness injects bus errors through it
+BUS = _Bus()  # the harness injects bus errors through it (link: "e")
 
 
 def spi():
     """The SPI bus shared by the (emulated) MAX31865 chips."""
     for name in RTD_NAMES:
         rtd_chip(name)
-    return _BUS
+    return BUS
 
 
 def rtd_cs(name):
