@@ -29,6 +29,12 @@ def reuse_plant():
     return reuse_steady_plant()
 
 
+def from_reuse(settled):
+    """A fresh plant in the settled reuse state (100 kW load and demand, valve at reuse)."""
+    return Plant(it_feed_c=settled.it_coolant_c, tank_c=settled.tank_c, valve_position=1.0,
+                 load_kw=100.0, demand_kw=100.0)
+
+
 def test_reuse_steady_state(reuse_plant):
     plant = reuse_plant
     feed_c, tank_c = plant.it_coolant_c, plant.tank_c
@@ -49,13 +55,7 @@ def test_reuse_steady_state(reuse_plant):
 
 
 def test_bypass_steady_state(reuse_plant):
-    plant = Plant(
-        it_feed_c=reuse_plant.it_coolant_c,
-        tank_c=reuse_plant.tank_c,
-        valve_position=1.0,
-        load_kw=100.0,
-        demand_kw=100.0,
-    )
+    plant = from_reuse(reuse_plant)
     run(plant, 6 * 3600, load_kw=100.0, demand_kw=100.0, **BYPASS)
     assert plant.valve_at_reuse is False
     assert plant.it_coolant_c == pytest.approx(plant.params.dry_cooler_setpoint_c, abs=0.01)
@@ -95,13 +95,7 @@ def test_energy_balance_over_an_hour():
 
 
 def test_sink_lost_in_reuse_heats_the_it_loop(reuse_plant):
-    plant = Plant(
-        it_feed_c=reuse_plant.it_coolant_c,
-        tank_c=reuse_plant.tank_c,
-        valve_position=1.0,
-        load_kw=100.0,
-        demand_kw=100.0,
-    )
+    plant = from_reuse(reuse_plant)
     plant.step(1.0, load_kw=100.0, demand_kw=100.0, building_pump_on=False, **REUSE)
     # The pump stop is latched: from now on no flow, no transfer.
     assert plant.flow_m3h == 0.0
@@ -148,13 +142,7 @@ def test_valve_travel_and_end_switch():
 def test_stuck_valve_at_reuse_with_fans_stays_below_the_limit(reuse_plant):
     # Sink lost, the firmware falls back to bypass (relays off), but the valve is stuck
     # at reuse: the dry cooler fans come back and carry the whole load.
-    plant = Plant(
-        it_feed_c=reuse_plant.it_coolant_c,
-        tank_c=reuse_plant.tank_c,
-        valve_position=1.0,
-        load_kw=100.0,
-        demand_kw=100.0,
-    )
+    plant = from_reuse(reuse_plant)
     run(
         plant,
         4 * 3600,
