@@ -185,7 +185,7 @@ def test_bad_requests_get_a_clear_error_and_change_nothing(cp):
     # only the 3 good requests were queued: maintenance (an event) and two resets
     assert r["pending_after"] == [1, ["a", "b"]]
     # s9 was refused; s0 (already queued) could still release
-    assert r["sources"] == ["s%d" % k for k in range(8)] + ["s0"]
+    assert r["sources"] == [f"s{k}" for k in range(8)] + ["s0"]
 
 
 def test_inbox_size_is_checked():
@@ -195,7 +195,7 @@ def test_inbox_size_is_checked():
 
 
 def test_micropython_gives_the_same_results(mp, cp):
-    src = SCENARIOS + "\nfor n in %r:\n    print(json.dumps(globals()[n]()))\n" % NAMES
+    src = SCENARIOS + f"\nfor n in {NAMES!r}:\n    print(json.dumps(globals()[n]()))\n"
     got = mp.run_json(src)
     assert dict(zip(NAMES, got, strict=True)) == cp
 

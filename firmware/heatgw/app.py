@@ -67,7 +67,7 @@ class Gateway:
         self._dead_man.value(0)
         self.sinks = list(sinks)
         self.peak_heap_bytes = 0
-        self.flash_errors = 0  # event-log and state writes that failed (control went on)
+        self.flash_errors = 0  # state saves (and odd event-log errors) that failed
         self.checkins = {name: now for name in _CHECKED_IN}
         self.inbox = Inbox()
         self._tasks = []
@@ -404,7 +404,7 @@ class Gateway:
                 "energy_wh": m.energy_wh, "volume_l": m.volume_l,
                 "up_ms": self.uptime_ms, "boot": self.boot_id,
                 "peak_heap_bytes": self.peak_heap_bytes, "fault": self.fault,
-                "flash_errors": self.flash_errors}
+                "flash_errors": self.flash_errors + self.log.errors}
 
     def add_task(self, name, coro_fn, critical=False):
         """Register a task: coro_fn(asyncio) is its coroutine function. A critical task
