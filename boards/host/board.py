@@ -254,12 +254,26 @@ def flow_pulse_counter():
 pulse_input = flow_pulse_counter  # what the link feeds
 
 
+class _Watchdog:
+    """machine.WDT on the host: the harness owns the timer and resets the node; a feed
+    is a message on the link (the clock is the link)."""
+
+    error_armed = False  # the harness injects one failing feed (a crashed supervisor)
+
+    def feed(self):
+        if self.error_armed:
+            self.error_armed = False
+            raise OSError(5)  # EIO
+        clock.feed()
+
+
+WDT = _Watchdog()
+
+
 def watchdog(timeout_ms):
-    """machine.WDT on the host: the harness owns the timer and resets the node. Feeding
-    it is a message on the link, so the clock (which is the link) is the watchdog."""
     if _link is not None:
         _link.send("W %d %d" % (timeout_ms, clock.vt))
-    return clock
+    return WDT
 
 
 def safe_boot_requested():
