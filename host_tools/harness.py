@@ -234,6 +234,17 @@ class Harness:
         self.vt = 0
         # physical state the harness owns
         self.coils = {"reuse": False, "cooler_inhibit": False}
+        # what the node's relay pins ask for (active), and the dead-man monostable in
+        # front of the drivers: a coil is energised only while its pin is active AND the
+        # last dead-man edge is less than the board's hold time (`D` line) ago
+        self.pins = dict.fromkeys(self.coils, False)
+        self.dm_hold_ms = None
+        self.dm_level = None
+        self.dm_last_edge_vt = None
+        self.dm_edges = 0
+        self.dm_drops = []  # t_s of each drop the monostable made
+        self.pin_log = []  # [t_s, relay, level] for every relay pin level the node drove
+        self.hangs = []  # t_s at which each injected hang was sent
         self.inputs = {"sink_available": True, "maintenance": False, "trip_reset": False,
                        "valve_at_reuse": False}
         self.inputs.update(scenario.get("inputs", {}))
@@ -464,9 +475,34 @@ class Harness:
             self._pending_reason = tr
 
     def _all_coils_off(self, reason):
-        # relay inputs float: the modules' pull-ups hold every coil off
+        # relay inputs float: the modules' pull-ups hold every coil off (and the
+        # dead-man output floats: no more edges)
         for name in list(self.coils):
+            self.pins[name] = False
             self._coil(name, False, reason if name == "reuse" else None)
+        self.dm_level = None
+        self.dm_last_edge_vt = None
+
+    def _dm_enabled(self):
+        last = self.dm_last_edge_vt
+        return (self.dm_hold_ms is not None and last is not None
+                and self.vt < last + self.dm_hold_ms)
+
+    def _dm_expiry(self):
+        """When the monostable drops the energised coils unless retriggered (None: no
+        coil energised)."""
+        if self.dm_last_edge_vt is None or self.dm_hold_ms is None:
+            return None
+        if not any(self.coils.values()):
+            return None
+        return self.dm_last_edge_vt + self.dm_hold_ms
+
+    def _update_coils(self, reason=None):
+        enabled = self._dm_enabled()
+        if reason == "dead_man" and any(self.coils.values()) and not enabled:
+            self.dm_drops.append(self.vt / 1000.0)
+        for name, active in self.pins.items():
+            self._coil(name, active and enabled, reason if name == "reuse" else None)
 
     # -- node messages -----------------------------------------------------------------
 
@@ -481,7 +517,20 @@ class Harness:
         if op == "P":
             _, name, level, vt = line.split()
             self._at(vt)
-            self._coil(name, level == "0")  # active-low modules
+            if name == "deadman":
+                lv = int(level)
+                if self.dm_level is not None and lv != self.dm_level:
+                    self.dm_last_edge_vt = self.vt  # every edge retriggers it
+                    self.dm_edges += 1
+                self.dm_level = lv
+            else:
+                self.pins[name] = level == "0"  # active-low modules
+                self.pin_log.append([self.vt / 1000.0, name, int(level)])
+            self._update_coils()
+        elif op == "D":
+            _, hold, vt = line.split()
+            self._at(vt)
+            self.dm_hold_ms = int(hold)
         elif op == "F":
             self._at(line.split()[1])
             self.node.last_feed_vt = self.vt
@@ -577,7 +626,13 @@ class Harness:
     def _advance_to(self, vt):
         """Move time to vt: step the plant on its grid, apply scenario events."""
         while True:
-            self.vt = max(self.vt, min(self._next_step_vt, vt))
+            stop = min(self._next_step_vt, vt)
+            dme = self._dm_expiry()
+            if dme is not None and self.vt < dme < stop:
+                stop = dme  # the monostable runs out before the next step
+            self.vt = max(self.vt, stop)
+            if dme is not None and self.vt >= dme:
+                self._update_coils("dead_man")
             if self.vt == self._next_step_vt:
                 self._step_plant()
             while self.events and int(self.events[0]["t_s"] * 1000) <= self.vt:
@@ -616,6 +671,11 @@ class Harness:
         elif do == "bus_error":
             self._pending_bus_error = True
             self._set_condition("task_crash", True)
+        elif do == "watchdog_error":  # the next watchdog feed raises: the supervisor dies
+            self._pending_node_ops.append("c\n")
+            self._set_condition("task_crash", True)
+        elif do == "flash_error":  # the next `ops` flash programs/erases fail (0: none)
+            self._pending_node_ops.append(f"w {int(ev['ops'])}\n")
         elif do == "trip_reset":
             self.inputs["trip_reset"] = True
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
@@ -680,6 +740,7 @@ class Harness:
         self._pending_cut = None
         self._pending_hang = False
         self._pending_bus_error = False
+        self._pending_node_ops = []
         self._step_plant_first()
         self.console = open(self.console_path, "wb")
         self.listener = socket.socket()
@@ -759,9 +820,13 @@ class Harness:
         if self._pending_bus_error:
             self._pending_bus_error = False
             node.send("e\n")
+        if self._pending_node_ops:
+            node.send("".join(self._pending_node_ops))
+            self._pending_node_ops = []
         if self._pending_hang:
             self._pending_hang = False
             self._hang_sent = True
+            self.hangs.append(self.vt / 1000.0)
             node.send("h\n")
         if self.vt >= self.end_vt:
             return
@@ -852,6 +917,10 @@ class Harness:
             "duration_s": self.end_vt / 1000.0,
             "control_tick_s": self.tick_ms / 1000.0,
             "relay_transitions": self.transitions,
+            "pin_transitions": self.pin_log,
+            "dead_man": {"hold_ms": self.dm_hold_ms, "edges": self.dm_edges,
+                         "drops_t_s": self.dm_drops},
+            "hangs_t_s": self.hangs,
             "conditions": self.condition_log,
             "trips": trips,
             "metered": metered,

@@ -15,6 +15,8 @@ node -> harness (vt: the node's time)   harness -> node
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
                                            h                     hang the next relay write
                                            e                     the next SPI transfer fails
+  D <hold_ms> vt   dead-man hold time      c                     the next watchdog feed fails
+                                           w <n>                 the next n flash ops fail
                                            s                     orderly stop (Ctrl-C)
                                            B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
                                            .                     end of this step
@@ -226,6 +228,10 @@ class LinkClock:
                 self.hang_armed = True
             elif op == 101:  # "e"
                 board.BUS.error_armed = True
+            elif op == 99:  # "c"
+                board.WDT.error_armed = True
+            elif op == 119:  # "w"
+                board.flash_device().fail_ops(int(tok()))
             elif op == 66:  # "B": boot parameters, first step only
                 self.vt0 = int(tok())
                 self.tick0 = int(tok())

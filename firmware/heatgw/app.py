@@ -101,6 +101,7 @@ class Gateway:
         self.event({"kind": "boot", "config": cfg_source, "errors": list(cfg_errors)[:4],
                     "latched": list(latched), "state": self.failsafe.state})
         self.save("boot")  # a crash loop still counts boots and keeps latched trips
+        self._save_due_ms = clock.ticks_add(now, cfg["persist"]["interval_s"] * 1000)
         self.add_task("sampler", self.sampler, critical=True)
         self.add_task("control", self.control, critical=True)
         self.add_task("persist", self.persist)
@@ -365,8 +366,18 @@ class Gateway:
     async def persist(self, asyncio):
         interval_ms = self.cfg["persist"]["interval_s"] * 1000
         while True:
-            await asyncio.sleep_ms(interval_ms)
-            self._save("interval")  # a flash error crashes this task: it is restarted
+            d = clock.ticks_diff(self._save_due_ms, clock.ticks_ms())
+            if d > 0:
+                await asyncio.sleep_ms(d)
+            now = clock.ticks_ms()
+            try:
+                self._save("interval")
+            except Exception:
+                # a flash error crashes this task; restarted after its backoff, it
+                # retries at once
+                self._save_due_ms = now
+                raise
+            self._save_due_ms = clock.ticks_add(now, interval_ms)
 
     async def supervisor(self, asyncio):
         sup = self.cfg["supervisor"]
