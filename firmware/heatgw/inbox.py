@@ -28,8 +28,7 @@ SINK_AVAILABLE = "sink_available"
 TRIP_RESET = "trip_reset"
 WHATS = (MAINTENANCE, SINK_AVAILABLE, TRIP_RESET)
 BOARD = "board"
-_MAX_SOURCE = 16  # characters in a source name
-_MAX_SOURCES = 8  # distinct sources holding a state (maintenance, sink statement)
+_MAX_SOURCES = 8  # sources holding a state (maintenance, a sink statement)
 
 
 class Inbox:
@@ -43,37 +42,36 @@ class Inbox:
         self._n = 0
         self._maint = {}  # source -> True while it holds maintenance
         self._sink = {}  # source -> True/False: its sink statement
-        self._board_maint = None  # the board levels the descriptions were made for
-        self._board_sink = 0  # (0: none yet; None is a valid "not wired")
-        self._remote_off = False  # some source says the sink is unavailable
-        self._remote_on = False  # some source says it is available
+        self._off = False  # some source says the sink is unavailable
+        self._on = False  # some source says it is available
+        self._seen = None  # (board maintenance, board sink) the *_by strings were made for
         self._none = []  # drain()'s shared empty result: read-only
-        self._empty = (self._none, self._none)  # a tuple made once: returning allocates not
+        self._empty = (self._none, self._none)  # made once: returning it allocates nothing
         self.maintenance_by = None  # "board,console": who holds maintenance
         self.sink_by = None  # who makes the sink unavailable (or available)
 
     def post(self, source, what, value=True):
-        """Queue a request; ValueError (nothing queued) if it is malformed or the inbox
-        is full (the control task drains it every tick)."""
-        if type(source) is not str or not source or len(source) > _MAX_SOURCE:
-            raise ValueError("inbox: source must be a name of 1..%d characters, got %r"
-                             % (_MAX_SOURCE, source))
-        if source == BOARD:
-            raise ValueError("inbox: source 'board' is the board's own inputs")
-        if what not in WHATS:
-            raise ValueError("inbox: unknown request %r; have %s" % (what, ", ".join(WHATS)))
-        if what == MAINTENANCE and value is not True and value is not False:
-            raise ValueError("inbox: maintenance takes True or False, got %r" % (value,))
-        if what == SINK_AVAILABLE and value is not True and value is not False \
-                and value is not None:
-            raise ValueError("inbox: sink_available takes True, False or None, got %r"
-                             % (value,))
+        """Queue a request; ValueError (nothing queued) if it is malformed, the inbox is
+        full (the control task drains it every tick) or a 9th source would hold a state."""
+        if type(source) is not str or not 0 < len(source) <= 16 or source == BOARD:
+            raise ValueError("inbox: source must be a name of 1..16 characters other "
+                             "than 'board', got %r" % (source,))
         if what == TRIP_RESET:
             value = True
+        elif what not in WHATS:
+            raise ValueError("inbox: unknown request %r; have %s" % (what, ", ".join(WHATS)))
+        elif not (value is True or value is False or (value is None and what != MAINTENANCE)):
+            raise ValueError("inbox: %s takes True%s, got %r"
+                             % (what, " or False" if what == MAINTENANCE
+                                else ", False or None", value))
         size = len(self._src)
-        if what != TRIP_RESET:
-            known = self._holders()
-            if source not in known and len(known) >= _MAX_SOURCES:
+        if what != TRIP_RESET and source not in self._maint and source not in self._sink:
+            n = len(self._maint) + len(self._sink)
+            for j in range(self._n):  # queued statements of other sources count too
+                k = (self._head + j) % size
+                if self._what[k] != TRIP_RESET and self._src[k] != source:
+                    n += 1
+            if n >= _MAX_SOURCES:
                 raise ValueError("inbox: more than %d sources" % _MAX_SOURCES)
         if self._n >= size:
             raise ValueError("inbox: full (%d requests); try again next tick" % size)
@@ -83,28 +81,11 @@ class Inbox:
         self._val[i] = value
         self._n += 1
 
-    def _holders(self):
-        # sources holding a state, or about to (queued); resets hold nothing
-        s = list(self._maint)
-        for k in self._sink:
-            if k not in s:
-                s.append(k)
-        size = len(self._src)
-        for j in range(self._n):
-            i = (self._head + j) % size
-            k = self._src[i]
-            if self._what[i] != TRIP_RESET and k not in s:
-                s.append(k)
-        return s
-
-    def pending(self):
-        return self._n
-
     def drain(self):
         """Apply every queued request: (events, resets). events: a "request" event for
-        each request that changed its source's state; resets: the sources of posted
-        latch resets, in order. Both are the same shared empty list when nothing was
-        queued: treat them as read-only."""
+        each request that changed its source's state (a repeated one, a heartbeat, is
+        none); resets: the sources of posted latch resets, in order. Both are the same
+        shared empty list when nothing was queued: treat them as read-only."""
         if self._n == 0:
             if self._none:
                 self._none.clear()
@@ -122,53 +103,49 @@ class Inbox:
                 resets.append(src)
                 continue
             table = self._maint if what == MAINTENANCE else self._sink
-            old = table.get(src)
-            if what == MAINTENANCE and not val:
+            if val is False and what == MAINTENANCE:
                 val = None  # released: the source holds nothing
-            if old == val:
-                continue  # a repeated statement (a heartbeat) is no event
+            if table.get(src) == val:
+                continue
             if val is None:
                 del table[src]
             else:
                 table[src] = val
             events.append({"kind": "request", "source": src, "what": what, "value": val})
-            self._board_sink = 0  # descriptions are made again at the next merge
-        self._remote_off = False in self._sink.values()
-        self._remote_on = True in self._sink.values()
+            self._seen = None  # the *_by strings are made again at the next merge
+        self._off = False in self._sink.values()
+        self._on = True in self._sink.values()
         return events, resets
 
     def merge(self, inputs, board):
-        """Write the merged maintenance and sink_available into `inputs` (and who asked
-        into `maintenance_by` / `sink_by`, which the fail-safe's events carry); `board`
+        """Write the merged maintenance and sink_available into `inputs`, and who asked
+        into its maintenance_by / sink_by (the fail-safe's events carry them); `board`
         maps board input names to their levels (a missing name: not wired)."""
         bm = board.get(MAINTENANCE) is True
         bs = board.get(SINK_AVAILABLE)
-        remote_off = self._remote_off
-        remote_on = self._remote_on
         inputs.maintenance = bm or bool(self._maint)
-        if remote_off:
-            sink = False
+        if self._off:
+            inputs.sink_available = False
         elif bs is None:
-            sink = True if remote_on else None
+            inputs.sink_available = True if self._on else None
         else:
-            sink = bs is True
-        inputs.sink_available = sink
-        if bm is not self._board_maint or bs is not self._board_sink:
-            self._describe(bm, bs, remote_off)
+            inputs.sink_available = bs is True
+        seen = self._seen
+        if seen is None or seen[0] is not bm or seen[1] is not bs:
+            self._describe(bm, bs)  # only on a change: the steady state allocates nothing
         inputs.maintenance_by = self.maintenance_by
         inputs.sink_by = self.sink_by
 
-    def _describe(self, bm, bs, remote_off):
-        # Only when a level or a request changed: the steady state allocates nothing.
-        self._board_maint = bm
-        self._board_sink = bs
-        who = [BOARD] if bm else []
-        who.extend(sorted(self._maint))
-        self.maintenance_by = ",".join(who) if who else None
-        if remote_off:
-            who = sorted(k for k, v in self._sink.items() if not v)
+    def _describe(self, bm, bs):
+        self._seen = (bm, bs)
+        who = sorted(self._maint)
+        if bm:
+            who.insert(0, BOARD)
+        self.maintenance_by = ",".join(who) or None
+        if self._off:
+            who = sorted(k for k in self._sink if not self._sink[k])
         elif bs is None:
             who = sorted(self._sink)
         else:
             who = [BOARD]
-        self.sink_by = ",".join(who) if who else None
+        self.sink_by = ",".join(who) or None
