@@ -39,8 +39,9 @@ REAL_TIMEOUT_S = 60.0  # a node that says nothing this long (real time) is broke
 HANG_TIMEOUT_S = 3.0  # after an injected hang: real seconds before the watchdog "fires"
 
 DEFAULT_CONFIG = {
-    "version": 1,
+    "version": 2,
     "node_id": "heatgw-sim",
+    "site": {"mains_hz": 50},
     "sensors": {
         name: {"r0_ohm": 1000, "wires": 4, "offset_k": 0.0, "min_c": 0.0, "max_c": 120.0,
                "critical": name in ("sink_return", "it_coolant")}
