@@ -64,7 +64,7 @@ SCHEMA = {
             "keys": {
                 "mains_hz": {"type": "int", "enum": [50, 60], "unit": "Hz",
                              "doc": "mains frequency at the site, which the RTD converters "
-                                    "filter out: 50 or 60; required with any sensor"},
+                                    "filter out: 50 or 60"},
             },
         },
         "sensors": {
