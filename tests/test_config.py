@@ -972,3 +972,46 @@ def test_cli_usage_and_doc():
         if path:
             assert f"\n{path}: " in "\n" + p.stdout, path
     assert "\nsite.mains_hz: int; required with sensors; one of 50, 60; Hz - " in p.stdout
+
+
+# ---- the node on the host board: an upgrade that finds a version-1 file ------------------
+
+def _run_node(tmp_path, name, config_text, **extra):
+    from host_tools.harness import run_scenario  # the plant harness, only for these tests
+
+    sc = {"name": name, "duration_s": 1500, "load_kw": 100, "demand_kw": 100,
+          "initial": {"tank_c": 37.8, "it_feed_c": 40.0}, "config_text": config_text, **extra}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(sc))
+    s, h = run_scenario(path, workdir=tmp_path / name)
+    return s, h.console_path.read_text()
+
+
+def _config_events(console):
+    return [json.loads(line[len("event: "):]) for line in console.splitlines()
+            if line.startswith("event: ") and '"kind": "config"' in line]
+
+
+def test_node_with_the_readme_v1_file_names_the_key_and_stays_in_bypass(tmp_path):
+    s, console = _run_node(tmp_path, "v1_readme", (V1 / "readme_example.json").read_text())
+    assert "Traceback" not in console, console[-3000:]
+    assert "config: " + migrate._MAINS in console
+    assert "running the default configuration" in console
+    assert s["relay_transitions"] == []  # never left the safe state
+    assert [b["cause"] for b in s["boots"]] == ["power_on"]  # and never crashed
+    (ev,) = _config_events(console)
+    assert {k: ev[k] for k in NEEDS_MAINS} == NEEDS_MAINS
+
+
+def test_node_with_the_key_set_in_its_v1_file_runs_and_migrates_once(tmp_path):
+    # a power cut after the first boot: the second boot reads the written-back file
+    keyed = _v1("readme_example.json") | {"site": {"mains_hz": 50}}
+    s, console = _run_node(tmp_path, "v1_keyed", json.dumps(keyed),
+                           events=[{"t_s": 120, "do": "power_cut", "off_s": 5}])
+    assert "Traceback" not in console, console[-3000:]
+    assert "running the default configuration" not in console
+    assert [b["cause"] for b in s["boots"]] == ["power_on", "power_cut"]
+    (ev,) = _config_events(console)  # reported once: the first boot wrote version 2
+    assert ev["migrated"] == [1, 2] and ev["saved"] is True and ev["needs"] == []
+    # the sensors read and reuse runs
+    assert [t["state"] for t in s["relay_transitions"]][:1] == ["reuse"], s["relay_transitions"]
