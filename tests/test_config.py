@@ -1015,3 +1015,13 @@ def test_node_with_the_key_set_in_its_v1_file_runs_and_migrates_once(tmp_path):
     assert ev["migrated"] == [1, 2] and ev["saved"] is True and ev["needs"] == []
     # the sensors read and reuse runs
     assert [t["state"] for t in s["relay_transitions"]][:1] == ["reuse"], s["relay_transitions"]
+
+
+def test_readme_example_is_a_valid_current_file():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Configuration\n"):]
+    start = section.index("```json\n") + len("```json\n")
+    example = section[start:section.index("\n```", start)]
+    cfg, errs = validate(json.loads(example), SCHEMA)
+    assert errs == []
+    assert cfg["version"] == VERSION and cfg["site"]["mains_hz"] in (50, 60)
