@@ -1025,3 +1025,28 @@ def test_readme_example_is_a_valid_current_file():
     cfg, errs = validate(json.loads(example), SCHEMA)
     assert errs == []
     assert cfg["version"] == VERSION and cfg["site"]["mains_hz"] in (50, 60)
+
+
+MP_FILTER = r"""
+import json
+import board
+from heatgw.app import Gateway
+
+
+class G:  # only what Gateway._build_sensors reads
+    pass
+
+
+for hz in (50, 60):
+    g = G()
+    g.board = board
+    g.cfg = {"site": {"mains_hz": hz}}
+    sc = {"r0_ohm": 1000, "wires": 4, "offset_k": 0.0, "min_c": 0.0, "max_c": 120.0}
+    Gateway._build_sensors(g, {"supply": sc, "it_coolant": sc})
+    print(json.dumps([hz, [board.rtd_chip(n).config & 1 for n in ("supply", "it_coolant")]]))
+"""
+
+
+def test_site_mains_hz_sets_every_converters_filter(mp):
+    # configuration register D0: 1 = 50 Hz filter, 0 = 60 Hz (the emulated chip's register)
+    assert mp.run_json(MP_FILTER, board="host") == [[50, [1, 1]], [60, [0, 0]]]
