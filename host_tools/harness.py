@@ -407,7 +407,7 @@ class Harness:
         tick0 = (1 << 30) - TICK0_BEFORE_WRAP_MS
         self._horizon = self._horizon_now()
         lines = [lc.boot(self.vt, tick0, self.sc.get("safe_boot")),
-                 lc.time(self.vt, self._horizon, self.utc0 + self.vt // 1000)]
+                 lc.advance(self.vt, self._horizon, self.utc0 + self.vt // 1000)]
         lines += self.world.service_lines(self.vt, self._horizon)
         self.node.send("".join(lines) + lc.END)
         self.boots.append({"t_s": self.vt / 1000.0, "cause": cause,
@@ -549,7 +549,7 @@ class Harness:
         if self.vt >= self.end_vt:
             return
         self._horizon = self._horizon_now()
-        node.send(lc.time(self.vt, self._horizon)
+        node.send(lc.advance(self.vt, self._horizon)
                   + "".join(self.world.service_lines(self.vt, self._horizon)) + lc.END)
 
     def _shutdown_node(self):
@@ -558,7 +558,7 @@ class Harness:
             return
         if not self.node.app_booted and not self.safe_boot_expected:
             raise NodeFailed("the node never reached the application (no boot record)")
-        self.node.send(lc.time(self.vt, self.vt) + lc.STOP + lc.END)
+        self.node.send(lc.advance(self.vt, self.vt) + lc.STOP + lc.END)
         while True:
             try:
                 line = self.node.readline(REAL_TIMEOUT_S)

@@ -36,7 +36,7 @@ def boot(vt0, tick0, safe_boot):
     return _line(proto.BOOT, vt0, tick0, 1 if safe_boot else 0)
 
 
-def time(vt, horizon, utc_s=None):
+def advance(vt, horizon, utc_s=None):
     """Time is now vt; nothing served changes before horizon."""
     if utc_s is None:
         return _line(proto.TIME, vt, horizon)

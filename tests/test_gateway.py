@@ -19,7 +19,7 @@ import json
 import board
 from heatgw import start
 
-cfg, errors, source, configured = start.load_config("/nonexistent/config.json")
+cfg, errors, source, configured, _mig = start.load_config("/nonexistent/config.json")
 meter = start.build_meter(cfg["meter"])
 gc.collect()
 used0 = gc.mem_alloc()
@@ -231,8 +231,8 @@ def test_a_refused_tick_runs_the_default_configuration(mp, tmp_path, monkeypatch
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(json.dumps({"version": 1, "control": {"tick_ms": 500}}))
     out = run(mp, rf"""
-c, errs, src, conf = start.load_config({str(cfg_path)!r}, 1400)
-c2, errs2, src2, conf2 = start.load_config({str(cfg_path)!r}, 700)
+c, errs, src, conf, _m = start.load_config({str(cfg_path)!r}, 1400)
+c2, errs2, src2, conf2, _m2 = start.load_config({str(cfg_path)!r}, 700)
 print(json.dumps([src, errs, c["control"]["tick_ms"], conf, src2, errs2]))
 """, tmp_path, monkeypatch)
     src, errs, tick, conf, src2, errs2 = out[0]

@@ -16,7 +16,7 @@ def _forget(name):
     sys.modules.pop("heatgw." + name, None)
     try:
         delattr(heatgw, name)
-    except AttributeError:
+    except (AttributeError, KeyError):  # not imported (MicroPython raises KeyError)
         pass
 
 
@@ -36,22 +36,22 @@ def dead_man_error(tick_ms, hold_ms):
 
 
 def load_config(path, dead_man_hold_ms=None):
-    """(cfg, errors, source, configured); the validator is forgotten afterwards (the
-    console reloads it when a technician edits the configuration). A configuration
-    whose control tick does not fit the board's dead-man hold time is refused: the
-    node runs the default configuration (bypass) and says why."""
+    """(cfg, errors, source, configured, migration); the validator is forgotten
+    afterwards (the console reloads it when a technician edits the configuration). A
+    configuration whose control tick does not fit the board's dead-man hold time is
+    refused: the node runs the default configuration (bypass) and says why."""
     from heatgw import config
 
-    cfg, errors, source = config.load(path)
+    cfg, errors, source, migration = config.load(path)
     if source == "file" and dead_man_hold_ms is not None:
         err = dead_man_error(cfg["control"]["tick_ms"], dead_man_hold_ms)
         if err is not None:
             cfg, errors, source = config.default(), [err], "default"
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema"):
+    for name in ("config", "schema", "config_schema", "migrate"):
         _forget(name)
-    return cfg, errors, source, configured
+    return cfg, errors, source, configured, migration
 
 
 def build_meter(meter_cfg):
@@ -83,8 +83,8 @@ def run():
         asyncio = install()
     else:
         import asyncio
-    cfg, errors, source, configured = load_config(board.data_dir() + "/config.json",
-                                                  getattr(board, "DEAD_MAN_HOLD_MS", 0))
+    cfg, errors, source, configured, migration = load_config(
+        board.data_dir() + "/config.json", getattr(board, "DEAD_MAN_HOLD_MS", 0))
     for err in errors:
         print("config:", err)
     if source != "file":
@@ -97,6 +97,8 @@ def run():
     observer = getattr(board, "observer", None)
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
                  configured=configured, sinks=(observer,) if observer else ())
+    if migration:  # after the boot event, in the same log
+        gw.event(migration)
     gc.collect()
     try:
         asyncio.run(gw.run(asyncio))
