@@ -144,8 +144,9 @@ out(ts=ts)
 """)
     ts = res["ts"]
     assert ts == sorted(ts)
-    # 1e-7 K: the linear approximation; plus one ulp of R near 1000 Ω in K (a float32
-    # 999.999 Ω is 6e-5 Ω coarse: 7.8e-6 K; measured 6.0e-6 K off on a single build)
+    # 1e-7 K: the linear approximation; plus 1000 Ω · eps of the binary's floats, in K
+    # (single precision: 3.1e-5 K, two float32 ulps of R just below 1000 Ω; measured
+    # 6.0e-6 K off on a single-precision build; double: 5.7e-14 K)
     tol_k = 1e-7 + 1000 * mpinfo.float_eps() / 3.9083
     assert abs(ts[0] + 1e-3 / 3.9083) < tol_k and abs(ts[-1] - 1e-3 / 3.9083) < tol_k
     assert ts[2] == 0.0
