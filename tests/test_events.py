@@ -52,15 +52,15 @@ print(json.dumps(out))
 def test_event_log_bounded_persistent_and_cut_safe(mp, tmp_path):
     img = str(tmp_path / "ev.bin")
     out = mp.run_json(CODE % {"img": img}, extra_path=[BOARDS / "host"])[0]
-    # 10 events, 4 per file, two files: the newest 6 (2 in the old file, 4 in the new... the
-    # file that filled up last holds 2) are kept, oldest first
-    assert out["seqs"] == [5, 6, 7, 8, 9, 10][-len(out["seqs"]):]
-    assert 4 <= len(out["seqs"]) <= 8
-    assert out["reasons"][-1] == "r9"
-    assert out["after_reboot"] == out["seqs"]
+    # 10 events, 4 per file, two files taking turns: seq 1-4 fill events.0, 5-8 events.1,
+    # 9-10 start events.0 over. Kept, oldest first: the full older file and the current.
+    assert out["seqs"] == [5, 6, 7, 8, 9, 10]
+    assert out["reasons"] == ["r4", "r5", "r6", "r7", "r8", "r9"]
+    assert out["after_reboot"] == [5, 6, 7, 8, 9, 10]
     assert out["next_seq"] == 11
-    # the append cut short never appears, the one before it stays, numbering goes on
-    assert out["after_cut"][-1] == 11
+    # the append cut short (seq 12) never appears, the one before it stays, numbering
+    # goes on from the highest kept seq
+    assert out["after_cut"] == [5, 6, 7, 8, 9, 10, 11]
     assert out["next_after_cut"] == 12
     assert out["with_garbage"] == out["after_cut"]
     assert out["typeerror"] is True

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from host_tools import mpinfo
 from host_tools.paths import REPO
+
+
+def code_ohm(code, r_ref=4300):
+    """What the driver returns for `code`: code * r_ref / 32768 (exact in either float
+    precision for the codes used here: 9684 * 4300 = 2602575 * 2**4). The tolerance is one
+    ulp of the binary's floats, for the 8-digit repr of a float32 (1270.7886 for
+    1270.78857421875); a wrong scale (/ 32767) is 250 ulps off in single precision."""
+    return pytest.approx(code * r_ref / 32768, rel=mpinfo.rel_tol(1), abs=0)
 
 PRELUDE = r"""
 import gc
@@ -151,14 +160,14 @@ out(first=first, r=r, conversions=conversions_at_first, d5_seen=d5_seen, waits=w
     # not a millisecond early (the emulated chip is that slow), not one late.
     assert res["first"] == 10 + cycle_ms + conv_ms
     assert res["conversions"] == 1
-    assert res["r"] == 9684 * 4300 / 32768
+    assert res["r"] == code_ohm(9684)
     assert res["d5_seen"]  # the chip was converting (1-shot bit set) while we waited
     assert res["waits"] == ([1, conv_ms] if cycle else [conv_ms])  # one poll per step
-    assert res["r2"] == [9684 * 4300 / 32768, None]
+    assert res["r2"] == [code_ohm(9684), None]
     if cycle:  # the 1-shot could only be triggered at the late poll
-        assert res["late"] == [[None, "not_ready"], conv_ms, [9684 * 4300 / 32768, None]]
+        assert res["late"] == [[None, "not_ready"], conv_ms, [code_ohm(9684), None]]
     else:
-        assert res["late"] == [[9684 * 4300 / 32768, None], 0, [None, "not_ready"]]
+        assert res["late"] == [[code_ohm(9684), None], 0, [None, "not_ready"]]
     assert res["wrapped"]  # the session crossed the 2^30 ms tick wrap
     assert res["violations"] == []
     assert res["cfg"] & 0xEE == 0x80  # VBIAS on, nothing converting, no stray bits
@@ -257,7 +266,7 @@ emu.set_resistance({R70})
 d.set_thresholds_ohm(700, 2000)
 out(r=d.read_blocking(), faults=d.run_fault_detection(), thr=d.threshold_codes())
 """)
-    assert res["r"] == [9684 * 4300 / 32768, None]
+    assert res["r"] == [code_ohm(9684), None]
     assert res["faults"] == []
     assert res["thr"] == [round(700 * 32768 / 4300), round(2000 * 32768 / 4300)]
 
@@ -273,7 +282,7 @@ for r_ref, r0, r in ((4300, 1000, {R70}), (430, 100, {R70 / 10})):
     for row, r_ref in zip(res, (4300, 430), strict=True):
         assert row["code"] == 9684  # REFERENCE.md: nearest LSB, not truncation (9683)
         assert row["flag"] == 0
-        assert row["r"] == 9684 * r_ref / 32768
+        assert row["r"] == code_ohm(9684, r_ref)
 
 
 def test_thresholds_in_ohms_and_codes(mp):

@@ -255,11 +255,16 @@ print(f, b - a, st[6] + st[7] + st[8] > 0)
 
 def test_meter_add_allocation_free_under_heap_lock(mp, mp_table):
     """HeatMeter.add, including its batch flushes and the split of an oversize
-    increment, allocates nothing in steady state."""
+    increment, allocates nothing in steady state: also for INVALID and for the extreme
+    small ints of a 32-bit target (-2**30, 2**30 - 1) and the ends of the valid codes,
+    so no sum on the path may leave the 31-bit small-int range."""
     code = mp_table + """
 import micropython
+from heatgw import meter
 from heatgw.meter import HeatMeter, INVALID
 m = HeatMeter(TABLE, meter_in_return=True, cutoff_k=0.2, batch_len=8)
+EDGES = [-(1 << 29) * 2, (1 << 29) - 1 + (1 << 29), meter._T_MIN_MC - 1, meter._T_MIN_MC,
+         meter._T_MAX_MC, meter._T_MAX_MC + 1]
 def go(m):
     micropython.heap_lock()
     try:
@@ -268,6 +273,9 @@ def go(m):
             m.add(None, 50000, 1000, 1000)
             m.add(INVALID, 50000, 1000, 1000)
             m.add(40000, 50000, 1000, 1000)
+        for t in EDGES:
+            m.add(t, 50000, 1000, 1000)
+            m.add(50000, t, 1000, 1000)
         m.add(70000, 50000, 300000000, 1000)
         m.flush()
     finally:
@@ -276,7 +284,7 @@ go(m)
 print(m.volume_ul, m.pending)
 """
     vol, pending = mp.run_code(code).split()
-    assert int(vol) == 100 * (277777 + 3000) + 300_000_000
+    assert int(vol) == 100 * (277777 + 3000) + 12 * 1000 + 300_000_000
     assert pending == "0"
 
 

@@ -6,8 +6,16 @@ Bus and pin choices:
 - Relay outputs drive opto-isolated relay modules that are active-LOW: pin high = coil off.
   GPIO 25/26 have no strapping function, so they are quiet at reset; a 10 kΩ pull-up on the
   module input keeps the coil de-energised while the pin floats before boot.py runs.
-- GPIO 34-39 are input-only without internal pulls: the flow-meter pulse input (GPIO 34)
-  needs the meter's open collector plus an external 4.7 kΩ pull-up to 3.3 V.
+- GPIO 34-39 are input-only and have no internal pulls (asking for one does nothing): the
+  flow-meter pulse input (GPIO 34) is pulled up by an external 4.7 kΩ to 3.3 V, which the
+  meter's open collector pulls low; no pull is requested in software.
+- Dead-man output on GPIO 13 (no strapping role, not a flash pin, quiet at reset): the
+  control task toggles it every healthy tick; each edge retriggers a 74HC123 (after the
+  74HC86 edge detector, see the README's dead-man circuit) that enables the relay drivers
+  for DEAD_MAN_HOLD_MS. tW = K·R_T·C_T with K ≈ 0.505 at 3.3 V (NXP 74HC123: 0.55 at 5 V,
+  0.48 at 2 V, C_T > 10 nF): R_T = 590 kΩ (1 %), C_T = 4.7 µF film gives 1.40 s. K and C_T
+  spread about ±8 %: measure the fitted board's hold and set DEAD_MAN_HOLD_MS to it (the
+  configuration check needs control.tick_ms <= hold <= 1.5 * control.tick_ms).
 - Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
   building's "sink available" contact, the maintenance key switch, the technician's
   trip-reset button and the valve's end switch at the reuse end.
@@ -37,8 +45,10 @@ INPUT_PINS = {
     "trip_reset": (27, 0),
     "valve_at_reuse": (14, 0),
 }
-FLOW_PULSE_PIN = 34
+FLOW_PULSE_PIN = 34  # input-only, external 4.7 kΩ pull-up (no internal pulls here)
 SAFE_BOOT_PIN = 0  # the BOOT button: held low at reset stops the application
+DEAD_MAN_PIN = 13
+DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
 
 
 def spi():
@@ -65,10 +75,16 @@ def inputs():
 
 
 def flow_pulse_counter():
-    """The flow meter's pulse input (open collector, pulled up; counts falling edges)."""
+    """The flow meter's pulse input (open collector, external pull-up; falling edges)."""
     from pulsecounter import PulseCounter
 
-    return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN, Pin.PULL_UP))
+    return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN))
+
+
+def dead_man():
+    """The dead-man output the control task toggles every tick (its level is irrelevant:
+    the edges retrigger the monostable)."""
+    return Pin(DEAD_MAN_PIN, Pin.OUT, value=0)
 
 
 def watchdog(timeout_ms):

@@ -3,11 +3,24 @@
 Bus and pin choices:
 - MAX31865 chips share SPI0 (SCK GP18, MOSI GP19, MISO GP16), SPI mode 1 (CPHA = 1),
   1 MHz; one chip-select per sensor, idle high.
-- Relay outputs drive active-LOW relay modules: pin high = coil off. RP2040 pins come up as
-  inputs with pull-downs disabled after reset, so a 10 kΩ pull-up on the module input keeps
-  the coil de-energised until boot.py drives the pin.
+- Relay outputs drive active-LOW relay modules: pin high = coil off. Out of reset every
+  RP2040 pad is an input with its pull-down ENABLED (50-80 kΩ, RP2040 datasheet), which
+  fights the module's 10 kΩ pull-up to 3.3 V until boot.py drives the pin high: the input
+  then sits at 3.3 V · 50/(10 + 50) = 2.75 V at the strongest pull-down (2.93 V at 80 kΩ).
+  The module's opto LED (anode at its 3.3 V VCC) sees at most 3.3 - 2.75 = 0.55 V, far
+  below its ~1.0-1.2 V forward voltage: no current, coil off. (2.75 V also reads high,
+  VIH = 2.0 V.) So the coil stays off from reset to boot.py; relays_safe() then drives
+  3.3 V. A module with a weaker pull-up than 10 kΩ would break this margin: 47 kΩ gives
+  1.7 V, 1.6 V across the LED, which may light it.
 - Flow-meter pulse input on GP22 with the internal pull-up (plus 4.7 kΩ external for long
   cable runs).
+- Dead-man output on GP10 (RP2040 pins have no strapping role): the control task toggles
+  it every healthy tick; each edge retriggers a 74HC123 (after the 74HC86 edge detector,
+  see the README's dead-man circuit) that enables the relay drivers for
+  DEAD_MAN_HOLD_MS. tW = K·R_T·C_T with K ≈ 0.505 at 3.3 V (NXP 74HC123: 0.55 at 5 V, 0.48
+  at 2 V, C_T > 10 nF): R_T = 590 kΩ (1 %), C_T = 4.7 µF film gives 1.40 s. K and C_T
+  spread about ±8 %: measure the fitted board's hold and set DEAD_MAN_HOLD_MS to it (the
+  configuration check needs control.tick_ms <= hold <= 1.5 * control.tick_ms).
 - Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
   building's "sink available" contact, the maintenance key switch, the technician's
   trip-reset button and the valve's end switch at the reuse end.
@@ -39,6 +52,8 @@ INPUT_PINS = {
 }
 FLOW_PULSE_PIN = 22
 SAFE_BOOT_PIN = 9  # jumper to GND at reset stops the application
+DEAD_MAN_PIN = 10
+DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
 
 
 def spi():
@@ -69,6 +84,12 @@ def flow_pulse_counter():
     from pulsecounter import PulseCounter
 
     return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN, Pin.PULL_UP))
+
+
+def dead_man():
+    """The dead-man output the control task toggles every tick (its level is irrelevant:
+    the edges retrigger the monostable)."""
+    return Pin(DEAD_MAN_PIN, Pin.OUT, value=0)
 
 
 def watchdog(timeout_ms):

@@ -27,9 +27,16 @@ from array import array
 
 from heatgw import meterkernel as _k
 
-INVALID = -0x40000000  # m°C sentinel for a missing reading (None works too)
+# m°C sentinel for a missing reading (None works too): far below absolute zero, yet a
+# 31-bit small int with room to spare, so nothing on the sampling path allocates on a
+# 32-bit target (-0x40000000 would be a long int there: its literal is 2**30).
+INVALID = -0x20000000
 
 _CODE_MAX = 0x3FFFFFFF  # temperature codes (mK absolute) stay below 2**30 (small ints)
+# Valid m°C readings: code = t + K_OFFSET_MC in [1, _CODE_MAX]. _code() compares before it
+# adds, so no sum leaves the small-int range whatever small int it is given.
+_T_MIN_MC = 1 - _k.K_OFFSET_MC
+_T_MAX_MC = _CODE_MAX - _k.K_OFFSET_MC
 _E_LIMIT = 1 << 90  # energy capacity, nJ (top limb < 2**30)
 _L_LIMIT = 1 << 60  # volume (µL) and time (ms) capacity
 _NJ_PER_WH = 3_600_000_000_000
@@ -75,12 +82,9 @@ def c_to_mc(value_c):
 
 
 def _code(t_mc):
-    if t_mc is None:
+    if t_mc is None or t_mc < _T_MIN_MC or t_mc > _T_MAX_MC:
         return _k.INVALID
-    c = t_mc + _k.K_OFFSET_MC
-    if c <= 0 or c > _CODE_MAX:
-        return _k.INVALID
-    return c
+    return t_mc + _k.K_OFFSET_MC
 
 
 class HeatMeter:

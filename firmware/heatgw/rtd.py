@@ -41,9 +41,12 @@ def resistance_ohm(temp_c, r0_ohm):
     return r0_ohm + r0_ohm * _poly(temp_c)
 
 
-# Ratio R/R0 at the ends of the defined range.
-_RATIO_MIN = 1.0 + _poly(T_MIN_C)
-_RATIO_MAX = 1.0 + _poly(T_MAX_C)
+# Ratio R/R0 at the ends of the defined range, widened by 2**-20 (8 single-precision
+# ulps; 0.04 mK at -200 °C, 1.3 mK at 850 °C): a resistance computed at a range end in
+# float32 (by the driver, or another formula) lands a few ulps either side of these
+# products and must not be refused. temp_c() clamps the result to the range.
+_RATIO_MIN = (1.0 + _poly(T_MIN_C)) * (1.0 - 2.0**-20)
+_RATIO_MAX = (1.0 + _poly(T_MAX_C)) * (1.0 + 2.0**-20)
 
 
 def temp_c(r_ohm, r0_ohm):
@@ -60,8 +63,8 @@ def temp_c(r_ohm, r0_ohm):
     # against 0.05 mK (the float32 resolution of R itself) for this form, which only
     # adds positive numbers.
     t = -2.0 * c / (A + math.sqrt(A * A - 4.0 * B * c))
-    if c <= 0.0:
-        return t  # t >= 0: the quadratic is the whole equation, t is exact
+    if c <= 0.0:  # t >= 0: the quadratic is the whole equation, t is exact
+        return t if t < T_MAX_C else T_MAX_C
     # Below 0 °C the C term makes it a quartic: Newton on the full equation, starting
     # from the quadratic root (already within 0.02 K at -50 °C, 2.6 K at -200 °C).
     for _ in range(_NEWTON_STEPS):
@@ -72,7 +75,7 @@ def temp_c(r_ohm, r0_ohm):
         t -= dt
         if -1e-7 < dt < 1e-7:
             break
-    return t
+    return t if t > T_MIN_C else T_MIN_C
 
 
 def code_to_ohm(code, r_ref_ohm):

@@ -47,7 +47,7 @@ def run(out=print):
         out("selftest: %s %s %s" % (name, "ok" if ok else "FAIL", detail))
 
     out("selftest: %s %s, small ints %d bits" % (
-        sys.platform, sys.implementation.name, 31 if sys.maxsize < (1 << 32) else 63))
+        sys.platform, sys.implementation.name, 31 if sys.maxsize >> 31 == 0 else 63))
     gc.collect()
     table = fluid.water()
     for tf, tr, in_return, want_wh in _EN1434_CASES:

@@ -198,6 +198,11 @@ class MAX31865:
             raise RuntimeError("converting: VBIAS must stay on")
         self._write_config(self._cfg & ~_CFG_VBIAS)
 
+    def code_to_ohm(self, code):
+        """Resistance for a 15-bit code: code * Rref / 32768 (one rounding, in float32 too:
+        code * Rref is an exact small int for Rref <= 10 * R0 = 10000 ohm)."""
+        return code * self.r_ref_ohm / 32768
+
     def ohm_to_code(self, r_ohm):
         """15-bit code the chip reports for `r_ohm` (nearest LSB)."""
         code = int(r_ohm * 32768 / self.r_ref_ohm + 0.5)
@@ -325,7 +330,7 @@ class MAX31865:
                     return None, name
         if rx[3] & 1:
             return None, FAULT_FLAG
-        return ((rx[2] << 7) | (rx[3] >> 1)) * self.r_ref_ohm / 32768, None
+        return self.code_to_ohm((rx[2] << 7) | (rx[3] >> 1)), None
 
     def read_blocking(self):
         """Blocking helper: start a 1-shot if idle, sleep until due, then `read()`."""

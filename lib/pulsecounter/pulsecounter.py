@@ -35,7 +35,10 @@ class PulseCounter:
         pin.irq(handler=self._irq, trigger=trigger)
 
     def _irq(self, _pin):
-        self._count = (self._count + 1) & _MASK
+        # Wrap before 2**30: `(c + 1) & _MASK` would make 2**30 for a moment, a long int
+        # (an allocation) inside the IRQ on a 31-bit small-int port.
+        c = self._count
+        self._count = c + 1 if c != _MASK else 0
         self._last_ms = self._ticks_ms()
 
     def count(self):

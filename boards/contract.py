@@ -1,0 +1,78 @@
+"""The board contract: what every `boards/<name>/board.py` provides to the firmware.
+
+A board file is the only place that knows GPIO numbers and buses. The firmware imports it
+as `board` (boot.py, heatgw.start, heatgw.app, heatgw.clock) and uses nothing else of the
+hardware. Adding a board means one board.py (plus its manifest.py) that meets this
+contract; tests/test_boards.py checks the real boards against it by importing them on the
+unix port against a recording stub `machine` module. This file is documentation and test
+data: it is not deployed.
+
+Every board (the host board too)
+--------------------------------
+NAME              str, the board's name (the folder name)
+R_REF_OHM         int, reference resistor on the MAX31865 boards (4300 for PT1000)
+RELAY_PINS        {relay name: (pin, active_level)}: the safe state of each relay is its
+                  coil de-energised, i.e. the pin at 1 - active_level (heat to the dry
+                  cooler). Names: "reuse", "cooler_inhibit".
+RELAY_PULL        "up" or "down": the relay module's own input resistor, which holds a
+                  floating pin (reset, before boot.py) at the inactive level: "up" for
+                  active-low modules (active_level 0), "down" for active-high ones.
+INPUT_PINS        {input name: (pin, active_level)}: board-level contacts (sink_available,
+                  maintenance, trip_reset, valve_at_reuse).
+DEAD_MAN_HOLD_MS  int, the dead-man hardware's hold time: the relay drivers stay enabled
+                  this long after the last edge on the dead-man output. The configuration
+                  is refused unless control.tick_ms <= DEAD_MAN_HOLD_MS <= 1.5 * tick_ms.
+
+relays_safe()            drive every relay pin to 1 - active_level (output); returns
+                         {name: pin}. boot.py calls it first thing after reset, the
+                         application again at start, and main.py when the application
+                         stops.
+spi()                    the SPI bus shared by the MAX31865 chips (mode 1, <= 5 MHz).
+rtd_cs(name)             the chip-select pin of the converter `name`, an output driven high.
+inputs()                 {name: (pin, active_level)} for every INPUT_PINS entry, inputs
+                         with the pull they need.
+flow_pulse_counter()     a lib/pulsecounter PulseCounter on the flow meter's pulse input.
+watchdog(timeout_ms)     a started hardware watchdog (an object with feed()).
+safe_boot_requested()    True while the safe-boot input is held (boot.py samples it).
+data_dir()               the folder holding config.json and the state files ("" = root).
+dead_man()               the dead-man output pin (machine.Pin, an output): the control
+                         task toggles it with .value() on every healthy tick; its edges
+                         retrigger the monostable that enables the relay drivers.
+
+Optional, probed by the firmware with getattr
+---------------------------------------------
+clock             the tick source (ticks_ms, ticks_add, ticks_diff, sleep_ms; utc_s
+                  optional) used by heatgw.clock; without it, the `time` module.
+install_asyncio() returns the asyncio module to run on (the host board's virtual-time
+                  asyncio); without it, `import asyncio` (heatgw.start).
+observer          a record sink (kind, record) that sees every event and save (the host
+                  board's link to the harness); without it, none (heatgw.start).
+
+Real boards (GPIO numbers) also have
+------------------------------------
+ARCH              the mpy-cross architecture of the board's MCU ("xtensawin", "armv6m").
+RTD_CS_PINS       {sensor name: gpio} for rtd_cs().
+FLOW_PULSE_PIN    gpio of the flow meter's pulse input.
+SAFE_BOOT_PIN     gpio of the safe-boot input (held low at reset).
+DEAD_MAN_PIN      gpio of the dead-man output.
+
+and keep these rules, which tests/test_boards.py checks on the stub `machine`:
+- relays_safe() constructs each relay pin as an output at 1 - active_level, and the
+  relays' polarity matches RELAY_PULL (a floating pin is a de-energised coil);
+- no GPIO is used twice across chip-selects, relays, inputs, flow, safe boot, dead man
+  and the SPI bus pins;
+- input-only pins (ESP32 GPIO 34-39: no output driver, no internal pulls) are never
+  outputs and are never asked for a pull; pins the MCU reserves (ESP32 flash GPIO 6-11,
+  Pico W GP23-25 and GP29 for the wireless chip) are not used; the dead-man output is
+  not on a strapping pin.
+"""
+
+EVERY_BOARD_CONSTANTS = ("NAME", "R_REF_OHM", "RELAY_PINS", "RELAY_PULL", "INPUT_PINS",
+                         "DEAD_MAN_HOLD_MS")
+EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_counter",
+                         "watchdog", "safe_boot_requested", "data_dir", "dead_man")
+OPTIONAL = ("clock", "install_asyncio", "observer")
+REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
+                        "DEAD_MAN_PIN")
+RELAY_NAMES = ("reuse", "cooler_inhibit")
+INPUT_NAMES = ("sink_available", "maintenance", "trip_reset", "valve_at_reuse")
