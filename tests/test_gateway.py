@@ -254,3 +254,40 @@ def test_report_app_import_cost(mp, tmp_path, monkeypatch, mpy):
               extra_path=extra)
     print(f"heatgw.app import cost ({'mpy' if mpy else 'source'}): {out[0]} bytes")
     assert out[0] > 0
+
+
+def test_an_injected_hang_blocks_instead_of_spinning(tmp_path, monkeypatch):
+    # The hung node must not burn a core while the harness waits for its watchdog: its
+    # process sleeps (state S in /proc), where a busy loop would stay runnable (R).
+    import subprocess
+    import time
+
+    from host_tools.paths import REPO, micropypath, micropython_cmd
+
+    code = """
+import board
+class Link:
+    hang_armed = True
+    def send(self, line):
+        pass
+board._link = Link()
+print("hanging")
+board.relay_pin("reuse").value(0)
+print("returned")
+"""
+    env = dict(__import__("os").environ, MICROPYPATH=micropypath("host", ()),
+               HEATGW_FLASH=str(tmp_path / "flash.bin"))
+    proc = subprocess.Popen([*micropython_cmd(), "-c", code], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "hanging"
+        states = []
+        for _ in range(20):  # sampled: a sleeping process may wake for an instant
+            with open(f"/proc/{proc.pid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+            time.sleep(0.05)
+        assert proc.poll() is None  # still hung
+        assert states.count("S") >= 18, states
+    finally:
+        proc.kill()
+        proc.wait()
