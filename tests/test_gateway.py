@@ -3,29 +3,20 @@ the fault latch at the relay pins, the dead-man output, task classes and restart
 command inbox on the control path, flash errors that must not stop control.
 
 The coroutines are stepped by hand with a stand-in asyncio whose sleep_ms moves the
-host board's virtual clock: no wall clock, no event loop.
+host board's virtual clock: no wall clock, no event loop. (The hang test reads the hung
+process's state from /proc a few times; it bounds no time.)
 """
 
 import json
 
-import pytest
-
-from host_tools import mpinfo
-from host_tools.build_mpy import build, host_mpy_dir
-
 RIG = r"""
-import gc
 import json
 import board
 from heatgw import start
 
 cfg, errors, source, configured, _mig = start.load_config("/nonexistent/config.json")
 meter = start.build_meter(cfg["meter"])
-gc.collect()
-used0 = gc.mem_alloc()
 from heatgw.app import Gateway
-gc.collect()
-APP_IMPORT_BYTES = gc.mem_alloc() - used0
 EV = []
 
 
@@ -239,21 +230,6 @@ print(json.dumps([src, errs, c["control"]["tick_ms"], conf, src2, errs2]))
     assert src == "default" and tick == 1000 and conf is False
     assert len(errs) == 1 and "control.tick_ms = 500" in errs[0] and "1400 ms" in errs[0]
     assert src2 == "file" and errs2 == []
-
-
-@pytest.mark.parametrize("mpy", [False, True])
-def test_report_app_import_cost(mp, tmp_path, monkeypatch, mpy):
-    # Not a bound: the figure the report quotes (printed with -s).
-    extra = []
-    if mpy:
-        if mpinfo.mpy_arch() != "x64":
-            pytest.skip("the host .mpy files are x64 (host_tools/build_mpy.py)")
-        assert build(["host"])
-        extra = [host_mpy_dir()]
-    out = run(mp, "print(json.dumps(APP_IMPORT_BYTES))", tmp_path, monkeypatch,
-              extra_path=extra)
-    print(f"heatgw.app import cost ({'mpy' if mpy else 'source'}): {out[0]} bytes")
-    assert out[0] > 0
 
 
 def test_an_injected_hang_blocks_instead_of_spinning(tmp_path, monkeypatch):
