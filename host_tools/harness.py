@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from host_tools import linkcodec as lc
+from host_tools.deadman import DeadMan
 from host_tools.nodeproc import REAL_TIMEOUT_S, Node, NodeFailed, NodeGone, console_tail
 from host_tools.oracle import Oracle
 from host_tools.paths import REPO, micropypath, micropython_cmd
@@ -84,6 +85,10 @@ class Harness:
         self.oracle = Oracle(self.cfg)
         # the relay coils: physical state the harness owns (see _on_pin)
         self.coils = {"reuse": False, "cooler_inhibit": False}
+        self.pins = dict.fromkeys(self.coils, False)  # relay pins the node drives active
+        self.dead_man = DeadMan()  # the monostable that enables the relay drivers
+        self.pin_log = []  # [t_s, relay, level]: every relay pin level the node drove
+        self.hangs = []  # t_s at which each injected hang was sent
         # results
         self.transitions = []
         self.node_events = []
@@ -107,6 +112,7 @@ class Harness:
         self._pending_cut = None  # a power_cut event, acted on when the node next idles
         self._pending_hang = False
         self._pending_bus_error = False
+        self._pending_node_lines = []  # injections sent when the node next idles
         self._hang_sent = False  # the node was told to hang: its silence is expected
         self._cut_off_ms = 0
         self._off_until = 0  # powered off until then, to boot with _off_cause
@@ -186,6 +192,11 @@ class Harness:
         elif do == "bus_error":
             self._pending_bus_error = True
             self._set_condition("task_crash", True)
+        elif do == "watchdog_error":  # the next watchdog feed raises: the supervisor dies
+            self._pending_node_lines.append(lc.WDT_ERROR)
+            self._set_condition("task_crash", True)
+        elif do == "flash_error":  # the next `ops` flash programs/erases fail (0: none)
+            self._pending_node_lines.append(lc.flash_error(int(ev["ops"])))
         elif do == "trip_reset":
             self.world.inputs["trip_reset"] = True
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
@@ -195,24 +206,40 @@ class Harness:
             raise ValueError(f"unknown scenario event {do!r}")
 
     # -- relays: pins -> coils ---------------------------------------------------------
-    # The node drives pins (P lines); the harness owns what the coils do. Today a coil
-    # follows its pin (active-low modules, floating = off). A model of hardware between
-    # pin and coil (e.g. a dead-man timer) plugs in at _on_pin (pin levels in, at
-    # self.vt) and _hardware_due / _hardware_at (it acts by itself at a virtual time,
-    # even while the node hangs or is off: _advance_to stops there and calls
-    # _hardware_at, which must move _hardware_due past that instant or to None). Coils
-    # change only through _coil / _all_coils_off, which keep the transitions and boots.
+    # The node drives pins (P lines); the harness owns what the coils do. A coil is
+    # energised while its pin is active (active-low modules, floating = off) AND the
+    # dead-man monostable is up (host_tools/deadman.py: an edge on the "deadman" pin
+    # within the board's hold time). The monostable acts by itself at a virtual time,
+    # even while the node hangs: _advance_to stops at _hardware_due and calls
+    # _hardware_at, which drops the coils (reason "dead_man"), so the due time moves to
+    # None. Coils change only through _coil / _all_coils_off, which keep the
+    # transitions and boots.
 
     def _on_pin(self, name, level):
-        """The node set relay pin `name` to `level` (0/1) at self.vt."""
-        self._coil(name, level == 0)  # active-low modules
+        """The node set pin `name` to `level` (0/1) at self.vt."""
+        if name == "deadman":
+            self.dead_man.set_level(level, self.vt)
+        else:
+            self.pins[name] = level == 0  # active-low modules
+            self.pin_log.append([self.vt / 1000.0, name, level])
+        self._update_coils()
+
+    def _update_coils(self, reason=None):
+        up = self.dead_man.up(self.vt)
+        for name, active in self.pins.items():
+            self._coil(name, active and up, reason if name == "reuse" else None)
 
     def _hardware_due(self):
         """The next vt at which hardware between pins and coils acts (None: none)."""
-        return None
+        if not any(self.coils.values()):
+            return None  # nothing to drop
+        return self.dead_man.expiry()
 
     def _hardware_at(self):
-        """_hardware_due() has come: let that hardware act (self.vt is that instant)."""
+        """_hardware_due() has come: the monostable runs out and drops the coils."""
+        if any(self.coils.values()) and not self.dead_man.up(self.vt):
+            self.dead_man.drops_t_s.append(self.vt / 1000.0)
+        self._update_coils("dead_man")
 
     def _coil(self, name, energised, reason=None):
         if self.coils.get(name) == energised:
@@ -233,9 +260,12 @@ class Harness:
             self._pending_reason = tr  # the node's next state event names it
 
     def _all_coils_off(self, reason):
-        # relay inputs float: the modules' pull-ups hold every coil off
+        # relay inputs float: the modules' pull-ups hold every coil off (and the
+        # dead-man output floats: no more edges)
         for name in list(self.coils):
+            self.pins[name] = False
             self._coil(name, False, reason if name == "reuse" else None)
+        self.dead_man.power_off()
 
     # -- node messages -----------------------------------------------------------------
 
@@ -271,6 +301,10 @@ class Harness:
             self.cuts[-1]["info"] = info
             self._cut_landed(self.cuts[-1])
             return "cut"
+        elif op == lc.DEAD_MAN:
+            hold_ms, vt = args
+            self._at(vt)
+            self.dead_man.hold_ms = hold_ms
         elif op == lc.IDLE:
             if args[0] is None:
                 self._check_app_runs()
@@ -504,9 +538,13 @@ class Harness:
         if self._pending_bus_error:
             self._pending_bus_error = False
             node.send(lc.BUS_ERROR)
+        if self._pending_node_lines:
+            node.send("".join(self._pending_node_lines))
+            self._pending_node_lines = []
         if self._pending_hang:
             self._pending_hang = False
             self._hang_sent = True
+            self.hangs.append(self.vt / 1000.0)
             node.send(lc.HANG)
         if self.vt >= self.end_vt:
             return

@@ -23,6 +23,7 @@ WDT_START = chr(proto.WDT_START)
 WDT_FEED = chr(proto.WDT_FEED)
 RECORD = chr(proto.RECORD)
 CUT_REACHED = chr(proto.CUT_REACHED)
+DEAD_MAN = chr(proto.DEAD_MAN)
 
 
 def _line(code, *fields):
@@ -64,8 +65,14 @@ def cut_at(flash_op, torn_bytes):
     return _line(proto.CUT_AT, flash_op, torn_bytes)
 
 
+def flash_error(ops):
+    """The next `ops` flash programs/erases fail with EIO (0: none)."""
+    return _line(proto.FLASH_ERROR, ops)
+
+
 HANG = _line(proto.HANG)
 BUS_ERROR = _line(proto.BUS_ERROR)
+WDT_ERROR = _line(proto.WDT_ERROR)
 STOP = _line(proto.STOP)
 END = _line(proto.END)
 
@@ -76,7 +83,7 @@ def parse(line):
     """(opcode character, fields) of a node line; vt fields as ints, records decoded.
 
     P: (relay, level, vt)  F: (vt,)  W: (timeout_ms, vt)  O: (kind, vt, record)
-    X: (vt, info)  I: (deadline_vt or None,)  H: (pid,)
+    X: (vt, info)  I: (deadline_vt or None,)  H: (pid,)  D: (hold_ms, vt)
     """
     op = line[:1]
     if op == PIN:
@@ -96,6 +103,9 @@ def parse(line):
     if op == IDLE:
         arg = line.split()[1]
         return op, (None if arg == NONE else int(arg),)
+    if op == DEAD_MAN:
+        _, hold, vt = line.split()
+        return op, (int(hold), int(vt))
     if op == HELLO:
         return op, tuple(line.split()[1:])
     raise ValueError(f"node sent {line!r}")

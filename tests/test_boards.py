@@ -310,9 +310,6 @@ def test_probe_catches_a_wrong_board(mp, tmp_path):
             check(("esp32_devkitc", res))
 
 
-# Contract names the host board gets from the `control` branch (its dead-man model).
-# When it has them, this test fails until the set is emptied: delete it then.
-HOST_PENDING = {"dead_man", "DEAD_MAN_HOLD_MS"}
 
 
 def test_host_board_has_every_contract_name(mp):
@@ -324,9 +321,7 @@ print(json.dumps({"names": [n for n in dir(board) if not n.startswith("__")],
 """)
     missing = {n for n in contract.EVERY_BOARD_FUNCTIONS if n not in res["callable"]}
     missing |= {n for n in contract.EVERY_BOARD_CONSTANTS if n not in res["names"]}
-    assert missing <= HOST_PENDING, f"host board lacks {sorted(missing - HOST_PENDING)}"
-    arrived = HOST_PENDING - missing
-    assert not arrived, f"host board now has {sorted(arrived)}: empty HOST_PENDING"
+    assert not missing, f"host board lacks {sorted(missing)}"
     assert {"install_asyncio", "observer", "clock"} <= set(res["names"])
 
 

@@ -139,7 +139,6 @@ TRIPS = {
     "sensor_fault:it_coolant/nan": ("temp", "it_coolant", float("nan")),
     "sensor_fault:flow": ("attr", "flow_reason", "no_pulses"),
     "maintenance": ("attr", "maintenance", True),
-    "task_stalled:sampler": ("attr", "stalled", ("sampler",)),
 }
 
 
@@ -417,8 +416,7 @@ GARBAGE = [
     ("flow_m3h", None, -float("inf")), ("flow_reason", None, 3),
     ("flow_valid_ms", None, "soon"), ("sink_available", None, "yes"),
     ("sink_available", None, 1), ("maintenance", None, [0]), ("trip_reset", None, "x"),
-    ("valve_at_reuse", None, 1), ("stalled", None, None), ("stalled", None, "sampler"),
-    ("stalled", None, 5), ("stalled", None, [1, None, "meter"]),
+    ("valve_at_reuse", None, 1), ("maintenance_by", None, [1]), ("sink_by", None, 5),
 ]
 
 
@@ -488,7 +486,7 @@ CAUSE = {
     ["sink_return_high", "it_coolant_high", "sink_flow_low", "flow_implausible",
      "sink_unavailable", "sink_unavailable/none", "sensor_fault:sink_return",
      "sensor_fault:it_coolant", "sensor_fault:it_coolant/nan", "sensor_fault:flow",
-     "maintenance", "task_stalled:sampler"]))
+     "maintenance"]))
 def test_each_reason_trips_in_the_same_update(cp, key):
     r = cp("scn_trips")[key]
     reason = CAUSE.get(key, key)
@@ -628,7 +626,6 @@ def test_garbage_inputs_do_not_raise(cp):
     assert res[("temps_c", None, "None")] == "bypass"  # broken table: every sensor faulty
     assert res[("flow_m3h", None, "'fast'")] == "bypass"
     assert res[("sink_available", None, "'yes'")] == "bypass"
-    assert res[("stalled", None, "[1, None, 'meter']")] == "bypass"
 
 
 # --------------------------------------------------------------------------------------
@@ -662,13 +659,14 @@ def test_main_cause_follows_priority_and_reasons_list_all():
     i.temp_valid_ms["it_coolant"] = 0
     fs.update(0, i)
     i.maintenance = True
-    i.stalled = ("net",)
+    i.sink_available = False
+    fs._sink_signal = True
     i.temps_c["it_coolant"] = 50.0
     ev = fs.update(1000, i)
     st = ev[-1]
     assert st["kind"] == "state" and st["reason"] == "it_coolant_high"
-    assert st["reasons"] == ["it_coolant_high", "maintenance", "task_stalled:net"]
-    assert fs.active == ("it_coolant_high", "maintenance", "task_stalled:net")
+    assert st["reasons"] == ["it_coolant_high", "maintenance", "sink_unavailable"]
+    assert fs.active == ("it_coolant_high", "maintenance", "sink_unavailable")
     assert fs.cause == "it_coolant_high"
     json.dumps(ev, allow_nan=False)
 
@@ -686,9 +684,26 @@ def test_reset_with_nothing_latched_and_reset_held_at_boot():
     i.trip_reset = True
     ev = fs.update(2000, i)
     assert [e["kind"] for e in ev] == ["reset", "state"]
+    assert ev[0]["source"] == "board"  # the board's reset input
     assert fs.latched == () and fs.state == "reuse"
-    (e,) = fs.reset_latches(3000)
-    assert (e["kind"], e["result"]) == ("reset", "cleared")
+    (e,) = fs.reset_latches(3000, "console")
+    assert (e["kind"], e["result"], e["source"]) == ("reset", "cleared", "console")
+
+
+def test_maintenance_and_sink_events_name_their_source():
+    fs = make()
+    fs._sink_signal = True
+    i = Inputs(["it_coolant"])
+    i.temps_c["it_coolant"] = 30.0
+    i.temp_valid_ms["it_coolant"] = 0
+    i.sink_available = True
+    fs.update(0, i)
+    i.maintenance, i.maintenance_by = True, "board,console"
+    i.sink_available, i.sink_by = False, "mqtt"
+    ev = fs.update(1000, i)
+    trips = {e["reason"]: e["values"] for e in ev if e["kind"] == "trip"}
+    assert trips["maintenance"] == {"source": "board,console"}
+    assert trips["sink_unavailable"] == {"sink_available": False, "source": "mqtt"}
 
 
 def test_app_supplied_ticks_diff_is_used():

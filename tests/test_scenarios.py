@@ -43,6 +43,7 @@ TRIP_CATALOGUE = {
     "maintenance": {"maintenance"},
     "chatter": {"sink_return_high"},
     "task_crash": {"task_crash"},
+    "supervisor_crash": {"task_crash"},
 }
 
 
@@ -138,18 +139,35 @@ def test_latched_trip_survives_reboot(tmp_path_factory, tmp_path):
     assert reuse_after == []
 
 
-def test_hung_control_task_watchdog_reset_relays_safe_from_first_instant(tmp_path_factory):
+def active_pins(s, t0_s, t1_s):
+    """Relay pin levels the node drove to active in (t0, t1): harness-observed `P` lines
+    (the host board's relay modules are active-low)."""
+    return [p for p in s["pin_transitions"] if t0_s < p[0] < t1_s and p[2] == 0]
+
+
+def test_hung_control_bypass_by_dead_man_within_1_5_ticks_then_watchdog(tmp_path_factory):
     s, h = run("hung_control", tmp_path_factory)
+    tick_s = s["control_tick_s"]
     wdt_s = h.cfg["supervisor"]["watchdog_ms"] / 1000.0
+    assert s["dead_man"]["hold_ms"] == 1400
     assert [b["cause"] for b in s["boots"]] == ["power_on", "watchdog"]
     reboot = s["boots"][1]
     assert [ms for _, ms in h.watchdog_starts] == [h.cfg["supervisor"]["watchdog_ms"]] * 2
-    # the node was in reuse when it hung; the watchdog reset dropped every coil ...
+    (hang_s,) = s["hangs_t_s"]
+    # the node was in reuse when it hung; the dead-man monostable dropped the coils
+    # within 1.5 control ticks of the hang, without any firmware ...
+    drop = next(tr for tr in s["relay_transitions"]
+                if tr["state"] == "bypass" and tr["t_s"] >= hang_s)
+    assert drop["reason"] == "dead_man"
+    assert 0 < drop["t_s"] - hang_s <= 1.5 * tick_s
+    assert s["dead_man"]["drops_t_s"] == [drop["t_s"]]
     hang = next(t for t in s["trips"] if t["reason"] == "control_hung")
-    assert 0 < hang["latency_s"] <= wdt_s + s["control_tick_s"]
-    drop = next(tr for tr in s["relay_transitions"] if tr["t_s"] == hang["bypass_t_s"])
-    assert drop["reason"] == "watchdog"
-    # ... the new boot starts with every coil off and keeps them off through its dwell
+    assert hang["latency_s"] <= 1.5 * tick_s
+    # ... while the hung node's relay pins still asked for reuse until the reset
+    assert not [p for p in s["pin_transitions"] if hang_s <= p[0] < reboot["t_s"]]
+    # the watchdog still reset the node (its timeout after the last feed)
+    assert hang_s + wdt_s - tick_s <= reboot["t_s"] <= hang_s + wdt_s + 2 * tick_s
+    # the new boot starts with every coil off and keeps them off through its dwell
     assert not any(reboot["coils_at_boot"].values())
     assert reboot["first_energise_t_s"] - reboot["t_s"] >= h.cfg["control"]["min_dwell_s"]
     assert "Traceback" not in console(h)
@@ -161,12 +179,64 @@ def test_task_crash_is_logged_relays_drop_and_watchdog_resets(tmp_path_factory):
     assert crash and crash[0]["task"] == "sampler" and "OSError" in crash[0]["error"]
     drop = next(tr for tr in s["relay_transitions"] if tr["state"] == "bypass")
     assert drop["reason"] == "crash:sampler" and drop["t_s"] - 900 <= s["control_tick_s"]
-    sup = [e for e in h.node_events if e.get("kind") == "supervisor"]
-    assert sup and sup[0]["reason"] == "task_stalled:sampler"
     assert [b["cause"] for b in s["boots"]] == ["power_on", "watchdog"]
+    # at the relay pins: released at the crash, never active again until the reset
+    assert active_pins(s, drop["t_s"] - 0.001, s["boots"][1]["t_s"]) == []
+    assert [p[2] for p in s["pin_transitions"] if p[0] == drop["t_s"]] == [1, 1]
     assert not any(s["boots"][1]["coils_at_boot"].values())
     # the new boot runs normally again: reuse returns after its dwell
     assert s["relay_transitions"][-2]["state"] == "reuse"
+
+
+def test_no_relay_is_energised_after_the_supervisor_crashes(tmp_path_factory):
+    # The control task outlives the supervisor and drives the relays every tick: the
+    # fault latch must keep every pin released until the watchdog resets the node.
+    s, h = run("supervisor_crash", tmp_path_factory)
+    crash = [e for e in h.node_events if e.get("kind") == "crash"]
+    assert [(e["task"], "OSError" in e["error"]) for e in crash] == [("supervisor", True)]
+    drop = next(tr for tr in s["relay_transitions"] if tr["state"] == "bypass")
+    assert drop["reason"] == "crash:supervisor"
+    assert 0 <= drop["t_s"] - 600 <= s["control_tick_s"]
+    assert [b["cause"] for b in s["boots"]] == ["power_on", "watchdog"]
+    reboot_s = s["boots"][1]["t_s"]
+    assert active_pins(s, drop["t_s"] - 0.001, reboot_s) == []
+    # the control task did run on (it would have re-energised them): the dead-man
+    # output stopped at the crash, though the supervisor never fed the watchdog again
+    assert reboot_s - drop["t_s"] >= h.cfg["supervisor"]["watchdog_ms"] / 1000.0 - 1.0
+    assert s["relay_transitions"][-2]["state"] == "reuse"  # the new boot controls again
+    assert "Traceback" not in console(h)
+
+
+def test_a_restartable_task_crash_leaves_reuse_running(tmp_path_factory):
+    s, h = run("persist_crash", tmp_path_factory)
+    ev = h.node_events
+    crashed = [e for e in ev if e.get("kind") == "task" and e.get("state") == "crashed"]
+    assert len(crashed) >= 5 and {e["task"] for e in crashed} == {"persist"}
+    assert all("OSError" in e["error"] for e in crashed)
+    # capped exponential backoff between restarts
+    delays = [e["restart_in_ms"] for e in crashed]
+    assert delays[:7] == [1000, 2000, 4000, 8000, 16000, 32000, 60000]
+    assert set(delays[6:]) == {60000}
+    failing = [e for e in ev if e.get("kind") == "task_failing"]
+    assert len(failing) == 1 and failing[0]["task"] == "persist"
+    assert failing[0]["harness_t_s"] == crashed[4]["harness_t_s"]
+    # no critical fault, no reset; the relays stayed energised from reuse to the end
+    assert not [e for e in ev if e.get("kind") == "crash"]
+    assert [b["cause"] for b in s["boots"]] == ["power_on"]
+    assert [tr["state"] for tr in s["relay_transitions"]] == ["reuse", "bypass"]
+    assert s["relay_transitions"][1]["reason"] == "shutdown"
+    assert [p for p in s["pin_transitions"] if 300.5 < p[0] < s["duration_s"]] == []
+    # metering went on through the failure, and the first save after the flash came
+    # back (790 s) succeeded and holds it
+    saves = [x for x in h.saves if x["why"] == "interval"]
+    during = [x for x in saves if 590 <= x["t_s"] < 790]
+    after = [x for x in saves if x["t_s"] >= 790]
+    assert during == [] and after
+    before = [x for x in saves if x["t_s"] < 590][-1]
+    assert after[0]["totals"]["energy_nj"] > before["totals"]["energy_nj"]
+    assert after[0]["t_s"] - 790 <= 60 + 1
+    assert s["last_status"]["flash_errors"] > 0
+    assert "Traceback" not in console(h)
 
 
 def test_100_power_cuts_totals_intact_monotonic_equal_last_save(tmp_path):

@@ -8,6 +8,7 @@ SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 """
 
 import os
+import time
 from array import array
 
 from link import LinkClock
@@ -35,6 +36,14 @@ INPUT_PINS = {
     "valve_at_reuse": ("emu_valve_fb", 0),
 }
 SAFE_BOOT_HELD = False  # the harness holds the safe-boot input at reset
+
+# Dead-man output: the control task toggles it every healthy tick; a retriggerable
+# monostable (every edge retriggers it) enables the relay drivers for DEAD_MAN_HOLD_MS
+# after each edge. The harness models it. 1400 ms: the default 1000 ms tick needs
+# 1000..1500 ms (tick <= hold <= 1.5 tick); 1400 leaves 400 ms for the tick's jitter
+# (conversion wait, scheduling) and 100 ms for the RC's tolerance (7 % of 1400).
+DEAD_MAN_PIN = "emu_deadman"
+DEAD_MAN_HOLD_MS = 1400
 
 clock = LinkClock()
 _link = None
@@ -129,8 +138,8 @@ class Pin:
         if v is None:
             return self.level
         if _link is not None and _link.hang_armed:
-            while True:  # an injected hang: the driver call never returns
-                pass
+            while True:  # an injected hang: the driver call never returns (and blocks,
+                time.sleep(60)  # so the hung node burns no CPU while the harness waits)
         v = 1 if v else 0
         if v != self.level:
             self.level = v
@@ -144,6 +153,20 @@ class Pin:
 
 _relays = {name: Pin(name, active, True) for name, (_pin, active) in RELAY_PINS.items()}
 _inputs = {name: Pin(name, active, False) for name, (_pin, active) in INPUT_PINS.items()}
+
+
+_dead_man = None
+
+
+def dead_man():
+    """The dead-man output (active high, idle low). The first call tells the harness the
+    hold time (`D <hold_ms> <vt>`); its edges go to the harness as `P deadman ...`."""
+    global _dead_man
+    if _dead_man is None:
+        _dead_man = Pin("deadman", 1, True)
+        if _link is not None:
+            _link.send("D %d %d" % (DEAD_MAN_HOLD_MS, clock.vt))
+    return _dead_man
 
 
 def relay_pin(name):
@@ -231,12 +254,26 @@ def flow_pulse_counter():
 pulse_input = flow_pulse_counter  # what the link feeds
 
 
+class _Watchdog:
+    """machine.WDT on the host: the harness owns the timer and resets the node; a feed
+    is a message on the link (the clock is the link)."""
+
+    error_armed = False  # the harness injects one failing feed (a crashed supervisor)
+
+    def feed(self):
+        if self.error_armed:
+            self.error_armed = False
+            raise OSError(5)  # EIO
+        clock.feed()
+
+
+WDT = _Watchdog()
+
+
 def watchdog(timeout_ms):
-    """machine.WDT on the host: the harness owns the timer and resets the node. Feeding
-    it is a message on the link, so the clock (which is the link) is the watchdog."""
     if _link is not None:
         _link.send("W %d %d" % (timeout_ms, clock.vt))
-    return clock
+    return WDT
 
 
 def safe_boot_requested():

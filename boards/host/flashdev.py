@@ -15,6 +15,11 @@ on_cut(info) is called and every later program/erase is dropped silently (power 
 reads keep returning the frozen image. Don't raise from on_cut: the call comes from inside
 littlefs's C code, which must not be unwound mid-operation.
 
+Failing flash: fail_ops(n) makes the next n programs/erases fail with EIO (the device
+returns -EIO to littlefs, which raises OSError(EIO) from the file operation; raising
+from the block device itself would unwind littlefs's C code mid-operation). Nothing is
+written and the power stays on: a worn or flaky chip, not a cut. `failed` counts them.
+
 Counters: ops (programs + erases that reached the flash, the torn one included),
 programs, erases, bytes_programmed, dropped (operations after the cut); wear() gives the
 erase count of each block.
@@ -74,6 +79,8 @@ class FlashDev:
         self.cut_done = False
         self.cut_info = None
         self._cut_at = 0  # op number to tear; 0 = not armed
+        self._fail_n = 0  # programs/erases still to fail with EIO
+        self.failed = 0
 
     # --- power cut ---------------------------------------------------------------------
 
@@ -85,6 +92,12 @@ class FlashDev:
         self._cut_at = self.ops + after_ops
         self._torn_bytes = torn_bytes
         self._on_cut = on_cut
+
+    def fail_ops(self, n):
+        """The next n programs/erases fail with EIO (n = 0 disarms)."""
+        if type(n) is not int or n < 0:
+            raise ValueError("fail_ops takes an int >= 0")
+        self._fail_n = n
 
     # --- block device protocol ---------------------------------------------------------
 
@@ -125,6 +138,10 @@ class FlashDev:
         if self.cut_done:
             self.dropped += 1
             return 0
+        if self._fail_n:
+            self._fail_n -= 1
+            self.failed += 1
+            return -5  # -EIO: littlefs reports it as OSError(EIO)
         self.ops += 1
         torn = self.ops == self._cut_at
         if torn:  # this operation is cut: only its first torn_bytes bytes land

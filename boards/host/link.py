@@ -208,6 +208,10 @@ class LinkClock:
                 self.hang_armed = True
             elif op == lp.BUS_ERROR:
                 board.BUS.error_armed = True
+            elif op == lp.WDT_ERROR:
+                board.WDT.error_armed = True
+            elif op == lp.FLASH_ERROR:
+                board.flash_device().fail_ops(int(tok()))
             elif op == lp.BOOT:  # boot parameters, first step only
                 self.vt0 = int(tok())
                 self.tick0 = int(tok())

@@ -15,8 +15,10 @@ node -> harness (vt: the node's time)   harness -> node
   F vt             watchdog fed            p <n> <edge>|- <e>..  pulse count, last edge,
   O <kind> vt json application record                            edges due before horizon
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
-                                           h                     hang the next relay write
+  D <hold_ms> vt   dead-man hold time      h                     hang the next relay write
                                            e                     the next SPI transfer fails
+                                           c                     the next watchdog feed fails
+                                           w <n>                 the next n flash ops fail
                                            s                     orderly stop (Ctrl-C)
                                            B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
                                            .                     end of this step
@@ -27,7 +29,7 @@ asking: one round trip per plant step instead of one per poll.
 
 Each opcode is the character's code (an int: the node compares it with a received byte
 without making a string; the harness writes chr(code)). Plain ints, no const(), so
-CPython imports this file too. boards/host/board.py writes the P, W and O lines itself.
+CPython imports this file too. boards/host/board.py writes the P, W, D and O lines itself.
 """
 
 # node -> harness
@@ -38,6 +40,7 @@ WDT_START = 87  # W
 WDT_FEED = 70  # F
 RECORD = 79  # O
 CUT_REACHED = 88  # X
+DEAD_MAN = 68  # D
 # harness -> node
 TIME = 65  # A
 RTD_OHM = 114  # r
@@ -47,6 +50,8 @@ PULSES = 112  # p
 CUT_AT = 107  # k
 HANG = 104  # h
 BUS_ERROR = 101  # e
+WDT_ERROR = 99  # c
+FLASH_ERROR = 119  # w
 STOP = 115  # s
 BOOT = 66  # B
 END = 46  # .

@@ -1,21 +1,26 @@
 """The gateway application: one asyncio app, fail-safe first.
 
-Tasks (Peter Hinch's micropython-async style, one global exception handler):
-- sampler: every control tick starts a 1-shot conversion on each RTD (with the chip's
-  wiring check), reads them when due, samples the flow meter and the board-level inputs,
-  feeds the heat meter (viper kernel) and hands the fresh inputs to the control task.
-- control: evaluates the fail-safe (heatgw.failsafe) on every fresh sample (every tick)
-  and drives the relays every tick. Nothing else ever energises a relay.
-- persist: saves meter totals and latched trips every interval (events go to flash
-  as they happen, heatgw.events).
-- supervisor: every tick, feeds the hardware watchdog only while every critical task has
-  checked in within `stall_s` and none has crashed; otherwise it drives the relays safe
-  at once (the control task may be the one that hangs), logs why and lets the watchdog
-  reset the node.
+Tasks (Peter Hinch's micropython-async style, one global exception handler), registered
+with `Gateway.add_task(name, coro_fn, critical=...)`:
+- sampler (critical): every control tick starts a 1-shot conversion on each RTD (with
+  the chip's wiring check), reads them when due, samples the flow meter and the board
+  inputs, feeds the heat meter (viper kernel) and wakes the control task.
+- control (critical): drains the command inbox (heatgw.inbox), merges its requests with
+  the board inputs, evaluates the fail-safe (heatgw.failsafe) on every fresh sample,
+  drives the relays and toggles the dead-man output every tick. Nothing else decides a
+  relay.
+- supervisor (critical): every tick, feeds the hardware watchdog only while sampler and
+  control checked in within `stall_s` and nothing critical failed; otherwise it latches
+  the fault (relays safe at once: the control task may be the one that hangs), logs why
+  and lets the watchdog reset the node.
+- persist (restartable): saves meter totals and latched trips every interval (events go
+  to flash as they happen, heatgw.events).
 
-Later issues (network, console, Modbus) add tasks and record sinks (`add_sink`) without
-touching the control path; until then maintenance, trip reset, "sink available" and the
-valve feedback are board-level inputs.
+A critical task that fails latches the fault: `drive_relays` then releases every relay
+whatever it is asked, and the dead-man output stops toggling, until the node resets. A
+restartable task (persist now; network, console, Modbus later) that crashes is an event
+and is restarted with capped exponential backoff; `_FAILING_RESTARTS` crashes within
+`_FAILING_WINDOW_MS` are a `task_failing` event. Control and metering carry on.
 """
 
 import gc
@@ -24,10 +29,15 @@ import json
 from heatgw import clock
 from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
+from heatgw.inbox import Inbox
 from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
 
-CRITICAL_TASKS = ("sampler", "control")
+_CHECKED_IN = ("sampler", "control")  # the supervisor's own liveness is its watchdog feed
+_RESTART_BASE_MS = 1_000  # first restart of a crashed restartable task; doubles per crash
+_RESTART_CAP_MS = 60_000
+_FAILING_RESTARTS = 5  # this many crashes within the window: a task_failing event
+_FAILING_WINDOW_MS = 600_000
 _STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
 _EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
 _HEAP_EVERY_MS = 60_000
@@ -36,8 +46,8 @@ _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
 
 
 class Gateway:
-    def __init__(self, board, cfg, *, cfg_source="file", cfg_errors=(), configured=True,
-                 sinks=(), meter=None):
+    def __init__(self, board, cfg, meter, *, cfg_source="file", cfg_errors=(),
+                 configured=True, sinks=()):
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
@@ -48,11 +58,19 @@ class Gateway:
         self._relays = board.relays_safe()
         self._relay_active = {name: board.RELAY_PINS[name][1] for name in self._relays}
         self.relay_reuse = False
+        # The fault latch: the first critical failure, set once by _fail(), never cleared
+        # (only a reset does). While set, drive_relays releases every relay.
+        self.fault = None
+        self._dead_man = board.dead_man()
+        self._dead_man_level = 0
+        self._dead_man.value(0)
         self.sinks = list(sinks)
         self.peak_heap_bytes = 0
-        self._crashed = None
-        self._starved = False
-        self.checkins = {name: now for name in CRITICAL_TASKS}
+        self.flash_errors = 0  # state saves (and odd event-log errors) that failed
+        self.checkins = {name: now for name in _CHECKED_IN}
+        self.inbox = Inbox()
+        self._tasks = []
+        self._asyncio = None
 
         ctl = cfg["control"]
         self.tick_ms = ctl["tick_ms"]
@@ -63,10 +81,6 @@ class Gateway:
         self.boot_id = 0
         latched = self._restore()
 
-        if meter is None:
-            from heatgw.start import build_meter
-
-            meter = build_meter(cfg["meter"])
         self.meter = meter
         if self._restored_totals:
             self.meter.restore(self._restored_totals)
@@ -75,6 +89,7 @@ class Gateway:
         self._build_flow(cfg.get("flow"), now)
         self.inputs = Inputs(tuple(self.sensors))
         self._board_inputs = board.inputs()
+        self.board_levels = dict.fromkeys(self._board_inputs)  # read by the sampler
         self.failsafe = FailSafe(
             ctl, sensors_cfg=cfg.get("sensors") or {}, flow_cfg=cfg.get("flow"),
             now_ms=now, latched=latched, configured=configured,
@@ -85,6 +100,11 @@ class Gateway:
         self.event({"kind": "boot", "config": cfg_source, "errors": list(cfg_errors)[:4],
                     "latched": list(latched), "state": self.failsafe.state})
         self.save("boot")  # a crash loop still counts boots and keeps latched trips
+        self._save_due_ms = clock.ticks_add(now, cfg["persist"]["interval_s"] * 1000)
+        self.add_task("sampler", self.sampler, critical=True)
+        self.add_task("control", self.control, critical=True)
+        self.add_task("persist", self.persist)
+        self.add_task("supervisor", self.supervisor, critical=True)
 
     # -- construction -----------------------------------------------------------------
 
@@ -140,16 +160,22 @@ class Gateway:
 
     def save(self, why):
         """Persist totals, latched trips and the boot id (atomic two-slot record; the
-        event log is written event by event, see heatgw.events)."""
+        event log is written event by event, see heatgw.events). Never raises: the
+        control path saves too (a latch), and a flash error must not stop it; counted
+        in `flash_errors`, retried at the next save."""
+        try:
+            return self._save(why)
+        except Exception as e:  # noqa: BLE001 - keep controlling
+            self.flash_errors += 1
+            print("state: save failed:", repr(e))
+            return None
+
+    def _save(self, why):
         totals = self.meter.totals()
         record = json.dumps({"v": _STATE_VERSION, "boot": self.boot_id, "totals": totals,
                              "latched": list(self.failsafe.latched)}).encode()
         self.emit("saving", {"seq": self.store.next_seq(), "why": why, "totals": totals})
-        try:
-            self.saved_seq = self.store.save(record)
-        except Exception as e:  # noqa: BLE001 - keep controlling; retried next interval
-            print("state: save failed:", repr(e))
-            return None
+        self.saved_seq = self.store.save(record)
         self.emit("saved", {"seq": self.saved_seq, "why": why, "totals": totals})
         return self.saved_seq
 
@@ -176,17 +202,38 @@ class Gateway:
         ev["boot"] = self.boot_id
         ev["up_ms"] = self.uptime_ms
         ev["utc"] = clock.utc_s()
-        self.log.append(ev)  # on flash at once: a power cut right after keeps it
+        try:
+            self.log.append(ev)  # on flash at once: a power cut right after keeps it
+        except Exception as e:  # noqa: BLE001 - a flash error must not stop control
+            self.flash_errors += 1
+            print("event log: append failed:", repr(e))
         print("event:", json.dumps(ev))
         self.emit("event", ev)
 
     # -- relays -----------------------------------------------------------------------
 
     def drive_relays(self, reuse):
+        """The one place that drives relay pins. Once a fault is latched every relay is
+        released, whatever the caller asks."""
+        reuse = reuse is True and self.fault is None
         self.relay_reuse = reuse
         for name, pin in self._relays.items():
             active = self._relay_active[name]
             pin.value(active if reuse else 1 - active)
+
+    def _fail(self, reason, ev):
+        """Latch the fault (the first reason stays), release the relays, log `ev`. The
+        dead-man output stops toggling and the supervisor stops feeding the watchdog."""
+        if self.fault is None:
+            self.fault = reason
+        self.drive_relays(False)
+        self.event(ev)
+
+    def _toggle_dead_man(self):
+        # Healthy ticks only: the hardware drops the coils when the edges stop.
+        if self.fault is None:
+            self._dead_man_level ^= 1
+            self._dead_man.value(self._dead_man_level)
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -269,45 +316,67 @@ class Gateway:
         return clock.ticks_ms()
 
     def _read_board_inputs(self):
-        # Board input names are the Inputs attributes they feed (sink_available,
-        # maintenance, trip_reset, valve_at_reuse).
-        ins = self.inputs
+        # Levels only; the control task merges them with the inbox's requests
+        # (maintenance, sink_available) or passes them on (trip_reset, valve_at_reuse).
+        lv = self.board_levels
         for name, (pin, active) in self._board_inputs.items():
-            setattr(ins, name, pin.value() == active)
+            lv[name] = pin.value() == active
+
+    def _merge_inputs(self, now):
+        """Drain the inbox and merge its requests with the board levels; returns the
+        events (requests, and remote latch resets)."""
+        events, resets = self.inbox.drain()
+        lv = self.board_levels
+        ins = self.inputs
+        self.inbox.merge(ins, lv)
+        ins.trip_reset = lv.get("trip_reset") is True
+        ins.valve_at_reuse = lv.get("valve_at_reuse")
+        for source in resets:  # any reset means drain() made fresh lists
+            events.extend(self.failsafe.reset_latches(now, source))
+        return events
 
     async def control(self, asyncio):
         fs = self.failsafe
-        inputs = self.inputs
         fresh = self._fresh
         while True:
             # Every sample, i.e. every tick. If the sampler stalls or dies, the
-            # supervisor drives the relays safe within a tick and lets the watchdog
-            # reset the node (a stall cannot be repaired from inside).
+            # supervisor latches the fault within a tick and lets the watchdog reset the
+            # node (a stall cannot be repaired from inside).
             await fresh.wait()
             fresh.clear()
             now = clock.ticks_ms()
-            events = fs.update(now, inputs)
-            self.drive_relays(fs.relay_reuse and not self._starved)
-            for ev in events:
-                self.event(ev)
-                if ev.get("kind") in ("latch", "reset"):
-                    self.save(ev["kind"])  # a latched trip survives a crash loop
+            requests = self._merge_inputs(now)
+            events = fs.update(now, self.inputs)
+            self.drive_relays(fs.relay_reuse)
+            self._toggle_dead_man()
+            for evs in (requests, events):
+                for ev in evs:
+                    self.event(ev)
+                    if ev.get("kind") in ("latch", "reset"):
+                        self.save(ev["kind"])  # a latched trip survives a crash loop
             self.checkin("control", now)
 
-    def _stalled(self, now, stall_ms, names):
-        # A crashed task of any kind counts: a node with a dead task is restarted whole
-        # (a half-alive node would, say, stop saving its totals).
-        out = () if self._crashed is None else (self._crashed,)
-        for name in names:
+    def _stalled(self, now, stall_ms):
+        for name in _CHECKED_IN:
             if clock.ticks_diff(now, self.checkins[name]) > stall_ms:
-                out += (name,)
-        return out
+                return name
+        return None
 
     async def persist(self, asyncio):
         interval_ms = self.cfg["persist"]["interval_s"] * 1000
         while True:
-            await asyncio.sleep_ms(interval_ms)
-            self.save("interval")
+            d = clock.ticks_diff(self._save_due_ms, clock.ticks_ms())
+            if d > 0:
+                await asyncio.sleep_ms(d)
+            now = clock.ticks_ms()
+            try:
+                self._save("interval")
+            except Exception:
+                # a flash error crashes this task; restarted after its backoff, it
+                # retries at once
+                self._save_due_ms = now
+                raise
+            self._save_due_ms = clock.ticks_add(now, interval_ms)
 
     async def supervisor(self, asyncio):
         sup = self.cfg["supervisor"]
@@ -317,16 +386,13 @@ class Gateway:
         heap_due = status_due = clock.ticks_ms()
         while True:
             now = clock.ticks_ms()
-            stalled = self._stalled(now, stall_ms, CRITICAL_TASKS)
-            if stalled:
-                if not self._starved:
-                    self._starved = True
-                    self.drive_relays(False)
-                    self.event({"kind": "supervisor", "state": "bypass",
-                                "reason": "task_stalled:" + stalled[0],
-                                "action": "watchdog reset"})
-            else:
-                wdt.feed()
+            stalled = self._stalled(now, stall_ms)
+            if stalled is not None and self.fault is None:
+                self._fail("task_stalled:" + stalled,
+                           {"kind": "supervisor", "state": "bypass",
+                            "reason": "task_stalled:" + stalled, "action": "watchdog reset"})
+            if self.fault is None:
+                wdt.feed()  # a latched fault starves it: the watchdog resets the node
             if clock.ticks_diff(now, heap_due) >= 0:
                 heap_due = clock.ticks_add(now, _HEAP_EVERY_MS)
                 gc.collect()
@@ -347,32 +413,74 @@ class Gateway:
                 "flow_m3h": ins.flow_m3h, "power_w": m.last_power_w,
                 "energy_wh": m.energy_wh, "volume_l": m.volume_l,
                 "up_ms": self.uptime_ms, "boot": self.boot_id,
-                "peak_heap_bytes": self.peak_heap_bytes}
+                "peak_heap_bytes": self.peak_heap_bytes, "fault": self.fault,
+                "flash_errors": self.flash_errors + self.log.errors}
 
-    async def _guard(self, name, coro):
+    def add_task(self, name, coro_fn, critical=False):
+        """Register a task: coro_fn(asyncio) is its coroutine function. A critical task
+        that raises (or returns) latches the fault; any other is restarted with backoff.
+        Tasks added while the application runs start at once."""
+        if type(name) is not str or not name:
+            raise ValueError("task name must be a non-empty str")
+        for t in self._tasks:
+            if t[0] == name:
+                raise ValueError("task %r already registered" % name)
+        self._tasks.append((name, coro_fn, critical))
+        if self._asyncio is not None:
+            self._start(name, coro_fn, critical)
+
+    def _start(self, name, coro_fn, critical):
+        asyncio = self._asyncio
+        if critical:
+            asyncio.create_task(self._critical(name, coro_fn, asyncio))
+        else:
+            asyncio.create_task(self._restartable(name, coro_fn, asyncio))
+
+    async def _critical(self, name, coro_fn, asyncio):
         try:
-            await coro
-        except Exception as e:  # noqa: BLE001 - the supervisor decides what happens next
-            self._crash(name, e)
+            await coro_fn(asyncio)
+            err = "returned"  # never meant to: as bad as a crash
+        except Exception as e:  # noqa: BLE001 - the fault latch decides what happens next
+            err = repr(e)
+        self._fail("crash:" + name, {"kind": "crash", "task": name, "error": err[:120]})
 
-    def _crash(self, name, exc):
-        self._crashed = name
-        self.drive_relays(False)
-        self.event({"kind": "crash", "task": name, "error": repr(exc)})
+    async def _restartable(self, name, coro_fn, asyncio):
+        crashes = 0  # within the current window
+        window_ms = clock.ticks_ms()
+        while True:
+            try:
+                await coro_fn(asyncio)
+                self.event({"kind": "task", "task": name, "state": "ended"})
+                return
+            except Exception as e:  # noqa: BLE001 - restarted below; control goes on
+                err = repr(e)[:120]
+            now = clock.ticks_ms()
+            if clock.ticks_diff(now, window_ms) > _FAILING_WINDOW_MS:
+                crashes = 0
+            if crashes == 0:
+                window_ms = now
+            crashes += 1
+            delay_ms = _RESTART_BASE_MS << min(crashes - 1, 6)
+            if delay_ms > _RESTART_CAP_MS:
+                delay_ms = _RESTART_CAP_MS
+            self.event({"kind": "task", "task": name, "state": "crashed", "error": err,
+                        "crashes": crashes, "restart_in_ms": delay_ms})
+            if crashes == _FAILING_RESTARTS:
+                self.event({"kind": "task_failing", "task": name, "crashes": crashes,
+                            "window_s": _FAILING_WINDOW_MS // 1000, "error": err})
+            await asyncio.sleep_ms(delay_ms)
 
     def _loop_exception(self, loop, context):
-        self._crash("unknown", context.get("exception"))
+        exc = context.get("exception")
+        self._fail("crash:unknown", {"kind": "crash", "task": "unknown", "error": repr(exc)})
 
     async def run(self, asyncio):
         self._fresh = asyncio.Event()
+        self._asyncio = asyncio
         asyncio.get_event_loop().set_exception_handler(self._loop_exception)
-        asyncio.create_task(self._guard("sampler", self.sampler(asyncio)))
-        asyncio.create_task(self._guard("control", self.control(asyncio)))
-        asyncio.create_task(self._guard("persist", self.persist(asyncio)))
-        await self._guard("supervisor", self.supervisor(asyncio))
-        # The supervisor never returns; if it crashed, nothing feeds the watchdog.
-        while True:
-            await asyncio.sleep_ms(1000)
+        for name, coro_fn, critical in self._tasks:
+            self._start(name, coro_fn, critical)
+        await asyncio.Event().wait()  # the tasks run on; a latched fault lets the WDT act
 
     def shutdown(self):
         """Orderly stop (console Ctrl-C, redeploy): relays safe, totals saved."""

@@ -32,7 +32,6 @@ VALVE_STUCK = "valve_stuck"
 MAINTENANCE = "maintenance"
 SENSOR_FAULT = "sensor_fault:"
 SENSOR_STALE = "sensor_stale:"
-TASK_STALLED = "task_stalled:"
 _FAULT_FLOW = SENSOR_FAULT + "flow"
 _STALE_FLOW = SENSOR_STALE + "flow"
 RECOVERED = "recovered"
@@ -41,7 +40,7 @@ LATCHING = (IT_COOLANT_HIGH, VALVE_STUCK)
 
 # Order for choosing the main cause of a bypass: what endangers equipment first.
 PRIORITY = (NO_CONFIG, IT_COOLANT_HIGH, SINK_RETURN_HIGH, VALVE_STUCK, SINK_FLOW_LOW,
-            FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE, TASK_STALLED, SINK_UNAVAILABLE,
+            FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE, SINK_UNAVAILABLE,
             MAINTENANCE, BOOT)
 
 _TICKS_MAX = 0x3FFFFFFF  # ticks wrap at 2**30 on the targets
@@ -49,7 +48,6 @@ _TICKS_HALF = 0x20000000
 _CAP_MS = 0x1FFFFFFF  # timers saturate here (~6 days): stays a small int on 32-bit ports
 _INF = float("inf")
 _NINF = -_INF
-_MAX_TASK_NAMES = 16  # cached "task_stalled:<name>" strings; beyond that built on the fly
 
 
 def ticks_diff(a, b):
@@ -122,11 +120,13 @@ class Inputs:
         self.flow_m3h = None
         self.flow_reason = None
         self.flow_valid_ms = None
+        # Merged board + remote requests (heatgw.inbox); *_by says who, for the events.
         self.sink_available = None  # True/False, None = no signal wired
+        self.sink_by = None
         self.maintenance = False
-        self.trip_reset = False  # level of the technician's reset input (edge-detected)
+        self.maintenance_by = None
+        self.trip_reset = False  # level of the board's reset input (edge-detected)
         self.valve_at_reuse = None  # True reuse end, False bypass end, None between/unwired
-        self.stalled = ()  # names of supervised tasks that stopped checking in
 
 
 class FailSafe:
@@ -188,8 +188,6 @@ class FailSafe:
         self._latched = {}
         for r in latched or ():
             self._latched[r if type(r) is str else "%s" % (r,)] = True
-        self._tasks_on = {}  # task name -> reason, for stalled tasks
-        self._task_reason = {}
         self.active = tuple(sorted(self._on))
         self.latched = tuple(sorted(self._latched))
         self.state = BYPASS
@@ -207,9 +205,10 @@ class FailSafe:
 
     # ---------------------------------------------------------------- public
 
-    def reset_latches(self, now_ms):
-        """Technician reset: drop latched reasons whose condition is clear."""
-        return self._reset(now_ms, [])
+    def reset_latches(self, now_ms, source="remote"):
+        """Technician reset: drop latched reasons whose condition is clear. Its events
+        name `source` (who asked: "board" for the reset input, else the inbox's)."""
+        return self._reset(now_ms, [], source)
 
     def update(self, now_ms, inputs):
         """Evaluate every condition; return the events (the shared empty list if none)."""
@@ -299,11 +298,9 @@ class FailSafe:
             hit = not agree and (VALVE_STUCK in on or self._valve_ms > self._travel_ms)
             ev = self._set(VALVE_STUCK, hit, ev, now_ms)
 
-        ev = self._tasks(inputs.stalled, ev, now_ms)
-
         level = bool(inputs.trip_reset)
         if level and not self._reset_prev:
-            ev = self._reset(now_ms, ev)
+            ev = self._reset(now_ms, ev, "board")
         self._reset_prev = level
 
         if on:
@@ -335,43 +332,6 @@ class FailSafe:
             return True
         return False
 
-    def _tasks(self, stalled, ev, now_ms):
-        if stalled is None:
-            stalled = ()
-        elif type(stalled) is str:
-            stalled = (stalled,)
-        # two `is not` tests: a `not in (tuple, list)` display allocates on MicroPython
-        elif type(stalled) is not tuple and type(stalled) is not list:
-            try:
-                stalled = tuple(stalled)
-            except Exception:
-                stalled = ("?",)
-        for name in stalled:
-            if type(name) is not str:
-                stalled = tuple(n if type(n) is str else "%s" % (_json(n),) for n in stalled)
-                break
-        for name in stalled:
-            if name in self._tasks_on:
-                continue
-            reason = self._task_reason.get(name)
-            if reason is None:
-                reason = TASK_STALLED + name
-                if len(self._task_reason) < _MAX_TASK_NAMES:
-                    self._task_reason[name] = reason
-            self._tasks_on[name] = reason
-            ev = self._set(reason, True, ev, now_ms)
-        if self._tasks_on:
-            gone = None
-            for name in self._tasks_on:
-                if name not in stalled:
-                    if gone is None:
-                        gone = []
-                    gone.append(name)
-            if gone:
-                for name in gone:
-                    ev = self._set(self._tasks_on.pop(name), False, ev, now_ms)
-        return ev
-
     def _set(self, reason, hit, ev, now_ms):
         """Record a condition's level; events only when it changes."""
         on = self._on
@@ -396,22 +356,23 @@ class FailSafe:
             ev.append({"kind": "latch", "reason": reason, "t_ms": now_ms, "values": values})
         return ev
 
-    def _reset(self, now_ms, ev):
+    def _reset(self, now_ms, ev, source):
         if ev is self._none:
             ev = []
+        source = _json(source)
         if not self._latched:
             ev.append({"kind": "reset", "reason": "none", "result": "cleared", "t_ms": now_ms,
-                       "detail": "nothing latched", "values": {}})
+                       "source": source, "detail": "nothing latched", "values": {}})
             return ev
         for reason in sorted(self._latched):
             if reason in self._on:
                 ev.append({"kind": "reset", "reason": reason, "result": "refused",
-                           "t_ms": now_ms, "detail": "condition still active",
+                           "t_ms": now_ms, "source": source, "detail": "condition still active",
                            "values": self._values(reason, now_ms)})
             else:
                 del self._latched[reason]
                 ev.append({"kind": "reset", "reason": reason, "result": "cleared",
-                           "t_ms": now_ms, "values": {}})
+                           "t_ms": now_ms, "source": source, "values": {}})
         self.latched = tuple(sorted(self._latched))
         return ev
 
@@ -458,7 +419,10 @@ class FailSafe:
             if reason == FLOW_IMPLAUSIBLE:
                 return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_max_m3h}
             if reason == SINK_UNAVAILABLE:
-                return {"sink_available": _json(i.sink_available)}
+                return {"sink_available": _json(i.sink_available),
+                        "source": _json(getattr(i, "sink_by", None))}
+            if reason == MAINTENANCE:
+                return {"source": _json(getattr(i, "maintenance_by", None))}
             if reason == VALVE_STUCK:
                 return {"relay_reuse": self.relay_reuse,
                         "valve_at_reuse": _json(i.valve_at_reuse),
@@ -476,8 +440,6 @@ class FailSafe:
                 age = self.ticks_diff(now_ms, v) if type(v) is int else None
                 return {"sensor": name, "valid_ms": _json(v), "age_ms": age,
                         "stale_s": self._stale_s}
-            if reason.startswith(TASK_STALLED):
-                return {"task": reason[len(TASK_STALLED):]}
         except Exception:
             pass
         return {}

@@ -20,12 +20,33 @@ def _forget(name):
         pass
 
 
-def load_config(path):
-    """(cfg, errors, source, configured, migration); the validator is forgotten afterwards
-    (the console reloads it when a technician edits the configuration)."""
+def dead_man_error(tick_ms, hold_ms):
+    """None when the board's dead-man hold time fits the control tick, else the error.
+    The hold must cover one tick (a healthy node retriggers it in time) and at most 1.5
+    (a hung node's coils drop within 1.5 ticks): tick_ms <= hold_ms <= 1.5 * tick_ms."""
+    if type(hold_ms) is not int or hold_ms <= 0:
+        return "board: DEAD_MAN_HOLD_MS must be a positive int (ms), got %r" % (hold_ms,)
+    if type(tick_ms) is not int or tick_ms <= 0:
+        return "control.tick_ms must be a positive int (ms), got %r" % (tick_ms,)
+    if tick_ms <= hold_ms and 2 * hold_ms <= 3 * tick_ms:
+        return None
+    return ("control.tick_ms = %d does not fit the board's dead-man hold of %d ms: "
+            "need tick_ms <= %d <= 1.5 * tick_ms, i.e. tick_ms in %d..%d"
+            % (tick_ms, hold_ms, hold_ms, (2 * hold_ms + 2) // 3, hold_ms))
+
+
+def load_config(path, dead_man_hold_ms=None):
+    """(cfg, errors, source, configured, migration); the validator is forgotten
+    afterwards (the console reloads it when a technician edits the configuration). A
+    configuration whose control tick does not fit the board's dead-man hold time is
+    refused: the node runs the default configuration (bypass) and says why."""
     from heatgw import config
 
     cfg, errors, source, migration = config.load(path)
+    if source == "file" and dead_man_hold_ms is not None:
+        err = dead_man_error(cfg["control"]["tick_ms"], dead_man_hold_ms)
+        if err is not None:
+            cfg, errors, source = config.default(), [err], "default"
     configured = config.is_configured(cfg)
     config = None
     for name in ("config", "schema", "config_schema", "migrate"):
@@ -63,7 +84,7 @@ def run():
     else:
         import asyncio
     cfg, errors, source, configured, migration = load_config(
-        board.data_dir() + "/config.json")
+        board.data_dir() + "/config.json", getattr(board, "DEAD_MAN_HOLD_MS", 0))
     for err in errors:
         print("config:", err)
     if source != "file":
@@ -74,8 +95,8 @@ def run():
     from heatgw.app import Gateway
 
     observer = getattr(board, "observer", None)
-    gw = Gateway(board, cfg, cfg_source=source, cfg_errors=errors, configured=configured,
-                 sinks=(observer,) if observer else (), meter=meter)
+    gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
+                 configured=configured, sinks=(observer,) if observer else ())
     if migration:  # after the boot event, in the same log
         gw.event(migration)
     gc.collect()
