@@ -258,7 +258,8 @@ class Harness:
         self.boots = []
         self.cuts = []
         self.peak_heap = 0
-        self.heap_log = []  # (t_s, new peak) each time the node's peak grows
+        self.heap_log = []  # (t_s, new peak, sample point) each time the node's peak grows
+        self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -547,9 +548,10 @@ class Harness:
                                       "inflight" if got == cut["inflight"] else "other")
         elif kind == "flash":
             self.flash = rec
-        elif kind == "heap":
+        elif kind == "heap":  # heatgw.heapmon: this boot's figures so far
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
-            self.heap_log.append((t_s, rec["peak_heap_bytes"]))
+            self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at")))
+            self.heap_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -824,6 +826,14 @@ class Harness:
                 "max_block_erases": max(f["block_erases"]),
                 "saves": len(self.saves)}
 
+    def _console_count(self, text):
+        """Console lines naming text: also what the node could not count itself (boot)."""
+        try:
+            data = self.console_path.read_bytes()
+        except OSError:
+            return None
+        return sum(1 for line in data.splitlines() if text.encode() in line)
+
     def _summary(self, wall_s):
         totals = self.final_totals or (self.saves[-1]["totals"] if self.saves else None)
         metered = None
@@ -864,6 +874,11 @@ class Harness:
             "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
                                if metered and heat > 0 else None),
             "peak_heap_bytes": self.peak_heap,
+            "min_largest_free_bytes": min(
+                (r["min_largest_free_bytes"] for r in self.heap_by_boot.values()
+                 if r.get("min_largest_free_bytes") is not None), default=None),
+            "memory_errors": sum(r.get("memory_errors", 0) for r in self.heap_by_boot.values()),
+            "console_memory_errors": self._console_count("MemoryError"),
             "heap_peaks": self.heap_log[-20:],
             "boots": self.boots,
             "saves": len(self.saves),
@@ -899,7 +914,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     summary, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy)
     brief = {k: summary[k] for k in ("scenario", "metered", "plant", "heat_error_pct",
-                                      "peak_heap_bytes", "wall_s")}
+                                      "peak_heap_bytes", "min_largest_free_bytes",
+                                      "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary["relay_transitions"])
     print(json.dumps(brief, indent=1))
     return 0

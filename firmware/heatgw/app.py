@@ -18,19 +18,18 @@ touching the control path; until then maintenance, trip reset, "sink available" 
 valve feedback are board-level inputs.
 """
 
-import gc
 import json
 
 from heatgw import clock
 from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
+from heatgw.heapmon import HeapMonitor
 from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
 
 CRITICAL_TASKS = ("sampler", "control")
 _STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
 _EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
-_HEAP_EVERY_MS = 60_000
 _STATUS_EVERY_MS = 60_000
 _FILTER_HZ = 50  # mains frequency the converters reject
 _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
@@ -49,8 +48,9 @@ class Gateway:
         self._relays = board.relays_safe()
         self._relay_active = {name: board.RELAY_PINS[name][1] for name in self._relays}
         self.relay_reuse = False
-        self.sinks = list(sinks)
-        self.peak_heap_bytes = 0
+        # Heap: sampled every supervisor pass and, as a sink, at saves, events, restore.
+        self.heap = HeapMonitor(cap_bytes=getattr(board, "HEAP_PROBE_CAP_BYTES", None))
+        self.sinks = [self.heap.sink] + list(sinks)
         self._crashed = None
         self._starved = False
         self.checkins = {name: now for name in CRITICAL_TASKS}
@@ -122,7 +122,7 @@ class Gateway:
         try:
             seq, payload = self.store.load()
         except Exception as e:  # noqa: BLE001 - a bad flash must not stop the fail-safe
-            print("state: cannot read:", repr(e))
+            print("state: cannot read:", repr(self.heap.caught(e)))
             seq, payload = 0, None
         self.saved_seq = seq
         if payload is None:
@@ -149,7 +149,7 @@ class Gateway:
         try:
             self.saved_seq = self.store.save(record)
         except Exception as e:  # noqa: BLE001 - keep controlling; retried next interval
-            print("state: save failed:", repr(e))
+            print("state: save failed:", repr(self.heap.caught(e)))
             return None
         self.emit("saved", {"seq": self.saved_seq, "why": why, "totals": totals})
         return self.saved_seq
@@ -165,7 +165,7 @@ class Gateway:
             try:
                 sink(kind, record)
             except Exception as e:  # noqa: BLE001 - a broken sink never stops control
-                print("sink failed:", repr(e))
+                print("sink failed:", repr(self.heap.caught(e)))
 
     def event(self, ev):
         """Stamp an event with boot id, uptime and UTC, keep it, print it, emit it."""
@@ -315,7 +315,8 @@ class Gateway:
         wdt = self.board.watchdog(sup["watchdog_ms"])
         period_ms = min(self.tick_ms, sup["watchdog_ms"] // 4)
         stall_ms = sup["stall_s"] * 1000
-        heap_due = status_due = clock.ticks_ms()
+        heap = self.heap
+        status_due = clock.ticks_ms()
         while True:
             now = clock.ticks_ms()
             stalled = self._stalled(now, stall_ms, CRITICAL_TASKS)
@@ -328,13 +329,9 @@ class Gateway:
                                 "action": "watchdog reset"})
             else:
                 wdt.feed()
-            if clock.ticks_diff(now, heap_due) >= 0:
-                heap_due = clock.ticks_add(now, _HEAP_EVERY_MS)
-                gc.collect()
-                used = gc.mem_alloc()
-                if used > self.peak_heap_bytes:
-                    self.peak_heap_bytes = used
-                    self.emit("heap", {"peak_heap_bytes": used})
+            heap.tick()  # live heap after a collect; every minute the largest free block
+            if heap.changed:
+                self.emit("heap", heap.record())
             if clock.ticks_diff(now, status_due) >= 0:
                 status_due = clock.ticks_add(now, _STATUS_EVERY_MS)
                 self.emit("status", self.status())
@@ -348,7 +345,9 @@ class Gateway:
                 "flow_m3h": ins.flow_m3h, "power_w": m.last_power_w,
                 "energy_wh": m.energy_wh, "volume_l": m.volume_l,
                 "up_ms": self.uptime_ms, "boot": self.boot_id,
-                "peak_heap_bytes": self.peak_heap_bytes}
+                "peak_heap_bytes": self.heap.peak_bytes,
+                "min_largest_free_bytes": self.heap.min_largest_free_bytes,
+                "memory_errors": self.heap.memory_errors}
 
     async def _guard(self, name, coro):
         try:
