@@ -329,7 +329,7 @@ class Gateway:
                                 "action": "watchdog reset"})
             else:
                 wdt.feed()
-            heap.tick()  # live heap after a collect; every minute the largest free block
+            heap.tick()  # live heap after a collect every 10 passes; largest free block
             if heap.changed:
                 self.emit("heap", heap.record())
             if clock.ticks_diff(now, status_due) >= 0:
