@@ -258,7 +258,7 @@ class Harness:
         self.boots = []
         self.cuts = []
         self.peak_heap = 0
-        self.heap_log = []  # (t_s, new peak, sample point) each time the node's peak grows
+        self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.flash = None
         self.last_status = None
@@ -550,7 +550,8 @@ class Harness:
             self.flash = rec
         elif kind == "heap":  # heatgw.heapmon: this boot's figures so far
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
-            self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at")))
+            self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at"),
+                                  rec.get("min_largest_free_bytes")))
             self.heap_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
