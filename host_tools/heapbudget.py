@@ -40,9 +40,11 @@ DRIVER_MODULES = ("max31865", "pulsecounter")
 HOST_ONLY_MODULES = ("board", "link", "max31865_emu", "flashdev", "vasyncio", "virtual_clock")
 # Fetched for the coming issues (telemetry, Modbus): what they will cost if not frozen.
 FUTURE_MODULES = ("umqtt.simple", "umodbus.tcp")
-# Imported at boot and dropped again before the application starts (heatgw.start).
-TRANSIENT = ("heatgw.config", "heatgw.schema", "heatgw.config_schema", "heatgw.fluid",
-             "heatgw.fluid_data")
+# Not resident while the node runs: dropped again at boot (heatgw.start), or REPL only.
+NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped after boot",
+                "heatgw.config_schema": "dropped after boot",
+                "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
+                "heatgw.selftest": "REPL only"}
 
 _MEASURE = """
 import gc, sys, json
@@ -113,7 +115,7 @@ def measure_imports():
             bin_ = import_cost(mod, [mpy])
             rows.append({"module": mod, "group": group, "source_own": src["own"],
                          "mpy_own": bin_["own"], "mpy_with_deps": bin_["with_deps"],
-                         "transient": mod in TRANSIENT})
+                         "not_resident": NOT_RESIDENT.get(mod)})
     return rows
 
 
@@ -144,6 +146,39 @@ def _app_cost(img, extra_path):
                           capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"application import failed:\n{proc.stdout}{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_COST = """
+import gc, sys, time, json
+import board
+for name in {mods!r}:
+    __import__(name)
+from heatgw.heapmon import HeapMonitor
+keep = [bytearray(64) for i in range(200)]  # some small live objects, as a node has
+m = HeapMonitor()
+gc.collect()
+t = time.ticks_us()
+for i in range(100):
+    m.sample("pass")
+t_sample = time.ticks_diff(time.ticks_us(), t) / 100
+t = time.ticks_us()
+for i in range(20):
+    m.largest_free()
+t_probe = time.ticks_diff(time.ticks_us(), t) / 20
+print(json.dumps({{"sample_us": t_sample, "probe_us": t_probe, "live_bytes": gc.mem_alloc(),
+                  "heap_bytes": gc.mem_alloc() + gc.mem_free()}}))
+"""
+
+
+def sampling_cost():
+    """Wall time of one heap sample (a collect) and one largest-free probe on this host,
+    with the application imported, in the budget heap."""
+    env = dict(os.environ, MICROPYPATH=micropypath("host", [mpy_dir()]))
+    cmd = [*micropython_cmd(), "-X", f"heapsize={mpinfo.heapsize(BUDGET_HOST64_KB)}", "-c",
+           _COST.format(mods=APP_MODULES)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -186,23 +221,28 @@ def _kb(n):
     return "—" if n is None else f"{n / 1024:.1f}"
 
 
-def report(rows, day, day_heap, rom=None):
+def report(rows, day, day_heap, rom=None, cost=None):
     p = mpinfo.probe()
     lines = [f"micropython {'.'.join(map(str, p['version']))}, {mpinfo.word_bits()}-bit, "
              f".mpy arch {mpinfo.mpy_arch()}, {mpinfo.float_bits()}-bit floats", "",
              "| module | group | own, source (KB) | own, .mpy (KB) | with deps, .mpy (KB) |",
              "|---|---|---:|---:|---:|"]
     for r in rows:
-        name = r["module"] + (" (dropped after boot)" if r["transient"] else "")
+        name = r["module"] + (f" ({r['not_resident']})" if r["not_resident"] else "")
         lines.append(f"| {name} | {r['group']} | {_kb(r['source_own'])} | "
                      f"{_kb(r['mpy_own'])} | {_kb(r['mpy_with_deps'])} |")
-    total = {g: sum(r["mpy_own"] for r in rows if r["group"] == g and not r["transient"])
+    total = {g: sum(r["mpy_own"] for r in rows if r["group"] == g and not r["not_resident"])
              for g in ("firmware", "driver", "host-only", "future")}
-    lines += ["", "resident import cost, .mpy (without modules dropped after boot): "
+    lines += ["", "resident import cost, .mpy (what the running node holds): "
               f"firmware {_kb(total['firmware'])} KB, drivers {_kb(total['driver'])} KB, "
               f"host-only {_kb(total['host-only'])} KB; coming: umqtt.simple + umodbus.tcp "
               f"{_kb(total['future'])} KB"]
     out = {"rows": rows, "resident_mpy_bytes": total}
+    if cost is not None:
+        lines.append(f"heap monitor on this host, {_kb(cost['live_bytes'])} KB live in a "
+                     f"{_kb(cost['heap_bytes'])} KB heap: a sample (collect) "
+                     f"{cost['sample_us']:.0f} µs, a largest-free probe {cost['probe_us']:.0f} µs")
+        out["sampling"] = cost
     if rom is not None:
         lines.append(f"importing the application ({', '.join(APP_MODULES)}): from source "
                      f"{_kb(rom['source'])} KB, from .mpy files {_kb(rom['mpy_files'])} KB, "
@@ -210,8 +250,10 @@ def report(rows, day, day_heap, rom=None):
                      f"{_kb(rom['romfs_image_bytes'])} KB); frozen: its code costs no heap")
         out["application_import"] = rom
     if day is not None:
-        budget = mpinfo.heap_kb(BUDGET_HOST64_KB) * 1024
-        stretch = mpinfo.heap_kb(STRETCH_HOST64_KB) * 1024
+        # What `-X heapsize=` leaves after the GC's own tables (measured at the budget).
+        usable = cost["heap_bytes"] / (mpinfo.heap_kb(BUDGET_HOST64_KB) * 1024) if cost else 1
+        budget = int(mpinfo.heap_kb(BUDGET_HOST64_KB) * 1024 * usable)
+        stretch = int(mpinfo.heap_kb(STRETCH_HOST64_KB) * 1024 * usable)
         peak = day["peak_heap_bytes"]
         share = total["host-only"] / peak if peak else None
         lines += [
@@ -220,9 +262,10 @@ def report(rows, day, day_heap, rom=None):
             f"largest free block {_kb(day.get('min_largest_free_bytes'))} KB, "
             f"MemoryErrors {day.get('memory_errors')} "
             f"(console: {day.get('console_memory_errors')}), boots {len(day['boots'])}",
-            f"budget {_kb(budget)} KB ({BUDGET_HOST64_KB} KB on the 64-bit host): "
+            f"budget {mpinfo.heapsize(BUDGET_HOST64_KB)} ({BUDGET_HOST64_KB}K on the 64-bit"
+            f" host), {_kb(budget)} KB usable after the GC's tables: "
             f"margin {_kb(budget - peak)} KB ({100 * (budget - peak) / budget:.0f} %); "
-            f"stretch {_kb(stretch)} KB: margin {_kb(stretch - peak)} KB",
+            f"stretch {mpinfo.heapsize(STRETCH_HOST64_KB)}: margin {_kb(stretch - peak)} KB",
             f"host-only modules hold {_kb(total['host-only'])} KB of the peak "
             f"({100 * share:.0f} %): a board carries none of it",
         ]
@@ -233,7 +276,7 @@ def report(rows, day, day_heap, rom=None):
                          "without the host-only modules")
         out["day"] = {k: day.get(k) for k in ("peak_heap_bytes", "min_largest_free_bytes",
                                               "memory_errors", "console_memory_errors",
-                                              "heap_peaks", "wall_s")}
+                                              "heap_peaks", "wall_s", "boots")}
         out["day"].update(heap=day_heap, budget_bytes=budget, margin_bytes=budget - peak,
                           host_only_share=share)
     return "\n".join(lines), out
@@ -247,6 +290,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rows = measure_imports()
     rom = romfs_costs()
+    cost = sampling_cost()  # also gives the usable heap at the budget's heapsize
     day = heap = None
     if args.day:
         day = json.loads(Path(args.day).read_text())
@@ -254,7 +298,7 @@ def main(argv=None):
     elif not args.no_day:
         day = run_day()
         heap = os.environ["MICROPYTHON_ARGS"]
-    text, out = report(rows, day, heap, rom)
+    text, out = report(rows, day, heap, rom, cost)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
