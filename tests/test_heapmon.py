@@ -110,7 +110,7 @@ def test_node_reports_heap_figures_to_the_harness(tmp_path, monkeypatch):
     sc = {"name": "heap20", "duration_s": 1200, "load_kw": 100, "demand_kw": 100}
     path = tmp_path / "heap20.json"
     path.write_text(json.dumps(sc))
-    s, _ = run_scenario(path, workdir=tmp_path / "w")
+    s, _ = run_scenario(path, workdir=tmp_path / "w", mpy=True)  # as the node runs
     assert s["memory_errors"] == 0 and s["console_memory_errors"] == 0
     heap_bytes = mpinfo.heap_kb(160) * 1024
     assert 0 < s["peak_heap_bytes"] < heap_bytes

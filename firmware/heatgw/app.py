@@ -329,9 +329,12 @@ class Gateway:
                                 "action": "watchdog reset"})
             else:
                 wdt.feed()
-            heap.tick()  # live heap after a collect every 10 passes; largest free block
-            if heap.changed:
-                self.emit("heap", heap.record())
+            try:  # live heap after a collect every 10 passes; the largest free block
+                heap.tick()
+                if heap.changed:
+                    self.emit("heap", heap.record())
+            except MemoryError as e:  # measuring never stops the supervisor
+                heap.caught(e)
             if clock.ticks_diff(now, status_due) >= 0:
                 status_due = clock.ticks_add(now, _STATUS_EVERY_MS)
                 self.emit("status", self.status())
