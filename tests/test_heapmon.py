@@ -118,3 +118,15 @@ def test_node_reports_heap_figures_to_the_harness(tmp_path, monkeypatch):
     points = {p[2] for p in s["heap_peaks"]}
     assert "pass" in points or "event" in points  # sampled from boot on
     assert 0 < s["last_status"]["peak_heap_bytes"] <= s["peak_heap_bytes"]
+
+
+def test_heapbudget_measures_import_costs_and_the_romfs_saving():
+    from host_tools import heapbudget
+
+    heapbudget.build_mpy_for_binary()
+    app = heapbudget.import_cost("heatgw.app", [heapbudget.mpy_dir()])
+    assert "heatgw.failsafe" in app["deps"] and "heatgw.heapmon" in app["deps"]
+    assert 0 < app["own"] < app["with_deps"]  # its imports are not charged to it
+    rom = heapbudget.romfs_costs()
+    # ROMFS keeps bytecode and constants in the image: the import costs less heap.
+    assert 0 < rom["romfs"] < rom["mpy_files"] - 10 * 1024, rom
