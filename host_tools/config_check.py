@@ -4,8 +4,10 @@
                                                config (defaults included) on stdout, exit 0
     python -m host_tools.config_check --doc    every key: type, default, range, unit, doc
 
-The schema and validator are firmware/heatgw/config_schema.py and schema.py, imported
-unchanged (firmware/ goes on sys.path), so the host and the device judge a file alike.
+The schema, validator and migrations are firmware/heatgw/config_schema.py, schema.py and
+migrate.py, imported unchanged (firmware/ goes on sys.path), so the host and the device
+judge a file alike. A file of an older version is migrated as the node would (never
+written back here) and the migration is reported on stderr: "FILE: version 1 -> 2: ...".
 """
 
 import json
@@ -21,11 +23,29 @@ from heatgw.config_schema import SCHEMA  # noqa: E402
 
 
 def check(path):
-    """(filled config, []) for a valid file, else (None, [error, ...]). Never raises."""
-    cfg, errors, source = config.load(str(path))
+    """(filled config, [], migration) for a valid file, else (None, [error, ...],
+    migration); migration is None for a current file, else the node's migration event.
+    The file is never modified. Never raises."""
+    cfg, errors, source, migration = config.load(str(path), save=False)
     if source != "file":
-        return None, errors
-    return cfg, []
+        return None, errors, migration
+    return cfg, [], migration
+
+
+def migration_lines(path, migration):
+    """What the node does with this file at boot, for the technician."""
+    if migration is None:
+        return []
+    old, new = migration["migrated"][0], migration["migrated"][-1]
+    lines = [f"{path}: version {old}, migrated to {new} as the node does at boot"]
+    lines += [f"  {note}" for note in migration["notes"]]
+    if not migration["needs"]:
+        lines.append(f"  the node writes it back once as version {new}, the old file kept "
+                     f"as <file>.v{old}")
+    return lines
+
+
+_REQ_WITH = {r[1]: r[2] for r in SCHEMA["rules"] if r[0] == "req"}  # key: required with
 
 
 def doc_lines(node=SCHEMA, path=""):
@@ -37,6 +57,8 @@ def doc_lines(node=SCHEMA, path=""):
         parts = [sub["type"] + (" or null" if sub.get("null") else "")]
         if sub.get("req"):
             parts.append("required")
+        elif p in _REQ_WITH:
+            parts.append("required with " + _REQ_WITH[p])
         elif "default" in sub and sub["type"] != "object":
             parts.append("default " + json.dumps(sub["default"]))
         if "enum" in sub:
@@ -59,7 +81,9 @@ def main(argv=None):
     if len(argv) != 1:
         print("usage: python -m host_tools.config_check FILE | --doc", file=sys.stderr)
         return 2
-    cfg, errors = check(argv[0])
+    cfg, errors, migration = check(argv[0])
+    for line in migration_lines(argv[0], migration):
+        print(line, file=sys.stderr)
     if errors:
         for e in errors:
             print(e, file=sys.stderr)

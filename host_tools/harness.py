@@ -2,21 +2,28 @@
 
 The harness owns virtual time, the plant (host_tools/plant.py), the relays' physical
 state, the watchdog and the power. The node is the real application on the MicroPython
-unix port (boards/host/node.py: boot.py then main.py); it talks to the harness over a
-loopback socket (protocol in boards/host/link.py) and cannot tell it is not on a chip:
-it reads emulated MAX31865 chips whose resistances come from the plant, a pulse input
-whose pulses are the plant's flow, and board-level inputs the scenario drives.
+unix port; it cannot tell it is not on a chip. Who does what:
 
-Everything the summary says about *when* a trip condition appeared is computed here from
-the values the harness served (quantised as the chip quantises them), never reported by
-the node. The plant's true delivered heat comes from host_tools/trueheat.py (IAPWS-IF97).
+    scenario.py   scenario files, the default node configuration, profiles, events
+    sensors.py    the RTDs as the chip sees them (the firmware's own heatgw/rtd.py)
+    nodeproc.py   the node process: spawn, read its lines, kill; NodeFailed
+    linkcodec.py  the lines of the link (opcodes: boards/host/linkproto.py)
+    world.py      what the node's chips and pins read: served values, pulse edges
+    oracle.py     when each trip condition appeared, from what was served
+    summary.py    the JSON summary
+    harness.py    this: the lockstep loop, relays, power, watchdog, and the CLI
 
-    python -m host_tools.harness scenarios/sink_lost.json --out result.json
+A run fails (NodeFailed; the CLI exits 1 with the reason on stderr) when the node does
+not run as a device would: it never connects or says hello, exits unexpectedly, its
+application stops ("main: application stopped") or never starts. A node that boots into
+its safe state (no or a broken configuration) runs; a safe boot the scenario asks for is
+expected not to start the application.
+
+    python -m host_tools.harness scenarios/sink_lost.json --out result.json [--mpy]
 """
 
 import argparse
 import json
-import math
 import os
 import socket
 import subprocess
@@ -25,190 +32,29 @@ import tempfile
 import time
 from pathlib import Path
 
+from host_tools import linkcodec as lc
+from host_tools.nodeproc import REAL_TIMEOUT_S, Node, NodeFailed, NodeGone, console_tail
+from host_tools.oracle import Oracle
 from host_tools.paths import REPO, micropypath, micropython_cmd
 from host_tools.plant import Plant, PlantParams
-from host_tools.trueheat import true_heat_kwh
+from host_tools.scenario import Profile, load_scenario, node_config
+from host_tools.summary import summary
+from host_tools.world import EVENTS as WORLD_EVENTS
+from host_tools.world import World
 
-R_REF_OHM = 4300.0  # boards/host: the emulated converters' reference resistor
-_CVD_A = 3.9083e-3
-_CVD_B = -5.775e-7
 TICK0_BEFORE_WRAP_MS = 60_000  # node ticks start 1 min before the 2**30 wrap
 DEFAULT_STEP_S = 5  # plant step: its time constants are >= 15 min, the node still ticks 1 s
 REBOOT_MS = 1_000  # virtual time from reset/power-on until the node runs boot.py
-REAL_TIMEOUT_S = 60.0  # a node that says nothing this long (real time) is broken
 HANG_TIMEOUT_S = 3.0  # after an injected hang: real seconds before the watchdog "fires"
+APP_STOPPED = "main: application stopped"  # main.py's line when start.run() raised
 
-DEFAULT_CONFIG = {
-    "version": 1,
-    "node_id": "heatgw-sim",
-    "sensors": {
-        name: {"r0_ohm": 1000, "wires": 4, "offset_k": 0.0, "min_c": 0.0, "max_c": 120.0,
-               "critical": name in ("sink_return", "it_coolant")}
-        for name in ("supply", "return", "sink_return", "it_coolant")
-    },
-    "flow": {"type": "pulse", "litres_per_pulse": 0.1, "max_m3h": 15.0, "critical": True},
-    "meter": {"fluid": "water", "mass_fraction": 0.0, "meter_in_return": True,
-              "cutoff_k": 0.2},
-    "control": {
-        "tick_ms": 1000,
-        "sink_return_max_c": 40.0, "sink_return_hyst_k": 2.0,
-        "it_coolant_max_c": 46.0, "it_coolant_hyst_k": 2.0,
-        "sink_flow_min_m3h": 3.0, "sink_flow_hyst_m3h": 0.5,
-        "sink_signal": True,
-        "stale_s": 5,
-        "valve_travel_s": 45,
-        "recover_s": 120,
-        "min_dwell_s": 600,
-    },
-    "persist": {"interval_s": 300},
-    "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
-}
-
-
-# -- sensors as the chip sees them -------------------------------------------------------
-
-def pt_ohm(t_c, r0=1000.0):
-    """IEC 60751 resistance (t >= 0 °C branch; the loops never go below freezing)."""
-    return r0 * (1.0 + _CVD_A * t_c + _CVD_B * t_c * t_c)
-
-
-def pt_temp_c(r_ohm, r0=1000.0):
-    ratio = r_ohm / r0
-    return (-_CVD_A + math.sqrt(_CVD_A * _CVD_A - 4 * _CVD_B * (1.0 - ratio))) / (2 * _CVD_B)
-
-
-def seen_temp_c(t_c, r0=1000.0):
-    """The temperature a MAX31865 reports for a true t_c (nearest 15-bit code)."""
-    code = int(pt_ohm(t_c, r0) * 32768 / R_REF_OHM + 0.5)
-    return pt_temp_c(code * R_REF_OHM / 32768, r0)
-
-
-# -- scenario --------------------------------------------------------------------------
-
-def deep_merge(base, over):
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-class Profile:
-    """Piecewise-linear profile from [[t_s, value], ...]; `repeat_s` makes it periodic."""
-
-    def __init__(self, points, repeat_s=None):
-        if isinstance(points, (int, float)):
-            points = [[0, points]]
-        self.points = sorted((float(t), float(v)) for t, v in points)
-        self.repeat_s = repeat_s
-
-    def __call__(self, t_s):
-        if self.repeat_s:
-            t_s %= self.repeat_s
-        pts = self.points
-        if t_s <= pts[0][0]:
-            return pts[0][1]
-        for (t0, v0), (t1, v1) in zip(pts, pts[1:], strict=False):
-            if t_s < t1:
-                return v0 + (v1 - v0) * (t_s - t0) / (t1 - t0)
-        return pts[-1][1]
-
-
-def load_scenario(path):
-    sc = json.loads(Path(path).read_text())
-    if not isinstance(sc, dict) or "duration_s" not in sc:
-        raise ValueError(f"{path}: a scenario is an object with at least duration_s")
-    sc.setdefault("name", Path(path).stem)
-    sc["events"] = expand_events(sc.get("events", []))
-    return sc
-
-
-def expand_events(events):
-    """A `power_cut_series` event stands for `count` power cuts `every_s` apart, cycling
-    through the lists `at_flash_op` (None: between writes) and `torn_bytes`."""
-    out = []
-    for ev in events:
-        if ev.get("do") != "power_cut_series":
-            out.append(ev)
-            continue
-        ops = ev.get("at_flash_op", [None])
-        torn = ev.get("torn_bytes", [0])
-        for i in range(int(ev["count"])):
-            out.append({"t_s": ev["t_s"] + i * ev["every_s"], "do": "power_cut",
-                        "off_s": ev.get("off_s", 2), "at_flash_op": ops[i % len(ops)],
-                        "torn_bytes": torn[i % len(torn)]})
-    return out
-
-
-# -- the node process ------------------------------------------------------------------
-
-class NodeGone(Exception):
-    pass
-
-
-class Node:
-    """One run of the firmware process, from reset to power-off."""
-
-    def __init__(self, harness):
-        self.h = harness
-        env = dict(os.environ)
-        env["MICROPYPATH"] = harness.micropypath
-        env["HEATGW_LINK"] = f"127.0.0.1:{harness.port}"
-        env["HEATGW_FLASH"] = str(harness.flash_path)
-        self.proc = subprocess.Popen(
-            # -m: the module path decides (precompiled first when asked), not the
-            # script's own folder
-            [*micropython_cmd(), "-m", "node"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=harness.console,
-            stderr=subprocess.STDOUT,
-        )
-        harness.listener.settimeout(REAL_TIMEOUT_S)
-        try:
-            self.sock, _ = harness.listener.accept()
-        except TimeoutError as e:
-            self.proc.kill()
-            raise RuntimeError("node did not connect; see the console log") from e
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(REAL_TIMEOUT_S)
-        self.rfile = self.sock.makefile("rb")
-        self.wdt_timeout_ms = None
-        self.last_feed_vt = None
-
-    def readline(self, timeout_s):
-        self.sock.settimeout(timeout_s)
-        try:
-            line = self.rfile.readline()
-        except TimeoutError:
-            return None
-        if not line:
-            raise NodeGone(f"node exited with {self.proc.wait()}")
-        return line.decode().rstrip("\n")
-
-    def send(self, text):
-        try:
-            self.sock.sendall(text.encode())
-        except OSError as e:
-            raise NodeGone(str(e)) from e
-
-    def kill(self):
-        try:
-            self.proc.kill()
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.rfile.close()
-        self.sock.close()
-
-
-# -- the harness -----------------------------------------------------------------------
 
 class Harness:
-    def __init__(self, scenario, workdir, *, mpy=False):
+    def __init__(self, scenario, workdir, *, mpy=False, module_dirs=()):
+        """`module_dirs`: folders searched before the firmware (a test's stand-ins)."""
         self.sc = scenario
         self.mpy = mpy
-        extra = []
+        extra = [str(d) for d in module_dirs]
         if mpy:  # precompiled modules first (host_tools.build_mpy builds them)
             from host_tools.build_mpy import build, host_mpy_dir
 
@@ -218,7 +64,7 @@ class Harness:
         self.micropypath = micropypath("host", extra)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cfg = deep_merge(DEFAULT_CONFIG, scenario.get("config", {}))
+        self.cfg = node_config(scenario)
         self.ctl = self.cfg["control"]
         self.tick_ms = self.ctl["tick_ms"]
         self.step_ms = int(scenario.get("step_s", DEFAULT_STEP_S) * 1000)
@@ -229,34 +75,23 @@ class Harness:
         self.demand = Profile(scenario.get("demand_kw", 100.0), scenario.get("repeat_s"))
         self.events = sorted(scenario.get("events", []), key=lambda e: e["t_s"])
         self.utc0 = scenario.get("start_utc", 1_790_000_000)
+        self.safe_boot_expected = bool(scenario.get("safe_boot")
+                                       or scenario.get("safeboot_file"))
         self.flash_path = self.workdir / "flash.bin"
         self.console_path = self.workdir / "console.log"
         self.vt = 0
-        # physical state the harness owns
+        self.world = World(self.plant, self.cfg, scenario)
+        self.oracle = Oracle(self.cfg)
+        # the relay coils: physical state the harness owns (see _on_pin)
         self.coils = {"reuse": False, "cooler_inhibit": False}
-        self.inputs = {"sink_available": True, "maintenance": False, "trip_reset": False,
-                       "valve_at_reuse": False}
-        self.inputs.update(scenario.get("inputs", {}))
-        self.pump_on = True
-        self.valve_stuck = False
-        self.faults = {}  # rtd -> injected fault
-        self.overrides = {}  # rtd -> wave dict (served instead of the plant)
-        self.lpp_l = self.cfg["flow"]["litres_per_pulse"] if self.cfg.get("flow") else 0.1
-        self.volume_l = 0.0
-        self.pulses = 0
-        self.edge_vt = None
-        self.flow_lps = 0.0
-        self.served = {}  # what the node was last told
         # results
         self.transitions = []
-        self.conditions = {}  # reason -> onset vt (active conditions, harness view)
-        self.condition_log = []
-        self._cond_state = {}
         self.node_events = []
         self.saves = []
         self.restores = []
         self.boots = []
         self.cuts = []
+        self.watchdog_starts = []  # (t_s, timeout_ms) each time a node started its watchdog
         self.peak_heap = 0
         self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
@@ -266,77 +101,23 @@ class Harness:
         self.node = None
         self._pending_reason = None
         self._next_step_vt = 0
-        self._valve_disagree_vt = None
         self._inflight = None
         self._last_saved = None
         self._awaiting_restore = None
         self._horizon = 0
-        self._cond_dirty = True
-        self._lines_dirty = True
+        self._pending_cut = None  # a power_cut event, acted on when the node next idles
+        self._pending_hang = False
+        self._pending_bus_error = False
+        self._hang_sent = False  # the node was told to hang: its silence is expected
+        self._cut_off_ms = 0
+        self._off_until = 0  # powered off until then, to boot with _off_cause
+        self._off_cause = None
 
-    # -- profiles and served values ----------------------------------------------------
-
-    def _true_temps(self):
-        p = self.plant
-        return {"supply": p.supply_c, "return": p.return_c, "sink_return": p.sink_return_c,
-                "it_coolant": p.it_coolant_c}
-
-    def _served_temps(self):
-        temps = self._true_temps()
-        t_s = self.vt / 1000.0
-        for name, w in self.overrides.items():
-            phase = 2 * math.pi * (t_s - w["t0_s"]) / w["period_s"]
-            if w.get("wave", "sine") == "square":
-                temps[name] = w["mean_c"] + (w["amp_k"] if math.sin(phase) >= 0 else -w["amp_k"])
-            else:
-                temps[name] = w["mean_c"] + w["amp_k"] * math.sin(phase)
-        return temps
-
-    def _update_pulses(self, vt):
-        """Pulses the meter has given by vt (the flow rate is constant since _flow_vt)."""
-        vol = self.volume_l + self.flow_lps * (vt - self._flow_vt) / 1000.0
-        n = int(vol / self.lpp_l + 1e-9)
-        if n > self.pulses and self.flow_lps > 0:
-            t_edge_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
-            self.edge_vt = self._flow_vt + max(0, int(math.ceil(t_edge_ms - 1e-6)))
-            self.pulses = n
-
-    def _flow_to(self, vt):
-        self._update_pulses(vt)
-        self.volume_l += self.flow_lps * (vt - self._flow_vt) / 1000.0
-        self._flow_vt = vt
-
-    def _service_lines(self):
-        """Value lines for the node: only what changed since the last step."""
-        out = []
-        if self._lines_dirty:
-            self._lines_dirty = False
-            self._value_lines(out)
-        self._update_pulses(self.vt)
-        edges = self._edges_before(self._horizon)
-        if edges or self.served.get(("p",)) != (self.pulses, self.edge_vt):
-            self.served[("p",)] = (self.pulses, self.edge_vt)
-            out.append(f"p {self.pulses} {'-' if self.edge_vt is None else self.edge_vt}"
-                       f"{''.join(f' {e}' for e in edges)}\n")
-        return out
-
-    def _edges_before(self, horizon):
-        """Pulse edges in (vt, horizon): the flow is constant until the next step."""
-        out = []
-        if self.flow_lps <= 0:
-            return out
-        n = self.pulses
-        while True:
-            n += 1
-            t_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
-            edge = self._flow_vt + max(0, int(math.ceil(t_ms - 1e-6)))
-            if edge >= horizon:
-                return out
-            if edge > self.vt:
-                out.append(edge)
+    # -- time --------------------------------------------------------------------------
 
     def _horizon_now(self):
-        """Until when nothing served changes: next plant step, event, watchdog, end."""
+        """Until when nothing served changes: next plant step, event, watchdog, end.
+        (Coils change nothing served: the plant takes them at its steps.)"""
         h = min(self._next_step_vt, self.end_vt)
         if self.events:
             h = min(h, int(self.events[0]["t_s"] * 1000))
@@ -352,99 +133,87 @@ class Harness:
             return None
         return node.last_feed_vt + node.wdt_timeout_ms
 
-    def _value_lines(self, out):
-        for name, t in self._served_temps().items():
-            r = f"{pt_ohm(t):.4f}"
-            if self.served.get(("r", name)) != r:
-                self.served[("r", name)] = r
-                out.append(f"r {name} {r}\n")
-        for name, fault in self.faults.items():
-            if self.served.get(("f", name)) != fault:
-                self.served[("f", name)] = fault
-                out.append(f"f {name} {fault}\n")
-        for name, on in self.inputs.items():
-            if name == "valve_at_reuse":
-                on = bool(self.plant.valve_at_reuse)
-            # inputs are contacts to ground: active level 0
-            level = "0" if on else "1"
-            if self.served.get(("d", name)) != level:
-                self.served[("d", name)] = level
-                out.append(f"d {name} {level}\n")
+    def _step_plant(self):
+        """At a step boundary B = vt: integrate [B - step, B) with the relays as they are,
+        then serve the plant's state at B until the next boundary."""
+        dt_s = self.step_ms / 1000.0
+        t0_s = (self.vt - self.step_ms) / 1000.0
+        w = self.world
+        w.flow_to(self.vt)
+        self.plant.step(dt_s, load_kw=self.load(t0_s), demand_kw=self.demand(t0_s),
+                        reuse_relay=self.coils["reuse"],
+                        cooler_inhibit_relay=self.coils["cooler_inhibit"],
+                        building_pump_on=w.pump_on, valve_stuck=w.valve_stuck)
+        w.plant_stepped()
+        self._next_step_vt += self.step_ms
+        self._mark_dirty()
 
-    # -- conditions (the harness's own view) -------------------------------------------
+    def _mark_dirty(self):
+        self.oracle.dirty = True
+        self.world.lines_dirty = True
 
-    def _set_condition(self, reason, active, onset_vt=None):
-        if active and reason not in self.conditions:
-            self.conditions[reason] = self.vt if onset_vt is None else onset_vt
-            self.condition_log.append({"reason": reason,
-                                       "t_s": self.conditions[reason] / 1000.0,
-                                       "reuse_at_onset": self.coils["reuse"]})
-        elif not active and reason in self.conditions:
-            del self.conditions[reason]
-            for c in reversed(self.condition_log):
-                if c["reason"] == reason and "cleared_t_s" not in c:
-                    c["cleared_t_s"] = self.vt / 1000.0
-                    break
+    def _advance_to(self, vt):
+        """Move time to vt: step the plant on its grid, let the hardware act, apply
+        scenario events, bring the oracle up to date."""
+        while True:
+            stop = min(self._next_step_vt, vt)
+            hw = self._hardware_due()
+            if hw is not None:
+                stop = min(stop, max(hw, self.vt))
+            self.vt = max(self.vt, stop)
+            if self.vt == self._next_step_vt:
+                self._step_plant()
+            if hw is not None and hw <= self.vt:
+                self._hardware_at()
+            while self.events and int(self.events[0]["t_s"] * 1000) <= self.vt:
+                self._apply_event(self.events.pop(0))
+                self._mark_dirty()
+            self.oracle.evaluate(self.vt, self.world, self.coils["reuse"])
+            if self.vt >= vt:
+                return
 
-    def _hyst(self, reason, value, limit, hyst, above):
-        was = self._cond_state.get(reason, False)
-        if above:
-            now = value > limit if not was else value >= limit - hyst
+    def _set_condition(self, reason, active):
+        self.oracle.set(reason, active, self.vt, self.coils["reuse"])
+
+    def _apply_event(self, ev):
+        do = ev["do"]
+        if do in WORLD_EVENTS:
+            self.world.apply_event(ev)
+        elif do == "power_cut":
+            self._pending_cut = ev
+        elif do == "hang_control":
+            self._pending_hang = True
+            self._set_condition("control_hung", True)
+        elif do == "bus_error":
+            self._pending_bus_error = True
+            self._set_condition("task_crash", True)
+        elif do == "trip_reset":
+            self.world.inputs["trip_reset"] = True
+            self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
+                                "name": "trip_reset", "value": False})
+            self.events.sort(key=lambda e: e["t_s"])
         else:
-            now = value < limit if not was else value <= limit + hyst
-        self._cond_state[reason] = now
-        self._set_condition(reason, now)
+            raise ValueError(f"unknown scenario event {do!r}")
 
-    def _evaluate_conditions(self):
-        ctl = self.ctl
-        if not self._cond_dirty:
-            self._timed_conditions(ctl)
-            return
-        self._cond_dirty = False
-        temps = self._served_temps()
-        sensors = self.cfg.get("sensors") or {}
-        seen = {n: seen_temp_c(t) for n, t in temps.items()}
-        if "sink_return" in sensors and self.faults.get("sink_return", "none") == "none":
-            self._hyst("sink_return_high", seen["sink_return"], ctl["sink_return_max_c"],
-                       ctl["sink_return_hyst_k"], True)
-        if "it_coolant" in sensors and self.faults.get("it_coolant", "none") == "none":
-            self._hyst("it_coolant_high", seen["it_coolant"], ctl["it_coolant_max_c"],
-                       ctl["it_coolant_hyst_k"], True)
-        for name, sc in sensors.items():
-            if sc.get("critical"):
-                f = self.faults.get(name, "none")
-                self._set_condition(f"sensor_fault:{name}", f != "none")
-        if ctl.get("sink_signal"):
-            self._set_condition("sink_unavailable", not self.inputs["sink_available"])
-        self._set_condition("maintenance", bool(self.inputs["maintenance"]))
-        self._timed_conditions(ctl)
+    # -- relays: pins -> coils ---------------------------------------------------------
+    # The node drives pins (P lines); the harness owns what the coils do. Today a coil
+    # follows its pin (active-low modules, floating = off). A model of hardware between
+    # pin and coil (e.g. a dead-man timer) plugs in at _on_pin (pin levels in, at
+    # self.vt) and _hardware_due / _hardware_at (it acts by itself at a virtual time,
+    # even while the node hangs or is off: _advance_to stops there and calls
+    # _hardware_at, which must move _hardware_due past that instant or to None). Coils
+    # change only through _coil / _all_coils_off, which keep the transitions and boots.
 
-    def _timed_conditions(self, ctl):
-        """Conditions that appear with the passage of time alone (no pulse for a while,
-        valve travel overdue)."""
-        if self.cfg.get("flow"):
-            q_min_lps = ctl["sink_flow_min_m3h"] / 3.6
-            low = self.flow_lps * 3.6 < ctl["sink_flow_min_m3h"]
-            if low and "sink_flow_low" not in self.conditions:
-                # visible once no pulse came for one pulse at the minimum flow
-                since = self.edge_vt if self.edge_vt is not None else 0
-                onset = max(self.vt, since + int(math.ceil(self.lpp_l / q_min_lps * 1000)))
-                if onset <= self.vt:
-                    self._set_condition("sink_flow_low", True, onset)
-            elif not low:
-                self._set_condition("sink_flow_low", False)
-        # valve: command (reuse coil) vs end switch, beyond the travel time
-        if bool(self.plant.valve_at_reuse) == self.coils["reuse"]:
-            self._valve_disagree_vt = None
-            self._set_condition("valve_stuck", False)
-        else:
-            if self._valve_disagree_vt is None:
-                self._valve_disagree_vt = self.vt
-            due = self._valve_disagree_vt + ctl["valve_travel_s"] * 1000
-            if self.vt >= due:
-                self._set_condition("valve_stuck", True, due)
+    def _on_pin(self, name, level):
+        """The node set relay pin `name` to `level` (0/1) at self.vt."""
+        self._coil(name, level == 0)  # active-low modules
 
-    # -- relays ------------------------------------------------------------------------
+    def _hardware_due(self):
+        """The next vt at which hardware between pins and coils acts (None: none)."""
+        return None
+
+    def _hardware_at(self):
+        """_hardware_due() has come: let that hardware act (self.vt is that instant)."""
 
     def _coil(self, name, energised, reason=None):
         if self.coils.get(name) == energised:
@@ -457,12 +226,12 @@ class Harness:
         state = "reuse" if energised else "bypass"
         tr = {"t_s": self.vt / 1000.0, "state": state, "reason": reason}
         if state == "bypass":
-            onsets = [v for v in self.conditions.values()]
+            onsets = list(self.oracle.conditions.values())
             tr["condition_t_s"] = min(onsets) / 1000.0 if onsets else None
-            tr["conditions"] = sorted(self.conditions)
+            tr["conditions"] = sorted(self.oracle.conditions)
         self.transitions.append(tr)
         if reason is None:
-            self._pending_reason = tr
+            self._pending_reason = tr  # the node's next state event names it
 
     def _all_coils_off(self, reason):
         # relay inputs float: the modules' pull-ups hold every coil off
@@ -471,44 +240,54 @@ class Harness:
 
     # -- node messages -----------------------------------------------------------------
 
-    def _at(self, vt_text):
+    def _at(self, vt):
         """A node message stamped vt: bring the harness to that instant first."""
-        vt = int(vt_text)
         if vt > self.vt:
             self._advance_to(vt)
 
     def _handle(self, line):
-        op = line[:1]
-        if op == "P":
-            _, name, level, vt = line.split()
+        """One node line: "more" (read on), "cut" (power cut reached) or the deadline of
+        an idle node (None: no task waits)."""
+        op, args = lc.parse(line)
+        if op == lc.PIN:
+            name, level, vt = args
             self._at(vt)
-            self._coil(name, level == "0")  # active-low modules
-        elif op == "F":
-            self._at(line.split()[1])
+            self._on_pin(name, level)
+        elif op == lc.WDT_FEED:
+            self._at(args[0])
             self.node.last_feed_vt = self.vt
-        elif op == "W":
-            _, timeout, vt = line.split()
+        elif op == lc.WDT_START:
+            timeout, vt = args
             self._at(vt)
-            self.node.wdt_timeout_ms = int(timeout)
+            self.node.wdt_timeout_ms = timeout
             self.node.last_feed_vt = self.vt
-        elif op == "O":
-            _, kind, vt, payload = line.split(" ", 3)
+            self.watchdog_starts.append((self.vt / 1000.0, timeout))
+        elif op == lc.RECORD:
+            kind, vt, rec = args
             self._at(vt)
-            self._record(kind, json.loads(payload))
-        elif op == "X":
-            _, vt, payload = line.split(" ", 2)
+            self._record(kind, rec)
+        elif op == lc.CUT_REACHED:
+            vt, info = args
             self._at(vt)
-            self.cuts[-1]["info"] = json.loads(payload)
+            self.cuts[-1]["info"] = info
             self._cut_landed(self.cuts[-1])
             return "cut"
-        elif op == "I":
-            arg = line.split()[1]
-            return None if arg == "-" else int(arg)
-        elif op == "H":
-            pass
-        else:
-            raise RuntimeError(f"node sent {line!r}")
+        elif op == lc.IDLE:
+            if args[0] is None:
+                self._check_app_runs()
+            return args[0]
         return "more"
+
+    def _check_app_runs(self):
+        """The node idles with no task waiting: fine for a safe boot; otherwise the
+        application stopped or never started."""
+        text = self.console_path.read_text(errors="replace")  # the node writes it directly
+        if APP_STOPPED in text:
+            line = next(ln for ln in text.splitlines() if APP_STOPPED in ln)
+            raise NodeFailed(f"the application crashed at boot: {line.strip()}")
+        if not self.node.app_booted and not self.safe_boot_expected:
+            raise NodeFailed("the node never reached the application (no boot record) "
+                             "and no task runs")
 
     def _record(self, kind, rec):
         t_s = self.vt / 1000.0
@@ -516,6 +295,8 @@ class Harness:
             rec["harness_t_s"] = t_s
             self.node_events.append(rec)
             kind = rec.get("kind")
+            if kind == "boot":
+                self.node.app_booted = True
             tr = self._pending_reason
             if tr is not None and kind == "state":
                 if tr["state"] == rec.get("state"):
@@ -557,77 +338,7 @@ class Harness:
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
 
-    # -- time --------------------------------------------------------------------------
-
-    def _step_plant(self):
-        """At a step boundary B = vt: integrate [B - step, B) with the relays as they are,
-        then serve the plant's state at B until the next boundary."""
-        dt_s = self.step_ms / 1000.0
-        t0_s = (self.vt - self.step_ms) / 1000.0
-        self._flow_to(self.vt)
-        self.plant.step(dt_s, load_kw=self.load(t0_s), demand_kw=self.demand(t0_s),
-                        reuse_relay=self.coils["reuse"],
-                        cooler_inhibit_relay=self.coils["cooler_inhibit"],
-                        building_pump_on=self.pump_on, valve_stuck=self.valve_stuck)
-        self.flow_lps = self.plant.flow_m3h / 3.6
-        self._next_step_vt += self.step_ms
-        self._mark_dirty()
-
-    def _mark_dirty(self):
-        self._cond_dirty = True
-        self._lines_dirty = True
-
-    def _advance_to(self, vt):
-        """Move time to vt: step the plant on its grid, apply scenario events."""
-        while True:
-            self.vt = max(self.vt, min(self._next_step_vt, vt))
-            if self.vt == self._next_step_vt:
-                self._step_plant()
-            while self.events and int(self.events[0]["t_s"] * 1000) <= self.vt:
-                self._apply_event(self.events.pop(0))
-                self._mark_dirty()
-            self._evaluate_conditions()
-            if self.vt >= vt:
-                return
-
-    def _apply_event(self, ev):
-        do = ev["do"]
-        if do == "sink_lost":
-            self.pump_on = False
-            self.inputs["sink_available"] = False
-        elif do == "sink_restored":
-            self.pump_on = True
-            self.inputs["sink_available"] = True
-        elif do == "pump":
-            self.pump_on = bool(ev["on"])
-        elif do == "input":
-            self.inputs[ev["name"]] = bool(ev["value"])
-        elif do == "sensor_fault":
-            self.faults[ev["sensor"]] = ev.get("fault", "open")
-        elif do == "override":
-            if ev.get("off"):
-                self.overrides.pop(ev["sensor"], None)
-            else:
-                self.overrides[ev["sensor"]] = {**ev, "t0_s": ev["t_s"]}
-        elif do == "valve_stuck":
-            self.valve_stuck = bool(ev.get("stuck", True))
-        elif do == "power_cut":
-            self._pending_cut = ev
-        elif do == "hang_control":
-            self._pending_hang = True
-            self._set_condition("control_hung", True)
-        elif do == "bus_error":
-            self._pending_bus_error = True
-            self._set_condition("task_crash", True)
-        elif do == "trip_reset":
-            self.inputs["trip_reset"] = True
-            self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
-                                "name": "trip_reset", "value": False})
-            self.events.sort(key=lambda e: e["t_s"])
-        else:
-            raise ValueError(f"unknown scenario event {do!r}")
-
-    # -- run ---------------------------------------------------------------------------
+    # -- power, boot, watchdog ---------------------------------------------------------
 
     def _provision(self):
         """Write config.json into the node's flash, as an installer's deploy would.
@@ -649,21 +360,25 @@ class Harness:
         out = subprocess.run([*micropython_cmd(), "-c", code], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=60, check=False)
         if "provisioned" not in out.stdout:
-            raise RuntimeError(f"provisioning failed: {out.stdout}{out.stderr}")
+            raise NodeFailed(f"provisioning failed: {out.stdout}{out.stderr}")
 
     def _boot_node(self, cause):
-        self.node = Node(self)
-        self.served = {}
-        self._lines_dirty = True
-        line = self.node.readline(REAL_TIMEOUT_S)
-        if line is None or not line.startswith("H"):
-            raise RuntimeError(f"node said {line!r} instead of hello")
+        self.node = Node(micropypath=self.micropypath, listener=self.listener,
+                         flash_path=self.flash_path, console=self.console,
+                         console_path=self.console_path)
+        self.world.forget_served()
+        try:
+            line = self.node.readline(REAL_TIMEOUT_S)
+        except NodeGone as e:
+            raise NodeFailed(f"{e} before saying hello") from e
+        if line is None or not line.startswith(lc.HELLO):
+            raise NodeFailed(f"node said {line!r} instead of hello")
         tick0 = (1 << 30) - TICK0_BEFORE_WRAP_MS
         self._horizon = self._horizon_now()
-        lines = [f"B {self.vt} {tick0} {1 if self.sc.get('safe_boot') else 0}\n",
-                 f"A {self.vt} {self._horizon} {self.utc0 + self.vt // 1000}\n"]
-        lines += self._service_lines()
-        self.node.send("".join(lines) + ".\n")
+        lines = [lc.boot(self.vt, tick0, self.sc.get("safe_boot")),
+                 lc.advance(self.vt, self._horizon, self.utc0 + self.vt // 1000)]
+        lines += self.world.service_lines(self.vt, self._horizon)
+        self.node.send("".join(lines) + lc.END)
         self.boots.append({"t_s": self.vt / 1000.0, "cause": cause,
                            "coils_at_boot": dict(self.coils)})
 
@@ -673,39 +388,71 @@ class Harness:
             self.node = None
         self._all_coils_off(reason)
 
+    def _reset(self, cause):
+        self._power_off(cause)
+        self._set_condition("control_hung", False)
+        self._set_condition("task_crash", False)
+        self._off_until = self.vt + REBOOT_MS
+        self._off_cause = cause
+
+    def _watchdog_fires_after_hang(self):
+        node = self.node
+        if node.wdt_timeout_ms is None:
+            raise NodeFailed("node hung before starting its watchdog")
+        expiry = max(self.vt, node.last_feed_vt + node.wdt_timeout_ms)
+        self._advance_to(expiry)  # relays stay as the hung node left them
+        self._hang_sent = False
+        self._reset("watchdog")
+
+    def _cut_landed(self, cut):
+        cut["cut_t_s"] = self.vt / 1000.0
+        cut["inside_save"] = self._inflight is not None
+        cut["inflight"] = self._inflight
+        cut["last_saved"] = self._last_saved
+        cut["restored"] = None
+        self._inflight = None
+        self._awaiting_restore = cut
+
+    def _cut_power(self):
+        self._power_off("power_cut")
+        self._off_until = self.vt + self._cut_off_ms
+        self._off_cause = "power_cut"
+
+    # -- run ---------------------------------------------------------------------------
+
     def run(self):
+        """Run the scenario; its summary. NodeFailed when the node did not run."""
         wall0 = time.monotonic()
         if self.flash_path.exists():
             self.flash_path.unlink()
         self._provision()
-        self._flow_vt = 0
+        self.world.flow_vt = 0
         self._next_step_vt = self.step_ms
-        self._pending_cut = None
-        self._pending_hang = False
-        self._pending_bus_error = False
-        self._step_plant_first()
+        # served values for [0, step): the plant's initial state
+        self.world.plant_stepped()
+        self.oracle.evaluate(self.vt, self.world, self.coils["reuse"])
         self.console = open(self.console_path, "wb")
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
-        self.port = self.listener.getsockname()[1]
         try:
             self._boot_node("power_on")
             self._loop()
             self._shutdown_node()
+        except NodeFailed as e:
+            self.console.flush()
+            raise NodeFailed(f"{self.sc['name']}: {e} at t = {self.vt / 1000.0:.3f} s\n"
+                             f"--- node console ({self.console_path}), last lines:\n"
+                             f"{console_tail(self.console_path)}") from e
         finally:
             if self.node is not None:
                 self.node.kill()
             self.listener.close()
             self.console.close()
-        return self._summary(time.monotonic() - wall0)
-
-    def _step_plant_first(self):
-        # served values for [0, step): the plant's initial state
-        self.flow_lps = self.plant.flow_m3h / 3.6
-        self._evaluate_conditions()
+        return summary(self, time.monotonic() - wall0)
 
     def _loop(self):
+        """Lockstep: read the node until it idles, then move time for it (_idle)."""
         while self.vt < self.end_vt:
             if self.node is None:  # powered off: the plant runs on, relays safe
                 self._advance_to(min(self._off_until, self.end_vt))
@@ -713,10 +460,13 @@ class Harness:
                     self._boot_node(self._off_cause)
                 continue
             timeout = HANG_TIMEOUT_S if self._hang_sent else REAL_TIMEOUT_S
-            line = self.node.readline(timeout)
+            try:
+                line = self.node.readline(timeout)
+            except NodeGone as e:
+                raise NodeFailed(f"{e} unexpectedly") from e
             if line is None:
                 if not self._hang_sent:
-                    raise RuntimeError("node stopped answering (real-time timeout)")
+                    raise NodeFailed("node stopped answering (real-time timeout)")
                 self._watchdog_fires_after_hang()
                 continue
             r = self._handle(line)
@@ -724,16 +474,13 @@ class Harness:
                 continue
             if r == "cut":
                 self.cuts[-1]["cut_vt"] = self.vt
-                self._power_off("power_cut")
-                self._off_until = self.vt + self._cut_off_ms
-                self._off_cause = "power_cut"
+                self._cut_power()
                 continue
             self._idle(r)
 
-    _hang_sent = False
-    _cut_off_ms = 0
-
     def _idle(self, deadline):
+        """The node idles until `deadline` (None: no task waits): move time to the
+        horizon or the deadline, act on what falls due, then send the next step."""
         node = self.node
         target = self._horizon_now()
         if deadline is not None:
@@ -751,158 +498,55 @@ class Harness:
                 self.cuts.append({"t_s": self.vt / 1000.0, "at_flash_op": None,
                                   "saves_before": len(self.saves)})
                 self._cut_landed(self.cuts[-1])
-                self._power_off("power_cut")
-                self._off_until = self.vt + self._cut_off_ms
-                self._off_cause = "power_cut"
+                self._cut_power()
                 return
             self.cuts.append({"t_s": self.vt / 1000.0, "at_flash_op": ev["at_flash_op"],
                               "torn_bytes": ev.get("torn_bytes", 0),
                               "saves_before": len(self.saves)})
-            node.send(f"k {ev['at_flash_op']} {ev.get('torn_bytes', 0)}\n")
+            node.send(lc.cut_at(ev["at_flash_op"], ev.get("torn_bytes", 0)))
         if self._pending_bus_error:
             self._pending_bus_error = False
-            node.send("e\n")
+            node.send(lc.BUS_ERROR)
         if self._pending_hang:
             self._pending_hang = False
             self._hang_sent = True
-            node.send("h\n")
+            node.send(lc.HANG)
         if self.vt >= self.end_vt:
             return
         self._horizon = self._horizon_now()
-        node.send(f"A {self.vt} {self._horizon}\n" + "".join(self._service_lines()) + ".\n")
-
-    def _cut_landed(self, cut):
-        cut["cut_t_s"] = self.vt / 1000.0
-        cut["inside_save"] = self._inflight is not None
-        cut["inflight"] = self._inflight
-        cut["last_saved"] = self._last_saved
-        cut["restored"] = None
-        self._inflight = None
-        self._awaiting_restore = cut
-
-    def _watchdog_fires_after_hang(self):
-        node = self.node
-        if node.wdt_timeout_ms is None:
-            raise RuntimeError("node hung before starting its watchdog")
-        expiry = max(self.vt, node.last_feed_vt + node.wdt_timeout_ms)
-        self._advance_to(expiry)  # relays stay as the hung node left them
-        self._hang_sent = False
-        self._reset("watchdog")
-
-    def _reset(self, cause):
-        self._power_off(cause)
-        self._set_condition("control_hung", False)
-        self._set_condition("task_crash", False)
-        self._off_until = self.vt + REBOOT_MS
-        self._off_cause = cause
+        node.send(lc.advance(self.vt, self._horizon)
+                  + "".join(self.world.service_lines(self.vt, self._horizon)) + lc.END)
 
     def _shutdown_node(self):
         """Orderly stop at the end: the node saves its totals (s: KeyboardInterrupt)."""
         if self.node is None:
             return
-        self.node.send(f"A {self.vt} {self.vt}\ns\n.\n")
+        if not self.node.app_booted and not self.safe_boot_expected:
+            raise NodeFailed("the node never reached the application (no boot record)")
+        self.node.send(lc.advance(self.vt, self.vt) + lc.STOP + lc.END)
         while True:
             try:
                 line = self.node.readline(REAL_TIMEOUT_S)
             except NodeGone:
                 break
-            if line is None or line.startswith("I"):
+            if line is None or line.startswith(lc.IDLE):
                 break  # stopped (a node with nothing to run just idles on)
-            if line[:1] in "OP":
+            if line[:1] in (lc.RECORD, lc.PIN):
                 self._handle(line)
         self.node.kill()
         self.node = None
 
-    # -- summary -----------------------------------------------------------------------
 
-    def _flash_summary(self):
-        """Flash wear of the last boot's run (the node reports it at the orderly stop)."""
-        f = self.flash
-        if not f:
-            return None
-        days = max(self.end_vt, 1) / 86_400_000
-        return {"ops": f["ops"], "erases": f["erases"],
-                "bytes_programmed": f["bytes_programmed"],
-                "erases_per_day": f["erases"] / days,
-                "max_block_erases": max(f["block_erases"]),
-                "saves": len(self.saves)}
-
-    def _console_count(self, text):
-        """Console lines naming text: also what the node could not count itself (boot)."""
-        try:
-            data = self.console_path.read_bytes()
-        except OSError:
-            return None
-        return sum(1 for line in data.splitlines() if text.encode() in line)
-
-    def _summary(self, wall_s):
-        totals = self.final_totals or (self.saves[-1]["totals"] if self.saves else None)
-        metered = None
-        if totals:
-            metered = {
-                "energy_kwh": totals["energy_nj"] / 3.6e15,
-                "volume_m3": totals["volume_ul"] / 1e9,
-                "error_time_s": totals["error_ms"] / 1000.0,
-                "low_dt_time_s": totals["low_dt_ms"] / 1000.0,
-                "time_s": totals["time_ms"] / 1000.0,
-            }
-        heat = true_heat_kwh(self.plant.log)
-        # Every condition that appeared while the reuse coil was energised, and when the
-        # coil dropped after it (None: never, within the scenario).
-        trips = []
-        for c in self.condition_log:
-            if not c["reuse_at_onset"]:
-                continue
-            off = next((tr["t_s"] for tr in self.transitions
-                        if tr["state"] == "bypass" and tr["t_s"] >= c["t_s"]), None)
-            trips.append({"reason": c["reason"], "condition_t_s": c["t_s"],
-                          "bypass_t_s": off,
-                          "latency_s": None if off is None else round(off - c["t_s"], 3)})
-        summary = {
-            "scenario": self.sc["name"],
-            "duration_s": self.end_vt / 1000.0,
-            "control_tick_s": self.tick_ms / 1000.0,
-            "relay_transitions": self.transitions,
-            "conditions": self.condition_log,
-            "trips": trips,
-            "metered": metered,
-            "plant": {
-                "heat_delivered_kwh": heat,
-                "max_it_coolant_c": self.plant.max_it_coolant_c,
-                "it_coolant_limit_c": self.params.it_coolant_limit_c,
-                "volume_m3": self.plant.volume_m3_total,
-            },
-            "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
-                               if metered and heat > 0 else None),
-            "peak_heap_bytes": self.peak_heap,
-            "min_largest_free_bytes": min(
-                (r["min_largest_free_bytes"] for r in self.heap_by_boot.values()
-                 if r.get("min_largest_free_bytes") is not None), default=None),
-            "memory_errors": sum(r.get("memory_errors", 0) for r in self.heap_by_boot.values()),
-            "console_memory_errors": self._console_count("MemoryError"),
-            "heap_peaks": self.heap_log[-20:],
-            "boots": self.boots,
-            "saves": len(self.saves),
-            "restores": self.restores,
-            "power_cuts": self.cuts,
-            "flash": self._flash_summary(),
-            "node_events": len(self.node_events),
-            "last_status": self.last_status,
-            "wall_s": round(wall_s, 2),
-            "console_log": str(self.console_path),
-        }
-        return summary
-
-
-def run_scenario(path, out=None, workdir=None, *, mpy=False):
+def run_scenario(path, out=None, workdir=None, *, mpy=False, module_dirs=()):
+    """Run one scenario file: (summary, harness). NodeFailed when the node did not run."""
     sc = load_scenario(path)
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
-    h = Harness(sc, workdir, mpy=mpy)
-    summary = h.run()
+    h = Harness(sc, workdir, mpy=mpy, module_dirs=module_dirs)
+    summary_ = h.run()
     if out:
-        Path(out).write_text(json.dumps(summary, indent=1) + "\n")
-    return summary, h
+        Path(out).write_text(json.dumps(summary_, indent=1) + "\n")
+    return summary_, h
 
 
 def main(argv=None):
@@ -913,11 +557,17 @@ def main(argv=None):
     ap.add_argument("--mpy", action="store_true",
                     help="run precompiled modules (build/mpy/host), as a device runs frozen code")
     args = ap.parse_args(argv)
-    summary, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy)
-    brief = {k: summary[k] for k in ("scenario", "metered", "plant", "heat_error_pct",
-                                      "peak_heap_bytes", "min_largest_free_bytes",
-                                      "memory_errors", "wall_s")}
-    brief["relay_transitions"] = len(summary["relay_transitions"])
+    try:
+        summary_, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy)
+    except NodeFailed as e:
+        if args.out:  # a summary left from an earlier run must not pass for this one
+            Path(args.out).unlink(missing_ok=True)
+        print(f"harness: FAILED: {e}", file=sys.stderr)
+        return 1
+    brief = {k: summary_[k] for k in ("scenario", "metered", "plant", "heat_error_pct",
+                                       "peak_heap_bytes", "min_largest_free_bytes",
+                                       "memory_errors", "wall_s")}
+    brief["relay_transitions"] = len(summary_["relay_transitions"])
     print(json.dumps(brief, indent=1))
     return 0
 

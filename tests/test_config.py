@@ -4,19 +4,20 @@ must judge every document identically."""
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from host_tools import config_check
+from host_tools import config_check, mpinfo
 from host_tools.paths import FIRMWARE, REPO
 
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, fluid, fluid_data  # noqa: E402
-from heatgw.config_schema import SCHEMA  # noqa: E402
+from heatgw import config, fluid, fluid_data, migrate  # noqa: E402
+from heatgw.config_schema import SCHEMA, VERSION  # noqa: E402
 from heatgw.schema import validate  # noqa: E402
 
 
@@ -27,8 +28,9 @@ def _sensor(critical):
 
 # The full example of the interface spec.
 FULL = {
-    "version": 1,
+    "version": 2,
     "node_id": "heatgw-01",
+    "site": {"mains_hz": 50},
     "sensors": {"supply": _sensor(False), "return": _sensor(False),
                 "sink_return": _sensor(True), "it_coolant": _sensor(True)},
     "flow": {"type": "pulse", "litres_per_pulse": 0.1, "max_m3h": 15.0, "critical": True},
@@ -65,6 +67,8 @@ def with_(path, value):
 
 
 DEL = object()
+MAINS_REQUIRED = ("site.mains_hz: required with sensors (50 or 60: the mains frequency at the "
+                  "site, which the RTD converters filter out)")
 
 # (document, the error expected, exactly; a list when one mistake breaks two rules)
 BAD = [
@@ -105,7 +109,8 @@ BAD = [
      "number"),
     # unknown keys
     (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, node_id, "
-     "persist, sensors, supervisor, version"),
+     "persist, sensors, site, supervisor, version"),
+    (with_("site.mains", 50), "site.mains: unknown key; expected one of mains_hz"),
     (with_("sensors.suply", _sensor(True)), "sensors.suply: unknown key; expected one of "
      "it_coolant, return, sink_return, supply"),
     (with_("control.tick_s", 1), "control.tick_s: unknown key; expected one of "
@@ -121,9 +126,22 @@ BAD = [
      "sensors.return.r0_ohm: 500 is not allowed; one of 100, 1000"),
     (with_("sensors.return.wires", 5), "sensors.return.wires: 5 is not allowed; one of 2, 3, 4"),
     (with_("flow.type", "mbus"), 'flow.type: "mbus" is not allowed; one of "pulse"'),
-    (with_("version", 2), "version: 2 is not allowed; one of 1"),
+    (with_("version", 3), "version: 3 is not allowed; one of 2"),
+    # validate() alone reads the current version only; load() migrates older files
+    (with_("version", 1), "version: 1 is not allowed; one of 2"),
+    (with_("site.mains_hz", 55), "site.mains_hz: 55 is not allowed; one of 50, 60"),
+    (with_("site.mains_hz", "50"), 'site.mains_hz: expected an integer, got "50"'),
+    (with_("site.mains_hz", 50.0), "site.mains_hz: expected an integer, got 50"),
+    (with_("site", None), "site: expected an object, got null"),
+    (with_("site", 50), "site: expected an object, got 50"),
     # required
-    (with_("version", DEL), "version: required (configuration format version)"),
+    (with_("version", DEL), "version: required (configuration format version (older files are "
+     "migrated))"),
+    # required with any sensor: no silent 50 Hz
+    (with_("site.mains_hz", DEL), MAINS_REQUIRED),
+    (with_("site", DEL), MAINS_REQUIRED),
+    (with_("sensors", {"it_coolant": _sensor(True)}) | {"site": {}}, MAINS_REQUIRED),
+    (with_("sensors", {"supply": _sensor(False)}) | {"site": {}}, MAINS_REQUIRED),
     (with_("sensors.supply.r0_ohm", DEL), "sensors.supply.r0_ohm: required (RTD resistance at "
      "0 C: 100 (PT100) or 1000 (PT1000))"),
     (with_("flow.litres_per_pulse", DEL), "flow.litres_per_pulse: required (volume per pulse "
@@ -163,10 +181,13 @@ BAD = [
 
 GOOD = [
     FULL,
-    {"version": 1},
+    {"version": 2},
     with_("flow", None),
     with_("flow", DEL),
     with_("sensors", {}),
+    with_("sensors", DEL) | {"site": {}},  # no sensor: no mains frequency needed
+    {"version": 2, "flow": FULL["flow"]},
+    with_("site.mains_hz", 60),
     with_("sensors.supply", DEL),
     with_("meter", {"fluid": "propylene_glycol", "mass_fraction": 0.3}),
     with_("meter", {"fluid": "ethylene_glycol", "mass_fraction": 0.6}),
@@ -233,8 +254,8 @@ def test_full_spec_config_is_kept_as_written():
 
 
 def test_defaults_fill_sections_and_sensors_but_add_no_sensor():
-    cfg, errs = validate({"version": 1, "sensors": {"sink_return": {"r0_ohm": 1000,
-                                                                   "wires": 4}}}, SCHEMA)
+    cfg, errs = validate({"version": 2, "site": {"mains_hz": 60},
+                          "sensors": {"sink_return": {"r0_ohm": 1000, "wires": 4}}}, SCHEMA)
     assert errs == []
     assert cfg["sensors"] == {"sink_return": {"r0_ohm": 1000, "wires": 4, "offset_k": 0.0,
                                               "min_c": 0.0, "max_c": 120.0, "critical": True}}
@@ -262,12 +283,13 @@ def test_several_errors_are_all_reported_in_a_stable_order():
 
 
 def test_validate_never_raises_on_odd_json_values():
-    odd = [0, -1, 1.5, "", [], {}, [[[]]], {"": None}, {"version": [1]}, {"version": {}},
+    odd = [0, -1, 1.5, "", [], {}, [[[]]], {"": None}, {"version": [2]}, {"version": {}},
            {"sensors": {"supply": []}}, {"sensors": {"supply": {"r0_ohm": [1000]}}},
-           {"version": 1, "flow": "pulse"}, {"version": 1, "control": {"tick_ms": None}},
-           {"version": 1, "node_id": "x" * 100000}, {"version": 1, "k" * 100000: 1},
-           {"version": 1, "sensors": {"supply": {"r0_ohm": 1000, "wires": 4,
-                                                 "min_c": float("nan")}}}]
+           {"version": 2, "flow": "pulse"}, {"version": 2, "control": {"tick_ms": None}},
+           {"version": 2, "node_id": "x" * 100000}, {"version": 2, "k" * 100000: 1},
+           {"version": 2, "site": [50]}, {"version": 2, "site": {"mains_hz": None}},
+           {"version": 2, "site": {"mains_hz": 50}, "sensors": {"supply": {
+               "r0_ohm": 1000, "wires": 4, "min_c": float("nan")}}}]
     for doc in odd:
         cfg, errs = validate(doc, SCHEMA)
         assert errs, doc
@@ -277,14 +299,18 @@ def test_validate_never_raises_on_odd_json_values():
 
 
 def test_validate_does_not_alias_the_schema_defaults():
-    a = validate({"version": 1}, SCHEMA)[0]
+    a = validate({"version": 2}, SCHEMA)[0]
     a["control"]["tick_ms"] = 1
     a["sensors"]["supply"] = {}
-    b = validate({"version": 1}, SCHEMA)[0]
-    assert b["control"]["tick_ms"] == 1000 and b["sensors"] == {}
+    a["site"]["mains_hz"] = 60
+    b = validate({"version": 2}, SCHEMA)[0]
+    assert b["control"]["tick_ms"] == 1000 and b["sensors"] == {} and b["site"] == {}
 
 
 # ---- the schema itself -------------------------------------------------------------------
+
+REQ_WITH = {r[1] for r in SCHEMA["rules"] if r[0] == "req"}
+
 
 def _walk(node, path=""):
     yield path, node
@@ -309,8 +335,8 @@ def test_schema_documents_every_key():
         assert set(node) <= allowed, path
         assert node.get("type") in ("int", "float", "bool", "str", "object"), path
         assert node.get("doc"), path
-        if path and node["type"] != "object":
-            assert node.get("req") or "default" in node, path
+        if path and node["type"] != "object":  # required (always or with a section) or a default
+            assert node.get("req") or "default" in node or path in REQ_WITH, path
         if node["type"] in ("int", "float") and "enum" not in node:
             assert "min" in node and "max" in node and "unit" in node, path
 
@@ -324,8 +350,12 @@ def test_schema_rules_name_existing_keys():
             return [t for t in term[1:] if isinstance(t, str)]
         return [term] if isinstance(term, str) else []
 
+    objects = {p for p, n in _walk(SCHEMA) if n["type"] == "object"}
     for rule in SCHEMA["rules"]:
-        assert rule[0] in ("lt", "le", "gt", "ge", "eq"), rule
+        assert rule[0] in ("lt", "le", "gt", "ge", "eq", "req"), rule
+        if rule[0] == "req":  # [req, key without req/default, object, why]
+            assert rule[1] in leaves and rule[2] in objects and rule[3], rule
+            continue
         for p in paths(rule[1]) + paths(rule[2]) + ([rule[4][0]] if len(rule) > 4 else []):
             assert p in names, (p, rule)
 
@@ -343,9 +373,10 @@ MP_LOAD = r"""
 import json
 from heatgw import config
 for path in PATHS:
-    cfg, errs, src = config.load(path)
+    cfg, errs, src, mig = config.load(path)
     print(json.dumps({"cfg": json.loads(config.dumps(cfg)), "errs": errs, "src": src,
-                      "configured": config.is_configured(cfg), "dumps": config.dumps(cfg)}))
+                      "configured": config.is_configured(cfg), "dumps": config.dumps(cfg),
+                      "mig": mig}))
 """
 
 
@@ -359,7 +390,7 @@ def files(tmp_path):
     return {
         "full": write("full.json", text),
         "bom": write("bom.json", b"\xef\xbb\xbf" + text.encode()),
-        "minimal": write("minimal.json", '{"version": 1}'),
+        "minimal": write("minimal.json", '{"version": 2}'),
         "missing": str(tmp_path / "absent.json"),
         "empty": write("empty.json", ""),
         "blank": write("blank.json", " \n\t\n"),
@@ -388,11 +419,11 @@ def _default():
 def test_load_valid_file_on_both(mp, files):
     got = _load_in_mp(mp, files, ["full", "bom", "minimal"])
     for name in ("full", "bom"):
-        cfg, errs, src = config.load(files[name])
-        assert (errs, src) == ([], "file")
+        cfg, errs, src, mig = config.load(files[name])
+        assert (errs, src, mig) == ([], "file", None)
         assert cfg == FULL
         assert got[name]["src"] == "file" and got[name]["errs"] == []
-        assert got[name]["cfg"] == FULL
+        assert got[name]["cfg"] == FULL and got[name]["mig"] is None
         assert got[name]["configured"] is True
         assert got[name]["dumps"] == config.dumps(cfg)  # canonical text, byte for byte
     assert got["minimal"]["src"] == "file"
@@ -416,12 +447,13 @@ def test_broken_files_fall_back_to_default_on_both(mp, files):
     got = _load_in_mp(mp, files, names)
     default = _default()
     for name in names:
-        cfg, errs, src = config.load(files[name])
+        cfg, errs, src, mig = config.load(files[name])
         r = got[name]
         assert src == "default" and r["src"] == "default", name
         assert cfg == config.DEFAULT and r["cfg"] == default, name
         assert r["configured"] is False and config.is_configured(cfg) is False
         assert errs and r["errs"], name
+        assert mig is None and r["mig"] is None, name
         if name in BROKEN:
             want = [e.format(path=files[name]) for e in BROKEN[name]]
             assert errs == want and r["errs"] == want, name
@@ -430,7 +462,7 @@ def test_broken_files_fall_back_to_default_on_both(mp, files):
             assert len(errs) == 1 and errs[0].startswith(files[name] + ": not valid JSON ("), \
                 (name, errs)
     # 4000 nested lists: CPython's json runs out of recursion; MicroPython's parses them, or
-    # runs out of memory in a small heap (MICROPYTHON_ARGS="-X heapsize=64wK")
+    # runs out of memory in a small heap (MICROPYTHON_ARGS="-X heapsize=128K")
     for errs in (config.load(files["deep"])[1], got["deep"]["errs"]):
         assert len(errs) == 1, errs
         assert (errs[0] == "config: expected an object, got a list"
@@ -445,17 +477,18 @@ def test_broken_files_fall_back_to_default_on_both(mp, files):
 
 
 def test_load_returns_a_fresh_default_each_time(files):
-    a, _, _ = config.load(files["missing"])
+    a = config.load(files["missing"])[0]
     a["control"]["tick_ms"] = 1
     a["sensors"]["x"] = 1
-    b, _, _ = config.load(files["missing"])
+    b = config.load(files["missing"])[0]
     assert b == config.DEFAULT and config.DEFAULT["control"]["tick_ms"] == 1000
     assert config.DEFAULT["sensors"] == {} and config.DEFAULT["flow"] is None
 
 
-def test_load_in_a_64k_heap(mp, files):
+def test_load_in_a_small_heap(mp, files):
+    # 128 KB on the 64-bit host (what 64wK gave there), scaled to the binary under test
     names = ["full", "schema", "badjson", "missing", "toolarge"]
-    got = _load_in_mp(mp, files, names, heapsize="64wK")
+    got = _load_in_mp(mp, files, names, heapsize=mpinfo.heapsize(128))
     assert got["full"]["src"] == "file" and got["full"]["cfg"] == FULL
     for name in names[1:]:
         assert got[name]["src"] == "default" and got[name]["cfg"] == _default(), name
@@ -469,25 +502,39 @@ srcs = [None] * 600
 kinds = [None] * 600  # 0 no error, 1 "<path>: loading failed (MemoryError...",
                       # 2 "config: out of memory while ...", else the error
 oks = [None] * 600
+n = big = i = freed = 0
+cfg = errs = src = mig = None  # every global exists before the heap is full
 gc.collect()
-hog = [None] * 1000  # 256 KB: more than the 64wK heap (128 KB here, 64 KB on 32 bit)
-n = 0
+hog = [None] * 2000  # more than the heap holds of either filler, on any word size
+# Fill the heap: 256-byte blocks, then 1-block objects for the holes that loading the
+# modules left (a few KB on a 32-bit port: enough for load() itself if left free).
 try:
-    while True:
+    while n < len(hog):
         hog[n] = bytearray(256)
         n += 1
 except MemoryError:
     pass
-# Free the heap 256 bytes at a time: load() must answer at every step, never raise. The
-# first 1 KB lets the call itself be made (its frame is on the heap) and the result stored.
-n -= 4
-hog[n] = hog[n + 1] = hog[n + 2] = hog[n + 3] = None
-i = 0
-while n and i < len(srcs):
+big = n
+try:
+    while n < len(hog):
+        hog[n] = bytearray(0)
+        n += 1
+except MemoryError:
+    pass
+# Free it again about 256 bytes at a time, the holes first: load() must answer at every
+# step, never raise. The first 1 KB lets the call itself be made and the result stored.
+while n > big and freed < 1024:
     n -= 1
     hog[n] = None
+    freed += 16
+while i < len(srcs) and n:
+    freed = 0
+    while n and freed < 256:
+        n -= 1
+        freed += 256 if n < big else 16
+        hog[n] = None
     gc.collect()
-    cfg, errs, src = config.load(PATH)
+    cfg, errs, src, mig = config.load(PATH)
     srcs[i] = src
     if not errs:
         kinds[i] = 0
@@ -497,8 +544,8 @@ while n and i < len(srcs):
     else:
         # any other error is kept as is, for the assertion message
         kinds[i] = 2 if errs[0].startswith("config: out of memory while ") else errs[0]
-    oks[i] = (cfg == config.DEFAULT) if src == "default" else (cfg.get("node_id") == "heatgw-01")
-    cfg = errs = None
+    oks[i] = (cfg == config.DEFAULT) if src == "default" else (cfg.get("node_id") == NODE_ID)
+    cfg = errs = mig = None
     i += 1
     if src == "file":
         break
@@ -509,8 +556,16 @@ for j in range(i):
 """
 
 
-def test_load_never_raises_when_starved_of_memory(mp, files):
-    out = mp.run_json("PATH = " + repr(files["full"]) + "\n" + MP_STARVED, heapsize="64wK")
+@pytest.mark.parametrize("name", ["full", "v1_no_sensors"])
+def test_load_never_raises_when_starved_of_memory(mp, files, tmp_path, name):
+    # the current file, and a version-1 file that is migrated and written back
+    if name == "full":
+        path, node_id = files["full"], FULL["node_id"]
+    else:
+        path, node_id = str(tmp_path / "v1.json"), "bench-07"
+        (tmp_path / "v1.json").write_bytes((V1 / "no_sensors.json").read_bytes())
+    src = f"PATH = {path!r}\nNODE_ID = {node_id!r}\n" + MP_STARVED
+    out = mp.run_json(src, heapsize=mpinfo.heapsize(128))
     assert out[-1] == ["file", True, 0]
     starved = out[:-1]
     assert starved, "the first attempts must have run out of memory"
@@ -518,12 +573,15 @@ def test_load_never_raises_when_starved_of_memory(mp, files):
         # DEFAULT, and the error names the file when there was room to format it, else a
         # preallocated answer (load) or a constant one (validate)
         assert src == "default" and ok and kind in (1, 2), out
+    # whatever step the memory ran out at, the file on flash is a valid one
+    cfg, errs, src, _ = config.load(path, save=False)
+    assert (errs, src, cfg["node_id"]) == ([], "file", node_id)
 
 
 def test_is_configured():
     assert config.is_configured(validate(FULL, SCHEMA)[0])
     assert not config.is_configured(config.DEFAULT)
-    only_flow = validate({"version": 1, "flow": FULL["flow"]}, SCHEMA)[0]
+    only_flow = validate({"version": 2, "flow": FULL["flow"]}, SCHEMA)[0]
     assert config.is_configured(only_flow)
     noncritical = with_("sensors", {"supply": _sensor(False), "return": _sensor(False)})
     noncritical["flow"]["critical"] = False
@@ -540,6 +598,322 @@ def test_dumps_is_canonical():
     assert json.loads(text) == cfg
 
 
+# ---- migration from older versions -------------------------------------------------------
+
+V1 = REPO / "tests" / "config_v1"  # version-1 files as the firmware before version 2 read them
+
+
+def _v1(name):
+    return json.loads((V1 / name).read_text())
+
+
+def _as_v2(doc, **site):
+    """What the migration must make of a version-1 doc: only the version changes."""
+    out = copy.deepcopy(doc)
+    out["version"] = 2
+    if site:
+        out["site"] = site
+    return out
+
+
+def _readme_keyed():
+    doc = _v1("readme_example.json")
+    doc["site"] = {"mains_hz": 60}  # the technician set the key and left the version
+    return doc
+
+
+def _with_tick(doc, tick_ms):
+    doc = copy.deepcopy(doc)
+    doc.setdefault("control", {})["tick_ms"] = tick_ms
+    return doc
+
+
+# name -> the file's text; every case is loaded twice (the second load reads what the first
+# wrote back) in CPython and in MicroPython, each from its own copy
+MIGRATION_CASES = {
+    "readme_example": (V1 / "readme_example.json").read_text(),
+    "harness_default": (V1 / "harness_default.json").read_text(),
+    "full_v1": json.dumps(with_("site", DEL) | {"version": 1}),
+    "no_sensors": (V1 / "no_sensors.json").read_text(),
+    "minimal_v1": '{"version": 1}',
+    "empty_sensors_v1": '{"version": 1, "sensors": {}}',
+    "readme_keyed": json.dumps(_readme_keyed()),
+    "readme_invalid": json.dumps(_with_tick(_v1("readme_example.json"), 5000)),
+    "no_sensors_invalid": json.dumps(_with_tick(_v1("no_sensors.json"), 5000)),
+    "current": json.dumps(FULL),
+    "future": json.dumps(with_("version", 3)),
+    "far_future": '{"version": 1000000000000000000000000000000}',
+    "v0": '{"version": 0}',
+    "v_negative": '{"version": -1, "sensors": {}}',
+}
+
+MP_MIGRATE = r"""
+import json, os
+from heatgw import config
+os.chdir(DIR)
+for name in NAMES:
+    out = []
+    for _ in range(2):
+        cfg, errs, src, mig = config.load(name)
+        out.append({"cfg": json.loads(config.dumps(cfg)), "errs": errs, "src": src,
+                    "mig": mig, "configured": config.is_configured(cfg)})
+    print(json.dumps(out))
+"""
+
+
+def _load_twice(name):
+    out = []
+    for _ in range(2):
+        cfg, errs, src, mig = config.load(name)
+        out.append({"cfg": json.loads(config.dumps(cfg)), "errs": errs, "src": src,
+                    "mig": mig, "configured": config.is_configured(cfg)})
+    return out
+
+
+def _files_after(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def migrated(mp, tmp_path_factory):
+    """{case: {"cp": [load, load], "mp": [...], "files_cp": {...}, "files_mp": {...}}}"""
+    dirs = {}
+    for side in ("cp", "mp"):
+        d = dirs[side] = tmp_path_factory.mktemp("migrate_" + side)
+        for name, text in MIGRATION_CASES.items():
+            (d / f"{name}.json").write_text(text)
+    names = [f"{n}.json" for n in MIGRATION_CASES]
+    mp_out = mp.run_json(f"DIR = {str(dirs['mp'])!r}\nNAMES = {names!r}\n" + MP_MIGRATE)
+    cwd = os.getcwd()
+    os.chdir(dirs["cp"])
+    try:
+        cp_out = [_load_twice(n) for n in names]
+    finally:
+        os.chdir(cwd)
+    files = {side: _files_after(dirs[side]) for side in dirs}
+    out = {}
+    for i, name in enumerate(MIGRATION_CASES):
+        out[name] = {"cp": cp_out[i], "mp": mp_out[i],
+                     "files_cp": {k: v for k, v in files["cp"].items()
+                                  if k.startswith(name + ".json")},
+                     "files_mp": {k: v for k, v in files["mp"].items()
+                                  if k.startswith(name + ".json")}}
+    return out
+
+
+def _same_on_both(r):
+    """MicroPython and CPython agree, including on the files left on flash; floats are
+    compared as the JSON they came back as."""
+    assert r["mp"] == r["cp"]
+    assert {k: json.loads(v) for k, v in r["files_mp"].items()} == \
+        {k: json.loads(v) for k, v in r["files_cp"].items()}
+
+
+NEEDS_MAINS = {"kind": "config", "migrated": [1, 2], "notes": [], "needs": ["site.mains_hz"],
+               "saved": False}
+
+
+@pytest.mark.parametrize("name", ["readme_example", "harness_default", "full_v1"])
+def test_v1_file_with_sensors_names_the_one_key_and_stays_in_bypass(migrated, name):
+    # 50 or 60 Hz cannot be guessed: the node runs the default configuration (bypass,
+    # no_config) and says, in one error that starts with the key, what to set
+    r = migrated[name]
+    _same_on_both(r)
+    for load in r["cp"]:  # every boot, until the technician sets it
+        assert load["src"] == "default" and load["cfg"] == _default()
+        assert load["configured"] is False
+        assert load["errs"] == [migrate._MAINS]
+        assert load["mig"] == NEEDS_MAINS
+    assert migrate._MAINS.startswith("site.mains_hz: set it to 50 or 60")
+    # nothing written: the file is as the technician left it
+    assert r["files_cp"] == {f"{name}.json": MIGRATION_CASES[name].encode()}
+
+
+def test_v1_file_with_the_key_set_runs_and_is_written_back_once(migrated):
+    r = migrated["readme_keyed"]
+    _same_on_both(r)
+    first, second = r["cp"]
+    want = validate(_as_v2(_readme_keyed()), SCHEMA)
+    assert want[1] == [] and want[0]["site"] == {"mains_hz": 60}
+    assert first["src"] == "file" and first["errs"] == [] and first["configured"] is True
+    assert first["cfg"] == json.loads(json.dumps(want[0]))
+    assert first["mig"] == {"kind": "config", "migrated": [1, 2], "saved": True, "needs": [],
+                            "notes": ["v2: site.mains_hz: already set",
+                                      "saved as version 2; the old file is "
+                                      "readme_keyed.json.v1"]}
+    # the second boot reads the version-2 file: no migration, the same configuration
+    assert second == {**first, "mig": None}
+    files = r["files_cp"]
+    assert json.loads(files["readme_keyed.json"]) == _as_v2(_readme_keyed())
+    assert files["readme_keyed.json.v1"] == MIGRATION_CASES["readme_keyed"].encode()
+    assert sorted(files) == ["readme_keyed.json", "readme_keyed.json.v1"]  # no .new left
+
+
+@pytest.mark.parametrize("name", ["no_sensors", "minimal_v1", "empty_sensors_v1"])
+def test_v1_file_without_sensors_migrates_silently(migrated, name):
+    r = migrated[name]
+    _same_on_both(r)
+    first, second = r["cp"]
+    doc = json.loads(MIGRATION_CASES[name])
+    want = validate(_as_v2(doc), SCHEMA)[0]
+    assert first["src"] == "file" and first["errs"] == []
+    assert first["cfg"] == json.loads(json.dumps(want))
+    assert "mains_hz" not in first["cfg"]["site"]
+    assert first["mig"] == {"kind": "config", "migrated": [1, 2], "saved": True, "needs": [],
+                            "notes": ["v2: site.mains_hz: not needed, no sensor configured",
+                                      f"saved as version 2; the old file is {name}.json.v1"]}
+    assert second == {**first, "mig": None}
+    files = r["files_cp"]
+    assert json.loads(files[f"{name}.json"]) == _as_v2(doc)  # no key lost or changed
+    assert files[f"{name}.json.v1"] == MIGRATION_CASES[name].encode()  # byte for byte
+    assert sorted(files) == [f"{name}.json", f"{name}.json.v1"]
+
+
+def test_migrated_v1_file_that_is_invalid_otherwise_reports_everything(migrated):
+    r = migrated["readme_invalid"]
+    _same_on_both(r)
+    tick = "control.tick_ms: 5000 is above the maximum 1000 ms"
+    for load in r["cp"]:
+        assert load["src"] == "default" and load["errs"] == [migrate._MAINS, tick]
+    r = migrated["no_sensors_invalid"]
+    _same_on_both(r)
+    for load in r["cp"]:
+        assert load["src"] == "default" and load["errs"] == [tick]
+        assert load["mig"]["saved"] is False and load["mig"]["needs"] == []
+    assert sorted(r["files_cp"]) == ["no_sensors_invalid.json"]  # never written back
+
+
+def test_current_file_runs_without_migration(migrated):
+    r = migrated["current"]
+    _same_on_both(r)
+    for load in r["cp"]:
+        assert (load["src"], load["errs"], load["mig"]) == ("file", [], None)
+        assert load["cfg"] == FULL
+    assert r["files_cp"] == {"current.json": MIGRATION_CASES["current"].encode()}
+
+
+@pytest.mark.parametrize("name,error", [
+    ("future", "version: 3 is newer than this firmware's 2: update the firmware, or write a "
+     "version-2 file"),
+    ("far_future", "version: a huge integer is newer than this firmware's 2: update the "
+     "firmware, or write a version-2 file"),
+    ("v0", "version: 0 is not a known version: this firmware reads 1 to 2"),
+    ("v_negative", "version: -1 is not a known version: this firmware reads 1 to 2"),
+])
+def test_unknown_version_is_refused_clearly(migrated, name, error):
+    r = migrated[name]
+    _same_on_both(r)
+    for load in r["cp"]:
+        assert (load["src"], load["errs"], load["mig"]) == ("default", [error], None)
+        assert load["cfg"] == _default()
+    assert r["files_cp"] == {f"{name}.json": MIGRATION_CASES[name].encode()}
+
+
+# version-1 documents, valid or not: upgrade() changes the version and nothing else
+UPGRADE_DOCS = [json.loads(t) for n, t in MIGRATION_CASES.items()
+                if json.loads(t).get("version") == 1] + [
+    {"version": 1, "sensors": {"supply": {"r0_ohm": 1000, "wires": 4}}, "site": {"x": 1}},
+    {"version": 1, "sensors": "all", "bogus": [1, {"a": None}], "node_id": 7},
+    {"version": 1, "site": 50, "flow": None},
+    {"version": 1, "sensors": {}, "site": {"mains_hz": 60}},
+]
+
+MP_UPGRADE = r"""
+import sys, json
+from heatgw import migrate
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    doc = json.loads(line)
+    rec, needs = migrate.upgrade(doc, 1)
+    print(json.dumps([doc, rec, [list(n) for n in needs]]))
+"""
+
+
+def test_upgrade_never_loses_or_changes_other_keys(mp):
+    lines = [json.dumps(d) for d in UPGRADE_DOCS]
+    mp_out = mp.run_json(MP_UPGRADE, stdin="\n".join(lines) + "\n")
+    assert len(mp_out) == len(UPGRADE_DOCS)
+    for before, got in zip(UPGRADE_DOCS, mp_out, strict=True):
+        doc = copy.deepcopy(before)
+        rec, needs = migrate.upgrade(doc, 1)
+        assert doc == _as_v2(before)  # compared key by key, nested, before and after
+        assert json.loads(json.dumps([doc, rec, [list(n) for n in needs]])) == got
+        assert rec["migrated"] == [1, 2]
+        sensors = before.get("sensors")
+        site = before.get("site")
+        set_already = isinstance(site, dict) and "mains_hz" in site
+        asked = isinstance(sensors, dict) and bool(sensors) and not set_already
+        assert rec["needs"] == (["site.mains_hz"] if asked else [])
+        assert [k for k, _ in needs] == rec["needs"]
+
+
+def test_migration_steps_cover_every_version():
+    assert migrate.FIRST == 1 and len(migrate.STEPS) == VERSION - migrate.FIRST
+    assert SCHEMA["keys"]["version"]["enum"] == [VERSION]
+    assert config.DEFAULT["version"] == VERSION
+
+
+def test_a_failed_write_back_still_runs_the_migrated_config(mp, tmp_path):
+    # the backup's name is taken by a directory: the write fails before the file changes
+    text = (V1 / "no_sensors.json").read_bytes()
+    for side in ("cp", "mp"):
+        d = tmp_path / side
+        (d / "config.json.v1").mkdir(parents=True)
+        (d / "config.json").write_bytes(text)
+    src = f"DIR = {str(tmp_path / 'mp')!r}\nNAMES = ['config.json']\n" + MP_MIGRATE
+    mp_first = mp.run_json(src)[0][0]
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "cp")
+    try:
+        cp_first = _load_twice("config.json")[0]
+    finally:
+        os.chdir(cwd)
+    for first in (cp_first, mp_first):
+        assert first["src"] == "file" and first["errs"] == []
+        assert first["cfg"]["node_id"] == "bench-07" and first["mig"]["saved"] is False
+        note = first["mig"]["notes"][-1]
+        assert note.startswith("not saved (") and note.endswith(
+            "): migrated again at the next boot"), note
+    for side in ("cp", "mp"):
+        d = tmp_path / side
+        assert (d / "config.json").read_bytes() == text
+        assert sorted(p.name for p in d.iterdir()) == ["config.json", "config.json.v1"]
+
+
+MP_START = r"""
+import sys, json
+from heatgw import start
+for path in PATHS:
+    cfg, errors, source, configured, mig = start.load_config(path)
+    print(json.dumps([source, errors, configured, mig,
+                      [m for m in ("heatgw.config", "heatgw.schema", "heatgw.config_schema",
+                                   "heatgw.migrate") if m in sys.modules]]))
+"""
+
+
+def test_start_passes_the_migration_and_forgets_the_module(mp, tmp_path):
+    (tmp_path / "v1.json").write_bytes((V1 / "readme_example.json").read_bytes())
+    (tmp_path / "v2.json").write_text(json.dumps(FULL))
+    out = mp.run_json("PATHS = %r\n" % [str(tmp_path / "v1.json"), str(tmp_path / "v2.json")]
+                      + MP_START)
+    assert out[0] == ["default", [migrate._MAINS], False, NEEDS_MAINS, []]
+    assert out[1] == ["file", [], True, None, []]
+
+
+MP_NO_MIGRATE = r"""
+import sys
+from heatgw import config
+config.load(PATH)
+print("heatgw.migrate" in sys.modules)
+"""
+
+
+def test_a_current_file_never_imports_the_migrations(mp, files):
+    assert mp.run_code(f"PATH = {files['full']!r}\n" + MP_NO_MIGRATE).strip() == "False"
+
+
 # ---- host CLI ----------------------------------------------------------------------------
 
 def _cli(*args):
@@ -550,8 +924,9 @@ def _cli(*args):
 def test_cli_valid_file_prints_filled_config(files):
     p = _cli(files["minimal"])
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout) == validate({"version": 1}, SCHEMA)[0]
-    assert config_check.check(files["full"]) == (FULL, [])
+    assert json.loads(p.stdout) == validate({"version": 2}, SCHEMA)[0]
+    assert p.stderr == ""
+    assert config_check.check(files["full"]) == (FULL, [], None)
 
 
 def test_cli_invalid_file_prints_errors_and_exits_1(files):
@@ -562,7 +937,31 @@ def test_cli_invalid_file_prints_errors_and_exits_1(files):
     for name in ("missing", "badjson", "empty"):
         p = _cli(files[name])
         assert p.returncode == 1 and p.stderr.startswith(files[name] + ": "), name
-    assert config_check.check(files["missing"]) == (None, [files["missing"] + ": not found"])
+    assert config_check.check(files["missing"]) == \
+        (None, [files["missing"] + ": not found"], None)
+
+
+def test_cli_reports_the_migration_and_never_writes(tmp_path):
+    v1 = tmp_path / "no_sensors.json"
+    v1.write_bytes((V1 / "no_sensors.json").read_bytes())
+    p = _cli(str(v1))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == validate(_as_v2(_v1("no_sensors.json")), SCHEMA)[0]
+    assert p.stderr.splitlines() == [
+        f"{v1}: version 1, migrated to 2 as the node does at boot",
+        "  v2: site.mains_hz: not needed, no sensor configured",
+        "  the node writes it back once as version 2, the old file kept as <file>.v1"]
+    with_sensors = tmp_path / "readme_example.json"
+    with_sensors.write_bytes((V1 / "readme_example.json").read_bytes())
+    p = _cli(str(with_sensors))
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        f"{with_sensors}: version 1, migrated to 2 as the node does at boot", migrate._MAINS]
+    assert config_check.check(with_sensors) == (None, [migrate._MAINS], NEEDS_MAINS)
+    # the technician's files are never touched by the check
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no_sensors.json",
+                                                          "readme_example.json"]
+    assert v1.read_bytes() == (V1 / "no_sensors.json").read_bytes()
 
 
 def test_cli_usage_and_doc():
@@ -572,3 +971,168 @@ def test_cli_usage_and_doc():
     for path, _node in _walk(SCHEMA):
         if path:
             assert f"\n{path}: " in "\n" + p.stdout, path
+    assert "\nsite.mains_hz: int; required with sensors; one of 50, 60; Hz - " in p.stdout
+
+
+# ---- the node on the host board: an upgrade that finds a version-1 file ------------------
+
+def _run_node(tmp_path, name, config_text, **extra):
+    from host_tools.harness import run_scenario  # the plant harness, only for these tests
+
+    sc = {"name": name, "duration_s": 1500, "load_kw": 100, "demand_kw": 100,
+          "initial": {"tank_c": 37.8, "it_feed_c": 40.0}, "config_text": config_text, **extra}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(sc))
+    s, h = run_scenario(path, workdir=tmp_path / name)
+    return s, h.console_path.read_text()
+
+
+def _config_events(console):
+    return [json.loads(line[len("event: "):]) for line in console.splitlines()
+            if line.startswith("event: ") and '"kind": "config"' in line]
+
+
+def test_node_with_the_readme_v1_file_names_the_key_and_stays_in_bypass(tmp_path):
+    s, console = _run_node(tmp_path, "v1_readme", (V1 / "readme_example.json").read_text())
+    assert "Traceback" not in console, console[-3000:]
+    assert "config: " + migrate._MAINS in console
+    assert "running the default configuration" in console
+    assert s["relay_transitions"] == []  # never left the safe state
+    assert [b["cause"] for b in s["boots"]] == ["power_on"]  # and never crashed
+    (ev,) = _config_events(console)
+    assert {k: ev[k] for k in NEEDS_MAINS} == NEEDS_MAINS
+
+
+def test_node_with_the_key_set_in_its_v1_file_runs_and_migrates_once(tmp_path):
+    # a power cut after the first boot: the second boot reads the written-back file
+    keyed = _v1("readme_example.json") | {"site": {"mains_hz": 50}}
+    s, console = _run_node(tmp_path, "v1_keyed", json.dumps(keyed),
+                           events=[{"t_s": 120, "do": "power_cut", "off_s": 5}])
+    assert "Traceback" not in console, console[-3000:]
+    assert "running the default configuration" not in console
+    assert [b["cause"] for b in s["boots"]] == ["power_on", "power_cut"]
+    (ev,) = _config_events(console)  # reported once: the first boot wrote version 2
+    assert ev["migrated"] == [1, 2] and ev["saved"] is True and ev["needs"] == []
+    # the sensors read and reuse runs
+    assert [t["state"] for t in s["relay_transitions"]][:1] == ["reuse"], s["relay_transitions"]
+
+
+def test_readme_example_is_a_valid_current_file():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Configuration\n"):]
+    start = section.index("```json\n") + len("```json\n")
+    example = section[start:section.index("\n```", start)]
+    cfg, errs = validate(json.loads(example), SCHEMA)
+    assert errs == []
+    assert cfg["version"] == VERSION and cfg["site"]["mains_hz"] in (50, 60)
+
+
+MP_FILTER = r"""
+import json
+import board
+from heatgw.app import Gateway
+
+
+class G:  # only what Gateway._build_sensors reads
+    pass
+
+
+for hz in (50, 60):
+    g = G()
+    g.board = board
+    g.cfg = {"site": {"mains_hz": hz}}
+    sc = {"r0_ohm": 1000, "wires": 4, "offset_k": 0.0, "min_c": 0.0, "max_c": 120.0}
+    Gateway._build_sensors(g, {"supply": sc, "it_coolant": sc})
+    print(json.dumps([hz, [board.rtd_chip(n).config & 1 for n in ("supply", "it_coolant")]]))
+"""
+
+
+def test_site_mains_hz_sets_every_converters_filter(mp):
+    # configuration register D0: 1 = 50 Hz filter, 0 = 60 Hz (the emulated chip's register)
+    assert mp.run_json(MP_FILTER, board="host") == [[50, [1, 1]], [60, [0, 0]]]
+
+
+MP_CUT = r"""
+import json, os, vfs
+from flashdev import FlashDev, mount
+from heatgw import config
+
+GEOMETRY = (4096, 16)
+buf = bytearray(4096)
+
+
+def copy(src, dst):
+    with open(src, "rb") as a, open(dst, "wb") as b:
+        while True:
+            n = a.readinto(buf)
+            if not n:
+                break
+            b.write(buf[:n])
+
+
+def boot(img):
+    dev = FlashDev(img, *GEOMETRY)
+    mount(dev, "/fl")
+    return dev
+
+
+def off(dev):
+    vfs.umount("/fl")
+    dev.close()
+
+
+def read(name):
+    with open("/fl/" + name) as f:
+        return f.read()
+
+
+base = T + "/base.img"
+dev = boot(base)
+with open("/fl/config.json", "w") as f:
+    f.write(TEXT)
+off(dev)
+# the flash operations of one migrating boot (the write-back)
+copy(base, T + "/dry.img")
+dev = boot(T + "/dry.img")
+ops = dev.ops
+r = config.load("/fl/config.json")
+print(json.dumps(["dry", dev.ops - ops, r[2], r[3]["saved"]]))
+total = dev.ops - ops
+off(dev)
+for torn in (0, 7):
+    for k in range(1, total + 1):
+        img = T + "/cut.img"
+        copy(base, img)
+        dev = boot(img)
+        dev.arm_cut(k, torn)
+        first = config.load("/fl/config.json")[2]
+        off(dev)
+        dev = boot(img)  # the flash after the reset
+        cfg, errs, src, mig = config.load("/fl/config.json")
+        again = config.load("/fl/config.json")[3]
+        print(json.dumps([torn, k, first, src, errs, cfg["node_id"], mig and mig["saved"],
+                          again, sorted(os.listdir("/fl")), read("config.json"),
+                          read("config.json.v1")]))
+        off(dev)
+"""
+
+
+def test_a_power_cut_during_the_write_back_never_loses_the_config(mp, tmp_path):
+    # at every flash operation of the migrating boot (littlefs on the host board's NOR
+    # flash), whole and torn: the next boot runs the configuration and migrates at most
+    # once more; the backup ends up byte for byte the version-1 file
+    text = (V1 / "no_sensors.json").read_text()
+    out = mp.run_json(f"T = {str(tmp_path)!r}\nTEXT = {text!r}\n" + MP_CUT, board="host")
+    dry, cuts = out[0], out[1:]
+    assert dry[0] == "dry" and dry[2:] == ["file", True]
+    assert dry[1] >= 3 and len(cuts) == 2 * dry[1]
+    want = _as_v2(_v1("no_sensors.json"))
+    for torn, k, first, src, errs, node_id, saved, again, names, new, backup in cuts:
+        case = (torn, k)
+        assert first in ("file", "default"), case  # the cut boot itself never raised
+        assert (src, errs, node_id) == ("file", [], "bench-07"), case
+        # True: migrated again (the old file was still there), None: the rename had landed
+        assert saved in (True, None), case
+        assert again is None, case  # and from then on: no more migration
+        assert names == ["config.json", "config.json.v1"], case
+        assert json.loads(new) == want and backup == text, case

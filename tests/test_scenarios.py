@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from host_tools import mpinfo
 from host_tools.harness import run_scenario
 from host_tools.paths import REPO
 
@@ -142,6 +143,7 @@ def test_hung_control_task_watchdog_reset_relays_safe_from_first_instant(tmp_pat
     wdt_s = h.cfg["supervisor"]["watchdog_ms"] / 1000.0
     assert [b["cause"] for b in s["boots"]] == ["power_on", "watchdog"]
     reboot = s["boots"][1]
+    assert [ms for _, ms in h.watchdog_starts] == [h.cfg["supervisor"]["watchdog_ms"]] * 2
     # the node was in reuse when it hung; the watchdog reset dropped every coil ...
     hang = next(t for t in s["trips"] if t["reason"] == "control_hung")
     assert 0 < hang["latency_s"] <= wdt_s + s["control_tick_s"]
@@ -229,15 +231,18 @@ def test_safe_boot_stops_the_application_before_the_watchdog(tmp_path):
         assert "safe boot" in console(h)
         assert s["relay_transitions"] == [] and s["saves"] == 0
         assert [b["cause"] for b in s["boots"]] == ["power_on"]
-        assert "W " not in "".join(h.node_events and [] or [])  # no watchdog was started
+        assert h.watchdog_starts == []  # no watchdog was started
 
 
 @pytest.mark.skipif(os.environ.get("HEATGW_SKIP_DAY") == "1", reason="HEATGW_SKIP_DAY=1")
-def test_day_24h_meter_agrees_with_plant_in_64k_heap(tmp_path_factory, monkeypatch):
-    # The day runs with precompiled modules in the smallest heap the issue allows.
+def test_day_24h_meter_agrees_with_plant_in_the_heap_budget(tmp_path_factory, monkeypatch):
+    # The day runs with precompiled modules in the heap budget (issue 7: 160 KB on the
+    # 64-bit host, scaled to the binary under test).
+    budget_bytes = mpinfo.heap_kb(160) * 1024
     args = os.environ.get("MICROPYTHON_ARGS", "")
     if "heapsize" not in args:
-        monkeypatch.setenv("MICROPYTHON_ARGS", (args + " -X heapsize=64wK").strip())
+        monkeypatch.setenv("MICROPYTHON_ARGS",
+                           (args + f" -X heapsize={mpinfo.heapsize(160)}").strip())
     s, h = run("day_24h", tmp_path_factory, mpy=True)
     text = console(h)
     assert "MemoryError" not in text and "Traceback" not in text, text[-3000:]
@@ -248,7 +253,8 @@ def test_day_24h_meter_agrees_with_plant_in_64k_heap(tmp_path_factory, monkeypat
     assert s["plant"]["heat_delivered_kwh"] > 500  # a real day of reuse, not a bypassed one
     assert abs(s["heat_error_pct"]) < 0.5
     assert s["metered"]["error_time_s"] == 0
-    assert 0 < s["peak_heap_bytes"] < 128 * 1024
+    # the live heap after gc.collect() leaves 10 % of the budget for transients
+    assert 0 < s["peak_heap_bytes"] < 0.9 * budget_bytes
     assert s["plant"]["max_it_coolant_c"] <= s["plant"]["it_coolant_limit_c"]
 
 

@@ -1,27 +1,7 @@
 """Lockstep link between the host board and the plant harness (host_tools/harness.py).
 
-The harness owns virtual time, the plant, the relays' physical state, the watchdog and
-the power. The node runs until every task is idle, tells the harness how long it may
-sleep, and blocks until the harness moves time forward. One text line per message on a
-loopback TCP socket (stdin/stdout stay the node's console):
-
-node -> harness (vt: the node's time)   harness -> node
-  H <pid>          hello after reset       A <vt> <horizon> [<utc_s>]  time is now vt
-  I <vt_ms>|-      idle until vt / no task r <rtd> <ohm>         RTD resistance
-  P <relay> 0|1 vt relay pin level         f <rtd> <fault>       RTD fault injection
-  W <timeout> vt   watchdog started        d <input> 0|1         digital input level
-  F vt             watchdog fed            p <n> <edge>|- <e>..  pulse count, last edge,
-  O <kind> vt json application record                            edges due before horizon
-  X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
-                                           h                     hang the next relay write
-                                           e                     the next SPI transfer fails
-                                           s                     orderly stop (Ctrl-C)
-                                           B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
-                                           .                     end of this step
-
-Nothing the harness serves changes before `horizon` (the next plant step, scenario event
-or watchdog expiry), so the node moves its own time to any deadline before it without
-asking: one round trip per plant step instead of one per poll.
+The protocol (opcodes and what each line carries) is boards/host/linkproto.py, the one
+table the harness uses too.
 
 Without HEATGW_LINK the board runs standalone: time jumps to the next deadline at once.
 With it, the board's clock connects and is the link too. Lines are parsed token by token
@@ -34,6 +14,7 @@ import os
 import select
 import socket
 
+import linkproto as lp
 from micropython import const
 
 _MASK = const(0x3FFFFFFF)  # ticks wrap at 2**30
@@ -79,7 +60,8 @@ class LinkClock:
             if deadline_vt is None:
                 raise RuntimeError("standalone: every task waits")
         elif deadline_vt is None or deadline_vt >= self.horizon:
-            self.send("I -" if deadline_vt is None else "I %d" % deadline_vt)
+            self.send("%c %s" % (lp.IDLE, lp.NONE) if deadline_vt is None else
+                      "%c %d" % (lp.IDLE, deadline_vt))
             self._serve()
             return
         if deadline_vt > self.vt:
@@ -115,13 +97,13 @@ class LinkClock:
         self._poll = select.poll()
         self._poll.register(s, select.POLLIN)
         self.link = self
-        self.send("H %d" % os.getpid() if hasattr(os, "getpid") else "H 0")
+        self.send("%c %d" % (lp.HELLO, os.getpid() if hasattr(os, "getpid") else 0))
         self._serve()
 
     def feed(self):
         """The watchdog (board.watchdog()) is fed: tell the harness, which owns it."""
         if self.link is not None:
-            self.send("F %d" % self.vt)
+            self.send("%c %d" % (lp.WDT_FEED, self.vt))
 
     def send(self, line):
         self._s.write(line + "\n")
@@ -187,13 +169,13 @@ class LinkClock:
             if t is None:
                 continue  # an empty line
             op = t[0]
-            if op == 46:  # "."
+            if op == lp.END:
                 while tok() is not None:
                     pass
                 if self._stop:
                     raise KeyboardInterrupt  # orderly stop, as Ctrl-C on the console
                 return
-            if op == 65:  # "A"
+            if op == lp.TIME:
                 vt = int(tok())
                 if vt < self.vt:
                     raise RuntimeError("harness moved time backwards")
@@ -202,31 +184,31 @@ class LinkClock:
                 t = tok()
                 if t is not None:
                     self.utc0 = int(t) - (vt - self.vt0) // 1000
-            elif op == 114:  # "r"
+            elif op == lp.RTD_OHM:
                 board.rtd_chip(str(tok(), "ascii")).set_resistance(float(tok()))
-            elif op == 102:  # "f"
+            elif op == lp.RTD_FAULT:
                 board.rtd_chip(str(tok(), "ascii")).inject(str(tok(), "ascii"))
-            elif op == 100:  # "d"
+            elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())
-            elif op == 112:  # "p": count, last edge or "-", then the edges to come
+            elif op == lp.PULSES:  # count, last edge or "-", then the edges to come
                 p = board.pulse_input()
                 n = int(tok())
                 t = tok()
-                p.set(n, None if bytes(t) == b"-" else int(t))
+                p.set(n, None if str(t, "ascii") == lp.NONE else int(t))
                 t = tok()
                 while t is not None:
                     p.add_edge(int(t))
                     t = tok()
-            elif op == 107:  # "k"
+            elif op == lp.CUT_AT:
                 board.flash_device().arm_cut(int(tok()), int(tok()), on_cut=self._cut)
-            elif op == 115:  # "s"
+            elif op == lp.STOP:
                 self._stop = True
-            elif op == 104:  # "h"
+            elif op == lp.HANG:
                 self.hang_armed = True
-            elif op == 101:  # "e"
+            elif op == lp.BUS_ERROR:
                 board.BUS.error_armed = True
-            elif op == 66:  # "B": boot parameters, first step only
+            elif op == lp.BOOT:  # boot parameters, first step only
                 self.vt0 = int(tok())
                 self.tick0 = int(tok())
                 board.SAFE_BOOT_HELD = bytes(tok()) == b"1"
@@ -237,7 +219,7 @@ class LinkClock:
 
     def _cut(self, info):
         # Power is gone: report where, then wait to be killed; nothing else may run.
-        self.send_json("X %d " % self.vt, info)
+        self.send_json("%c %d " % (lp.CUT_REACHED, self.vt), info)
         try:
             while True:
                 self._eol = False

@@ -31,7 +31,6 @@ CRITICAL_TASKS = ("sampler", "control")
 _STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
 _EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
 _STATUS_EVERY_MS = 60_000
-_FILTER_HZ = 50  # mains frequency the converters reject
 _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
 
 
@@ -100,8 +99,8 @@ class Gateway:
         bus = self.board.spi()
         for name, sc in sensors_cfg.items():
             adc = MAX31865(bus, self.board.rtd_cs(name), wires=sc["wires"],
-                           filter_hz=_FILTER_HZ, r_ref_ohm=self.board.R_REF_OHM,
-                           r0_ohm=sc["r0_ohm"], clock=clock)
+                           filter_hz=self.cfg["site"]["mains_hz"],  # required with sensors
+                           r_ref_ohm=self.board.R_REF_OHM, r0_ohm=sc["r0_ohm"], clock=clock)
             adc.init()
             self.sensors[name] = TemperatureSensor(
                 adc, offset_k=sc["offset_k"], min_c=sc["min_c"], max_c=sc["max_c"])

@@ -1,22 +1,24 @@
 """The node configuration: one JSON file, validated against heatgw.config_schema.
 
-    cfg, errors, source = load("config.json")
+    cfg, errors, source, migration = load("config.json")
 
 source is "file" when the file parsed and validated, else "default": then cfg is a fresh
 copy of DEFAULT (no sensors, no flow, so the node stays bypassed with reason no_config)
-and errors says why, one clear line each. load() never raises.
+and errors says why, one clear line each. A file of an older format version is migrated
+first (heatgw.migrate, imported only then); migration is None, or the event that reports
+it. load() never raises.
 """
 
 import json
 import os
 
-from heatgw.config_schema import SCHEMA
-from heatgw.schema import validate
+from heatgw.config_schema import SCHEMA, VERSION
+from heatgw.schema import _num, validate
 
 SENSOR_NAMES = ("supply", "return", "sink_return", "it_coolant")
 MAX_BYTES = 8192  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
 
-_DEFAULT_DOC = {"version": 1}
+_DEFAULT_DOC = {"version": VERSION}
 
 
 def default():
@@ -29,7 +31,7 @@ def default():
 
 DEFAULT = default()
 # Returned as is when even the fallback cannot allocate: answering must not need memory.
-_OOM = (DEFAULT, ["config: out of memory while loading; using DEFAULT"], "default")
+_OOM = (DEFAULT, ["config: out of memory while loading; using DEFAULT"], "default", None)
 
 
 def _parse(path):
@@ -65,19 +67,39 @@ def _parse(path):
         return None, "%s: not valid JSON (%s)" % (path, e)
 
 
-def load(path):
-    """(cfg, errors, source): source "file" if the file is valid, else DEFAULT and "default"."""
+def load(path, save=True):
+    """(cfg, errors, source, migration): source "file" if the file is valid (after any
+    migration), else DEFAULT and "default". migration is None for a current file, else the
+    event {"kind": "config", "migrated": [1, 2], "notes": [...], "needs": [key, ...],
+    "saved": bool}; with save, a migrated file that validates is written back once
+    (heatgw.migrate.save)."""
     try:
         doc, err = _parse(path)
         if err is not None:
-            return default(), [err], "default"
+            return default(), [err], "default", None
+        mig = None
+        ver = doc.get("version") if type(doc) is dict else None
+        if type(ver) is int and ver != VERSION:  # anything else: the validator says why
+            if ver > VERSION:
+                return default(), ["version: %s is newer than this firmware's %d: update the "
+                                   "firmware, or write a version-%d file"
+                                   % (_num(ver), VERSION, VERSION)], "default", None
+            from heatgw import migrate
+
+            mig, needs = migrate.upgrade(doc, ver)
+            if mig is None:
+                return default(), [m for _, m in needs], "default", None
         cfg, errors = validate(doc, SCHEMA)
+        if mig is not None:
+            errors = migrate.errors(needs, errors)
         if errors:
-            return default(), errors, "default"
-        return cfg, [], "file"
+            return default(), errors, "default", mig
+        if mig is not None and save:
+            migrate.save(path, doc, mig)
+        return cfg, [], "file", mig
     except Exception as e:  # MemoryError included: fall back, say why
         try:
-            return default(), ["%s: loading failed (%r)" % (path, e)], "default"
+            return default(), ["%s: loading failed (%r)" % (path, e)], "default", None
         except Exception:
             return _OOM
 

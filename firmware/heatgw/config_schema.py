@@ -18,7 +18,15 @@ Node keys (every one optional):
              a/b numbers or paths. A "*" path segment runs the rule for every key there.
              when: [path, [values]] - the rule applies only if path holds one of values.
              A rule whose paths are absent (sensor or flow not configured) is skipped.
+             op "req": ["req", key, object, why] - key (a path) is required whenever the
+             object at that path has any member (a key without req or default).
+
+VERSION is the format version a file must carry. Each change that adds a required key or
+renames one bumps it and adds the step from the previous version to heatgw.migrate, which
+heatgw.config.load applies to older files.
 """
+
+VERSION = 2  # 2: site.mains_hz (the RTD converters' mains filter, 50 Hz hard-coded in 1)
 
 # One MAX31865 channel. r0 and wires have no default: a wrong one is the commonest field
 # fault and reads plausible temperatures (README, max31865).
@@ -46,11 +54,19 @@ _GLYCOLS = ["propylene_glycol", "ethylene_glycol"]
 SCHEMA = {
     "type": "object", "doc": "heatgw node configuration (one JSON file)",
     "keys": {
-        "version": {"type": "int", "req": True, "enum": [1],
-                    "doc": "configuration format version"},
+        "version": {"type": "int", "req": True, "enum": [VERSION],
+                    "doc": "configuration format version (older files are migrated)"},
         "node_id": {"type": "str", "default": "heatgw", "len": [1, 32],
                     "chars": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
                     "doc": "node name in MQTT topics: letters, digits, - and _"},
+        "site": {
+            "type": "object", "default": {}, "doc": "the installation site",
+            "keys": {
+                "mains_hz": {"type": "int", "enum": [50, 60], "unit": "Hz",
+                             "doc": "mains frequency at the site, which the RTD converters "
+                                    "filter out: 50 or 60"},
+            },
+        },
         "sensors": {
             "type": "object", "default": {},
             "doc": "temperature sensors; an absent one is not measured",
@@ -141,6 +157,9 @@ SCHEMA = {
         },
     },
     "rules": [
+        # no silent default: a wrong filter reads plausible, noisy temperatures
+        ["req", "site.mains_hz", "sensors", "50 or 60: the mains frequency at the site, "
+         "which the RTD converters filter out"],
         ["lt", "sensors.*.min_c", "sensors.*.max_c", "the sensor range must not be empty"],
         ["lt", "control.sink_return_max_c", "sensors.sink_return.max_c",
          "the trip point must be inside the sensor range"],

@@ -143,8 +143,28 @@ def _object(v, node, path, errs):
         if r is not _BAD:
             out[k] = r
     for rule in node.get("rules") or ():
-        _rule(out, rule, path, errs)
+        if rule[0] == "req":
+            _req(v, out, rule, path, errs)
+        else:
+            _rule(out, rule, path, errs)
     return out
+
+
+def _req(doc, obj, rule, path, errs):
+    """["req", key, base, why]: key is required when the object at base has a member. The
+    document, not the filled object, says whether key is present: a bad value is reported
+    once, by its own check."""
+    if not _get_obj(obj, rule[2]):
+        return
+    d = doc
+    for seg in rule[1].split("."):
+        if type(d) is not dict:  # its own check said so
+            return
+        if seg not in d:
+            errs.append("%s: required with %s (%s)"
+                        % (_join(path, rule[1]), _join(path, rule[2]), rule[3]))
+            return
+        d = d[seg]
 
 
 def _get(obj, path, bind):

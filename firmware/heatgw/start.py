@@ -16,21 +16,21 @@ def _forget(name):
     sys.modules.pop("heatgw." + name, None)
     try:
         delattr(heatgw, name)
-    except AttributeError:
+    except (AttributeError, KeyError):  # not imported (MicroPython raises KeyError)
         pass
 
 
 def load_config(path):
-    """(cfg, errors, source, configured); the validator is forgotten afterwards (the
-    console reloads it when a technician edits the configuration)."""
+    """(cfg, errors, source, configured, migration); the validator is forgotten afterwards
+    (the console reloads it when a technician edits the configuration)."""
     from heatgw import config
 
-    cfg, errors, source = config.load(path)
+    cfg, errors, source, migration = config.load(path)
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema"):
+    for name in ("config", "schema", "config_schema", "migrate"):
         _forget(name)
-    return cfg, errors, source, configured
+    return cfg, errors, source, configured, migration
 
 
 def build_meter(meter_cfg):
@@ -62,7 +62,8 @@ def run():
         asyncio = install()
     else:
         import asyncio
-    cfg, errors, source, configured = load_config(board.data_dir() + "/config.json")
+    cfg, errors, source, configured, migration = load_config(
+        board.data_dir() + "/config.json")
     for err in errors:
         print("config:", err)
     if source != "file":
@@ -75,6 +76,8 @@ def run():
     observer = getattr(board, "observer", None)
     gw = Gateway(board, cfg, cfg_source=source, cfg_errors=errors, configured=configured,
                  sinks=(observer,) if observer else (), meter=meter)
+    if migration:  # after the boot event, in the same log
+        gw.event(migration)
     gc.collect()
     try:
         asyncio.run(gw.run(asyncio))

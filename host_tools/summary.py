@@ -1,0 +1,87 @@
+"""The JSON summary of a scenario run (README, "Scenarios": what each key means)."""
+
+from host_tools.trueheat import true_heat_kwh
+
+
+def flash_summary(h):
+    """Flash wear of the last boot's run (the node reports it at the orderly stop)."""
+    f = h.flash
+    if not f:
+        return None
+    days = max(h.end_vt, 1) / 86_400_000
+    return {"ops": f["ops"], "erases": f["erases"],
+            "bytes_programmed": f["bytes_programmed"],
+            "erases_per_day": f["erases"] / days,
+            "max_block_erases": max(f["block_erases"]),
+            "saves": len(h.saves)}
+
+
+def trips(condition_log, transitions):
+    """Every condition that appeared while the reuse coil was energised, and when the
+    coil dropped after it (None: never, within the scenario)."""
+    out = []
+    for c in condition_log:
+        if not c["reuse_at_onset"]:
+            continue
+        off = next((tr["t_s"] for tr in transitions
+                    if tr["state"] == "bypass" and tr["t_s"] >= c["t_s"]), None)
+        out.append({"reason": c["reason"], "condition_t_s": c["t_s"], "bypass_t_s": off,
+                    "latency_s": None if off is None else round(off - c["t_s"], 3)})
+    return out
+
+
+def console_count(path, text):
+    """Console lines naming text: also what the node could not count itself (boot)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return sum(1 for line in data.splitlines() if text.encode() in line)
+
+
+def summary(h, wall_s):
+    """The summary of the finished run of Harness h."""
+    totals = h.final_totals or (h.saves[-1]["totals"] if h.saves else None)
+    metered = None
+    if totals:
+        metered = {
+            "energy_kwh": totals["energy_nj"] / 3.6e15,
+            "volume_m3": totals["volume_ul"] / 1e9,
+            "error_time_s": totals["error_ms"] / 1000.0,
+            "low_dt_time_s": totals["low_dt_ms"] / 1000.0,
+            "time_s": totals["time_ms"] / 1000.0,
+        }
+    heat = true_heat_kwh(h.plant.log)
+    return {
+        "scenario": h.sc["name"],
+        "duration_s": h.end_vt / 1000.0,
+        "control_tick_s": h.tick_ms / 1000.0,
+        "relay_transitions": h.transitions,
+        "conditions": h.oracle.log,
+        "trips": trips(h.oracle.log, h.transitions),
+        "metered": metered,
+        "plant": {
+            "heat_delivered_kwh": heat,
+            "max_it_coolant_c": h.plant.max_it_coolant_c,
+            "it_coolant_limit_c": h.params.it_coolant_limit_c,
+            "volume_m3": h.plant.volume_m3_total,
+        },
+        "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
+                           if metered and heat > 0 else None),
+        "peak_heap_bytes": h.peak_heap,
+        "min_largest_free_bytes": min(
+            (r["min_largest_free_bytes"] for r in h.heap_by_boot.values()
+             if r.get("min_largest_free_bytes") is not None), default=None),
+        "memory_errors": sum(r.get("memory_errors", 0) for r in h.heap_by_boot.values()),
+        "console_memory_errors": console_count(h.console_path, "MemoryError"),
+        "heap_peaks": h.heap_log[-20:],
+        "boots": h.boots,
+        "saves": len(h.saves),
+        "restores": h.restores,
+        "power_cuts": h.cuts,
+        "flash": flash_summary(h),
+        "node_events": len(h.node_events),
+        "last_status": h.last_status,
+        "wall_s": round(wall_s, 2),
+        "console_log": str(h.console_path),
+    }

@@ -1,0 +1,151 @@
+"""What the node's chips and pins read: the served world (CPython).
+
+The plant's temperatures (or a scenario's override wave) as RTD resistances, injected
+sensor faults, the board inputs, and the flow meter's pulses with the edges due before
+the horizon. It remembers what it last served, so each step sends only what changed.
+"""
+
+import math
+
+from host_tools import linkcodec
+from host_tools.sensors import pt_ohm
+
+# scenario events that change the world (the harness handles the others)
+EVENTS = ("sink_lost", "sink_restored", "pump", "input", "sensor_fault", "override",
+          "valve_stuck")
+
+
+class World:
+    def __init__(self, plant, cfg, scenario):
+        self.plant = plant
+        self.inputs = {"sink_available": True, "maintenance": False, "trip_reset": False,
+                       "valve_at_reuse": False}
+        self.inputs.update(scenario.get("inputs", {}))
+        self.pump_on = True  # the building pump (plant input)
+        self.valve_stuck = False  # the diverting valve is seized (plant input)
+        self.faults = {}  # rtd -> injected fault
+        self.overrides = {}  # rtd -> wave dict (served instead of the plant)
+        self.lpp_l = cfg["flow"]["litres_per_pulse"] if cfg.get("flow") else 0.1
+        self.volume_l = 0.0  # through the meter up to flow_vt
+        self.flow_vt = 0
+        self.flow_lps = 0.0  # constant from flow_vt to the next plant step
+        self.pulses = 0
+        self.edge_vt = None  # the last pulse edge
+        self.served = {}  # what the node was last told
+        self.lines_dirty = True
+
+    def forget_served(self):
+        """A new boot: the node knows nothing yet."""
+        self.served = {}
+        self.lines_dirty = True
+
+    # -- plant side --------------------------------------------------------------------
+
+    def plant_stepped(self):
+        self.flow_lps = self.plant.flow_m3h / 3.6
+        self.lines_dirty = True
+
+    def flow_to(self, vt):
+        self.update_pulses(vt)
+        self.volume_l += self.flow_lps * (vt - self.flow_vt) / 1000.0
+        self.flow_vt = vt
+
+    def apply_event(self, ev):
+        """Apply a scenario event of EVENTS."""
+        do = ev["do"]
+        if do == "sink_lost":
+            self.pump_on = False
+            self.inputs["sink_available"] = False
+        elif do == "sink_restored":
+            self.pump_on = True
+            self.inputs["sink_available"] = True
+        elif do == "pump":
+            self.pump_on = bool(ev["on"])
+        elif do == "input":
+            self.inputs[ev["name"]] = bool(ev["value"])
+        elif do == "sensor_fault":
+            self.faults[ev["sensor"]] = ev.get("fault", "open")
+        elif do == "override":
+            if ev.get("off"):
+                self.overrides.pop(ev["sensor"], None)
+            else:
+                self.overrides[ev["sensor"]] = {**ev, "t0_s": ev["t_s"]}
+        elif do == "valve_stuck":
+            self.valve_stuck = bool(ev.get("stuck", True))
+        else:
+            raise ValueError(f"not a world event: {do!r}")
+        self.lines_dirty = True
+
+    # -- served values -----------------------------------------------------------------
+
+    def true_temps(self):
+        p = self.plant
+        return {"supply": p.supply_c, "return": p.return_c, "sink_return": p.sink_return_c,
+                "it_coolant": p.it_coolant_c}
+
+    def served_temps(self, vt):
+        temps = self.true_temps()
+        t_s = vt / 1000.0
+        for name, w in self.overrides.items():
+            phase = 2 * math.pi * (t_s - w["t0_s"]) / w["period_s"]
+            if w.get("wave", "sine") == "square":
+                temps[name] = w["mean_c"] + (w["amp_k"] if math.sin(phase) >= 0 else -w["amp_k"])
+            else:
+                temps[name] = w["mean_c"] + w["amp_k"] * math.sin(phase)
+        return temps
+
+    def update_pulses(self, vt):
+        """Pulses the meter has given by vt (the flow rate is constant since flow_vt)."""
+        vol = self.volume_l + self.flow_lps * (vt - self.flow_vt) / 1000.0
+        n = int(vol / self.lpp_l + 1e-9)
+        if n > self.pulses and self.flow_lps > 0:
+            t_edge_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
+            self.edge_vt = self.flow_vt + max(0, int(math.ceil(t_edge_ms - 1e-6)))
+            self.pulses = n
+
+    def edges_before(self, vt, horizon):
+        """Pulse edges in (vt, horizon): the flow is constant until the next step."""
+        out = []
+        if self.flow_lps <= 0:
+            return out
+        n = self.pulses
+        while True:
+            n += 1
+            t_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
+            edge = self.flow_vt + max(0, int(math.ceil(t_ms - 1e-6)))
+            if edge >= horizon:
+                return out
+            if edge > vt:
+                out.append(edge)
+
+    def service_lines(self, vt, horizon):
+        """Value lines for the node at vt: only what changed since the last step."""
+        out = []
+        if self.lines_dirty:
+            self.lines_dirty = False
+            self._value_lines(vt, out)
+        self.update_pulses(vt)
+        edges = self.edges_before(vt, horizon)
+        if edges or self.served.get(("p",)) != (self.pulses, self.edge_vt):
+            self.served[("p",)] = (self.pulses, self.edge_vt)
+            out.append(linkcodec.pulses(self.pulses, self.edge_vt, edges))
+        return out
+
+    def _value_lines(self, vt, out):
+        for name, t in self.served_temps(vt).items():
+            r = f"{pt_ohm(t):.4f}"
+            if self.served.get(("r", name)) != r:
+                self.served[("r", name)] = r
+                out.append(linkcodec.rtd_ohm(name, r))
+        for name, fault in self.faults.items():
+            if self.served.get(("f", name)) != fault:
+                self.served[("f", name)] = fault
+                out.append(linkcodec.rtd_fault(name, fault))
+        for name, on in self.inputs.items():
+            if name == "valve_at_reuse":
+                on = bool(self.plant.valve_at_reuse)
+            # inputs are contacts to ground: active level 0
+            level = "0" if on else "1"
+            if self.served.get(("d", name)) != level:
+                self.served[("d", name)] = level
+                out.append(linkcodec.input_level(name, level))
