@@ -29,20 +29,22 @@ from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, REPO, micropypath, mi
 BUDGET_HOST64_KB = 160  # issue 7: the complete node's day, 64-bit host (112 KB on 32-bit)
 STRETCH_HOST64_KB = 128
 
-FIRMWARE_MODULES = (
-    "heatgw", "heatgw.bootstate", "heatgw.clock", "heatgw.heapmon", "heatgw.store",
-    "heatgw.events", "heatgw.failsafe", "heatgw.meterkernel", "heatgw.meter", "heatgw.rtd",
-    "heatgw.flow", "heatgw.fluid", "heatgw.fluid_data", "heatgw.schema",
-    "heatgw.config_schema", "heatgw.config", "heatgw.start", "heatgw.app", "heatgw.selftest",
-)
-DRIVER_MODULES = ("max31865", "pulsecounter")
+def _modules(folder, prefix=""):
+    return tuple(prefix + p.stem for p in sorted(folder.glob("*.py"))
+                 if p.stem not in ("__init__", "node", "manifest"))
+
+
+# Every module of the application and of the host board (node.py is the host's "reset").
+FIRMWARE_MODULES = ("heatgw", *_modules(FIRMWARE / "heatgw", "heatgw."))
+DRIVER_MODULES = tuple(p.parent.name for p in sorted(LIB.glob("*/manifest.py")))
 # On the host board only: a board carries none of these (its asyncio is frozen in flash).
-HOST_ONLY_MODULES = ("board", "link", "max31865_emu", "flashdev", "vasyncio", "virtual_clock")
+HOST_ONLY_MODULES = _modules(BOARDS / "host")
 # Fetched for the coming issues (telemetry, Modbus): what they will cost if not frozen.
 FUTURE_MODULES = ("umqtt.simple", "umodbus.tcp")
 # Not resident while the node runs: dropped again at boot (heatgw.start), or REPL only.
 NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped after boot",
                 "heatgw.config_schema": "dropped after boot",
+                "heatgw.migrate": "dropped after boot",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
                 "heatgw.selftest": "REPL only"}
 

@@ -30,7 +30,7 @@ PORT_BUILTINS = {
 PORT_DIR_VARS = ("$(PORT_DIR)", "$(MPY_DIR)", "$(BOARD_DIR)", "$(MPY_LIB_DIR)")
 # What the port-relative entries of our manifests provide.
 PORT_PROVIDES = {"$(MPY_DIR)/extmod/asyncio": {"asyncio"}, "$(PORT_DIR)/modules": {"_boot"}}
-HOST_ONLY = {"link", "vasyncio", "flashdev", "max31865_emu", "virtual_clock", "node"}
+HOST_ONLY = {p.stem for p in (BOARDS / "host").glob("*.py")} - {"board"}
 
 
 class ManifestError(Exception):
