@@ -98,7 +98,8 @@ class Harness:
         self.cuts = []
         self.watchdog_starts = []  # (t_s, timeout_ms) each time a node started its watchdog
         self.peak_heap = 0
-        self.heap_log = []  # (t_s, new peak) each time the node's peak grows
+        self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
+        self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -362,9 +363,11 @@ class Harness:
                                       "inflight" if got == cut["inflight"] else "other")
         elif kind == "flash":
             self.flash = rec
-        elif kind == "heap":
+        elif kind == "heap":  # heatgw.heapmon: this boot's figures so far
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
-            self.heap_log.append((t_s, rec["peak_heap_bytes"]))
+            self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at"),
+                                  rec.get("min_largest_free_bytes")))
+            self.heap_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -600,7 +603,8 @@ def main(argv=None):
         print(f"harness: FAILED: {e}", file=sys.stderr)
         return 1
     brief = {k: summary_[k] for k in ("scenario", "metered", "plant", "heat_error_pct",
-                                       "peak_heap_bytes", "wall_s")}
+                                       "peak_heap_bytes", "min_largest_free_bytes",
+                                       "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
     print(json.dumps(brief, indent=1))
     return 0

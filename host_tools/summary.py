@@ -30,6 +30,15 @@ def trips(condition_log, transitions):
     return out
 
 
+def console_count(path, text):
+    """Console lines naming text: also what the node could not count itself (boot)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return sum(1 for line in data.splitlines() if text.encode() in line)
+
+
 def summary(h, wall_s):
     """The summary of the finished run of Harness h."""
     totals = h.final_totals or (h.saves[-1]["totals"] if h.saves else None)
@@ -63,6 +72,11 @@ def summary(h, wall_s):
         "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
                            if metered and heat > 0 else None),
         "peak_heap_bytes": h.peak_heap,
+        "min_largest_free_bytes": min(
+            (r["min_largest_free_bytes"] for r in h.heap_by_boot.values()
+             if r.get("min_largest_free_bytes") is not None), default=None),
+        "memory_errors": sum(r.get("memory_errors", 0) for r in h.heap_by_boot.values()),
+        "console_memory_errors": console_count(h.console_path, "MemoryError"),
         "heap_peaks": h.heap_log[-20:],
         "boots": h.boots,
         "saves": len(h.saves),

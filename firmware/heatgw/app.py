@@ -23,12 +23,12 @@ and is restarted with capped exponential backoff; `_FAILING_RESTARTS` crashes wi
 `_FAILING_WINDOW_MS` are a `task_failing` event. Control and metering carry on.
 """
 
-import gc
 import json
 
 from heatgw import clock
 from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
+from heatgw.heapmon import HeapMonitor
 from heatgw.inbox import Inbox
 from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
@@ -40,7 +40,6 @@ _FAILING_RESTARTS = 5  # this many crashes within the window: a task_failing eve
 _FAILING_WINDOW_MS = 600_000
 _STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
 _EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
-_HEAP_EVERY_MS = 60_000
 _STATUS_EVERY_MS = 60_000
 _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
 
@@ -64,8 +63,9 @@ class Gateway:
         self._dead_man = board.dead_man()
         self._dead_man_level = 0
         self._dead_man.value(0)
-        self.sinks = list(sinks)
-        self.peak_heap_bytes = 0
+        # Heap: sampled every supervisor pass and, as a sink, at saves, events, restore.
+        self.heap = HeapMonitor(cap_bytes=getattr(board, "HEAP_PROBE_CAP_BYTES", None))
+        self.sinks = [self.heap.sink] + list(sinks)
         self.flash_errors = 0  # state saves (and odd event-log errors) that failed
         self.checkins = {name: now for name in _CHECKED_IN}
         self.inbox = Inbox()
@@ -141,7 +141,7 @@ class Gateway:
         try:
             seq, payload = self.store.load()
         except Exception as e:  # noqa: BLE001 - a bad flash must not stop the fail-safe
-            print("state: cannot read:", repr(e))
+            print("state: cannot read:", repr(self.heap.caught(e)))
             seq, payload = 0, None
         self.saved_seq = seq
         if payload is None:
@@ -167,7 +167,7 @@ class Gateway:
             return self._save(why)
         except Exception as e:  # noqa: BLE001 - keep controlling
             self.flash_errors += 1
-            print("state: save failed:", repr(e))
+            print("state: save failed:", repr(self.heap.caught(e)))
             return None
 
     def _save(self, why):
@@ -190,7 +190,7 @@ class Gateway:
             try:
                 sink(kind, record)
             except Exception as e:  # noqa: BLE001 - a broken sink never stops control
-                print("sink failed:", repr(e))
+                print("sink failed:", repr(self.heap.caught(e)))
 
     def event(self, ev):
         """Stamp an event with boot id, uptime and UTC, keep it, print it, emit it."""
@@ -383,7 +383,8 @@ class Gateway:
         wdt = self.board.watchdog(sup["watchdog_ms"])
         period_ms = min(self.tick_ms, sup["watchdog_ms"] // 4)
         stall_ms = sup["stall_s"] * 1000
-        heap_due = status_due = clock.ticks_ms()
+        heap = self.heap
+        status_due = clock.ticks_ms()
         while True:
             now = clock.ticks_ms()
             stalled = self._stalled(now, stall_ms)
@@ -393,13 +394,12 @@ class Gateway:
                             "reason": "task_stalled:" + stalled, "action": "watchdog reset"})
             if self.fault is None:
                 wdt.feed()  # a latched fault starves it: the watchdog resets the node
-            if clock.ticks_diff(now, heap_due) >= 0:
-                heap_due = clock.ticks_add(now, _HEAP_EVERY_MS)
-                gc.collect()
-                used = gc.mem_alloc()
-                if used > self.peak_heap_bytes:
-                    self.peak_heap_bytes = used
-                    self.emit("heap", {"peak_heap_bytes": used})
+            try:  # live heap after a collect every 10 passes; the largest free block
+                heap.tick()
+                if heap.changed:
+                    self.emit("heap", heap.record())
+            except MemoryError as e:  # measuring never stops the supervisor
+                heap.caught(e)
             if clock.ticks_diff(now, status_due) >= 0:
                 status_due = clock.ticks_add(now, _STATUS_EVERY_MS)
                 self.emit("status", self.status())
@@ -413,7 +413,9 @@ class Gateway:
                 "flow_m3h": ins.flow_m3h, "power_w": m.last_power_w,
                 "energy_wh": m.energy_wh, "volume_l": m.volume_l,
                 "up_ms": self.uptime_ms, "boot": self.boot_id,
-                "peak_heap_bytes": self.peak_heap_bytes, "fault": self.fault,
+                "peak_heap_bytes": self.heap.peak_bytes,
+                "min_largest_free_bytes": self.heap.min_largest_free_bytes,
+                "memory_errors": self.heap.memory_errors, "fault": self.fault,
                 "flash_errors": self.flash_errors + self.log.errors}
 
     def add_task(self, name, coro_fn, critical=False):
