@@ -8,7 +8,7 @@ deps" in an empty interpreter, "own" with everything X imports already imported.
 source (the compiler's garbage is collected, its results stay) and once from .mpy
 compiled for the binary's own arch (what the node runs: build/mpy/heapbudget-<arch>).
 The day's peak comes from a 24 h day (`scenarios/day_24h.json`, precompiled modules) run
-here in the budget heap, `mpinfo.heapsize(160)` (160 KB on the 64-bit host, 111 KB on a
+here in the budget heap, `mpinfo.heapsize(160)` (160 KB on the 64-bit host, 112 KB on a
 32-bit binary), unless --day names a summary already written by the harness.
 Frozen into a board image (boards/*/manifest.py) a module's code costs no heap at all.
 """
