@@ -267,3 +267,31 @@ print("returned")
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_uptime_counts_past_2_30_ms_without_allocating(mp, tmp_path, monkeypatch):
+    # 13 days of uptime is more ms than a 31-bit small int holds: the per-tick update
+    # must stay allocation-free (heap locked) and the total exact.
+    out = run(mp, r"""
+import micropython
+gw._up_s = 13 * 86400 - 1
+gw._up_ms = 500
+t = gw._up_last_ms
+
+
+def ticks(t):
+    micropython.heap_lock()
+    try:
+        gw._uptime(board.clock.ticks_add(t, 700))
+        gw._uptime(board.clock.ticks_add(t, 1400))
+    except MemoryError:
+        micropython.heap_unlock()
+        return False
+    micropython.heap_unlock()
+    return True
+
+
+ok = ticks(t)
+print(json.dumps([ok, gw.uptime_ms]))
+""", tmp_path, monkeypatch)
+    assert out == [[True, (13 * 86400 - 1) * 1000 + 500 + 1400]]

@@ -52,7 +52,10 @@ class Gateway:
         now = clock.ticks_ms()
         self.boot_ms = now
         self._up_last_ms = now
-        self.uptime_ms = 0
+        # Uptime as whole seconds + ms: a ms count passes 2**30 (a long int, an
+        # allocation per tick on a 32-bit port) after 12.4 days; seconds last 34 years.
+        self._up_s = 0
+        self._up_ms = 0
         # The relays first: safe now, whatever happens below.
         self._relays = board.relays_safe()
         self._relay_active = {name: board.RELAY_PINS[name][1] for name in self._relays}
@@ -240,10 +243,16 @@ class Gateway:
     def checkin(self, name, now):
         self.checkins[name] = now
 
+    @property
+    def uptime_ms(self):
+        return self._up_s * 1000 + self._up_ms
+
     def _uptime(self, now):
         d = clock.ticks_diff(now, self._up_last_ms)
         if d > 0:
-            self.uptime_ms += d
+            ms = self._up_ms + d
+            self._up_s += ms // 1000
+            self._up_ms = ms % 1000
         self._up_last_ms = now
 
     async def sampler(self, asyncio):
