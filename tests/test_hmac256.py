@@ -96,7 +96,7 @@ for kh, dh in {cases!r}:
 print(json.dumps(out))
 """
     got = mp.run_json(src)[0]
-    for (key, data, want), row in zip(RFC4231, got, strict=False):
+    for (_k, _d, want), row in zip(RFC4231, got, strict=False):
         assert row[0][:len(want)] == want
     for (key, data), row in zip(_random_cases(), got[len(RFC4231):], strict=True):
         assert row[0] == hmac.new(key, data, hashlib.sha256).hexdigest()

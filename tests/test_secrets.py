@@ -181,3 +181,12 @@ def test_micropython_gives_the_same_results(mp, cp, tmp_path):
     want = json.loads(json.dumps(cp))
     assert json.loads(json.dumps(got).replace(str(d), "D")) == json.loads(
         json.dumps(want).replace(cp["dir"][1].split(":")[0], "D"))
+
+
+def test_json_refuses_a_secret_in_cpython():
+    s = secrets.from_dict(VALUES)
+    with pytest.raises(TypeError):
+        json.dumps({"pw": s.get("mqtt_password")})
+    with pytest.raises(TypeError):
+        secrets.from_dict({"wifi_ssid": "x", "wifi_password": "Wifi-Walrus-77"}).get(
+            "wifi_password") + "x"
