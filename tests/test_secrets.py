@@ -27,7 +27,7 @@ import json
 import os
 from heatgw import secrets
 
-VALUES = %r
+VALUES = __VALUES__
 
 
 def attempt(fn):
@@ -45,11 +45,11 @@ def scn(d):
     secrets.save(p, VALUES)
     out["files_after_save"] = sorted(f for f in os.listdir(d) if f.startswith("secrets"))
     s = secrets.load(p)
-    out["repr"] = [repr(s), str(s), "%%s %%r" %% (s, s), str(sorted(s.as_dict().items())),
+    out["repr"] = [repr(s), str(s), "%s %r" % (s, s), str(sorted(s.as_dict().items())),
                    str([s.get(k) for k in secrets.KEYS])]
     out["revealed"] = [s.get("command_key").reveal().hex(), s.get("mqtt_password").reveal(),
                        s.get("wifi_ssid").reveal(), s.get("wifi_password").reveal()]
-    out["redact"] = s.redact("connect pw=%%s key=%%s KEY=%%s ssid %%s psk %%s end" %% (
+    out["redact"] = s.redact("connect pw=%s key=%s KEY=%s ssid %s psk %s end" % (
         VALUES["mqtt_password"], VALUES["command_key"], VALUES["command_key"].upper(),
         VALUES["wifi_ssid"], VALUES["wifi_password"]))
     with open(p) as f:
@@ -92,7 +92,7 @@ def scn(d):
         out["bad_files"][name] = attempt(lambda: secrets.load(p))
     out["dir"] = attempt(lambda: secrets.load(d))
     return out
-""" % (VALUES,)
+""".replace("__VALUES__", repr(VALUES))
 
 
 @pytest.fixture(scope="module")
