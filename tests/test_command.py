@@ -600,3 +600,144 @@ def test_fuzz_sample_gives_identical_verdicts_on_micropython(mp, tmp_path):
     reasons = {x[0]["error"].split(":")[0] if not x[0]["ok"] else "accepted"
                for x in want if isinstance(x[0], dict)}
     assert {"accepted", "malformed", "forged", "replayed", "invalid"} <= reasons
+
+
+# ------------------------------------------------------------------ the host-side signer
+
+def _tool_node(tmp_path, key_file_text):
+    from heatgw import secrets as node_secrets
+    from heatgw.inbox import Inbox
+
+    d = tmp_path / "node"
+    d.mkdir()
+    node_secrets.save(str(d / "secrets.json"), {"command_key": KEY})
+    (tmp_path / "op.key").write_text(key_file_text)
+    return command.Commands(NODE, node_secrets.load(str(d / "secrets.json")), Inbox(),
+                            (str(d / "c.a"), str(d / "c.b")),
+                            secrets_path=str(d / "secrets.json"))
+
+
+def _tool(tmp_path, capsys, *argv, key="op.key"):
+    rc = signer.main(["--key-file", str(tmp_path / key), "--counter-file",
+                      str(tmp_path / "op.ctr"), "--node", NODE, *argv])
+    out = capsys.readouterr()
+    return rc, out.out.strip().encode(), out.err
+
+
+def test_signer_output_is_accepted_once_and_its_counter_increments(tmp_path, capsys):
+    node = _tool_node(tmp_path, KEY.hex() + "\n")
+    rc, p, err = _tool(tmp_path, capsys, "maintenance", "on")
+    assert rc == 0 and err == ""
+    assert (tmp_path / "op.ctr").read_text() == "1\n"
+    ack, ev, _ = node.handle(p)
+    assert ack == {"id": "maintenance-1", "ok": True}
+    assert node.inbox.drain()[0][0]["value"] is True
+    assert node.handle(p)[0]["error"].startswith("replayed: ctr 1")  # a replay
+    rc, p2, _ = _tool(tmp_path, capsys, "--id", "op-7", "resend", "5", "9")
+    assert node.handle(p2) == ({"id": "op-7", "ok": True},
+                               {"kind": "command", "result": "accepted", "source": "mqtt",
+                                "cmd": "resend", "id": "op-7", "ctr": 2, "from_seq": 5,
+                                "to_seq": 9}, ("resend", (5, 9)))
+    for argv in (["reset"], ["publish_state"], ["maintenance", "off"]):
+        assert node.handle(_tool(tmp_path, capsys, *argv)[1])[0]["ok"]
+    assert (tmp_path / "op.ctr").read_text() == "5\n"
+    # the node's own secrets.json works as the key file too
+    (tmp_path / "node.json").write_text((tmp_path / "node" / "secrets.json").read_text())
+    assert node.handle(_tool(tmp_path, capsys, "reset", key="node.json")[1])[0]["ok"]
+
+
+def test_signer_rotates_the_key_without_printing_it(tmp_path, capsys):
+    node = _tool_node(tmp_path, KEY.hex())
+    rc, p, err = _tool(tmp_path, capsys, "rotate_key", "--new-key-file",
+                       str(tmp_path / "new.key"))
+    assert rc == 0 and "new key written to" in err
+    new = bytes.fromhex((tmp_path / "new.key").read_text().strip())
+    assert (tmp_path / "new.key").stat().st_mode & 0o077 == 0
+    for text in (p.decode(), err):
+        for k in (KEY, new):
+            assert k.hex() not in text
+    assert node.handle(p)[0] == {"id": "rotate_key-1", "ok": True}
+    assert node.handle(_tool(tmp_path, capsys, "reset")[1])[0]["error"].startswith("forged")
+    assert node.handle(_tool(tmp_path, capsys, "reset", key="new.key")[1])[0]["ok"]
+
+
+def test_signer_refuses_bad_files_clearly(tmp_path, capsys):
+    (tmp_path / "op.key").write_text("abc")
+    rc, _, err = _tool(tmp_path, capsys, "reset")
+    assert rc == 2 and "must hold 64 hex digits" in err and "abc" not in err
+    (tmp_path / "op.key").write_text(KEY.hex())
+    (tmp_path / "op.ctr").write_text("seven")
+    rc, _, err = _tool(tmp_path, capsys, "reset")
+    assert rc == 2 and "must hold the last counter used" in err
+    (tmp_path / "op.ctr").write_text("3")
+    rc, _, err = _tool(tmp_path, capsys, "resend", "9", "5")
+    assert rc == 2 and "FROM <= TO" in err
+    assert (tmp_path / "op.ctr").read_text() == "3"  # nothing signed, nothing spent
+
+
+@pytest.fixture
+def broker(tmp_path):
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # until it listens (not a time limit on the code under test)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_signer_publishes_to_a_broker_and_prints_the_nodes_ack(tmp_path, capsys, broker):
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    node = _tool_node(tmp_path, KEY.hex())
+    topic = f"heatgw/plant/{NODE}/cmd"
+    ready = threading.Event()
+    seen = []
+
+    def on_message(client, userdata, msg):  # the node's side, as the lead will wire it
+        seen.append(msg.payload)
+        ack, _, _ = node.handle(msg.payload)
+        client.publish(topic + "/ack", json.dumps(ack), qos=1)
+
+    cl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="node-n1")
+    cl.on_message = on_message
+    cl.on_subscribe = lambda *a: ready.set()
+    cl.connect("127.0.0.1", broker)
+    cl.subscribe(topic, qos=1)
+    cl.loop_start()
+    try:
+        assert ready.wait(10)
+        args = ["--site", "plant", "--broker", f"127.0.0.1:{broker}", "--ack-timeout", "10"]
+        rc, out, _ = _tool(tmp_path, capsys, *args, "maintenance", "on")
+        assert rc == 0 and json.loads(out) == {"id": "maintenance-1", "ok": True}
+        (tmp_path / "op.ctr").write_text("0\n")  # an operator's stale counter
+        rc, out, _ = _tool(tmp_path, capsys, *args, "reset")
+        assert rc == 1 and json.loads(out)["error"].startswith("replayed: ctr 1")
+        (tmp_path / "bad.key").write_text(OTHER.hex())
+        rc, out, _ = _tool(tmp_path, capsys, *args, "reset", key="bad.key")
+        assert rc == 1 and json.loads(out) == {
+            "id": None, "ok": False, "error": "forged: the mac does not match the body "
+            "(wrong key, or the body was changed)"}
+    finally:
+        cl.loop_stop()
+        cl.disconnect()
+    assert len(seen) == 3 and node.counts["accepted"] == 1
