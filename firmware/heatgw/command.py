@@ -38,7 +38,6 @@ import os
 import struct
 
 from heatgw import hmac256
-from heatgw import secrets as _secrets
 from heatgw.store import SlotStore
 
 MAX_PAYLOAD = 512  # bytes, BODY + "." + 64 hex digits
@@ -80,6 +79,15 @@ def _why(e):
     if isinstance(e, OSError) and e.args:
         return "OSError %s" % (e.args[0],)
     return type(e).__name__
+
+
+def _hex64(v):
+    if type(v) is not str or len(v) != 64:
+        return False
+    for c in v:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
 
 
 def _small_int(v, lo, hi):
@@ -255,7 +263,7 @@ class Commands:
                               "0 <= from_seq <= to_seq <= %d" % CTR_MAX)
         elif cmd == "rotate_key":
             k = args["key"]
-            if not _secrets._hex(k, 64):  # never echoed
+            if not _hex64(k):  # never echoed
                 raise _Reject("invalid", "args.key: must be 64 hex digits")
         return cmd, ctr, args
 
@@ -276,6 +284,8 @@ class Commands:
         return None
 
     def _rotate(self, ctr, wrapped_hex):
+        from heatgw import secrets as _secrets  # rare: not resident for it
+
         if self.secrets_path is None:
             raise _Reject("failed", "no secrets file to write the new key to")
         new = wrap_key(self.secrets.get("command_key").reveal(), bytes.fromhex(wrapped_hex),
