@@ -741,3 +741,16 @@ def test_signer_publishes_to_a_broker_and_prints_the_nodes_ack(tmp_path, capsys,
         cl.loop_stop()
         cl.disconnect()
     assert len(seen) == 3 and node.counts["accepted"] == 1
+
+
+def test_payload_types_bytearray_memoryview_and_long_str(tmp_path):
+    from heatgw import secrets as node_secrets
+    from heatgw.inbox import Inbox
+
+    c = command.Commands(NODE, node_secrets.from_dict({"command_key": KEY.hex()}), Inbox(),
+                         (str(tmp_path / "a"), str(tmp_path / "b")))
+    assert c.handle(bytearray(sign(cmd(1, "reset"))))[0]["ok"]
+    assert c.handle(memoryview(sign(cmd(2, "reset"))))[0]["ok"]
+    assert c.handle("x" * 100000)[0]["error"] == "oversized: 100000 bytes, the limit is 512"
+    assert c.handle(bytes(513))[0]["error"].startswith("oversized")
+    assert c.counts["error"] == 0

@@ -185,9 +185,9 @@ class Commands:
         return {"id": cid, "ok": True}, ev, action
 
     def _frame(self, payload):
-        if type(payload) is str:
+        if type(payload) is str and len(payload) <= MAX_PAYLOAD:  # else: too long anyway
             payload = payload.encode()
-        elif not isinstance(payload, (bytes, bytearray, memoryview)):
+        elif not isinstance(payload, (bytes, bytearray, memoryview, str)):
             raise _Reject("malformed", "the payload must be bytes")
         n = len(payload)
         if n > MAX_PAYLOAD:
