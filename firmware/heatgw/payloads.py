@@ -42,7 +42,6 @@ _HALVES = 6  # 3 limbs of 30 bits
 _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
-_FRAC = (b"", b"%01d", b"%02d", b"%03d", b"%04d")  # exact(): decimals 0..4
 _FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f")  # fixed(): decimals 0..3
 
 
@@ -101,8 +100,10 @@ class Writer:
         self.raw(b"]")
 
     def exact(self, limbs, first, count, divisors, decimals):
-        """floor(N / prod(divisors)) as a decimal with `decimals` places, where N is the
-        non-negative number in limbs[first:first+count] (30 bits each, LSB first)."""
+        """N / prod(divisors) / 10**decimals, rounded down, with `decimals` places (so
+        prod(divisors) is the input units per last printed digit), where N is the
+        non-negative number in limbs[first:first+count] (30 bits each, LSB first);
+        decimals 0..4, each divisor 2..10000. Allocates nothing."""
         h = self._h
         nh = 2 * count
         for i in range(count):  # MSB first, two halves per limb
@@ -124,12 +125,35 @@ class Writer:
                     break
             if zero:
                 break
-        self.raw(b"%d" % g[ng - 1])
+        self._digits(g[ng - 1], 0)
         for i in range(ng - 2, -1, -1):
-            self.raw(b"%04d" % g[i])
+            self._digits(g[i], 4)
         if decimals:
-            self.raw(b".")
-            self.raw(_FRAC[decimals] % frac)
+            self._digits(-1, 1)  # the decimal point
+            self._digits(frac, decimals)
+
+    def _digits(self, v, width):
+        # v (0 <= v < 10000) in `width` digits with leading zeros, or as few as it needs
+        # (width 0); v = -1 writes ".". Allocation-free, like all of exact().
+        buf = self.buf
+        n = self.n
+        if v < 0:
+            width = 1
+        elif width == 0:
+            width = 1 if v < 10 else 2 if v < 100 else 3 if v < 1000 else 4
+        end = n + width
+        if end > len(buf):
+            self.n = 0
+            raise ValueError("payload: longer than the %d-byte buffer" % len(buf))
+        if v < 0:
+            buf[n] = 46
+        else:
+            i = end
+            while i > n:
+                i -= 1
+                buf[i] = 48 + v % 10
+                v //= 10
+        self.n = end
 
     def fixed(self, v, decimals):
         """A finite float or int with fixed decimals (the caller checked validity)."""
