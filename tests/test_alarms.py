@@ -20,7 +20,7 @@ from heatgw.alarms import AlarmBook  # noqa: E402
 
 SCENARIOS = r"""
 import json
-from heatgw.alarms import AlarmBook, definitions
+from heatgw.alarms import AlarmBook, _TRIPS, _OTHERS
 from heatgw.failsafe import LATCHING
 
 T = [0]
@@ -202,7 +202,8 @@ def scn_persist():
 
 
 def scn_definitions():
-    return {"defs": [list(d) for d in definitions()], "latching": list(LATCHING)}
+    defs = [list(d) + [False] for d in _TRIPS] + [list(d) for d in _OTHERS]
+    return {"defs": defs, "latching": list(LATCHING)}
 """
 
 NAMES = ["scn_trip_clear", "scn_latching", "scn_ack_required", "scn_save_failed",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import sys
+from array import array
 from decimal import ROUND_FLOOR, Decimal
 
 import pytest
@@ -155,10 +156,17 @@ def test_writer_overflow_is_an_error():
     assert w.n == 0  # a failed payload leaves nothing behind
 
 
+def take_totals(s, totals):
+    # the Snapshot's limbs (energy 3, volume 2, time 2, error 2, low-dT 2; LSB first)
+    s.limbs[:] = array("i", limbs(totals["energy_nj"], 3) + limbs(totals["volume_ul"], 2)
+                       + limbs(totals["time_ms"], 2) + limbs(totals["error_ms"], 2)
+                       + limbs(totals["low_dt_ms"], 2))
+
+
 def snapshot(**kw):
     s = Snapshot()
-    s.take_totals({"energy_nj": 123_456_789_012_345_678_901, "volume_ul": 987_654_321,
-                   "time_ms": 86_400_000, "error_ms": 1234, "low_dt_ms": 5})
+    take_totals(s, {"energy_nj": 123_456_789_012_345_678_901, "volume_ul": 987_654_321,
+                    "time_ms": 86_400_000, "error_ms": 1234, "low_dt_ms": 5})
     for n in ("supply", "return", "sink_return", "it_coolant"):
         s.configured[n] = True
         s.reasons[n] = None
@@ -255,8 +263,8 @@ from heatgw import payloads
 from heatgw.payloads import Snapshot, Writer
 from heatgw.alarms import AlarmBook
 s = Snapshot()
-s.take_totals({"energy_nj": 123456789012345678901, "volume_ul": 987654321,
-               "time_ms": 86400000, "error_ms": 1234, "low_dt_ms": 5})
+for i, v in enumerate(LIMBS):
+    s.limbs[i] = v
 for n in ("supply", "return", "sink_return"):
     s.configured[n] = True
     s.reasons[n] = None
@@ -274,13 +282,13 @@ print(json.dumps(bytes(payloads.alarm(w, b.get("crash:sampler"))).decode()))
 print(json.dumps(bytes(payloads.state(w, "reuse", "recovered", (), (), True, None, 1, 2,
                                       utc=3, fault="crash:x")).decode()))
 """
-    got = mp.run_json(src)
     s = snapshot(active=("maintenance",), latched=(), heap_free=1, boot=2, up_ms=3, utc=None)
     s.configured["it_coolant"] = False
     s.temps_c["it_coolant"] = None
     s.temps_c["sink_return"] = None
     s.reasons["sink_return"] = "short"
     s.state, s.reason, s.relay_reuse = "bypass", "boot", False
+    got = mp.run_json(f"LIMBS = {list(s.limbs)!r}\n" + src)
     w = Writer(1024)
     assert got[0] == bytes(payloads.telemetry(w, s, 9)).decode()
     b = AlarmBook()

@@ -95,12 +95,6 @@ def _define(alarm_id):
     return None
 
 
-def definitions():
-    """(id, severity, ack_required, source, momentary) of every alarm (docs, tests)."""
-    out = [(k, s, a, src, False) for k, s, a, src in _TRIPS]
-    return out + [tuple(x) for x in _OTHERS]
-
-
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 
 
@@ -284,12 +278,6 @@ class AlarmBook:
             self.up_ms = up_ms
             self.utc = utc
         return self._ack(alarm_id, source, [])
-
-    def ack_all(self, source, up_ms=None, utc=None):
-        out = []
-        for alarm_id in [a.id for a in self._slots if a.id is not None and not a.acked]:
-            out.extend(self.ack(alarm_id, source, up_ms, utc))
-        return out
 
     # -- persistence --------------------------------------------------------------------
 

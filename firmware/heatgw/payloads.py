@@ -179,15 +179,6 @@ def _finite(v):
     return t is float and v == v and v != _INF and v != -_INF
 
 
-def _split(n, limbs, first, count):
-    """A Python int into 30-bit limbs (host tools, tests, restored totals)."""
-    if type(n) is not int or n < 0 or n >> (30 * count):
-        raise ValueError("total %r does not fit %d limbs" % (n, count))
-    for i in range(count):
-        limbs[first + i] = n & 0x3FFFFFFF
-        n >>= 30
-
-
 class Snapshot:
     """One telemetry record's values, copied from the live objects without formatting
     (take() allocates nothing in the steady state). The network task formats it later."""
@@ -250,15 +241,6 @@ class Snapshot:
         p = meter.last_power_w
         self.power_w = p
         self.power_why = None if p is not None else "no_data"
-
-    def take_totals(self, totals):
-        """The same from a HeatMeter.totals() dict of ints (host side, tests)."""
-        lb = self.limbs
-        _split(totals["energy_nj"], lb, _E, 3)
-        _split(totals["volume_ul"], lb, _V, 2)
-        _split(totals.get("time_ms", 0), lb, _T, 2)
-        _split(totals.get("error_ms", 0), lb, _ERR, 2)
-        _split(totals.get("low_dt_ms", 0), lb, _LOW, 2)
 
 
 _KEYS = {}  # value name -> its two keys, made once
