@@ -388,3 +388,44 @@ for args in (("heat+gw", "s", "n"), ("heatgw", "s/x", "n"), ("heatgw", "s", "n#"
         print("ValueError")
 """
     assert mp.run_code(src).split() == ["heatgw/site/node/cmd/ack"] + ["ValueError"] * 3
+
+
+def test_snapshot_take_from_a_gateway(mp):
+    """take() reads what heatgw.app.Gateway holds: inputs, meter, fail-safe, relays."""
+    src = r"""
+import json
+from heatgw import fluid, payloads
+from heatgw.failsafe import FailSafe, Inputs
+from heatgw.meter import HeatMeter
+from heatgw.payloads import Snapshot, Writer
+
+
+class Gw:
+    pass
+
+
+gw = Gw()
+gw.inputs = Inputs(("supply", "return", "it_coolant"))
+gw.inputs.temps_c.update({"supply": 60.5, "return": 40.25, "it_coolant": None})
+gw.inputs.temp_reasons.update({"supply": None, "return": None, "it_coolant": "short"})
+gw.inputs.flow_m3h = 2.5
+gw.inputs.flow_reason = None
+gw.flow = object()
+gw.meter = HeatMeter(fluid.water(), meter_in_return=True, cutoff_k=0.2)
+gw.meter.add(60500, 40250, 10000, 1000)
+gw.failsafe = FailSafe({}, sensors_cfg={}, flow_cfg=None, now_ms=0, latched=("valve_stuck",))
+gw.relay_reuse = False
+gw.boot_id = 7
+gw.uptime_ms = 1234
+s = Snapshot()
+s.take(gw, heap_free=5000, utc=1760000000)
+print(bytes(payloads.telemetry(Writer(1024), s, 1)).decode())
+"""
+    (d,) = mp.run_json(src)
+    assert (d["supply_c"], d["return_c"], d["dt_k"]) == (60.5, 40.25, 20.25)
+    assert (d["it_coolant_c"], d["it_coolant_why"]) == (None, "short")
+    assert (d["sink_return_c"], d["sink_return_why"]) == (None, "not_configured")
+    assert d["flow_m3h"] == 2.5 and d["power_w"] > 0 and d["power_why"] is None
+    assert d["volume_l"] == 0.01
+    assert (d["state"], d["reason"], d["latched"]) == ("bypass", "boot", ["valve_stuck"])
+    assert (d["boot"], d["up_ms"], d["utc"], d["heap_free"]) == (7, 1234, 1760000000, 5000)

@@ -217,11 +217,11 @@ class AlarmBook:
 
     def _event(self, ev, out):
         k = ev.get("kind")
-        if k == "trip" or k == "clear":
+        if k == "trip" or k == "clear" or k == "latch":
             reason = ev.get("reason")
             if type(reason) is not str or _define(reason) is None:
                 return out
-            if k == "trip":
+            if k != "clear":  # a latch raises it too if the trip came before the book
                 return self._raise(reason, _detail(ev.get("values")), out)
             if reason in _LATCHING:
                 return out  # held until the trip is reset

@@ -181,7 +181,8 @@ def _finite(v):
 
 class Snapshot:
     """One telemetry record's values, copied from the live objects without formatting
-    (take() allocates nothing in the steady state). The network task formats it later."""
+    (take() allocates only the meter's mean-power float); the network task formats it
+    later, so the control path never waits on JSON or I/O."""
 
     def __init__(self, sensors=SENSORS):
         self.names = tuple(sensors)  # payload order (a dict's order differs by port)
@@ -229,7 +230,7 @@ class Snapshot:
     def take_meter(self, meter):
         """The exact totals, limb by limb from the kernel state (flushed first), and the
         last batch's mean power (None when it had no time)."""
-        from heatgw import meterkernel as k
+        from heatgw import meterkernel as k  # loaded with the meter (CPython: no viper)
 
         meter.flush()
         st = meter._st  # the kernel's state words: read, never written, here
