@@ -116,6 +116,7 @@ def scn_save_failed():
     r["held_active"] = held(b)
     r["saved2"] = b.feed("saved", {"seq": 5})
     r["held2"] = held(b)
+    r["log_failed"] = b.feed("event_log_failed", {"error": "OSError(28,)"})
     return r
 
 
@@ -280,6 +281,8 @@ def test_save_failed_cleared_by_next_save(cp):
     assert r["held_active"] == [["save_failed", True, True, "console"]]
     assert r["saved2"][-1] == {"alarm": "save_failed", "what": "remove"}
     assert r["held2"] == []
+    assert r["log_failed"] == [{"alarm": "event_log_failed", "what": "raise"},
+                               {"alarm": "event_log_failed", "what": "clear"}]
 
 
 def test_node_events_become_alarms(cp):

@@ -1,7 +1,8 @@
 """The alarm model, defined once for every consumer: pure logic, no I/O, no clock reads.
 
     book = AlarmBook(max_alarms=16)
-    gw.add_sink(book.sink)            # fed the node's records: events, saves, ...
+    gw.add_sink(book.sink)            # fed the node's records: events, saved, and the
+                                      # save_failed / event_log_failed records (to wire)
     changes = book.feed(kind, record)  # the same, returning the transitions
     book.ack("it_coolant_high", "console")   # ValueError for an unknown id
     for a in book.alarms(): ...        # what the console shows, telemetry publishes
@@ -209,8 +210,8 @@ class AlarmBook:
             self.utc = record.get("utc")
         if kind == "event":
             return self._event(record, self._none)
-        if kind == "save_failed":
-            return self._raise("save_failed", _text(record.get("error")), self._none)
+        if kind == "save_failed" or kind == "event_log_failed":  # sink records
+            return self._raise(kind, _text(record.get("error")), self._none)
         if kind == "saved":
             return self._clear("save_failed", self._none)
         return self._none
