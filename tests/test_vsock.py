@@ -299,3 +299,26 @@ def test_under_the_harness(tmp_path, peer, monkeypatch):
     assert timed_out["line"] is None
     assert 30_000 <= timed_out["vt_ms"] <= 30_050, timed_out
     assert timed_out["real_ms"] * 10 < timed_out["vt_ms"], timed_out
+
+
+def test_the_reply_window_is_configurable(mp, peer, monkeypatch):
+    # A reply window shorter than the peer's 100 ms: the peer looks dead (that is what
+    # the window decides), and time jumps to the 2 s timeout.
+    monkeypatch.setenv("HEATGW_IO_REPLY_MS", "30")
+    p = peer("echo", delay_s=0.1)
+    (o,) = _node(mp, p.port, """
+t = now()
+w.write(b"ping\\n")
+try:
+    await asyncio.wait_for_ms(r.readline(), 2000)
+    d = {"timeout": False}
+except asyncio.TimeoutError:
+    d = {"timeout": True}
+d.update(since(t))
+print(json.dumps(d))
+""")
+    assert o["timeout"] and o["vt_ms"] >= 2000, o
+    monkeypatch.setenv("HEATGW_IO_REPLY_MS", "-1")
+    with pytest.raises(mp.MicroPythonError) as e:
+        _node(mp, p.port, "pass")
+    assert "HEATGW_IO_REPLY_MS: -1 ms is not in 0..59999" in str(e.value)

@@ -22,6 +22,7 @@ Without registered streams nothing of this runs: time is as deterministic as bef
 """
 
 import asyncio
+import os
 import sys
 import time
 from asyncio import core
@@ -224,14 +225,23 @@ def _enqueue(s, idx):
     type(core._io_queue)._enqueue(core._io_queue, s, idx)
 
 
-def install(ticks_ms, ticks_diff, ticks_add, wait, reply_ms=REPLY_MS, grace_ms=GRACE_MS):
+def _ms(value, env, default):
+    if value is None:
+        value = int(os.getenv(env) or default)
+    if not 0 <= value < 60_000:
+        raise ValueError("%s: %d ms is not in 0..59999" % (env, value))
+    return value
+
+
+def install(ticks_ms, ticks_diff, ticks_add, wait, reply_ms=None, grace_ms=None):
     """Run asyncio on a virtual clock; `wait(dt_ms)` is called when no task is runnable
     (dt_ms = -1: nothing scheduled) and must poll real I/O without blocking and move the
-    clock forward by at most dt_ms. reply_ms / grace_ms: the real-time windows above."""
+    clock forward by at most dt_ms. reply_ms / grace_ms: the real-time windows above
+    (default: $HEATGW_IO_REPLY_MS / $HEATGW_IO_GRACE_MS, else REPLY_MS / GRACE_MS)."""
     global _wait, _reply_ms, _grace_ms
     _wait = wait
-    _reply_ms = reply_ms
-    _grace_ms = grace_ms
+    _reply_ms = _ms(reply_ms, "HEATGW_IO_REPLY_MS", REPLY_MS)
+    _grace_ms = _ms(grace_ms, "HEATGW_IO_GRACE_MS", GRACE_MS)
     core.ticks = ticks_ms
     core.ticks_diff = ticks_diff
     core.ticks_add = ticks_add
