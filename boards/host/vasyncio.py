@@ -43,8 +43,8 @@ _grace_ms = GRACE_MS
 
 
 def _expect(ms):
-    # Open the window (or move its end) to real now + ms; a shorter window replaces a
-    # longer one only once data came (the reply has started).
+    # Open the window, or move its end, to real now + ms: a send awaits a reply
+    # (REPLY_MS), data that came (the reply has started) shortens it to the grace.
     global _open, _until, _mark
     now = time.ticks_ms()
     if not _open:
@@ -55,7 +55,8 @@ def _expect(ms):
 
 def sent():
     """The node sent something its peer will answer (for code writing to a raw socket:
-    asyncio streams call this themselves). A no-op without registered streams."""
+    asyncio streams call this themselves). Costs nothing unless a task waits on a
+    stream."""
     _expect(_reply_ms)
 
 
