@@ -55,8 +55,7 @@ def _expect(ms):
 
 def sent():
     """The node sent something its peer will answer (for code writing to a raw socket:
-    asyncio streams call this themselves). Costs nothing unless a task waits on a
-    stream."""
+    asyncio streams call this themselves)."""
     _expect(_reply_ms)
 
 
