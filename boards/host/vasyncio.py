@@ -5,10 +5,58 @@ The unix port's asyncio keeps its run queue in C (`_asyncio`), keyed by the real
 a run queue and Task written in Python against the same contract (Task.state / .data /
 .ph_key, TaskQueue.push/pop/peek/remove), keyed by the board's virtual clock, and lets a
 `wait(dt_ms)` callback decide how virtual time advances when every task is idle.
+
+Real sockets in virtual time (README, host board). A peer (broker, Modbus server, a pty)
+answers in real time, so while a reply is awaited virtual time follows real time:
+- after the node sends (asyncio Stream.write, a stream ready for writing, or `sent()`),
+  a reply is awaited for up to REPLY_MS real; after data arrives, more of it for
+  GRACE_MS real (the rest of a reply in several segments);
+- while a reply is awaited, virtual time advances by the real time elapsed (never past
+  the next deadline), so a peer answering in 100 ms real takes 100 ms virtual;
+- once nothing arrived within the window, virtual time jumps to the next deadline as
+  without sockets: a dead peer's 30 s timeout costs REPLY_MS real, an idle open socket
+  costs nothing;
+- bound: a peer that trickles or floods data keeps the window open, and virtual time
+  then runs at real time, never slower: its timeouts fire on time.
+Without registered streams nothing of this runs: time is as deterministic as before.
 """
 
 import asyncio
+import os
+import sys
+import time
 from asyncio import core
+
+from micropython import const
+
+REPLY_MS = const(500)  # real ms a healthy peer may take to start answering what was sent
+GRACE_MS = const(10)  # real ms between the parts of one reply
+_IDLE_MAX_MS = const(1000)  # no deadline at all: real wait per turn, virtual follows
+_IN = const(1)  # select.POLLIN
+_OUT = const(4)  # select.POLLOUT
+
+_open = False  # a reply is awaited: virtual time follows real time
+_until = 0  # real ticks_ms: the window ends then
+_mark = 0  # real ticks_ms up to which the real time is counted in virtual time
+_reply_ms = REPLY_MS
+_grace_ms = GRACE_MS
+
+
+def _expect(ms):
+    # Open the window, or move its end, to real now + ms: a send awaits a reply
+    # (REPLY_MS), data that came (the reply has started) shortens it to the grace.
+    global _open, _until, _mark
+    now = time.ticks_ms()
+    if not _open:
+        _open = True
+        _mark = now
+    _until = time.ticks_add(now, ms)
+
+
+def sent():
+    """The node sent something its peer will answer (for code writing to a raw socket:
+    asyncio streams call this themselves)."""
+    _expect(_reply_ms)
 
 
 class TaskQueue:
@@ -85,10 +133,115 @@ class Task:
         return True
 
 
-def install(ticks_ms, ticks_diff, ticks_add, wait):
+_wait = None  # the board's wait(dt_ms)
+_write = None  # asyncio.stream.Stream.write, once hooked
+
+
+def _dispatch():
+    # asyncio's own IOQueue.wait_io_event(0), also saying what came: a stream ready for
+    # writing opens the reply window, data (or an error) shortens it to the grace.
+    io = core._io_queue
+    q = core._task_queue
+    for s, ev in io.poller.ipoll(0):
+        sm = io.map[id(s)]
+        if ev & ~_OUT and sm[0] is not None:
+            q.push(sm[0])
+            sm[0] = None
+        if ev & ~_IN and sm[1] is not None:
+            q.push(sm[1])
+            sm[1] = None
+        if sm[0] is None and sm[1] is None:
+            io._dequeue(s)
+        else:
+            io.poller.modify(s, _OUT if sm[0] is None else _IN)
+        _expect(_reply_ms if ev == _OUT else _grace_ms)
+
+
+def _follow():
+    # Count the real time since the mark in virtual time, never past the next deadline.
+    global _mark
+    now = time.ticks_ms()
+    el = time.ticks_diff(now, _mark)
+    _mark = now
+    t = core.ticks()
+    for task in core._task_queue._q:
+        d = core.ticks_diff(task.ph_key, t)
+        if d > 0:  # the first task after now (the queue is in time order)
+            if d < el:
+                el = d
+            break
+    if el > 0:
+        _wait(el)
+
+
+def _wait_io_event(dt):
+    global _open
+    io = core._io_queue
+    _dispatch()
+    if not io.map and not _open:
+        if dt != 0:
+            _wait(dt)  # no real I/O: virtual time only, deterministic
+        return
+    if _open:
+        _follow()
+        if time.ticks_diff(_until, _mark) <= 0:
+            _open = False  # nothing came in time: a dead or idle peer
+    t = core._task_queue.peek()
+    if dt == 0 or t is not None and core.ticks_diff(t.ph_key, core.ticks()) <= 0:
+        return  # runnable now
+    if not io.map:
+        _open = False
+        _wait(dt)
+        return
+    if not _open:
+        if dt > 0:
+            _wait(dt)  # no reply awaited: time jumps to the next deadline
+            return
+        _expect(_IDLE_MAX_MS)  # nothing scheduled: only a peer can wake the node
+    ms = time.ticks_diff(_until, _mark)
+    if 0 < dt < ms:
+        ms = dt
+    for _ in io.poller.ipoll(ms):
+        break  # something came: _follow() counts the wait, _dispatch() serves it
+    _follow()
+    _dispatch()
+
+
+def _stream_write(self, buf):
+    _write(self, buf)
+    _expect(_reply_ms)
+
+
+def _enqueue(s, idx):
+    # A stream's write usually goes out at once, never waiting on the poller, so
+    # Stream.write itself says "sent". It is hooked once asyncio.stream is loaded (not
+    # before: importing it costs 1.9 KB of heap), here, where every stream waits.
+    global _write
+    if _write is None:
+        m = sys.modules.get("asyncio.stream")
+        if m is not None:
+            _write = m.Stream.write
+            m.Stream.write = _stream_write
+    type(core._io_queue)._enqueue(core._io_queue, s, idx)
+
+
+def _ms(value, env, default):
+    if value is None:
+        value = int(os.getenv(env) or default)
+    if not 0 <= value < 60_000:
+        raise ValueError("%s: %d ms is not in 0..59999" % (env, value))
+    return value
+
+
+def install(ticks_ms, ticks_diff, ticks_add, wait, reply_ms=None, grace_ms=None):
     """Run asyncio on a virtual clock; `wait(dt_ms)` is called when no task is runnable
     (dt_ms = -1: nothing scheduled) and must poll real I/O without blocking and move the
-    clock forward by at most dt_ms."""
+    clock forward by at most dt_ms. reply_ms / grace_ms: the real-time windows above
+    (default: $HEATGW_IO_REPLY_MS / $HEATGW_IO_GRACE_MS, else REPLY_MS / GRACE_MS)."""
+    global _wait, _reply_ms, _grace_ms
+    _wait = wait
+    _reply_ms = _ms(reply_ms, "HEATGW_IO_REPLY_MS", REPLY_MS)
+    _grace_ms = _ms(grace_ms, "HEATGW_IO_GRACE_MS", GRACE_MS)
     core.ticks = ticks_ms
     core.ticks_diff = ticks_diff
     core.ticks_add = ticks_add
@@ -96,12 +249,6 @@ def install(ticks_ms, ticks_diff, ticks_add, wait):
     core.TaskQueue = TaskQueue
     core._task_queue = TaskQueue()
     io = core._io_queue
-    poll = io.wait_io_event
-
-    def wait_io_event(dt):
-        poll(0)
-        if dt != 0:
-            wait(dt)
-
-    io.wait_io_event = wait_io_event
+    io.wait_io_event = _wait_io_event
+    io._enqueue = _enqueue
     return asyncio
