@@ -296,3 +296,186 @@ print(json.dumps([default_capacity(2 * 1024 * 1024), default_capacity(848 * 1024
     esp32, picow = r
     assert esp32 >= 8640  # 24 h of 10 s telemetry on the ESP32's 2 MB littlefs
     assert picow == (848 * 1024 // 100 * 50 // REC_LEN) * 15 // 16
+
+
+# --- Power cuts at every flash operation of appends and acks on littlefs -------------------
+
+POWER_CUT = r"""
+import json
+from flashdev import FlashDev, mount
+from heatgw.recqueue import RecordQueue, KIND_TELEMETRY, KIND_EVENT
+
+IMG = %(img)r
+ITER = %(iterations)d
+CAP = 12
+SEGS = 4                       # 4 records a segment: refills (and drops) inside the sweep
+PER_CYCLE = 4                  # appends per power cycle
+TORN = (0, 5, 40, 1 << 20)     # nothing, inside a program unit, inside a cache flush, whole
+E_NJ = 1000003
+
+
+def fields(c):                 # every record is tied to its counter c
+    return {"boot": 1, "up_ms": c, "totals": {"energy_nj": c * E_NJ, "volume_ul": c,
+                                              "time_ms": c * 10000}}
+
+
+def fail(msg):
+    print(json.dumps({"error": msg}))
+    raise SystemExit(1)
+
+
+def opened(q):
+    return RecordQueue("/fl/q", CAP, segments=SEGS, ack_save_every=3)
+
+
+stored = {}      # seq -> counter (or -1 for a drop record) of every append that returned
+acked = {}       # seq -> True: mark_acked() returned before the cut
+drops = []       # (first, last) of every drop record seen on flash or returned
+counter = 0
+
+
+def work(q, dev, it):
+    # PER_CYCLE appends. Online (10 cycles in 20) every record is acked once stored and
+    # the backlog drains in order; offline (the other 10) nothing is acked, so refills drop.
+    global counter
+    online = it %% 20 < 10
+    for k in range(PER_CYCLE):
+        counter += 1
+        try:
+            s = q.append(KIND_TELEMETRY, fields(counter))
+        except OSError:
+            return ("append", counter)
+        if dev.cut_done:       # the cut came after the commit: it may or may not be there
+            return ("append", counter)
+        if q.last_drop is not None and (not drops or drops[-1] != tuple(q.last_drop)):
+            drops.append(tuple(q.last_drop))
+            stored[s - 1] = -1
+        stored[s] = counter
+        if online:
+            a = q.next_unsent(0)
+            while a:
+                try:
+                    q.mark_acked(a)
+                except OSError:
+                    acked[a] = True
+                    return ("ack", a)
+                if dev.cut_done:       # the PUBACK came: its save may have landed or not
+                    acked[a] = True
+                    return ("ack", a)
+                acked[a] = True
+                a = q.next_unsent(a)
+    return None
+
+
+dev = FlashDev(IMG)
+if not mount(dev, "/fl"):
+    fail("blank image did not need mkfs")
+q = opened(None)
+span = 0
+for _ in range(4):             # calibrate: ops of a power cycle (they grow as segments fill)
+    o = dev.ops
+    work(q, dev, -1)
+    span = max(span, dev.ops - o)
+span += 6                      # a few cuts fall after the cycle: between records
+dev.arm_cut(1, 0)
+
+mounts = inside = inflight_landed = 0
+resent = {}
+where = {}
+positions = {}
+torn_ops = {}
+prev_energy = -1
+for it in range(ITER):
+    dev = FlashDev(IMG)
+    if mount(dev, "/fl"):
+        fail("iteration %%d: the filesystem needed mkfs" %% it)
+    mounts += 1
+    q = opened(None)
+    old, nxt = q.oldest(), q.next_seq
+    top = max(stored) if stored else 0
+    # No seq reused, none skipped: the flash ends at the last stored record, or one (two
+    # with a drop record) further when the cut came after the in-flight append's commit.
+    if not top + 1 <= nxt <= top + 3:
+        fail("iteration %%d: next_seq %%d after stored %%d" %% (it, nxt, top))
+    for s in range(old, nxt):
+        r = q.get(s)
+        if r is None:
+            fail("iteration %%d: seq %%d missing inside %%d..%%d" %% (it, s, old, nxt - 1))
+        if r["seq"] != s:
+            fail("iteration %%d: seq %%d holds %%d" %% (it, s, r["seq"]))
+        want = stored.get(s)
+        if r["kind"] == KIND_EVENT:
+            if r["code"] != "queue_drop":
+                fail("iteration %%d: unexpected event %%r" %% (it, r))
+            a = r["args"]
+            if (a[0], a[1]) not in drops:
+                drops.append((a[0], a[1]))
+            if want is None:
+                stored[s] = -1
+            elif want != -1:
+                fail("iteration %%d: seq %%d reused by a drop record" %% (it, s))
+        else:
+            c = r["totals"]["energy_nj"] // E_NJ
+            if want is None:
+                if s < top + 1:
+                    fail("iteration %%d: seq %%d unknown" %% (it, s))
+                stored[s] = c
+                inflight_landed += 1
+                if c != counter:
+                    fail("iteration %%d: landed %%d, in flight %%d" %% (it, c, counter))
+            elif want != c:
+                fail("iteration %%d: seq %%d reused (%%d then %%d)" %% (it, s, want, c))
+    # Nothing lost before its ack: a stored, unacked record is still on flash, or its
+    # loss is in a drop record.
+    for s, c in stored.items():
+        if c != -1 and s < old and s not in acked:
+            if not any(a <= s <= b for a, b in drops):
+                fail("iteration %%d: unacked seq %%d lost without a drop record (old %%d, "
+                     "drops %%r, low %%d, first %%r count %%r)" %% (it, s, old, drops[-5:],
+                                                     q.low, q._first, q._count))
+    for s in acked:
+        if s >= old and not q.is_acked(s):
+            resent[s] = 1      # acked, but after the last saved mark: sent again
+    if q.low > top + 2:
+        fail("iteration %%d: low %%d beyond the stored records" %% (it, q.low))
+    lt = q.last_totals()
+    e = lt[1]["energy_nj"] if lt else -1
+    if e < prev_energy:
+        fail("iteration %%d: newest totals went back %%d -> %%d" %% (it, prev_energy, e))
+    prev_energy = e
+    after = 1 + (it * 7 + it // 5) %% span     # sweeps every op of a power cycle
+    torn = TORN[(it + it // len(TORN)) %% len(TORN)]
+    o = dev.ops
+    dev.arm_cut(after, torn)
+    w = work(q, dev, it)
+    if dev.cut_done:
+        inside += 1
+        where[w[0]] = where.get(w[0], 0) + 1
+        positions[dev.ops - o] = 1
+        torn_ops[dev.cut_info["op"]] = torn_ops.get(dev.cut_info["op"], 0) + 1
+    for s in list(stored):     # forget what the ring overwrote long ago (bounded model)
+        if s < old - 60:
+            del stored[s]
+            acked.pop(s, None)
+    dev.close()
+
+print(json.dumps({"mounts": mounts, "inside": inside, "positions": len(positions),
+                  "span": span, "torn_ops": torn_ops, "resent": len(resent), "in": where,
+                  "inflight_landed": inflight_landed, "drops": len(drops),
+                  "records": len(stored), "last_seq": max(stored)}))
+"""
+
+
+def test_power_cuts_at_every_flash_op_of_appends_and_acks(mp, tmp_path):
+    iterations = 160
+    r = run_one(mp, POWER_CUT % {"img": str(tmp_path / "flash.img"),
+                                 "iterations": iterations}, timeout=600)
+    print("\nqueue power-cut test:", json.dumps(r))
+    assert "error" not in r, r
+    assert r["mounts"] == iterations
+    assert r["inside"] >= 100, r  # at least 50 cuts inside appends/acks, with margin
+    assert r["in"].get("append", 0) >= 50 and r["in"].get("ack", 0) >= 3, r
+    assert r["positions"] >= 25, r  # at many different operations of a cycle
+    assert r["torn_ops"].get("erase", 0) >= 1 and r["torn_ops"].get("program", 0) >= 30, r
+    assert r["drops"] >= 3, r  # refills with unacked records were cut too
+    assert r["resent"] >= 1, r
