@@ -433,6 +433,9 @@ for it in range(ITER):
                 fail("iteration %%d: unacked seq %%d lost without a drop record (old %%d, "
                      "drops %%r, low %%d, first %%r count %%r)" %% (it, s, old, drops[-5:],
                                                      q.low, q._first, q._count))
+    for s in range(old, nxt):  # an ack is never invented: it would lose the record
+        if q.is_acked(s) and s not in acked:
+            fail("iteration %%d: seq %%d acked, but its PUBACK never came" %% (it, s))
     for s in acked:
         if s >= old and not q.is_acked(s):
             resent[s] = 1      # acked, but after the last saved mark: sent again
