@@ -195,7 +195,7 @@ class RecordQueue:
         self.dropped = 0
         self.last_drop = None
         self.ack_saves = 0
-        self.errors = 0  # appends that raised (flash full or failing)
+        self.errors = 0  # appends that raised and ack saves that failed (flash failing)
         self._scan()
 
     # -- opening ----------------------------------------------------------------------
@@ -410,7 +410,10 @@ class RecordQueue:
                         r[j] = r[j + 1] = 0
                         merged = True
             if self.low - self._saved_low >= self.ack_save_every:
-                self.save_acks()
+                try:
+                    self.save_acks()
+                except OSError:  # failing flash: the records carry low too; retried
+                    self.errors += 1
             return True
         free = -1
         for j in range(0, 2 * _RANGES, 2):
@@ -453,6 +456,8 @@ class RecordQueue:
         if type(up) is not int or up < 0 or up >> 30 >= 0x10000:
             raise ValueError("bad up_ms")
         utc = fields.get("utc")
+        if utc is not None and type(utc) is not int:
+            raise ValueError("bad utc")
         if utc is None or utc <= UTC_EPOCH_2020:  # unset clocks start in 1970 or 2000
             utc = 0
         else:
@@ -465,7 +470,9 @@ class RecordQueue:
         struct.pack_into(_HDR, b, off, _VERSION, kind, boot & 0xFFFF, seq, low, up & _M30,
                          up >> 30, code, utc)
         if kind == KIND_TELEMETRY:
-            t = fields["totals"]
+            t = fields.get("totals")
+            if not isinstance(t, dict) or "energy_nj" not in t or "volume_ul" not in t:
+                raise ValueError("telemetry needs totals with energy_nj and volume_ul")
             e = t["energy_nj"]
             v = t["volume_ul"]
             if not _limbs_ok(e, 1 << 30) or not _limbs_ok(v, 1):
