@@ -59,7 +59,9 @@ KIND_TELEMETRY = 1
 KIND_EVENT = 2
 KIND_ALARM = 3
 INVALID = -0x20000000  # i32 marker of "no valid value" (heatgw.meter.INVALID)
-UTC_EPOCH_2020 = 1577836800  # unix seconds of 2020-01-01: u32 utc lasts until 2156
+# Unix seconds of 2020-01-01 (1577836800) in two halves: each a 31-bit small int, so the
+# constant itself is no long int on the targets (the sum with a 1970-based utc is one).
+_EPOCH_HALF = 788918400  # u32 utc since 2020 lasts until 2156
 _M30 = 0x3FFFFFFF
 _HDR = "<BBHIIIHHI"  # 24 bytes
 _TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes
@@ -108,8 +110,9 @@ def reason_bits(reasons):
     return bits
 
 
-def _limbs_ok(v, top):
-    if type(v) is not int or v < 0 or v >> 30 >> 30 >= top:
+def _limbs_ok(v, top_max):
+    # v >= 0 in base-2**30 limbs whose third limb (v >> 60) is at most top_max
+    if type(v) is not int or v < 0 or v >> 30 >> 30 > top_max:
         return False
     return True
 
@@ -134,7 +137,7 @@ def decode(buf):
     ver, kind, boot, seq, low, up_lo, up_hi, code, utc = struct.unpack_from(_HDR, buf, 0)
     rec = {"kind": kind, "boot": boot, "seq": seq, "low": low,
            "up_ms": up_lo + (up_hi << 30) if up_hi else up_lo,
-           "utc": utc + UTC_EPOCH_2020 if utc else None}
+           "utc": utc + _EPOCH_HALF + _EPOCH_HALF if utc else None}
     if kind == KIND_TELEMETRY:
         v = struct.unpack_from(_TEL, buf, 24)
         totals = {"energy_nj": v[0] + (v[1] << 30) + (v[2] << 30 << 30),
@@ -458,10 +461,11 @@ class RecordQueue:
         utc = fields.get("utc")
         if utc is not None and type(utc) is not int:
             raise ValueError("bad utc")
-        if utc is None or utc <= UTC_EPOCH_2020:  # unset clocks start in 1970 or 2000
+        if utc is not None:
+            utc = utc - _EPOCH_HALF - _EPOCH_HALF
+        if utc is None or utc <= 0:  # unset clocks start in 1970 or 2000: unknown
             utc = 0
         else:
-            utc -= UTC_EPOCH_2020
             if utc >> 16 >= 0x10000:
                 raise ValueError("bad utc")
         boot = fields.get("boot") or 0
@@ -475,7 +479,7 @@ class RecordQueue:
                 raise ValueError("telemetry needs totals with energy_nj and volume_ul")
             e = t["energy_nj"]
             v = t["volume_ul"]
-            if not _limbs_ok(e, 1 << 30) or not _limbs_ok(v, 1):
+            if not _limbs_ok(e, _M30) or not _limbs_ok(v, 0):
                 raise ValueError("bad energy/volume totals")
             tm = []
             for k in TIMES:
