@@ -322,13 +322,17 @@ def test_ram_does_not_grow_with_the_queue(mp, tmp_path):
     assert res[10000]["held"] < 4096, res  # the queue object itself stays small
 
 
-def test_default_capacity_per_board(mp):
-    r = run_one(mp, """
+def test_default_capacity_per_board(mp, tmp_path):
+    r = run_one(mp, f"""
 import json
-from heatgw.recqueue import default_capacity
-print(json.dumps([default_capacity(2 * 1024 * 1024), default_capacity(848 * 1024)]))
+from flashdev import FlashDev, mount
+from heatgw.recqueue import default_capacity, capacity_for
+mount(FlashDev({str(tmp_path / "f.img")!r}, block_count=48), "/fl")
+print(json.dumps([default_capacity(2 * 1024 * 1024), default_capacity(848 * 1024),
+                  capacity_for("/fl")]))
 """)
-    esp32, picow = r
+    esp32, picow, host48 = r
+    assert host48 == (48 * 4096 // 100 * 50 // REC_LEN) * 15 // 16  # from statvfs
     assert esp32 >= 8640  # 24 h of 10 s telemetry on the ESP32's 2 MB littlefs
     assert picow == (848 * 1024 // 100 * 50 // REC_LEN) * 15 // 16
 

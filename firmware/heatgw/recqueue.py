@@ -91,6 +91,15 @@ def default_capacity(fs_bytes, share_pct=50, segments=16):
     return slots * (segments - 1) // segments
 
 
+def capacity_for(directory, share_pct=50, segments=16):
+    """default_capacity() of the file system `directory` is on (os.statvfs: littlefs's
+    block size x block count), so each board gets its default from its own flash."""
+    import os
+
+    st = os.statvfs(directory)
+    return default_capacity(st[1] * st[2], share_pct, segments)
+
+
 def reason_code(reason):
     """REASONS index of a fail-safe reason ("sensor_fault:supply" -> sensor_fault); 0 for
     None."""
