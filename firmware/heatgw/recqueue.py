@@ -8,6 +8,15 @@
     q.mark_acked(s)               # after its PUBACK
     q.last_totals()               # (seq, totals) of the newest telemetry record, or None
 
+Also: peek_unsent() (= next_unsent(0)), is_acked(seq), unsent(), len(q), oldest(),
+read_into(seq, buf) (the raw record, no allocation), decode(buf), save_acks() and close()
+(persist the ack mark now), capacity_for(dir) / default_capacity(fs_bytes), counters
+appends, dropped, last_drop, ack_saves, errors. next_unsent(after) walks the backlog in
+seq order from any point and mark_acked() takes acks in any order, so a sender may
+interleave live records with a draining backlog or send newest first: the queue does
+not choose. On restore, the newer of the state record's totals and last_totals() is the
+one with the larger time_ms (it counts every sample's time, so it only grows).
+
 Every record is REC_LEN = 104 bytes (little-endian), a CRC-32 (heatgw.store's) over the
 first 100:
     header 24: u8 version | u8 kind | u16 boot | u32 seq | u32 low | u32 up_ms low 30 bits
