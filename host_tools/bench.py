@@ -5,7 +5,10 @@ same batches with heatgw.meterkernel.integrate (viper) and with a bytecode twin 
 from the very same source (the `@micropython.viper` line removed; bytecode ignores
 the ptr32/int annotations). Prints µs per sample for each, the speed-up and the heap
 bytes allocated per viper batch (gc.mem_alloc delta; then again under heap_lock).
-Timing figures are printed, never asserted. Last line:
+Timing figures are printed, never asserted. Then, in a second process, the store-and-
+forward queue (heatgw.recqueue) on the host's NOR-flash model (boards/host/flashdev.py)
+with each target's littlefs geometry: µs and flash operations per appended record
+(append + its ack), extrapolated to a day of 10 s telemetry (queue_bench()). Last line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n>
 """
@@ -119,6 +122,83 @@ print('{"viper_us": %%d, "bc_us": %%d, "same": %%d, "alloc": %%d, "locked": %%d}
 """
 
 
+QUEUE_BENCH = r"""
+import json, os, time
+from flashdev import FlashDev, mount
+from heatgw.recqueue import RecordQueue, KIND_TELEMETRY, REC_LEN, default_capacity
+IMG = %(img)r
+N = %(n)d
+res = {}
+for name, blocks, prog in %(geoms)r:
+    try:
+        os.remove(IMG)
+    except OSError:
+        pass
+    dev = FlashDev(IMG, block_size=4096, block_count=blocks)
+    mount(dev, "/fl", readsize=32, progsize=prog, lookahead=32)
+    cap = default_capacity(4096 * blocks)
+    q = RecordQueue("/fl/q", cap)
+    f = {"boot": 3, "up_ms": 12345678, "utc": 1764620000,
+         "totals": {"energy_nj": 10 ** 15, "volume_ul": 10 ** 9, "time_ms": 10 ** 7},
+         "supply_mc": 61000, "return_mc": 51000, "sink_return_mc": 41000,
+         "coolant_mc": 31000, "flow_ml_h": 1000000, "power_w": 50000, "relay": 1,
+         "heap_free": 40000}
+    for _ in range(20):  # past the first, short files
+        q.mark_acked(q.append(KIND_TELEMETRY, f))
+    w0 = dev.wear()
+    o, p, e, b = dev.ops, dev.programs, dev.erases, dev.bytes_programmed
+    t = time.ticks_us()
+    for _ in range(N):
+        q.mark_acked(q.append(KIND_TELEMETRY, f))
+    dt = time.ticks_diff(time.ticks_us(), t)
+    w1 = dev.wear()
+    res[name] = {"capacity": cap, "us": dt // N, "ops": (dev.ops - o) / N,
+                 "erases": (dev.erases - e) / N, "bytes": (dev.bytes_programmed - b) / N,
+                 "max_block_erases": max(w1[i] - w0[i] for i in range(blocks)),
+                 "blocks": blocks, "rec_len": REC_LEN}
+    dev.close()
+# The queue's own CPU cost (pack, CRC, file calls) on the host's file system, no flash model.
+q = RecordQueue(IMG + ".d", 9451)
+t = time.ticks_us()
+for _ in range(N):
+    q.mark_acked(q.append(KIND_TELEMETRY, f))
+res["cpu_us"] = time.ticks_diff(time.ticks_us(), t) // N
+os.remove(IMG)
+print(json.dumps(res))
+"""
+
+# name, 4 KB blocks of the file system, littlefs program size of MicroPython's mount there
+QUEUE_GEOMETRIES = (("esp32", 512, 32), ("picow", 212, 256))
+RECORDS_PER_DAY = 86400 // 10
+
+
+def queue_bench(n=300):
+    """Append+ack cost of the record queue per target geometry: a dict per board with
+    µs, flash ops, erases and bytes programmed per record and their per-day figures."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        code = QUEUE_BENCH % {"img": d + "/q.img", "n": n, "geoms": QUEUE_GEOMETRIES}
+        r = mprun.run_json(code, timeout=600)[-1]
+    cpu = r.pop("cpu_us")
+    for g in r.values():
+        g["cpu_us"] = cpu
+        g["erases_per_day"] = round(g["erases"] * RECORDS_PER_DAY)
+        g["kb_per_day"] = round(g["bytes"] * RECORDS_PER_DAY / 1024)
+        g["erases_per_block_day"] = round(g["erases_per_day"] / g["blocks"], 1)
+    return r
+
+
+def print_queue_bench(r):
+    for name, g in r.items():
+        print(f"queue ({name}: {g['blocks']} blocks, capacity {g['capacity']} records of "
+              f"{g['rec_len']} B): {g['us']} us/append on the host flash model "
+              f"({g['cpu_us']} us without it), "
+              f"{g['ops']:.1f} flash ops, {g['erases']:.2f} erases, {g['bytes']:.0f} B "
+              f"programmed per record; per day of 10 s telemetry: {g['erases_per_day']} "
+              f"erases ({g['erases_per_block_day']} per block), {g['kb_per_day']} KB")
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -138,6 +218,7 @@ def main(argv=None):
     print(f"viper kernel:  {viper_us:.4f} us/sample")
     print(f"same totals and flags from both: {'yes' if r['same'] else 'NO'}")
     print(f"heap_lock around the viper batch: {'ok' if r['locked'] else 'MemoryError'}")
+    print_queue_bench(queue_bench())
     print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']}")
     return 0 if r["same"] and r["locked"] else 1
 

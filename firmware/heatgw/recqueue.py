@@ -1,0 +1,642 @@
+"""Store-and-forward: a bounded ring of fixed-size binary records on littlefs.
+
+    q = RecordQueue("/data/q", capacity=9000)
+    seq = q.append(KIND_TELEMETRY, {"boot": 7, "up_ms": 12345, "utc": None,
+                                   "totals": meter.totals(), "supply_mc": 61250, ...})
+    s = q.next_unsent(0)          # oldest unacked seq still on flash (0: none)
+    rec = q.get(s)                # decoded dict, or None: gone (overwritten or damaged)
+    q.mark_acked(s)               # after its PUBACK
+    q.last_totals()               # (seq, totals) of the newest telemetry record, or None
+
+Also: peek_unsent() (= next_unsent(0)), is_acked(seq), unsent(), len(q), oldest(),
+read_into(seq, buf) (the raw record, no allocation), decode(buf), save_acks() and close()
+(persist the ack mark now), capacity_for(dir) / default_capacity(fs_bytes), counters
+appends, dropped, last_drop, ack_saves, errors. next_unsent(after) walks the backlog in
+seq order from any point and mark_acked() takes acks in any order, so a sender may
+interleave live records with a draining backlog or send newest first: the queue does
+not choose. On restore, the newer of the state record's totals and last_totals() is the
+one with the larger time_ms (it counts every sample's time, so it only grows).
+
+Every record is REC_LEN = 104 bytes (little-endian), a CRC-32 (heatgw.store's) over the
+first 100:
+    header 24: u8 version | u8 kind | u16 boot | u32 seq | u32 low | u32 up_ms low 30 bits
+               | u16 up_ms >> 30 | u16 code | u32 utc (s since 2020-01-01, 0 = unknown)
+    telemetry 76: energy_nj 3 x u32 limbs of 2**30 | volume_ul 2 x u32 | time_ms, error_ms,
+               low_dt_ms, negative_dt_ms each u32 low 30 bits + u16 high | supply_mc,
+               return_mc, sink_return_mc, coolant_mc i32 | flow_ml_h i32 | power_w i32
+               | u8 relay | u8 reason | u16 active | u16 latched | u16 heap_free / 16
+    event, alarm 76: 4 x i32 args | 60 bytes of UTF-8 text (zero padded)
+`code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0). A value that is not
+valid is stored as INVALID (i32), None on reading. `low` is the ack low-water mark when
+the record was written: every seq <= low was acknowledged or its drop recorded.
+
+Files: `segments` files seg00.. in `directory`, each appended record by record, and
+`ack`. Why segments and not one file of fixed slots: littlefs is copy-on-write, a write
+in the middle of a file rewrites the rest of the file, so a ring of slots in one file
+would copy up to the whole queue per record. Appending costs littlefs one block erase and
+a copy of the file's partial last block (half a block on average) whatever the file's
+size; recycling a segment is a truncate. Each append is open/write/close: littlefs commits
+it atomically at close, so a power cut leaves the record whole or absent, never torn, and
+`seq` is the position on flash (segment's first seq + slot): a record lost before storage
+leaves no gap and no seq is reused. Capacity is `capacity` records at least, up to
+capacity * segments / (segments - 1) (the segment being refilled holds the rest).
+
+Ack persistence: every record carries `low`, and the `ack` file (12 bytes, inline in
+littlefs's metadata: no block erase) is rewritten when `low` advanced by `ack_save_every`
+since it was last saved, or by save_acks(). After a crash the newest of the two is the
+mark: acks after it are lost and their records sent again (at least once; upstream dedups
+by seq). Acks out of order (a live record acked while a backlog drains) are kept in
+_RANGES ranges above `low`, in RAM only.
+
+Overflow: refilling the oldest segment drops its unacked records; a drop record (kind
+event, code "queue_drop", args first, last, count) is written in the same file commit, so
+the loss is on flash with the truncation or neither happened. Counted in `dropped` and
+`last_drop` = (first, last) for the caller.
+
+RAM: a few ints per segment and two record buffers, whatever the number of records; an
+append allocates a little garbage (struct args, file object), never more with length.
+"""
+
+import struct
+
+from heatgw.store import crc32
+
+REC_LEN = 104
+_BODY = REC_LEN - 4
+_VERSION = 0x51
+KIND_TELEMETRY = 1
+KIND_EVENT = 2
+KIND_ALARM = 3
+INVALID = -0x20000000  # i32 marker of "no valid value" (heatgw.meter.INVALID)
+# Unix seconds of 2020-01-01 (1577836800) in two halves: each a 31-bit small int, so the
+# constant itself is no long int on the targets (the sum with a 1970-based utc is one).
+_EPOCH_HALF = 788918400  # u32 utc since 2020 lasts until 2156
+_M30 = 0x3FFFFFFF
+_HDR = "<BBHIIIHHI"  # 24 bytes
+_TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes
+_EVT = "<iiii60s"  # 76 bytes
+_TEXT_LEN = 60
+_RANGES = 4  # acked ranges above low kept in RAM
+TEMPS = ("supply_mc", "return_mc", "sink_return_mc", "coolant_mc")
+TIMES = ("time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
+# Codes are indexes: append new names at the end, never reorder (records on flash).
+EVENT_CODES = ("other", "boot", "state", "trip", "clear", "latch", "reset", "crash", "task",
+               "task_failing", "supervisor", "config", "request", "restored", "save_failed",
+               "queue_drop", "net_up", "net_down", "mqtt_up", "mqtt_down", "cmd", "cmd_rejected")
+ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_fault",
+               "queue_drop", "fault")
+# Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
+REASONS = ("none", "boot", "no_config", "it_coolant_high", "sink_return_high", "valve_stuck",
+           "sink_flow_low", "sink_unavailable", "flow_implausible", "maintenance",
+           "sensor_fault", "sensor_stale", "recovered")
+_DROP = EVENT_CODES.index("queue_drop")
+
+
+def default_capacity(fs_bytes, share_pct=50, segments=16):
+    """Records the queue holds by default on a file system of fs_bytes: share_pct of it
+    for the ring's slots (littlefs needs free blocks to copy on write, the rest of the
+    node's files live there too), minus the segment being refilled."""
+    slots = fs_bytes // 100 * share_pct // REC_LEN
+    return slots * (segments - 1) // segments
+
+
+def capacity_for(directory, share_pct=50, segments=16):
+    """default_capacity() of the file system `directory` is on (os.statvfs: littlefs's
+    block size x block count), so each board gets its default from its own flash."""
+    import os
+
+    st = os.statvfs(directory)
+    return default_capacity(st[1] * st[2], share_pct, segments)
+
+
+def reason_code(reason):
+    """REASONS index of a fail-safe reason ("sensor_fault:supply" -> sensor_fault); 0 for
+    None."""
+    if reason is None:
+        return 0
+    i = reason.find(":")
+    name = reason if i < 0 else reason[:i]
+    return REASONS.index(name) if name in REASONS else 255
+
+
+def reason_bits(reasons):
+    bits = 0
+    for r in reasons:
+        c = reason_code(r)
+        if 0 < c < 16:
+            bits |= 1 << c
+    return bits
+
+
+def _limbs_ok(v, top_max):
+    # v >= 0 in base-2**30 limbs whose third limb (v >> 60) is at most top_max
+    if type(v) is not int or v < 0 or v >> 30 >> 30 > top_max:
+        return False
+    return True
+
+
+def _small(v, name):
+    # None -> INVALID; a valid value is an int that stays a small int on 32-bit ports.
+    if v is None:
+        return INVALID
+    if type(v) is not int or not -0x20000000 < v < 0x20000000:
+        raise ValueError("bad " + name)
+    return v
+
+
+def decode(buf):
+    """The record in buf (REC_LEN bytes) as a dict, or None when its CRC or version is
+    wrong."""
+    if len(buf) < REC_LEN or buf[0] != _VERSION:
+        return None
+    mv = memoryview(buf)
+    if crc32(mv[:_BODY]) != struct.unpack_from("<I", buf, _BODY)[0]:
+        return None
+    ver, kind, boot, seq, low, up_lo, up_hi, code, utc = struct.unpack_from(_HDR, buf, 0)
+    rec = {"kind": kind, "boot": boot, "seq": seq, "low": low,
+           "up_ms": up_lo + (up_hi << 30) if up_hi else up_lo,
+           "utc": utc + _EPOCH_HALF + _EPOCH_HALF if utc else None}
+    if kind == KIND_TELEMETRY:
+        v = struct.unpack_from(_TEL, buf, 24)
+        totals = {"energy_nj": v[0] + (v[1] << 30) + (v[2] << 30 << 30),
+                  "volume_ul": v[3] + (v[4] << 30)}
+        for i in range(4):
+            lo = v[5 + 2 * i]
+            hi = v[6 + 2 * i]
+            totals[TIMES[i]] = lo + (hi << 30) if hi else lo
+        rec["totals"] = totals
+        for i in range(4):
+            t = v[13 + i]
+            rec[TEMPS[i]] = None if t == INVALID else t
+        rec["flow_ml_h"] = None if v[17] == INVALID else v[17]
+        rec["power_w"] = None if v[18] == INVALID else v[18]
+        rec["relay"] = None if v[19] == 255 else v[19]
+        rec["reason"] = v[20]
+        rec["active"] = v[21]
+        rec["latched"] = v[22]
+        rec["heap_free"] = None if v[23] == 0xFFFF else v[23] * 16
+    else:
+        a0, a1, a2, a3, text = struct.unpack_from(_EVT, buf, 24)
+        names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
+        rec["code"] = names[code] if code < len(names) else code
+        rec["args"] = (a0, a1, a2, a3)
+        n = text.find(b"\x00")
+        rec["text"] = (text if n < 0 else text[:n]).decode()
+    return rec
+
+
+class RecordQueue:
+    def __init__(self, directory, capacity, segments=16, ack_save_every=64):
+        if type(capacity) is not int or capacity < 1:
+            raise ValueError("capacity must be an int >= 1")
+        if type(segments) is not int or not 2 <= segments <= 64:
+            raise ValueError("segments must be 2..64")
+        if type(ack_save_every) is not int or ack_save_every < 1:
+            raise ValueError("ack_save_every must be >= 1")
+        import os
+
+        try:
+            os.mkdir(directory)
+        except OSError:
+            pass  # exists (or a real error: the first open below says so)
+        self.dir = directory
+        self.segments = segments
+        self.per_seg = -(-capacity // (segments - 1))
+        self.capacity = capacity
+        self.ack_save_every = ack_save_every
+        self._first = [0] * segments  # first seq of each segment (0: empty)
+        self._count = [0] * segments  # records in each segment
+        self._ranges = [0] * (2 * _RANGES)  # acked [lo, hi] above low; lo 0 = unused
+        self._rbuf = bytearray(REC_LEN)
+        self._wbuf = bytearray(2 * REC_LEN)
+        self._rf = None  # cached read handle and its segment
+        self._rf_i = -1
+        # Counters
+        self.appends = 0
+        self.dropped = 0
+        self.last_drop = None
+        self.ack_saves = 0
+        self.errors = 0  # appends that raised and ack saves that failed (flash failing)
+        self._scan()
+
+    # -- opening ----------------------------------------------------------------------
+
+    def _path(self, i):
+        return "%s/seg%02d" % (self.dir, i)
+
+    def _scan(self):
+        low = 0
+        cur = -1
+        self._bad_tail = False
+        for i in range(self.segments):
+            try:
+                f = open(self._path(i), "rb")
+            except OSError:
+                continue
+            try:
+                size = f.seek(0, 2)
+                n = size // REC_LEN
+                first = 0
+                for k in range(n):  # the first valid record names the segment's seqs
+                    f.seek(k * REC_LEN)
+                    f.readinto(self._rbuf)
+                    if self._valid():
+                        first = struct.unpack_from("<I", self._rbuf, 4)[0] - k
+                        break
+            finally:
+                f.close()
+            if first <= 0:
+                continue
+            self._first[i] = first
+            self._count[i] = n
+            if cur < 0 or first > self._first[cur]:
+                cur = i
+                self._bad_tail = size % REC_LEN != 0
+        self.cur = cur
+        if cur >= 0:
+            self.next_seq = self._first[cur] + self._count[cur]
+            for s in range(self.next_seq - 1, self._first[cur] - 1, -1):
+                if self._read(s):
+                    low = struct.unpack_from("<I", self._rbuf, 8)[0]
+                    break
+        else:
+            self.next_seq = 1
+        saved = self._load_ack()
+        if saved > low:
+            low = saved
+        if low >= self.next_seq:
+            low = self.next_seq - 1  # an ack file from another queue: never skip records
+        self.low = low
+        self._saved_low = low
+        old = self.oldest()
+        if old and low < old - 1:  # records gone without a drop record (lost files)
+            self._pending_drop = (low + 1, old - 1)
+            self.low = old - 1
+        else:
+            self._pending_drop = None
+        self._tele_seq = -1  # newest telemetry seq; -1: not looked up yet
+
+    def _valid(self):
+        b = self._rbuf
+        return (b[0] == _VERSION
+                and crc32(memoryview(b)[:_BODY]) == struct.unpack_from("<I", b, _BODY)[0])
+
+    def _load_ack(self):
+        try:
+            with open(self.dir + "/ack", "rb") as f:
+                b = f.read(12)
+        except OSError:
+            return 0
+        if len(b) != 12 or b[:4] != b"QACK":
+            return 0
+        low, crc = struct.unpack_from("<II", b, 4)
+        return low if crc32(b[:8]) == crc else 0
+
+    # -- reading ----------------------------------------------------------------------
+
+    def oldest(self):
+        """The oldest seq still on flash (0: empty)."""
+        o = 0
+        for i in range(self.segments):
+            f = self._first[i]
+            if f and self._count[i] and (o == 0 or f < o):
+                o = f
+        return o
+
+    def __len__(self):
+        o = self.oldest()
+        return self.next_seq - o if o else 0
+
+    def _where(self, seq):
+        for i in range(self.segments):
+            f = self._first[i]
+            if f and f <= seq < f + self._count[i]:
+                return i
+        return -1
+
+    def _read(self, seq):
+        """Read record seq into _rbuf; True when it is there and valid."""
+        i = self._where(seq)
+        if i < 0:
+            return False
+        try:
+            if self._rf_i != i:
+                self._close_reader()
+                self._rf = open(self._path(i), "rb")
+                self._rf_i = i
+            f = self._rf
+            f.seek((seq - self._first[i]) * REC_LEN)
+            if f.readinto(self._rbuf) != REC_LEN:
+                return False
+        except OSError:
+            self._close_reader()
+            return False
+        return self._valid() and struct.unpack_from("<I", self._rbuf, 4)[0] == seq
+
+    def _close_reader(self):
+        if self._rf is not None:
+            try:
+                self._rf.close()
+            except OSError:
+                pass
+        self._rf = None
+        self._rf_i = -1
+
+    def read_into(self, seq, buf):
+        """Copy record seq's REC_LEN bytes into buf (no allocation); False when gone."""
+        if not self._read(seq):
+            return False
+        buf[:REC_LEN] = self._rbuf
+        return True
+
+    def get(self, seq):
+        """Record seq as a dict (see decode), or None when it is no longer on flash."""
+        if not self._read(seq):
+            return None
+        return decode(self._rbuf)
+
+    def last_totals(self):
+        """(seq, totals) of the newest telemetry record on flash, or None."""
+        s = self._tele_seq
+        if s < 0:
+            s = 0
+            stop = self.oldest()
+            for q in range(self.next_seq - 1, stop - 1 if stop else 0, -1):
+                if self._read(q) and self._rbuf[1] == KIND_TELEMETRY:
+                    s = q
+                    break
+            self._tele_seq = s
+        if not s:
+            return None
+        rec = self.get(s)
+        return None if rec is None else (s, rec["totals"])
+
+    # -- acks -------------------------------------------------------------------------
+
+    def is_acked(self, seq):
+        if seq <= self.low:
+            return True
+        r = self._ranges
+        for j in range(0, 2 * _RANGES, 2):
+            if r[j] and r[j] <= seq <= r[j + 1]:
+                return True
+        return False
+
+    def next_unsent(self, after=0):
+        """The smallest unacked seq > after still stored, or 0 when there is none."""
+        s = after + 1
+        if s <= self.low:
+            s = self.low + 1
+        o = self.oldest()
+        if s < o:
+            s = o
+        r = self._ranges
+        while s < self.next_seq:
+            for j in range(0, 2 * _RANGES, 2):
+                if r[j] and r[j] <= s <= r[j + 1]:
+                    s = r[j + 1] + 1
+                    break
+            else:
+                return s
+        return 0
+
+    def peek_unsent(self):
+        return self.next_unsent(0)
+
+    def unsent(self):
+        """Records stored and not acked (an upper bound when acks came out of order)."""
+        o = self.oldest()
+        lo = self.low + 1 if self.low + 1 > o else o
+        n = self.next_seq - lo if o else 0
+        r = self._ranges
+        for j in range(0, 2 * _RANGES, 2):
+            if r[j]:
+                n -= r[j + 1] - r[j] + 1
+        return n if n > 0 else 0
+
+    def mark_acked(self, seq):
+        """Record seq was acknowledged (PUBACK); True when that is news."""
+        if type(seq) is not int or seq >= self.next_seq or self.is_acked(seq):
+            return False
+        r = self._ranges
+        if seq == self.low + 1:
+            self.low = seq
+            merged = True
+            while merged:  # absorb ranges that now touch low
+                merged = False
+                for j in range(0, 2 * _RANGES, 2):
+                    if r[j] and r[j] <= self.low + 1:
+                        if r[j + 1] > self.low:
+                            self.low = r[j + 1]
+                        r[j] = r[j + 1] = 0
+                        merged = True
+            if self.low - self._saved_low >= self.ack_save_every:
+                try:
+                    self.save_acks()
+                except OSError:  # failing flash: the records carry low too; retried
+                    self.errors += 1
+            return True
+        free = -1
+        for j in range(0, 2 * _RANGES, 2):
+            if not r[j]:
+                if free < 0:
+                    free = j
+            elif r[j + 1] + 1 == seq:
+                r[j + 1] = seq
+                for k in range(0, 2 * _RANGES, 2):  # join the range that starts next
+                    if k != j and r[k] == seq + 1:
+                        r[j + 1] = r[k + 1]
+                        r[k] = r[k + 1] = 0
+                return True
+            elif r[j] - 1 == seq:
+                r[j] = seq
+                return True
+        if free < 0:
+            return False  # no room: it will be sent again (at least once)
+        r[free] = r[free + 1] = seq
+        return True
+
+    def save_acks(self):
+        """Persist the ack low-water mark (a 12-byte file, inline in littlefs metadata)."""
+        if self.low == self._saved_low:
+            return
+        b = self._wbuf
+        b[0:4] = b"QACK"
+        struct.pack_into("<I", b, 4, self.low)
+        struct.pack_into("<I", b, 8, crc32(memoryview(b)[:8]))
+        with open(self.dir + "/ack", "wb") as f:
+            f.write(memoryview(b)[:12])
+        self._saved_low = self.low
+        self.ack_saves += 1
+
+    # -- appending --------------------------------------------------------------------
+
+    def _pack(self, off, kind, seq, low, fields, code):
+        b = self._wbuf
+        up = fields.get("up_ms") or 0
+        if type(up) is not int or up < 0 or up >> 30 >= 0x10000:
+            raise ValueError("bad up_ms")
+        utc = fields.get("utc")
+        if utc is not None and type(utc) is not int:
+            raise ValueError("bad utc")
+        if utc is not None:
+            utc = utc - _EPOCH_HALF - _EPOCH_HALF
+        if utc is None or utc <= 0:  # unset clocks start in 1970 or 2000: unknown
+            utc = 0
+        else:
+            if utc >> 16 >= 0x10000:
+                raise ValueError("bad utc")
+        boot = fields.get("boot") or 0
+        if type(boot) is not int or boot < 0:
+            raise ValueError("bad boot")
+        struct.pack_into(_HDR, b, off, _VERSION, kind, boot & 0xFFFF, seq, low, up & _M30,
+                         up >> 30, code, utc)
+        if kind == KIND_TELEMETRY:
+            t = fields.get("totals")
+            if not isinstance(t, dict) or "energy_nj" not in t or "volume_ul" not in t:
+                raise ValueError("telemetry needs totals with energy_nj and volume_ul")
+            e = t["energy_nj"]
+            v = t["volume_ul"]
+            if not _limbs_ok(e, _M30) or not _limbs_ok(v, 0):
+                raise ValueError("bad energy/volume totals")
+            tm = []
+            for k in TIMES:
+                x = t.get(k, 0)
+                if type(x) is not int or x < 0 or x >> 30 >= 0x10000:
+                    raise ValueError("bad " + k)
+                tm.append(x)
+            relay = fields.get("relay")
+            heap = fields.get("heap_free")
+            if heap is None:
+                heap = 0xFFFF
+            elif type(heap) is not int or heap < 0:
+                raise ValueError("bad heap_free")
+            else:
+                heap = min(heap // 16, 0xFFFE)
+            reason = fields.get("reason", 0)
+            active = fields.get("active", 0)
+            latched = fields.get("latched", 0)
+            if type(reason) is not int or not 0 <= reason <= 255:
+                raise ValueError("bad reason")
+            for x in (active, latched):
+                if type(x) is not int or not 0 <= x <= 0xFFFF:
+                    raise ValueError("bad active/latched")
+            struct.pack_into(
+                _TEL, b, off + 24, e & _M30, (e >> 30) & _M30, e >> 30 >> 30,
+                v & _M30, v >> 30, tm[0] & _M30, tm[0] >> 30, tm[1] & _M30, tm[1] >> 30,
+                tm[2] & _M30, tm[2] >> 30, tm[3] & _M30, tm[3] >> 30,
+                _small(fields.get(TEMPS[0]), TEMPS[0]), _small(fields.get(TEMPS[1]), TEMPS[1]),
+                _small(fields.get(TEMPS[2]), TEMPS[2]), _small(fields.get(TEMPS[3]), TEMPS[3]),
+                _small(fields.get("flow_ml_h"), "flow_ml_h"),
+                _small(fields.get("power_w"), "power_w"),
+                255 if relay is None else (1 if relay else 0), reason, active, latched, heap)
+        elif kind == KIND_EVENT or kind == KIND_ALARM:
+            args = fields.get("args") or ()
+            if len(args) > 4:
+                raise ValueError("at most 4 args")
+            a = [0, 0, 0, 0]
+            for i in range(len(args)):
+                a[i] = _small(args[i], "arg")
+            text = fields.get("text") or ""
+            if not isinstance(text, str):
+                raise ValueError("text must be a str")
+            tb = text.encode()
+            if len(tb) > _TEXT_LEN:  # cut at a character boundary
+                n = _TEXT_LEN
+                while n and (tb[n] & 0xC0) == 0x80:
+                    n -= 1
+                tb = tb[:n]
+            struct.pack_into(_EVT, b, off + 24, a[0], a[1], a[2], a[3], tb)
+        else:
+            raise ValueError("bad kind")
+        struct.pack_into("<I", b, off + _BODY, crc32(memoryview(b)[off:off + _BODY]))
+
+    def _code(self, kind, fields):
+        if kind == KIND_TELEMETRY:
+            return 0
+        code = fields.get("code", 0)
+        names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
+        if isinstance(code, str):
+            if code not in names:
+                raise ValueError("unknown code " + code)
+            return names.index(code)
+        if type(code) is not int or not 0 <= code < 0x10000:
+            raise ValueError("bad code")
+        return code
+
+    def append(self, kind, fields):
+        """Store one record and return its seq. Bad fields raise ValueError and store
+        nothing; a flash error raises OSError (counted in `errors`) and stores nothing."""
+        code = self._code(kind, fields)
+        seq = self.next_seq
+        cur = self.cur
+        rotate = cur < 0 or self._count[cur] >= self.per_seg or self._bad_tail
+        drop = self._pending_drop
+        low = self.low
+        if rotate:
+            # The oldest segment (or an empty one) is refilled: its unacked records go.
+            tgt = -1
+            for i in range(self.segments):
+                if not self._count[i]:
+                    tgt = i
+                    break
+                if tgt < 0 or self._first[i] < self._first[tgt]:
+                    tgt = i
+            if self._count[tgt]:
+                last = self._first[tgt] + self._count[tgt] - 1
+                if last > low:
+                    first = max(low + 1, self._first[tgt])
+                    if drop is not None:
+                        first = drop[0]
+                    drop = (first, last)
+                    low = last
+        else:
+            tgt = cur
+        n = 0
+        if drop is not None:
+            count = drop[1] - drop[0] + 1
+            r = self._ranges
+            for j in range(0, 2 * _RANGES, 2):  # acked ones were not lost
+                if r[j] and r[j + 1] >= drop[0] and r[j] <= drop[1]:
+                    count -= min(r[j + 1], drop[1]) - max(r[j], drop[0]) + 1
+            self._pack(0, KIND_EVENT, seq, low, {"boot": fields.get("boot"),
+                       "up_ms": fields.get("up_ms"), "utc": fields.get("utc"),
+                       "args": (drop[0], drop[1], count)}, _DROP)
+            n = REC_LEN
+        self._pack(n, kind, seq + (1 if n else 0), low, fields, code)
+        n += REC_LEN
+        self._close_reader()
+        try:
+            f = open(self._path(tgt), "wb" if rotate else "ab")
+            try:
+                f.write(memoryview(self._wbuf)[:n])
+            finally:
+                f.close()
+        except OSError:
+            self.errors += 1
+            raise
+        # Stored: only now the RAM state follows the flash.
+        if rotate:
+            self._first[tgt] = seq
+            self._count[tgt] = 0
+            self.cur = tgt
+            self._bad_tail = False
+        self._count[tgt] += n // REC_LEN
+        self.next_seq = seq + n // REC_LEN
+        if drop is not None:
+            self.dropped += count
+            self.last_drop = drop
+            self._pending_drop = None
+            r = self._ranges
+            for j in range(0, 2 * _RANGES, 2):
+                if r[j] and r[j + 1] <= low:
+                    r[j] = r[j + 1] = 0
+            self.low = low
+        if kind == KIND_TELEMETRY:
+            self._tele_seq = self.next_seq - 1
+        self.appends += 1
+        return self.next_seq - 1
+
+    def close(self):
+        self._close_reader()
+        self.save_acks()
