@@ -43,7 +43,7 @@ from heatgw.store import SlotStore
 MAX_PAYLOAD = 512  # bytes, BODY + "." + 64 hex digits
 MAC_HEX = 64
 VERSION = 1
-CTR_MAX = (1 << 30) - 1  # a small int on every port
+CTR_MAX = 0x3FFFFFFF  # 2**30 - 1, a small int on every port (1 << 30 is a long int there)
 SOURCE = "mqtt"
 REJECT_EVENT_MS = 60000
 ROTATE_INFO = b"heatgw rotate_key "
