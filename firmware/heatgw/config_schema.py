@@ -146,6 +146,59 @@ SCHEMA = {
                                "unit": "s", "doc": "save period (flash wear vs. loss)"},
             },
         },
+        "mqtt": {
+            "type": "object", "null": True, "default": None,
+            "doc": "MQTT telemetry and commands; null or absent: no network telemetry "
+                   "(nothing of it is loaded)",
+            "keys": {
+                "host": {"type": "str", "req": True, "len": [1, 64],
+                         "doc": "broker host name or IP address (an IP address avoids "
+                                "a blocking DNS lookup)"},
+                "port": {"type": "int", "null": True, "default": None, "min": 1,
+                         "max": 65535, "doc": "broker port; null: 1883, 8883 with TLS"},
+                "client_id": {"type": "str", "null": True, "default": None, "len": [1, 23],
+                              "doc": "MQTT client id; null: the node id"},
+                "keepalive_s": {"type": "int", "default": 60, "min": 5, "max": 3600,
+                                "unit": "s", "doc": "MQTT keepalive"},
+                "clean_session": {"type": "bool", "default": True,
+                                  "doc": "false: a persistent session (the broker keeps "
+                                         "the node's subscription while it is away)"},
+                "username": {"type": "str", "null": True, "default": None, "len": [1, 64],
+                             "doc": "user name (the password is in secrets.json)"},
+                "prefix": {"type": "str", "default": "heatgw", "len": [1, 64],
+                           "chars": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789-_/",
+                           "doc": "topic prefix: 1..4 levels separated by /"},
+                "site": {"type": "str", "default": "site", "len": [1, 32],
+                         "chars": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789-_",
+                         "doc": "site id in the topics"},
+                "tls": {
+                    "type": "object", "null": True, "default": None,
+                    "doc": "TLS with server-certificate verification; null: plain TCP",
+                    "keys": {
+                        "ca_file": {"type": "str", "req": True, "len": [1, 64],
+                                    "doc": "the CA certificate (DER) on the device"},
+                    },
+                },
+                "ha_discovery_prefix": {
+                    "type": "str", "null": True, "default": None, "len": [1, 64],
+                    "chars": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789-_/",
+                    "doc": "Home Assistant discovery prefix (e.g. homeassistant); null: off"},
+            },
+        },
+        "telemetry": {
+            "type": "object", "default": {}, "doc": "records published over MQTT",
+            "keys": {
+                "interval_s": {"type": "int", "default": 10, "min": 1, "max": 3600,
+                               "unit": "s", "doc": "telemetry period"},
+                "queue_capacity": {"type": "int", "null": True, "default": None,
+                                   "min": 16, "max": 100000,
+                                   "doc": "records the flash queue holds; null: the "
+                                          "board's default (half its file system)"},
+            },
+        },
         "supervisor": {
             "type": "object", "default": {}, "doc": "task supervision",
             "keys": {
