@@ -47,8 +47,14 @@ _STATS_EVERY_MS = 60_000
 _IDLE_MS = 1_000  # the task's longest sleep when nothing is to do (it is woken anyway)
 _ACKS = 4  # command answers waiting for a slot
 _ALARMS = 10
+# Messages in flight at once. One: each PUBACK comes before the next PUBLISH, so on the
+# host board a reply never overlaps the next send (vasyncio's grace after data would cut
+# the reply window of a later send: a healthy broker would look dead); on a LAN one
+# round trip per record still drains well above 50 records/s. It also keeps the
+# client's in-flight table at one 1 KB slot.
+_INFLIGHT = 1
 _STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot")
-_SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms")
+_SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms", "seq")  # seq: the event log's
 # alarm id (prefix) -> recqueue.ALARM_CODES name
 _ALARM_CODE = (("save_failed", "save_failed"), ("task_failing:", "task_failing"),
                ("it_coolant_high", "trip_latched"), ("valve_stuck", "trip_latched"),
@@ -130,8 +136,8 @@ class Telemetry:
         self._all_alarms = True
         self._acks = []  # command answers (bytes) waiting for a slot
         self._resend = None  # [next, last] seq of a resend job
-        self._fl_pid = [0] * 8  # queue records in flight: packet id -> seq
-        self._fl_seq = [0] * 8
+        self._fl_pid = [0] * _INFLIGHT  # queue records in flight: packet id -> seq
+        self._fl_seq = [0] * _INFLIGHT
         self._live_mark = self.q.next_seq
         self._turn_live = False
         self._in_sink = False
@@ -259,6 +265,7 @@ class Telemetry:
 
     def attach(self, gw):
         self.gw = gw
+        gw.telemetry = self
         gw.on_tick = self.tick
         gw.on_shutdown = self.shutdown
         gw.add_task("mqtt", self.run)
@@ -328,7 +335,8 @@ class Telemetry:
         for i in range(len(self._fl_pid)):  # a new client: nothing of ours in flight
             self._fl_pid[i] = self._fl_seq[i] = 0
         c = mqtt.from_config(mc, gw.cfg["node_id"], self._password, cb=self._on_msg,
-                             ack_cb=self._on_ack, event_cb=self._on_conn)
+                             ack_cb=self._on_ack, event_cb=self._on_conn,
+                             inflight=_INFLIGHT)
         self.client = c
         ctask = asyncio.create_task(c.run())
         try:
@@ -384,7 +392,7 @@ class Telemetry:
 
     def _one(self, c):
         """Publish one message; True: sent, False: nothing to do, None: no free slot."""
-        if c.inflight() >= len(c._len):
+        if c.inflight() >= _INFLIGHT:
             return None
         if self._acks:
             if self._pub(c, self.t_ack, self._acks[0]) is None:
@@ -626,6 +634,7 @@ class Telemetry:
                 self._all_alarms = True
             elif action[0] == "resend":
                 a, b = action[1]
+                a = max(a, 1)  # seqs start at 1
                 q = self.q
                 lo = max(a, q.oldest() or q.next_seq)
                 hi = min(b, q.next_seq - 1)
