@@ -26,8 +26,10 @@ def utc_s():
     """Seconds since 1970-01-01 UTC, or None while the clock has not been set."""
     global _utc_at_s, _utc_tick
     f = getattr(_src, "utc_s", None)
-    if f is not None:
-        return f()
+    if f is not None:  # the board's own UTC (the host board's harness) comes first
+        t = f()
+        if t is not None:
+            return t
     if _utc_at_s is None:
         return None
     el = ticks_diff(ticks_ms(), _utc_tick)

@@ -157,7 +157,8 @@ class Net:
     def __init__(self, board, secrets, on_event, broker_host=None, broker_port=1883,
                  ntp_server=None, poll_ms=250, connect_timeout_ms=20_000, base_ms=1000,
                  cap_ms=60_000, jitter_pct=25, rand=None, dns_timeout_ms=3000,
-                 dns_refresh_ms=3_600_000, ntp_interval_ms=3_600_000, ntp_timeout_ms=2000):
+                 dns_refresh_ms=3_600_000, ntp_interval_ms=3_600_000, ntp_timeout_ms=2000,
+                 dns_port=53, ntp_port=123):
         kinds = getattr(board, "NET_INTERFACES", ())
         if not kinds:
             raise ValueError("board %s has no network interface" % board.NAME)
@@ -175,6 +176,8 @@ class Net:
         self.dns_refresh_ms = dns_refresh_ms
         self.ntp_interval_ms = ntp_interval_ms
         self.ntp_timeout_ms = ntp_timeout_ms
+        self.dns_port = dns_port
+        self.ntp_port = ntp_port
         self.up = False
         self.ip = None
         self.dns_server = None
@@ -239,6 +242,8 @@ class Net:
                     self._event("down", reason=reason, retry_in_ms=d)
                     await asyncio.sleep_ms(d)
                     continue
+                self._set_up(self._addr())
+            elif not self.up:  # restarted with the link still up: no reconnect
                 self._set_up(self._addr())
             await self._services(asyncio)
             await asyncio.sleep_ms(self.poll_ms)
@@ -327,7 +332,7 @@ class Net:
 
         self._qid = (self._qid + 1) & 0xFFFF
         qid = self._qid
-        ip = await ntp.udp_request(asyncio, self.dns_server, 53, dns_query(host, qid),
+        ip = await ntp.udp_request(asyncio, self.dns_server, self.dns_port, dns_query(host, qid),
                                    lambda d: dns_parse(d, qid), self.dns_timeout_ms)
         return ip or None
 
@@ -337,7 +342,7 @@ class Net:
         server = await self.resolve(asyncio, self.ntp_server)
         utc = None
         if server:
-            utc = await ntp.query(asyncio, server, timeout_ms=self.ntp_timeout_ms)
+            utc = await ntp.query(asyncio, server, self.ntp_port, self.ntp_timeout_ms)
         if utc is None:
             self._event("ntp_failed", server=self.ntp_server)
             return False
