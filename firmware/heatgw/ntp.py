@@ -17,8 +17,11 @@ our own transmit timestamp echoed back as its origin (a stale or spoofed packet 
 dropped), and a time after 2024. UTC is whole seconds (payloads carry seconds).
 """
 
-NTP_DELTA_S = 2208988800  # 1900-01-01 to 1970-01-01
-MIN_UTC_S = 1704067200  # 2024-01-01: an older answer is a server with no real time
+# 1900-01-01 to 1970-01-01 is 2208988800 s = 0x83AA7E80, kept as two 16-bit halves: the
+# targets' small ints stop at 2**30 (the result, seconds since 1970, is a long int anyway).
+_DELTA_HI = 0x83AA
+_DELTA_LO = 0x7E80
+_MIN_UTC_HI = 0x6592  # utc >> 16 before 2024-01-01: a server with no real time
 _PKT = 48
 
 
@@ -83,10 +86,13 @@ def parse(data, token):
     li, mode, stratum = data[0] >> 6, data[0] & 7, data[1]
     if mode != 4 or li == 3 or not 1 <= stratum <= 15 or data[24:28] != token:
         return None
-    t = ((data[40] << 24) | (data[41] << 16) | (data[42] << 8) | data[43]) - NTP_DELTA_S
+    hi = (data[40] << 8 | data[41]) - _DELTA_HI
+    if hi < _MIN_UTC_HI:
+        return None  # before 2024 (or before 1970)
+    t = hi * 65536 + (data[42] << 8 | data[43]) - _DELTA_LO
     if data[44] >= 0x80:
         t += 1  # fraction >= 0.5 s: round
-    return t if t >= MIN_UTC_S else None
+    return t
 
 
 async def query(asyncio, server, port=123, timeout_ms=2000):
