@@ -63,6 +63,7 @@ class Iface:
         self.t0 = 0
         self.connects = []
         self.active_fail = SCRIPT.get("active_fail", 0)
+        self.crash = SCRIPT.get("crash_first", False)
         self.is_active = False
 
     def active(self, v=None):
@@ -88,6 +89,9 @@ class Iface:
         return clock.ticks_diff(now(), self.t0)
 
     def isconnected(self):
+        if self.crash:  # a driver bug: the task crashes, its wrapper restarts it
+            self.crash = False
+            raise RuntimeError("driver bug")
         if "link" in SCRIPT:
             up = False
             for t, u in SCRIPT["link"]:
@@ -129,6 +133,22 @@ def on_event(ev):
     print("event:", json.dumps(ev))
 
 
+GW = None
+if SCRIPT.get("gateway"):  # the real Gateway: its event() stamps, logs and prints
+    from heatgw import start
+    from heatgw.app import Gateway
+
+    cfg, _e, source, configured, _m = start.load_config("/nonexistent/config.json")
+    def sink(kind, rec):
+        if kind == "event":
+            rec["t"] = now()
+            EVENTS.append(rec)
+
+    GW = Gateway(board, cfg, start.build_meter(cfg["meter"]), cfg_source=source,
+                 configured=configured, sinks=(sink,))
+    on_event = GW.event  # noqa: F811
+
+
 values = {}
 if CFG.get("ssid"):
     values["wifi_ssid"] = CFG["ssid"]
@@ -142,13 +162,19 @@ n = net.Net(brd, sec, on_event, poll_ms=100, connect_timeout_ms=5000, base_ms=10
 
 
 async def main():
-    t = asyncio.create_task(n.run(asyncio))
+    if GW is not None:  # as Gateway.add_task runs a restartable task
+        t = asyncio.create_task(GW._restartable("net", n.run, asyncio))
+    else:
+        t = asyncio.create_task(n.run(asyncio))
     await asyncio.sleep_ms(SCRIPT["run_ms"])
     if SCRIPT.get("restart"):  # as Gateway.add_task restarts a crashed task
         t.cancel()
         await asyncio.sleep_ms(10)
         asyncio.create_task(n.run(asyncio))
         await asyncio.sleep_ms(SCRIPT["restart"])
+    for e in EVENTS:
+        e.setdefault("t", e.get("up_ms"))
+        e.setdefault("state", None)
     print(json.dumps({"events": EVENTS, "connects": IFACE.connects, "up": n.up,
                       "broker_ip": n.broker_ip, "utc": clock.utc_s(), "t": now()}))
 
@@ -244,6 +270,20 @@ def test_restarted_task_brings_the_link_up_again(mp, tmp_path):
                                      "run_ms": 2000, "restart": 2000})
     assert states(res) == [("up", None), ("up", None)]
     assert len(res["connects"]) == 1  # the link stayed up: reported, not reconnected
+
+
+def test_runs_as_a_restartable_gateway_task(mp, tmp_path):
+    """Under Gateway._restartable (what add_task(name, fn) runs): a crash inside the task
+    is a `task crashed` event, the restart brings the link up; the Gateway prints every
+    event and none shows a secret."""
+    res, out = run_node(mp, tmp_path, {"gateway": True, "crash_first": True,
+                                       "attempts": [["ok", 10**8]], "run_ms": 5000})
+    evs = [e for e in res["events"] if e["kind"] != "boot"]
+    assert [(e["kind"], e["state"]) for e in evs] == [("task", "crashed"), ("net", "up")]
+    assert "RuntimeError" in evs[0]["error"]
+    assert evs[1]["t"] - evs[0]["t"] >= 1000  # after the wrapper's restart backoff
+    assert out.count("event:") == len(res["events"])
+    assert SSID not in out and PASSWORD not in out
 
 
 def test_lan_link_up_down_and_phy_retry(mp, tmp_path):
