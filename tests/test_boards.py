@@ -209,6 +209,9 @@ MCU = {
 }
 # Board-level facts from the boards' schematics.
 BOARD_RESERVED = {"pico_w": {23, 24, 25, 29}}  # the wireless chip (CYW43439) on the Pico W
+# The PHY wiring (Olimex ESP32-POE rev L1 netlist, WROOM variant): MDC, MDIO, the 50 MHz
+# clock out to the PHY's CLKIN, and the PHY power switch.
+BOARD_NET = {"olimex_esp32_poe": {"mdc": 23, "mdio": 18, "ref_clk": 17, "phy_power": 12}}
 
 
 def _mcu(board, res=None):
@@ -333,6 +336,8 @@ def test_network_interfaces(probed):
         assert not missing, f"{board}: RMII pins {sorted(missing)} not reserved in NET_PINS"
     if "lan" not in kinds:
         assert not net_pins, "NET_PINS without a wired interface"
+    for name, gpio in BOARD_NET.get(board, {}).items():
+        assert net_pins.get(name) == gpio, (name, net_pins.get(name), gpio)
 
 
 def test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull(probed):
