@@ -540,3 +540,15 @@ def test_bring_up_on_a_real_board(tmp_path):
     assert res["broker_ip"], res
     assert res["utc"] and res["utc"] > 1704067200, res
     print("worst asyncio lateness during bring-up:", res["worst_late_ms"], "ms")
+
+
+def test_utc_is_for_payloads_only():
+    """Metering and control never read UTC, and only the network task sets it."""
+    from host_tools.paths import FIRMWARE
+
+    for name in ("meter.py", "meterkernel.py", "failsafe.py", "flow.py", "rtd.py",
+                 "fluid.py"):
+        assert "utc_s" not in (FIRMWARE / "heatgw" / name).read_text(), name
+    setters = sorted(p.name for p in (FIRMWARE / "heatgw").glob("*.py")
+                     if "set_utc_s(" in p.read_text())
+    assert setters == ["clock.py", "net.py"], setters
