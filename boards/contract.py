@@ -47,6 +47,13 @@ install_asyncio() returns the asyncio module to run on (the host board's virtual
                   asyncio); without it, `import asyncio` (heatgw.start).
 observer          a record sink (kind, record) that sees every event and save (the host
                   board's link to the harness); without it, none (heatgw.start).
+NET_INTERFACES    tuple of the network interfaces the board has, the one to use first:
+                  "wlan" (Wi-Fi station), "lan" (wired Ethernet), "host" (the host
+                  board: the network is the host's). Without it, the node has no network.
+network_interface(kind)  the port's interface object for a NET_INTERFACES kind, made on
+                  call (never at import): network.WLAN(network.STA_IF), network.LAN(...)
+                  with the board's PHY pins; None for "host" (heatgw.net then reports the
+                  network up at once); ValueError for a kind the board lacks.
 
 Real boards (GPIO numbers) also have
 ------------------------------------
@@ -55,12 +62,15 @@ RTD_CS_PINS       {sensor name: gpio} for rtd_cs().
 FLOW_PULSE_PIN    gpio of the flow meter's pulse input.
 SAFE_BOOT_PIN     gpio of the safe-boot input (held low at reset).
 DEAD_MAN_PIN      gpio of the dead-man output.
+NET_PINS          {signal: gpio} the network interface takes (a wired PHY's RMII, MDIO,
+                  clock and power pins); optional: absent when the radio is on-module.
 
 and keep these rules, which tests/test_boards.py checks on the stub `machine`:
 - relays_safe() constructs each relay pin as an output at 1 - active_level, and the
   relays' polarity matches RELAY_PULL (a floating pin is a de-energised coil);
-- no GPIO is used twice across chip-selects, relays, inputs, flow, safe boot, dead man
-  and the SPI bus pins;
+- no GPIO is used twice across chip-selects, relays, inputs, flow, safe boot, dead man,
+  the SPI bus pins and NET_PINS; an ESP32 board with "lan" has the ESP32's fixed RMII
+  pins (19, 21, 22, 25, 26, 27) in NET_PINS;
 - input-only pins (ESP32 GPIO 34-39: no output driver, no internal pulls) are never
   outputs and are never asked for a pull; pins the MCU reserves (ESP32 flash GPIO 6-11,
   Pico W GP23-25 and GP29 for the wireless chip) are not used; the dead-man output is
@@ -71,7 +81,9 @@ EVERY_BOARD_CONSTANTS = ("NAME", "R_REF_OHM", "RELAY_PINS", "RELAY_PULL", "INPUT
                          "DEAD_MAN_HOLD_MS")
 EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_counter",
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
-OPTIONAL = ("clock", "install_asyncio", "observer")
+OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
+            "NET_PINS")
+NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")
 RELAY_NAMES = ("reuse", "cooler_inhibit")

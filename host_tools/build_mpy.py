@@ -10,8 +10,24 @@ import sys
 
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB
 
-# Real board -> mpy-cross architecture.
-TARGET_ARCHES = {"esp32_devkitc": "xtensawin", "pico_w": "armv6m"}
+
+def _board_arches():
+    """Real board -> mpy-cross architecture, read from each boards/<name>/board.py's
+    `ARCH = "..."` (the host board's is None): a new board needs no edit here."""
+    import ast
+
+    out = {}
+    for path in sorted(BOARDS.glob("*/board.py")):
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and getattr(node.targets[0], "id", None) == "ARCH"
+                    and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)):
+                out[path.parent.name] = node.value.value
+    return out
+
+
+TARGET_ARCHES = _board_arches()  # {"esp32_devkitc": "xtensawin", "pico_w": "armv6m", ...}
 OPT_LEVEL = "-O3"  # no line numbers in tracebacks, no asserts: what ships
 
 

@@ -19,7 +19,9 @@ def _load_contract():
 
 contract = _load_contract()
 
-REAL_BOARDS = ("esp32_devkitc", "pico_w")
+# Every folder with a manifest.py is a real board (the host board has none): a new board
+# is checked here without an edit.
+REAL_BOARDS = tuple(sorted(p.parent.name for p in BOARDS.glob("*/manifest.py")))
 
 
 def test_host_board_drives_several_chips_on_one_shared_bus(mp):
@@ -106,6 +108,30 @@ class WDT:
         LOG.append(["feed"])
 """
 
+# A stub `network` (the unix port has none): constructions go to machine.LOG, pins as ids.
+STUB_NETWORK = r"""
+from machine import LOG, Pin
+
+STA_IF = "STA_IF"
+AP_IF = "AP_IF"
+PHY_LAN8720 = "PHY_LAN8720"
+PHY_RTL8201 = "PHY_RTL8201"
+
+
+def _ids(kw):
+    return {k: (v.id if isinstance(v, Pin) else v) for k, v in kw.items()}
+
+
+class WLAN:
+    def __init__(self, interface_id):
+        LOG.append(["WLAN", interface_id])
+
+
+class LAN:
+    def __init__(self, *a, **kw):
+        LOG.append(["LAN", list(a), _ids(kw)])
+"""
+
 # Every contract call on a real board, each call's log separately.
 PROBE = r"""
 import json
@@ -121,6 +147,8 @@ def const(n):
     v = getattr(board, n, None)
     if isinstance(v, dict):
         return {k: list(x) if isinstance(x, tuple) else x for k, x in v.items()}
+    if isinstance(v, tuple):
+        return list(v)
     return v if isinstance(v, (int, str)) or v is None else repr(v)
 
 calls = {}
@@ -148,6 +176,15 @@ del machine.LOG[:]
 dm.value(1)
 dm.value(0)
 calls["dead_man_toggle"] = machine.LOG[:]
+for kind in getattr(board, "NET_INTERFACES", ()):
+    call("net:" + kind, board.network_interface, kind)
+try:
+    board.network_interface("nosuch")
+    res["net_bad_kind"] = "accepted"
+except ValueError:
+    res["net_bad_kind"] = "ValueError"
+except AttributeError:
+    res["net_bad_kind"] = None
 res["calls"] = calls
 res["names"] = names(board)
 res["callable"] = sorted(n for n in names(board) if callable(getattr(board, n)))
@@ -157,16 +194,34 @@ res["clock"] = all(hasattr(board.clock, f) for f in ("ticks_ms", "ticks_add", "t
 print(json.dumps(res))
 """
 
-# Hardware facts, from the chips' datasheets (not from the board files under test).
-INPUT_ONLY = {"esp32_devkitc": set(range(34, 40)), "pico_w": set()}  # no driver, no pulls
-RESERVED = {"esp32_devkitc": set(range(6, 12)),  # the module's SPI flash
-            "pico_w": {23, 24, 25, 29}}  # the wireless chip (CYW43439) on the Pico W
-STRAPPING = {"esp32_devkitc": {0, 2, 5, 12, 15}, "pico_w": set()}
-GPIO_RANGE = {"esp32_devkitc": set(range(40)), "pico_w": set(range(30))}
+# Hardware facts, from the chips' datasheets (not from the board files under test), by the
+# MCU (the board's ARCH), so a new board on a known MCU needs nothing here.
+MCU = {
+    "xtensawin": {  # ESP32 (WROOM/WROVER modules)
+        "input_only": set(range(34, 40)),  # no output driver, no internal pulls
+        "reserved": set(range(6, 12)),  # the module's SPI flash
+        "strapping": {0, 2, 5, 12, 15},
+        "gpio": set(range(40)),
+        "rmii": {19, 21, 22, 25, 26, 27},  # EMAC pins fixed by the chip (IO_MUX only)
+    },
+    "armv6m": {"input_only": set(), "reserved": set(), "strapping": set(),
+               "gpio": set(range(30)), "rmii": set()},  # RP2040
+}
+# Board-level facts from the boards' schematics.
+BOARD_RESERVED = {"pico_w": {23, 24, 25, 29}}  # the wireless chip (CYW43439) on the Pico W
+# The PHY wiring (Olimex ESP32-POE rev L1 netlist, WROOM variant): MDC, MDIO, the 50 MHz
+# clock out to the PHY's CLKIN, and the PHY power switch.
+BOARD_NET = {"olimex_esp32_poe": {"mdc": 23, "mdio": 18, "ref_clk": 17, "phy_power": 12}}
+
+
+def _mcu(board, res=None):
+    arch = (res["consts"]["ARCH"] if res is not None else build_mpy.TARGET_ARCHES[board])
+    return MCU[arch]
 
 
 def probe_board(mp, tmp_path, board):
     (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
     return mp.run_json(PROBE, board=board, extra_path=[tmp_path])[0]
 
 
@@ -234,27 +289,65 @@ def test_no_gpio_is_used_twice(probed):
     uses += [("input " + k, v[0]) for k, v in c["INPUT_PINS"].items()]
     uses += [("flow", c["FLOW_PULSE_PIN"]), ("safe boot", c["SAFE_BOOT_PIN"]),
              ("dead man", c["DEAD_MAN_PIN"])]
+    uses += [("net " + k, v) for k, v in (c.get("NET_PINS") or {}).items()]
     by_gpio = {}
     for what, gpio in uses:
         by_gpio.setdefault(gpio, []).append(what)
     twice = {g: w for g, w in by_gpio.items() if len(w) > 1}
     assert not twice, f"{board}: GPIO used twice: {twice}"
-    bad = {g: w for g, w in by_gpio.items()
-           if g not in GPIO_RANGE[board] or g in RESERVED[board]}
+    mcu = _mcu(board, res)
+    reserved = mcu["reserved"] | BOARD_RESERVED.get(board, set())
+    bad = {g: w for g, w in by_gpio.items() if g not in mcu["gpio"] or g in reserved}
     assert not bad, f"{board}: GPIO that does not exist or the MCU reserves: {bad}"
-    # the calls construct exactly the pins the constants name
+    # the calls construct exactly the pins the constants name (the PHY driver takes the
+    # fixed RMII data pins itself: named in NET_PINS, never constructed)
     made = {e[1] for log in res["calls"].values() for e in _pins_made(log)}
-    assert made == set(by_gpio)
+    net = set((c.get("NET_PINS") or {}).values())
+    assert made <= set(by_gpio) and set(by_gpio) - made <= net, (made, set(by_gpio))
+
+
+def test_network_interfaces(probed):
+    """Each kind the board names builds the port's interface: Wi-Fi station; LAN with the
+    board's PHY pins (every one in NET_PINS, so the duplicate check above covers them),
+    and on an ESP32 the chip's fixed RMII pins kept free for the PHY."""
+    board, res = probed
+    c = res["consts"]
+    kinds = c.get("NET_INTERFACES")
+    assert kinds, f"{board} names no network interface (NET_INTERFACES)"
+    assert set(kinds) <= set(contract.NET_KINDS) - {"host"}, kinds
+    assert res["net_bad_kind"] == "ValueError"  # a kind the board lacks: a clear error
+    net_pins = c.get("NET_PINS") or {}
+    for kind in kinds:
+        log = res["calls"]["net:" + kind]
+        if kind == "wlan":
+            assert log == [["WLAN", "STA_IF"]], log
+            continue
+        lan = [e for e in log if e[0] == "LAN"]
+        assert len(lan) == 1, log
+        kw = lan[0][2]
+        assert kw["phy_type"] in ("PHY_LAN8720", "PHY_RTL8201"), kw
+        assert type(kw["phy_addr"]) is int and 0 <= kw["phy_addr"] < 32
+        assert kw["ref_clk_mode"] in ("OUT", "IN")
+        for arg, name in (("mdc", "mdc"), ("mdio", "mdio"), ("power", "phy_power"),
+                          ("ref_clk", "ref_clk")):
+            if arg in kw:
+                assert kw[arg] == net_pins[name], (arg, kw[arg], net_pins)
+        missing = _mcu(board, res)["rmii"] - set(net_pins.values())
+        assert not missing, f"{board}: RMII pins {sorted(missing)} not reserved in NET_PINS"
+    if "lan" not in kinds:
+        assert not net_pins, "NET_PINS without a wired interface"
+    for name, gpio in BOARD_NET.get(board, {}).items():
+        assert net_pins.get(name) == gpio, (name, net_pins.get(name), gpio)
 
 
 def test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull(probed):
     board, res = probed
     for key, log in res["calls"].items():
         for e in log:
-            if e[0] in ("Pin", "init") and e[1] in INPUT_ONLY[board]:
+            if e[0] in ("Pin", "init") and e[1] in _mcu(board, res)["input_only"]:
                 assert e[2] not in ("OUT", "OPEN_DRAIN"), (key, e)
                 assert e[3] is None, f"{board} GPIO {e[1]} has no internal pulls: {key} {e}"
-            if e[0] == "value" and e[1] in INPUT_ONLY[board]:
+            if e[0] == "value" and e[1] in _mcu(board, res)["input_only"]:
                 raise AssertionError(f"{key} writes input-only GPIO {e[1]}")
 
 
@@ -264,7 +357,7 @@ def test_inputs_flow_and_safe_boot_pins(probed):
     made = {e[1]: e for e in _pins_made(res["calls"]["inputs"])}
     for name, (gpio, active) in c["INPUT_PINS"].items():
         assert made[gpio][2] == "IN", name
-        if gpio not in INPUT_ONLY[board]:  # contacts to GND: pulled to the inactive level
+        if gpio not in _mcu(board, res)["input_only"]:  # contacts to GND: pulled inactive
             assert made[gpio][3] == ("PULL_UP" if active == 0 else "PULL_DOWN"), name
     assert res["inputs_returned"] == {k: v[1] for k, v in c["INPUT_PINS"].items()}
     flow = res["calls"]["flow_pulse_counter"]
@@ -283,7 +376,8 @@ def test_dead_man_output(probed):
     c = res["consts"]
     made = _pins_made(res["calls"]["dead_man"])
     assert [e[1:3] for e in made] == [[c["DEAD_MAN_PIN"], "OUT"]]
-    assert c["DEAD_MAN_PIN"] not in STRAPPING[board] | INPUT_ONLY[board]
+    mcu = _mcu(board, res)
+    assert c["DEAD_MAN_PIN"] not in mcu["strapping"] | mcu["input_only"]
     assert res["calls"]["dead_man_toggle"] == [["value", c["DEAD_MAN_PIN"], 1],
                                                ["value", c["DEAD_MAN_PIN"], 0]]
     # the default 1000 ms control tick fits the hold (tick <= hold <= 1.5 tick)
@@ -302,6 +396,7 @@ def test_probe_catches_a_wrong_board(mp, tmp_path):
     assert wrong.count("value=active)") == 1 and "DEAD_MAN_PIN = 25" in wrong
     (bad / "board.py").write_text(wrong)
     (bad / "machine.py").write_text(STUB_MACHINE)
+    (bad / "network.py").write_text(STUB_NETWORK)
     res = mp.run_json(PROBE, board="esp32_devkitc", extra_path=[bad])[0]
     for check in (test_relays_safe_drives_every_relay_to_its_inactive_level,
                   test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull,
@@ -317,12 +412,14 @@ def test_host_board_has_every_contract_name(mp):
 import json
 import board
 print(json.dumps({"names": [n for n in dir(board) if not n.startswith("__")],
-                  "callable": [n for n in dir(board) if callable(getattr(board, n))]}))
+                  "callable": [n for n in dir(board) if callable(getattr(board, n))],
+                  "net": [list(board.NET_INTERFACES), board.network_interface("host")]}))
 """)
     missing = {n for n in contract.EVERY_BOARD_FUNCTIONS if n not in res["callable"]}
     missing |= {n for n in contract.EVERY_BOARD_CONSTANTS if n not in res["names"]}
     assert not missing, f"host board lacks {sorted(missing)}"
     assert {"install_asyncio", "observer", "clock"} <= set(res["names"])
+    assert res["net"] == [["host"], None]  # the host's network: no interface object
 
 
 def test_no_gpio_numbers_outside_boards():

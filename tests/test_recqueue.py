@@ -289,7 +289,7 @@ s = q.next_unsent(0)
 q.get(s)
 q.last_totals()
 n = 0
-while s and n < 20:
+while s and n < 10:  # the same work on both queues
     q.mark_acked(s)
     s = q.next_unsent(s)
     n += 1
@@ -305,7 +305,8 @@ def _write_queue(qdir, n, per_seg):
         first = seg * per_seg + 1
         last = min(n, first + per_seg - 1)
         (qdir / f"seg{seg:02d}").write_bytes(b"".join(
-            cp_record(s, 0, body=cp_tel_body(s * 10**9, s)) for s in range(first, last + 1)))
+            cp_record(s, 0, body=cp_tel_body((s % 10 + 1) * 10**9, s))
+            for s in range(first, last + 1)))  # totals of one size: only the length differs
 
 
 def test_ram_does_not_grow_with_the_queue(mp, tmp_path):
@@ -316,9 +317,12 @@ def test_ram_does_not_grow_with_the_queue(mp, tmp_path):
         _write_queue(tmp_path / f"q{n}", n, per_seg)
         res[n] = run_one(mp, HEAP % str(tmp_path / f"q{n}"))
     assert res[10]["len"] == 10 and res[10000]["len"] == 10000
-    assert res[10000]["next"] == 10001 and res[10000]["low"] == 20
+    assert res[10000]["next"] == 10001 and res[10000]["low"] == 10
+    # Flat, not growing: one byte per record more would show as ~10 KB. The conservative
+    # GC leaves up to 80 B of noise after the work on 32-bit builds (a dead object a
+    # register still points at), so the bound is 128 B.
     assert abs(res[10000]["held"] - res[10]["held"]) <= 64, res
-    assert abs(res[10000]["after"] - res[10]["after"]) <= 64, res
+    assert abs(res[10000]["after"] - res[10]["after"]) <= 128, res
     assert res[10000]["held"] < 4096, res  # the queue object itself stays small
 
 

@@ -114,7 +114,9 @@ def long_int_sites(source):
 
 
 def firmware_sources():
-    for root in (FIRMWARE, LIB, BOARDS / "esp32_devkitc", BOARDS / "pico_w"):
+    # Every real board: a folder with a manifest.py that is not the host board.
+    boards = [m.parent for m in sorted(BOARDS.glob("*/manifest.py")) if m.parent.name != "host"]
+    for root in (FIRMWARE, LIB, *boards):
         yield from sorted(root.rglob("*.py"))
 
 

@@ -49,6 +49,7 @@ FLOW_PULSE_PIN = 34  # input-only, external 4.7 kΩ pull-up (no internal pulls h
 SAFE_BOOT_PIN = 0  # the BOOT button: held low at reset stops the application
 DEAD_MAN_PIN = 13
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
+NET_INTERFACES = ("wlan",)  # the module's own radio (Wi-Fi station); no Ethernet PHY
 
 
 def spi():
@@ -94,6 +95,15 @@ def watchdog(timeout_ms):
 def safe_boot_requested():
     """True while the safe-boot input is held low (sampled at reset by boot.py)."""
     return Pin(SAFE_BOOT_PIN, Pin.IN, Pin.PULL_UP).value() == 0
+
+
+def network_interface(kind):
+    """The port's interface for `kind` (NET_INTERFACES), made on call, never at import."""
+    if kind != "wlan":
+        raise ValueError("%s has no %r interface; have %r" % (NAME, kind, NET_INTERFACES))
+    import network
+
+    return network.WLAN(network.STA_IF)
 
 
 def data_dir():

@@ -54,6 +54,7 @@ FLOW_PULSE_PIN = 22
 SAFE_BOOT_PIN = 9  # jumper to GND at reset stops the application
 DEAD_MAN_PIN = 10
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
+NET_INTERFACES = ("wlan",)  # the CYW43439 (GP23-25, GP29: reserved for it)
 
 
 def spi():
@@ -99,6 +100,15 @@ def watchdog(timeout_ms):
 def safe_boot_requested():
     """True while the safe-boot input is held low (sampled at reset by boot.py)."""
     return Pin(SAFE_BOOT_PIN, Pin.IN, Pin.PULL_UP).value() == 0
+
+
+def network_interface(kind):
+    """The port's interface for `kind` (NET_INTERFACES), made on call, never at import."""
+    if kind != "wlan":
+        raise ValueError("%s has no %r interface; have %r" % (NAME, kind, NET_INTERFACES))
+    import network
+
+    return network.WLAN(network.STA_IF)
 
 
 def data_dir():

@@ -17,7 +17,35 @@ ticks_diff = _src.ticks_diff
 sleep_ms = _src.sleep_ms  # blocking; tasks use asyncio.sleep_ms
 
 
+_utc_at_s = None  # UTC seconds at the tick _utc_tick (set_utc_s: NTP), None = unknown
+_utc_tick = 0
+_REANCHOR_MS = 1 << 28  # move the anchor forward well before ticks_diff's 2**29 ms range
+
+
 def utc_s():
     """Seconds since 1970-01-01 UTC, or None while the clock has not been set."""
+    global _utc_at_s, _utc_tick
     f = getattr(_src, "utc_s", None)
-    return f() if f is not None else None
+    if f is not None:  # the board's own UTC (the host board's harness) comes first
+        t = f()
+        if t is not None:
+            return t
+    if _utc_at_s is None:
+        return None
+    el = ticks_diff(ticks_ms(), _utc_tick)
+    if el >= _REANCHOR_MS:  # keep the anchor within ticks_diff's reach (6.2 days)
+        s = el // 1000
+        _utc_at_s += s
+        _utc_tick = ticks_add(_utc_tick, s * 1000)
+        el -= s * 1000
+    return _utc_at_s + el // 1000
+
+
+def set_utc_s(utc):
+    """Set UTC (int seconds, from NTP) for payload timestamps; the ticks, which metering
+    and control use, are untouched. Steps are allowed: only `utc` in payloads moves."""
+    global _utc_at_s, _utc_tick
+    if type(utc) is not int or utc < 0:
+        raise ValueError("utc must be a non-negative int of seconds")
+    _utc_tick = ticks_ms()
+    _utc_at_s = utc

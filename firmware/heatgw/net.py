@@ -1,0 +1,361 @@
+"""Network bring-up and reconnect: a restartable task that never blocks.
+
+    n = Net(board, secrets, on_event, broker_host="mqtt.example", ntp_server="pool.ntp.org")
+    gw.add_task("net", n.run)           # restartable: a crash is restarted with backoff
+    n.up, n.ip, n.broker_ip             # read by the MQTT task (broker_ip: resolved here)
+
+The board says which interfaces it has (`NET_INTERFACES`, first = used) and builds them
+(`network_interface(kind)`: the port's network.WLAN / network.LAN, or None on the host
+board, whose network is the host's: bring-up is then a no-op that reports "up").
+
+- Wi-Fi station ("wlan"): credentials `wifi_ssid` / `wifi_password` from the secrets
+  file. connect() returns at once on the ports; the task polls isconnected() and
+  status() with asyncio sleeps, gives up an attempt after `connect_timeout_ms` or on a
+  failure status (wrong password, no AP), then waits a capped exponential backoff with
+  jitter (`Backoff`) before the next. A link lost later is noticed by the same polling.
+- Ethernet ("lan"): active(True) once; the link (isconnected: link up with an address)
+  is polled; up and down are events. A failing active() is retried with the backoff.
+- Events go to on_event(dict), never printed here: {"kind": "net", "state": "up",
+  "iface": "wlan", "ip": "10.0.0.7"}, {"kind": "net", "state": "down", "iface": ...,
+  "reason": "wrong_password", "retry_in_ms": 4000}, {"kind": "net", "state": "error",
+  "iface": "wlan", "error": "no wifi_ssid in the secrets file"} (no retry: the task then
+  idles until restarted after provisioning). No event or exception text carries a secret.
+
+DNS. socket.getaddrinfo() blocks inside lwIP on the targets (up to its retries, seconds)
+and would stall every task, control included. So the broker name is resolved HERE only:
+an IP literal needs no query; a name is asked of the interface's DNS server
+(ifconfig()[3]) with our own query over a non-blocking UDP socket awaited through
+asyncio (heatgw.ntp.udp_request, bounded), once per link-up and then every
+`dns_refresh_ms`. The address is cached in `broker_ip`; the MQTT task only reads it and
+never resolves (a failed refresh keeps the old address). On the host board the host's
+resolver answers (getaddrinfo, here too: the host's network).
+
+NTP (heatgw.ntp) runs here too, after each link-up and every `ntp_interval_ms`, and sets
+heatgw.clock's UTC for payloads only.
+"""
+
+from heatgw import clock
+
+try:
+    import network
+except ImportError:  # the unix port: tests bring a stand-in
+    network = None
+
+_FAILED = ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL",
+           "STAT_ASSOC_FAIL", "STAT_HANDSHAKE_TIMEOUT", "STAT_BEACON_TIMEOUT")
+_RETRY_MS = 60_000  # a failed DNS or NTP query is asked again after this
+
+
+def _status_name(st):
+    # "wrong_password" for network.STAT_WRONG_PASSWORD; the number when unknown
+    if network is not None:
+        for n in dir(network):
+            if n.startswith("STAT_") and getattr(network, n) == st:
+                return n[5:].lower()
+    return "status_%s" % st
+
+
+def _failed(st):
+    if network is None:
+        return False
+    for n in _FAILED:
+        if getattr(network, n, None) == st:
+            return True
+    return False
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: base_ms, 2*base_ms, ... up to cap_ms,
+    each shortened by a random 0..jitter_pct % (so nodes that lost the same AP do not
+    retry in step). rand(n) -> int in 0..n-1."""
+
+    def __init__(self, base_ms=1000, cap_ms=60_000, jitter_pct=25, rand=None):
+        if not 0 < base_ms <= cap_ms < 1 << 29 or not 0 <= jitter_pct < 100:
+            raise ValueError("need 0 < base_ms <= cap_ms < 2**29, 0 <= jitter_pct < 100")
+        self.base_ms = base_ms
+        self.cap_ms = cap_ms
+        self.jitter_pct = jitter_pct
+        if rand is None:
+            import random
+
+            rand = lambda n: random.getrandbits(30) % n  # noqa: E731 - small ints
+        self._rand = rand
+        self.attempts = 0
+
+    def reset(self):
+        self.attempts = 0
+
+    def next_ms(self):
+        d = self.base_ms
+        for _ in range(self.attempts):  # doubling, capped: no shift overflow
+            d <<= 1
+            if d >= self.cap_ms:
+                d = self.cap_ms
+                break
+        self.attempts += 1
+        j = d * self.jitter_pct // 100
+        return d - (self._rand(j + 1) if j else 0)
+
+
+def _ip_literal(host):
+    parts = host.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not p.isdigit() or int(p) > 255:
+            return False
+    return True
+
+
+def dns_query(name, qid):
+    """A DNS query (RFC 1035) for the A record of name, with id qid (0..65535)."""
+    q = bytearray(b"%c%c\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" % (qid >> 8, qid & 255))
+    for label in name.split("."):
+        if not 0 < len(label) < 64:
+            raise ValueError("bad host name")
+        q.append(len(label))
+        q.extend(label.encode())
+    q.extend(b"\x00\x00\x01\x00\x01")
+    return q
+
+
+def _skip_name(d, i):
+    while i < len(d):
+        n = d[i]
+        if n >= 0xC0:
+            return i + 2  # compression pointer ends the name
+        if n == 0:
+            return i + 1
+        i += n + 1
+    raise ValueError
+
+
+def dns_parse(d, qid):
+    """The first A record's address ("a.b.c.d") of a reply to dns_query(.., qid), or
+    None: not our reply (ignored), "" for an answer without one (NXDOMAIN, no A)."""
+    if len(d) < 12 or (d[0] << 8 | d[1]) != qid or not d[2] & 0x80:
+        return None
+    try:
+        if d[3] & 15:
+            return ""  # rcode: no such name, server failure
+        i = 12
+        for _ in range(d[4] << 8 | d[5]):
+            i = _skip_name(d, i) + 4
+        for _ in range(d[6] << 8 | d[7]):
+            i = _skip_name(d, i)
+            rtype, rlen = d[i] << 8 | d[i + 1], d[i + 8] << 8 | d[i + 9]
+            i += 10
+            if rtype == 1 and rlen == 4 and i + 4 <= len(d):
+                return "%d.%d.%d.%d" % (d[i], d[i + 1], d[i + 2], d[i + 3])
+            i += rlen
+    except (ValueError, IndexError):
+        pass
+    return ""
+
+
+class Net:
+    def __init__(self, board, secrets, on_event, broker_host=None, broker_port=1883,
+                 ntp_server=None, poll_ms=250, connect_timeout_ms=20_000, base_ms=1000,
+                 cap_ms=60_000, jitter_pct=25, rand=None, dns_timeout_ms=3000,
+                 dns_refresh_ms=3_600_000, ntp_interval_ms=3_600_000, ntp_timeout_ms=2000,
+                 dns_port=53, ntp_port=123):
+        kinds = getattr(board, "NET_INTERFACES", ())
+        if not kinds:
+            raise ValueError("board %s has no network interface" % board.NAME)
+        self.board = board
+        self.kind = kinds[0]
+        self.secrets = secrets
+        self.on_event = on_event
+        self.broker_host = broker_host
+        self.broker_port = broker_port
+        self.ntp_server = ntp_server
+        self.poll_ms = poll_ms
+        self.connect_timeout_ms = connect_timeout_ms
+        self.backoff = Backoff(base_ms, cap_ms, jitter_pct, rand)
+        self.dns_timeout_ms = dns_timeout_ms
+        self.dns_refresh_ms = dns_refresh_ms
+        self.ntp_interval_ms = ntp_interval_ms
+        self.ntp_timeout_ms = ntp_timeout_ms
+        self.dns_port = dns_port
+        self.ntp_port = ntp_port
+        self.up = False
+        self.ip = None
+        self.dns_server = None
+        self.broker_ip = None  # cached: the MQTT task reads it, never resolves
+        self.iface = None
+        self._qid = 0
+        self.utc_synced = False
+
+    def _event(self, state, **kw):
+        ev = {"kind": "net", "state": state, "iface": self.kind}
+        for k in kw:
+            ev[k] = kw[k]
+        self.on_event(ev)
+
+    def _set_up(self, ip):
+        self.up = True
+        self.ip = ip
+        self.backoff.reset()
+        self._fresh = True  # DNS and NTP again after every link-up
+        self._event("up", ip=ip)
+
+    def _set_down(self, reason):
+        if self.up:
+            self.up = False
+            self.ip = None
+            self._event("down", reason=reason)
+
+    def _addr(self):
+        cfg = self.iface.ifconfig()
+        self.dns_server = cfg[3] if len(cfg) > 3 and cfg[3] not in ("", "0.0.0.0") else None
+        return cfg[0]
+
+    async def run(self, asyncio):
+        """The task (Gateway.add_task(name, net.run)): bring the link up, keep it up."""
+        self.up = False
+        self.iface = self.board.network_interface(self.kind)
+        if self.iface is None:  # the host board: the host's network is up
+            self._set_up(None)
+            while True:
+                await self._services(asyncio)
+                await asyncio.sleep_ms(self.poll_ms * 40)
+        if self.kind == "wlan":
+            await self._wlan(asyncio)
+        else:
+            await self._lan(asyncio)
+
+    async def _wlan(self, asyncio):
+        s = self.secrets.get("wifi_ssid") if self.secrets is not None else None
+        if s is None:
+            self._event("error", error="no wifi_ssid in the secrets file")
+            while True:  # nothing to try until provisioning (the task is restarted then)
+                await asyncio.sleep_ms(self.backoff.cap_ms)
+        p = self.secrets.get("wifi_password")
+        iface = self.iface
+        iface.active(True)
+        while True:
+            if not iface.isconnected():
+                self._set_down("link_lost")
+                reason = await self._connect(asyncio, s, p)
+                if reason is not None:
+                    d = self.backoff.next_ms()
+                    self._event("down", reason=reason, retry_in_ms=d)
+                    await asyncio.sleep_ms(d)
+                    continue
+                self._set_up(self._addr())
+            elif not self.up:  # restarted with the link still up: no reconnect
+                self._set_up(self._addr())
+            await self._services(asyncio)
+            await asyncio.sleep_ms(self.poll_ms)
+
+    async def _connect(self, asyncio, ssid, password):
+        # One attempt: None when connected, else why not. connect() returns at once.
+        iface = self.iface
+        try:
+            iface.disconnect()
+        except OSError:
+            pass
+        try:
+            if password is None:
+                iface.connect(ssid.reveal())
+            else:
+                iface.connect(ssid.reveal(), password.reveal())
+        except OSError as e:
+            return "connect_error_%s" % (e.args[0] if e.args else "?")
+        t0 = clock.ticks_ms()
+        while not iface.isconnected():
+            st = iface.status()
+            if _failed(st):
+                return _status_name(st)
+            if clock.ticks_diff(clock.ticks_ms(), t0) >= self.connect_timeout_ms:
+                return "timeout_" + _status_name(st)
+            await asyncio.sleep_ms(self.poll_ms)
+        return None
+
+    async def _lan(self, asyncio):
+        iface = self.iface
+        while True:
+            try:
+                iface.active(True)
+                break
+            except OSError as e:
+                d = self.backoff.next_ms()
+                self._event("down", reason="phy_error_%s" % (e.args[0] if e.args else "?"),
+                            retry_in_ms=d)
+                await asyncio.sleep_ms(d)
+        while True:
+            if iface.isconnected():
+                if not self.up:
+                    self._set_up(self._addr())
+                await self._services(asyncio)
+            elif self.up:
+                self._set_down("link_down")
+            await asyncio.sleep_ms(self.poll_ms)
+
+    # -- after link-up: DNS and NTP, only here ----------------------------------------
+
+    async def _services(self, asyncio):
+        now = clock.ticks_ms()
+        fresh = self._fresh
+        self._fresh = False
+        if self.broker_host and (fresh or clock.ticks_diff(now, self._dns_next) >= 0):
+            ip = await self.resolve(asyncio, self.broker_host)
+            if ip:
+                self.broker_ip = ip
+                self._dns_next = clock.ticks_add(now, self.dns_refresh_ms)
+            else:  # keep the cached address; ask again sooner
+                self._event("dns_failed", host=self.broker_host)
+                self._dns_next = clock.ticks_add(now, _RETRY_MS)
+        if self.ntp_server and (fresh or clock.ticks_diff(now, self._ntp_next) >= 0):
+            ok = await self.sync_utc(asyncio)
+            self._ntp_next = clock.ticks_add(now, self.ntp_interval_ms if ok else _RETRY_MS)
+
+    _fresh = False
+    _dns_next = 0
+    _ntp_next = 0
+
+    async def resolve(self, asyncio, host):
+        """host's IPv4 address as a string, or None. Only the network task calls this."""
+        if _ip_literal(host):
+            return host
+        if self.iface is None:  # the host board: the host's resolver
+            import socket
+
+            try:
+                a = socket.getaddrinfo(host, self.broker_port, 0, socket.SOCK_STREAM)
+                return _inet_ntoa(a[0][-1])
+            except OSError:
+                return None
+        if self.dns_server is None:
+            return None
+        from heatgw import ntp
+
+        self._qid = (self._qid + 1) & 0xFFFF
+        qid = self._qid
+        ip = await ntp.udp_request(asyncio, self.dns_server, self.dns_port, dns_query(host, qid),
+                                   lambda d: dns_parse(d, qid), self.dns_timeout_ms)
+        return ip or None
+
+    async def sync_utc(self, asyncio):
+        from heatgw import ntp
+
+        server = await self.resolve(asyncio, self.ntp_server)
+        utc = None
+        if server:
+            utc = await ntp.query(asyncio, server, self.ntp_port, self.ntp_timeout_ms)
+        if utc is None:
+            self._event("ntp_failed", server=self.ntp_server)
+            return False
+        clock.set_utc_s(utc)
+        first = not self.utc_synced
+        self.utc_synced = True
+        if first:
+            self._event("utc_set", utc=utc)
+        return True
+
+
+def _inet_ntoa(sa):
+    # the port's sockaddr: a (host, port) tuple, or bytes (unix port: struct sockaddr_in)
+    if type(sa) is tuple:
+        return sa[0]
+    return "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])
