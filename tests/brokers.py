@@ -47,7 +47,7 @@ def make_ca(name="heatgw test CA"):
 
     key = ec.generate_private_key(ec.SECP256R1())
     subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subj).issuer_name(subj)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -69,7 +69,7 @@ def make_server_cert(ca_key, ca_cert, host="localhost"):
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -151,7 +151,7 @@ class Broker:
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError("mosquitto does not listen on %d" % port) from None
+                        raise RuntimeError(f"mosquitto does not listen on {port}") from None
                     time.sleep(0.02)
         return self
 

@@ -12,6 +12,7 @@ import os
 import queue
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,9 +73,11 @@ class Node:
         kw.setdefault("backoff_min_ms", 50)
         kw.setdefault("backoff_max_ms", 400)
         kw.setdefault("timeout_ms", 2000)
-        code = "KW = %r\nCA = %r\n" % (kw, ca) + DRIVER
-        self.path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mqtt_driver_{os.getpid()}.py"
-        self.path.write_text(code)
+        code = f"KW = {kw!r}\nCA = {ca!r}\n" + DRIVER
+        fd, path = tempfile.mkstemp(suffix=".py", prefix="mqtt_driver_")
+        os.write(fd, code.encode())
+        os.close(fd)
+        self.path = Path(path)
         self.proc = subprocess.Popen([*micropython_cmd(), str(self.path)], cwd=REPO,
                                      env=mp_env(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)

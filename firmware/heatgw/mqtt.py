@@ -113,17 +113,17 @@ def tls_context(ca_file):
     try:
         import ssl
     except ImportError:
-        raise MQTTError("TLS configured but this firmware has no ssl module")
+        raise MQTTError("TLS configured but this firmware has no ssl module") from None
     try:
         with open(ca_file, "rb") as f:
             der = f.read()
     except OSError:
-        raise MQTTError("TLS CA file %s cannot be read" % ca_file)
+        raise MQTTError("TLS CA file %s cannot be read" % ca_file) from None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the server (CERT_REQUIRED)
     try:
         ctx.load_verify_locations(cadata=der)
     except (ValueError, OSError) as e:
-        raise MQTTError("TLS CA file %s is not a DER certificate (%s)" % (ca_file, e))
+        raise MQTTError("TLS CA file %s is not a DER certificate (%s)" % (ca_file, e)) from None
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
