@@ -416,3 +416,38 @@ def test_incoming_commands_reach_the_callback(broker, node):
 def test_no_assert_in_the_client():
     tree = ast.parse((FIRMWARE / "heatgw" / "mqtt.py").read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+
+
+def test_from_config_builds_topics_and_defaults(mp, tmp_path):
+    ca = tmp_path / "ca.der"
+    from cryptography.hazmat.primitives import serialization
+    ca.write_bytes(make_ca()[1].public_bytes(serialization.Encoding.DER))
+    out = mp.run_json("""
+import json
+from heatgw import mqtt
+from heatgw.schema import validate
+from heatgw.config_schema import SCHEMA
+for sec in (None, {"host": "10.0.0.2", "site": "s1"},
+            {"host": "b", "site": "s1", "prefix": "acme/heat", "client_id": "gw",
+             "username": "u", "ha_discovery_prefix": "homeassistant", "tls": TLS}):
+    cfg, errs = validate({"version": 2, "node_id": "n7", "mqtt": sec}, SCHEMA)
+    try:
+        c = mqtt.from_config(cfg["mqtt"], cfg["node_id"], password="pw")
+    except mqtt.MQTTError as e:
+        print(json.dumps({"errs": errs, "error": str(e)}))
+        continue
+    print(json.dumps(None if c is None else {
+        "errs": errs, "port": c.port, "id": c._u.client_id.decode(), "ka": c.keepalive_ms,
+        "will": c.will_topic.decode(), "subs": [t.decode() for t in c.subs],
+        "tls": c._ssl is not None}))
+""".replace("TLS", repr({"ca_file": str(ca)})))
+    assert out[0] is None
+    assert out[1] == {"errs": [], "port": 1883, "id": "n7", "ka": 60000,
+                      "will": "heatgw/s1/n7/status", "subs": ["heatgw/s1/n7/cmd"],
+                      "tls": False}
+    if _has_ssl():
+        assert out[2] == {"errs": [], "port": 8883, "id": "gw", "ka": 60000,
+                          "will": "acme/heat/s1/n7/status", "tls": True,
+                          "subs": ["acme/heat/s1/n7/cmd", "homeassistant/status"]}
+    else:
+        assert out[2]["error"] == "TLS configured but this firmware has no ssl module"

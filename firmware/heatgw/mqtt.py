@@ -646,8 +646,9 @@ def from_config(mqtt_cfg, node_id, password=None, **kw):
     tls = mqtt_cfg.get("tls")
     ctx = tls_context(tls["ca_file"]) if tls else None
     port = mqtt_cfg.get("port") or (8883 if tls else 1883)
+    user = mqtt_cfg.get("username")
     return Client(mqtt_cfg.get("client_id") or node_id, mqtt_cfg["host"], port,
                   keepalive_s=mqtt_cfg["keepalive_s"],
                   clean_session=mqtt_cfg["clean_session"],
-                  username=mqtt_cfg.get("username"), password=password,
+                  username=user, password=password if user else None,
                   will_topic=base + "/status", subs=subs, ssl=ctx, **kw)
