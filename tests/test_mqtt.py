@@ -451,3 +451,15 @@ for sec in (None, {"host": "10.0.0.2", "site": "s1"},
                           "subs": ["acme/heat/s1/n7/cmd", "homeassistant/status"]}
     else:
         assert out[2]["error"] == "TLS configured but this firmware has no ssl module"
+
+
+def test_black_holed_broker_times_out_and_retries(node):
+    """A listener that accepts TCP (the kernel does) and never answers: CONNACK's wait is
+    bounded, the client backs off and tries again."""
+    hole = socket.create_server(("127.0.0.1", 0), backlog=8)
+    n = node(port=hole.getsockname()[1], timeout_ms=300)
+    for _ in range(2):
+        assert n.expect(down)["why"] == "timeout"
+    st = n.stop()
+    assert st["timeouts"] >= 2 and st["connects"] == 0, st
+    hole.close()

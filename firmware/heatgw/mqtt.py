@@ -228,7 +228,7 @@ class Client:
             return None
         topic = _enc(topic)
         pid = self._new_pid() if qos else 0
-        n = self._encode(self._slot(i), self._u.publish, topic, msg, retain, qos, pid)
+        n = self._encode(self._slot(i), pid, self._u.publish, topic, msg, retain, qos)
         self._len[i] = n
         self._pid[i] = pid
         self._sent[i] = 0
@@ -295,8 +295,8 @@ class Client:
                 try:  # a clean DISCONNECT suppresses the will: say offline ourselves
                     if self.will_topic:
                         rx = self._rx
-                        n = self._encode(rx, self._u.publish, self.will_topic, b"offline",
-                                         True, 0, 0)
+                        n = self._encode(rx, 0, self._u.publish, self.will_topic,
+                                         b"offline", True, 0)
                         await self._send(rx[:n])
                     await self._send(_DISCONNECT)
                 except Exception:
@@ -367,7 +367,7 @@ class Client:
         self._ping_t = None
         rx = self._rx  # free until the reader starts: scratch for what we send now
         u = self._u
-        n = self._encode(rx, u.connect, self.clean_session)
+        n = self._encode(rx, 0, u.connect, self.clean_session)
         await self._send(rx[:n])
         h, n = await asyncio.wait_for_ms(self._packet(), self.timeout_ms)
         if h != 0x20 or n != 2:
@@ -378,10 +378,10 @@ class Client:
                 _CONNACK[rc] if rc < len(_CONNACK) else "code %d" % rc))
         self.session_present = bool(rx[0] & 1)
         for t in self.subs:
-            n = self._encode(rx, u.subscribe, t, 1, self._new_pid())
+            n = self._encode(rx, self._new_pid(), u.subscribe, t, 1)
             await self._send(rx[:n])
         if self.will_topic:
-            n = self._encode(rx, u.publish, self.will_topic, b"online", True, 0, 0)
+            n = self._encode(rx, 0, u.publish, self.will_topic, b"online", True, 0)
             await self._send(rx[:n])
         for i in self._order:  # unacknowledged ones first, in their order, with DUP
             if self._was_sent[i]:
@@ -601,17 +601,11 @@ class Client:
             if p not in self._pid:
                 return p
 
-    def _encode(self, mv, fn, *args):
-        """Let umqtt.simple encode one packet into mv; its length."""
-        u = self._u
-        if fn == u.publish and args[3]:
-            u.pid = args[4] - 1  # it takes the next id
-            args = args[:4]
-        elif fn == u.publish:
-            args = args[:4]
-        elif fn == u.subscribe:
-            u.pid = args[2] - 1
-            args = args[:2]
+    def _encode(self, mv, pid, fn, *args):
+        """Let umqtt.simple's `fn` encode one packet (with packet id `pid`, 0: none) into
+        mv; return its length."""
+        if pid:
+            self._u.pid = pid - 1  # it takes the next id
         _buf.start(mv)
         try:
             fn(*args)
