@@ -463,3 +463,34 @@ def test_black_holed_broker_times_out_and_retries(node):
     st = n.stop()
     assert st["timeouts"] >= 2 and st["connects"] == 0, st
     hole.close()
+
+
+def test_publish_refuses_clearly_and_changes_nothing(mp):
+    out = mp.run_json("""
+import json, asyncio
+from heatgw import mqtt
+c = mqtt.Client("n", "127.0.0.1", 1, inflight=2, max_packet=128)
+r = {"qos0_down": c.publish(b"t", b"x", qos=0)}
+try:
+    c.publish(b"t", b"x" * 200)
+except ValueError as e:
+    r["big"] = str(e)
+try:
+    c.publish(b"t", b"x", qos=2)
+except ValueError as e:
+    r["qos2"] = str(e)
+r["after_refusals"] = [c.inflight(), c.published]
+r["pids"] = [c.publish(b"t", b"a"), c.publish(b"t", b"b"), c.publish(b"t", b"c")]
+r["wait_full"] = asyncio.run(c.wait_slot(30))
+c._acked(r["pids"][0])
+r["wait_freed"] = asyncio.run(c.wait_slot(30))
+r["end"] = [c.inflight(), c.published, c.acked]
+print(json.dumps(r))
+""")[0]
+    assert out["qos0_down"] is None
+    assert out["big"] == "packet of over 128 bytes does not fit its buffer"
+    assert out["qos2"] == "qos must be 0 or 1"
+    assert out["after_refusals"] == [0, 0]
+    assert out["pids"][2] is None and out["pids"][0] != out["pids"][1]
+    assert out["wait_full"] is False and out["wait_freed"] is True
+    assert out["end"] == [1, 2, 1]

@@ -58,7 +58,7 @@ class _Buf:
             n = len(b)
         end = self.n + n
         if end > len(self.mv):
-            raise MQTTError("packet of over %d bytes does not fit the buffer" % len(self.mv))
+            raise ValueError("packet of over %d bytes does not fit its buffer" % len(self.mv))
         self.mv[self.n:end] = memoryview(b)[:n]
         self.n = end
         return n
