@@ -324,7 +324,9 @@ class Client:
         d = min(d, self.backoff_max_ms)
         self._rnd = (self._rnd * 75 + 74) % 65537  # ZX81 LCG: stays a small int
         half = d // 2
-        return half + min(half, (self._rnd & 1023) * (half // 1024 + 1))
+        r = self._rnd & 1023
+        # r * half stays below 2**30 (a small int on the targets)
+        return half + ((r * half) >> 10 if half < 1 << 20 else r * (half >> 10))
 
     def _event(self, what, detail):
         if self.event_cb:
