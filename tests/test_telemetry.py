@@ -57,7 +57,7 @@ def feed():
 board.WDT.feed = feed
 from heatgw import start
 gw, asyncio = start.build()
-tel = gw.telemetry
+tel = getattr(gw, "telemetry", None)
 KINDS = []
 gw.add_sink(lambda k, r: KINDS.append(r.get("kind")) if k == "event" else None)
 
