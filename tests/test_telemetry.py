@@ -77,11 +77,11 @@ async def up(ms=600_000):
 async def command(payload, ms=60_000):
     # through the broker: our client publishes it to our own cmd topic
     await up()
-    n = sum(tel.cmds.counts.values())
+    n = sum(tel.cmd_counts.values())
     while tel.client.publish(tel.t_cmd, payload) is None:  # its one slot is busy
         await asyncio.sleep_ms(20)
     t = clk.vt
-    while sum(tel.cmds.counts.values()) == n:
+    while sum(tel.cmd_counts.values()) == n:
         if clk.vt - t > ms:
             raise RuntimeError("command not handled")
         await asyncio.sleep_ms(100)
@@ -93,7 +93,7 @@ BODY
     gw.shutdown()
     st = gw.status()
     out(end=tel.record(), feeds=feeds, kinds=KINDS, fault=gw.fault, unsent=tel.q.unsent(),
-        next_seq=tel.q.next_seq, counts=tel.cmds.counts, active=list(gw.failsafe.active),
+        next_seq=tel.q.next_seq, counts=tel.cmd_counts, active=list(gw.failsafe.active),
         late=st["worst_tick_late_ms"], relay=gw.relay_reuse, vt=clk.vt,
         energy=gw.meter.totals()["energy_nj"], time_ms=gw.meter.totals()["time_ms"])
 asyncio.run(main())

@@ -142,7 +142,9 @@ class Telemetry:
         self._turn_live = False
         self._in_sink = False
         self.client = None
-        self.cmds = None
+        self.cmd_counts = {}  # heatgw.command's counts per reason, summed
+        self._cmd_ev_ms = None
+        self._cmd_suppressed = 0
         self._password = None
         self._secrets_read = False
         # counters (client counters summed over the task's restarts)
@@ -272,26 +274,29 @@ class Telemetry:
         self._read_secrets()
 
     def _read_secrets(self):
+        """The MQTT password, once at boot; a bad file raises secrets_invalid."""
+        s = self._secrets()
+        pw = s.get("mqtt_password")
+        self._password = None if pw is None else pw.reveal()
+
+    def _secrets(self):
+        # secrets.json read now (and the module dropped again): boot, and each command,
+        # which so sees a rotated key without keeping a copy in RAM
         from heatgw import secrets
 
         try:
             s = secrets.load(self.data + "/secrets.json")
         except secrets.SecretsError as e:  # its text names keys, never values
-            print("secrets: %s: running without secrets (no MQTT password, no commands)"
-                  % (e,))
             s = secrets.Secrets()
-            changes = self.book.raise_alarm("secrets_invalid", "secrets.json: invalid")
-            self._alarm_changes(changes, {"up_ms": self.gw.uptime_ms})
-        pw = s.get("mqtt_password")
-        self._password = None if pw is None else pw.reveal()
-        from heatgw.command import Commands
-
-        d = self.data
-        self.cmds = Commands(self.gw.cfg["node_id"], s, self.gw.inbox,
-                             (d + "/cmdctr.a", d + "/cmdctr.b"),
-                             secrets_path=d + "/secrets.json")
-        s = secrets = None
-        _forget("secrets")  # command.py imports it again for a key rotation (rare)
+            if not self._secrets_read:
+                print("secrets: %s: running without secrets (no MQTT password, no "
+                      "commands)" % (e,))
+                changes = self.book.raise_alarm("secrets_invalid", "secrets.json: invalid")
+                self._alarm_changes(changes, {"up_ms": self.gw.uptime_ms})
+        self._secrets_read = True
+        secrets = None
+        _forget("secrets")
+        return s
 
     def shutdown(self):
         """Gateway.shutdown(): the last mqtt record, the ack mark on flash."""
@@ -622,10 +627,34 @@ class Telemetry:
             self.wake.set()
 
     def _command(self, msg):
+        """One `.../cmd` message. heatgw.command (18 KB of heap even from ROMFS) is loaded
+        for it and dropped again: commands are rare; the counter is on flash anyway, and
+        the rejection throttle and counts are kept here."""
         import json
 
         gw = self.gw
-        ack, ev, action = self.cmds.handle(msg, clock.ticks_ms())
+        d = self.data
+        counts = self.cmd_counts
+        try:
+            from heatgw.command import Commands
+
+            cmds = Commands(gw.cfg["node_id"], self._secrets(), gw.inbox,
+                            (d + "/cmdctr.a", d + "/cmdctr.b"),
+                            secrets_path=d + "/secrets.json")
+            cmds._last_ev_ms = self._cmd_ev_ms  # one rejection event a minute, across calls
+            cmds.suppressed = self._cmd_suppressed
+            ack, ev, action = cmds.handle(msg, clock.ticks_ms())
+            self._cmd_ev_ms = cmds._last_ev_ms
+            self._cmd_suppressed = cmds.suppressed
+            for k in cmds.counts:
+                counts[k] = counts.get(k, 0) + cmds.counts[k]
+        except Exception as e:  # noqa: BLE001 - MemoryError, a flash error: still answered
+            counts["error"] = counts.get("error", 0) + 1
+            ack, ev, action = {"id": None, "ok": False, "error": "error: internal"}, None, None
+            print("command: failed:", repr(gw.heap.caught(e)))
+        cmds = Commands = None
+        _forget("command")
+        _forget("hmac256")
         if ev is not None:
             gw.event(ev)
         if action is not None:
