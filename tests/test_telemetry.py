@@ -392,3 +392,25 @@ def test_a_bad_secrets_file_runs_without_and_raises_an_alarm(tmp_path, broker):
     assert "secrets:" in text and "command_key" in text and "SECRETVALUE" not in text
     ids = [m[0].rsplit("/", 1)[1] for m in msgs if m[1]]
     assert "secrets_invalid" in ids
+
+
+def test_a_crashing_mqtt_task_is_restarted_and_loses_nothing(tmp_path, broker):
+    sub = Subscriber(broker, [BASE + "/telemetry", BASE + "/event"])
+    node = Node(tmp_path, config(broker.port), """
+await asyncio.sleep_ms(30_000)
+one = tel._one
+def boom(c):
+    tel._one = one  # once
+    raise OSError(5)
+tel._one = boom
+await asyncio.sleep_ms(60_000)
+""")
+    r = node.result()
+    msgs = messages(sub)
+    sub.close()
+    assert r["fault"] is None and "crash" not in r["kinds"]
+    assert r["kinds"].count("task") == 1  # crashed once, restarted
+    recs = records(msgs)
+    seqs = sorted(s for s, _, _ in recs)
+    assert seqs == list(range(1, r["next_seq"]))  # every record once, across the restart
+    assert r["unsent"] == 0 and r["end"]["retransmitted"] == 0

@@ -147,8 +147,7 @@ class Telemetry:
         self._cmd_suppressed = 0
         self._password = None
         self._secrets_read = False
-        # counters (client counters summed over the task's restarts)
-        self._base = [0, 0, 0, 0]  # published, acked, retransmitted, reconnects
+        self.w = None  # _build(): topics, buffers, client
         self._connects_seen = 0
         self.queued_max = self.q.unsent()
         self.first_seq = 0
@@ -272,6 +271,10 @@ class Telemetry:
         gw.on_shutdown = self.shutdown
         gw.add_task("mqtt", self.run)
         self._read_secrets()
+        try:
+            self._build()
+        except Exception as e:  # noqa: BLE001 - e.g. a bad CA file: the task says it again
+            print("mqtt:", repr(e))
 
     def _read_secrets(self):
         """The MQTT password, once at boot; a bad file raises secrets_invalid."""
@@ -307,54 +310,59 @@ class Telemetry:
             pass
 
     def record(self):
-        c = self.client
-        b = self._base
-        got = (c.published, c.acked, c.retransmitted, c.reconnects) if c else (0, 0, 0, 0)
-        return {"published": b[0] + got[0], "acked": b[1] + got[1],
-                "retransmitted": b[2] + got[2], "reconnects": b[3] + got[3],
+        c = self.client  # one client for the node's life (counters kept across restarts)
+        return {"published": c.published if c else 0, "acked": c.acked if c else 0,
+                "retransmitted": c.retransmitted if c else 0,
+                "reconnects": c.reconnects if c else 0,
                 "queued_max": self.queued_max, "dropped": self.q.dropped,
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "worst_tick_late_ms": self.gw.worst_tick_late_ms}
 
     # -- the mqtt task ------------------------------------------------------------------
 
-    async def run(self, asyncio):
+    def _build(self):
+        """Topics, buffers and the client, once, while the heap is young: a task
+        restart later reuses them (no new 1 KB blocks in a fragmented heap)."""
         from heatgw import mqtt
         from heatgw.topics import Topics
 
-        gw = self.gw
         mc = self.mcfg
+        node = self.gw.cfg["node_id"]
+        if self.w is None:
+            t = Topics(mc["prefix"], mc["site"], node)
+            self.topics = t
+            self.t_tel = t.telemetry.encode()
+            self.t_ev = t.event.encode()
+            self.t_state = t.state.encode()
+            self.t_cmd = t.cmd.encode()
+            self.t_ack = t.cmd_ack.encode()
+            ha = mc.get("ha_discovery_prefix")
+            self.t_ha = None if not ha else (ha + "/status").encode()
+            self.chash = pl.config_hash(self.data + "/config.json")
+            self.w = pl.Writer(1024)
+            self.bsnap = pl.Snapshot()  # a backlog record's values
+        # TLS: a bad CA file raises here, with a clear error (the task restarts with
+        # backoff; its 5th crash is the task_failing alarm)
+        self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
+                                       ack_cb=self._on_ack, event_cb=self._on_conn,
+                                       inflight=_INFLIGHT)
+
+    async def run(self, asyncio):
+        from heatgw import mqtt
+
         self.wake = asyncio.Event()
-        t = Topics(mc["prefix"], mc["site"], gw.cfg["node_id"])
-        self.topics = t
-        self.t_tel = t.telemetry.encode()
-        self.t_ev = t.event.encode()
-        self.t_state = t.state.encode()
-        self.t_cmd = t.cmd.encode()
-        self.t_ack = t.cmd_ack.encode()
-        ha = mc.get("ha_discovery_prefix")
-        self.t_ha = None if not ha else (ha + "/status").encode()
-        self.chash = pl.config_hash(self.data + "/config.json")
-        self.w = pl.Writer(1024)
-        self.bsnap = pl.Snapshot()  # a backlog record's values
-        for i in range(len(self._fl_pid)):  # a new client: nothing of ours in flight
-            self._fl_pid[i] = self._fl_seq[i] = 0
-        c = mqtt.from_config(mc, gw.cfg["node_id"], self._password, cb=self._on_msg,
-                             ack_cb=self._on_ack, event_cb=self._on_conn,
-                             inflight=_INFLIGHT)
-        self.client = c
+        if self.client is None:
+            self._build()
+        c = self.client
+        c._stop = False  # a restart reuses the client: its unacked message stays in it
         ctask = asyncio.create_task(c.run())
         try:
             await self._loop(asyncio, c, mqtt.UP)
         finally:
             c.stop()
             ctask.cancel()
-            b = self._base
-            b[0] += c.published
-            b[1] += c.acked
-            b[2] += c.retransmitted
-            b[3] += c.reconnects + (1 if c.connects else 0)
-            self.client = None
+            c._close()  # cancelled mid-session: its socket is ours to close
+            c.state = mqtt.DOWN
             self._connects_seen = 0
 
     async def _loop(self, asyncio, c, up):
