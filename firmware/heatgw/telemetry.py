@@ -340,7 +340,6 @@ class Telemetry:
             self.t_ha = None if not ha else (ha + "/status").encode()
             self.chash = pl.config_hash(self.data + "/config.json")
             self.w = pl.Writer(1024)
-            self.bsnap = pl.Snapshot()  # a backlog record's values
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
         # backoff; its 5th crash is the task_failing alarm)
         self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
@@ -544,7 +543,9 @@ class Telemetry:
         return self._pub(c, topic, w.value())
 
     def _backlog_snap(self, rec):
-        s = self.bsnap
+        # a backlog record's values into the Snapshot, for payloads.telemetry()
+        s = self.snap  # reused (0.9 KB less): the live record is then read back too
+        self.live_seq = 0
         sensors = self.cfg.get("sensors") or ()
         for i in range(4):
             name = s.names[i]
