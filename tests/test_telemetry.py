@@ -224,6 +224,7 @@ def test_a_short_run_publishes_status_state_telemetry_events_with_contiguous_seq
         assert d["v"] == 1 and "energy_wh" in d and "supply_why" in d
     kinds = [d["kind"] for _, t, d in recs if t == "event"]
     assert kinds[0] == "boot" and "trip" in kinds and "alarm" in kinds
+    assert "net_up" in kinds  # heatgw.net: the host's network, reported up
     alarms = [m for m in msgs if "/alarm/" in m[0]]
     assert alarms and all(json.loads(m[1])["active"] for m in alarms if m[1])
     e = r["end"]

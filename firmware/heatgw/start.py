@@ -109,8 +109,16 @@ def build():
         gw.event(migration)
     if tel is not None:
         tel.attach(gw)
-    # The network (Wi-Fi/Ethernet bring-up, NTP) is the board's and heatgw.net's; it is
-    # not wired here yet: on the host board the network is the host's.
+        kinds = getattr(board, "NET_INTERFACES", ())
+        if kinds:  # the link (Wi-Fi/Ethernet; the host's own on the host board) and DNS
+            from heatgw.net import Net
+
+            m = cfg["mqtt"]
+            net = Net(board, tel.read_secrets() if kinds[0] == "wlan" else None, gw.event,
+                      broker_host=m["host"],
+                      broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
+            gw.add_task("net", net.run)
+            tel.net = net
     gc.collect()
     return gw, asyncio
 

@@ -142,6 +142,7 @@ class Telemetry:
         self._turn_live = False
         self._in_sink = False
         self.client = None
+        self.net = None  # heatgw.net.Net when the board has a network interface (start.py)
         self.cmd_counts = {}  # heatgw.command's counts per reason, summed
         self._cmd_ev_ms = None
         self._cmd_suppressed = 0
@@ -177,6 +178,8 @@ class Telemetry:
         k = ev.get("kind")
         if k == "command":
             code = "cmd" if ev.get("result") == "accepted" else "cmd_rejected"
+        elif k == "net" and ev.get("state") in ("up", "down"):
+            code = "net_" + ev["state"]
         else:
             code = k if k in rq.EVENT_CODES else "other"
         if k in _STATE_KINDS:
@@ -278,11 +281,11 @@ class Telemetry:
 
     def _read_secrets(self):
         """The MQTT password, once at boot; a bad file raises secrets_invalid."""
-        s = self._secrets()
+        s = self.read_secrets()
         pw = s.get("mqtt_password")
         self._password = None if pw is None else pw.reveal()
 
-    def _secrets(self):
+    def read_secrets(self):
         # secrets.json read now (and the module dropped again): boot, and each command,
         # which so sees a rotated key without keeping a copy in RAM
         from heatgw import secrets
@@ -354,6 +357,10 @@ class Telemetry:
             self._build()
         c = self.client
         c._stop = False  # a restart reuses the client: its unacked message stays in it
+        net = self.net
+        while net is not None and not (net.up and net.broker_ip):
+            await asyncio.sleep_ms(250)  # the link is down or the name not yet resolved
+        self._follow_net(c)
         ctask = asyncio.create_task(c.run())
         try:
             await self._loop(asyncio, c, mqtt.UP)
@@ -373,7 +380,9 @@ class Telemetry:
                 stats_due = clock.ticks_add(now, _STATS_EVERY_MS)
                 gw.emit("mqtt", self.record())
             busy = False
-            if c.state == up:
+            if c.state != up:
+                self._follow_net(c)  # a new address after a DNS refresh
+            else:
                 if c.connects != self._connects_seen:
                     self._connected(c)
                 busy = self._one(c)
@@ -390,6 +399,14 @@ class Telemetry:
                     pass
             else:
                 await asyncio.sleep_ms(0)
+
+    def _follow_net(self, c):
+        # heatgw.net resolves the broker's name without blocking; the client connects to
+        # that address only (getaddrinfo on an IP literal asks no DNS server)
+        net = self.net
+        if net is not None and net.broker_ip and c.host != net.broker_ip:
+            c.host = net.broker_ip
+            c._addr = None
 
     def _connected(self, c):
         self._connects_seen = c.connects
@@ -647,7 +664,7 @@ class Telemetry:
         try:
             from heatgw.command import Commands
 
-            cmds = Commands(gw.cfg["node_id"], self._secrets(), gw.inbox,
+            cmds = Commands(gw.cfg["node_id"], self.read_secrets(), gw.inbox,
                             (d + "/cmdctr.a", d + "/cmdctr.b"),
                             secrets_path=d + "/secrets.json")
             cmds._last_ev_ms = self._cmd_ev_ms  # one rejection event a minute, across calls
