@@ -495,3 +495,34 @@ print(json.dumps(r))
     assert out["pids"][2] is None and out["pids"][0] != out["pids"][1]
     assert out["wait_full"] is False and out["wait_freed"] is True
     assert out["end"] == [1, 2, 1]
+
+
+@pytest.mark.parametrize("answer,why", [
+    (b"\x20\x03\x00\x00\x00", "protocol: expected CONNACK, got type 0x20"),
+    (b"\x90\x03\x00\x01\x00", "protocol: expected CONNACK, got type 0x90"),
+    (b"\x20\x02\x00\x00\x34\x05\x00\x01t\x00\x01", "protocol: incoming QoS 2 (we subscribe "
+     "with QoS 1)"),
+    (b"\x20\x02\x00\x00\xd0\x01\x00", "protocol: PINGRESP of 1 bytes"),
+    (b"\x20\x02\x00\x00\x30\xff\xff\xff\xff\x01", "protocol: bad remaining length"),
+    (b"\x20\x02\x00\x00\x30\x03\x00\x09t", "protocol: PUBLISH topic longer than the packet"),
+])
+def test_protocol_violations_are_clear_errors(node, answer, why):
+    """A broker that breaks the protocol: a clear reason, the connection dropped, retried."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        for _ in range(2):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.recv(1024)  # CONNECT
+            conn.sendall(answer)
+            time.sleep(0.5)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    n = node(port=srv.getsockname()[1], will_topic=None)
+    for _ in range(2):
+        assert n.expect(down)["why"] == why
+    n.stop()
+    srv.close()
