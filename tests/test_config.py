@@ -48,6 +48,8 @@ FULL = {
         "min_dwell_s": 600,
     },
     "persist": {"interval_s": 300},
+    "mqtt": None,  # no telemetry (test_mqtt covers the section)
+    "telemetry": {"interval_s": 10},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
 
@@ -108,8 +110,18 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, node_id, "
-     "persist, sensors, site, supervisor, version"),
+    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, mqtt, "
+     "node_id, persist, sensors, site, supervisor, telemetry, version"),
+    # mqtt: the password lives in the secrets file; host and site have no default
+    (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
+     "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
+     "prefix, site, tls, username"),
+    (with_("mqtt", {"site": "s"}), "mqtt.host: required (broker host name or IP address; an "
+     "address needs no DNS lookup, which blocks)"),
+    (with_("mqtt", {"host": "b", "site": "s/x"}), 'mqtt.site: character "/" not allowed (site '
+     "id in the topics: letters, digits, - and _)"),
+    (with_("mqtt", {"host": "b", "site": "s", "tls": {}}), "mqtt.tls.ca_file: required (the "
+     "broker's CA certificate, DER, on the node's file system: e.g. /ca.der)"),
     (with_("site.mains", 50), "site.mains: unknown key; expected one of mains_hz"),
     (with_("sensors.suply", _sensor(True)), "sensors.suply: unknown key; expected one of "
      "it_coolant, return, sink_return, supply"),
@@ -197,6 +209,12 @@ GOOD = [
     with_("persist.interval_s", 10),
     with_("persist.interval_s", 86400),
     with_("control.sink_return_max_c", 45),  # int accepted in a float field
+    with_("mqtt", {"host": "10.0.0.2", "site": "plant-7"}),
+    with_("mqtt", {"host": "broker.lan", "port": 8883, "site": "s", "client_id": "gw-7",
+                   "keepalive_s": 30, "clean_session": False, "prefix": "acme/heat",
+                   "username": "gw", "tls": {"ca_file": "/ca.der"},
+                   "ha_discovery_prefix": "homeassistant"}),
+    with_("telemetry", {"interval_s": 60}),
 ]
 
 MP_VALIDATE = r"""

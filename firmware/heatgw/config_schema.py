@@ -48,6 +48,7 @@ _SENSOR = {
     },
 }
 
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _FLUIDS = ["water", "propylene_glycol", "ethylene_glycol"]  # heatgw.fluid.FLUIDS
 _GLYCOLS = ["propylene_glycol", "ethylene_glycol"]
 
@@ -57,7 +58,7 @@ SCHEMA = {
         "version": {"type": "int", "req": True, "enum": [VERSION],
                     "doc": "configuration format version (older files are migrated)"},
         "node_id": {"type": "str", "default": "heatgw", "len": [1, 32],
-                    "chars": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
+                    "chars": _ID_CHARS,
                     "doc": "node name in MQTT topics: letters, digits, - and _"},
         "site": {
             "type": "object", "default": {}, "doc": "the installation site",
@@ -144,6 +145,54 @@ SCHEMA = {
             "keys": {
                 "interval_s": {"type": "int", "default": 300, "min": 10, "max": 86400,
                                "unit": "s", "doc": "save period (flash wear vs. loss)"},
+            },
+        },
+        "mqtt": {
+            "type": "object", "null": True, "default": None,
+            "doc": "MQTT telemetry and commands; null or absent: no telemetry (the password "
+                   "is in the secrets file, never here)",
+            "keys": {
+                "host": {"type": "str", "req": True, "len": [1, 64],
+                         "doc": "broker host name or IP address; an address needs no DNS "
+                                "lookup, which blocks"},
+                "port": {"type": "int", "null": True, "default": None, "min": 1,
+                         "max": 65535, "unit": "",
+                         "doc": "broker TCP port; null: 1883, or 8883 with tls"},
+                "client_id": {"type": "str", "null": True, "default": None, "len": [1, 64],
+                              "chars": _ID_CHARS, "doc": "MQTT client id; null: node_id"},
+                "keepalive_s": {"type": "int", "default": 60, "min": 5, "max": 3600,
+                                "unit": "s", "doc": "ping period bound; the broker drops "
+                                                    "the node after 1.5 times this"},
+                "clean_session": {"type": "bool", "default": True,
+                                  "doc": "start each connection with a fresh broker session "
+                                         "(false: commands wait at the broker while away)"},
+                "prefix": {"type": "str", "default": "heatgw", "len": [1, 32],
+                           "chars": _ID_CHARS + "/",
+                           "doc": "topic prefix: <prefix>/<site>/<node_id>/..."},
+                "site": {"type": "str", "req": True, "len": [1, 32], "chars": _ID_CHARS,
+                         "doc": "site id in the topics: letters, digits, - and _"},
+                "username": {"type": "str", "null": True, "default": None, "len": [1, 64],
+                             "doc": "broker user name; null: anonymous"},
+                "tls": {
+                    "type": "object", "null": True, "default": None,
+                    "doc": "TLS with server-certificate verification; null: plain TCP",
+                    "keys": {
+                        "ca_file": {"type": "str", "req": True, "len": [1, 128],
+                                    "doc": "the broker's CA certificate, DER, on the "
+                                           "node's file system: e.g. /ca.der"},
+                    },
+                },
+                "ha_discovery_prefix": {"type": "str", "null": True, "default": None,
+                                        "len": [1, 32], "chars": _ID_CHARS + "/",
+                                        "doc": "Home Assistant discovery prefix, e.g. "
+                                               "homeassistant; null: no discovery"},
+            },
+        },
+        "telemetry": {
+            "type": "object", "default": {}, "doc": "telemetry records",
+            "keys": {
+                "interval_s": {"type": "int", "default": 10, "min": 1, "max": 3600,
+                               "unit": "s", "doc": "telemetry record period"},
             },
         },
         "supervisor": {
