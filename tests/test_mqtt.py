@@ -495,3 +495,80 @@ print(json.dumps(r))
     assert out["pids"][2] is None and out["pids"][0] != out["pids"][1]
     assert out["wait_full"] is False and out["wait_freed"] is True
     assert out["end"] == [1, 2, 1]
+
+
+@pytest.mark.parametrize("answer,why", [
+    (b"\x20\x03\x00\x00\x00", "protocol: expected CONNACK, got type 0x20"),
+    (b"\x90\x03\x00\x01\x00", "protocol: expected CONNACK, got type 0x90"),
+    (b"\x20\x02\x00\x00\x34\x05\x00\x01t\x00\x01", "protocol: incoming QoS 2 (we subscribe "
+     "with QoS 1)"),
+    (b"\x20\x02\x00\x00\xd0\x01\x00", "protocol: PINGRESP of 1 bytes"),
+    (b"\x20\x02\x00\x00\x30\xff\xff\xff\xff\x01", "protocol: bad remaining length"),
+    (b"\x20\x02\x00\x00\x30\x03\x00\x09t", "protocol: PUBLISH topic longer than the packet"),
+])
+def test_protocol_violations_are_clear_errors(node, answer, why):
+    """A broker that breaks the protocol: a clear reason, the connection dropped, retried."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        for _ in range(2):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.recv(1024)  # CONNECT
+            conn.sendall(answer)
+            time.sleep(0.5)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    n = node(port=srv.getsockname()[1], will_topic=None)
+    for _ in range(2):
+        assert n.expect(down)["why"] == why
+    n.stop()
+    srv.close()
+
+
+VASYNCIO = r"""
+import sys, time, json
+sys.path.insert(0, "boards/host")
+from virtual_clock import VirtualClock
+vc = VirtualClock(start_ms=(1 << 30) - 2000)  # the targets' ticks wrap during the run
+
+class board:
+    clock = vc
+
+sys.modules["board"] = board
+import vasyncio
+
+def wait(dt):  # a stand-in for the board's wait: real time drives the virtual clock
+    t0 = time.ticks_ms()
+    time.sleep_ms(2 if dt < 0 or dt > 2 else dt)
+    vc.advance(time.ticks_diff(time.ticks_ms(), t0))
+
+asyncio = vasyncio.install(vc.ticks_ms, vc.ticks_diff, vc.ticks_add, wait)
+from heatgw import mqtt
+
+async def main():
+    c = mqtt.Client("v", "127.0.0.1", PORT, keepalive_s=1, timeout_ms=2000, inflight=8)
+    t = asyncio.create_task(c.run())
+    while c.state != "up":
+        await asyncio.sleep_ms(10)
+    for i in range(5):
+        c.publish(b"v/t", b"m%d" % i)
+    await asyncio.sleep_ms(3000)
+    c.stop()
+    await t
+    print(json.dumps({"stats": c.stats(), "t": vc.t}))
+
+asyncio.run(main())
+"""
+
+
+def test_runs_on_the_host_boards_virtual_asyncio(broker, mp):
+    """Only the standard asyncio API: the client runs unchanged on boards/host/vasyncio
+    (here with real time driving the virtual clock, across the targets' 2**30 ms wrap)."""
+    out = mp.run_json(VASYNCIO.replace("PORT", str(broker.port)), timeout=60)[0]
+    st = out["stats"]
+    assert out["t"] < 10**6  # wrapped
+    assert (st["published"], st["acked"], st["failures"], st["timeouts"]) == (5, 5, 0, 0), st
+    assert st["pings"] >= 3, st
