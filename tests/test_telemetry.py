@@ -415,3 +415,27 @@ await asyncio.sleep_ms(60_000)
     seqs = sorted(s for s, _, _ in recs)
     assert seqs == list(range(1, r["next_seq"]))  # every record once, across the restart
     assert r["unsent"] == 0 and r["end"]["retransmitted"] == 0
+
+
+def test_home_assistant_discovery_at_connect_and_again_when_ha_comes_online(tmp_path, broker):
+    sub = Subscriber(broker, ["homeassistant/+/+/+/config"])
+    node = Node(tmp_path, config(broker.port, ha_discovery_prefix="homeassistant"), """
+await asyncio.sleep_ms(20_000)
+out(hadisc_loaded="heatgw.hadisc" in sys.modules)
+while tel.client.publish(b"homeassistant/status", b"online") is None:  # HA's birth
+    await asyncio.sleep_ms(20)
+await asyncio.sleep_ms(20_000)
+""")
+    mid = json.loads(node.wait_for("R ")[2:])
+    r = node.result()
+    msgs = messages(sub)
+    sub.close()
+    check_healthy(r)
+    assert mid["hadisc_loaded"] is False  # dropped after publishing
+    topics = [m[0] for m in msgs]
+    assert len(set(topics)) == 10  # 4 temperatures, dT, flow, power, energy, volume, reuse
+    assert len(topics) == 20  # every config twice: at connect, after HA's birth
+    assert all(m[2] is False for m in msgs)  # live, retained at the broker
+    energy = [json.loads(m[1]) for m in msgs if m[0].endswith("/energy_wh/config")][0]
+    assert energy["device_class"] == "energy" and energy["state_class"] == "total_increasing"
+    assert energy["availability_topic"] == BASE + "/status"
