@@ -49,7 +49,7 @@ FULL = {
     },
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
-    "telemetry": {"interval_s": 10},
+    "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
 

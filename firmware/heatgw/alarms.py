@@ -75,6 +75,7 @@ _OTHERS = (
     ("crash:", CRITICAL, True, "supervisor", True),  # a critical task failed: fault latch
     ("task_stalled:", CRITICAL, True, "supervisor", True),
     ("no_config", CRITICAL, False, "config", False),  # cleared only by a good config + boot
+    ("secrets_invalid", MAJOR, False, "config", False),  # a bad secrets.json: run without
     ("task_failing:", MAJOR, True, "tasks", True),
     ("save_failed", MAJOR, True, "persist", False),  # cleared by the next good save
     ("event_log_failed", MAJOR, True, "persist", True),

@@ -46,7 +46,7 @@ _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
 
 class Gateway:
     def __init__(self, board, cfg, meter, *, cfg_source="file", cfg_errors=(),
-                 configured=True, sinks=()):
+                 configured=True, sinks=(), queue=None):
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
@@ -72,6 +72,14 @@ class Gateway:
         self.flash_errors = 0  # state saves (and odd event-log errors) that failed
         self.checkins = {name: now for name in _CHECKED_IN}
         self.inbox = Inbox()
+        # Hooks of an optional part (heatgw.telemetry): on_tick(gw, now) in the control
+        # path every tick (it only copies), on_shutdown() at an orderly stop.
+        self.on_tick = None
+        self.on_shutdown = None
+        # Control-tick lateness in node time: how late the sampler woke against its
+        # schedule, or the control task after the sample it acts on (ms; the worst).
+        self.tick_late_ms = 0
+        self.worst_tick_late_ms = 0
         self._tasks = []
         self._asyncio = None
 
@@ -83,6 +91,8 @@ class Gateway:
         self.saved_seq = 0
         self.boot_id = 0
         latched = self._restore()
+        if queue is not None:
+            self._restore_from_queue(queue)
 
         self.meter = meter
         if self._restored_totals:
@@ -161,6 +171,25 @@ class Gateway:
                                "totals": self._restored_totals, "latched": list(latched)})
         return latched
 
+    def _restore_from_queue(self, queue):
+        """The newer of the state record's totals and the flash queue's newest
+        telemetry record (the larger metered time_ms): a power cut then costs at most
+        one telemetry interval of metering instead of one save interval."""
+        try:
+            got = queue.last_totals()
+        except Exception as e:  # noqa: BLE001 - the state record is still there
+            print("queue: cannot read totals:", repr(self.heap.caught(e)))
+            return
+        if got is None:
+            return
+        seq, totals = got
+        st = self._restored_totals
+        if st is not None and totals.get("time_ms", 0) <= st.get("time_ms", 0):
+            return
+        self._restored_totals = totals
+        self.emit("restored", {"from": "queue", "seq": seq, "boot": self.boot_id,
+                               "totals": totals})
+
     def save(self, why):
         """Persist totals, latched trips and the boot id (atomic two-slot record; the
         event log is written event by event, see heatgw.events). Never raises: the
@@ -170,7 +199,9 @@ class Gateway:
             return self._save(why)
         except Exception as e:  # noqa: BLE001 - keep controlling
             self.flash_errors += 1
-            print("state: save failed:", repr(self.heap.caught(e)))
+            err = repr(self.heap.caught(e))
+            print("state: save failed:", err)
+            self.event({"kind": "save_failed", "why": why, "error": err[:60]})
             return None
 
     def _save(self, why):
@@ -262,6 +293,8 @@ class Gateway:
         next_ms = clock.ticks_ms()
         pending = []
         while True:
+            late = clock.ticks_diff(clock.ticks_ms(), next_ms)
+            self._late(late)
             for s in sensors.values():
                 s.start()
             now = await self._convert(asyncio, sensors, pending)
@@ -284,6 +317,7 @@ class Gateway:
             next_ms = clock.ticks_add(next_ms, tick)
             d = clock.ticks_diff(next_ms, clock.ticks_ms())
             if d < 0:  # overran a tick: start again from now instead of bursting
+                self._late(-d)
                 next_ms = clock.ticks_ms()
                 d = 0
             await asyncio.sleep_ms(d)
@@ -354,6 +388,7 @@ class Gateway:
             await fresh.wait()
             fresh.clear()
             now = clock.ticks_ms()
+            self._late(clock.ticks_diff(now, self._sample_ms))
             requests = self._merge_inputs(now)
             events = fs.update(now, self.inputs)
             self.drive_relays(fs.relay_reuse)
@@ -363,7 +398,17 @@ class Gateway:
                     self.event(ev)
                     if ev.get("kind") in ("latch", "reset"):
                         self.save(ev["kind"])  # a latched trip survives a crash loop
+            if self.on_tick is not None:
+                try:
+                    self.on_tick(self, now)
+                except Exception as e:  # noqa: BLE001 - telemetry never stops control
+                    print("tick hook failed:", repr(self.heap.caught(e)))
             self.checkin("control", now)
+
+    def _late(self, ms):
+        self.tick_late_ms = ms
+        if ms > self.worst_tick_late_ms:
+            self.worst_tick_late_ms = ms
 
     def _stalled(self, now, stall_ms):
         for name in _CHECKED_IN:
@@ -380,10 +425,12 @@ class Gateway:
             now = clock.ticks_ms()
             try:
                 self._save("interval")
-            except Exception:
+            except Exception as e:
                 # a flash error crashes this task; restarted after its backoff, it
                 # retries at once
                 self._save_due_ms = now
+                self.event({"kind": "save_failed", "why": "interval",
+                            "error": repr(e)[:60]})
                 raise
             self._save_due_ms = clock.ticks_add(now, interval_ms)
 
@@ -425,6 +472,7 @@ class Gateway:
                 "peak_heap_bytes": self.heap.peak_bytes,
                 "min_largest_free_bytes": self.heap.min_largest_free_bytes,
                 "memory_errors": self.heap.memory_errors, "fault": self.fault,
+                "worst_tick_late_ms": self.worst_tick_late_ms,
                 "flash_errors": self.flash_errors + self.log.errors}
 
     def add_task(self, name, coro_fn, critical=False):
@@ -501,3 +549,8 @@ class Gateway:
             self.event({"kind": "state", "state": "bypass", "reason": "shutdown"})
         self.meter.flush()
         self.save("shutdown")
+        if self.on_shutdown is not None:
+            try:
+                self.on_shutdown()
+            except Exception as e:  # noqa: BLE001 - the state is saved already
+                print("shutdown hook failed:", repr(e))

@@ -193,6 +193,10 @@ SCHEMA = {
             "keys": {
                 "interval_s": {"type": "int", "default": 10, "min": 1, "max": 3600,
                                "unit": "s", "doc": "telemetry record period"},
+                "queue_capacity": {"type": "int", "null": True, "default": None,
+                                   "min": 16, "max": 100000, "unit": "records",
+                                   "doc": "records the flash queue holds; null: the "
+                                          "board's default (half its file system)"},
             },
         },
         "supervisor": {

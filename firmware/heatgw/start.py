@@ -68,16 +68,15 @@ def build_meter(meter_cfg):
     return m
 
 
-def run():
+def build():
+    """(gw, asyncio): the application, built in heap order, not yet running. With an
+    `mqtt` section the telemetry (heatgw.telemetry: the flash queue, alarms, the mqtt
+    task) is built before the Gateway, so the boot restores totals from the queue and
+    its boot event is queued; without one nothing of it is imported."""
     import gc
 
     import board
 
-    from heatgw import bootstate
-
-    if bootstate.safe_boot:
-        print("safe boot (%s): application not started; relays safe" % bootstate.reason)
-        return None
     install = getattr(board, "install_asyncio", None)
     if install is not None:
         asyncio = install()
@@ -94,12 +93,43 @@ def run():
     gc.collect()
     from heatgw.app import Gateway
 
+    sinks = []
     observer = getattr(board, "observer", None)
+    if observer:
+        sinks.append(observer)
+    tel = None
+    if cfg.get("mqtt"):
+        from heatgw.telemetry import Telemetry
+
+        tel = Telemetry(board, cfg)
+        sinks.append(tel.sink)
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
-                 configured=configured, sinks=(observer,) if observer else ())
+                 configured=configured, sinks=sinks, queue=tel.q if tel else None)
     if migration:  # after the boot event, in the same log
         gw.event(migration)
+    if tel is not None:
+        tel.attach(gw)
+        kinds = getattr(board, "NET_INTERFACES", ())
+        if kinds:  # the link (Wi-Fi/Ethernet; the host's own on the host board) and DNS
+            from heatgw.net import Net
+
+            m = cfg["mqtt"]
+            net = Net(board, tel.read_secrets() if kinds[0] == "wlan" else None, gw.event,
+                      broker_host=m["host"],
+                      broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
+            gw.add_task("net", net.run)
+            tel.net = net
     gc.collect()
+    return gw, asyncio
+
+
+def run():
+    from heatgw import bootstate
+
+    if bootstate.safe_boot:
+        print("safe boot (%s): application not started; relays safe" % bootstate.reason)
+        return None
+    gw, asyncio = build()
     try:
         asyncio.run(gw.run(asyncio))
     except KeyboardInterrupt:
