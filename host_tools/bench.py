@@ -8,16 +8,28 @@ bytes allocated per viper batch (gc.mem_alloc delta; then again under heap_lock)
 Timing figures are printed, never asserted. Then, in a second process, the store-and-
 forward queue (heatgw.recqueue) on the host's NOR-flash model (boards/host/flashdev.py)
 with each target's littlefs geometry: µs and flash operations per appended record
-(append + its ack), extrapolated to a day of 10 s telemetry (queue_bench()). Last line:
+(append + its ack), extrapolated to a day of 10 s telemetry (queue_bench()). Then, in a
+third process, the backlog drain (drain_bench()): the whole node (heatgw.start.build, host
+board standalone, vasyncio's virtual time with real sockets) boots with N telemetry records
+already queued on its flash and its real Telemetry task sends them to a real mosquitto
+started for the run (tests/brokers.py) on loopback: records/s over real wall time from the
+first backlog PUBLISH to the last backlog PUBACK, and the encoded size of every telemetry
+PUBLISH (the client's own packet: fixed header, topic, packet id, payload) plus its 4-byte
+PUBACK. No mosquitto: a "skipped" line. Last line:
 
-    viper_speedup=<x> alloc_bytes_per_batch=<n>
+    viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
+    wire_bytes_per_record=<n>     (one line; the last two "skipped" without mosquitto)
 """
 
+import json
+import os
 import random
 import sys
+import tempfile
+from pathlib import Path
 
 from host_tools import mprun
-from host_tools.paths import FIRMWARE
+from host_tools.paths import FIRMWARE, REPO
 
 KERNEL_SRC = FIRMWARE / "heatgw" / "meterkernel.py"
 VIPER_LINE = "@micropython.viper\n"
@@ -175,8 +187,6 @@ RECORDS_PER_DAY = 86400 // 10
 def queue_bench(n=300):
     """Append+ack cost of the record queue per target geometry: a dict per board with
     µs, flash ops, erases and bytes programmed per record and their per-day figures."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         code = QUEUE_BENCH % {"img": d + "/q.img", "n": n, "geoms": QUEUE_GEOMETRIES}
         r = mprun.run_json(code, timeout=600)[-1]
@@ -199,6 +209,128 @@ def print_queue_bench(r):
               f"erases ({g['erases_per_block_day']} per block), {g['kb_per_day']} KB")
 
 
+DRAIN = r"""
+import board, json, time
+from heatgw import recqueue as rq
+CFG = %(cfg)r
+N = %(n)d
+d = board.data_dir()
+with open(d + "/config.json", "w") as f:
+    f.write(CFG)
+with open(d + "/secrets.json", "w") as f:
+    f.write(%(secrets)r)
+# The backlog: N telemetry records, as the tick writes them, on the board's flash.
+q = rq.RecordQueue(d + "/q", rq.capacity_for(d))
+f = {"boot": 3, "up_ms": 12345678, "utc": 1764620000,
+     "totals": {"energy_nj": 10 ** 15, "volume_ul": 10 ** 9, "time_ms": 10 ** 7},
+     "supply_mc": 61000, "return_mc": 51000, "sink_return_mc": 41000, "coolant_mc": 31000,
+     "flow_ml_h": 1000000, "power_w": 50000, "relay": 1, "reason": 0, "active": 0,
+     "latched": 0, "heap_free": 40000}
+for i in range(N):
+    f["up_ms"] += 10000
+    f["utc"] += 10
+    q.append(rq.KIND_TELEMETRY, f)
+last = q.next_seq - 1
+q.close()
+q = None
+from heatgw import start
+gw, asyncio = start.build()
+tel = gw.telemetry
+t = [0, 0]  # real ticks_us: first backlog PUBLISH, last backlog PUBACK
+sizes = []  # encoded telemetry PUBLISH packets, bytes
+acked = [0]
+pub = tel._pub
+
+
+def wpub(c, topic, mv, retain=False):
+    pid = pub(c, topic, mv, retain)
+    if pid and topic == tel.t_tel:
+        if not t[0]:
+            t[0] = time.ticks_us()
+        sizes.append(c._len[c._pid.index(pid)])
+    return pid
+
+
+tel._pub = wpub
+mark = tel.q.mark_acked
+
+
+def wmark(seq):
+    mark(seq)
+    if seq <= last:
+        acked[0] += 1
+        t[1] = time.ticks_us()
+
+
+tel.q.mark_acked = wmark
+
+
+async def main():
+    asyncio.create_task(gw.run(asyncio))
+    t0 = time.ticks_us()
+    while acked[0] < N and time.ticks_diff(time.ticks_us(), t0) < 120_000_000:
+        await asyncio.sleep_ms(50)
+    gw.shutdown()
+    print(json.dumps({"n": N, "acked": acked[0], "us": time.ticks_diff(t[1], t[0]),
+                      "sizes": sizes, "vt_ms": board.clock.vt,
+                      "unreadable": tel.unreadable, "mqtt": tel.record()}))
+asyncio.run(main())
+"""
+
+
+def drain_bench(n=500):
+    """The node's backlog drain to a local mosquitto: a dict with records/s and the
+    telemetry PUBLISH sizes, or {"skipped": why}."""
+    try:
+        from tests import brokers
+    except ImportError as e:  # pytest or paho missing: the rest of the bench still runs
+        return {"skipped": f"tests.brokers not importable ({e})"}
+    if not os.access(brokers.MOSQUITTO, os.X_OK):
+        return {"skipped": f"no mosquitto ({brokers.MOSQUITTO})"}
+    with tempfile.TemporaryDirectory() as d:
+        cfg = json.loads((REPO / "scenarios" / "default_config.json").read_text())
+        with brokers.Broker(Path(d) / "mosquitto") as b:
+            cfg["mqtt"] = {"host": "127.0.0.1", "port": b.port, "keepalive_s": 30,
+                           "site": "s1"}
+            cfg["telemetry"] = {"interval_s": 10}
+            code = DRAIN % {"cfg": json.dumps(cfg), "n": n, "secrets": json.dumps(
+                {"version": 1, "command_key": bytes(range(32)).hex()})}
+            old = os.environ.get("HEATGW_FLASH")
+            os.environ["HEATGW_FLASH"] = d + "/flash.bin"
+            try:
+                out = mprun.run_code(code, timeout=300)
+            finally:
+                if old is None:
+                    os.environ.pop("HEATGW_FLASH")
+                else:
+                    os.environ["HEATGW_FLASH"] = old
+    r = json.loads(out.strip().splitlines()[-1])
+    sizes = r.pop("sizes")
+    r["publishes"] = len(sizes)
+    r["wire_avg"] = sum(sizes) / len(sizes) if sizes else 0
+    r["wire_max"] = max(sizes, default=0)
+    r["rate"] = r["acked"] / (r["us"] / 1e6) if r["us"] > 0 else 0.0
+    return r
+
+
+PUBACK_BYTES = 4
+
+
+def print_drain_bench(r):
+    if "skipped" in r:
+        print(f"drain: skipped: {r['skipped']}")
+        return
+    m = r["mqtt"]
+    print(f"drain: {r['acked']}/{r['n']} backlog telemetry records acked in "
+          f"{r['us'] / 1000:.0f} ms real (first PUBLISH to last PUBACK, one in flight, "
+          f"node on vasyncio, local mosquitto): {r['rate']:.0f} records/s "
+          f"(virtual {r['vt_ms']} ms in all; published {m['published']}, acked "
+          f"{m['acked']}, retransmitted {m['retransmitted']}, reconnects {m['reconnects']})")
+    print(f"wire: telemetry PUBLISH {r['wire_avg']:.1f} B average, {r['wire_max']} B max "
+          f"over {r['publishes']} (fixed header + topic + packet id + JSON payload), "
+          f"+ {PUBACK_BYTES} B PUBACK back")
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -219,7 +351,12 @@ def main(argv=None):
     print(f"same totals and flags from both: {'yes' if r['same'] else 'NO'}")
     print(f"heap_lock around the viper batch: {'ok' if r['locked'] else 'MemoryError'}")
     print_queue_bench(queue_bench())
-    print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']}")
+    d = drain_bench()
+    print_drain_bench(d)
+    rate = "skipped" if "skipped" in d else f"{d['rate']:.0f}"
+    wire = "skipped" if "skipped" in d else f"{d['wire_avg']:.0f}"
+    print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']} "
+          f"drain_records_per_s={rate} wire_bytes_per_record={wire}")
     return 0 if r["same"] and r["locked"] else 1
 
 
