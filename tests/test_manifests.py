@@ -51,8 +51,10 @@ def _py_modules(base, sub):
     return names
 
 
-def evaluate(manifest, text=None):
-    """(module names, port entries, requires) that running `manifest` would freeze."""
+def evaluate(manifest, text=None, texts=None):
+    """(module names, port entries, requires) that running `manifest` would freeze.
+    `text` replaces the manifest's own text, `texts` {path: text} that of included ones."""
+    texts = {Path(k).resolve(): v for k, v in (texts or {}).items()}
     modules, port, requires = set(), [], []
     visited = set()
     meta = []  # one metadata level: only require() would push another (refused here)
@@ -105,6 +107,8 @@ def evaluate(manifest, text=None):
 
         g = {"include": include, "package": package, "module": module, "freeze": freeze,
              "require": require, "metadata": metadata, "options": None}
+        if text is None:
+            text = texts.get(path)
         src = path.read_text() if text is None else text
         cwd = os.getcwd()
         os.chdir(here)  # as manifestfile does: relative paths are the manifest's
@@ -201,7 +205,8 @@ def test_manifest_freezes_every_module_the_node_imports(board):
 
 @pytest.mark.parametrize("board", REAL_BOARDS)
 def test_manifest_packages_every_pinned_library_from_build_mplibs(board):
-    text = (BOARDS / board / "manifest.py").read_text()
+    text = (BOARDS / "app_manifest.py").read_text()  # every board includes it
+    assert 'include("../app_manifest.py")' in (BOARDS / board / "manifest.py").read_text()
     lock = [line.split() for line in (REPO / "mplibs.lock").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
     frozen, _, _ = evaluate(BOARDS / board / "manifest.py")
@@ -219,17 +224,21 @@ def test_manifest_packages_every_pinned_library_from_build_mplibs(board):
 
 
 @pytest.mark.parametrize("line, lost", [
-    ('module("max31865.py", base_path="../../lib/max31865", opt=3)', "max31865"),
-    ('module("pulsecounter.py", base_path="../../lib/pulsecounter")', "pulsecounter"),
+    ('module("max31865.py", base_path="../lib/max31865", opt=3)', "max31865"),
+    ('module("pulsecounter.py", base_path="../lib/pulsecounter")', "pulsecounter"),
     ('include("$(MPY_DIR)/extmod/asyncio")', "asyncio"),
     ('module("board.py")', "board"),
-    ('package("heatgw", base_path="../../firmware")', "heatgw.app"),
+    ('package("heatgw", base_path="../firmware")', "heatgw.app"),
+    ('include("../app_manifest.py")', "heatgw.app"),
 ])
 def test_check_fails_when_a_module_is_removed_from_the_manifest(line, lost):
+    # The line is in the board's manifest or in the application's part it includes.
     path = BOARDS / "esp32_devkitc" / "manifest.py"
-    text = path.read_text()
-    assert line in text
-    frozen, _, _ = evaluate(path, text.replace(line, ""))
+    app = BOARDS / "app_manifest.py"
+    board_text, app_text = path.read_text(), app.read_text()
+    assert (line in board_text) != (line in app_text)
+    frozen, _, _ = evaluate(path, board_text.replace(line, ""),
+                            {app: app_text.replace(line, "")})
     used, port_mods = node_imports("esp32_devkitc")
     assert lost in (used | port_mods) - frozen
 
