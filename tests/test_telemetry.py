@@ -150,6 +150,14 @@ class Node:
             if ln.startswith(text):
                 return ln
 
+    def diagnosis(self, broker=None):
+        """What the node printed and the broker logged last: the message of a failed
+        assertion, so a failure seen once in CI can be explained."""
+        text = "node console:\n" + "".join(self.all[-60:])
+        if broker is not None:
+            text += "\nbroker log:\n" + broker.log_text()[-3000:]
+        return text
+
     def go(self):
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
@@ -296,7 +304,7 @@ await asyncio.sleep_ms(180_000)
     assert waiting >= 12  # 2 virtual minutes of records, queued on flash
     recs = records(msgs)
     seqs = [s for s, _, _ in recs]
-    assert sorted(seqs) == list(range(1, r["next_seq"]))  # every record, once
+    assert sorted(seqs) == list(range(1, r["next_seq"])), node.diagnosis(b)  # every record
     backlog = [s for s in seqs if s <= waiting]
     assert backlog == sorted(backlog)  # the backlog in order ...
     live = [s for s in seqs if s > waiting]
