@@ -54,6 +54,9 @@ network_interface(kind)  the port's interface object for a NET_INTERFACES kind, 
                   call (never at import): network.WLAN(network.STA_IF), network.LAN(...)
                   with the board's PHY pins; None for "host" (heatgw.net then reports the
                   network up at once); ValueError for a kind the board lacks.
+awaits_replies(fn) a network client registers fn(), true while it awaits a reply it has
+                  asked for (the host board's virtual time waits for real replies);
+                  without it, nothing: a real board's time is real.
 
 Real boards (GPIO numbers) also have
 ------------------------------------
@@ -82,7 +85,7 @@ EVERY_BOARD_CONSTANTS = ("NAME", "R_REF_OHM", "RELAY_PINS", "RELAY_PULL", "INPUT
 EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_counter",
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
-            "NET_PINS")
+            "NET_PINS", "awaits_replies")
 NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")

@@ -63,6 +63,16 @@ class Peer:
                     if self.mode == "trickle":  # a byte every 3 ms: inside the grace
                         time.sleep(0.003)
                 return
+            if self.mode == "pipelined":  # two requests: the first answered at once
+                d = b""
+                while d.count(b"\n") < 2:
+                    d += c.recv(100)
+                first, second = d.split(b"\n")[:2]
+                c.sendall(first + b"\n")
+                time.sleep(self.delay_s)  # the second after delay_s (> the grace)
+                c.sendall(second + b"\n")
+                self.stop.wait()
+                return
             while True:  # echo after delay_s
                 d = c.recv(100)
                 if not d:
@@ -204,6 +214,41 @@ print(json.dumps(d))
 """)
     assert o["error"] == 104, o  # ECONNRESET, delivered ...
     assert o["vt_ms"] <= o["real_ms"] + 2 and o["vt_ms"] < 1_000, o  # ... at once
+
+
+@pytest.mark.parametrize("hook", [True, False])
+def test_pipelined_requests_wait_for_every_awaited_reply(mp, peer, hook):
+    # Two requests sent at once; the first reply comes at once, the second 100 ms later,
+    # longer than the grace after data. A client that says what it awaits
+    # (board.awaits_replies, as heatgw.mqtt does) gets it in about 100 ms virtual;
+    # without that, the grace after the first reply ends the window and virtual time
+    # jumps to the timeout (what the hook is for: MQTT's SUBACKs before a PUBACK).
+    p = peer("pipelined", delay_s=0.1)
+    (o,) = _node(mp, p.port, "HOOK = " + repr(hook) + """
+due = [0]
+if HOOK:
+    board.awaits_replies(lambda: due[0] > 0)
+t = now()
+w.write(b"a\\nb\\n")
+due[0] = 2
+await w.drain()
+got = []
+try:
+    while due[0]:
+        got.append(await asyncio.wait_for_ms(r.readline(), 30_000))
+        due[0] -= 1
+except asyncio.TimeoutError:
+    got.append("timeout")
+d = since(t)
+d["got"] = got
+print(json.dumps(d))
+""")
+    if hook:
+        assert o["got"] == ["a\n", "b\n"], o
+        assert 95 <= o["vt_ms"] <= o["real_ms"] + 2, o  # its real delay, not the timeout
+    else:
+        assert o["got"] == ["a\n", "timeout"], o
+        assert o["vt_ms"] >= 30_000, o
 
 
 @pytest.mark.parametrize("mode", ["trickle", "flood"])

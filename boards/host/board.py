@@ -332,6 +332,14 @@ def install_asyncio():
                             clock.asyncio_wait)
 
 
+def awaits_replies(fn):
+    """A network client says what it awaits (fn() true while a reply is due): virtual
+    time keeps following real time until it came (vasyncio: pipelined requests)."""
+    import vasyncio
+
+    vasyncio.awaits(fn)
+
+
 if os.getenv("HEATGW_LINK"):
     _link = clock
     clock.connect(os.getenv("HEATGW_LINK"), __import__("sys").modules[__name__])

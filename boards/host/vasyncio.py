@@ -16,6 +16,10 @@ answers in real time, so while a reply is awaited virtual time follows real time
 - once nothing arrived within the window, virtual time jumps to the next deadline as
   without sockets: a dead peer's 30 s timeout costs REPLY_MS real, an idle open socket
   costs nothing;
+- pipelined requests: data that came answers one of them, not all. A client that knows
+  what it still awaits says so (`awaits(fn)`, the board's `awaits_replies`): when the
+  grace after data ends and fn() is true, the window stays open for REPLY_MS after that
+  data (MQTT: three SUBACKs arrive while the first PUBLISH's PUBACK is still due);
 - bound: a peer that trickles or floods data keeps the window open, and virtual time
   then runs at real time, never slower: its timeouts fire on time.
 Without registered streams nothing of this runs: time is as deterministic as before.
@@ -40,17 +44,33 @@ _until = 0  # real ticks_ms: the window ends then
 _mark = 0  # real ticks_ms up to which the real time is counted in virtual time
 _reply_ms = REPLY_MS
 _grace_ms = GRACE_MS
+_graced = False  # the window was last set by data that came (grace), not by a send
+_awaits = []  # callables: True while their client still awaits a reply (awaits())
 
 
-def _expect(ms):
+def _expect(ms, graced=False):
     # Open the window, or move its end, to real now + ms: a send awaits a reply
     # (REPLY_MS), data that came (the reply has started) shortens it to the grace.
-    global _open, _until, _mark
+    global _open, _until, _mark, _graced
     now = time.ticks_ms()
     if not _open:
         _open = True
         _mark = now
     _until = time.ticks_add(now, ms)
+    _graced = graced
+
+
+def awaits(fn):
+    """Register fn(): True while its client awaits a reply it has asked for. Checked when
+    the grace after data ends, after the tasks have read that data."""
+    _awaits.append(fn)
+
+
+def _awaited():
+    for fn in _awaits:
+        if fn():
+            return True
+    return False
 
 
 def sent():
@@ -154,7 +174,10 @@ def _dispatch():
             io._dequeue(s)
         else:
             io.poller.modify(s, _OUT if sm[0] is None else _IN)
-        _expect(_reply_ms if ev == _OUT else _grace_ms)
+        if ev == _OUT:
+            _expect(_reply_ms)
+        else:
+            _expect(_grace_ms, True)
 
 
 def _follow():
@@ -185,7 +208,10 @@ def _wait_io_event(dt):
     if _open:
         _follow()
         if time.ticks_diff(_until, _mark) <= 0:
-            _open = False  # nothing came in time: a dead or idle peer
+            if _graced and _awaited():  # more replies are due: wait for them as for any
+                _expect(_reply_ms - _grace_ms)
+            else:
+                _open = False  # nothing came in time: a dead or idle peer
     t = core._task_queue.peek()
     if dt == 0 or t is not None and core.ticks_diff(t.ph_key, core.ticks()) <= 0:
         return  # runnable now

@@ -191,6 +191,7 @@ class Client:
         self._addr = None
         self._dead = None  # the reader's exception
         self._ping_t = None  # ticks of the unanswered PINGREQ
+        self._subacks = 0  # SUBACKs due
         self._tx_t = 0
         self._stop = False
         self.state = DOWN
@@ -211,6 +212,18 @@ class Client:
         self.sub_failed = 0
 
     # ---- the application's side ---------------------------------------------------------
+
+    def awaiting_reply(self):
+        """True while a reply we asked for is due (CONNACK, SUBACK, PUBACK, PINGRESP): the
+        host board's virtual time waits for it (board.awaits_replies)."""
+        if self._sock is None:
+            return False
+        if self.state != UP or self._subacks or self._ping_t is not None:
+            return True
+        for i in self._order:
+            if self._pid[i] and self._sent[i]:
+                return True
+        return False
 
     def inflight(self):
         return len(self._order)
@@ -367,6 +380,7 @@ class Client:
         self._s = asyncio.StreamReader(s)
         self._dead = None
         self._ping_t = None
+        self._subacks = 0
         rx = self._rx  # free until the reader starts: scratch for what we send now
         u = self._u
         n = self._encode(rx, 0, u.connect, self.clean_session)
@@ -381,6 +395,7 @@ class Client:
         self.session_present = bool(rx[0] & 1)
         for t in self.subs:
             n = self._encode(rx, self._new_pid(), u.subscribe, t, 1)
+            self._subacks += 1
             await self._send(rx[:n])
         if self.will_topic:
             n = self._encode(rx, 0, u.publish, self.will_topic, b"online", True, 0)
@@ -512,6 +527,8 @@ class Client:
                 elif t == 0x90:
                     if n != 3:
                         raise MQTTError("protocol: SUBACK of %d bytes" % n)
+                    if self._subacks:
+                        self._subacks -= 1
                     if self._rx[2] == 0x80:
                         self.sub_failed += 1
                         self.last_error = "subscription refused by the broker"

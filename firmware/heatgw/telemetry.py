@@ -142,6 +142,7 @@ class Telemetry:
         self._turn_live = False
         self._in_sink = False
         self.client = None
+        self._awaits = getattr(board, "awaits_replies", None)
         self.net = None  # heatgw.net.Net when the board has a network interface (start.py)
         self.cmd_counts = {}  # heatgw.command's counts per reason, summed
         self._cmd_ev_ms = None
@@ -348,6 +349,8 @@ class Telemetry:
         self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
                                        ack_cb=self._on_ack, event_cb=self._on_conn,
                                        inflight=_INFLIGHT)
+        if self._awaits:  # the host board: virtual time waits for the replies it awaits
+            self._awaits(self.client.awaiting_reply)
 
     async def run(self, asyncio):
         from heatgw import mqtt
