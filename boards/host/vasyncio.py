@@ -62,8 +62,13 @@ def _expect(ms, graced=False):
 
 def awaits(fn):
     """Register fn(): True while its client awaits a reply it has asked for. Checked when
-    the grace after data ends, after the tasks have read that data."""
+    the grace after data ends, after the tasks have read that data. A client registers
+    before its first connection, so Stream.write is hooked before its first write too
+    (a CONNECT written before any stream waited would open no reply window)."""
     _awaits.append(fn)
+    import asyncio.stream  # noqa: F401 - the client is about to use it
+
+    _hook_write()
 
 
 def _awaited():
@@ -238,16 +243,21 @@ def _stream_write(self, buf):
     _expect(_reply_ms)
 
 
-def _enqueue(s, idx):
+def _hook_write():
     # A stream's write usually goes out at once, never waiting on the poller, so
-    # Stream.write itself says "sent". It is hooked once asyncio.stream is loaded (not
-    # before: importing it costs 1.9 KB of heap), here, where every stream waits.
+    # Stream.write itself says "sent". Hooked once asyncio.stream is loaded (not before:
+    # importing it costs 1.9 KB of heap): when a client registers (awaits) or, for code
+    # that does not, where every stream waits.
     global _write
     if _write is None:
         m = sys.modules.get("asyncio.stream")
         if m is not None:
             _write = m.Stream.write
             m.Stream.write = _stream_write
+
+
+def _enqueue(s, idx):
+    _hook_write()
     type(core._io_queue)._enqueue(core._io_queue, s, idx)
 
 

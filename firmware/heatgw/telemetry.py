@@ -143,6 +143,7 @@ class Telemetry:
         self._in_sink = False
         self.client = None
         self._awaits = getattr(board, "awaits_replies", None)
+        self._said = None  # the last connection state the console was told
         self.net = None  # heatgw.net.Net when the board has a network interface (start.py)
         self.cmd_counts = {}  # heatgw.command's counts per reason, summed
         self._cmd_ev_ms = None
@@ -644,6 +645,15 @@ class Telemetry:
             self.wake.set()
 
     def _on_conn(self, what, detail):
+        # the console says why the broker cannot be used (a wrong password, a CA that
+        # does not verify the server, refused...), once per change: never a secret
+        said = (what, detail)
+        if said != self._said:
+            self._said = said
+            if what == "up":
+                print("mqtt: connected to %s:%d" % (self.client.host, self.client.port))
+            else:
+                print("mqtt: %s: %s (retrying with backoff)" % (what, detail))
         if self.wake is not None:
             self.wake.set()
 
