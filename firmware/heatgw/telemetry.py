@@ -46,6 +46,7 @@ from heatgw.alarms import AlarmBook
 _STATS_EVERY_MS = 60_000
 _IDLE_MS = 1_000  # the task's longest sleep when nothing is to do (it is woken anyway)
 _ACKS = 4  # command answers waiting for a slot
+_RESENDS = 4  # resend jobs held at once
 _ALARMS = 10
 # Messages in flight at once. One: each PUBACK comes before the next PUBLISH, so on the
 # host board a reply never overlaps the next send (vasyncio's grace after data would cut
@@ -135,7 +136,7 @@ class Telemetry:
         self._dirty = []  # alarm ids whose retained message is to be published
         self._all_alarms = True
         self._acks = []  # command answers (bytes) waiting for a slot
-        self._resend = None  # [next, last] seq of a resend job
+        self._resend = []  # resend jobs, [next, last] seq each, done in order
         self._fl_pid = [0] * _INFLIGHT  # queue records in flight: packet id -> seq
         self._fl_seq = [0] * _INFLIGHT
         self._live_mark = self.q.next_seq
@@ -441,7 +442,7 @@ class Telemetry:
             return self._alarm_one(c)
         if self.ha_dirty or self._ha is not None:
             return self._ha_one(c)
-        if self._resend is not None:
+        if self._resend:
             return self._resend_one(c)
         s = self._next_record()
         if not s:
@@ -509,10 +510,10 @@ class Telemetry:
         return True
 
     def _resend_one(self, c):
-        r = self._resend
+        r = self._resend[0]
         s = r[0]
         if s > r[1]:
-            self._resend = None
+            self._resend.pop(0)
             return True
         pid = self._send_record(c, s, True)
         if pid is None:
@@ -713,7 +714,11 @@ class Telemetry:
                     gone.append([max(a, q.next_seq), b])
                 ack["resend"] = [lo, hi] if lo <= hi else None
                 ack["gone"] = gone
-                if lo <= hi:
-                    self._resend = [lo, hi]
+                jobs = self._resend
+                if lo <= hi:  # a job per request; a 5th joins the last (some sent twice)
+                    if len(jobs) < _RESENDS:
+                        jobs.append([lo, hi])
+                    else:
+                        jobs[-1] = [min(jobs[-1][0], lo), max(jobs[-1][1], hi)]
         if len(self._acks) < _ACKS:
             self._acks.append(json.dumps(ack).encode())
