@@ -15,7 +15,9 @@ record, its status, the event kinds it logged. `out(**kw)` prints an `R` line fr
 Commands are signed here (host_tools.command, CPython's hmac) with `signed()`; `command()`
 in BODY publishes one through the node's own client to its `.../cmd` topic, so it travels
 through the broker like any other at a known virtual time. Listener is a broken broker
-(black hole or reset).
+(black hole or reset), SlowProxy a slow one (a real broker behind a delaying proxy).
+`files={"ca.der": der}` puts files on the node's flash before it boots; `go(line)` hands
+BODY's `sys.stdin.readline()` a line (the test's answer, e.g. how many commands it sent).
 """
 
 import json
@@ -47,6 +49,9 @@ with open(d + "/config.json", "w") as f:
 if SECRETS is not None:
     with open(d + "/secrets.json", "w") as f:
         f.write(SECRETS)
+for name in FILES:  # e.g. a CA certificate for mqtt.tls.ca_file
+    with open(d + "/" + name, "wb") as f:
+        f.write(FILES[name])
 feeds = [0, 0, 0]  # feeds, vt of the last, largest vt gap between two
 _feed = board.WDT.feed
 
@@ -105,6 +110,20 @@ asyncio.run(main())
 """
 
 
+NO_SSL = ("this micropython binary has no ssl module (built without mbedTLS, like the "
+          "32-bit test builds): TLS cannot be tested on it")
+_ssl = []
+
+
+def has_ssl():
+    """True when the micropython binary has the ssl module (asked once)."""
+    if not _ssl:
+        out = subprocess.run([*micropython_cmd(), "-c", "import ssl; print(ssl.SSLContext)"],
+                             capture_output=True, text=True)
+        _ssl.append(out.returncode == 0)
+    return _ssl[0]
+
+
 def config(port, **mqtt):
     cfg = json.loads((REPO / "scenarios" / "default_config.json").read_text())
     m = {"host": "127.0.0.1", "port": port, "keepalive_s": 30, "site": "s1"}
@@ -118,10 +137,10 @@ class Node:
     """The node driver in a micropython process; lines on a queue, stdin for WAIT."""
 
     def __init__(self, tmp_path, cfg, body, secrets=True, flash=None, heapsize=None,
-                 env=None):
+                 env=None, files=None):
         sec = json.dumps({"version": 1, "command_key": KEY.hex()}) if secrets is True \
             else secrets
-        code = f"CFG = {json.dumps(cfg)!r}\nSECRETS = {sec!r}\n"
+        code = f"CFG = {json.dumps(cfg)!r}\nSECRETS = {sec!r}\nFILES = {dict(files or {})!r}\n"
         body = textwrap.indent(textwrap.dedent(body.strip("\n")), "    ")
         code += DRIVER.replace("BODY", body)
         self.path = Path(tmp_path) / f"driver_{time.monotonic_ns()}.py"
@@ -163,8 +182,9 @@ class Node:
             text += "\nbroker log:\n" + broker.log_text()[-3000:]
         return text
 
-    def go(self):
-        self.proc.stdin.write("\n")
+    def go(self, line=""):
+        """Let BODY's `sys.stdin.readline()` return `line`."""
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
     def result(self, timeout=120):
@@ -240,3 +260,68 @@ class Listener:
         self.ls.close()
         for c in self.conns:
             c.close()
+
+
+class SlowProxy:
+    """A slow broker: a TCP proxy in front of a real one (target_port) that delays every
+    chunk, in each direction, by delay_s real. Latency, not bandwidth: each chunk leaves
+    delay_s after it came, in order, never queued behind the delay of the one before."""
+
+    def __init__(self, target_port, delay_s=0.2):
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.socks = []
+        self.accepted = 0
+        self.chunks = 0  # forwarded, both directions
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                c.close()
+                continue
+            b.settimeout(None)
+            self.socks += [c, b]
+            for src, dst in ((c, b), (b, c)):
+                q = queue.Queue()
+                threading.Thread(target=self._recv, args=(src, q), daemon=True).start()
+                threading.Thread(target=self._send, args=(q, dst), daemon=True).start()
+
+    def _recv(self, src, q):
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            q.put((time.monotonic() + self.delay_s, data))
+            if not data:
+                return
+
+    def _send(self, q, dst):
+        while True:
+            due, data = q.get()
+            time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                if not data:  # the other side closed: pass it on, late too
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
+            self.chunks += 1
+
+    def close(self):
+        self.ls.close()
+        for s in self.socks:
+            s.close()

@@ -22,6 +22,7 @@ import pytest
 from host_tools.mprun import mp_env
 from host_tools.paths import FIRMWARE, REPO, micropython_cmd
 from tests.brokers import Broker, Subscriber, free_port, make_ca, require_mosquitto
+from tests.nodedriver import NO_SSL, has_ssl
 
 BASE = "heatgw/site1/node-1"
 
@@ -172,15 +173,7 @@ def down(e):
     return e.get("ev") == "down"
 
 
-def _has_ssl():
-    out = subprocess.run([*micropython_cmd(), "-c", "import ssl; print(ssl.SSLContext)"],
-                         capture_output=True, text=True)
-    return out.returncode == 0
-
-
-needs_ssl = pytest.mark.skipif(
-    not _has_ssl(), reason="this micropython binary has no ssl module (built without "
-                           "mbedTLS, like the 32-bit test builds): TLS cannot be tested on it")
+needs_ssl = pytest.mark.skipif(not has_ssl(), reason=NO_SSL)
 
 
 def test_connect_publish_qos1_acked(broker, node):
@@ -446,7 +439,7 @@ for sec in (None, {"host": "10.0.0.2", "site": "s1"},
     assert out[1] == {"errs": [], "port": 1883, "id": "n7", "ka": 60000,
                       "will": "heatgw/s1/n7/status", "subs": ["heatgw/s1/n7/cmd"],
                       "tls": False}
-    if _has_ssl():
+    if has_ssl():
         assert out[2] == {"errs": [], "port": 8883, "id": "gw", "ka": 60000,
                           "will": "acme/heat/s1/n7/status", "tls": True,
                           "subs": ["acme/heat/s1/n7/cmd", "homeassistant/status"]}
