@@ -340,8 +340,10 @@ class Subscriber:
                 return got
 
     def close(self):
-        self.client.loop_stop()
+        # DISCONNECT first: the network thread then ends at once; stopped first it sits
+        # out its 1 s select() timeout
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 @pytest.fixture
