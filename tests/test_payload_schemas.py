@@ -7,12 +7,13 @@ rejected, so the validation every whole-node test runs on what it receives can f
 """
 
 import json
+import re
 import sys
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from host_tools.paths import FIRMWARE
+from host_tools.paths import FIRMWARE, REPO
 from tests.payload_schemas import PayloadError, schema, schema_files, schema_for, validate
 
 sys.path.insert(0, str(FIRMWARE))
@@ -171,6 +172,20 @@ def test_the_firmware_builds_every_invalid_value_as_null_with_a_reason():
     s.temps_c["sink_return"] = float("nan")
     d = validate(T.telemetry, bytes(payloads.telemetry(payloads.Writer(1024), s, 1)))
     assert d["dt_k"] is None and d["power_w"] is None and d["sink_return_why"] == "not_finite"
+
+
+def readme_examples():
+    """(topic, payload) of every ```json <topic> block in the README."""
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"^```json ([^\s`]+)\n(.*?)^```$", text, re.M | re.S)
+
+
+def test_the_readme_examples_pass():
+    examples = readme_examples()
+    for topic, block in examples:
+        validate(topic, block.encode())
+    kinds = {schema_for(t) for t, _ in examples}
+    assert kinds == {"telemetry", "state", "event", "alarm", "cmd_ack"}, kinds
 
 
 # -- wrong payloads are rejected -----------------------------------------------------------
