@@ -20,9 +20,9 @@ from tests.brokers import BROKERS, Subscriber, make_ca, require_mosquitto
 # How each broker behaves where they differ (README, "Brokers: mosquitto and amqtt").
 EXPECT = {
     "mosquitto": {"store": True, "anonymous_session": True, "inflight_redelivered": True,
-                  "offline_retain_flag": False},
+                  "offline_retain_flag": False, "retained_again_on_resume": False},
     "amqtt": {"store": False, "anonymous_session": False, "inflight_redelivered": False,
-              "offline_retain_flag": True},
+              "offline_retain_flag": True, "retained_again_on_resume": True},
 }
 
 
@@ -224,3 +224,28 @@ def test_an_unacknowledged_qos1_delivery_after_a_reconnect(tmp_path, kind):
         redelivered = [p for p in again if p[0] & 0xF0 == 0x30 and p[1].endswith(b"m1")]
         assert bool(redelivered) is EXPECT[kind]["inflight_redelivered"], again
         assert all(p[0] & 0x08 for p in redelivered)  # DUP
+
+
+def test_retained_messages_on_resuming_a_session(tmp_path, kind):
+    """MQTT 3.1.1 sends a topic's retained message when a client subscribes (3.3.1.3),
+    not when it resumes a session that has the subscription."""
+    with BROKERS[kind](tmp_path / kind, users={"u": "pw"}) as b:
+        publish(b, "z/ret", b"R", retain=True, username="u", password="pw")
+        s, _ = _raw_connect(b)
+        s.sendall(_packet(0x82, struct.pack(">H", 1) + _str("z/#") + b"\x00"))  # QoS 0
+        assert _read(s)[0] == 0x90
+        assert _read(s) == (0x31, _str("z/ret") + b"R")  # on subscribe, retain flag set
+        s.close()
+        time.sleep(0.3)
+        s, connack = _raw_connect(b)
+        assert connack == (0x20, b"\x01\x00")  # session present
+        s.settimeout(0.5)
+        again = []
+        try:
+            while (p := _read(s)) is not None:
+                again.append(p)
+        except TimeoutError:
+            pass
+        s.close()
+        want = [(0x31, _str("z/ret") + b"R")] if EXPECT[kind]["retained_again_on_resume"] else []
+        assert again == want
