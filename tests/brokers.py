@@ -8,10 +8,12 @@
     BROKERS["mosquitto" | "amqtt"]               # the class by name (parametrized tests)
     @pytest.fixture: broker (anonymous, plain), see mosquitto_broker below
 
-The broker runs from a temporary config: listeners on 127.0.0.1 only, persistence on
-in a temporary directory (a SIGKILL loses what was not yet saved, as in the field), an
-optional password file (mosquitto_passwd -b) and an optional TLS listener with a CA and a
-server certificate the test makes with `cryptography`. Skips when mosquitto is missing.
+Each broker runs as a subprocess from a temporary config: listeners on 127.0.0.1 only, an
+optional password file and an optional TLS listener with a CA and a server certificate the
+test makes with `cryptography`. mosquitto: persistence on in a temporary directory (a
+SIGKILL loses what was not yet saved, as in the field), mosquitto_passwd -b; skips when
+mosquitto is missing. amqtt: no store, argon2 password hashes (README, "Brokers: mosquitto
+and amqtt", for how the two differ).
 """
 
 import datetime
