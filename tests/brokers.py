@@ -38,6 +38,15 @@ def require_mosquitto():
         pytest.skip(f"mosquitto not installed ({MOSQUITTO}; apt-get install mosquitto)")
 
 
+def amqtt_exe():
+    return os.path.join(os.path.dirname(sys.executable), "amqtt")
+
+
+def require_amqtt():
+    if not os.access(amqtt_exe(), os.X_OK):
+        pytest.skip("amqtt not installed in this environment (pip install -r requirements.txt)")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -255,6 +264,7 @@ class AmqttBroker(_BrokerProcess):
     persistent = False
 
     def __init__(self, directory, users=None, tls=False, anonymous=None, port=None):
+        require_amqtt()
         import yaml
         from pwdlib import PasswordHash
         from pwdlib.hashers.argon2 import Argon2Hasher
@@ -282,10 +292,9 @@ class AmqttBroker(_BrokerProcess):
             {"listeners": listeners, "plugins": plugins}, sort_keys=False))
 
     def _popen(self):
-        exe = os.path.join(os.path.dirname(sys.executable), "amqtt")
         with open(self.log, "ab") as log:  # amqtt logs to stderr
-            return subprocess.Popen([exe, "-c", self.conf], stdout=subprocess.DEVNULL,
-                                    stderr=log)
+            return subprocess.Popen([amqtt_exe(), "-c", self.conf],
+                                    stdout=subprocess.DEVNULL, stderr=log)
 
     def save(self):
         raise NotImplementedError("amqtt (core) has no persistent store to save")
