@@ -1,14 +1,19 @@
-"""A real mosquitto for the tests, shared by the whole suite, and a paho-mqtt upstream.
+"""Real brokers for the tests, shared by the whole suite, and a paho-mqtt upstream.
 
-    with Broker(tmp_path, users={"node": "pw"}, tls=True) as b:
+    with Broker(tmp_path, users={"node": "pw"}, tls=True) as b:   # mosquitto
         b.port, b.tls_port, b.ca_der            # loopback ports; the CA for the device
         b.save(); b.kill(); b.restart()          # SIGUSR1 store, SIGKILL, same ports
+    with AmqttBroker(tmp_path, users=..., tls=...) as b: ...   # amqtt, same interface
+        # but no store: save() refused, a restart forgets sessions and retained messages
+    BROKERS["mosquitto" | "amqtt"]               # the class by name (parametrized tests)
     @pytest.fixture: broker (anonymous, plain), see mosquitto_broker below
 
-The broker runs from a temporary config: listeners on 127.0.0.1 only, persistence on
-in a temporary directory (a SIGKILL loses what was not yet saved, as in the field), an
-optional password file (mosquitto_passwd -b) and an optional TLS listener with a CA and a
-server certificate the test makes with `cryptography`. Skips when mosquitto is missing.
+Each broker runs as a subprocess from a temporary config: listeners on 127.0.0.1 only, an
+optional password file and an optional TLS listener with a CA and a server certificate the
+test makes with `cryptography`. mosquitto: persistence on in a temporary directory (a
+SIGKILL loses what was not yet saved, as in the field), mosquitto_passwd -b; skips when
+mosquitto is missing. amqtt: no store, argon2 password hashes (README, "Brokers: mosquitto
+and amqtt", for how the two differ).
 """
 
 import datetime
@@ -19,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -30,6 +36,15 @@ PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 def require_mosquitto():
     if not os.access(MOSQUITTO, os.X_OK):
         pytest.skip(f"mosquitto not installed ({MOSQUITTO}; apt-get install mosquitto)")
+
+
+def amqtt_exe():
+    return os.path.join(os.path.dirname(sys.executable), "amqtt")
+
+
+def require_amqtt():
+    if not os.access(amqtt_exe(), os.X_OK):
+        pytest.skip("amqtt not installed in this environment (pip install -r requirements.txt)")
 
 
 def free_port():
@@ -94,27 +109,117 @@ def _cert(cert, der=False):
     return cert.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM)
 
 
-class Broker:
-    def __init__(self, directory, users=None, tls=False, anonymous=None, port=None):
-        require_mosquitto()
+class _BrokerProcess:
+    """A broker in a subprocess from a generated config, on loopback ports: what mosquitto
+    and amqtt share (start, running, pause, kill, restart, stop, log_text)."""
+
+    name = "broker"
+    persistent = False  # keeps sessions and retained messages across a restart
+
+    def __init__(self, directory, users, tls, port):
         self.dir = str(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
         self.tls_port = free_port() if tls else None
         self.users = dict(users or {})
         self.proc = None
-        self.log = os.path.join(self.dir, "mosquitto.log")
-        lines = [f"listener {self.port} 127.0.0.1"]
+        self.log = os.path.join(self.dir, self.name + ".log")
+        self.server_pem = self.server_key = None
         if tls:
             ca_key, ca = make_ca()
             key, cert = make_server_cert(ca_key, ca)
             self.ca_der = _cert(ca, der=True)
             self.ca_pem_path = self._write("ca.pem", _cert(ca))
             self.ca_der_path = self._write("ca.der", self.ca_der)
+            self.server_pem = self._write("server.pem", _cert(cert))
+            self.server_key = self._write("server.key", _pem_key(key))
+
+    def _write(self, name, data):
+        p = os.path.join(self.dir, name)
+        with open(p, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+        return p
+
+    def _popen(self):
+        raise NotImplementedError
+
+    def start(self):
+        self.proc = self._popen()
+        deadline = time.monotonic() + 10
+        for port in filter(None, (self.port, self.tls_port)):
+            while True:
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"{self.name} exited: " + err + self.log_text()[-2000:])
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.name} does not listen on {port}") from None
+                    time.sleep(0.02)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def pause(self):
+        """SIGSTOP: TCP still accepts bytes (the kernel does), the broker answers nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def _reap(self):
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def kill(self):
+        """SIGKILL: what was not saved is lost, as in a crash."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self._reap()
+
+    def restart(self):
+        self.kill()
+        return self.start()
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._reap()
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Broker(_BrokerProcess):
+    name = "mosquitto"
+    persistent = True  # its store, written at save() (SIGUSR1) and on a clean stop
+
+    def __init__(self, directory, users=None, tls=False, anonymous=None, port=None):
+        require_mosquitto()
+        super().__init__(directory, users, tls, port)
+        lines = [f"listener {self.port} 127.0.0.1"]
+        if tls:
             lines += [f"listener {self.tls_port} 127.0.0.1",
                       f"cafile {self.ca_pem_path}",
-                      f"certfile {self._write('server.pem', _cert(cert))}",
-                      f"keyfile {self._write('server.key', _pem_key(key))}",
+                      f"certfile {self.server_pem}",
+                      f"keyfile {self.server_key}",
                       "require_certificate false"]
         if anonymous is None:
             anonymous = not self.users
@@ -131,32 +236,9 @@ class Broker:
                   f"user {getpass.getuser()}"]  # as root: no drop to `mosquitto`
         self.conf = self._write("mosquitto.conf", "\n".join(lines) + "\n")
 
-    def _write(self, name, data):
-        p = os.path.join(self.dir, name)
-        with open(p, "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode())
-        return p
-
-    def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        for port in filter(None, (self.port, self.tls_port)):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("mosquitto exited: " + self.proc.stderr.read().decode()
-                                       + self.log_text()[-2000:])
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"mosquitto does not listen on {port}") from None
-                    time.sleep(0.02)
-        return self
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
+    def _popen(self):
+        return subprocess.Popen([MOSQUITTO, "-c", self.conf],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def save(self):
         """Write the persistence store now (SIGUSR1), and wait until it is there."""
@@ -169,45 +251,56 @@ class Broker:
                 raise RuntimeError("mosquitto did not save its store")
             time.sleep(0.02)
 
-    def pause(self):
-        """SIGSTOP: TCP still accepts bytes (the kernel does), the broker answers nothing."""
-        self.proc.send_signal(signal.SIGSTOP)
 
-    def kill(self):
-        """SIGKILL: what was not saved is lost, as in a crash."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.proc.stderr.close()
-            self.proc = None
+class AmqttBroker(_BrokerProcess):
+    """amqtt (PyPI amqtt, pure Python on asyncio): a second MQTT 3.1.1 broker, written
+    independently of mosquitto, run as `amqtt -c <generated yaml>` in a subprocess so that
+    kill() is a real SIGKILL. Users: its FileAuthPlugin with argon2 hashes (pwdlib);
+    TLS: an ssl listener. No persistence: its core keeps sessions and retained messages
+    in RAM only (a store needs the contrib SessionDBPlugin and its SQL extras), so a
+    restart forgets them all, and save() is refused."""
 
-    def restart(self):
-        self.kill()
-        return self.start()
+    name = "amqtt"
+    persistent = False
 
-    def stop(self):
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc.stderr.close()
-            self.proc = None
+    def __init__(self, directory, users=None, tls=False, anonymous=None, port=None):
+        require_amqtt()
+        import yaml
+        from pwdlib import PasswordHash
+        from pwdlib.hashers.argon2 import Argon2Hasher
 
-    def log_text(self):
-        try:
-            with open(self.log) as f:
-                return f.read()
-        except OSError:
-            return ""
+        super().__init__(directory, users, tls, port)
+        listeners = {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}}
+        if tls:
+            listeners["tls"] = {"type": "tcp", "bind": f"127.0.0.1:{self.tls_port}",
+                                "ssl": True, "certfile": self.server_pem,
+                                "keyfile": self.server_key}
+        if anonymous is None:
+            anonymous = not self.users
+        plugins = {"amqtt.plugins.logging_amqtt.EventLoggerPlugin": {},
+                   "amqtt.plugins.logging_amqtt.PacketLoggerPlugin": {},
+                   "amqtt.plugins.authentication.AnonymousAuthPlugin":
+                       {"allow_anonymous": anonymous}}
+        if self.users:
+            # all auth plugins with an opinion must agree: a wrong password is refused by
+            # the file plugin even where anonymous clients are allowed
+            hasher = PasswordHash((Argon2Hasher(),))
+            pw = self._write("passwd", "".join(f"{u}:{hasher.hash(p)}\n"
+                                               for u, p in self.users.items()))
+            plugins["amqtt.plugins.authentication.FileAuthPlugin"] = {"password_file": pw}
+        self.conf = self._write("amqtt.yaml", yaml.safe_dump(
+            {"listeners": listeners, "plugins": plugins}, sort_keys=False))
 
-    def __enter__(self):
-        return self.start()
+    def _popen(self):
+        with open(self.log, "ab") as log:  # amqtt logs to stderr
+            return subprocess.Popen([amqtt_exe(), "-c", self.conf],
+                                    stdout=subprocess.DEVNULL, stderr=log)
 
-    def __exit__(self, *exc):
-        self.stop()
+    def save(self):
+        raise NotImplementedError("amqtt (core) has no persistent store to save")
+
+
+BROKERS = {"mosquitto": Broker, "amqtt": AmqttBroker}
 
 
 class Subscriber:
@@ -258,8 +351,10 @@ class Subscriber:
                 return got
 
     def close(self):
-        self.client.loop_stop()
+        # DISCONNECT first: the network thread then ends at once; stopped first it sits
+        # out its 1 s select() timeout
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from pathlib import Path
 from host_tools import command as signer
 from host_tools.mprun import mp_env
 from host_tools.paths import REPO, micropython_cmd
+from tests.payload_schemas import validate
 
 NODE = "heatgw-sim"
 BASE = "heatgw/s1/" + NODE
@@ -195,13 +196,17 @@ class Node:
 
 
 def messages(sub, quiet_s=0.5):
-    """Every message the subscriber got until none came for quiet_s."""
+    """Every message the subscriber got until none came for quiet_s, each validated
+    against its topic's JSON Schema (tests/payload_schemas.py: PayloadError if one is
+    wrong or no schema covers its topic)."""
     got = []
     while True:
         try:
-            got.append(sub.get(timeout=quiet_s))
+            m = sub.get(timeout=quiet_s)
         except queue.Empty:
             return got
+        validate(m[0], m[1])
+        got.append(m)
 
 
 def records(msgs):

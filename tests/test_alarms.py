@@ -12,18 +12,46 @@ import sys
 import pytest
 
 from host_tools.paths import FIRMWARE
+from tests.payload_schemas import validate
 
 sys.path.insert(0, str(FIRMWARE))
 
 from heatgw import alarms  # noqa: E402
 from heatgw.alarms import AlarmBook  # noqa: E402
+from heatgw.topics import Topics  # noqa: E402
+
+TOPICS = Topics("heatgw", "s1", "n1")
 
 SCENARIOS = r"""
 import json
-from heatgw.alarms import AlarmBook, _TRIPS, _OTHERS
+from heatgw import payloads
+from heatgw.alarms import AlarmBook as _Book, _TRIPS, _OTHERS
 from heatgw.failsafe import LATCHING
 
 T = [0]
+PUB = []  # [id, payload] after every transition, as the MQTT task publishes them
+_W = payloads.Writer(1024)
+
+
+def _pub(book, changes):
+    for ch in changes:
+        PUB.append([ch["alarm"], bytes(payloads.alarm(_W, book.get(ch["alarm"]))).decode()])
+    return changes
+
+
+class AlarmBook(_Book):
+    # the book, each change's retained payload kept in PUB (results unchanged)
+    def feed(self, kind, record):
+        return _pub(self, _Book.feed(self, kind, record))
+
+    def raise_alarm(self, alarm_id, detail=None):
+        return _pub(self, _Book.raise_alarm(self, alarm_id, detail))
+
+    def ack(self, alarm_id, source, up_ms=None, utc=None):
+        return _pub(self, _Book.ack(self, alarm_id, source, up_ms, utc))
+
+    def restore(self, items):
+        return _pub(self, _Book.restore(self, items))
 
 
 def ev(kind, **kw):
@@ -364,7 +392,14 @@ def test_alarm_ids_are_valid_topic_levels():
 def test_scenarios_identical_in_micropython(mp, cp):
     src = SCENARIOS + "\nfor _n in " + repr(NAMES) + ":\n"
     src += "    T[0] = 0\n    print(json.dumps(globals()[_n]()))\n"
+    src += "print(json.dumps(PUB))\n"
     got = mp.run_json(src)
+    published = got.pop()
     assert len(got) == len(NAMES)
     for name, res in zip(NAMES, got, strict=True):
         assert res == cp(name), name
+    # every retained alarm payload the binary built, against the alarm schema
+    removed = 0
+    for alarm_id, payload in published:
+        removed += validate(TOPICS.alarm(alarm_id), payload.encode()) is None
+    assert len(published) > 40 and 0 < removed < len(published)

@@ -17,6 +17,7 @@ import pytest
 
 from host_tools import command as signer
 from host_tools.paths import FIRMWARE
+from tests.payload_schemas import validate
 
 sys.path.insert(0, str(FIRMWARE))
 
@@ -25,6 +26,15 @@ from heatgw import command  # noqa: E402
 KEY = bytes(range(100, 132))
 OTHER = bytes(range(1, 33))
 NODE = "n1"
+ACK_TOPIC = "heatgw/s1/n1/cmd/ack"
+
+
+def validate_acks(results):
+    """Every ack of a run (as the node publishes it on .../cmd/ack) against its schema."""
+    acks = [x[0] for x in results if isinstance(x[0], dict)]
+    for ack in acks:
+        validate(ACK_TOPIC, json.dumps(ack).encode())
+    return len(acks)
 
 SCENARIO = r"""
 import json
@@ -378,7 +388,9 @@ def test_rejection_events_are_throttled_and_counted(main_run):
 
 def test_micropython_gives_the_same_verdicts(mp, main_run, tmp_path):
     steps, r = main_run
-    assert run_mp(mp, tmp_path, steps) == r
+    got = run_mp(mp, tmp_path, steps)
+    assert got == r
+    assert validate_acks(got) > 50
 
 
 def _edges_src(d):
@@ -560,6 +572,7 @@ def test_fuzz_10000_payloads_none_accepted_unless_signed_and_fresh(tmp_path):
         signed, ctr = fz.verify(p)
         ack, ev, act = c.handle(p, i * 250)
         c.inbox.drain()
+        validate(ACK_TOPIC, json.dumps(ack).encode())
         reason = "accepted" if ack["ok"] else ack["error"].split(":")[0]
         verdicts[reason] = verdicts.get(reason, 0) + 1
         if ack["ok"]:
@@ -597,6 +610,7 @@ def test_fuzz_sample_gives_identical_verdicts_on_micropython(mp, tmp_path):
     want = run_cp(tmp_path / "cp", steps)
     got = run_mp(mp, tmp_path / "mp", steps)
     assert got == want
+    assert validate_acks(got) == 200
     reasons = {x[0]["error"].split(":")[0] if not x[0]["ok"] else "accepted"
                for x in want if isinstance(x[0], dict)}
     assert {"accepted", "malformed", "forged", "replayed", "invalid"} <= reasons

@@ -14,6 +14,7 @@ import types
 import pytest
 
 from host_tools.paths import FIRMWARE
+from tests.payload_schemas import validate
 
 sys.path.insert(0, str(FIRMWARE))
 
@@ -133,7 +134,13 @@ from heatgw import hadisc
 from heatgw.topics import Topics
 t = Topics("heatgw", "site1", "gw-07")
 for topic, payload in hadisc.configs(t, "homeassistant"):
-    print(json.dumps([topic, json.loads(payload)]))
+    print(json.dumps([topic, payload.decode()]))
+for topic, payload in hadisc.removals(t, "homeassistant"):
+    print(json.dumps([topic, payload.decode()]))
 """
     got = mp.run_json(src)
-    assert [tuple(x) for x in got] == [(t, c) for t, c in all_configs()]
+    n = len(hadisc.ENTITIES)
+    cfgs = [(t, validate(t, p.encode())) for t, p in got[:n]]  # against their schemas
+    assert cfgs == [(t, c) for t, c in all_configs()]
+    assert [(t, validate(t, p.encode())) for t, p in got[n:]] == [
+        (t, None) for t, _ in hadisc.removals(T, DISC)]

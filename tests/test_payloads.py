@@ -17,6 +17,7 @@ from decimal import ROUND_FLOOR, Decimal
 import pytest
 
 from host_tools.paths import FIRMWARE
+from tests.payload_schemas import validate
 
 sys.path.insert(0, str(FIRMWARE))
 
@@ -25,6 +26,7 @@ from heatgw.alarms import AlarmBook  # noqa: E402
 from heatgw.payloads import Snapshot, Writer  # noqa: E402
 from heatgw.topics import Topics  # noqa: E402
 
+T = Topics("heatgw", "s1", "n1")  # where the node would publish these payloads
 NJ_PER_WH = 3_600_000_000_000
 TEN_YEARS_1MW_NJ = 10 * 365 * 86400 * 10**6 * 10**9  # 3.15e26 nJ
 M30 = (1 << 30) - 1
@@ -296,8 +298,9 @@ print(json.dumps(bytes(payloads.state(w, "reuse", "recovered", (), (), True, Non
     assert got[1] == bytes(payloads.alarm(w, b.get("crash:sampler"))).decode()
     assert got[2] == bytes(payloads.state(w, "reuse", "recovered", (), (), True, None, 1, 2,
                                           utc=3, fault="crash:x")).decode()
-    for text in got:
-        json.loads(text)
+    validate(T.telemetry, got[0].encode())  # each against its JSON Schema
+    validate(T.alarm("crash:sampler"), got[1].encode())
+    validate(T.state, got[2].encode())
 
 
 def test_snapshot_reads_the_meter_limbs(mp):
@@ -314,12 +317,13 @@ m.restore({"energy_nj": 315360000000000000000000000, "volume_ul": 13000000000001
 m.add(70000, 50000, 100000, 1000)  # 0.1 L at dT 20 K: integrated on take_meter's flush
 s = Snapshot()
 s.take_meter(m)
+s.heap_free = 4096  # take() sets it in the node; null has no reason, the schema refuses it
 print(json.dumps(m.totals()))
 print(json.dumps(bytes(payloads.telemetry(Writer(1024), s, 1)).decode()))
 print(json.dumps([s.power_w, s.power_why, m.last_power_w]))
 """
     totals, text, power = mp.run_json(src)
-    d = json.loads(text)
+    d = validate(T.telemetry, text.encode())
     raw = text
     assert totals["volume_ul"] == 1300000000000123 + 100000
     assert f'"energy_wh":{floor_dec(totals["energy_nj"], NJ_PER_WH, 3)},' in raw
@@ -419,9 +423,10 @@ gw.boot_id = 7
 gw.uptime_ms = 1234
 s = Snapshot()
 s.take(gw, heap_free=5000, utc=1760000000)
-print(bytes(payloads.telemetry(Writer(1024), s, 1)).decode())
+print(json.dumps(bytes(payloads.telemetry(Writer(1024), s, 1)).decode()))
 """
-    (d,) = mp.run_json(src)
+    (text,) = mp.run_json(src)
+    d = validate(T.telemetry, text.encode())
     assert (d["supply_c"], d["return_c"], d["dt_k"]) == (60.5, 40.25, 20.25)
     assert (d["it_coolant_c"], d["it_coolant_why"]) == (None, "short")
     assert (d["sink_return_c"], d["sink_return_why"]) == (None, "not_configured")

@@ -1,7 +1,10 @@
 """The node's telemetry (heatgw.telemetry) end to end: the real micropython binary runs the
 whole node (heatgw.start.build: sampler, control, supervisor, persist, mqtt) on the host
 board standalone, asyncio on virtual time with real sockets (boards/host/vasyncio.py),
-against a real mosquitto (tests/brokers.py) and a paho-mqtt subscriber.
+against a real broker (tests/brokers.py) and a paho-mqtt subscriber. Each test that
+talks to a broker runs against two independent implementations, mosquitto and amqtt
+(the `broker_cls` fixture); every message the subscriber receives is validated against
+its JSON Schema (nodedriver.messages(), tests/payload_schemas.py).
 
 The driver (tests/nodedriver.py) runs the node for some virtual minutes and reports its
 `mqtt` record, status and events; commands are signed there and travel through the broker.
@@ -11,13 +14,20 @@ import json
 
 import pytest
 
-from tests.brokers import Broker, Subscriber, free_port, require_mosquitto
+from tests.brokers import BROKERS, Subscriber, free_port
 from tests.nodedriver import BASE, Listener, Node, check_healthy, config, messages, records, signed
 
 
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def broker_cls(request):
+    """The broker implementation: mosquitto or amqtt (same interface, tests/brokers.py;
+    each skips when it is not installed)."""
+    return BROKERS[request.param]
+
+
 @pytest.fixture
-def broker(tmp_path):
-    with Broker(tmp_path / "mosquitto") as b:
+def broker(tmp_path, broker_cls):
+    with broker_cls(tmp_path / broker_cls.name) as b:
         yield b
 
 
@@ -95,9 +105,9 @@ await asyncio.sleep_ms(30_000)
     assert resent[:3] == [2, 3, 4] or {2, 3, 4} <= set(resent)
 
 
-def test_broker_down_at_boot_then_up_delivers_the_queued_records_in_order(tmp_path):
-    require_mosquitto()
-    b = Broker(tmp_path / "mosquitto")
+def test_broker_down_at_boot_then_up_delivers_the_queued_records_in_order(tmp_path,
+                                                                          broker_cls):
+    b = broker_cls(tmp_path / broker_cls.name)
     node = Node(tmp_path, config(b.port), """
 await asyncio.sleep_ms(120_000)
 out(waiting=tel.q.unsent())
