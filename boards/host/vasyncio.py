@@ -212,16 +212,28 @@ def _stream_write(self, buf):
     _expect(_reply_ms)
 
 
+_last = None  # the socket last made prompt (no Nagle)
+
+
 def _enqueue(s, idx):
     # A stream's write usually goes out at once, never waiting on the poller, so
     # Stream.write itself says "sent". It is hooked once asyncio.stream is loaded (not
     # before: importing it costs 1.9 KB of heap), here, where every stream waits.
-    global _write
+    global _write, _last
     if _write is None:
         m = sys.modules.get("asyncio.stream")
         if m is not None:
             _write = m.Stream.write
             m.Stream.write = _stream_write
+    if s is not _last:
+        # No Nagle on the node's side: a small write after one the peer does not answer
+        # (an MQTT QoS 0 publish) would wait for the peer's delayed ACK, ~40 ms, a gap
+        # a target absorbs in real time but GRACE_MS here reads as a dead peer.
+        _last = s
+        try:
+            s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
+        except (AttributeError, OSError):
+            pass  # not TCP, or TLS-wrapped (no setsockopt)
     type(core._io_queue)._enqueue(core._io_queue, s, idx)
 
 
