@@ -320,3 +320,53 @@ def test_deterministic_and_make_scenario_writes_the_summary(tmp_path_factory, tm
                                      "low_dt_time_s"}
     assert set(again["plant"]) >= {"heat_delivered_kwh", "max_it_coolant_c",
                                    "it_coolant_limit_c"}
+
+
+def _true_kwh_until(plant_log, t_s):
+    """The plant's true heat delivered before t_s (kWh): each log record covers
+    [t, t + dt), a record the instant cuts is counted in part."""
+    import numpy as np
+
+    from host_tools.trueheat import true_heat_series
+
+    rec = np.asarray(plant_log, dtype=np.float64)
+    share = np.clip((t_s - rec[:, 0]) / rec[:, 1], 0.0, 1.0)
+    return float(np.sum(true_heat_series(plant_log) * share)) / 3.6e6
+
+
+def test_a_power_cut_loses_one_telemetry_interval_with_the_queue_not_a_save_interval(
+        tmp_path):
+    # The same 20 s cut at 100 kW, with telemetry (restore from the newer of the state
+    # record and the flash queue; no broker needed) and without (the state record only).
+    sc = json.loads((SCENARIOS / "power_cut_100kw.json").read_text())
+    assert sc["config"]["mqtt"]  # telemetry on, as shipped
+    runs = {}
+    for name, mqtt in (("queue", sc["config"]["mqtt"]), ("state", None)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(dict(sc, config=dict(sc["config"], mqtt=mqtt))))
+        runs[name] = run_scenario(path, workdir=tmp_path / name, mpy=True)
+    lost = {}
+    for name, (s, h) in runs.items():
+        (cut,) = s["power_cuts"]
+        assert cut["restored_from"] == name, cut
+        got = cut["restored"]["totals"]
+        truth_kwh = _true_kwh_until(h.plant.log, cut["cut_t_s"])
+        lost[name] = {"s": cut["cut_t_s"] - got["time_ms"] / 1000,
+                      "kwh": truth_kwh - got["energy_nj"] / 3.6e15,
+                      "run_kwh": s["plant"]["heat_delivered_kwh"] - s["metered"]["energy_kwh"],
+                      "run_pct": s["heat_error_pct"]}
+        assert s["metered"]["time_s"] > 3000 and "Traceback" not in console(h)
+    print("power cut 20 s at 100 kW, metering lost before the cut / over the run: "
+          + "; ".join(f"{k}: {v['s']:.1f} s, {v['kwh']:.3f} kWh / {v['run_kwh']:.3f} kWh "
+                      f"({v['run_pct']:+.2f} %)" for k, v in lost.items()))
+    tick_s = runs["queue"][1].tick_ms / 1000
+    interval_s = runs["queue"][1].cfg["telemetry"]["interval_s"]
+    save_s = runs["state"][1].cfg["persist"]["interval_s"]
+    assert 0 <= lost["queue"]["s"] <= interval_s + tick_s  # at most one telemetry interval
+    assert interval_s < lost["state"]["s"] <= save_s + tick_s  # up to one save interval
+    # what the restore lost is what the plant delivered in the lost time (~100 kW)
+    for v in lost.values():
+        assert 0 <= v["kwh"] <= v["s"] * 110 / 3600 + 0.01
+    # the rest of the run meters alike: the runs differ by exactly what the restores lost
+    diff = runs["queue"][0]["metered"]["energy_kwh"] - runs["state"][0]["metered"]["energy_kwh"]
+    assert abs(diff - (lost["state"]["kwh"] - lost["queue"]["kwh"])) < 0.02
