@@ -123,7 +123,8 @@ class Harness:
                  romfs=False, heapsize=None):
         """`module_dirs`: folders searched before the firmware (a test's stand-ins);
         `uplink`: host_tools.uplink.Uplink, the broker the node's telemetry goes to;
-        `romfs`: the node's code from a ROMFS image (implies precompiled modules);
+        `romfs`: the node's code from a ROMFS image (implies precompiled modules; it is
+        first on the node's path, before `module_dirs`);
         `heapsize`: the node's `-X heapsize=` (default: $MICROPYTHON_ARGS'), to which
         --romfs adds the image."""
         self.sc = scenario
