@@ -36,9 +36,16 @@ test: $(STAMP) $(MPLIBS)
 # Run one scenario of the simulated plant against the real firmware (host board) and write
 # its JSON summary. MPY=1 (default) runs precompiled modules, as a device runs frozen code;
 # MICROPYTHON / MICROPYTHON_ARGS pick the binary and its options (e.g. -X heapsize=64wK).
+# BROKER=host:port turns telemetry on (MQTT_USER, MQTT_PASSWORD_FILE: the password from that
+# file only; CA: TLS verified against it; HA_PREFIX: Home Assistant discovery); ROMFS=1 runs
+# the node's code from a ROMFS image.
 scenario: $(STAMP) $(MPLIBS)
 	@mkdir -p $(dir $(OUT))
-	$(PY) -m host_tools.harness $(SCENARIO) --out $(OUT) $(if $(filter 1,$(MPY)),--mpy)
+	$(PY) -m host_tools.harness $(SCENARIO) --out $(OUT) $(if $(filter 1,$(MPY)),--mpy) \
+	    $(if $(BROKER),--broker $(BROKER)) $(if $(MQTT_USER),--mqtt-user $(MQTT_USER)) \
+	    $(if $(MQTT_PASSWORD_FILE),--mqtt-password-file $(MQTT_PASSWORD_FILE)) \
+	    $(if $(CA),--ca $(CA)) $(if $(HA_PREFIX),--ha-prefix $(HA_PREFIX)) \
+	    $(if $(filter 1,$(ROMFS)),--romfs)
 
 bench: $(STAMP) $(MPLIBS)
 	$(PY) -m host_tools.bench

@@ -11,6 +11,8 @@ unix port; it cannot tell it is not on a chip. Who does what:
     world.py      what the node's chips and pins read: served values, pulse edges
     oracle.py     when each trip condition appeared, from what was served
     summary.py    the JSON summary
+    uplink.py     telemetry: the broker, the node's mqtt section and secrets, the mqtt block
+    romfs.py      the node's code as a ROMFS image (--romfs)
     harness.py    this: the lockstep loop, relays, power, watchdog, and the CLI
 
 A run fails (NodeFailed; the CLI exits 1 with the reason on stderr) when the node does
@@ -20,11 +22,24 @@ its safe state (no or a broken configuration) runs; a safe boot the scenario ask
 expected not to start the application.
 
     python -m host_tools.harness scenarios/sink_lost.json --out result.json [--mpy]
+    python -m host_tools.harness SCENARIO --broker HOST:PORT [--mqtt-user U
+        --mqtt-password-file F] [--ca CA_FILE] [--ha-prefix homeassistant] [--romfs]
+
+With --broker the node's configuration gets an `mqtt` section for that broker and its
+secrets file the password (read from F only, never printed); --ca turns on TLS with
+server verification (the CA goes onto the node's flash as DER). A broker that cannot be
+reached is no failure: the records stay queued on the node's flash and the summary says so.
+--romfs runs the node's code from a ROMFS image (host_tools/romfs.py) that the host board
+mounts at boot; the node's heap grows by the image's size and the summary's heap figures
+do not count it (`romfs_image_bytes`).
 """
 
 import argparse
+import binascii
 import json
+import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -33,6 +48,7 @@ import time
 from pathlib import Path
 
 from host_tools import linkcodec as lc
+from host_tools import mpinfo
 from host_tools.deadman import DeadMan
 from host_tools.nodeproc import REAL_TIMEOUT_S, Node, NodeFailed, NodeGone, console_tail
 from host_tools.oracle import Oracle
@@ -40,6 +56,7 @@ from host_tools.paths import REPO, micropypath, micropython_cmd
 from host_tools.plant import Plant, PlantParams
 from host_tools.scenario import Profile, load_scenario, node_config
 from host_tools.summary import summary
+from host_tools.uplink import CA_NAME, NODE_DATA_DIR, Uplink, UplinkError
 from host_tools.world import EVENTS as WORLD_EVENTS
 from host_tools.world import World
 
@@ -50,22 +67,92 @@ HANG_TIMEOUT_S = 3.0  # after an injected hang: real seconds before the watchdog
 APP_STOPPED = "main: application stopped"  # main.py's line when start.run() raised
 
 
-class Harness:
-    def __init__(self, scenario, workdir, *, mpy=False, module_dirs=()):
-        """`module_dirs`: folders searched before the firmware (a test's stand-ins)."""
-        self.sc = scenario
-        self.mpy = mpy
-        extra = [str(d) for d in module_dirs]
-        if mpy:  # precompiled modules first (host_tools.build_mpy builds them)
-            from host_tools.build_mpy import build, host_mpy_dir
+def heap_bytes(arg):
+    """The unix port's `-X heapsize=` value in bytes: N[w][K|M], w = words of 4 bytes
+    scaled to the binary's word size (ports/unix/main.c)."""
+    m = re.fullmatch(r"(0x[0-9a-fA-F]+|\d+)([wW]?)([kKmM]?)", arg)
+    if not m:
+        raise ValueError(f"-X heapsize={arg}: not N[w][K|M]")
+    n = int(m.group(1), 0) * {"": 1, "k": 1024, "m": 1 << 20}[m.group(3).lower()]
+    if m.group(2):
+        n = n * (mpinfo.word_bits() // 8) // 4
+    return n
 
-            if not build(["host"]):
-                raise RuntimeError("mpy-cross failed for the host board")
-            extra.append(host_mpy_dir())
-        self.micropypath = micropypath("host", extra)
+
+def split_heapsize(cmd):
+    """(cmd without its -X heapsize options, the last heapsize given or None)."""
+    out, heap, i = [], None, 0
+    while i < len(cmd):
+        a = cmd[i]
+        if a == "-X" and i + 1 < len(cmd) and cmd[i + 1].startswith("heapsize="):
+            heap = cmd[i + 1][len("heapsize="):]
+            i += 2
+            continue
+        if a.startswith("-Xheapsize="):
+            heap = a[len("-Xheapsize="):]
+        else:
+            out.append(a)
+        i += 1
+    return out, heap
+
+
+# The installer's deploy, on the node's own interpreter and file system (stdin: a JSON doc).
+_PROVISION = """
+import binascii, board, json, sys
+p = json.loads(sys.stdin.read())
+d = board.data_dir()
+if d != p["data_dir"]:
+    raise SystemExit("the node's data directory is %s, not %s" % (d, p["data_dir"]))
+if p["config"] is not None:
+    with open(d + "/config.json", "w") as f:
+        f.write(p["config"])
+if p["ca"]:
+    with open(d + "/" + p["ca_name"], "wb") as f:
+        f.write(binascii.unhexlify(p["ca"]))
+if p["secrets"]:
+    from heatgw import secrets
+    secrets.save(d + "/secrets.json", p["secrets"])
+if p["safeboot"]:
+    open(d + "/SAFEBOOT", "w").close()
+print("provisioned")
+"""
+
+
+class Harness:
+    def __init__(self, scenario, workdir, *, mpy=False, module_dirs=(), uplink=None,
+                 romfs=False, heapsize=None):
+        """`module_dirs`: folders searched before the firmware (a test's stand-ins);
+        `uplink`: host_tools.uplink.Uplink, the broker the node's telemetry goes to;
+        `romfs`: the node's code from a ROMFS image (implies precompiled modules; it is
+        first on the node's path, before `module_dirs`);
+        `heapsize`: the node's `-X heapsize=` (default: $MICROPYTHON_ARGS'), to which
+        --romfs adds the image."""
+        self.sc = scenario
+        self.mpy = mpy or romfs
+        self.uplink = uplink
+        extra = [str(d) for d in module_dirs]
+        self.provision_path = micropypath("host", extra)  # the installer's tools: source
+        self.romfs = None
+        if romfs:  # the application from the image only (host_tools/romfs.py)
+            from host_tools.romfs import host_romfs
+
+            self.romfs = host_romfs()
+            self.micropypath = os.pathsep.join(
+                [*extra, *map(str, self.romfs.path_dirs), ".frozen"])
+        else:
+            if mpy:  # precompiled modules first (host_tools.build_mpy builds them)
+                from host_tools.build_mpy import build, host_mpy_dir
+
+                if not build(["host"]):
+                    raise RuntimeError("mpy-cross failed for the host board")
+                extra.append(host_mpy_dir())
+            self.micropypath = micropypath("host", extra)
+        self.node_cmd, self.node_env = self._node_cmd(heapsize)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = node_config(scenario)
+        if uplink is not None:
+            self.cfg["mqtt"] = uplink.config_section(self.cfg.get("mqtt"))
         self.ctl = self.cfg["control"]
         self.tick_ms = self.ctl["tick_ms"]
         self.step_ms = int(scenario.get("step_s", DEFAULT_STEP_S) * 1000)
@@ -100,6 +187,7 @@ class Harness:
         self.peak_heap = 0
         self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
+        self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -118,6 +206,26 @@ class Harness:
         self._cut_off_ms = 0
         self._off_until = 0  # powered off until then, to boot with _off_cause
         self._off_cause = None
+
+    def _node_cmd(self, heapsize):
+        """The node's command line and extra environment. With ROMFS the heap holds the
+        image too (boards/host/node.py reads it into one buffer): the heap grows by its
+        size rounded up to 4 KB, and $HEATGW_ROMFS names it."""
+        cmd, given = split_heapsize(micropython_cmd())
+        heap = heapsize or given
+        env = {}
+        self.romfs_image_bytes = None
+        if self.romfs is not None:
+            size = self.romfs.image_bytes
+            self.romfs_image_bytes = size
+            env["HEATGW_ROMFS"] = str(self.romfs.image)
+            if heap is not None:
+                n = heap_bytes(heap) + 4096 * math.ceil(size / 4096)
+                heap = f"{n // 1024}K" if n % 1024 == 0 else str(n)
+        self.heapsize = heap  # None: the binary's default heap
+        if heap is not None:
+            cmd += ["-X", f"heapsize={heap}"]
+        return cmd, env
 
     # -- time --------------------------------------------------------------------------
 
@@ -352,14 +460,22 @@ class Harness:
         elif kind == "restored":
             self.restores.append({"t_s": t_s, **rec})
             cut = self._awaiting_restore
+            boot = len(self.boots)
+            if (cut is None and rec.get("from") == "queue" and self.cuts
+                    and self.cuts[-1].get("restored_boot") == boot):
+                cut = self.cuts[-1]  # telemetry's queue had newer totals: the boot took them
             if cut is not None:
                 self._awaiting_restore = None
                 got = {"seq": rec["seq"], "totals": rec["totals"]}
                 cut["restored"] = got
+                cut["restored_from"] = rec.get("from", "state")
+                cut["restored_boot"] = boot
                 # Equal to the last completed save; or, when the cut fell on the very
                 # last flash operation of a save and it landed, to that save (it is
-                # then complete on flash, just not acknowledged).
-                cut["restored_is"] = ("last_saved" if got == cut["last_saved"] else
+                # then complete on flash, just not acknowledged); or newer, from the
+                # telemetry queue's newest record ("queue").
+                cut["restored_is"] = ("queue" if rec.get("from") == "queue" else
+                                      "last_saved" if got == cut["last_saved"] else
                                       "inflight" if got == cut["inflight"] else "other")
         elif kind == "flash":
             self.flash = rec
@@ -368,6 +484,8 @@ class Harness:
             self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at"),
                                   rec.get("min_largest_free_bytes")))
             self.heap_by_boot[len(self.boots)] = rec
+        elif kind == "mqtt":  # heatgw.telemetry: this boot's counters so far
+            self.mqtt_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -375,31 +493,35 @@ class Harness:
     # -- power, boot, watchdog ---------------------------------------------------------
 
     def _provision(self):
-        """Write config.json into the node's flash, as an installer's deploy would.
-        Scenario keys: `config_text` writes that text verbatim (a broken file),
-        `"config_file": null` writes none."""
+        """Write config.json (and with a broker secrets.json and the CA) into the node's
+        flash, as an installer's deploy would. Scenario keys: `config_text` writes that
+        text verbatim (a broken file), `"config_file": null` writes none. What is written
+        goes to the provisioning process on its stdin (a password never on a command
+        line); secrets.json through the firmware's own heatgw.secrets.save (validated)."""
         text = self.sc.get("config_text", json.dumps(self.cfg))
         if "config_file" in self.sc and self.sc["config_file"] is None:
             text = None
-        code = "import board\nd = board.data_dir()\n"
-        if text is not None:
-            code += ("with open(d + '/config.json', 'w') as f:\n"
-                     f"    f.write({json.dumps(text)})\n")
-        if self.sc.get("safeboot_file"):
-            code += "open(d + '/SAFEBOOT', 'w').close()\n"
-        code += "print('provisioned')\n"
-        env = dict(os.environ, MICROPYPATH=self.micropypath,
+        up = self.uplink
+        der = up.ca_der() if up is not None else None
+        doc = {"config": text, "data_dir": NODE_DATA_DIR,
+               "secrets": up.secrets() if up is not None else {},
+               "ca": None if der is None else binascii.hexlify(der).decode(),
+               "ca_name": CA_NAME,
+               "safeboot": bool(self.sc.get("safeboot_file"))}
+        env = dict(os.environ, MICROPYPATH=self.provision_path,
                    HEATGW_FLASH=str(self.flash_path))
         env.pop("HEATGW_LINK", None)
-        out = subprocess.run([*micropython_cmd(), "-c", code], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run([*micropython_cmd(), "-c", _PROVISION], cwd=REPO, env=env,
+                             input=json.dumps(doc), capture_output=True, text=True,
+                             timeout=60, check=False)
         if "provisioned" not in out.stdout:
             raise NodeFailed(f"provisioning failed: {out.stdout}{out.stderr}")
 
     def _boot_node(self, cause):
         self.node = Node(micropypath=self.micropypath, listener=self.listener,
                          flash_path=self.flash_path, console=self.console,
-                         console_path=self.console_path)
+                         console_path=self.console_path, cmd=self.node_cmd,
+                         env=self.node_env)
         self.world.forget_served()
         try:
             line = self.node.readline(REAL_TIMEOUT_S)
@@ -575,12 +697,15 @@ class Harness:
         self.node = None
 
 
-def run_scenario(path, out=None, workdir=None, *, mpy=False, module_dirs=()):
-    """Run one scenario file: (summary, harness). NodeFailed when the node did not run."""
+def run_scenario(path, out=None, workdir=None, *, mpy=False, module_dirs=(), uplink=None,
+                 romfs=False, heapsize=None):
+    """Run one scenario file: (summary, harness). NodeFailed when the node did not run.
+    uplink / romfs / heapsize: see Harness."""
     sc = load_scenario(path)
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
-    h = Harness(sc, workdir, mpy=mpy, module_dirs=module_dirs)
+    h = Harness(sc, workdir, mpy=mpy, module_dirs=module_dirs, uplink=uplink, romfs=romfs,
+                heapsize=heapsize)
     summary_ = h.run()
     if out:
         Path(out).write_text(json.dumps(summary_, indent=1) + "\n")
@@ -594,9 +719,34 @@ def main(argv=None):
     ap.add_argument("--workdir", help="flash image and console log (default: a temp dir)")
     ap.add_argument("--mpy", action="store_true",
                     help="run precompiled modules (build/mpy/host), as a device runs frozen code")
+    ap.add_argument("--broker", metavar="HOST:PORT",
+                    help="telemetry on: the node publishes its records to this broker")
+    ap.add_argument("--mqtt-user", metavar="U", help="the node's broker user name")
+    ap.add_argument("--mqtt-password-file", metavar="F",
+                    help="the broker password, from this file only (into the node's "
+                         "secrets file; never printed)")
+    ap.add_argument("--ca", metavar="CA_FILE",
+                    help="TLS with server verification against this CA (PEM or DER)")
+    ap.add_argument("--ha-prefix", metavar="PREFIX",
+                    help="Home Assistant discovery prefix, e.g. homeassistant")
+    ap.add_argument("--romfs", action="store_true",
+                    help="the node's code from a ROMFS image mounted at boot (implies --mpy)")
     args = ap.parse_args(argv)
+    uplink = None
     try:
-        summary_, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy)
+        if args.broker:
+            uplink = Uplink(args.broker, user=args.mqtt_user,
+                            password_file=args.mqtt_password_file, ca_file=args.ca,
+                            ha_prefix=args.ha_prefix)
+        elif args.mqtt_user or args.mqtt_password_file or args.ca or args.ha_prefix:
+            raise UplinkError("--mqtt-user, --mqtt-password-file, --ca and --ha-prefix "
+                              "need --broker")
+    except UplinkError as e:
+        print(f"harness: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary_, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy,
+                                   uplink=uplink, romfs=args.romfs)
     except NodeFailed as e:
         if args.out:  # a summary left from an earlier run must not pass for this one
             Path(args.out).unlink(missing_ok=True)
@@ -606,6 +756,9 @@ def main(argv=None):
                                        "peak_heap_bytes", "min_largest_free_bytes",
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
+    for k in ("romfs_image_bytes", "mqtt", "uplink"):
+        if summary_.get(k) is not None:
+            brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))
     return 0
 

@@ -16,7 +16,6 @@ Frozen into a board image (boards/*/manifest.py) a module's code costs no heap a
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,15 +187,12 @@ def romfs_costs():
     """Heap for importing the application: from source, from .mpy files on the file
     system, and from a ROMFS image (`mpremote romfs build`, mounted with vfs.VfsRom:
     bytecode and constants stay in the image)."""
+    from host_tools import romfs
+
     mpy = mpy_dir()
     with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "app"
-        shutil.copytree(mpy / "heatgw", tree / "heatgw")
-        for name in ("max31865.mpy", "pulsecounter.mpy"):
-            shutil.copy(mpy / name, tree / name)
-        img = Path(tmp) / "app.romfs"
-        subprocess.run([sys.executable, "-m", "mpremote", "romfs", "--no-mpy", "-o", str(img),
-                        "build", str(tree)], check=True, capture_output=True, text=True)
+        img = romfs.pack(romfs.app_tree(mpy, Path(tmp) / "app", packages=()),
+                         Path(tmp) / "app.romfs")
         rom = _app_cost(img, [mpy])
         size = img.stat().st_size
     src = _app_cost(None, [])

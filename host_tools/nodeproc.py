@@ -40,16 +40,21 @@ class Node:
     `wdt_timeout_ms` / `last_feed_vt`: the watchdog the node started (the harness owns
     it); `app_booted`: the application reported its boot record."""
 
-    def __init__(self, *, micropypath, listener, flash_path, console, console_path):
+    def __init__(self, *, micropypath, listener, flash_path, console, console_path,
+                 cmd=None, env=None):
+        """cmd: the micropython command line (default: micropython_cmd()); env: extra
+        environment (e.g. HEATGW_ROMFS)."""
         self.console_path = console_path
+        extra = env
         env = dict(os.environ)
+        env.update(extra or {})
         env["MICROPYPATH"] = micropypath
         env["HEATGW_LINK"] = f"127.0.0.1:{listener.getsockname()[1]}"
         env["HEATGW_FLASH"] = str(flash_path)
         self.proc = subprocess.Popen(
             # -m: the module path decides (precompiled first when asked), not the
             # script's own folder
-            [*micropython_cmd(), "-m", "node"],
+            [*(cmd or micropython_cmd()), "-m", "node"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=console,
             stderr=subprocess.STDOUT,
         )

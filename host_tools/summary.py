@@ -1,6 +1,7 @@
 """The JSON summary of a scenario run (README, "Scenarios": what each key means)."""
 
 from host_tools.trueheat import true_heat_kwh
+from host_tools.uplink import mqtt_block, uplink_summary
 
 
 def flash_summary(h):
@@ -52,6 +53,10 @@ def summary(h, wall_s):
             "time_s": totals["time_ms"] / 1000.0,
         }
     heat = true_heat_kwh(h.plant.log)
+    # With --romfs the image sits in the node's heap as one buffer (a board maps its
+    # ROMFS partition instead): the heap figures do not count it.
+    img = h.romfs_image_bytes or 0
+    mqtt = mqtt_block(h.mqtt_by_boot)
     return {
         "scenario": h.sc["name"],
         "duration_s": h.end_vt / 1000.0,
@@ -71,13 +76,17 @@ def summary(h, wall_s):
         },
         "heat_error_pct": (100.0 * (metered["energy_kwh"] - heat) / heat
                            if metered and heat > 0 else None),
-        "peak_heap_bytes": h.peak_heap,
+        "peak_heap_bytes": h.peak_heap - img if h.peak_heap else 0,
         "min_largest_free_bytes": min(
             (r["min_largest_free_bytes"] for r in h.heap_by_boot.values()
              if r.get("min_largest_free_bytes") is not None), default=None),
         "memory_errors": sum(r.get("memory_errors", 0) for r in h.heap_by_boot.values()),
         "console_memory_errors": console_count(h.console_path, "MemoryError"),
-        "heap_peaks": h.heap_log[-20:],
+        "heap_peaks": [[t, peak - img, at, free] for t, peak, at, free in h.heap_log[-20:]],
+        "heapsize": h.heapsize,
+        "romfs_image_bytes": h.romfs_image_bytes,
+        "mqtt": mqtt,
+        "uplink": uplink_summary(h.cfg.get("mqtt"), h.cfg.get("node_id"), mqtt),
         "boots": h.boots,
         "saves": len(h.saves),
         "restores": h.restores,

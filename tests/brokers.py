@@ -230,6 +230,10 @@ class Broker(_BrokerProcess):
             for u, p in self.users.items():
                 subprocess.run([PASSWD, "-b", pw, u, p], check=True, capture_output=True)
             lines.append(f"password_file {pw}")
+        # Replies at once, not held by Nagle until the node's delayed ACK (~40 ms): on
+        # the host board a gap that long inside a reply reads as a dead broker
+        # (boards/host/vasyncio.py, GRACE_MS). A target takes it in real time.
+        lines.append("set_tcp_nodelay true")
         lines += ["persistence true", f"persistence_location {self.dir}/",
                   "autosave_interval 3600",  # saved on SIGUSR1 (save()), not behind our back
                   f"log_dest file {self.log}", "log_type all",

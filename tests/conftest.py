@@ -4,6 +4,7 @@ import pytest
 
 from host_tools import mprun
 from host_tools.paths import micropython_cmd
+from tests.siteday import complete_node_day  # noqa: F401 - the complete-node day fixture
 
 
 @pytest.fixture(scope="session", autouse=True)

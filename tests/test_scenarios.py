@@ -7,11 +7,9 @@ the values it served; the node never reports it.
 """
 
 import json
-import os
 
 import pytest
 
-from host_tools import mpinfo
 from host_tools.harness import run_scenario
 from host_tools.paths import REPO
 
@@ -304,30 +302,6 @@ def test_safe_boot_stops_the_application_before_the_watchdog(tmp_path):
         assert h.watchdog_starts == []  # no watchdog was started
 
 
-@pytest.mark.skipif(os.environ.get("HEATGW_SKIP_DAY") == "1", reason="HEATGW_SKIP_DAY=1")
-def test_day_24h_meter_agrees_with_plant_in_the_heap_budget(tmp_path_factory, monkeypatch):
-    # The day runs with precompiled modules in the heap budget (issue 7: 160 KB on the
-    # 64-bit host, scaled to the binary under test).
-    budget_bytes = mpinfo.heap_kb(160) * 1024
-    args = os.environ.get("MICROPYTHON_ARGS", "")
-    if "heapsize" not in args:
-        monkeypatch.setenv("MICROPYTHON_ARGS",
-                           (args + f" -X heapsize={mpinfo.heapsize(160)}").strip())
-    s, h = run("day_24h", tmp_path_factory, mpy=True)
-    text = console(h)
-    assert "MemoryError" not in text and "Traceback" not in text, text[-3000:]
-    print(f"day: metered {s['metered']['energy_kwh']:.3f} kWh, plant "
-          f"{s['plant']['heat_delivered_kwh']:.3f} kWh, error {s['heat_error_pct']:+.4f} %, "
-          f"peak heap {s['peak_heap_bytes']} B, {s['wall_s']} s")
-    assert s["duration_s"] == 86400
-    assert s["plant"]["heat_delivered_kwh"] > 500  # a real day of reuse, not a bypassed one
-    assert abs(s["heat_error_pct"]) < 0.5
-    assert s["metered"]["error_time_s"] == 0
-    # the live heap after gc.collect() leaves 10 % of the budget for transients
-    assert 0 < s["peak_heap_bytes"] < 0.9 * budget_bytes
-    assert s["plant"]["max_it_coolant_c"] <= s["plant"]["it_coolant_limit_c"]
-
-
 def test_deterministic_and_make_scenario_writes_the_summary(tmp_path_factory, tmp_path):
     import subprocess
 
@@ -346,3 +320,53 @@ def test_deterministic_and_make_scenario_writes_the_summary(tmp_path_factory, tm
                                      "low_dt_time_s"}
     assert set(again["plant"]) >= {"heat_delivered_kwh", "max_it_coolant_c",
                                    "it_coolant_limit_c"}
+
+
+def _true_kwh_until(plant_log, t_s):
+    """The plant's true heat delivered before t_s (kWh): each log record covers
+    [t, t + dt), a record the instant cuts is counted in part."""
+    import numpy as np
+
+    from host_tools.trueheat import true_heat_series
+
+    rec = np.asarray(plant_log, dtype=np.float64)
+    share = np.clip((t_s - rec[:, 0]) / rec[:, 1], 0.0, 1.0)
+    return float(np.sum(true_heat_series(plant_log) * share)) / 3.6e6
+
+
+def test_a_power_cut_loses_one_telemetry_interval_with_the_queue_not_a_save_interval(
+        tmp_path):
+    # The same 20 s cut at 100 kW, with telemetry (restore from the newer of the state
+    # record and the flash queue; no broker needed) and without (the state record only).
+    sc = json.loads((SCENARIOS / "power_cut_100kw.json").read_text())
+    assert sc["config"]["mqtt"]  # telemetry on, as shipped
+    runs = {}
+    for name, mqtt in (("queue", sc["config"]["mqtt"]), ("state", None)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(dict(sc, config=dict(sc["config"], mqtt=mqtt))))
+        runs[name] = run_scenario(path, workdir=tmp_path / name, mpy=True)
+    lost = {}
+    for name, (s, h) in runs.items():
+        (cut,) = s["power_cuts"]
+        assert cut["restored_from"] == name, cut
+        got = cut["restored"]["totals"]
+        truth_kwh = _true_kwh_until(h.plant.log, cut["cut_t_s"])
+        lost[name] = {"s": cut["cut_t_s"] - got["time_ms"] / 1000,
+                      "kwh": truth_kwh - got["energy_nj"] / 3.6e15,
+                      "run_kwh": s["plant"]["heat_delivered_kwh"] - s["metered"]["energy_kwh"],
+                      "run_pct": s["heat_error_pct"]}
+        assert s["metered"]["time_s"] > 3000 and "Traceback" not in console(h)
+    print("power cut 20 s at 100 kW, metering lost before the cut / over the run: "
+          + "; ".join(f"{k}: {v['s']:.1f} s, {v['kwh']:.3f} kWh / {v['run_kwh']:.3f} kWh "
+                      f"({v['run_pct']:+.2f} %)" for k, v in lost.items()))
+    tick_s = runs["queue"][1].tick_ms / 1000
+    interval_s = runs["queue"][1].cfg["telemetry"]["interval_s"]
+    save_s = runs["state"][1].cfg["persist"]["interval_s"]
+    assert 0 <= lost["queue"]["s"] <= interval_s + tick_s  # at most one telemetry interval
+    assert interval_s < lost["state"]["s"] <= save_s + tick_s  # up to one save interval
+    # what the restore lost is what the plant delivered in the lost time (~100 kW)
+    for v in lost.values():
+        assert 0 <= v["kwh"] <= v["s"] * 110 / 3600 + 0.01
+    # the rest of the run meters alike: the runs differ by exactly what the restores lost
+    diff = runs["queue"][0]["metered"]["energy_kwh"] - runs["state"][0]["metered"]["energy_kwh"]
+    assert abs(diff - (lost["state"]["kwh"] - lost["queue"]["kwh"])) < 0.02

@@ -243,6 +243,9 @@ def _stream_write(self, buf):
     _expect(_reply_ms)
 
 
+_last = None  # the socket last made prompt (no Nagle)
+
+
 def _hook_write():
     # A stream's write usually goes out at once, never waiting on the poller, so
     # Stream.write itself says "sent". Hooked once asyncio.stream is loaded (not before:
@@ -257,7 +260,17 @@ def _hook_write():
 
 
 def _enqueue(s, idx):
+    global _last
     _hook_write()
+    if s is not _last:
+        # No Nagle on the node's side: a small write after one the peer does not answer
+        # (an MQTT QoS 0 publish) would wait for the peer's delayed ACK, ~40 ms, a gap
+        # a target absorbs in real time but GRACE_MS here reads as a dead peer.
+        _last = s
+        try:
+            s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
+        except (AttributeError, OSError):
+            pass  # not TCP, or TLS-wrapped (no setsockopt)
     type(core._io_queue)._enqueue(core._io_queue, s, idx)
 
 

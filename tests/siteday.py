@@ -1,0 +1,180 @@
+"""The complete-node day: ONE simulated 24 h day with every feature the node has, run once
+per test session and shared by every test that checks something on it (tests/test_siteday.py
+and later issues' tests). There is one 24 h day in the suite: a feature adds its part here
+instead of running a day of its own.
+
+    def test_something(complete_node_day):
+        day = complete_node_day
+        day.summary        # the harness summary (README, "Scenarios": every key)
+        day.harness        # the Harness: node_events, saves, restores, cfg, ...
+        day.console        # the node's console log (Path)
+        day.broker         # the mosquitto the node published to (stopped at session end)
+        day.messages       # every message the upstream got: (topic, payload, retain, dup, qos)
+        day.retained       # what a new subscriber gets afterwards: the retained messages
+        day.base           # the node's topic base, <prefix>/<site>/<node_id>
+        day.records()      # (seq, "telemetry" | "event", doc) of the queue records
+        day.extra[name]    # what a feature collected (below)
+        day.heap_budget_bytes   # the budget the day must fit (the image not counted)
+
+What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harness with
+- `telemetry`: telemetry to a local mosquitto (tests/brokers.Broker) that requires a user
+  name and password (the harness provisions the password into the node's secrets file),
+  and a paho upstream (tests/brokers.Subscriber) with a PERSISTENT session on `heatgw/#`
+  and `homeassistant/#`, subscribed before the node boots, collecting every message;
+- `ha_discovery`: Home Assistant discovery on (`mqtt.ha_discovery_prefix`);
+- `romfs_code`: the node's code from a ROMFS image (`--romfs`), in the heap budget
+  `mpinfo.heapsize(160)`, to which the harness adds the image (README, "ROMFS accounting").
+
+Environment, for development only (the defaults are the budget and the real day):
+HEATGW_DAY_HEAP_KB=400 runs the node in `-X heapsize=400K` (plus the image) instead of the
+budget; HEATGW_DAY_SCENARIO=path runs the same features on a shorter scenario (the day's
+own checks then fail on its length, the feature checks still mean something);
+HEATGW_SKIP_DAY=1 skips every test that uses the day.
+
+Adding a feature (the field-I/O and console issues): write a function `feature(setup)` and
+append it to FEATURES. Before the run it may
+- merge configuration into the node's: `setup.config["modbus"] = {...}` (deep-merged
+  into the scenario's `config`, so it is validated by the node like any config.json);
+- start its peers (a Modbus server, a pty) and register `setup.cleanups.append(stop)`;
+- pass harness options: `setup.harness_kw["uplink"] = ...` (host_tools.harness.Harness);
+- register `setup.collectors.append(fn)`: `fn(day)` runs after the run, while the peers
+  still run, and stores what the feature saw in `day.extra["<feature>"]`.
+Then check it in the feature's own test module with the `complete_node_day` fixture (a
+test there that asserts something of the day: never a second day). A feature that needs
+the harness to do something new adds it to the harness, for every scenario.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from host_tools import mpinfo
+from host_tools.harness import run_scenario
+from host_tools.paths import REPO
+from host_tools.scenario import deep_merge
+from host_tools.uplink import Uplink
+from tests.brokers import Broker, Subscriber
+from tests.nodedriver import messages
+
+DAY_SCENARIO = REPO / "scenarios" / "day_24h.json"
+BUDGET_HOST64_KB = 160  # the complete node's heap budget on the 64-bit host (issue 7)
+NODE_USER, UPSTREAM_USER = "heatgw-node", "upstream"
+HA_PREFIX = "homeassistant"
+
+
+class Setup:
+    """What the features prepare before the run (module doc)."""
+
+    def __init__(self, tmp):
+        self.tmp = Path(tmp)
+        self.config = {}  # deep-merged into the scenario's config
+        self.harness_kw = {}  # run_scenario keyword arguments
+        self.cleanups = []  # after everything, last first
+        self.collectors = []  # fn(day), after the run, peers still up
+
+
+class Day:
+    def __init__(self, summary, harness):
+        self.summary = summary
+        self.harness = harness
+        self.console = Path(summary["console_log"])
+        self.broker = None
+        self.messages = []
+        self.retained = []
+        self.base = (summary.get("uplink") or {}).get("topic_base")
+        self.extra = {}
+        self.heap_budget_bytes = mpinfo.heap_kb(BUDGET_HOST64_KB) * 1024
+
+    def records(self):
+        """(seq, "telemetry" | "event", doc) of every queue record received, in order."""
+        out = []
+        for topic, payload, *_ in self.messages:
+            if topic in (self.base + "/telemetry", self.base + "/event"):
+                doc = json.loads(payload)
+                out.append((doc["seq"], topic.rsplit("/", 1)[1], doc))
+        return out
+
+    def event_kinds(self):
+        """The kinds of every event the node logged (through its record sink)."""
+        return [e.get("kind") for e in self.harness.node_events]
+
+
+# -- the features ------------------------------------------------------------------------
+
+
+def telemetry(setup):
+    node_pw, up_pw = "node-" + os.urandom(8).hex(), "up-" + os.urandom(8).hex()
+    broker = Broker(setup.tmp / "mosquitto", users={NODE_USER: node_pw, UPSTREAM_USER: up_pw})
+    broker.start()
+    setup.cleanups.append(broker.stop)
+    pw = setup.tmp / "mqtt_password"
+    pw.write_text(node_pw + "\n")
+    # a persistent session from before the node boots: nothing it publishes is missed
+    sub = Subscriber(broker, ["heatgw/#", HA_PREFIX + "/#"], client_id="siteday-upstream",
+                     clean_session=False, username=UPSTREAM_USER, password=up_pw)
+    setup.cleanups.append(sub.close)
+    setup.harness_kw["uplink"] = Uplink(f"127.0.0.1:{broker.port}", user=NODE_USER,
+                                        password_file=pw)
+
+    def collect(day):
+        day.broker = broker
+        day.messages = messages(sub, quiet_s=1.0)
+        fresh = Subscriber(broker, [HA_PREFIX + "/#", day.base + "/#"],
+                           client_id="siteday-late", username=UPSTREAM_USER, password=up_pw)
+        day.retained = messages(fresh, quiet_s=1.0)
+        fresh.close()
+
+    setup.collectors.append(collect)
+
+
+def ha_discovery(setup):
+    setup.config = deep_merge(setup.config, {"mqtt": {"ha_discovery_prefix": HA_PREFIX}})
+
+
+def romfs_code(setup):
+    setup.harness_kw["romfs"] = True
+    kb = os.environ.get("HEATGW_DAY_HEAP_KB")
+    setup.harness_kw["heapsize"] = f"{int(kb)}K" if kb else mpinfo.heapsize(BUDGET_HOST64_KB)
+
+
+FEATURES = [telemetry, ha_discovery, romfs_code]
+
+
+# -- the fixture -------------------------------------------------------------------------
+
+
+def run_day(tmp, features=FEATURES, scenario=None):
+    """Run the scenario once with every feature; the Day (peers still up) and the cleanups
+    to call when done."""
+    setup = Setup(tmp)
+    try:
+        for feature in features:
+            feature(setup)
+        sc = json.loads(Path(scenario or DAY_SCENARIO).read_text())
+        sc["name"] = "complete_node_" + sc.get("name", "day")
+        sc["config"] = deep_merge(sc.get("config", {}), setup.config)
+        path = setup.tmp / "scenario.json"
+        path.write_text(json.dumps(sc, indent=1))
+        summary, h = run_scenario(path, workdir=setup.tmp / "node", **setup.harness_kw)
+        day = Day(summary, h)
+        for collect in setup.collectors:
+            collect(day)
+    except BaseException:
+        for stop in reversed(setup.cleanups):
+            stop()
+        raise
+    return day, setup.cleanups
+
+
+@pytest.fixture(scope="session")
+def complete_node_day(tmp_path_factory):
+    """The complete-node day (module doc), run once per session."""
+    if os.environ.get("HEATGW_SKIP_DAY") == "1":
+        pytest.skip("HEATGW_SKIP_DAY=1")
+    day, cleanups = run_day(tmp_path_factory.mktemp("complete_node_day"),
+                            scenario=os.environ.get("HEATGW_DAY_SCENARIO"))
+    yield day
+    for stop in reversed(cleanups):
+        stop()

@@ -1,0 +1,89 @@
+"""Checks on the complete-node day (tests/siteday.py): the one simulated 24 h day of the
+suite, with every feature the node has, run once and shared. Each test checks one part:
+metering against the plant, the heap, telemetry delivery, Home Assistant discovery.
+A later feature adds its test here (or in its own module) on the same fixture."""
+
+import json
+from collections import Counter
+
+from host_tools.paths import FIRMWARE
+from tests.nodedriver import LATE_MAX_MS
+
+
+def test_day_meter_agrees_with_the_plant(complete_node_day):
+    day = complete_node_day
+    s = day.summary
+    text = day.console.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    print(f"day: metered {s['metered']['energy_kwh']:.3f} kWh, plant "
+          f"{s['plant']['heat_delivered_kwh']:.3f} kWh, error {s['heat_error_pct']:+.4f} %, "
+          f"{s['wall_s']} s")
+    assert s["duration_s"] == 86400
+    assert [b["cause"] for b in s["boots"]] == ["power_on"]
+    assert s["plant"]["heat_delivered_kwh"] > 500  # a real day of reuse, not a bypassed one
+    assert abs(s["heat_error_pct"]) < 0.5
+    assert s["metered"]["error_time_s"] == 0
+    assert s["plant"]["max_it_coolant_c"] <= s["plant"]["it_coolant_limit_c"]
+
+
+def test_day_heap_fits_the_budget_without_memory_errors_or_crashed_tasks(complete_node_day):
+    day = complete_node_day
+    s = day.summary
+    budget = day.heap_budget_bytes
+    print(f"day heap: peak {s['peak_heap_bytes']} B, smallest largest free block "
+          f"{s['min_largest_free_bytes']} B, in -X heapsize={s['heapsize']} (ROMFS image "
+          f"{s['romfs_image_bytes']} B not counted), budget {budget} B")
+    assert s["romfs_image_bytes"] > 0  # the code ran from the image
+    assert s["min_largest_free_bytes"] is not None and s["min_largest_free_bytes"] > 0
+    assert s["memory_errors"] == 0 and s["console_memory_errors"] == 0
+    kinds = day.event_kinds()
+    crashed = [e for e in day.harness.node_events
+               if e.get("kind") == "task" and e.get("state") == "crashed"]
+    assert "crash" not in kinds and "task_failing" not in kinds and not crashed, crashed[:3]
+    # the live heap after gc.collect() leaves 10 % of the budget for transients
+    assert 0 < s["peak_heap_bytes"] < 0.9 * budget
+
+
+def test_day_telemetry_delivers_every_record_once_in_seq_without_retransmission(
+        complete_node_day):
+    day = complete_node_day
+    m = day.summary["mqtt"]
+    recs = day.records()
+    counts = Counter(seq for seq, _, _ in recs)
+    print(f"day mqtt: {m}; {len(recs)} queue records received, "
+          f"{sum(1 for _, k, _ in recs if k == 'telemetry')} telemetry")
+    assert day.summary["uplink"]["reached"]
+    assert m["retransmitted"] == 0 and m["reconnects"] == 0 and m["dropped"] == 0
+    assert m["worst_tick_late_ms"] <= LATE_MAX_MS
+    assert m["first_seq"] == 1
+    assert [s for s, n in counts.items() if n > 1] == []  # exactly once
+    assert sorted(counts) == list(range(m["first_seq"], m["last_seq"] + 1))  # no gap
+    assert m["acked"] >= m["published"] - 1  # at most the last one in flight at the stop
+    tele = [d for _, k, d in recs if k == "telemetry"]
+    every_s = day.harness.cfg.get("telemetry", {}).get("interval_s", 10)
+    assert len(tele) >= day.summary["duration_s"] // every_s - 2  # all day long
+    assert all(d["v"] == 1 and "energy_wh" in d for d in tele)
+
+
+def test_day_home_assistant_discovery_configs_are_retained_for_the_device(complete_node_day):
+    import sys
+
+    sys.path.insert(0, str(FIRMWARE))
+    from heatgw.hadisc import ENTITIES
+
+    day = complete_node_day
+    node, site = day.harness.cfg["node_id"], day.harness.cfg["mqtt"]["site"]
+    expected = {f"homeassistant/{comp}/{site}_{node}/{obj}/config"
+                for obj, comp, *_ in ENTITIES}
+    retained = {t: json.loads(p) for t, p, retain, *_ in day.retained
+                if t.startswith("homeassistant/") and retain and p}
+    assert set(retained) == expected
+    for cfg in retained.values():
+        assert cfg["availability_topic"] == day.base + "/status"
+        assert cfg["state_topic"] == day.base + "/telemetry"
+        assert cfg["device"]["identifiers"] == [f"heatgw_{site}_{node}"]
+    # the upstream saw them live too, once per connection (one connection all day)
+    live = [t for t, *_ in day.messages if t in expected]
+    assert sorted(live) == sorted(expected)
+    status = [p for t, p, retain, *_ in day.retained if t == day.base + "/status"]
+    assert status == [b"offline"]  # the node stopped: its own offline, retained
