@@ -73,8 +73,14 @@ def test_signed_commands_are_obeyed_through_the_inbox_and_forged_ones_refused(
             signed(3, "resend", {"from_seq": 2, "to_seq": 4}),
             signed(4, "resend", {"from_seq": 0, "to_seq": 5000})]
     node = Node(tmp_path, config(broker.port), f"""
+handle, seen = tel._command, []
+def spy(msg):  # the inputs right after the mqtt task handled the command
+    handle(msg)
+    seen.append(gw.inputs.maintenance)
+tel._command = spy
 await command({cmds[0]!r})
-before = gw.inputs.maintenance  # queued in the inbox: the control task applies it
+tel._command = handle
+before = seen[0]  # queued in the inbox: only the control task applies it
 await asyncio.sleep_ms(1_100)
 out(before=before, relay=gw.relay_reuse, maint=gw.inputs.maintenance,
     active=list(gw.failsafe.active))

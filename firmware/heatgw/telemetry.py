@@ -595,7 +595,8 @@ class Telemetry:
         s.relay_reuse = rec["relay"] is True or rec["relay"] == 1
         s.state = "reuse" if s.relay_reuse else "bypass"
         code = rec["reason"]
-        s.reason = rq.REASONS[code] if code < len(rq.REASONS) else None
+        # a cause the queue has no code for (255) is still a cause: never null
+        s.reason = rq.REASONS[code] if code < len(rq.REASONS) else "unknown"
         s.active = _names(rec["active"])
         s.latched = _names(rec["latched"])
         s.heap_free = rec["heap_free"]
