@@ -231,16 +231,16 @@ def check_healthy(r):
     assert r["feeds"][0] > 0 and r["feeds"][2] <= 2_000, r["feeds"]  # never starved
 
 
-class Listener:
-    """black_hole: accepts and never reads; reset: accepts, reads, closes with RST."""
+class _LoopbackServer:
+    """A TCP server on 127.0.0.1 in a thread: each accepted connection goes to _serve(c);
+    close() closes the listener and every socket kept in self.socks."""
 
-    def __init__(self, mode):
-        self.mode = mode
+    def __init__(self):
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(16)
         self.port = self.ls.getsockname()[1]
-        self.conns = []
+        self.socks = []
         self.accepted = 0
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -251,23 +251,34 @@ class Listener:
             except OSError:
                 return
             self.accepted += 1
-            if self.mode == "reset":
-                try:
-                    c.recv(100)
-                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                except OSError:
-                    pass
-                c.close()
-            else:
-                self.conns.append(c)
+            self._serve(c)
 
     def close(self):
         self.ls.close()
-        for c in self.conns:
+        for s in self.socks:
+            s.close()
+
+
+class Listener(_LoopbackServer):
+    """black_hole: accepts and never reads; reset: accepts, reads, closes with RST."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        super().__init__()
+
+    def _serve(self, c):
+        if self.mode == "reset":
+            try:
+                c.recv(100)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            except OSError:
+                pass
             c.close()
+        else:
+            self.socks.append(c)
 
 
-class SlowProxy:
+class SlowProxy(_LoopbackServer):
     """A slow broker: a TCP proxy in front of a real one (target_port) that delays every
     chunk, in each direction, by delay_s real. Latency, not bandwidth: each chunk leaves
     delay_s after it came, in order, never queued behind the delay of the one before."""
@@ -275,33 +286,21 @@ class SlowProxy:
     def __init__(self, target_port, delay_s=0.2):
         self.target_port = target_port
         self.delay_s = delay_s
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        self.socks = []
-        self.accepted = 0
         self.chunks = 0  # forwarded, both directions
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__()
 
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            try:
-                b = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                c.close()
-                continue
-            b.settimeout(None)
-            self.socks += [c, b]
-            for src, dst in ((c, b), (b, c)):
-                q = queue.Queue()
-                threading.Thread(target=self._recv, args=(src, q), daemon=True).start()
-                threading.Thread(target=self._send, args=(q, dst), daemon=True).start()
+    def _serve(self, c):
+        try:
+            b = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+        except OSError:
+            c.close()
+            return
+        b.settimeout(None)
+        self.socks += [c, b]
+        for src, dst in ((c, b), (b, c)):
+            q = queue.Queue()
+            threading.Thread(target=self._recv, args=(src, q), daemon=True).start()
+            threading.Thread(target=self._send, args=(q, dst), daemon=True).start()
 
     def _recv(self, src, q):
         while True:
@@ -325,8 +324,3 @@ class SlowProxy:
             except OSError:
                 return
             self.chunks += 1
-
-    def close(self):
-        self.ls.close()
-        for s in self.socks:
-            s.close()

@@ -198,6 +198,24 @@ def _raw_connect(b, cid="raw", will=None):
                       + payload))
     return s, _read(s)
 
+def _resume(b, s):
+    """Drop connection s, resume the session (clean session 0): what the broker sends
+    then, until 0.5 s pass without a packet."""
+    s.close()
+    time.sleep(0.3)
+    s, connack = _raw_connect(b)
+    assert connack == (0x20, b"\x01\x00")  # session present
+    s.settimeout(0.5)
+    again = []
+    try:
+        while (p := _read(s)) is not None:
+            again.append(p)
+    except TimeoutError:
+        pass
+    s.close()
+    return again
+
+
 
 def test_an_unacknowledged_qos1_delivery_after_a_reconnect(tmp_path, kind):
     """MQTT-4.4.0-1: on a reconnect with clean session 0 the server re-sends the PUBLISH
@@ -208,18 +226,7 @@ def test_an_unacknowledged_qos1_delivery_after_a_reconnect(tmp_path, kind):
         assert _read(s)[0] == 0x90  # SUBACK
         publish(b, "r/x", b"m1", username="u", password="pw")
         assert _read(s)[0] & 0xF6 == 0x32  # PUBLISH QoS 1, never acknowledged
-        s.close()
-        time.sleep(0.3)
-        s, connack = _raw_connect(b)
-        assert connack == (0x20, b"\x01\x00")  # session present
-        s.settimeout(0.5)  # after the last packet: a redelivery comes at once
-        again = []
-        try:
-            while (p := _read(s)) is not None:
-                again.append(p)
-        except TimeoutError:
-            pass
-        s.close()
+        again = _resume(b, s)  # a redelivery comes at once
         redelivered = [p for p in again if p[0] & 0xF0 == 0x30 and p[1].endswith(b"m1")]
         assert bool(redelivered) is EXPECT[kind]["inflight_redelivered"], again
         assert all(p[0] & 0x08 for p in redelivered)  # DUP
@@ -234,17 +241,6 @@ def test_retained_messages_on_resuming_a_session(tmp_path, kind):
         s.sendall(_packet(0x82, struct.pack(">H", 1) + _str("z/#") + b"\x00"))  # QoS 0
         assert _read(s)[0] == 0x90
         assert _read(s) == (0x31, _str("z/ret") + b"R")  # on subscribe, retain flag set
-        s.close()
-        time.sleep(0.3)
-        s, connack = _raw_connect(b)
-        assert connack == (0x20, b"\x01\x00")  # session present
-        s.settimeout(0.5)
-        again = []
-        try:
-            while (p := _read(s)) is not None:
-                again.append(p)
-        except TimeoutError:
-            pass
-        s.close()
+        again = _resume(b, s)
         want = [(0x31, _str("z/ret") + b"R")] if EXPECT[kind]["retained_again_on_resume"] else []
         assert again == want
