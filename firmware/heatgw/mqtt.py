@@ -17,6 +17,7 @@ into the receive buffer, valid only during the call (copy what you keep).
 
 import asyncio
 import socket
+from asyncio import core
 
 from umqtt import simple as _umqtt
 
@@ -486,8 +487,27 @@ class Client:
             t0 = clock.real_us()
             self._s.write(data)  # the socket's write (with TLS: a handshake step) is here
             clock.took(t0, "send")
-            await asyncio.wait_for_ms(self._s.drain(), self.timeout_ms)
+            await asyncio.wait_for_ms(self._drain(self._s), self.timeout_ms)
         self._tx_t = clock.ticks_ms()
+
+    async def _drain(self, st):
+        # Stream.drain(), but each socket write after a wait is measured too: what the
+        # socket did not take at once (a full send buffer; with TLS the rest of the
+        # handshake, its certificate check and key exchange, runs in these writes)
+        buf = st.out_buf
+        if not buf:
+            return await st.drain()  # all written: drain's one yield
+        mv = memoryview(buf)
+        off = 0
+        sock = st.s
+        while off < len(mv):
+            await _writable(sock)
+            t0 = clock.real_us()
+            n = sock.write(mv[off:])
+            clock.took(t0, "send")
+            if n is not None:
+                off += n
+        st.out_buf = b""
 
     # ---- receiving ----------------------------------------------------------------------
 
@@ -652,6 +672,11 @@ class Client:
         except _Sent:
             pass
         return _buf.n
+
+
+async def _writable(sock):
+    # one wait for the socket to take data, through asyncio's poller (as Stream.drain)
+    yield core._io_queue.queue_write(sock)
 
 
 def _nop(topic, msg):
