@@ -756,7 +756,7 @@ def main(argv=None):
                                        "peak_heap_bytes", "min_largest_free_bytes",
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
-    for k in ("romfs_image_bytes", "mqtt", "uplink"):
+    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where"):
         if summary_.get(k) is not None:
             brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))

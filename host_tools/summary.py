@@ -1,7 +1,7 @@
 """The JSON summary of a scenario run (README, "Scenarios": what each key means)."""
 
 from host_tools.trueheat import true_heat_kwh
-from host_tools.uplink import mqtt_block, uplink_summary
+from host_tools.uplink import mqtt_block, net_worst, uplink_summary
 
 
 def flash_summary(h):
@@ -57,6 +57,7 @@ def summary(h, wall_s):
     # ROMFS partition instead): the heap figures do not count it.
     img = h.romfs_image_bytes or 0
     mqtt = mqtt_block(h.mqtt_by_boot)
+    net_ms, net_where = net_worst(h.mqtt_by_boot)
     return {
         "scenario": h.sc["name"],
         "duration_s": h.end_vt / 1000.0,
@@ -87,6 +88,9 @@ def summary(h, wall_s):
         "romfs_image_bytes": h.romfs_image_bytes,
         "mqtt": mqtt,
         "uplink": uplink_summary(h.cfg.get("mqtt"), h.cfg.get("node_id"), mqtt),
+        # real, not virtual: a blocking call would stall a real board (goal <= 50 ms)
+        "net_worst_real_ms": net_ms,
+        "net_worst_where": net_where,
         "boots": h.boots,
         "saves": len(h.saves),
         "restores": h.restores,

@@ -121,6 +121,16 @@ def mqtt_block(last_by_boot):
     return {k: out[k] for k in MQTT_KEYS}
 
 
+def net_worst(last_by_boot):
+    """The longest real time the node's network side held the CPU in one go (its record's
+    worst_net_real_us, the largest over the boots): (ms, where), or (None, None)."""
+    recs = [r for r in last_by_boot.values() if r.get("worst_net_where")]
+    if not recs:
+        return None, None
+    r = max(recs, key=lambda r: r["worst_net_real_us"])
+    return r["worst_net_real_us"] / 1000.0, r["worst_net_where"]
+
+
 def uplink_summary(mqtt_cfg, node_id, block):
     """Where the records went, and whether the broker was reached: a broker that cannot
     be reached is no failure of the run, the records wait on the node's flash."""

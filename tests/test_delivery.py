@@ -428,7 +428,8 @@ def test_a_slow_broker_delays_no_control_tick_and_loses_nothing(slow_run):
     print(f"\nslow broker (200 ms each way): {counts}, lateness {r['late']} ms, longest "
           f"feed gap {r['feeds'][2]} ms, {proxy.chunks} chunks, {proxy.accepted} "
           f"connection(s), reconnects {e['reconnects']}, retransmitted {e['retransmitted']}, "
-          f"client {slow_run['stats']}")
+          f"longest network stretch {e['worst_net_real_us']} us real "
+          f"({e['worst_net_where']}), client {slow_run['stats']}")
 
 
 def test_a_slow_broker_looks_healthy_no_reconnect_no_retransmission(slow_run):

@@ -15,7 +15,7 @@ from host_tools.harness import heap_bytes, run_scenario, split_heapsize
 from host_tools.paths import REPO
 from host_tools.uplink import MQTT_KEYS, Uplink, UplinkError
 from tests.brokers import Broker, Subscriber, free_port
-from tests.nodedriver import messages
+from tests.nodedriver import NET_WHERE, messages
 
 PASSWORD = "s3cret-Pa55word-xyz"  # must appear in no output
 SHORT = {"name": "uplink_short", "duration_s": 300, "load_kw": 100, "demand_kw": 100,
@@ -65,6 +65,10 @@ def test_make_scenario_publishes_to_a_tls_broker_with_credentials_from_romfs(tmp
     # the summary's mqtt block: exactly the node's record, and the broker was reached
     m = s["mqtt"]
     assert tuple(m) == MQTT_KEYS
+    # the network side's longest real stretch, beside the block (a figure, not a limit)
+    assert s["net_worst_real_ms"] > 0 and s["net_worst_where"] in NET_WHERE
+    print(f"\nTLS scenario: longest network stretch {s['net_worst_real_ms']} ms real "
+          f"({s['net_worst_where']})")
     # (reconnects are not asserted here: a TLS socket keeps Nagle on the host board, README
     # "Real sockets in virtual time"; the complete-node day asserts 0 over plain TCP)
     assert m["published"] > 0 and m["acked"] >= m["published"] - 1
@@ -92,6 +96,7 @@ def test_an_unreachable_broker_is_no_failure_and_the_summary_says_so(tmp_path, c
     assert s["mqtt"]["acked"] == s["mqtt"]["published"] == 0
     assert s["mqtt"]["last_seq"] == 0
     assert s["uplink"]["reached"] is False and "queued" in s["uplink"]["note"]
+    assert s["net_worst_real_ms"] > 0 and s["net_worst_where"] in NET_WHERE
     assert s["metered"]["time_s"] > 100  # the node ran: control and metering as ever
 
 

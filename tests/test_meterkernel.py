@@ -838,7 +838,7 @@ def test_bench_runs_and_reports(capsys):
     """`make bench` works: one micropython process, last line in the agreed format."""
     assert bench.main() == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    key_speed, key_alloc, key_drain, key_wire = last.split()
+    key_speed, key_alloc, key_drain, key_wire, key_net = last.split()
     assert key_speed.startswith("viper_speedup=") and float(key_speed.split("=")[1]) > 1
     assert key_alloc == "alloc_bytes_per_batch=0"
     # the telemetry drain to a local mosquitto (`skipped` where none is installed)
@@ -847,4 +847,7 @@ def test_bench_runs_and_reports(capsys):
                                                              float(drain) > 0)
     assert key_wire.startswith("wire_bytes_per_record=") and (wire == "skipped" or
                                                               int(wire) > 0)
+    # the network side's longest real stretch during the drain: measured, not a limit
+    net = key_net.split("=")[1]
+    assert key_net.startswith("net_worst_real_ms=") and (net == "skipped" or float(net) > 0)
 

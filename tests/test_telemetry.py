@@ -15,7 +15,17 @@ import json
 import pytest
 
 from tests.brokers import BROKERS, Subscriber, free_port
-from tests.nodedriver import BASE, Listener, Node, check_healthy, config, messages, records, signed
+from tests.nodedriver import (
+    BASE,
+    NET_WHERE,
+    Listener,
+    Node,
+    check_healthy,
+    config,
+    messages,
+    records,
+    signed,
+)
 
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
@@ -63,6 +73,42 @@ def test_a_short_run_publishes_status_state_telemetry_events_with_contiguous_seq
     assert e["first_seq"] == 1 and e["dropped"] == 0 and e["retransmitted"] == 0
     assert e["reconnects"] == 0 and e["published"] == e["acked"]
     assert r["unsent"] == 0  # every record acked: nothing left in the queue
+    # the network side's longest real stretch was measured (a figure, not a limit)
+    assert e["worst_net_real_us"] > 0 and e["worst_net_where"] in NET_WHERE
+    print(f"\n{broker.name}: longest network stretch {e['worst_net_real_us']} us real "
+          f"({e['worst_net_where']})")
+
+
+def test_a_slow_synchronous_socket_write_is_seen_in_real_time(tmp_path):
+    # Each socket write made 100 ms slower by a busy wait (real time): virtual time does
+    # not see it, the node's worst_net_real_us must, and name where it was ("send").
+    with BROKERS["mosquitto"](tmp_path / "mosquitto") as b:
+        node = Node(tmp_path, config(b.port), """
+import time
+import asyncio.stream as st
+write = st.Stream.write
+
+
+def slow(self, buf):
+    t = time.ticks_us()
+    while time.ticks_diff(time.ticks_us(), t) < 100_000:
+        pass
+    return write(self, buf)
+
+
+await up()
+before = tel.record()
+st.Stream.write = slow
+await asyncio.sleep_ms(30_000)
+st.Stream.write = write
+out(before=before)
+""")
+        before = json.loads(node.wait_for("R ")[2:])["before"]
+        r = node.result()
+    check_healthy(r)  # virtual time: the slow writes cost no tick its timing
+    e = r["end"]
+    assert e["worst_net_real_us"] >= 100_000 and e["worst_net_where"] == "send", e
+    assert e["acked"] > before["acked"]  # writes went through the slow path
 
 
 def test_signed_commands_are_obeyed_through_the_inbox_and_forged_ones_refused(

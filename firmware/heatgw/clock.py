@@ -6,15 +6,35 @@ the plant harness), so metering, control and the emulated chips all see one time
 Wall-clock time is for timestamps only, never for control or metering.
 """
 
+import time as _time
+
 try:
     from board import clock as _src
 except ImportError:
-    import time as _src
+    _src = _time
 
 ticks_ms = _src.ticks_ms
 ticks_add = _src.ticks_add
 ticks_diff = _src.ticks_diff
 sleep_ms = _src.sleep_ms  # blocking; tasks use asyncio.sleep_ms
+
+# Real microseconds on every board (the host board's ms above are virtual), to measure how
+# long the network side holds the CPU in one go: a task's stretch from resuming to its
+# next await, one network call. Virtual time does not move while code runs, so on the
+# host board a blocking call is seen here only. took() keeps the longest (telemetry's
+# record: worst_net_real_us, worst_net_where); no allocation (small ints, a constant str).
+real_us = _time.ticks_us
+net_worst_us = 0
+net_worst_where = None
+
+
+def took(t0_us, where):
+    """A stretch that began at real_us() t0_us ends now; where: "send", "loop", ..."""
+    global net_worst_us, net_worst_where
+    d = _time.ticks_diff(_time.ticks_us(), t0_us)
+    if d > net_worst_us:
+        net_worst_us = d
+        net_worst_where = where
 
 
 _utc_at_s = None  # UTC seconds at the tick _utc_tick (set_utc_s: NTP), None = unknown

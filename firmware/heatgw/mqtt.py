@@ -17,6 +17,7 @@ into the receive buffer, valid only during the call (copy what you keep).
 
 import asyncio
 import socket
+from asyncio import core
 
 from umqtt import simple as _umqtt
 
@@ -353,29 +354,44 @@ class Client:
         self._sock = None
         self._s = None
         if s is not None:
+            t0 = clock.real_us()
             try:
-                s.close()
+                s.close()  # TLS: sends its close_notify
             except OSError:
                 pass
+            clock.took(t0, "close")
 
     async def _connect(self):
+        # each synchronous call is measured in real time (clock.took: the longest is kept)
         ai = self._addr
         if ai is None:
             # blocks on a DNS name (configure an IP address to avoid it): once, cached
-            ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+            t0 = clock.real_us()
+            try:
+                ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+            finally:
+                clock.took(t0, "dns")
             self._addr = ai
-        s = socket.socket(ai[0], ai[1], ai[2])
-        self._sock = s
-        s.setblocking(False)
+        t0 = clock.real_us()
         try:
-            s.connect(ai[-1])
-        except OSError as e:
-            if e.args[0] != _EINPROGRESS:
-                raise
+            s = socket.socket(ai[0], ai[1], ai[2])
+            self._sock = s
+            s.setblocking(False)
+            try:
+                s.connect(ai[-1])
+            except OSError as e:
+                if e.args[0] != _EINPROGRESS:
+                    raise
+        finally:
+            clock.took(t0, "connect")
         if self._ssl is not None:
             # the handshake runs inside the first writes/reads, bounded by their timeout
-            s = self._ssl.wrap_socket(s, server_hostname=self._sni,
-                                      do_handshake_on_connect=False)
+            t0 = clock.real_us()
+            try:
+                s = self._ssl.wrap_socket(s, server_hostname=self._sni,
+                                          do_handshake_on_connect=False)
+            finally:
+                clock.took(t0, "tls")
             self._sock = s
         self._s = asyncio.StreamReader(s)
         self._dead = None
@@ -468,9 +484,30 @@ class Client:
 
     async def _send(self, data):
         async with self._lock:
-            self._s.write(data)
-            await asyncio.wait_for_ms(self._s.drain(), self.timeout_ms)
+            t0 = clock.real_us()
+            self._s.write(data)  # the socket's write (with TLS: a handshake step) is here
+            clock.took(t0, "send")
+            await asyncio.wait_for_ms(self._drain(self._s), self.timeout_ms)
         self._tx_t = clock.ticks_ms()
+
+    async def _drain(self, st):
+        # Stream.drain(), but each socket write after a wait is measured too: what the
+        # socket did not take at once (a full send buffer; with TLS the rest of the
+        # handshake, its certificate check and key exchange, runs in these writes)
+        buf = st.out_buf
+        if not buf:
+            return await st.drain()  # all written: drain's one yield
+        mv = memoryview(buf)
+        off = 0
+        sock = st.s
+        while off < len(mv):
+            await _writable(sock)
+            t0 = clock.real_us()
+            n = sock.write(mv[off:])
+            clock.took(t0, "send")
+            if n is not None:
+                off += n
+        st.out_buf = b""
 
     # ---- receiving ----------------------------------------------------------------------
 
@@ -517,10 +554,12 @@ class Client:
         try:
             while True:
                 h, n = await self._packet()
+                t0 = clock.real_us()  # the packet's processing, up to the next await
                 t = h & 0xF0
                 if t == 0x30:
-                    await self._incoming(h, n)
-                elif t == 0x40:
+                    await self._incoming(h, n, t0)
+                    continue
+                if t == 0x40:
                     if n != 2:
                         raise MQTTError("protocol: PUBACK of %d bytes" % n)
                     self._acked(self._rx[0] << 8 | self._rx[1])
@@ -539,11 +578,12 @@ class Client:
                     self._ev.set()  # the writer slept until the PINGRESP deadline
                 else:
                     raise MQTTError("protocol: unexpected packet type 0x%02x" % h)
+                clock.took(t0, "rx")  # a PUBACK: ack_cb marks its record acked on flash
         except Exception as e:
             self._dead = e
             self._ev.set()
 
-    async def _incoming(self, h, n):
+    async def _incoming(self, h, n, t0):
         qos = (h >> 1) & 3
         if qos > 1:
             raise MQTTError("protocol: incoming QoS %d (we subscribe with QoS 1)" % qos)
@@ -575,6 +615,7 @@ class Client:
                 except Exception as e:
                     self.cb_errors += 1
                     self.last_error = "callback: %s" % (why(e),)
+            clock.took(t0, "rx")  # with the callback (a command is handled in it)
         if qos:
             a = self._ack
             a[2] = pid >> 8
@@ -631,6 +672,11 @@ class Client:
         except _Sent:
             pass
         return _buf.n
+
+
+async def _writable(sock):
+    # one wait for the socket to take data, through asyncio's poller (as Stream.drain)
+    yield core._io_queue.queue_write(sock)
 
 
 def _nop(topic, msg):

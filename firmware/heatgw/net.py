@@ -32,6 +32,10 @@ resolver answers (getaddrinfo, here too: the host's network).
 
 NTP (heatgw.ntp) runs here too, after each link-up and every `ntp_interval_ms`, and sets
 heatgw.clock's UTC for payloads only.
+
+Each stretch of this task between two awaits (a loop iteration, what follows a DNS or NTP
+reply: events go to the sinks, the flash queue) and each DNS or NTP datagram's handling
+(heatgw.ntp) is measured in real time by heatgw.clock.took ("net", "dns", "udp").
 """
 
 from heatgw import clock
@@ -234,23 +238,29 @@ class Net:
         iface = self.iface
         iface.active(True)
         while True:
+            t0 = clock.real_us()
             if not iface.isconnected():
                 self._set_down("link_lost")
+                clock.took(t0, "net")
                 reason = await self._connect(asyncio, s, p)
+                t0 = clock.real_us()
                 if reason is not None:
                     d = self.backoff.next_ms()
                     self._event("down", reason=reason, retry_in_ms=d)
+                    clock.took(t0, "net")
                     await asyncio.sleep_ms(d)
                     continue
                 self._set_up(self._addr())
             elif not self.up:  # restarted with the link still up: no reconnect
                 self._set_up(self._addr())
+            clock.took(t0, "net")
             await self._services(asyncio)
             await asyncio.sleep_ms(self.poll_ms)
 
     async def _connect(self, asyncio, ssid, password):
         # One attempt: None when connected, else why not. connect() returns at once.
         iface = self.iface
+        r0 = clock.real_us()
         try:
             iface.disconnect()
         except OSError:
@@ -262,6 +272,8 @@ class Net:
                 iface.connect(ssid.reveal(), password.reveal())
         except OSError as e:
             return "connect_error_%s" % (e.args[0] if e.args else "?")
+        finally:
+            clock.took(r0, "net")
         t0 = clock.ticks_ms()
         while not iface.isconnected():
             st = iface.status()
@@ -284,12 +296,15 @@ class Net:
                             retry_in_ms=d)
                 await asyncio.sleep_ms(d)
         while True:
+            t0 = clock.real_us()
             if iface.isconnected():
                 if not self.up:
                     self._set_up(self._addr())
+                clock.took(t0, "net")
                 await self._services(asyncio)
             elif self.up:
                 self._set_down("link_down")
+            clock.took(t0, "net")
             await asyncio.sleep_ms(self.poll_ms)
 
     # -- after link-up: DNS and NTP, only here ----------------------------------------
@@ -300,12 +315,14 @@ class Net:
         self._fresh = False
         if self.broker_host and (fresh or clock.ticks_diff(now, self._dns_next) >= 0):
             ip = await self.resolve(asyncio, self.broker_host)
+            t0 = clock.real_us()
             if ip:
                 self.broker_ip = ip
                 self._dns_next = clock.ticks_add(now, self.dns_refresh_ms)
             else:  # keep the cached address; ask again sooner
                 self._event("dns_failed", host=self.broker_host)
                 self._dns_next = clock.ticks_add(now, _RETRY_MS)
+            clock.took(t0, "net")
         if self.ntp_server and (fresh or clock.ticks_diff(now, self._ntp_next) >= 0):
             ok = await self.sync_utc(asyncio)
             self._ntp_next = clock.ticks_add(now, self.ntp_interval_ms if ok else _RETRY_MS)
@@ -321,11 +338,14 @@ class Net:
         if self.iface is None:  # the host board: the host's resolver
             import socket
 
-            try:
+            t0 = clock.real_us()
+            try:  # blocks in the host's resolver: measured
                 a = socket.getaddrinfo(host, self.broker_port, 0, socket.SOCK_STREAM)
                 return _inet_ntoa(a[0][-1])
             except OSError:
                 return None
+            finally:
+                clock.took(t0, "dns")
         if self.dns_server is None:
             return None
         from heatgw import ntp
@@ -343,15 +363,19 @@ class Net:
         utc = None
         if server:
             utc = await ntp.query(asyncio, server, self.ntp_port, self.ntp_timeout_ms)
-        if utc is None:
-            self._event("ntp_failed", server=self.ntp_server)
-            return False
-        clock.set_utc_s(utc)
-        first = not self.utc_synced
-        self.utc_synced = True
-        if first:
-            self._event("utc_set", utc=utc)
-        return True
+        t0 = clock.real_us()
+        try:
+            if utc is None:
+                self._event("ntp_failed", server=self.ntp_server)
+                return False
+            clock.set_utc_s(utc)
+            first = not self.utc_synced
+            self.utc_synced = True
+            if first:
+                self._event("utc_set", utc=utc)
+            return True
+        finally:
+            clock.took(t0, "net")
 
 
 def _inet_ntoa(sa):

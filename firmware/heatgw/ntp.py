@@ -17,6 +17,8 @@ our own transmit timestamp echoed back as its origin (a stale or spoofed packet 
 dropped), and a time after 2024. UTC is whole seconds (payloads carry seconds).
 """
 
+from heatgw import clock
+
 # 1900-01-01 to 1970-01-01 is 2208988800 s = 0x83AA7E80, kept as two 16-bit halves: the
 # targets' small ints stop at 2**30 (the result, seconds since 1970, is a long int anyway).
 _DELTA_HI = 0x83AA
@@ -40,14 +42,20 @@ async def _wait(asyncio, s, write):
 
 
 async def _exchange(asyncio, s, addr, pkt, check):
+    # each stretch after a wait is measured in real time (heatgw.clock.took)
     await _wait(asyncio, s, True)
+    t0 = clock.real_us()
     s.sendto(pkt, addr)
+    clock.took(t0, "udp")
     while True:
         await _wait(asyncio, s, False)
+        t0 = clock.real_us()
         try:
             data = s.recv(512)
         except OSError:
             continue  # woken without data (EAGAIN): wait again
+        finally:
+            clock.took(t0, "udp")
         res = check(data)
         if res is not None:
             return res
@@ -59,11 +67,13 @@ async def udp_request(asyncio, ip, port, pkt, check, timeout_ms):
     no route, network down)."""
     import socket
 
+    t0 = clock.real_us()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setblocking(False)
-        return await asyncio.wait_for_ms(_exchange(asyncio, s, _sockaddr(ip, port), pkt,
-                                                   check), timeout_ms)
+        addr = _sockaddr(ip, port)
+        clock.took(t0, "udp")
+        return await asyncio.wait_for_ms(_exchange(asyncio, s, addr, pkt, check), timeout_ms)
     except (OSError, asyncio.TimeoutError):
         return None
     finally:

@@ -33,7 +33,8 @@ Secrets (`secrets.json`): the MQTT password and the command key, read once; a ba
 runs without them, raises the `secrets_invalid` alarm and says so on the console (keys,
 never values). The secrets module and hadisc are dropped from RAM after use.
 
-Counters: `record()` is the node's `mqtt` record (emitted every minute and at shutdown).
+Counters: `record()` is the node's `mqtt` record (emitted every minute and at shutdown),
+with the longest real time one loop iteration or network call took (heatgw.clock.took).
 """
 
 import gc
@@ -322,7 +323,10 @@ class Telemetry:
                 "reconnects": c.reconnects if c else 0,
                 "queued_max": self.queued_max, "dropped": self.q.dropped,
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
-                "worst_tick_late_ms": self.gw.worst_tick_late_ms}
+                "worst_tick_late_ms": self.gw.worst_tick_late_ms,
+                # the longest real time the network side held the CPU in one go
+                # (heatgw.clock.took: an mqtt loop iteration, a network call)
+                "worst_net_real_us": clock.net_worst_us, "worst_net_where": clock.net_worst_where}
 
     # -- the mqtt task ------------------------------------------------------------------
 
@@ -380,6 +384,7 @@ class Telemetry:
         gw = self.gw
         stats_due = clock.ticks_add(clock.ticks_ms(), _STATS_EVERY_MS)
         while True:
+            t0 = clock.real_us()  # this iteration's stretch, up to its await (clock.took)
             now = clock.ticks_ms()
             if clock.ticks_diff(now, stats_due) >= 0:
                 stats_due = clock.ticks_add(now, _STATS_EVERY_MS)
@@ -392,8 +397,10 @@ class Telemetry:
                     self._connected(c)
                 busy = self._one(c)
                 if busy is None:  # no slot free: wait for a PUBACK
+                    clock.took(t0, "loop")
                     await c.wait_slot(_IDLE_MS)
                     continue
+            clock.took(t0, "loop")
             if not busy:
                 left = clock.ticks_diff(stats_due, clock.ticks_ms())
                 self.wake.clear()
