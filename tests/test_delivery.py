@@ -21,6 +21,7 @@ from tests.brokers import Broker, Subscriber, make_ca, require_mosquitto
 from tests.nodedriver import (
     BASE,
     KEY,
+    LATE_MAX_MS,
     NO_SSL,
     Node,
     SlowProxy,
@@ -491,3 +492,48 @@ def test_wrong_credentials_or_ca_say_so_on_the_console(tmp_path, which):
     assert stats["last_error"].startswith(REASONS[which]), stats  # the client knows why
     console = [ln for ln in node.all if not ln.startswith(("R ", "event: "))]
     assert any(stats["last_error"] in ln for ln in console), console
+
+
+SLOW_STEP_MS = 400  # a TLS handshake step's CPU time on a slow target (the host: ~13 ms)
+
+
+@pytest.mark.parametrize("paced", [True, False])
+def test_a_slow_tls_handshake_step_runs_right_after_a_control_tick(tmp_path, paced):
+    """Every socket write while the TLS handshake runs is made SLOW_STEP_MS slower by a
+    busy wait (real time, which virtual time follows while the client awaits a reply). The
+    client paces those writes to just after a control tick (Telemetry._after_tick), so the
+    next tick still comes on time; unpaced, a step lands wherever the broker's reply does
+    and a tick waits behind it."""
+    if not has_ssl():
+        pytest.skip(NO_SSL)
+    b = Broker(tmp_path / "mosquitto", tls=True)
+    cfg = config(b.tls_port, tls={"ca_file": "/flash/ca.der"})
+    with b:
+        node = Node(tmp_path, cfg, f"""
+import time
+from heatgw import clock
+took = clock.took
+def slow(t0, where):
+    c = tel.client
+    if where == "send" and c is not None and c.state != "up":
+        t = time.ticks_us()
+        while time.ticks_diff(time.ticks_us(), t) < {SLOW_STEP_MS} * 1000:
+            pass
+    took(t0, where)
+clock.took = slow
+while tel.client is None:
+    await asyncio.sleep_ms(10)
+if not {paced}:
+    tel.client.pace = None
+await asyncio.sleep_ms(40_000)
+out(stats=tel.client.stats(), late=gw.status()["worst_tick_late_ms"])
+""", files={"ca.der": b.ca_der})
+        mid = json.loads(node.wait_for("R ")[2:])
+        r = node.result()
+    assert mid["stats"]["connects"] >= 1, mid  # the handshake went through
+    assert r["end"]["worst_net_real_us"] >= SLOW_STEP_MS * 1000  # the slow step was seen
+    print(f"\nslow TLS step {SLOW_STEP_MS} ms, paced={paced}: tick lateness {mid['late']} ms")
+    if paced:
+        check_healthy(r)  # lateness within 50 ms: the step ran where the next tick was far
+    else:
+        assert mid["late"] > LATE_MAX_MS  # what pacing prevents

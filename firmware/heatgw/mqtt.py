@@ -134,7 +134,7 @@ class Client:
                  username=None, password=None, will_topic=None, subs=(), cb=None,
                  ack_cb=None, event_cb=None, ssl=None, server_hostname=None, inflight=4,
                  max_packet=1024, timeout_ms=10000, backoff_min_ms=1000,
-                 backoff_max_ms=60000):
+                 backoff_max_ms=60000, pace=None):
         if not 1 <= keepalive_s <= 65535:
             raise ValueError("keepalive_s must be 1..65535")
         if not 1 <= inflight <= 64 or not 128 <= max_packet <= 65536:
@@ -161,6 +161,10 @@ class Client:
         self.timeout_ms = timeout_ms
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
+        # pace(): awaited before each TLS handshake step (the node: right after a control
+        # tick, so the step's CPU time falls where the next tick has the most slack)
+        self.pace = pace
+        self._handshaking = False
         # umqtt.simple keeps what CONNECT carries; its `sock` is our stand-in
         u = _umqtt.MQTTClient(b(client_id), "", 1, user=b(username) if username else None,
                               password=b(password or ""), keepalive=keepalive_s)
@@ -393,6 +397,7 @@ class Client:
             finally:
                 clock.took(t0, "tls")
             self._sock = s
+        self._handshaking = self._ssl is not None  # until the CONNACK: it came through TLS
         self._s = asyncio.StreamReader(s)
         self._dead = None
         self._ping_t = None
@@ -402,6 +407,7 @@ class Client:
         n = self._encode(rx, 0, u.connect, self.clean_session)
         await self._send(rx[:n])
         h, n = await asyncio.wait_for_ms(self._packet(), self.timeout_ms)
+        self._handshaking = False
         if h != 0x20 or n != 2:
             raise MQTTError("protocol: expected CONNACK, got type 0x%02x" % h)
         rc = rx[1]
@@ -484,6 +490,8 @@ class Client:
 
     async def _send(self, data):
         async with self._lock:
+            if self._handshaking and self.pace is not None:
+                await self.pace()  # its first write may start the TLS handshake
             t0 = clock.real_us()
             self._s.write(data)  # the socket's write (with TLS: a handshake step) is here
             clock.took(t0, "send")
@@ -500,8 +508,13 @@ class Client:
         mv = memoryview(buf)
         off = 0
         sock = st.s
+        # while connecting over TLS these writes carry the handshake: its steps (the
+        # certificate check, the key exchange: long on a target's CPU) are paced
+        pace = self.pace if self._handshaking else None
         while off < len(mv):
             await _writable(sock)
+            if pace is not None:
+                await pace()
             t0 = clock.real_us()
             n = sock.write(mv[off:])
             clock.took(t0, "send")

@@ -146,6 +146,8 @@ class Telemetry:
         self.client = None
         self._awaits = getattr(board, "awaits_replies", None)
         self._said = None  # the last connection state the console was told
+        self._tick_ev = None  # asyncio.Event set by every control tick (_after_tick)
+        self._aio = None
         self.net = None  # heatgw.net.Net when the board has a network interface (start.py)
         self.cmd_counts = {}  # heatgw.command's counts per reason, summed
         self._cmd_ev_ms = None
@@ -233,8 +235,21 @@ class Telemetry:
             self.wake.set()
         return seq
 
+    async def _after_tick(self):
+        """Until the control task's next tick has run (bounded by two ticks): a TLS
+        handshake step, pure CPU for a long while on a target, then starts where the next
+        tick is furthest away, instead of wherever the broker's reply happened to land."""
+        ev = self._tick_ev
+        ev.clear()
+        try:
+            await self._aio.wait_for_ms(ev.wait(), 2 * self.gw.cfg["control"]["tick_ms"])
+        except self._aio.TimeoutError:  # no tick came: go ahead
+            pass
+
     def tick(self, gw, now):
         """The control task's hook, every tick: a telemetry record every interval."""
+        if self._tick_ev is not None:
+            self._tick_ev.set()  # a paced TLS handshake step may go now
         if self._due is None:
             self._due = now
         if clock.ticks_diff(now, self._due) < 0:
@@ -354,7 +369,7 @@ class Telemetry:
         # backoff; its 5th crash is the task_failing alarm)
         self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
                                        ack_cb=self._on_ack, event_cb=self._on_conn,
-                                       inflight=_INFLIGHT)
+                                       inflight=_INFLIGHT, pace=self._after_tick)
         if self._awaits:  # the host board: virtual time waits for the replies it awaits
             self._awaits(self.client.awaiting_reply)
 
@@ -362,6 +377,8 @@ class Telemetry:
         from heatgw import mqtt
 
         self.wake = asyncio.Event()
+        self._aio = asyncio
+        self._tick_ev = asyncio.Event()
         if self.client is None:
             self._build()
         c = self.client
