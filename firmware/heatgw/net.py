@@ -302,9 +302,10 @@ class Net:
                     self._set_up(self._addr())
                 clock.took(t0, "net")
                 await self._services(asyncio)
-            elif self.up:
-                self._set_down("link_down")
-            clock.took(t0, "net")
+            else:
+                if self.up:
+                    self._set_down("link_down")
+                clock.took(t0, "net")  # not after _services: its awaits are no stretch
             await asyncio.sleep_ms(self.poll_ms)
 
     # -- after link-up: DNS and NTP, only here ----------------------------------------
