@@ -6,7 +6,8 @@
                             # two start files, nothing of the application
 
 The image holds what a board's ROMFS partition holds (README, "Production images"): the
-application (`heatgw/`), the drivers (`lib/`) and the pinned umqtt (`build/mplibs`), all
+application (`heatgw/`), the drivers (`lib/`) and the pinned umqtt and umodbus (its CRC
+table and PDU builders: heatgw.modbus) from `build/mplibs`, all
 compiled for the binary's arch by mpy-cross (host_tools.build_mpy: the viper kernel is
 native code) and packed with `mpremote romfs --no-mpy build`. The host board's own
 modules (board, link, the emulated chips, vasyncio, node) are not in it: a board carries
@@ -26,7 +27,7 @@ from pathlib import Path
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, MPLIBS
 
 IMAGE = "app.romfs"
-ROMFS_PACKAGES = ("umqtt",)  # from build/mplibs: what the node imports of them
+ROMFS_PACKAGES = ("umqtt", "umodbus")  # from build/mplibs: what the node imports of them
 
 
 class RomfsBuild:
