@@ -15,6 +15,7 @@ firmware's decoder: f32(v), i32(v), u32(v), swapped words with order="little".
 """
 
 import asyncio
+import logging
 import os
 import select
 import socket
@@ -25,6 +26,8 @@ import tty
 
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its deprecation notes, tracebacks
 
 
 def regs(fmt, v, word_order="big", byte_order="big"):
@@ -218,14 +221,14 @@ class PtyLine:
 
 class RawTCP:
     """A TCP server on 127.0.0.1 that hands every request (one read) to answer(req) and
-    sends what it returns (bytes, or a list of (delay_s, bytes) parts); None: silence.
-    `requests` counts them."""
+    sends what it returns (bytes, or a list of (delay_s, bytes) parts); None: silence;
+    raising ConnectionAbortedError closes the connection. `requests` counts them."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, port=0):
         self.answer = answer
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
+        self.ls.bind(("127.0.0.1", port))
         self.ls.listen(8)
         self.port = self.ls.getsockname()[1]
         self.requests = 0
@@ -253,7 +256,12 @@ class RawTCP:
             if not req:
                 return
             self.requests += 1
-            _send(c.sendall, self.answer(req))
+            try:
+                out = self.answer(req)
+            except ConnectionAbortedError:  # the answer is to hang up
+                c.close()
+                return
+            _send(c.sendall, out)
 
     def __enter__(self):
         return self

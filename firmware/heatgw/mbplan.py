@@ -13,7 +13,7 @@ check() (plain Python: CPython runs it too, in host_tools.config_check):
 - a meter's role has its value: compute and pump power_w or energy_kwh, heat energy_kwh,
   flow volume_m3;
 - a meter's name is not an RTD channel's or "flow" (they share sensor_fault:<name>);
-- a poll (every block, every retry timing out) fits in stale_s;
+- stale_s is longer than period_s, and than a poll whose every request times out;
 - flow.type "modbus" names a meter of role flow.
 
 plan(): per bus, its meters with their values and the fewest requests that read them:
@@ -126,6 +126,9 @@ def check(cfg):
             needs = _ROLE_NEEDS[role]
             if not [v for v in needs if v in vals]:
                 errs.append("%s.role: %s needs the value %s" % (p, role, " or ".join(needs)))
+        if m["stale_s"] <= m["period_s"]:
+            errs.append("%s.stale_s: %d s must be longer than period_s (%d s): else every "
+                        "value reads stale between two polls" % (p, m["stale_s"], m["period_s"]))
         poll_ms = len(blocks(vals)) * (m["retries"] + 1) * m["timeout_ms"]
         if poll_ms >= m["stale_s"] * 1000:
             errs.append("%s.stale_s: %d s is shorter than one poll that times out (%d ms: "

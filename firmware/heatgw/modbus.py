@@ -150,14 +150,16 @@ class Modbus:
         return tuple((m.name, m.stale_ms) for m in self.meters.values() if m.critical)
 
     def record(self):
-        """Counters for the `modbus` record: per meter polls, failed, fault, the age of its
-        last good poll; the longest real time one Modbus call took (µs) and where."""
+        """The `modbus` record: per meter polls, failed, fault, the age of its last good
+        poll and its values (value()'s, None when there is no good one); requests sent,
+        the longest real time one Modbus call took (µs) and where, bus task crashes."""
         now = clock.ticks_ms()
         meters = {}
         for m in self.meters.values():
             meters[m.name] = {"polls": m.polls, "failed": m.failed, "fault": m.fault,
                               "age_ms": None if m.valid_ms is None
-                              else clock.ticks_diff(now, m.valid_ms)}
+                              else clock.ticks_diff(now, m.valid_ms),
+                              "values": {n: self.value(m.name, n)[0] for n in m.names}}
         w, where, n = self._worst_us, self._worst_where, self._requests
         for t in self._masters:
             n += t.requests

@@ -125,8 +125,6 @@ class TCPMaster(Master):
             return NO_CONNECTION if fresh else CLOSED
         self._sent()
         st = await self._reply(timeout_ms)
-        if st == CLOSED and fresh:
-            st = NO_CONNECTION
         if st != OK and st != EXCEPTION and st != WRONG_SLAVE:
             self.close()
         return st
