@@ -68,9 +68,10 @@ def rtu_frame(body):
     return bytes(body) + bytes([c & 0xFF, c >> 8])
 
 
-def device(slave, *, input_regs=None, holding_regs=None):
+def device(slave, *, input_regs=None, holding_regs=None, action=None):
     """A pymodbus SimDevice: {address: [register, ...]} for input / holding registers;
-    every other address is invalid (an exception 02 answer)."""
+    every other address is invalid (an exception 02 answer). action: pymodbus's hook,
+    awaited on every access (it may change the registers in place)."""
     def blocks(m):
         m = m or {0xFFF0: [0]}
         return [SimData(a, values=list(v), datatype=DataType.REGISTERS)
@@ -78,7 +79,7 @@ def device(slave, *, input_regs=None, holding_regs=None):
 
     bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
     return SimDevice(slave, simdata=(bits, list(bits), blocks(holding_regs),
-                                     blocks(input_regs)))
+                                     blocks(input_regs)), action=action)
 
 
 def sdm630(slave, power_w, energy_kwh):
@@ -100,6 +101,7 @@ class _LoopThread:
         self._ready = threading.Event()
         self.error = None
         self.server = None
+        self._stopped = False
         threading.Thread(target=self._run, args=(make,), daemon=True).start()
         if not self._ready.wait(10) or self.error:
             raise RuntimeError(f"pymodbus server did not start: {self.error!r}")
@@ -123,6 +125,10 @@ class _LoopThread:
             pass  # stopped
 
     def stop(self):
+        if self._stopped:
+            return
+        self._stopped = True
+
         async def down():
             await self.server.shutdown()
 

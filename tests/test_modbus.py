@@ -744,3 +744,94 @@ def test_fuzz_sample_end_to_end(mp, peers, kind, monkeypatch):
     (got,) = mp.run_json(f"KIND = {kind!r}\nPORT = {port}\nN = 150\n" + E2E, timeout=300)
     assert got == want
     assert len(set(got)) >= 5, got  # timeouts, truncations, CRC/bad frames, OK, ...
+
+
+def test_no_stale_value_ever_reads_as_fresh(tmp_path, peers):
+    # One healthy meter (period 5 s, stale after 12 s) shares an RS-485 line with two dead
+    # ones (4 s timeout, one retry): it is polled every ~16 s, so between polls its
+    # value goes stale, while its own reads never fail. Sampled every 250 ms: a value is
+    # given only while younger than 12 s, else (None, "stale"); the fail-safe trips
+    # sensor_stale:a (critical) and clears it again at the next read.
+    line = peers(PtyLine())
+    peers(RawRTU(line, lambda req: _rtu_answer(1, req[1], f32(GOOD)) if req[0] == 1
+                 else None))
+    meters = {"a": {"bus": "rs", "slave": 1, "period_s": 5, "stale_s": 12, "critical": True,
+                    "registers": {"power_w": _reg(0, "float32")}}}
+    for name, slave in (("b", 2), ("c", 3)):
+        meters[name] = {"bus": "rs", "slave": slave, "period_s": 5, "timeout_ms": 4000,
+                        "retries": 1, "stale_s": 20, "registers": {"v": _reg(0, "float32")}}
+    end = run_node(tmp_path, base_config({"buses": {"rs": {"type": "rtu"}}, "meters": meters}),
+                   """
+seen = {}
+worst_age = 0
+for i in range(480):
+    await asyncio.sleep_ms(250)
+    v, why, t = mb.value("a", "power_w")
+    seen[str(why)] = seen.get(str(why), 0) + 1
+    if why is None:
+        worst_age = max(worst_age, clk.ticks_diff(clk.ticks_ms(), t))
+        assert v == 42.0
+    elif why == "stale":
+        assert v is None and clk.ticks_diff(clk.ticks_ms(), t) > 12_000
+out(seen=seen, worst_age=worst_age, fault=mb.meter("a"))
+""", {"HEATGW_RS485": line.node_path, "HEATGW_IO_REPLY_MS": "50"})
+    got, last = end[0], end[-1]
+    check_healthy(last)
+    assert got["seen"].get("None", 0) > 100 and got["seen"].get("stale", 0) > 20, got
+    assert got["worst_age"] <= 12_000, got
+    assert last["rec"]["meters"]["a"]["failed"] == 0  # never a fault of its own
+    trips = [e for e in last["events"] if e.get("reason") == "sensor_stale:a"]
+    assert [e["kind"] for e in trips][:4] == ["trip", "clear", "trip", "clear"], trips
+
+
+# -- a Modbus flow meter feeds the heat meter ----------------------------------------------
+
+def test_a_modbus_flow_meter_feeds_the_heat_meters_volume_and_the_fail_safes_flow(
+        tmp_path, peers):
+    # A flow meter (pymodbus) whose float32 volume total grows by 1/64 m3 per read (every
+    # 5 s: 11.25 m3/h, its flow register says the same): the heat meter's volume is the
+    # total's growth to the µL; the fail-safe sees the flow; when the meter goes silent,
+    # sensor_fault:flow (flow.critical), and the volume stops.
+    reads = [0]
+    step = 1 / 64
+
+    async def bump(fc, start, address, count, registers, values):
+        reads[0] += 1
+        registers[0x100 - start:0x102 - start] = f32(1000.0 + reads[0] * step)
+        return None
+
+    srv = peers(PymodbusTCP([device(7, holding_regs={0x100: f32(1000.0) + f32(11.25)},
+                                    action=bump)]))
+    cfg = base_config({
+        "buses": {"lan": {"type": "tcp", "host": "127.0.0.1", "port": srv.port}},
+        "meters": {"fm": {"bus": "lan", "slave": 7, "role": "flow", "period_s": 5,
+                          "timeout_ms": 300, "stale_s": 20, "registers": {
+                              "volume_m3": _reg(0x100, "float32", unit="m3"),
+                              "flow_m3h": _reg(0x102, "float32", unit="m3/h")}}}},
+        flow={"type": "modbus", "meter": "fm", "max_m3h": 15.0, "critical": True})
+    node = Node(tmp_path, cfg, """
+await asyncio.sleep_ms(61_000)
+gw.meter.flush()
+out(volume_ul=gw.meter.volume_ul, flow=gw.inputs.flow_m3h, why=gw.inputs.flow_reason,
+    active=list(gw.failsafe.active), polls=mb.meters["fm"].polls)
+sys.stdin.readline()
+await asyncio.sleep_ms(30_000)
+gw.meter.flush()
+out(volume_ul=gw.meter.volume_ul, flow=gw.inputs.flow_m3h, why=gw.inputs.flow_reason,
+    active=list(gw.failsafe.active))
+""")
+    first = node.results(1)[0]
+    srv.stop()
+    node.go()
+    rs = node.end()
+    later, end = rs[1], rs[-1]
+    check_healthy(end)
+    assert first["polls"] == 13 and reads[0] == 13
+    # 13 reads: 12 differences of 1/64 m3, exact to the µL
+    assert first["volume_ul"] == 12 * 15_625_000, first
+    assert first["flow"] == 11.25 and first["why"] is None
+    assert "sensor_fault:flow" not in first["active"] and "sink_flow_low" not in first["active"]
+    # the meter gone: a named fault, no flow, no more volume
+    assert later["why"] in ("no_connection", "timeout", "closed"), later
+    assert later["flow"] is None and "sensor_fault:flow" in later["active"], later
+    assert later["volume_ul"] == first["volume_ul"]
