@@ -9,9 +9,11 @@ packed here with CPython's struct, independently of the firmware's decoder.
 """
 
 import json
+import os
 import random
 import struct
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from host_tools.mprun import mp_env
-from host_tools.paths import REPO, micropython_cmd
+from host_tools.paths import FIRMWARE, REPO, micropython_cmd
 from tests.modbus_peers import (
     PtyLine,
     PymodbusRTU,
@@ -37,6 +39,11 @@ from tests.modbus_peers import (
     u32,
 )
 from tests.nodedriver import LATE_MAX_MS, Listener
+
+if str(FIRMWARE) not in sys.path:
+    sys.path.insert(0, str(FIRMWARE))  # heatgw's pure modules run on CPython too
+
+from heatgw import config, mbplan  # noqa: E402
 
 # The node: the whole application, standalone on the host board; BODY runs inside
 # `async def main()` after the node's tasks were created; out(**kw) prints an R line;
@@ -835,3 +842,218 @@ out(volume_ul=gw.meter.volume_ul, flow=gw.inputs.flow_m3h, why=gw.inputs.flow_re
     assert later["why"] in ("no_connection", "timeout", "closed"), later
     assert later["flow"] is None and "sensor_fault:flow" in later["active"], later
     assert later["volume_ul"] == first["volume_ul"]
+
+
+# -- in process: decoding, the plan, the configuration --------------------------------------
+
+DECODE = r"""
+import json
+from mbcore import decode
+out = []
+for typ, order, hexbytes in CASES:
+    v = decode(bytes.fromhex(hexbytes), 0, typ, order)
+    out.append(v if v is None or type(v) is int else repr(v))
+print(json.dumps(out))
+"""
+
+
+def test_decode_every_type_and_order_like_struct(mp):
+    """int16, uint16, int32, uint32, float32 in every word and byte order, against
+    CPython's struct (floats exactly: decode builds them from their bits)."""
+    rng = random.Random(3)
+    cases, want = [], []
+    specials = [0.0, -0.0, 1.0, -2.5, 3.4028234663852886e38, 1.401298464324817e-45,
+                -1.1754942106924411e-38, float("inf"), float("-inf"), float("nan")]
+    for i in range(2000):
+        typ = i % 5
+        order = (i // 5) % 4
+        if typ == 4:
+            v = specials[i % len(specials)] if i < 200 else \
+                struct.unpack(">f", struct.pack(">I", rng.getrandbits(32)))[0]
+            raw = struct.pack(">f", v)
+        else:
+            fmt = ">h>H>i>I"[2 * typ:2 * typ + 2]
+            lo, hi = {0: (-2**15, 2**15 - 1), 1: (0, 2**16 - 1), 2: (-2**31, 2**31 - 1),
+                      3: (0, 2**32 - 1)}[typ]
+            v = rng.randint(lo, hi)
+            raw = struct.pack(fmt, v)
+        words = [raw[j:j + 2] for j in range(0, len(raw), 2)]
+        if order & 1:
+            words.reverse()
+        if order & 2:
+            words = [w[::-1] for w in words]
+        cases.append((typ, order, b"".join(words).hex()))
+        if typ == 4:
+            want.append(None if v != v or v in (float("inf"), float("-inf")) else v)
+        else:
+            want.append(v)
+    got = mp.run_json(f"CASES = {cases!r}\n" + DECODE)[0]
+    for c, g, w in zip(cases, got, want, strict=True):
+        if isinstance(w, float):
+            assert float(g) == w and str(float(g))[0] == str(w)[0], (c, g, w)  # -0.0 too
+        else:
+            assert g == w, (c, g, w)
+
+
+PLAN = r"""
+import json
+from heatgw import mbplan
+plan = mbplan.plan(CFG)
+print(json.dumps([[b, [[n, list(names), [[pdu.hex(), [list(s) for s in spec]]
+                                          for pdu, spec in reqs]]
+                       for n, _mc, names, _u, reqs in ms]] for b, _bc, ms in plan]))
+"""
+
+
+def test_adjacent_registers_are_read_in_as_few_requests_as_possible(mp, tmp_path):
+    regs = {"a": _reg(10, "float32"), "b": _reg(12, "uint16"), "c": _reg(13, "int32"),
+            "d": _reg(11, "uint16"),  # overlaps a: same request
+            "e": _reg(16, "int16"),  # a gap of one register: a new request
+            "f": _reg(10, "int16", fc=4),  # another function code: a new request
+            "g": _reg(200, "uint16"), "h": _reg(323, "float32")}  # 200..324: > 125 regs
+    cfg = base_config({"buses": {"b": {"type": "tcp", "host": "10.0.0.1", "port": 502}},
+                       "meters": {"m": {"bus": "b", "slave": 1, "registers": regs},
+                                  "s": {"bus": "b", "slave": 2, "model": "sdm630"}}})
+    cfg = _filled(cfg, tmp_path)
+    plan = mp.run_json(f"CFG = {cfg!r}\n" + PLAN)[0]
+    (bname, meters), = plan
+    m = dict((n, (names, reqs)) for n, names, reqs in meters)
+    names, reqs = m["m"]
+    assert names == sorted(regs)
+    idx = names.index
+    # holding 10..14 (a b c d), 16 (e), 200 (g), 323..324 (h); input 10 (f)
+    assert [r[0] for r in reqs] == ["03000a0005", "0300100001", "0300c80001",
+                                    "0301430002", "04000a0001"], reqs
+    assert sorted(map(tuple, reqs[0][1])) == sorted([
+        (idx("a"), 0, 4, 0, 1), (idx("d"), 2, 1, 0, 1), (idx("b"), 4, 1, 0, 1),
+        (idx("c"), 6, 2, 0, 1)])
+    # the SDM630's two values, 20 registers apart: two requests of two registers
+    names, reqs = m["s"]
+    assert names == ["energy_kwh", "power_w"]
+    assert [r[0] for r in reqs] == ["0400340002", "0400480002"]
+    # CPython's check() agrees on how many requests a poll takes
+    assert len(mbplan.blocks(mbplan._values(cfg["modbus"]["meters"]["m"]))) == 5
+
+
+def _filled(cfg, tmp_path):
+    """The configuration as the node holds it (validated, defaults filled)."""
+    p = tmp_path / "filled.json"
+    p.write_text(json.dumps(cfg))
+    got, errors, source, _ = config.load(str(p), save=False)
+    assert errors == [] and source == "file", errors
+    return got
+
+
+def _mb_cfg(**over):
+    """A valid configuration with both kinds of bus; over: {dotted path: value or DEL}."""
+    cfg = base_config({
+        "buses": {"rs": {"type": "rtu", "baud": 19200, "parity": "even"},
+                  "lan": {"type": "tcp", "host": "192.168.1.20"}},
+        "meters": {"compute": {"bus": "lan", "slave": 1, "model": "sdm630", "role": "compute",
+                               "critical": True},
+                   "fm": {"bus": "rs", "slave": 3, "role": "flow", "registers": {
+                       "volume_m3": _reg(0x100, "float32"),
+                       "flow_m3h": {"address": 0x102, "type": "float32"}}}}},
+        flow={"type": "modbus", "meter": "fm", "max_m3h": 15.0, "critical": True})
+    for path, v in over.items():
+        *parents, last = path.split(".")
+        d = cfg
+        for p in parents:
+            d = d.setdefault(p, {})
+        if v is DEL:
+            del d[last]
+        else:
+            d[last] = v
+    return cfg
+
+
+DEL = object()
+BAD_CONFIGS = [
+    ({"modbus.meters.compute.bus": "wifi"},
+     "modbus.meters.compute.bus: 'wifi' is not one of modbus.buses (lan, rs)"),
+    ({"modbus.buses.lan.host": DEL},
+     "modbus.buses.lan.host: required for a tcp bus (the server's IPv4 address)"),
+    ({"modbus.buses.lan.host": "300.1.1.1"},
+     "modbus.buses.lan.host: '300.1.1.1' is not an IPv4 address like 192.168.1.20"),
+    ({"modbus.buses.lan.host": "meter.local"},
+     'modbus.buses.lan.host: character "m" not allowed'),
+    ({"modbus.buses.rs.host": "10.0.0.1"}, "modbus.buses.rs.host: only for a tcp bus"),
+    ({"modbus.meters.fm.slave": 0}, "modbus.meters.fm.slave: 0 is not an RTU slave id"),
+    ({"modbus.meters.compute.model": None},
+     "modbus.meters.compute: reads nothing: set model or registers"),
+    ({"modbus.meters.fm.role": "compute"},
+     "modbus.meters.fm.role: compute needs the value power_w or energy_kwh"),
+    ({"modbus.meters.supply": {"bus": "lan", "slave": 2, "model": "sdm120"}},
+     "modbus.meters.supply: the name is taken (an RTD channel's or flow's)"),
+    ({"modbus.meters.fm.stale_s": 10},
+     "modbus.meters.fm.stale_s: 10 s must be longer than period_s (10 s)"),
+    ({"modbus.meters.fm.timeout_ms": 10000, "modbus.meters.fm.retries": 3,
+      "modbus.meters.fm.stale_s": 30},
+     "modbus.meters.fm.stale_s: 30 s is shorter than one poll that times out (40000 ms"),
+    ({"flow.meter": "compute"}, "flow.meter: modbus.meters.compute has role compute, not flow"),
+    ({"flow.meter": "nosuch"}, "flow.meter: 'nosuch' is not one of modbus.meters"),
+    ({"flow.meter": DEL}, "flow.meter: required with flow (the Modbus flow meter"),
+    ({"modbus": None}, "flow.meter: flow.type modbus needs a modbus section"),
+    ({"modbus.meters.fm.registers.volume_m3.type": "float64"},
+     'modbus.meters.fm.registers.volume_m3.type: "float64" is not allowed'),
+    ({"modbus.meters.fm.registers.Volume": _reg(0, "uint16")},
+     'modbus.meters.fm.registers.Volume: character "V" not allowed in a name'),
+    ({"modbus.meters.fm.registers.hi": _reg(65535, "uint32")},
+     "modbus.meters.fm.registers.hi.address: 65535: its registers run past 65535"),
+    ({"modbus.meters.fm.registers.zero": _reg(0, "uint16", scale=0)},
+     "modbus.meters.fm.registers.zero.scale: 0 makes every value 0"),
+    ({"modbus.meters.fm.speed": 1}, "modbus.meters.fm.speed: unknown key"),
+    ({"modbus.buses.rs.parity": "mark"}, 'modbus.buses.rs.parity: "mark" is not allowed'),
+    ({"modbus.meters": {f"m{i}": {"bus": "lan", "slave": i, "model": "sdm120"}
+                        for i in range(9)}}, "modbus.meters: 9 members, at most 8"),
+    ({"flow.type": "pulse", "flow.meter": DEL},
+     "flow.litres_per_pulse: required with flow (a pulse meter's volume per pulse)"),
+]
+
+LOAD = r"""
+import json
+from heatgw import config
+for p in PATHS:
+    cfg, errors, source, _ = config.load(p, save=False)
+    print(json.dumps([source, errors, cfg if source == "file" else None]))
+"""
+
+
+def test_modbus_configuration_is_checked_alike_on_the_device_and_the_host(mp, tmp_path):
+    docs = [_mb_cfg()] + [_mb_cfg(**over) for over, _ in BAD_CONFIGS]
+    paths = []
+    for i, doc in enumerate(docs):
+        p = tmp_path / f"c{i}.json"
+        p.write_text(json.dumps(doc))
+        paths.append(str(p))
+    on_node = mp.run_json(f"PATHS = {paths!r}\n" + LOAD)
+    for i, p in enumerate(paths):
+        cfg, errors, source, _ = config.load(p, save=False)
+        assert on_node[i] == [source, errors, cfg if source == "file" else None], p
+        if i == 0:
+            assert source == "file" and errors == [], errors
+            m = cfg["modbus"]["meters"]["fm"]
+            assert m["registers"]["flow_m3h"] == _reg(0x102, "float32")  # defaults
+            assert (m["period_s"], m["timeout_ms"], m["retries"], m["stale_s"],
+                    m["critical"]) == (10, 500, 1, 60, False)
+            continue
+        want = BAD_CONFIGS[i - 1][1]
+        assert source == "default", (want, errors)
+        assert any(e.startswith(want) for e in errors), (want, errors)
+
+
+def test_the_modbus_schema_is_loaded_only_for_a_configuration_that_has_one(mp, tmp_path):
+    plain, mb = tmp_path / "plain.json", tmp_path / "mb.json"
+    plain.write_text(json.dumps(base_config(None)))
+    mb.write_text(json.dumps(_mb_cfg()))
+    (got,) = mp.run_json(f"""
+import json, sys
+from heatgw import config
+out = {{}}
+for p in ({str(plain)!r}, {str(mb)!r}):
+    cfg, errors, source, _ = config.load(p, save=False)
+    out[p] = [source, "heatgw.mbschema" in sys.modules, "heatgw.mbplan" in sys.modules]
+print(json.dumps(out))
+""")
+    assert got[str(plain)] == ["file", False, False]
+    assert got[str(mb)] == ["file", True, True]
