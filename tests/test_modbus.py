@@ -9,7 +9,6 @@ packed here with CPython's struct, independently of the firmware's decoder.
 """
 
 import json
-import os
 import random
 import struct
 import subprocess
@@ -1057,3 +1056,61 @@ print(json.dumps(out))
 """)
     assert got[str(plain)] == ["file", False, False]
     assert got[str(mb)] == ["file", True, True]
+
+
+DE_RUN = r"""
+import board, json
+asyncio = board.install_asyncio()
+from heatgw import clock
+from mbcore import NAMES
+from mbrtu import RTUMaster
+
+
+async def main():
+    u, de = board.rs485("rs485", 9600, None, 1)
+    m = RTUMaster(u, baudrate=9600, clock=clock, de=de if USE_DE else None,
+                  on_send=board.io_sent)
+    got = []
+    for _ in range(5):
+        got.append(NAMES[await m.transact(1, b"\x04\x00\x34\x00\x02", 300)])
+    print(json.dumps({"got": got, "rises": de.rises, "lost": u.lost_tx, "de": de.value(),
+                      "requests": m.requests}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("use_de", [True, False])
+def test_the_rtu_driver_drives_the_transceivers_de_around_each_request(mp, peers,
+                                                                        monkeypatch, use_de):
+    # The host board's RS-485 port drops what is written while DE is low, as a
+    # half-duplex transceiver does: a driver that forgot DE would never reach a meter.
+    line = peers(PtyLine())
+    peers(PymodbusRTU(line.peer_path, [sdm630(1, 1234.5, 1.0)]))
+    monkeypatch.setenv("HEATGW_RS485", line.node_path)
+    (r,) = mp.run_json(f"USE_DE = {use_de}\n" + DE_RUN)
+    if use_de:
+        assert r == {"got": ["ok"] * 5, "rises": 5, "lost": 0, "de": 0, "requests": 5}
+    else:
+        assert r == {"got": ["timeout"] * 5, "rises": 0, "lost": 40, "de": 0, "requests": 5}
+
+
+def test_an_rs485_port_that_cannot_be_opened_is_no_bus_and_control_carries_on(tmp_path):
+    # No pty for the board's port: the bus task fails at each start and is restarted
+    # with backoff (task events), its meters read "no_bus", the critical one trips.
+    cfg = base_config({"buses": {"rs": {"type": "rtu"}},
+                       "meters": {"m": {"bus": "rs", "slave": 1, "model": "sdm120",
+                                        "critical": True}}})
+    end = run_node(tmp_path, cfg, """
+await asyncio.sleep_ms(30_000)
+out(state=state())
+""", {"HEATGW_RS485": ""})
+    got, last = end[0], end[-1]
+    assert got["state"]["m"]["values"]["power_w"][:2] == [None, "no_bus"]
+    tasks = [e for e in last["events"] if e["kind"] == "task"]
+    assert tasks and all(e["task"] == "modbus:rs" and e["state"] == "crashed"
+                         for e in tasks), tasks
+    assert "no pty for rs485" in tasks[0]["error"]
+    assert last["rec"]["bus_errors"] == len(tasks) >= 4  # 1, 2, 4, 8, 16 s backoff
+    assert "sensor_fault:m" in last["active"]
+    assert last["fault"] is None and last["late"] <= LATE_MAX_MS

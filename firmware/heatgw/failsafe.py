@@ -209,7 +209,7 @@ class FailSafe:
         self._flow_stale_ms = self._stale_ms if flow_stale_ms is None else int(flow_stale_ms)
         rd = []
         for name, stale_ms in readings:
-            if type(name) is not str or name in self._stale_seen:
+            if type(name) is not str or name in s or name in self._stale_seen:
                 raise ValueError("reading name %r: not a str, or a sensor's" % (name,))
             if not _finite(stale_ms) or stale_ms <= 0:
                 raise ValueError("reading %s: stale_ms must be > 0" % name)

@@ -230,9 +230,12 @@ class Modbus:
         except Exception:
             self.bus_errors += 1
             now = clock.ticks_ms()
-            for m in meters:
-                if t is None:
-                    self._store(m, "no_bus", now)  # the port could not be opened
+            if t is None:  # the port could not be opened: no value of the bus is good
+                for m in meters:
+                    for i in range(len(m.names)):
+                        m.vals[i] = None
+                        m.why[i] = "no_bus"
+                    self._store(m, "no_bus", now)
             raise
         finally:
             if t is not None:
