@@ -10,6 +10,7 @@ packed here with CPython's struct, independently of the firmware's decoder.
 
 import json
 import random
+import socket
 import struct
 import subprocess
 import sys
@@ -374,10 +375,11 @@ def test_every_bad_answer_is_a_named_fault_and_the_node_carries_on(tmp_path, pee
     meters = {f"m{s}": {"bus": "b", "slave": s, "period_s": 5, "timeout_ms": 300,
                         "retries": 0, "stale_s": 30, "critical": True,
                         "registers": {"v": _reg(0, "float32")}} for s in faults}
-    if transport == "tcp":  # and a server that is not there
-        closed = peers(RawTCP(lambda req: None))
-        closed.close()
-        buses["gone"] = {"type": "tcp", "host": "127.0.0.1", "port": closed.port}
+    if transport == "tcp":  # and a server that is not there: a port bound, not listening
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+        buses["gone"] = {"type": "tcp", "host": "127.0.0.1", "port": closed_port}
         meters["m9"] = {"bus": "gone", "slave": 1, "period_s": 5, "timeout_ms": 300,
                         "retries": 0, "stale_s": 30, "critical": True,
                         "registers": {"v": _reg(0, "float32")}}
@@ -392,7 +394,8 @@ out(state=state(), active=list(gw.failsafe.active))
     bad = node.results(1)[0]
     mode["good"] = True
     if transport == "tcp":  # the server that was not there starts
-        peers(RawTCP(answer, port=closed.port))
+        closed.close()
+        peers(RawTCP(answer, port=closed_port))
     node.go()
     rs = node.end()
     good, end = rs[1], rs[-1]

@@ -46,7 +46,7 @@ _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
 
 class Gateway:
     def __init__(self, board, cfg, meter, *, cfg_source="file", cfg_errors=(),
-                 configured=True, sinks=(), queue=None):
+                 configured=True, sinks=(), queue=None, modbus_plan=None):
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
@@ -104,7 +104,12 @@ class Gateway:
         if cfg.get("modbus"):
             from heatgw.modbus import Modbus
 
-            self.modbus = Modbus(cfg, board)
+            if modbus_plan is None:  # (heatgw.start makes it earlier, on a smaller heap)
+                from heatgw.start import modbus_plan as make
+
+                modbus_plan = make(cfg)
+            self.modbus = Modbus(modbus_plan, board)
+            modbus_plan = None
         mb = self.modbus
         self._build_flow(cfg.get("flow"), now)
         # external readings (heatgw.failsafe): the Modbus meters, by name

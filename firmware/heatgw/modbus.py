@@ -43,13 +43,6 @@ _PRIMARY = ("power_w", "flow_m3h", "energy_kwh", "volume_m3")  # a meter's readi
 _PARITY = {"none": None, "even": 0, "odd": 1}
 
 
-def _forget(*names):
-    import sys
-
-    for n in names:
-        sys.modules.pop(n, None)
-
-
 class Meter:
     """One meter: its plan and what was read, in lists made once."""
 
@@ -84,15 +77,8 @@ class Meter:
 
 
 class Modbus:
-    def __init__(self, cfg, board):
-        import gc
-
-        from heatgw import mbplan
-
-        plan = mbplan.plan(cfg)
-        mbplan = None
-        _forget("heatgw.mbplan", "sdm", "umodbus.functions", "umodbus.typing")
-        gc.collect()
+    def __init__(self, plan, board):
+        """plan: heatgw.mbplan.plan(cfg), made by heatgw.start.modbus_plan at boot."""
         self.board = board
         self.meters = {}
         self._buses = []
@@ -202,10 +188,8 @@ class Modbus:
         uart, de = self.board.rs485(bc["uart"], bc["baud"], _PARITY[bc["parity"]],
                                     bc["stop_bits"])
         bits = 10 + (bc["parity"] != "none") + (bc["stop_bits"] - 1)
-        m = RTUMaster(uart, baudrate=bc["baud"], clock=clock, de=de, bits_per_char=bits,
-                      on_send=on_send)
-        _forget("umodbus.const")  # its CRC table is copied
-        return m
+        return RTUMaster(uart, baudrate=bc["baud"], clock=clock, de=de, bits_per_char=bits,
+                         on_send=on_send)
 
     async def _run(self, asyncio, bus):
         _name, bc, meters = bus

@@ -2,8 +2,9 @@
 
 main.py calls `run()`. The configuration is loaded and validated first, while almost
 nothing else is in RAM, and the validator and its schema (~28 KB) are dropped before the
-application is even imported; the application then builds the meter first (its fluid
-table is built from generated data that is dropped again) and the rest after.
+application is even imported; then the Modbus poll plan, when configured (its planning
+code and umodbus are dropped again); the application then builds the meter first (its
+fluid table is built from generated data that is dropped again) and the rest after.
 """
 
 
@@ -68,6 +69,29 @@ def build_meter(meter_cfg):
     return m
 
 
+def modbus_plan(cfg):
+    """The Modbus poll plan (heatgw.mbplan: register maps, request PDUs from umodbus's
+    builders, the RTU CRC table from umodbus.const), built while the heap is nearly empty;
+    the planning code and umodbus (~25 KB while building) are dropped again."""
+    import sys
+
+    from heatgw import mbplan
+
+    plan = mbplan.plan(cfg)
+    mbplan = None
+    for bus in plan:
+        if bus[1]["type"] == "rtu":
+            import mbrtu  # the RTU driver stays: its CRC table, made from umodbus's
+
+            mbrtu.crc_table()
+            break
+    _forget("mbplan")
+    for name in ("sdm", "umodbus.functions", "umodbus.typing", "umodbus.const",
+                 "umodbus.version", "umodbus"):
+        sys.modules.pop(name, None)
+    return plan
+
+
 def build():
     """(gw, asyncio): the application, built in heap order, not yet running. With an
     `mqtt` section the telemetry (heatgw.telemetry: the flash queue, alarms, the mqtt
@@ -89,6 +113,10 @@ def build():
     if source != "file":
         print("config: running the default configuration: no sensors, relays in bypass")
     gc.collect()
+    plan = None
+    if cfg.get("modbus"):
+        plan = modbus_plan(cfg)
+        gc.collect()
     meter = build_meter(cfg["meter"])
     gc.collect()
     from heatgw.app import Gateway
@@ -104,7 +132,8 @@ def build():
         tel = Telemetry(board, cfg)
         sinks.append(tel.sink)
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
-                 configured=configured, sinks=sinks, queue=tel.q if tel else None)
+                 configured=configured, sinks=sinks, queue=tel.q if tel else None,
+                 modbus_plan=plan)
     if migration:  # after the boot event, in the same log
         gw.event(migration)
     if tel is not None:

@@ -44,14 +44,12 @@ NO_CONNECTION = const(9)
 NAMES = ("ok", "more", "timeout", "crc", "exception", "truncated", "wrong_slave",
          "bad_frame", "closed", "no_connection")
 
-# Register types and orders (decode)
+# Register types (int16, uint16: one register; int32, uint32, float32: two) and orders
 INT16 = const(0)
 UINT16 = const(1)
 INT32 = const(2)
 UINT32 = const(3)
 FLOAT32 = const(4)
-TYPES = ("int16", "uint16", "int32", "uint32", "float32")  # index = type code
-WORDS = (1, 1, 2, 2, 2)  # registers per value, by type code
 WORD_LITTLE = const(1)  # order bit: low word first
 BYTE_LITTLE = const(2)  # order bit: low byte first within each register
 

@@ -48,7 +48,9 @@ _ERROR_BIAS = const(0x80)
 _table = None  # CRC-16/MODBUS table, shared by every RTUMaster
 
 
-def _crc_table():
+def crc_table():
+    """The CRC table, made once from umodbus.const's (the caller may drop that module
+    afterwards: the node's start does)."""
     global _table
     if _table is None:
         from umodbus.const import CRC16_TABLE
@@ -68,7 +70,7 @@ def crc16(buf, n):
 
 class RTUMaster(Master):
     def __init__(self, uart, *, baudrate, clock, de=None, bits_per_char=10, on_send=None):
-        _crc_table()
+        crc_table()
         self.de = de
         self._txdone = getattr(uart, "txdone", None)
         char_us = bits_per_char * 1_000_000 // baudrate
