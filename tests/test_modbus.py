@@ -1117,3 +1117,76 @@ out(state=state())
     assert last["rec"]["bus_errors"] == len(tasks) >= 4  # 1, 2, 4, 8, 16 s backoff
     assert "sensor_fault:m" in last["active"]
     assert last["fault"] is None and last["late"] <= LATE_MAX_MS
+
+
+# -- heap: what a poll allocates ------------------------------------------------------------
+
+ALLOC = r"""
+import gc, json, board
+asyncio = board.install_asyncio()
+from heatgw import clock, start
+gc.collect()
+a0 = gc.mem_alloc()
+plan = start.modbus_plan(CFG)
+from heatgw.modbus import Modbus
+gc.collect()
+a1 = gc.mem_alloc()
+mb = Modbus(plan, board)
+plan = None
+gc.collect()
+a2 = gc.mem_alloc()
+
+
+async def poll(m, t, n):
+    # the bus task's loop body (heatgw.modbus._run), n polls of meter m
+    gc.collect()
+    gc.disable()
+    b0 = gc.mem_alloc()
+    for _ in range(n):
+        fault = None
+        for pdu, spec in m.requests:
+            st = await t.transact(m.slave, pdu, m.timeout_ms)
+            fault = mb._take(m, t, st, spec, fault)
+        mb._polled(m, fault)
+    b1 = gc.mem_alloc()
+    gc.enable()
+    return (b1 - b0) / n
+
+
+async def main():
+    t = mb._open(mb._buses[0][1])
+    mb._masters.append(t)
+    await poll(mb.meters["flow_i"], t, 3)  # the reader task, connection: once
+    gc.collect()
+    a3 = gc.mem_alloc()
+    per_poll = {}
+    for name in ("sdm630", "flow_f", "flow_i"):
+        per_poll[name] = await poll(mb.meters[name], t, 40)
+    print(json.dumps({"plan_and_module": a1 - a0, "poller": a2 - a1, "connected": a3 - a2,
+                      "per_poll": per_poll,
+                      "faults": [m.fault for m in mb.meters.values()]}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_poll_allocates_one_coroutine_per_request_and_its_values(mp, peers, tmp_path):
+    """Buffers and lists are made once: a poll allocates the driver's transact coroutine
+    per request (with asyncio's I/O-queue entry per read) and the values it decodes
+    (floats, each a heap object on a target). Measured with gc off; the bound says no
+    list, dict or buffer per poll (128 words per request, 16 per value)."""
+    from host_tools import mpinfo
+
+    srv = peers(PymodbusTCP(_devices()))
+    cfg = _filled(base_config({"buses": {"b": {"type": "tcp", "host": "127.0.0.1",
+                                               "port": srv.port}},
+                               "meters": _meters("b")}), tmp_path)
+    (r,) = mp.run_json(f"CFG = {cfg!r}\n" + ALLOC)
+    assert r["faults"] == [None] * 4
+    word = mpinfo.word_bits() // 8
+    for name, per in r["per_poll"].items():
+        n_req, n_val = REQUESTS_PER_POLL[name], len(EXPECTED[name])
+        assert per <= (128 * n_req + 16 * n_val) * word, (name, per)
+    print(f"\nheap (bytes, {8 * word}-bit): plan + heatgw.modbus + mbcore + mbtcp "
+          f"{r['plan_and_module']}, poller objects for 4 meters {r['poller']}, the "
+          f"connection and its reader {r['connected']}; per poll {r['per_poll']}")

@@ -192,6 +192,8 @@ class Modbus:
                          on_send=on_send)
 
     async def _run(self, asyncio, bus):
+        # One coroutine per bus for its whole life: a poll makes no coroutine of its own
+        # (each request is one: the driver's transact).
         _name, bc, meters = bus
         t = None
         try:
@@ -208,7 +210,16 @@ class Modbus:
                 d = clock.ticks_diff(m.next_ms, clock.ticks_ms())
                 if d > 0:
                     await asyncio.sleep_ms(d)
-                await self._poll(m, t)
+                fault = None
+                for pdu, spec in m.requests:  # one request per turn
+                    tries = m.retries
+                    while True:
+                        st = await t.transact(m.slave, pdu, m.timeout_ms)
+                        if st == OK or tries <= 0:
+                            break
+                        tries -= 1
+                    fault = self._take(m, t, st, spec, fault)
+                self._polled(m, fault)
                 if t.err and bc["type"] == "rtu":
                     raise OSError(5, "RS-485 port closed")  # reopened by the restart
         except Exception:
@@ -230,48 +241,43 @@ class Modbus:
                     self._worst_us = t.worst_us
                     self._worst_where = t.worst_where
 
-    async def _poll(self, m, t):
-        fault = None
+    def _take(self, m, t, st, spec, fault):
+        """Store one request's values (decoded from the driver's buffer into the
+        meter's lists) or its fault; returns the poll's first fault."""
         vals = m.vals
         why = m.why
-        valid = m.valid
-        for pdu, spec in m.requests:
-            tries = m.retries
-            while True:
-                st = await t.transact(m.slave, pdu, m.timeout_ms)
-                if st == OK or tries <= 0:
-                    break
-                tries -= 1
+        if st == OK:
             now = clock.ticks_ms()
-            if st == OK:
-                rx = t.rx
-                base = t.data
-                for i, off, typ, order, scale in spec:
-                    v = decode(rx, base + off, typ, order)
-                    if v is None:
-                        vals[i] = None
-                        why[i] = "bad_value"
-                        if fault is None:
-                            fault = "bad_value"
-                        continue
-                    if scale != 1:
-                        v = v * scale
-                    vals[i] = v
-                    why[i] = None
-                    valid[i] = now
-            else:
-                r = self._fault_name(st, t.exc)
-                for i, _off, _typ, _order, _scale in spec:
+            valid = m.valid
+            rx = t.rx
+            base = t.data
+            for i, off, typ, order, scale in spec:
+                v = decode(rx, base + off, typ, order)
+                if v is None:
                     vals[i] = None
-                    why[i] = r
-                if fault is None:
-                    fault = r
+                    why[i] = "bad_value"
+                    if fault is None:
+                        fault = "bad_value"
+                    continue
+                if scale != 1:
+                    v = v * scale
+                vals[i] = v
+                why[i] = None
+                valid[i] = now
+            return fault
+        r = self._fault_name(st, t.exc)
+        for i, _off, _typ, _order, _scale in spec:
+            vals[i] = None
+            why[i] = r
+        return r if fault is None else fault
+
+    def _polled(self, m, fault):
         m.polls += 1
         if fault is not None:
             m.failed += 1
-        self._store(m, fault, clock.ticks_ms())
-        m.next_ms = clock.ticks_add(m.next_ms, m.period_ms)
         now = clock.ticks_ms()
+        self._store(m, fault, now)
+        m.next_ms = clock.ticks_add(m.next_ms, m.period_ms)
         if clock.ticks_diff(m.next_ms, now) < 0:  # overran its period: from now on
             m.next_ms = now
         if self._emit is not None and clock.ticks_diff(now, self._record_ms) >= 0:

@@ -53,7 +53,8 @@ FLOAT32 = const(4)
 WORD_LITTLE = const(1)  # order bit: low word first
 BYTE_LITTLE = const(2)  # order bit: low byte first within each register
 
-_DROP = const(16)  # scratch for bytes that do not fit rx (they make the answer BAD_FRAME)
+_CHUNK = const(64)  # bytes taken from the stream per read
+_SPIN_US = const(2000)  # DE: busy wait at most this long for the last bits to leave
 
 
 def decode(buf, off, typ, order):
@@ -88,16 +89,23 @@ def decode(buf, off, typ, order):
 
 
 class Master:
-    """The part RTU and TCP share: the reader task, the bounded wait for an answer and the
-    real-time measurement. Subclasses build the request, send it and implement check()
-    (is rx[:n] our complete answer, and is it valid?) and _partial() (what an incomplete
-    rx means at the deadline)."""
+    """The part RTU and TCP share: transact() (one coroutine per request: no other object
+    is made but asyncio's own), the reader task and the real-time measurement.
+    Subclasses: _open() (async: start the reader; TCP connects), _frame(slave, pdu)
+    (build the request, say what answer is expected), _send() (write it: OK or a fault),
+    check() (is rx[:n] our complete answer, and is it valid?), _partial() (what an
+    incomplete rx means at the deadline), _done(st) (after the request: TCP closes a
+    connection that failed); `gap_ms` (silence before a request), `de` (a driver-enable
+    pin: high while sending, for `air_ms`)."""
+
+    gap_ms = 0
+    de = None
+    air_ms = 0
 
     def __init__(self, stream, rx_bytes, clock, step_ms, on_send):
         self.s = stream
         self.rx = bytearray(rx_bytes)
-        self._mv = memoryview(self.rx)
-        self._drop = bytearray(_DROP)
+        self._chunk = bytearray(_CHUNK)
         self.n = 0  # bytes in rx
         self.over = False  # more came than rx holds
         self.err = 0  # set by the reader: CLOSED
@@ -111,6 +119,7 @@ class Master:
         self.worst_where = None
         self.requests = 0
         self._task = None
+        self._txdone = getattr(stream, "txdone", None)
 
     def _took(self, t0, where):
         d = time.ticks_diff(time.ticks_us(), t0)
@@ -118,45 +127,40 @@ class Master:
             self.worst_us = d
             self.worst_where = where
 
-    def _sent(self):
+    async def transact(self, slave, pdu, timeout_ms):
+        """Send the read request `pdu` (function code, address, count: 5 bytes, e.g.
+        from umodbus.functions) to `slave` (RTU slave id, TCP unit id) and wait for its
+        answer at most timeout_ms of node time; a result code."""
+        if self._task is None or self.err:
+            st = await self._open(timeout_ms)
+            if st != OK:
+                return st
+        self._frame(slave, pdu)
+        if self.gap_ms:
+            await asyncio.sleep_ms(self.gap_ms)  # silence; whatever came is dropped
+        self.n = 0
+        self.over = False
+        t0 = time.ticks_us()
+        st = self._send()
+        self._took(t0, "send")
+        if st != OK:
+            return self._done(st)
         self.requests += 1
         if self.on_send is not None:
             self.on_send()
-
-    def _start_reader(self, connecting=False):
-        self._task = asyncio.create_task(self._reader(connecting))
-
-    async def _reader(self, connecting):
-        # Parked in asyncio's I/O queue until the stream is readable: no polling, no
-        # timeout of its own (close() cancels it). Copies what is there into rx.
-        s = self.s
-        q = asyncio.core._io_queue
-        if connecting:
-            yield q.queue_write(s)  # writable: connected (or failed: the read says)
-            self.up = True
-        while True:
-            yield q.queue_read(s)
+        de = self.de
+        if de is not None:
+            # the last stop bit leaves 3.5 characters before the slave answers: sleep
+            # through most of the frame's air time, then at most _SPIN_MS of busy wait
+            if self.air_ms > 1:
+                await asyncio.sleep_ms(self.air_ms - 1)
             t0 = time.ticks_us()
-            n = self.n
-            try:
-                if n < len(self.rx):
-                    k = s.readinto(self._mv[n:])
-                else:
-                    k = s.readinto(self._drop)
-                    self.over = True
-            except OSError:
-                k = 0
-            if k is not None:
-                if k == 0:  # EOF, a reset, a pty hung up: this stream is done
-                    self.err = CLOSED
-                    self._took(t0, "rx")
-                    return
-                if not self.over:
-                    self.n = n + k
-            self._took(t0, "rx")
-
-    async def _reply(self, timeout_ms):
-        """Wait for the answer to what was just sent, at most timeout_ms of node time."""
+            done = self._txdone
+            if done is not None:
+                while not done() and time.ticks_diff(time.ticks_us(), t0) < _SPIN_US:
+                    pass
+            de.value(0)
+            self._took(t0, "de")
         clock = self.clock
         end = clock.ticks_add(clock.ticks_ms(), timeout_ms)
         self.busy = True
@@ -168,12 +172,54 @@ class Master:
                     st = self.err  # the stream ended before the answer was complete
                 self._took(t0, "parse")
                 if st != MORE:
-                    return st
+                    break
                 if clock.ticks_diff(end, clock.ticks_ms()) <= 0:
-                    return self._partial()
+                    st = self._partial()
+                    break
                 await asyncio.sleep_ms(self.step_ms)
         finally:
             self.busy = False
+        return self._done(st)
+
+    def _done(self, st):
+        return st
+
+    def _start_reader(self, connecting=False):
+        self._task = asyncio.create_task(self._reader(connecting))
+
+    async def _reader(self, connecting):
+        # Parked in asyncio's I/O queue until the stream is readable: no polling, no
+        # timeout of its own (close() cancels it). Copies what is there into rx, through
+        # a small chunk buffer (no slice or memoryview made per read).
+        s = self.s
+        q = asyncio.core._io_queue
+        chunk = self._chunk
+        rx = self.rx
+        cap = len(rx)
+        if connecting:
+            yield q.queue_write(s)  # writable: connected (or failed: the read says)
+            self.up = True
+        while True:
+            yield q.queue_read(s)
+            t0 = time.ticks_us()
+            try:
+                k = s.readinto(chunk)
+            except OSError:
+                k = 0
+            if k is not None:
+                if k == 0:  # EOF, a reset, a pty hung up: this stream is done
+                    self.err = CLOSED
+                    self._took(t0, "rx")
+                    return
+                n = self.n
+                for i in range(k):
+                    if n < cap:
+                        rx[n] = chunk[i]
+                        n += 1
+                    else:
+                        self.over = True
+                self.n = n
+            self._took(t0, "rx")
 
     def close(self):
         t = self._task

@@ -22,8 +22,6 @@ From micropython-modbus (umodbus) this uses the CRC-16/MODBUS table
 for the answer and imports machine.UART at import time, so it cannot be used here.
 """
 
-import asyncio
-import time
 from array import array
 
 from mbcore import (
@@ -42,7 +40,6 @@ from micropython import const
 
 _FRAME = const(8)  # slave, function, address (2), count (2), CRC (2)
 _RX = const(256)  # the longest RTU frame
-_SPIN_MS = const(2)  # busy wait at most this long for the last bits (DE only)
 _ERROR_BIAS = const(0x80)
 
 _table = None  # CRC-16/MODBUS table, shared by every RTUMaster
@@ -71,14 +68,13 @@ def crc16(buf, n):
 class RTUMaster(Master):
     def __init__(self, uart, *, baudrate, clock, de=None, bits_per_char=10, on_send=None):
         crc_table()
-        self.de = de
-        self._txdone = getattr(uart, "txdone", None)
         char_us = bits_per_char * 1_000_000 // baudrate
-        # Modbus: 3.5 characters of silence between frames, 1.75 ms above 19200 baud
-        self._gap_ms = (char_us * 7 // 2 + 999) // 1000 if baudrate <= 19200 else 2
-        self._air_ms = (char_us * _FRAME + 999) // 1000
         # check the answer every ~4 characters (at least every 2 ms)
         super().__init__(uart, _RX, clock, max(2, char_us * 4 // 1000), on_send)
+        # Modbus: 3.5 characters of silence between frames, 1.75 ms above 19200 baud
+        self.gap_ms = (char_us * 7 // 2 + 999) // 1000 if baudrate <= 19200 else 2
+        self.air_ms = (char_us * _FRAME + 999) // 1000
+        self.de = de
         self._tx = bytearray(_FRAME)
         self._slave = 0
         self._fc = 0
@@ -92,9 +88,13 @@ class RTUMaster(Master):
         self._fc = fc
         self._count = count
 
-    async def transact(self, slave, pdu, timeout_ms):
-        """Send the read request `pdu` (function, address, count: 5 bytes) to `slave`
-        and wait for its answer at most timeout_ms (node time); a result code."""
+    async def _open(self, timeout_ms):
+        if self.err:  # the port failed: its owner reopens it
+            return self.err
+        self._start_reader()
+        return OK
+
+    def _frame(self, slave, pdu):
         tx = self._tx
         tx[0] = slave
         for i in range(5):
@@ -103,39 +103,20 @@ class RTUMaster(Master):
         tx[6] = c & 0xFF
         tx[7] = c >> 8
         self.expect(slave, pdu[0], pdu[3] << 8 | pdu[4])
-        if self._task is None:
-            self._start_reader()
-        await asyncio.sleep_ms(self._gap_ms)  # silence; whatever came is dropped
-        if self.err:
-            return self.err
-        self.n = 0
-        self.over = False
-        t0 = time.ticks_us()
+
+    def _send(self):
         de = self.de
         if de is not None:
             de.value(1)
         try:
-            w = self.s.write(tx)
+            w = self.s.write(self._tx)
         except OSError:
             w = 0
         if w != _FRAME:
             if de is not None:
                 de.value(0)
-            self._took(t0, "send")
             return CLOSED
-        self._sent()
-        self._took(t0, "send")
-        if de is not None:
-            if self._air_ms > 1:
-                await asyncio.sleep_ms(self._air_ms - 1)
-            t0 = time.ticks_us()
-            done = self._txdone
-            if done is not None:
-                while not done() and time.ticks_diff(time.ticks_us(), t0) < _SPIN_MS * 1000:
-                    pass
-            de.value(0)
-            self._took(t0, "de")
-        return await self._reply(timeout_ms)
+        return OK
 
     def check(self):
         """Judge rx[:n] against the expected answer: MORE, OK (registers at rx[3:]) or

@@ -51,6 +51,7 @@ class TCPMaster(Master):
         self._fc = 0
         self._count = 0
         self.up = False
+        self._fresh = False
         self.connects = 0
 
     def expect(self, unit, fc, count, tid):
@@ -60,15 +61,16 @@ class TCPMaster(Master):
         self._count = count
         self._tid = tid
 
-    async def _connect(self, timeout_ms):
+    async def _open(self, timeout_ms):
+        """Connect (non-blocking): OK, or NO_CONNECTION when it fails or takes longer
+        than timeout_ms."""
         self.close()
         s = socket.socket()
         s.setblocking(False)
         self.s = s
         self.err = 0
         self.up = False
-        self.n = 0
-        self.over = False
+        self._fresh = True
         t0 = time.ticks_us()
         try:
             s.connect(self.addr)
@@ -91,15 +93,7 @@ class TCPMaster(Master):
             await asyncio.sleep_ms(self.step_ms)
         return OK
 
-    async def transact(self, unit, pdu, timeout_ms):
-        """Send the read request `pdu` (function, address, count: 5 bytes) to `unit` and
-        wait for its answer at most timeout_ms (node time); a result code."""
-        fresh = False
-        if self.s is None or self.err:
-            st = await self._connect(timeout_ms)
-            if st != OK:
-                return st
-            fresh = True
+    def _frame(self, unit, pdu):
         tid = (self._tid + 1) & 0xFFFF
         tx = self._tx
         tx[0] = tid >> 8
@@ -112,21 +106,20 @@ class TCPMaster(Master):
         for i in range(5):
             tx[7 + i] = pdu[i]
         self.expect(unit, pdu[0], pdu[3] << 8 | pdu[4], tid)
-        self.n = 0
-        self.over = False
-        t0 = time.ticks_us()
+
+    def _send(self):
         try:
-            w = self.s.write(tx)
+            w = self.s.write(self._tx)
         except OSError:
             w = 0
-        self._took(t0, "send")
         if w != _REQ:  # a fresh socket's buffer takes 12 bytes: else it failed
-            self.close()
-            return NO_CONNECTION if fresh else CLOSED
-        self._sent()
-        st = await self._reply(timeout_ms)
+            return NO_CONNECTION if self._fresh else CLOSED
+        self._fresh = False
+        return OK
+
+    def _done(self, st):
         if st != OK and st != EXCEPTION and st != WRONG_SLAVE:
-            self.close()
+            self.close()  # a timeout, a broken or partial answer: a new connection next
         return st
 
     def check(self):
