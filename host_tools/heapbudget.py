@@ -39,7 +39,8 @@ DRIVER_MODULES = tuple(p.stem for p in sorted(LIB.glob("*/*.py")) if p.stem != "
 # On the host board only: a board carries none of these (its asyncio is frozen in flash).
 HOST_ONLY_MODULES = _modules(BOARDS / "host")
 # The fetched libraries as the node uses them: umqtt (telemetry); umodbus's constants
-# (the RTU CRC table) and PDU builders (heatgw.modbus), never its synchronous hosts.
+# (the RTU CRC table: heatgw.modbus), and its PDU builders for comparison (not used: see
+# heatgw.mbplan), never its synchronous hosts.
 FUTURE_MODULES = ("umqtt.simple", "umodbus.const", "umodbus.functions")
 # Not resident while the node runs: dropped again at boot (heatgw.start), or REPL only.
 NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped after boot",
@@ -48,7 +49,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
                 "heatgw.selftest": "REPL only",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
-                "umodbus.functions": "dropped after boot", "sdm": "dropped after boot",
+                "umodbus.functions": "not used", "sdm": "dropped after boot",
                 "umodbus.const": "dropped after boot (its CRC table copied)"}
 
 _MEASURE = """

@@ -7,7 +7,7 @@
 
 The image holds what a board's ROMFS partition holds (README, "Production images"): the
 application (`heatgw/`), the drivers (`lib/`) and the pinned umqtt and umodbus (its CRC
-table and PDU builders: heatgw.modbus) from `build/mplibs`, all
+table: heatgw.modbus's RTU driver) from `build/mplibs`, all
 compiled for the binary's arch by mpy-cross (host_tools.build_mpy: the viper kernel is
 native code) and packed with `mpremote romfs --no-mpy build`. The host board's own
 modules (board, link, the emulated chips, vasyncio, node) are not in it: a board carries

@@ -82,10 +82,11 @@ def device(slave, *, input_regs=None, holding_regs=None, action=None):
                                      blocks(input_regs)), action=action)
 
 
-def sdm630(slave, power_w, energy_kwh):
+def sdm630(slave, power_w, energy_kwh, action=None):
     """An Eastron SDM630: total system power at 0x34, import energy at 0x48 (input
     registers, float32, high word first)."""
-    return device(slave, input_regs={0x34: f32(power_w), 0x48: f32(energy_kwh)})
+    return device(slave, input_regs={0x34: f32(power_w), 0x48: f32(energy_kwh)},
+                  action=action)
 
 
 def sdm120(slave, power_w, energy_kwh):

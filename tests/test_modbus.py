@@ -1190,3 +1190,26 @@ def test_a_poll_allocates_one_coroutine_per_request_and_its_values(mp, peers, tm
     print(f"\nheap (bytes, {8 * word}-bit): plan + heatgw.modbus + mbcore + mbtcp "
           f"{r['plan_and_module']}, poller objects for 4 meters {r['poller']}, the "
           f"connection and its reader {r['connected']}; per poll {r['per_poll']}")
+
+
+# -- the complete-node day (tests/siteday.py, feature `modbus`) -------------------------------
+
+def test_day_reads_the_compute_sdm630_all_day(complete_node_day):
+    from tests.siteday import MODBUS_PERIOD_S, SDM630_ENERGY_KWH, SDM630_POWER_W
+
+    day = complete_node_day
+    got = day.extra["modbus"]
+    rec = got["record"]
+    assert rec is not None, "no modbus record from the node"
+    m = rec["meters"]["compute"]
+    polls = day.summary["duration_s"] / MODBUS_PERIOD_S
+    assert polls - 2 <= m["polls"] <= polls + 1, (m, polls)
+    assert m["failed"] == 0 and m["fault"] is None, m
+    assert m["values"] == {"power_w": SDM630_POWER_W, "energy_kwh": SDM630_ENERGY_KWH}
+    # two requests a poll (power and energy are 20 registers apart), every one answered
+    assert rec["requests"] == 2 * m["polls"] == got["served"], (rec, got["served"])
+    assert rec["bus_errors"] == 0
+    kinds = [(e.get("kind"), e.get("task")) for e in day.harness.node_events]
+    assert ("modbus", None) not in kinds and ("task", "modbus:lan") not in kinds
+    print(f"\nday: {m['polls']} SDM630 polls, longest real time in one Modbus call "
+          f"{rec['worst_call_us']} us ({rec['worst_call_where']})")

@@ -572,6 +572,8 @@ class Gateway:
             self.event({"kind": "state", "state": "bypass", "reason": "shutdown"})
         self.meter.flush()
         self.save("shutdown")
+        if self.modbus is not None:
+            self.emit("modbus", self.modbus.record())  # the final counters
         if self.on_shutdown is not None:
             try:
                 self.on_shutdown()

@@ -70,9 +70,9 @@ def build_meter(meter_cfg):
 
 
 def modbus_plan(cfg):
-    """The Modbus poll plan (heatgw.mbplan: register maps, request PDUs from umodbus's
-    builders, the RTU CRC table from umodbus.const), built while the heap is nearly empty;
-    the planning code and umodbus (~25 KB while building) are dropped again."""
+    """The Modbus poll plan (heatgw.mbplan: register maps, request PDUs; with an RTU bus
+    the CRC table, from umodbus.const), built while the heap is nearly empty; the planning
+    code, lib/sdm and umodbus are dropped again."""
     import sys
 
     from heatgw import mbplan
@@ -86,8 +86,7 @@ def modbus_plan(cfg):
             mbrtu.crc_table()
             break
     _forget("mbplan")
-    for name in ("sdm", "umodbus.functions", "umodbus.typing", "umodbus.const",
-                 "umodbus.version", "umodbus"):
+    for name in ("sdm", "umodbus.const", "umodbus.version", "umodbus"):
         sys.modules.pop(name, None)
     return plan
 

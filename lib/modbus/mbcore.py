@@ -129,7 +129,7 @@ class Master:
 
     async def transact(self, slave, pdu, timeout_ms):
         """Send the read request `pdu` (function code, address, count: 5 bytes, e.g.
-        from umodbus.functions) to `slave` (RTU slave id, TCP unit id) and wait for its
+        as heatgw.mbplan builds it) to `slave` (RTU slave id, TCP unit id) and wait for its
         answer at most timeout_ms of node time; a result code."""
         if self._task is None or self.err:
             st = await self._open(timeout_ms)
