@@ -1213,3 +1213,86 @@ def test_day_reads_the_compute_sdm630_all_day(complete_node_day):
     assert ("modbus", None) not in kinds and ("task", "modbus:lan") not in kinds
     print(f"\nday: {m['polls']} SDM630 polls, longest real time in one Modbus call "
           f"{rec['worst_call_us']} us ({rec['worst_call_where']})")
+
+
+LOCKED = r"""
+import json, micropython
+import board
+from heatgw import start
+from heatgw.failsafe import Inputs
+from heatgw.modbus import Modbus
+from mbrtu import RTUMaster
+from mbtcp import TCPMaster
+plan = start.modbus_plan(CFG)
+mb = Modbus(plan, board)
+mb._inputs = Inputs((), mb.readings())
+m = mb.meters["ints"]
+(pdu, spec), = m.requests
+
+
+class Port:
+    pass
+
+
+rtu = RTUMaster(Port(), baudrate=9600, clock=None)
+tcp = TCPMaster("127.0.0.1", 502, clock=None)
+ANSWER = bytes.fromhex(ANSWER_HEX)
+for i in range(len(ANSWER)):
+    rtu.rx[i] = ANSWER[i]
+rtu.n = len(ANSWER)
+
+
+def rtu_request():
+    rtu._frame(5, pdu)
+    rtu.check()
+
+
+def tcp_request():
+    tcp._frame(5, pdu)
+    tcp.check()
+
+
+def bookkeeping():
+    mb._take(m, rtu, 0, spec, None)
+    mb._polled(m, None)
+
+
+def locked(fn):
+    fn()  # once unlocked (first-time state)
+    ok = "ok"
+    k = 0
+    micropython.heap_lock()
+    try:
+        while k < 20:
+            fn()
+            k += 1
+    except MemoryError:
+        ok = "allocates"
+    micropython.heap_unlock()
+    return ok
+
+
+res = {}
+for name, fn in (("frame+check", rtu_request), ("tcp frame+check", tcp_request),
+                 ("take+polled", bookkeeping)):
+    res[name] = locked(fn)
+res["values"] = [mb.value("ints", n)[0] for n in m.names]
+res["check"] = rtu.check()
+print(json.dumps(res))
+"""
+
+
+def test_a_polls_bookkeeping_allocates_nothing(mp, tmp_path):
+    """Under micropython.heap_lock(): building a request, judging the answer, decoding
+    int registers into the meter's lists, the fail-safe's reading and the schedule make
+    no object. (What a poll does allocate: the request's coroutine and float values.)"""
+    regs = {"a": _reg(0, "uint16"), "b": _reg(1, "int16"), "c": _reg(2, "int32",
+                                                                   word_order="little")}
+    cfg = _filled(base_config({"buses": {"rs": {"type": "rtu"}},
+                               "meters": {"ints": {"bus": "rs", "slave": 5, "registers": regs,
+                                                   "critical": True}}}), tmp_path)
+    data = struct.pack(">HhHH", 4321, -17, 0x5678, 0x0012)  # c = 0x00125678 word-swapped
+    answer = rtu_frame(bytes([5, 3, len(data)]) + data)
+    (r,) = mp.run_json(f"CFG = {cfg!r}\nANSWER_HEX = {answer.hex()!r}\n" + LOCKED)
+    assert r == {"frame+check": "ok", "tcp frame+check": "ok", "take+polled": "ok",
+                 "values": [4321, -17, 0x125678], "check": OK}, r
