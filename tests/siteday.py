@@ -142,8 +142,8 @@ def ha_discovery(setup):
 
 
 # The modbus feature: the compute load's SDM630 (pymodbus, Modbus TCP) and what it serves
-SDM630_POWER_W = 41250.5  # float32-exact: read back to the last bit
-SDM630_ENERGY_KWH = 123456.75
+SDM630_POWER_W = 41250.5  # float32-exact: read back to the last bit (7 digits)
+SDM630_ENERGY_KWH = 12345.75  # 7 digits: a single-precision build prints it exactly
 MODBUS_PERIOD_S = 10
 
 
