@@ -1023,6 +1023,8 @@ BAD_CONFIGS = [
     ({"modbus.meters.fm.registers.zero": _reg(0, "uint16", scale=0)},
      "modbus.meters.fm.registers.zero.scale: 0 makes every value 0"),
     ({"modbus.meters.fm.speed": 1}, "modbus.meters.fm.speed: unknown key"),
+    ({"modbus.meters.Compute": {"bus": "lan", "slave": 2, "model": "sdm120"}},
+     'modbus.meters.Compute: character "C" not allowed in a name'),
     ({"modbus.buses.rs.parity": "mark"}, 'modbus.buses.rs.parity: "mark" is not allowed'),
     ({"modbus.meters": {f"m{i}": {"bus": "lan", "slave": i, "model": "sdm120"}
                         for i in range(9)}}, "modbus.meters: 9 members, at most 8"),

@@ -10,6 +10,8 @@ flow meter) are heatgw.mbplan.check().
 from heatgw.config_schema import _ID_CHARS
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # Modbus value names: power_w, ...
+# bus and meter names: lower case, as the alarm ids (sensor_fault:<meter>) they make
+_METER_CHARS = _NAME_CHARS + "-"
 _ORDERS = ["big", "little"]
 
 # Modbus (heatgw.modbus, lib/modbus): buses, meters and their register maps. Cross-checks
@@ -66,7 +68,7 @@ _MB_BUS = {
 _MB_METER = {
     "type": "object", "doc": "a Modbus meter",
     "keys": {
-        "bus": {"type": "str", "req": True, "len": [1, 16], "chars": _ID_CHARS,
+        "bus": {"type": "str", "req": True, "len": [1, 16], "chars": _METER_CHARS,
                 "doc": "the bus it is on: a name in modbus.buses"},
         "slave": {"type": "int", "req": True, "min": 0, "max": 255, "unit": "",
                   "doc": "its slave id (RTU: 1 ... 247) or unit id (TCP: 0 ... 255)"},
@@ -105,10 +107,10 @@ MODBUS = {
            "loaded)",
     "keys": {
         "buses": {"type": "object", "req": True, "items": _MB_BUS, "len": [1, 16],
-                  "chars": _ID_CHARS, "max_items": 4,
+                  "chars": _METER_CHARS, "max_items": 4,
                   "doc": "the buses, by name"},
         "meters": {"type": "object", "req": True, "items": _MB_METER,
-                   "len": [1, 16], "chars": _ID_CHARS, "max_items": 8,
+                   "len": [1, 16], "chars": _METER_CHARS, "max_items": 8,
                    "doc": "the meters, by name (their faults' name too: "
                           "sensor_fault:<name>)"},
     },
