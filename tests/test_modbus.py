@@ -1319,3 +1319,67 @@ def test_a_polls_bookkeeping_allocates_nothing(mp, tmp_path):
     (r,) = mp.run_json(f"CFG = {cfg!r}\nANSWER_HEX = {answer.hex()!r}\n" + LOCKED)
     assert r == {"frame+check": "ok", "tcp frame+check": "ok", "take+polled": "ok",
                  "values": [4321, -17, 0x125678], "check": OK}, r
+
+
+# -- Modbus peers in virtual time (boards/host/vasyncio.py's rules) ----------------------------
+
+VTIME = r"""
+import board, json, time
+asyncio = board.install_asyncio()
+from heatgw import clock
+from mbcore import NAMES
+from mbrtu import RTUMaster
+from mbtcp import TCPMaster
+
+
+async def ticker():
+    while True:
+        await asyncio.sleep_ms(1000)
+
+
+async def main():
+    asyncio.create_task(ticker())
+    if KIND == "rtu":
+        u, de = board.rs485("rs485", 9600, None, 1)
+        m = RTUMaster(u, baudrate=9600, clock=clock, de=de, on_send=board.io_sent)
+    else:
+        m = TCPMaster("127.0.0.1", PORT, clock=clock, on_send=board.io_sent)
+    out = []
+    for slave in (1, 1, 2):  # slave 1 answers after 100 ms real, slave 2 never
+        v0, r0 = board.clock.vt, time.ticks_ms()
+        st = await m.transact(slave, b"\x04\x00\x00\x00\x02", 2000)
+        out.append([NAMES[st], board.clock.vt - v0, time.ticks_diff(time.ticks_ms(), r0)])
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["tcp", "rtu"])
+def test_a_slow_meter_takes_its_real_delay_and_a_dead_ones_timeout_virtual_time(
+        mp, peers, kind, monkeypatch):
+    # A meter answering 100 ms after the request (real time) takes ~100 ms of node time:
+    # not 0, not its 2 s timeout; a meter that never answers times out at 2 s of node
+    # time after about the reply window (500 ms) of real time.
+    def answer(req):
+        if kind == "rtu":
+            if req[0] != 1:
+                return None
+            return [(0.1, _rtu_answer(1, req[1], f32(GOOD)))]
+        if req[6] != 1:
+            return None
+        return [(0.1, _tcp_answer(req, 1, req[7], f32(GOOD)))]
+
+    if kind == "rtu":
+        line = peers(PtyLine())
+        peers(RawRTU(line, answer))
+        monkeypatch.setenv("HEATGW_RS485", line.node_path)
+        port = 0
+    else:
+        port = peers(RawTCP(answer)).port
+    (out,) = mp.run_json(f"KIND = {kind!r}\nPORT = {port}\n" + VTIME)
+    for st, vt_ms, real_ms in out[:2]:
+        assert st == "ok" and 95 <= vt_ms <= real_ms + 5 and vt_ms < 2000, out
+    st, vt_ms, real_ms = out[2]
+    assert st == "timeout" and 2000 <= vt_ms <= 2050, out
+    assert real_ms < 500 + 1000 and real_ms * 2 < vt_ms, out
