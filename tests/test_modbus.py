@@ -92,7 +92,8 @@ async def main():
     asyncio.create_task(gw.run(asyncio))
 BODY
     gw.shutdown()
-    out(end=True, late=gw.worst_tick_late_ms, feeds=feeds, fault=gw.fault, rec=mb.record(),
+    out(end=True, late=gw.worst_tick_late_ms, feeds=feeds, fault=gw.fault,
+        rec=mb.record() if mb else None,
         events=EVENTS, active=list(gw.failsafe.active), vt=clk.vt,
         real_ms=time.ticks_diff(time.ticks_ms(), REAL0))
 asyncio.run(main())
@@ -1383,3 +1384,30 @@ def test_a_slow_meter_takes_its_real_delay_and_a_dead_ones_timeout_virtual_time(
     st, vt_ms, real_ms = out[2]
     assert st == "timeout" and 2000 <= vt_ms <= 2050, out
     assert real_ms < 500 + 1000 and real_ms * 2 < vt_ms, out
+
+
+MODULES = """
+await asyncio.sleep_ms(15_000)
+out(mods=sorted(n for n in sys.modules
+               if n.startswith(("heatgw.mb", "heatgw.modbus", "mb", "umodbus", "sdm"))),
+    polls=sum(m.polls for m in mb.meters.values()) if mb else 0)
+"""
+
+
+@pytest.mark.parametrize("kinds", [(), ("tcp",), ("rtu",)])
+def test_only_the_configured_transport_is_imported(tmp_path, peers, kinds):
+    """No modbus section: nothing of it; a TCP bus: mbtcp, never mbrtu; an RTU bus: mbrtu,
+    never mbtcp. The planning code, the schema, lib/sdm and umodbus are gone after boot."""
+    buses, env = {}, {}
+    for kind in kinds:
+        bus, e = _bus(kind, peers, [sdm630(1, 1.0, 2.0)])
+        buses[kind] = bus
+        env.update(e)
+    modbus = {"buses": buses, "meters": {
+        k: {"bus": k, "slave": 1, "model": "sdm630"} for k in kinds}} if kinds else None
+    got, end = run_node(tmp_path, base_config(modbus), MODULES, env)[:2]
+    check_healthy(end)
+    want = {(): [], ("tcp",): ["heatgw.modbus", "mbcore", "mbtcp"],
+            ("rtu",): ["heatgw.modbus", "mbcore", "mbrtu"]}[kinds]
+    assert got["mods"] == want
+    assert got["polls"] == (2 if kinds else 0), got
