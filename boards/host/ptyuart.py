@@ -116,3 +116,5 @@ class PtyUART(io.IOBase):
 
     def close(self):
         self._f.close()
+
+    deinit = close  # machine.UART's name

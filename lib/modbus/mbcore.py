@@ -204,7 +204,7 @@ class Master:
             t0 = time.ticks_us()
             try:
                 k = s.readinto(chunk)
-            except OSError:
+            except Exception:  # noqa: BLE001 - any failure of the stream ends it, never the node
                 k = 0
             if k is not None:
                 if k == 0:  # EOF, a reset, a pty hung up: this stream is done

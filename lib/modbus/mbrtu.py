@@ -118,6 +118,16 @@ class RTUMaster(Master):
             return CLOSED
         return OK
 
+    def close(self):
+        """Stop the reader and release the UART (machine.UART.deinit)."""
+        Master.close(self)
+        done = getattr(self.s, "deinit", None)
+        if done is not None:
+            try:
+                done()
+            except OSError:
+                pass
+
     def check(self):
         """Judge rx[:n] against the expected answer: MORE, OK (registers at rx[3:]) or
         a fault code. Never raises, whatever the bytes."""
