@@ -190,36 +190,38 @@ class Master:
     async def _reader(self, connecting):
         # Parked in asyncio's I/O queue until the stream is readable: no polling, no
         # timeout of its own (close() cancels it). Copies what is there into rx, through
-        # a small chunk buffer (no slice or memoryview made per read).
+        # a small chunk buffer (no slice or memoryview made per read). It is a task of its
+        # own, so nothing may escape it (asyncio's exception handler is the node's fault
+        # latch): whatever fails ends the stream (CLOSED), which transact() reports.
         s = self.s
         q = asyncio.core._io_queue
         chunk = self._chunk
         rx = self.rx
         cap = len(rx)
-        if connecting:
-            yield q.queue_write(s)  # writable: connected (or failed: the read says)
-            self.up = True
-        while True:
-            yield q.queue_read(s)
-            t0 = time.ticks_us()
-            try:
+        try:
+            if connecting:
+                yield q.queue_write(s)  # writable: connected (or failed: the read says)
+                self.up = True
+            while True:
+                yield q.queue_read(s)
+                t0 = time.ticks_us()
                 k = s.readinto(chunk)
-            except Exception:  # noqa: BLE001 - any failure of the stream ends it, never the node
-                k = 0
-            if k is not None:
-                if k == 0:  # EOF, a reset, a pty hung up: this stream is done
-                    self.err = CLOSED
-                    self._took(t0, "rx")
-                    return
-                n = self.n
-                for i in range(k):
-                    if n < cap:
-                        rx[n] = chunk[i]
-                        n += 1
-                    else:
-                        self.over = True
-                self.n = n
-            self._took(t0, "rx")
+                if k is not None:
+                    if k == 0:  # EOF, a reset, a pty hung up: this stream is done
+                        self.err = CLOSED
+                        self._took(t0, "rx")
+                        return
+                    n = self.n
+                    for i in range(k):
+                        if n < cap:
+                            rx[n] = chunk[i]
+                            n += 1
+                        else:
+                            self.over = True
+                    self.n = n
+                self._took(t0, "rx")
+        except Exception:  # noqa: BLE001 - a reset (OSError) or anything else: the end
+            self.err = CLOSED
 
     def close(self):
         t = self._task
