@@ -118,6 +118,27 @@ print("provisioned")
 """
 
 
+_PROBES = {}  # (command, path, image) -> the host board's import cost in bytes
+
+
+def host_board_probe(cmd, path, env):
+    """What importing the host board costs the heap of this binary with this module path
+    (boards/host/node.py with HEATGW_HOST_PROBE=1 measures it and stops before boot.py), once
+    per process for each binary and path."""
+    key = (tuple(cmd), path, env.get("HEATGW_ROMFS"))
+    if key not in _PROBES:
+        penv = dict(os.environ, **env, MICROPYPATH=path, HEATGW_HOST_PROBE="1")
+        penv.pop("HEATGW_LINK", None)
+        proc = subprocess.run([*cmd, "-m", "node"], cwd=REPO, env=penv, capture_output=True,
+                              text=True, timeout=60, check=False)
+        m = re.search(r"^host_board_bytes (\d+)$", proc.stdout, re.M)
+        if proc.returncode != 0 or not m:
+            raise RuntimeError(f"host board probe failed (exit {proc.returncode}):\n"
+                               f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        _PROBES[key] = int(m.group(1))
+    return _PROBES[key]
+
+
 class Harness:
     def __init__(self, scenario, workdir, *, mpy=False, module_dirs=(), uplink=None,
                  romfs=False, heapsize=None):
@@ -185,6 +206,7 @@ class Harness:
         self.cuts = []
         self.watchdog_starts = []  # (t_s, timeout_ms) each time a node started its watchdog
         self.peak_heap = 0
+        self.host_board_bytes = None  # what the host board's modules cost (node.py)
         self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
@@ -208,9 +230,12 @@ class Harness:
         self._off_cause = None
 
     def _node_cmd(self, heapsize):
-        """The node's command line and extra environment. With ROMFS the heap holds the
-        image too (boards/host/node.py reads it into one buffer): the heap grows by its
-        size rounded up to 4 KB, and $HEATGW_ROMFS names it."""
+        """The node's command line and extra environment. The heap the node is given
+        (`heapsize`, else $MICROPYTHON_ARGS') is the node's own: the harness adds what a
+        board does not keep in its heap (README, "Heap accounting on the host board"):
+        with ROMFS the image (boards/host/node.py reads it into one buffer; rounded up
+        to 4 KB, $HEATGW_ROMFS names it), and always the host board's own modules, as a
+        probe of the same binary and path measures them (host_board_probe)."""
         cmd, given = split_heapsize(micropython_cmd())
         heap = heapsize or given
         env = {}
@@ -219,9 +244,14 @@ class Harness:
             size = self.romfs.image_bytes
             self.romfs_image_bytes = size
             env["HEATGW_ROMFS"] = str(self.romfs.image)
-            if heap is not None:
-                n = heap_bytes(heap) + 4096 * math.ceil(size / 4096)
-                heap = f"{n // 1024}K" if n % 1024 == 0 else str(n)
+        self.host_board_probe_bytes = None
+        if heap is not None:
+            n = heap_bytes(heap)
+            if self.romfs_image_bytes:
+                n += 4096 * math.ceil(self.romfs_image_bytes / 4096)
+            self.host_board_probe_bytes = host_board_probe(cmd, self.micropypath, env)
+            n += self.host_board_probe_bytes
+            heap = f"{n // 1024}K" if n % 1024 == 0 else str(n)
         self.heapsize = heap  # None: the binary's default heap
         if heap is not None:
             cmd += ["-X", f"heapsize={heap}"]
@@ -479,6 +509,8 @@ class Harness:
                                       "inflight" if got == cut["inflight"] else "other")
         elif kind == "flash":
             self.flash = rec
+        elif kind == "host_board":  # boards/host/node.py: its own modules' heap, per boot
+            self.host_board_bytes = max(self.host_board_bytes or 0, rec["bytes"])
         elif kind == "heap":  # heatgw.heapmon: this boot's figures so far
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
             self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at"),
