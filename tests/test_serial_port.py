@@ -420,10 +420,12 @@ def test_ctrl_c_stops_in_order_and_the_held_watchdog_outlasts_an_mpremote_copy(t
         assert states[-1]["state"] == "bypass" and states[-1]["reason"] == "shutdown"
         assert h.coils == {"reuse": False, "cooler_inhibit": False}
         assert h.repl_entries[-1]["app"] == "stopped"
+        assert h.repl_entries[-1]["t_s"] < SCENARIO["duration_s"]  # our Ctrl-C, not the end
         wdt_ms = h.watchdog_starts[-1][1]
         at_stop = h.vt
         # at the REPL virtual time follows real time; the watchdog stays fed (held)
         time.sleep(2.5 * wdt_ms / 1000)
+        assert [b["cause"] for b in h.boots] == ["power_on"], h.boots  # no watchdog reset
         big = tmp_path / "big.json"
         big.write_text(json.dumps({"rows": [[i, i * i] for i in range(1500)]}))
         t0 = time.monotonic()
