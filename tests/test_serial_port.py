@@ -357,6 +357,7 @@ def test_console_in_reads_typed_bytes_without_blocking_and_ctrl_c_stops(tmp_path
         stats = eval(t.match.group(1).decode())  # noqa: S307 - the node's own dict
         t.expect(PROMPT)
         t.close()
+    print(f"console_in: {stats['reads']} reads, the longest {stats['worst_read_us']} us real")
     assert stats["reads"] > 50
     # the ticks never waited for the port (virtual time = real time on the bench)
     assert stats["worst_late_ms"] < 50, stats

@@ -279,18 +279,6 @@ def console_in():
     return serial_port()
 
 
-def reset(soft, raw=False):
-    """A reset asked at the serial port (the host REPL): the node process ends with the
-    exit status its runner restarts it for (linkproto.EXIT_*): a soft reset (from the
-    raw REPL: main.py will not run) or a hard one (machine.reset())."""
-    import linkproto as lp
-
-    if soft:
-        print("MPY: soft reboot")
-        raise SystemExit(lp.EXIT_SOFT_RESET_RAW if raw else lp.EXIT_SOFT_RESET)
-    raise SystemExit(lp.EXIT_HARD_RESET)
-
-
 class _Watchdog:
     """machine.WDT on the host: the harness owns the timer and resets the node; a feed
     is a message on the link (the clock is the link)."""

@@ -20,7 +20,7 @@ Code runs with the terminal's ISIG on, so a Ctrl-C typed then is SIGINT, raised 
 KeyboardInterrupt in the code (the unix port's own REPL does the same); reading, the
 REPL takes 0x03 as a byte. Its globals persist between commands (mpremote relies on it),
 its working directory is the flash's root (board.data_dir()). `machine.reset()` and
-`machine.soft_reset()` are resets of this node (board.reset): the process ends with the
+`machine.soft_reset()` are resets of this node (reset()): the process ends with the
 exit status its runner restarts it for (boards/host/linkproto.py).
 
 The pty cooks output like a board's print (\\n -> \\r\\n, host_tools/serialport.py), so
@@ -92,10 +92,20 @@ class _Machine:
                 setattr(self, name, getattr(real, name))
 
     def reset(self):
-        board.reset(False)
+        reset(False)
 
     def soft_reset(self):
         raise SystemExit  # as sys.exit() at a board's REPL: a soft reset
+
+
+def reset(soft, raw=False):
+    """A reset asked at the serial port: the node process ends with the exit status its
+    runner restarts it for (linkproto.EXIT_*): a soft reset (from the raw REPL: main.py
+    will not run) or a hard one (machine.reset())."""
+    if soft:
+        print("MPY: soft reboot")
+        raise SystemExit(lp.EXIT_SOFT_RESET_RAW if raw else lp.EXIT_SOFT_RESET)
+    raise SystemExit(lp.EXIT_HARD_RESET)
 
 
 def _stopping():
@@ -355,5 +365,5 @@ def run(mode, main_ran):
     while True:
         nxt = r.raw() if mode == "raw" else r.friendly()
         if nxt == "soft":
-            board.reset(True, raw=mode == "raw")
+            reset(True, raw=mode == "raw")
         mode = nxt
