@@ -444,6 +444,9 @@ def test_ctrl_c_stops_in_order_and_the_held_watchdog_outlasts_an_mpremote_copy(t
     finally:
         run.end()
     assert h.final_totals is not None
+    ser = run.summary["serial"]  # the summary says where the node sat and what reset it
+    assert [e["app"] for e in ser["repl_entries"]][:2] == ["stopped", None]
+    assert ser["resets"][0]["kind"] == "soft_raw"  # mpremote's session start
     big_size = big.stat().st_size
     from host_tools.mprun import run_json
 
