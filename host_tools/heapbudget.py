@@ -45,7 +45,11 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.config_schema": "dropped after boot",
                 "heatgw.migrate": "dropped after boot",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
-                "heatgw.selftest": "REPL only"}
+                "heatgw.selftest": "REPL only",
+                "repl": "after the stop only (serial port)",
+                "serialio": "with a serial port only",
+                "wdthold": "after the stop only",
+                "consolein": "when a console task asks"}
 
 _MEASURE = """
 import gc, sys, json

@@ -102,4 +102,8 @@ def summary(h, wall_s):
         "last_status": h.last_status,
         "wall_s": round(wall_s, 2),
         "console_log": str(h.console_path),
+        # with --serial: when the node sat at its REPL and why, the resets asked there
+        "serial": None if getattr(h, "serial", None) is None else {
+            "repl_entries": h.repl_entries, "resets": h.resets,
+            "ctrl_c_merged": h.serial.ctrl_c_merged, "out_dropped": h.serial.out_dropped},
     }

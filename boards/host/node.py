@@ -57,14 +57,40 @@ if os.getenv("HEATGW_HOST_PROBE"):
 board.connect_link()  # the harness's hello and boot step (after the measurement)
 board.observer("host_board", {"bytes": host_board_bytes})
 
-import boot  # noqa: F401, E402
-import main  # noqa: F401, E402
+if os.getenv("HEATGW_SERIAL") != "1":
+    import boot  # noqa: F401
+    import main  # noqa: F401
 
-if board.clock.link is not None:
-    dev = board._flash
-    if dev is not None:  # what this run cost the flash (README: flash-wear budget)
-        board.observer("flash", {"ops": dev.ops, "erases": dev.erases,
-                                 "bytes_programmed": dev.bytes_programmed,
-                                 "block_erases": dev.wear()})
-    while True:
-        board.clock.wait_until(None)
+    if board.clock.link is not None:
+        dev = board._flash
+        if dev is not None:  # what this run cost the flash (README: flash-wear budget)
+            board.observer("flash", {"ops": dev.ops, "erases": dev.erases,
+                                     "bytes_programmed": dev.bytes_programmed,
+                                     "block_erases": dev.wear()})
+        while True:
+            board.clock.wait_until(None)
+else:
+    import sys
+
+    os.chdir(board.data_dir())
+    if "" in sys.path:  # the flash's root first, before a ROMFS image too
+        sys.path.remove("")
+    sys.path.insert(0, "")
+    sys.path.append(board.data_dir() + "/lib")
+    board.serial_port()
+
+    def _pyexec(name):
+        try:
+            __import__(name)
+            return True
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - printed, as pyexec
+            sys.print_exception(e)
+            return False
+
+    _mode = os.getenv("HEATGW_REPL") or "friendly"
+    _main = _pyexec("boot") and _mode == "friendly"
+    if _main:
+        _pyexec("main")
+    import repl
+
+    repl.run(_mode, _main)
