@@ -50,7 +50,11 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.selftest": "REPL only",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
                 "umodbus.functions": "not used", "sdm": "dropped after boot",
-                "umodbus.const": "dropped after boot (its CRC table copied)"}
+                "umodbus.const": "dropped after boot (its CRC table copied)",
+                "repl": "after the stop only (serial port)",
+                "serialio": "with a serial port only",
+                "wdthold": "after the stop only",
+                "consolein": "when a console task asks"}
 
 _MEASURE = """
 import gc, sys, json
