@@ -1175,8 +1175,7 @@ async def poll(m, t, n):
 
 
 async def main():
-    t = mb._open(mb._buses[0][1])
-    mb._masters.append(t)
+    t = mb._buses[0][3]  # the bus's driver, made at construction
     await poll(mb.meters["flow_i"], t, 3)  # the reader task, connection: once
     gc.collect()
     a3 = gc.mem_alloc()
@@ -1209,8 +1208,9 @@ def test_a_poll_allocates_one_coroutine_per_request_and_its_values(mp, peers, tm
         n_req, n_val = REQUESTS_PER_POLL[name], len(EXPECTED[name])
         assert per <= (128 * n_req + 16 * n_val) * word, (name, per)
     print(f"\nheap (bytes, {8 * word}-bit): plan + heatgw.modbus + mbcore + mbtcp "
-          f"{r['plan_and_module']}, poller objects for 4 meters {r['poller']}, the "
-          f"connection and its reader {r['connected']}; per poll {r['per_poll']}")
+          f"{r['plan_and_module']}, the poller for 4 meters with its driver's buffers "
+          f"{r['poller']}, the connection and its reader {r['connected']}; per poll "
+          f"{r['per_poll']}")
 
 
 # -- the complete-node day (tests/siteday.py, feature `modbus`) -------------------------------

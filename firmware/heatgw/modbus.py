@@ -82,21 +82,20 @@ class Modbus:
         self.board = board
         self.meters = {}
         self._buses = []
+        self._masters = []
         for bname, bc, ms in plan:
             meters = []
             for name, mc, names, units, reqs in ms:
                 m = Meter(name, mc, names, units, reqs)
                 self.meters[name] = m
                 meters.append(m)
-            self._buses.append((bname, bc, tuple(meters)))
-        self._masters = []
+            t = self._master(bc)  # its buffers, once: a restarted bus task reuses them
+            self._masters.append(t)
+            self._buses.append((bname, bc, tuple(meters), t))
         self._inputs = None
         self._event = None
         self._emit = None
         self._record_ms = clock.ticks_ms()
-        self._worst_us = 0  # of masters closed since
-        self._worst_where = None
-        self._requests = 0
         self.bus_errors = 0
 
     # -- what others read -----------------------------------------------------------------
@@ -146,7 +145,7 @@ class Modbus:
                               "age_ms": None if m.valid_ms is None
                               else clock.ticks_diff(now, m.valid_ms),
                               "values": {n: self.value(m.name, n)[0] for n in m.names}}
-        w, where, n = self._worst_us, self._worst_where, self._requests
+        w, where, n = 0, None, 0
         for t in self._masters:
             n += t.requests
             if t.worst_us > w:
@@ -177,28 +176,29 @@ class Modbus:
                 return True
         return False
 
-    def _open(self, bc):
+    def _master(self, bc):
         on_send = getattr(self.board, "io_sent", None)
-        if bc["type"] == "tcp":
+        if bc["type"] == "tcp":  # connected by its first request
             from mbtcp import TCPMaster
 
             return TCPMaster(bc["host"], bc["port"], clock=clock, on_send=on_send)
-        from mbrtu import RTUMaster
+        from mbrtu import RTUMaster  # its port is opened by the bus task
 
-        uart, de = self.board.rs485(bc["uart"], bc["baud"], _PARITY[bc["parity"]],
-                                    bc["stop_bits"])
         bits = 10 + (bc["parity"] != "none") + (bc["stop_bits"] - 1)
-        return RTUMaster(uart, baudrate=bc["baud"], clock=clock, de=de, bits_per_char=bits,
+        return RTUMaster(None, baudrate=bc["baud"], clock=clock, bits_per_char=bits,
                          on_send=on_send)
 
     async def _run(self, asyncio, bus):
         # One coroutine per bus for its whole life: a poll makes no coroutine of its own
         # (each request is one: the driver's transact).
-        _name, bc, meters = bus
-        t = None
+        _name, bc, meters, t = bus
+        opened = False
         try:
-            t = self._open(bc)
-            self._masters.append(t)
+            if bc["type"] == "rtu":
+                uart, de = self.board.rs485(bc["uart"], bc["baud"], _PARITY[bc["parity"]],
+                                            bc["stop_bits"])
+                t.attach(uart, de)
+            opened = True
             now = clock.ticks_ms()
             for m in meters:
                 m.next_ms = now
@@ -225,7 +225,7 @@ class Modbus:
         except Exception:
             self.bus_errors += 1
             now = clock.ticks_ms()
-            if t is None:  # the port could not be opened: no value of the bus is good
+            if not opened:  # the port could not be opened: no value of the bus is good
                 for m in meters:
                     for i in range(len(m.names)):
                         m.vals[i] = None
@@ -233,13 +233,7 @@ class Modbus:
                     self._store(m, "no_bus", now)
             raise
         finally:
-            if t is not None:
-                t.close()
-                self._masters.remove(t)
-                self._requests += t.requests
-                if t.worst_us > self._worst_us:
-                    self._worst_us = t.worst_us
-                    self._worst_where = t.worst_where
+            t.close()  # the reader stops, the socket or the UART is released
 
     def _take(self, m, t, st, spec, fault):
         """Store one request's values (decoded from the driver's buffer into the

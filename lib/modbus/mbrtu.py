@@ -67,6 +67,7 @@ def crc16(buf, n):
 
 class RTUMaster(Master):
     def __init__(self, uart, *, baudrate, clock, de=None, bits_per_char=10, on_send=None):
+        """uart None: attach() it later."""
         crc_table()
         char_us = bits_per_char * 1_000_000 // baudrate
         # check the answer every ~4 characters (at least every 2 ms)
@@ -82,6 +83,17 @@ class RTUMaster(Master):
         if de is not None:
             de.value(0)
 
+    def attach(self, uart, de=None):
+        """Take a (re)opened UART and its DE pin (the node opens its port when a bus task
+        starts; the buffers stay the same)."""
+        self.s = uart
+        self.de = de
+        self._txdone = getattr(uart, "txdone", None)
+        self.err = 0
+        self.n = 0
+        if de is not None:
+            de.value(0)
+
     def expect(self, slave, fc, count):
         """What check() takes for our answer (transact sets it; the fuzz tests too)."""
         self._slave = slave
@@ -89,8 +101,8 @@ class RTUMaster(Master):
         self._count = count
 
     async def _open(self, timeout_ms):
-        if self.err:  # the port failed: its owner reopens it
-            return self.err
+        if self.err or self.s is None:  # the port failed, or none yet: its owner opens it
+            return self.err or CLOSED
         self._start_reader()
         return OK
 
@@ -122,6 +134,7 @@ class RTUMaster(Master):
         """Stop the reader and release the UART (machine.UART.deinit)."""
         Master.close(self)
         done = getattr(self.s, "deinit", None)
+        self.s = None
         if done is not None:
             try:
                 done()
