@@ -221,6 +221,7 @@ class Harness:
         self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
+        self.modbus_by_boot = {}  # boot number -> the node's last `modbus` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -543,6 +544,8 @@ class Harness:
             self.heap_by_boot[len(self.boots)] = rec
         elif kind == "mqtt":  # heatgw.telemetry: this boot's counters so far
             self.mqtt_by_boot[len(self.boots)] = rec
+        elif kind == "modbus":  # heatgw.modbus: this boot's meters and counters so far
+            self.modbus_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -862,7 +865,8 @@ def main(argv=None):
                                        "peak_heap_bytes", "min_largest_free_bytes",
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
-    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where"):
+    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where",
+              "modbus"):
         if summary_.get(k) is not None:
             brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))

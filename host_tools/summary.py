@@ -89,6 +89,8 @@ def summary(h, wall_s):
         "romfs_image_bytes": h.romfs_image_bytes,
         "host_board_bytes": h.host_board_bytes,
         "mqtt": mqtt,
+        # heatgw.modbus: the last boot's last `modbus` record (None without Modbus)
+        "modbus": h.modbus_by_boot[max(h.modbus_by_boot)] if h.modbus_by_boot else None,
         "uplink": uplink_summary(h.cfg.get("mqtt"), h.cfg.get("node_id"), mqtt),
         # real, not virtual: a blocking call would stall a real board (goal <= 50 ms)
         "net_worst_real_ms": net_ms,

@@ -25,7 +25,7 @@ class World:
         self.valve_stuck = False  # the diverting valve is seized (plant input)
         self.faults = {}  # rtd -> injected fault
         self.overrides = {}  # rtd -> wave dict (served instead of the plant)
-        self.lpp_l = cfg["flow"]["litres_per_pulse"] if cfg.get("flow") else 0.1
+        self.lpp_l = (cfg.get("flow") or {}).get("litres_per_pulse") or 0.1
         self.volume_l = 0.0  # through the meter up to flow_vt
         self.flow_vt = 0
         self.flow_lps = 0.0  # constant from flow_vt to the next plant step
