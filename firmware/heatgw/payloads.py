@@ -42,7 +42,7 @@ _HALVES = 6  # 3 limbs of 30 bits
 _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
-_FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f")  # fixed(): decimals 0..3
+_FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f", b"%.4f", b"%.5f", b"%.6f")  # fixed(): 0..6
 
 
 class Writer:
@@ -325,8 +325,9 @@ def telemetry(w, snap, seq):
 
 
 def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, up_ms,
-          utc=None, fault=None):
-    """The retained state payload: the current state, firmware version, config hash."""
+          utc=None, fault=None, sensors=None):
+    """The retained state payload: the current state, firmware version, config hash, and
+    the calibration each sensor applies (`sensors`: name -> rtd.TemperatureSensor)."""
     _begin(w)
     w.key(b'"state":')
     w.str(fs_state)
@@ -351,8 +352,41 @@ def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, 
     if utc is not None:
         w.key(b'"utc":')
         w.int(utc)
+    w.key(b'"calibration":')
+    _calibration(w, sensors)
     w.raw(b"}")
     return w.value()
+
+
+def _calibration(w, sensors):
+    # {"supply": {"methods": [...], "utc": .., "boot": .., "gain": .., "offset_ohm": ..,
+    # "offset_k": ..}, ...}: calibrated sensors only (heatgw.calibration.info()).
+    w.raw(b"{")
+    first = True
+    for name in SENSORS:
+        s = sensors.get(name) if sensors else None
+        c = None if s is None else s.cal
+        if c is None:
+            continue
+        if not first:
+            w.raw(b",")
+        first = False
+        methods, utc, boot, gain, offset_ohm, offset_k = c
+        w.str(name)
+        w.raw(b':{"methods":')
+        w.list(methods)
+        w.raw(b',"utc":')
+        w.int(utc)
+        w.raw(b',"boot":')
+        w.int(boot)
+        w.raw(b',"gain":')
+        w.fixed(gain, 6)
+        w.raw(b',"offset_ohm":')
+        w.fixed(offset_ohm, 3)
+        w.raw(b',"offset_k":')
+        w.fixed(offset_k, 3)
+        w.raw(b"}")
+    w.raw(b"}")
 
 
 _ALARM_KEYS = (
