@@ -50,15 +50,12 @@ def sample(s, clk):
 
 def capture(s, clk, n):
     # what the sampler does while a calibration measures: n conversions into the capture
-    s.calibrating = True
-    s.capture_why = None
-    s.capture = array("i", (n, 0, 0, 32767, 0, 0))
+    s.capture = [n, 0, 0, 32767, 0, 0, None]
     for _ in range(n):
         sample(s, clk)
     c = s.capture
     s.capture = None
-    s.calibrating = False
-    return c, s.capture_why
+    return c
 
 
 def out(**kw):
@@ -160,8 +157,7 @@ for dev, lead in ((0.1, 0.0), (-0.1, 1.5), (0.1, 3.0)):
     reads, spreads = [], []
     for r in (1000.0, 1385.0):
         emu.set_resistance(r + lead)
-        c, why = capture(s, clk, 200)
-        m, spread = cal.mean_code(c, why)
+        m, spread = cal.mean_code(capture(s, clk, 200))
         reads.append(m * 4300 / 32768)
         spreads.append(spread)
     g, o = cal.channel(1000, 4300, (1000.0, 1385.0), reads)
@@ -170,7 +166,7 @@ for dev, lead in ((0.1, 0.0), (-0.1, 1.5), (0.1, 3.0)):
     for t in range(0, 101, 5):
         emu.set_resistance(rtd.resistance_ohm(t, 1000) + lead)
         before = max(before, abs(sample(s, clk)[0] - t))
-    s.set_trim(g, o)
+    cal.set_trim(s, g, o)
     for t in range(0, 101, 5):
         emu.set_resistance(rtd.resistance_ohm(t, 1000) + lead)
         after = max(after, abs(sample(s, clk)[0] - t))
@@ -212,26 +208,26 @@ e["tp_ref"] = err(cal.two_point, (30.0, 250.0), (30.0, 250.0))
 # pair
 e["pair"] = err(cal.pair, 43.0, 40.1)
 # a capture: unfinished, unstable, faulty
-e["unfinished"] = err(cal.mean_code, array("i", (30, 12, 12 * 7600, 7600, 7600, 0)))
-e["unstable"] = err(cal.mean_code, array("i", (30, 30, 30 * 7600, 7590, 7600, 0)))
+e["unfinished"] = err(cal.mean_code, [30, 12, 12 * 7600, 7600, 7600, 0, None])
+e["unstable"] = err(cal.mean_code, [30, 30, 30 * 7600, 7590, 7600, 0, None])
 # an open sensor: every conversion of the capture fails, the first fault is kept
 clk, emu, s = make()
 emu.set_resistance(1000.0)
 emu.inject("open")
-c, why = capture(s, clk, 10)
-e["open"] = err(cal.mean_code, c, why)
-e["open_counts"] = list(c)
+c = capture(s, clk, 10)
+e["open"] = err(cal.mean_code, c)
+e["open_counts"] = c
 # the trim itself
-e["trim_gain"] = err(s.set_trim, 1.04, 0.0)
-e["trim_offset"] = err(s.set_trim, 1.0, 60.0)
-e["trim_nan"] = err(s.set_trim, float("nan"), 0.0)
-e["trim_pair"] = err(s.set_trim, 1.0, 0.0, 6.0)
+e["trim_gain"] = err(cal.set_trim, s, 1.04, 0.0)
+e["trim_offset"] = err(cal.set_trim, s, 1.0, 60.0)
+e["trim_nan"] = err(cal.set_trim, s, float("nan"), 0.0)
+e["trim_pair"] = err(cal.set_trim, s, 1.0, 0.0, 6.0)
 class Adc:  # a converter without read_code(): no resistance trim, a pair offset is fine
     r0_ohm = 1000
     r_ref_ohm = 4300
-e["no_read_code"] = err(rtd.TemperatureSensor(Adc()).set_trim, 1.001, 0.0)
-e["no_read_code_pair"] = err(rtd.TemperatureSensor(Adc()).set_trim, 1.0, 0.0, 0.1)
-e["kept"] = [s._scale, s._dq, s._oq, s.pair_k, s.cal]
+e["no_read_code"] = err(cal.set_trim, rtd.TemperatureSensor(Adc()), 1.001, 0.0)
+e["no_read_code_pair"] = err(cal.set_trim, rtd.TemperatureSensor(Adc()), 1.0, 0.0, 0.1)
+e["kept"] = [s.trim, s.cal, s._off_k]
 out(**e)
 """)
     want = {
@@ -259,8 +255,8 @@ out(**e)
     for key, text in want.items():
         assert res[key] is not None and text in res[key], (key, res[key])
     assert res["no_read_code_pair"] is None
-    assert res["open_counts"] == [10, 0, 0, 32767, 0, 10]
-    assert res["kept"] == [None, 0, 0, 0.0, None]  # refused trims changed nothing
+    assert res["open_counts"] == [10, 0, 0, 32767, 0, 10, "rtd_high_threshold"]
+    assert res["kept"] == [None, None, 0.0]  # refused trims changed nothing
 
 
 # -- the trim in the measurement chain -----------------------------------------------------
@@ -274,9 +270,10 @@ def trims_locked(s, ys):
     # locals and a preallocated array only: anything that allocates raises here
     micropython.heap_lock()
     try:
-        ys[0] = s.trim_code(0)
-        ys[1] = s.trim_code(32767)
-        ys[2] = s.trim_code(9684)
+        t = s.trim
+        ys[0] = rtd.trim_code(0, t)
+        ys[1] = rtd.trim_code(32767, t)
+        ys[2] = rtd.trim_code(9684, t)
         ok = True
     except MemoryError:
         ok = False
@@ -287,7 +284,7 @@ def trims_locked(s, ys):
 clk, emu, s = make()
 locked = {}
 for gain, off in ((1.0299, 50.0), (0.9701, -50.0), (1.0004, -1.3)):
-    s.set_trim(gain, off)
+    cal.set_trim(s, gain, off)
     ys = array("i", (0, 0, 0))
     ok = trims_locked(s, ys)
     locked["%g/%g" % (gain, off)] = [ok] + list(ys)
@@ -313,10 +310,9 @@ s.adc.ready()  # VBIAS settled: converting from here
 clk.sleep_ms(100)
 first = s.read_c()
 plain = per_read(s)
-s.set_trim(1.0004, -1.3, 0.05)
+cal.set_trim(s, 1.0004, -1.3, 0.05)
 trimmed = per_read(s)
-s.calibrating = True
-s.capture = array("i", (1000, 0, 0, 32767, 0, 0))
+s.capture = [1000, 0, 0, 32767, 0, 0, None]
 capturing = per_read(s)
 out(locked=locked, plain=plain, trimmed=trimmed, capturing=capturing,
     captured=list(s.capture), first=first)
@@ -339,7 +335,7 @@ def test_the_trim_stays_within_31_bits_for_every_code_and_the_widest_trims():
     import sys
 
     sys.path.insert(0, str(FIRMWARE))
-    from heatgw import rtd
+    from heatgw import calibration, rtd
 
     class Adc:
         def __init__(self, r0, r_ref):
@@ -354,11 +350,12 @@ def test_the_trim_stays_within_31_bits_for_every_code_and_the_widest_trims():
         s = rtd.TemperatureSensor(Adc(r0, r_ref))
         for gain in (1.0299, 0.9701):
             for off in (0.05 * r0, -0.05 * r0):
-                s.set_trim(gain, off)
+                calibration.set_trim(s, gain, off)
+                dq, oq, _scale = s.trim
                 for code in range(32768):
-                    p = code * s._dq + 128
-                    parts = (code << 12, p, p >> 8, s._oq, (code << 12) + s._oq,
-                             s.trim_code(code))
+                    p = code * dq + 128
+                    parts = (code << 12, p, p >> 8, oq, (code << 12) + oq,
+                             rtd.trim_code(code, s.trim))
                     assert all(lo <= v < hi for v in parts), (r0, r_ref, gain, off, code)
                     worst = max(worst, *(abs(v) for v in parts))
     print(f"trim_code: largest intermediate {worst} ({worst / hi:.1%} of 2**30)")
@@ -369,20 +366,23 @@ def test_the_trim_in_float32_matches_the_exact_line():
     """rtd.py in float32 (tests/float32_emul.py): the trimmed resistance of every code of
     0..120 °C is the exact line g * R_raw + o within the fixed point's steps and 3 float32
     ulps of R."""
+    import sys
     import types
 
     import float32_emul as fe
 
+    sys.path.insert(0, str(FIRMWARE))  # heatgw.calibration imports heatgw.rtd
     ns = fe.load(FIRMWARE / "heatgw" / "rtd.py")
-    ns["float"] = fe.F  # set_trim's float() in single precision too
+    cal = fe.load(FIRMWARE / "heatgw" / "calibration.py")
+    ns["float"] = cal["float"] = fe.F  # set_trim's float() in single precision too
     adc = types.SimpleNamespace(r0_ohm=1000, r_ref_ohm=4300, read_code=None)
     s = ns["TemperatureSensor"](adc)
     worst = 0.0
     for gain, off in ((1.0009443, -1.2719), (0.9990559, 3.5), (1.0100000, -25.0)):
-        s.set_trim(fe.F(gain), fe.F(off))
+        cal["set_trim"](s, fe.F(gain), fe.F(off))
         g32, o32 = float(fe.F(gain)), float(fe.F(off))
         for code in range(7500, 11400):  # PT1000 0..120 °C with Rref 4300
-            r = fe.check_f32(s.trim_code(code) * s._scale)
+            r = fe.check_f32(ns["trim_code"](code, s.trim) * s.trim[2])
             exact = g32 * code * 4300 / 32768 + o32
             bound = (code * 2.0**-21 + 2.0**-11) * LSB_OHM + 3 * fe.ulp(exact)
             assert abs(float(r) - exact) <= bound, (gain, off, code)
@@ -607,7 +607,7 @@ after = tick()
 with open(board.data_dir() + "/calibration.json") as f:
     doc = json.load(f)
 out(before=before, after=after, steps=steps, doc=doc, state=state(),
-    trims={n: [s._dq, s._oq] for n, s in gw.sensors.items()},
+    trims={n: s.trim and list(s.trim) for n, s in gw.sensors.items()},
     events=[e for e in EV if e.get("kind") == "calibration"])
 """, flash, monkeypatch, cfg, CHIPS)
     assert all(ok for ok, _ in first["steps"]), first["steps"]
@@ -638,7 +638,7 @@ out(before=before, after=after, steps=steps, doc=doc, state=state(),
     (second,), text = node(mp, OUT + """
 from heatgw import calibration
 pipe({"supply": 47.6, "return": 37.8, "sink_return": 37.8, "it_coolant": 40.0})
-out(after=tick(), state=state(), trims={n: [s._dq, s._oq] for n, s in gw.sensors.items()},
+out(after=tick(), state=state(), trims={n: s.trim and list(s.trim) for n, s in gw.sensors.items()},
     describe=calibration.describe("supply", sensor=gw.sensors["supply"]))
 """, flash, monkeypatch, None, CHIPS)
     assert second["trims"] == first["trims"]

@@ -2,7 +2,8 @@
 
 Loaded on demand and dropped again: by heatgw.start at boot when calibration.json exists,
 by the console's `calibrate` (through heatgw.calprocedure) and `sensors` (describe()).
-The running node keeps only what each sensor applies (rtd.TemperatureSensor.set_trim).
+The running node keeps only what each sensor applies (set_trim(): rtd.TemperatureSensor's
+`trim`, `cal` and the offset of its reading).
 
 The chain of one sensor; every stage is optional, and they apply in this order:
 
@@ -21,7 +22,7 @@ that the readings are stable and plausible, refuses nonsense with a ValueError t
 what is wrong, and returns its result. The two-point result is a gain and an offset in
 the temperature domain (what the technician checks against the reference); it is applied
 as the equivalent resistance-domain line through its two points, so that stages 1 and 2
-are one small-int trim of the code (TemperatureSensor.trim_code): on the targets every
+are one small-int trim of the code (rtd.trim_code): on the targets every
 float is a heap object, and a calibrated reading must cost no more than an uncalibrated
 one. Callendar-Van Dusen's curvature makes the two differ by < 0.3 mK between the points
 and < 2.5 mK from 0 to 100 °C for a class B sensor calibrated at 30 and 60 °C
@@ -68,10 +69,10 @@ _TOL_K = 2e-3
 
 # -- the methods: pure arithmetic ----------------------------------------------------
 
-def mean_code(cap, why=None, spread_max=SPREAD_MAX_LSB):
-    """(mean code, spread in LSB) of a finished capture (array: wanted, n, sum, min, max,
-    faults; `why` the sensor's first fault). ValueError: faults, unfinished, unstable."""
-    want, n, total, lo, hi, faults = cap
+def mean_code(cap, spread_max=SPREAD_MAX_LSB):
+    """(mean code, spread in LSB) of a finished capture (the sensor's list: wanted, n,
+    sum, min, max, faults, first fault). ValueError: faults, unfinished, unstable."""
+    want, n, total, lo, hi, faults, why = cap
     if faults:
         raise ValueError("%d conversion(s) failed (%s): sensor open or miswired?"
                          % (faults, why))
@@ -161,6 +162,44 @@ def pair(ref_read_c, read_c):
         raise ValueError("the pair reads %.2f K apart in one bath (at most %g): both in the "
                          "same stirred bath?" % (p, PAIR_MAX_K))
     return p
+
+
+# -- what a sensor applies ---------------------------------------------------------------
+
+GAIN_TRIM_MAX = 0.03  # |gain - 1| of the composed trim: keeps rtd.trim_code in 31 bits
+
+
+def set_trim(sensor, gain=1.0, offset_ohm=0.0, pair_k=0.0, info=None):
+    """Make `sensor` (rtd.TemperatureSensor) apply R = gain * R_raw + offset_ohm before
+    Callendar-Van Dusen and pair_k (K) after it; `info` is what its state shows
+    (info()); no arguments: uncalibrated. ValueError, nothing changed, for a gain beyond
+    ±3 %, an offset beyond ±5 % of R0, |pair_k| > 5 K, or a converter without
+    read_code()."""
+    gain = float(gain)
+    offset_ohm = float(offset_ohm)
+    pair_k = float(pair_k)
+    r0 = sensor.r0_ohm
+    if not -GAIN_TRIM_MAX <= gain - 1.0 <= GAIN_TRIM_MAX:  # also False for NaN
+        raise ValueError("trim gain %r beyond 1 ± %g" % (gain, GAIN_TRIM_MAX))
+    if not -0.05 * r0 <= offset_ohm <= 0.05 * r0:
+        raise ValueError("trim offset %r ohm beyond ±5 %% of R0" % offset_ohm)
+    if not -5.0 <= pair_k <= 5.0:
+        raise ValueError("pair offset %r K beyond ±5 K" % pair_k)
+    trim = None
+    if gain != 1.0 or offset_ohm != 0.0:
+        adc = sensor.adc
+        if not hasattr(adc, "read_code"):
+            raise ValueError("the converter has no read_code(): no resistance trim")
+        r_ref = adc.r_ref_ohm
+        d = (gain - 1.0) * 1048576  # 2**20
+        o = offset_ohm * 32768 / r_ref * 4096  # units of 2**-12 LSB
+        trim = (int(d + 0.5) if d >= 0 else -int(0.5 - d),
+                int(o + 0.5) if o >= 0 else -int(0.5 - o), r_ref / 134217728)  # Rref/2**27
+    if info is None and pair_k:
+        info = ((), None, 0, gain, offset_ohm, pair_k)
+    sensor.trim = trim
+    sensor.cal = info
+    sensor._off_k = sensor.offset_k + pair_k  # the reading's one float addition
 
 
 # -- a sensor's chain --------------------------------------------------------------------
@@ -274,7 +313,7 @@ def apply(sensors, doc):
     for name, s in sensors.items():
         entries = table.get(name)
         if not entries:
-            s.set_trim()
+            set_trim(s)
             continue
         try:
             check(s, entries)
@@ -282,10 +321,10 @@ def apply(sensors, doc):
             if p and p["with"] not in sensors:
                 raise ValueError("pair reference %r is not configured" % (p["with"],))
             g, o, k = compose(s.r0_ohm, entries)
-            s.set_trim(g, o, k, info(entries, g, o, k))
+            set_trim(s, g, o, k, info(entries, g, o, k))
             done.append(name)
         except ValueError as e:
-            s.set_trim()
+            set_trim(s)
             errors.append("%s: %s" % (name, e))
     for name in table:
         if name not in sensors:
@@ -408,7 +447,7 @@ def apply_file(sensors, data_dir):
         doc = load(data_dir)
     except ValueError as e:
         for s in sensors.values():
-            s.set_trim()
+            set_trim(s)
         return {"kind": "calibration", "result": "unreadable", "error": str(e)[:80]}
     done, errors = apply(sensors, doc)
     return {"kind": "calibration", "result": "loaded", "sensors": done,

@@ -21,8 +21,8 @@ explicit step, and leaving it is too (a procedure that switched it back could pu
 reuse back while a sensor still hangs in a bath).
 
 Out of the pipe: from begin until release, each named sensor reports `calibrating`
-instead of a temperature (rtd.TemperatureSensor.calibrating), also between the steps
-and sessions: the meter counts error time instead of metering a resistor or a bath, and
+instead of a temperature (its rtd.TemperatureSensor.capture is set), also between the
+steps and sessions: the meter counts error time instead of metering a resistor or a bath, and
 a critical sensor trips the fail-safe's sensor fault (maintenance holds bypass anyway).
 A reboot puts every sensor back in service (the flag is not persisted).
 
@@ -33,8 +33,6 @@ second gets the offset). A channel calibration drops the sensor's two-point and 
 pair that involves it (they were measured through the old channel); a two-point drops
 the pairs that involve the sensor (README "Calibration").
 """
-
-from array import array
 
 from heatgw import calibration as cal
 from heatgw import clock
@@ -97,8 +95,8 @@ def begin(gw, method, names, n=N_DEFAULT, source="console"):
                                  "channel again or clear it" % (name, x)) from None
         entries[name] = e
     for sen in sensors:
-        sen.calibrating = True
-        sen.capture = None
+        if sen.capture is None:
+            sen.capture = [0, 0, 0, 32767, 0, 0, None]  # out of service, not measuring
     gw.cal_session = {"method": method, "names": names, "n": n, "points": [],
                       "ref": None, "busy": False, "source": source, "entries": entries}
     who = ", ".join(names)
@@ -147,9 +145,11 @@ def measure(gw, ref=None):
                              % (ref, points[0][0], span))
     n = s["n"]
     for name in s["names"]:
-        sen = gw.sensors[name]
-        sen.capture_why = None
-        sen.capture = array("i", (n, 0, 0, 32767, 0, 0))  # wanted, n, sum, min, max, faults
+        c = gw.sensors[name].capture  # wanted, n, sum, min, max, faults, first fault
+        c[1] = c[2] = c[4] = c[5] = 0
+        c[3] = 32767
+        c[6] = None
+        c[0] = n  # the sampler's next reading starts filling it
     s["ref"] = ref
     s["busy"] = True
     return "measuring %s: %d conversions, about %d s" % (
@@ -158,7 +158,7 @@ def measure(gw, ref=None):
 
 def _stop(gw, s):
     for name in s["names"]:
-        gw.sensors[name].capture = None
+        gw.sensors[name].capture[0] = 0  # still out of service, no longer measuring
     s["busy"] = False
 
 
@@ -203,7 +203,7 @@ def _point(s, sensors):
     for i, name in enumerate(s["names"]):
         sen = sensors[i]
         try:
-            code, spread = cal.mean_code(sen.capture, sen.capture_why)
+            code, spread = cal.mean_code(sen.capture)
             adc = sen.adc
             if method == cal.CHANNEL:
                 v = code * adc.r_ref_ohm / 32768
@@ -311,7 +311,7 @@ def release(gw, names=None, source="console"):
     """The sensors (default: every one out of service) are back in the pipe."""
     s = getattr(gw, "cal_session", None)
     if names is None:
-        names = [n for n, sen in gw.sensors.items() if sen.calibrating]
+        names = [n for n, sen in gw.sensors.items() if sen.capture is not None]
     names = list(names)
     for name in names:
         _sensor(gw, name)
@@ -321,9 +321,7 @@ def release(gw, names=None, source="console"):
     if not names:
         return "no sensor is out of service"
     for name in names:
-        sen = gw.sensors[name]
-        sen.calibrating = False
-        sen.capture = None
+        gw.sensors[name].capture = None
     gw.event({"kind": "calibration", "source": source, "result": "released",
               "sensors": names})
     return "%s back in service" % ", ".join(names)
@@ -358,6 +356,6 @@ def status(gw):
         out.append("%s calibration of %s: %d of %d points%s" % (
             s["method"], ",".join(s["names"]), len(s["points"]), _NEED[s["method"]],
             ", measuring" if s["busy"] else ""))
-    away = [n for n, sen in gw.sensors.items() if sen.calibrating]
+    away = [n for n, sen in gw.sensors.items() if sen.capture is not None]
     out.append("out of service: " + (", ".join(away) if away else "none"))
     return "; ".join(out)

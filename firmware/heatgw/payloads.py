@@ -42,7 +42,7 @@ _HALVES = 6  # 3 limbs of 30 bits
 _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
-_FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f", b"%.4f", b"%.5f", b"%.6f")  # fixed(): 0..6
+_FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f")  # fixed(): decimals 0..3
 
 
 class Writer:
@@ -360,32 +360,22 @@ def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, 
 
 def _calibration(w, sensors):
     # {"supply": {"methods": [...], "utc": .., "boot": .., "gain": .., "offset_ohm": ..,
-    # "offset_k": ..}, ...}: calibrated sensors only (heatgw.calibration.info()).
+    # "offset_k": ..}, ...}: calibrated sensors only (rtd.TemperatureSensor.cal)
     w.raw(b"{")
-    first = True
+    sep = b""
     for name in SENSORS:
         s = sensors.get(name) if sensors else None
         c = None if s is None else s.cal
-        if c is None:
-            continue
-        if not first:
-            w.raw(b",")
-        first = False
-        methods, utc, boot, gain, offset_ohm, offset_k = c
-        w.str(name)
-        w.raw(b':{"methods":')
-        w.list(methods)
-        w.raw(b',"utc":')
-        w.int(utc)
-        w.raw(b',"boot":')
-        w.int(boot)
-        w.raw(b',"gain":')
-        w.fixed(gain, 6)
-        w.raw(b',"offset_ohm":')
-        w.fixed(offset_ohm, 3)
-        w.raw(b',"offset_k":')
-        w.fixed(offset_k, 3)
-        w.raw(b"}")
+        if c is not None:
+            w.raw(sep)
+            sep = b","
+            w.str(name)
+            w.raw(b':{"methods":')
+            w.list(c[0])
+            w.raw(b',"utc":')
+            w.int(c[1])
+            w.raw(b',"boot":%d,"gain":%.6f,"offset_ohm":%.3f,"offset_k":%.3f}'
+                  % (c[2], c[3], c[4], c[5]))
     w.raw(b"}")
 
 

@@ -9,11 +9,11 @@ that touches a converter, and only through its `read()` / `read_code()` /
 `clear_faults()` / `run_fault_detection()` / `init()` methods (lib/max31865 or anything
 shaped like it).
 
-Calibration (heatgw.calibration computes it, README "Calibration") is applied here, in
-the one place every reading passes: a resistance-domain trim of the converter's code
-before Callendar-Van Dusen, in small-int fixed point, and a temperature offset after it
-(folded into the one float addition the reading already had). A calibrated reading
-allocates exactly what an uncalibrated one does.
+Calibration (heatgw.calibration sets it, README "Calibration") is applied here, in the
+one place every reading passes: a resistance-domain trim of the converter's code before
+Callendar-Van Dusen, in small-int fixed point, and a temperature offset after it (folded
+into the one float addition the reading already had). A calibrated reading allocates
+exactly what an uncalibrated one does.
 """
 
 import math
@@ -32,13 +32,17 @@ FULL_SCALE_CODE = 32767  # MAX31865: 15-bit ratio code, R = code * Rref / 32768
 OUT_OF_RANGE = "out_of_range"
 CALIBRATING = "calibrating"  # the sensor is out of the pipe for a calibration
 
-# The resistance trim in fixed point (TemperatureSensor.trim_code): the code times 2**12,
-# plus code * (gain - 1) in units of 2**-20, plus the offset in units of 2**-12 LSB.
-# |gain - 1| <= 3 % keeps code * dq below 32767 * 31457 = 1.03e9 < 2**30: a small int.
-_TRIM_FRAC = 12  # fractional bits of a trimmed code
-_GAIN_FRAC = 20  # fractional bits of gain - 1
-_GAIN_MAX = 0.03
-_TRIM_SCALE = 134217728  # 2**(15 + _TRIM_FRAC): R = trimmed * Rref / _TRIM_SCALE
+# The resistance trim (heatgw.calibration.set_trim makes it): (dq, oq, scale) with the code
+# times 2**12, plus code * (gain - 1) in units of 2**-20 (dq), plus the offset in units of
+# 2**-12 LSB (oq); R = trim_code(code, trim) * scale, scale = Rref / 2**27. Small ints
+# only: |gain - 1| <= 3 % keeps code * dq below 32767 * 31457 = 1.03e9 < 2**30.
+
+
+def trim_code(code, trim):
+    """A 15-bit code with the resistance trim applied, in units of 2**-12 LSB. Allocation-
+    free, within 31 bits for every code (|code * dq| <= 1.03e9, |oq| <= 6.7e6)."""
+    return (code << 12) + trim[1] + ((code * trim[0] + 128) >> 8)
+
 
 _NEWTON_STEPS = 8  # 3 are enough from the quadratic start at -200 °C; 8 is a hard bound
 
@@ -115,23 +119,18 @@ class TemperatureSensor:
     min_c / max_c: the plausible range for this measuring point; a reading outside it
     is reported as OUT_OF_RANGE, never as a number.
 
-    Calibration (set_trim, from heatgw.calibration): R = gain * R_raw + offset_ohm
-    before Callendar-Van Dusen, then + pair_k (a ΔΘ pair offset), then + offset_k.
-    `calibrating` True: the sensor is out of the pipe (a precision resistor or a bath
-    at its terminals): read_c() reports CALIBRATING, never a number, and while
-    `capture` is set (an array: wanted, n, sum, min, max, faults) it adds each
-    conversion's raw code to it, without allocating.
+    Calibration (heatgw.calibration.set_trim): `trim` (R = gain * R_raw + offset_ohm
+    before Callendar-Van Dusen, see trim_code), then + pair_k (in `cal`, a ΔΘ pair
+    offset), then + offset_k. `capture` a list: the sensor is out of the pipe for a
+    calibration (a precision resistor or a bath at its terminals) and read_c() reports
+    CALIBRATING, never a number; while its wanted count (item 0) exceeds its count
+    (item 1) each conversion's raw code goes into it, without allocating: [wanted, n,
+    sum, min, max, faults, first fault].
     """
 
-    # Calibration state, class defaults (an uncalibrated sensor stores none of it).
-    _scale = None  # Rref / 2**27 while a resistance trim is set, else None
-    _dq = 0  # (gain - 1) * 2**20
-    _oq = 0  # offset in units of 2**-12 code LSB
-    pair_k = 0.0
+    trim = None  # (dq, oq, scale), or None: no resistance trim
     cal = None  # what is applied: (methods, utc, boot, gain, offset_ohm, pair_k)
-    calibrating = False
-    capture = None
-    capture_why = None  # the first fault seen during a capture
+    capture = None  # out of service for a calibration (see above)
 
     def __init__(self, adc, *, offset_k=0.0, min_c=-50.0, max_c=200.0):
         self.adc = adc
@@ -152,42 +151,8 @@ class TemperatureSensor:
         if not (-10.0 <= offset_k <= 10.0):  # also False for NaN
             raise ValueError("offset_k must be within ±10 K")
         self.offset_k = offset_k
-        self._off_k = offset_k + self.pair_k  # the one float addition of a reading
-
-    def set_trim(self, gain=1.0, offset_ohm=0.0, pair_k=0.0, info=None):
-        """Apply a calibration (heatgw.calibration composes it): R = gain * R_raw +
-        offset_ohm before Callendar-Van Dusen, pair_k (K) after it; `info` is what the
-        state payload shows. ValueError, nothing changed, for a gain beyond ±3 %, an
-        offset beyond ±5 % of R0, |pair_k| > 5 K, or a converter without read_code()."""
-        gain = float(gain)
-        offset_ohm = float(offset_ohm)
-        pair_k = float(pair_k)
-        r0 = self.r0_ohm
-        if not (-_GAIN_MAX <= gain - 1.0 <= _GAIN_MAX):  # also False for NaN
-            raise ValueError("trim gain %r beyond 1 ± %g" % (gain, _GAIN_MAX))
-        if not (-0.05 * r0 <= offset_ohm <= 0.05 * r0):
-            raise ValueError("trim offset %r ohm beyond ±5 %% of R0" % offset_ohm)
-        if not (-5.0 <= pair_k <= 5.0):
-            raise ValueError("pair offset %r K beyond ±5 K" % pair_k)
-        trimmed = gain != 1.0 or offset_ohm != 0.0
-        if trimmed and not hasattr(self.adc, "read_code"):
-            raise ValueError("the converter has no read_code(): no resistance trim")
-        r_ref = self.adc.r_ref_ohm
-        d = (gain - 1.0) * (1 << _GAIN_FRAC)
-        o = offset_ohm * 32768 / r_ref * (1 << _TRIM_FRAC)
-        self._dq = int(d + 0.5) if d >= 0 else -int(0.5 - d)
-        self._oq = int(o + 0.5) if o >= 0 else -int(0.5 - o)
-        self._scale = r_ref / _TRIM_SCALE if trimmed else None
-        self.pair_k = pair_k
-        self._off_k = self.offset_k + pair_k
-        self.cal = info
-
-    def trim_code(self, code):
-        """A 15-bit code with the resistance trim applied, in units of 2**-12 LSB (R =
-        trim_code(code) * Rref / 2**27). Small ints only: allocation-free, and within
-        31 bits for every code (|code * dq| <= 1.03e9, |oq| <= 6.7e6: set_trim's bounds)."""
-        return ((code << _TRIM_FRAC) + self._oq
-                + ((code * self._dq + 128) >> (_GAIN_FRAC - _TRIM_FRAC)))
+        c = self.cal
+        self._off_k = offset_k + c[5] if c else offset_k  # the reading's one float add
 
     def start(self):
         """Start a 1-shot conversion; returns the converter's wait_ms()."""
@@ -196,7 +161,9 @@ class TemperatureSensor:
     def read_c(self):
         """(temp_c, None) or (None, reason). Never a number for a faulty sensor, nor for
         one out of the pipe for a calibration (CALIBRATING)."""
-        raw = self._scale is not None or self.calibrating
+        trim = self.trim
+        cap = self.capture
+        raw = trim is not None or cap is not None
         # always read: a 1-shot result is consumed
         v, reason = self.adc.read_code() if raw else self.adc.read()
         if reason == "config_lost":
@@ -206,26 +173,25 @@ class TemperatureSensor:
             # persists latches again on the next conversion (open, short, overvoltage)
             # or, with the converter's per-shot cycle, the next wiring check.
             self.adc.clear_faults()
-        if self.calibrating and reason != "not_ready":
-            c = self.capture
-            if c is not None and c[1] < c[0]:
+        if cap is not None and reason != "not_ready":
+            if cap[1] < cap[0]:
                 if reason is None and not self.wiring_faults:
-                    c[1] += 1
-                    c[2] += v
-                    if v < c[3]:
-                        c[3] = v
-                    if v > c[4]:
-                        c[4] = v
+                    cap[1] += 1
+                    cap[2] += v
+                    if v < cap[3]:
+                        cap[3] = v
+                    if v > cap[4]:
+                        cap[4] = v
                 else:
-                    c[5] += 1
-                    if self.capture_why is None:
-                        self.capture_why = reason or self.wiring_faults[0]
+                    cap[5] += 1
+                    if cap[6] is None:
+                        cap[6] = reason or self.wiring_faults[0]
             return None, CALIBRATING
         if self.wiring_faults:
             return None, self.wiring_faults[0]
         if reason is not None:
             return None, reason
-        r_ohm = self.trim_code(v) * self._scale if raw else v
+        r_ohm = trim_code(v, trim) * trim[2] if raw else v
         if not (self.r0_ohm * _RATIO_MIN <= r_ohm <= self.r0_ohm * _RATIO_MAX):
             return None, OUT_OF_RANGE
         t = temp_c(r_ohm, self.r0_ohm) + self._off_k
