@@ -24,6 +24,8 @@ from array import array
 from heatgw import calibration as cal
 from heatgw import rtd
 from max31865 import MAX31865
+
+CH, TP = cal.CHANNEL, cal.TWO_POINT
 from max31865_emu import MAX31865Emu
 from virtual_clock import VirtualClock as Clock
 
@@ -96,14 +98,14 @@ rows = {}
 # channel: a reference resistor 0.1 % high reads every resistance 0.1 % low; 2-wire leads
 # of 1.5 ohm add to it: R_raw = (R + lead) / k
 k, lead = 1.001, 1.5
-rows["channel"] = cal.channel(1000, 4300, (1000.0, 1385.0),
+rows["channel"] = cal.line(CH, 1000, 4300, (1000.0, 1385.0),
                               ((1000.0 + lead) / k, (1385.0 + lead) / k))
 k2 = 0.999
-rows["channel_low"] = cal.channel(100, 430, (100.0, 138.5), (100.0 / k2, 138.5 / k2))
+rows["channel_low"] = cal.line(CH, 100, 430, (100.0, 138.5), (100.0 / k2, 138.5 / k2))
 # two-point: a class B element reading the full limit +(0.3 + 0.005 t) K high
 for sign in (1, -1):
     reads = [t + sign * (0.3 + 0.005 * t) for t in (30.0, 60.0)]
-    rows["two_point%+d" % sign] = cal.two_point((30.0, 60.0), reads)
+    rows["two_point%+d" % sign] = cal.line(TP, 0, 0, (30.0, 60.0), reads)
 rows["pair"] = cal.pair(43.012, 42.871)
 out(**rows)
 """)
@@ -129,7 +131,7 @@ for sign in (1, -1):
     def e(t):
         return sign * (0.3 + 0.005 * t)
     reads = (30.0 + e(30.0), 60.0 + e(60.0))
-    a, b = cal.two_point((30.0, 60.0), reads)
+    a, b = cal.line(cal.TWO_POINT, 0, 0, (30.0, 60.0), reads)
     g, o = cal.two_point_ohm(1000, (30.0, 60.0), reads)
     for i in range(0, 201):
         t = i * 0.5
@@ -160,7 +162,7 @@ for dev, lead in ((0.1, 0.0), (-0.1, 1.5), (0.1, 3.0)):
         m, spread = cal.mean_code(capture(s, clk, 200))
         reads.append(m * 4300 / 32768)
         spreads.append(spread)
-    g, o = cal.channel(1000, 4300, (1000.0, 1385.0), reads)
+    g, o = cal.line(cal.CHANNEL, 1000, 4300, (1000.0, 1385.0), reads)
     emu.noise_lsb = 0.0
     before = after = 0.0
     for t in range(0, 101, 5):
@@ -194,17 +196,18 @@ def test_each_method_refuses_nonsense_with_a_clear_error(mp):
     res = one(mp, """
 e = {}
 # channel
-e["wrong_resistor"] = err(cal.channel, 1000, 4300, (1000.0, 1385.0), (1385.2, 1385.3))
-e["too_close"] = err(cal.channel, 1000, 4300, (1000.0, 1100.0), (1000.5, 1100.5))
-e["gain"] = err(cal.channel, 1000, 4300, (1000.0, 1385.0), (1015.0, 1385.0 * 1.015))
-e["resistor_value"] = err(cal.channel, 1000, 4300, (100.0, 1385.0), (100.0, 1385.0))
-e["beyond_rref"] = err(cal.check_resistor, 1000, 4300, 4200.0)
-e["nan"] = err(cal.check_resistor, 1000, 4300, float("nan"))
+e["wrong_resistor"] = err(cal.line, CH, 1000, 4300, (1000.0, 1385.0), (1385.2, 1385.3))
+e["too_close"] = err(cal.line, CH, 1000, 4300, (1000.0, 1100.0), (1000.5, 1100.5))
+e["gain"] = err(cal.line, CH, 1000, 4300, (1000.0, 1385.0), (1015.0, 1385.0 * 1.015))
+e["resistor_value"] = err(cal.line, CH, 1000, 4300, (100.0, 1385.0), (100.0, 1385.0))
+e["beyond_rref"] = err(cal.check_ref, CH, 1000, 4300, 4200.0)
+e["nan"] = err(cal.check_ref, CH, 1000, 4300, float("nan"))
+e["small_rref"] = err(cal.check_ref, CH, 1000, 2000, 1950.0)
 # two-point
-e["tp_close"] = err(cal.two_point, (30.0, 35.0), (30.2, 35.2))
-e["tp_not_in_bath"] = err(cal.two_point, (30.0, 60.0), (21.5, 60.2))
-e["tp_gain"] = err(cal.two_point, (30.0, 60.0), (30.0, 60.7))
-e["tp_ref"] = err(cal.two_point, (30.0, 250.0), (30.0, 250.0))
+e["tp_close"] = err(cal.line, TP, 0, 0, (30.0, 35.0), (30.2, 35.2))
+e["tp_not_in_bath"] = err(cal.line, TP, 0, 0, (30.0, 60.0), (21.5, 60.2))
+e["tp_gain"] = err(cal.line, TP, 0, 0, (30.0, 60.0), (30.0, 60.7))
+e["tp_ref"] = err(cal.line, TP, 0, 0, (30.0, 250.0), (30.0, 250.0))
 # pair
 e["pair"] = err(cal.pair, 43.0, 40.1)
 # a capture: unfinished, unstable, faulty
@@ -231,15 +234,17 @@ e["kept"] = [s.trim, s.cal, s._off_k]
 out(**e)
 """)
     want = {
-        "wrong_resistor": "reads 1385.20 ohm with 1000.0 ohm stated (+38.5 %, at most 2 %): "
+        "wrong_resistor": "reads 1385.200 for the reference 1000.000 (+385.200, at most ±20): "
                           "another resistor, or none fitted?",
-        "too_close": "apart: at least 200 ohm",
-        "gain": "gain 0.98522 is beyond 1 ± 0.01: not a reference resistor tolerance",
+        "too_close": "the points are 100 apart: at least 200",
+        "gain": "gain 0.98522 is beyond 1 ± 0.01: not a component tolerance",
         "resistor_value": "a 100.0 ohm resistor does not suit this channel: use 500..3000 ohm",
         "beyond_rref": "use 500..3000 ohm",
         "nan": "does not suit",
-        "tp_close": "the points are 5.00 K apart: at least 10 K",
-        "tp_not_in_bath": "not in the bath",
+        "small_rref": "use 500..1900 ohm",  # 0.95 Rref: the code must not saturate
+        "tp_close": "the points are 5 apart: at least 10",
+        "tp_not_in_bath": "reads 21.500 for the reference 30.000 (-8.500, at most ±3): not in "
+                          "the bath, or another sensor?",
         "tp_gain": "is beyond 1 ± 0.01",
         "tp_ref": "reference 250.00 C outside -50..200 C",
         "pair": "the pair reads 2.90 K apart in one bath",
@@ -400,8 +405,9 @@ UTCS = [0, 951782400, 951868800, 1709164800, 1790000000, 4107542400, 4102444799]
 
 def test_dates_are_utc_calendar_dates(mp):
     res = one(mp, f"""
-out(dates=[cal.date_text({{"utc": u}}) for u in {UTCS!r}],
-    boot=cal.date_text({{"utc": None, "boot": 3, "up_s": 1234}}))
+from heatgw.calshow import date_text
+out(dates=[date_text({{"utc": u}}) for u in {UTCS!r}],
+    boot=date_text({{"utc": None, "boot": 3, "up_s": 1234}}))
 """)
     want = [datetime.datetime.fromtimestamp(u, datetime.UTC).strftime("%Y-%m-%d %H:%MZ")
             for u in UTCS]
@@ -636,10 +642,10 @@ out(before=before, after=after, steps=steps, doc=doc, state=state(),
 
     # reboot: the same flash, a new process; the calibration is applied before any reading
     (second,), text = node(mp, OUT + """
-from heatgw import calibration
+from heatgw import calshow
 pipe({"supply": 47.6, "return": 37.8, "sink_return": 37.8, "it_coolant": 40.0})
 out(after=tick(), state=state(), trims={n: s.trim and list(s.trim) for n, s in gw.sensors.items()},
-    describe=calibration.describe("supply", sensor=gw.sensors["supply"]))
+    describe=calshow.describe("supply", sensor=gw.sensors["supply"]))
 """, flash, monkeypatch, None, CHIPS)
     assert second["trims"] == first["trims"]
     assert second["after"] == first["after"]
@@ -648,8 +654,9 @@ out(after=tick(), state=state(), trims={n: s.trim and list(s.trim) for n, s in g
     lines = second["describe"]
     # no UTC on a standalone host board: the boot and its uptime date the entry
     assert lines[0].startswith("supply: channel boot 1 + ")
-    assert ", n 20, 1000.000/1385.000 ohm read 10" in lines[0]
+    assert " n=20 ref_ohm=1000/1385 read_ohm=10" in lines[0] and " gain=0.99" in lines[0]
     assert lines[-1].startswith("supply: applied channel: R = 0.99")
+    assert len(lines) == 2
 
 
 def test_a_corrupted_or_foreign_calibration_is_refused_at_boot(mp, tmp_path, monkeypatch):
@@ -818,7 +825,7 @@ out(**S)
     assert r["between_sessions"]["return"] == [None, "calibrating"]
     assert all(ok for ok, _ in r["tp"]) and all(ok for ok, _ in r["tp2"])
     assert r["pair"][0][0] and not r["pair"][1][0] and "needs no reference" in r["pair"][1][1]
-    assert r["pair"][2][0] and r["pair"][3][0] and "to read as supply" in r["pair"][3][1]
+    assert r["pair"][2][0] and r["pair"][3][0] and "return pair offset_k " in r["pair"][3][1]
     assert r["methods"] == {"supply": ["channel", "two_point"],
                             "return": ["channel", "pair", "two_point"]}
     assert r["applied"] == {"supply": ["channel", "two_point"],
@@ -830,8 +837,7 @@ out(**S)
     assert "out of service: " in r["status"] and "supply" in r["status"]
     assert r["release"][0] and r["back"]["supply"][1] is None
     assert r["status_after"] == "out of service: none"
-    assert r["clear"][0] and sorted(r["clear"][1].split(": ")[1].split(", ")) == [
-        "return.channel", "return.two_point"]
+    assert r["clear"] == [True, "cleared: return.channel, return.two_point"]
     assert r["clear_again"] == [True, "return has no calibration"]
     assert r["kinds"] == [["saved", "channel"], ["saved", "two_point"], ["saved", "pair"],
                           ["saved", "channel"], ["released", None], ["cleared", None]]

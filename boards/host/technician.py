@@ -32,7 +32,7 @@ def task(gw):
 
 async def _run(gw, asyncio):
     import board
-    from heatgw import calprocedure as cp
+    from heatgw.start import _forget
 
     while True:
         if not requests:
@@ -41,6 +41,10 @@ async def _run(gw, asyncio):
         args = requests.pop(0)
         call = args[0]
         ok = True
+        # loaded for the step and dropped after it, as the console does with rarely used
+        # code (the session lives on the Gateway)
+        from heatgw import calprocedure as cp
+
         try:
             if call == "begin":
                 text = cp.begin(gw, args[1], args[3].split(","), n=int(args[2]))
@@ -60,8 +64,11 @@ async def _run(gw, asyncio):
                 text = cp.clear(gw, args[1])
             else:
                 raise ValueError("unknown step %r" % call)
-        except ValueError as e:
-            ok = False
-            text = str(e)
+        except Exception as e:  # noqa: BLE001 - what the console shows: a refusal, or
+            ok = False  # e.g. a MemoryError (the task stays up, as the console's would)
+            text = str(e) if type(e) is ValueError else repr(e)
+        cp = None
+        _forget("calprocedure")
+        _forget("calibration")
         print("technician:", " ".join(args), "->", text)
         board.observer("technician", {"call": call, "args": args[1:], "ok": ok, "text": text})
