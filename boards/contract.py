@@ -57,6 +57,9 @@ network_interface(kind)  the port's interface object for a NET_INTERFACES kind, 
 awaits_replies(fn) a network client registers fn(), true while it awaits a reply it has
                   asked for (the host board's virtual time waits for real replies);
                   without it, nothing: a real board's time is real.
+technician(gw)    the host board's stand-in for the console in calibration scenarios: a
+                  task's coroutine function (heatgw.start adds it as "technician") or None;
+                  boards/host/technician.py. Goes when the console lands.
 
 Real boards (GPIO numbers) also have
 ------------------------------------

@@ -45,7 +45,10 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.config_schema": "dropped after boot",
                 "heatgw.migrate": "dropped after boot",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
-                "heatgw.selftest": "REPL only"}
+                "heatgw.selftest": "REPL only",
+                "heatgw.calibration": "boot (with a calibration file) and console, dropped",
+                "heatgw.calprocedure": "console (`calibrate`) only",
+                "heatgw.calshow": "console (`sensors`) only"}
 
 _MEASURE = """
 import gc, sys, json

@@ -107,6 +107,14 @@ for sign in (1, -1):
     reads = [t + sign * (0.3 + 0.005 * t) for t in (30.0, 60.0)]
     rows["two_point%+d" % sign] = cal.line(TP, 0, 0, (30.0, 60.0), reads)
 rows["pair"] = cal.pair(43.012, 42.871)
+# the stages compose into the one line a sensor applies: the channel's, then the
+# two-point's resistance line; the pair's offset after Callendar-Van Dusen
+tp = {"ref_c": [30.0, 60.0], "read_c": [30.45, 60.6]}
+g, o, k = cal.compose(1000, {"channel": {"gain": 1.001, "offset_ohm": -1.5},
+                             "two_point": tp, "pair": {"offset_k": 0.02}})
+gs, os_ = cal.two_point_ohm(1000, tp["ref_c"], tp["read_c"])
+rows["compose"] = [max(abs(g * r + o - (gs * (1.001 * r - 1.5) + os_))
+                       for r in (800.0, 1000.0, 1200.0, 1500.0)), k]
 out(**rows)
 """)
     tol = rel()
@@ -119,6 +127,7 @@ out(**rows)
         assert g == pytest.approx(1 / (1 + sign * 0.005), rel=tol)
         assert o == pytest.approx(-sign * 0.3 / (1 + sign * 0.005), abs=100 * tol)
     assert res["pair"] == pytest.approx(0.141, abs=100 * tol)
+    assert res["compose"][0] <= 1500 * tol and res["compose"][1] == 0.02
 
 
 def test_the_two_point_resistance_line_follows_the_temperature_correction(mp):
@@ -770,6 +779,18 @@ with open(board.data_dir() + "/calibration.json") as f:
     S["methods"] = {n: sorted(e) for n, e in json.load(f)["sensors"].items()}
 S["applied"] = {n: s.cal[0] for n, s in gw.sensors.items() if s.cal}
 S["read_in_bath"] = tick()
+S["bath_release"] = step(cp.release, gw, ["return"])  # out of the bath: reads as supply
+cap = gw.sensors["supply"].capture
+gw.sensors["supply"].capture = None  # (supply too, for one reading)
+S["bath_reads"] = tick()
+gw.sensors["supply"].capture = cap
+# an open sensor during a measurement: the point fails at the first faulty conversion
+S["open_begin"] = step(cp.begin, gw, "pair", ("supply", "return"), n=8)
+board.rtd_chip("return").inject("open")
+S["open"] = measure(None)
+board.rtd_chip("return").inject("none")
+tick()
+S["open_abort"] = step(cp.abort, gw)
 # a new channel calibration of supply: its two-point and the pair through it go
 S["again"] = step(cp.begin, gw, "channel", ("supply",), n=8)
 fit(1000.0)
@@ -831,6 +852,17 @@ out(**S)
     assert r["applied"] == {"supply": ["channel", "two_point"],
                             "return": ["channel", "two_point", "pair"]}
     assert r["read_in_bath"]["supply"] == [None, "calibrating"]
+    assert r["bath_release"] == [True, "return back in service"]
+    sup, ret = r["bath_reads"]["supply"][0], r["bath_reads"]["return"][0]
+    # the pair's offset makes return read as supply in their bath (the same codes as the
+    # pair's point: no noise on these chips)
+    # (within the trim's fixed point: < 0.5 mK; the offset itself is several mK here)
+    assert abs(ret - sup) <= 0.5e-3, (sup, ret, r["pair"][3])
+    assert abs(float(r["pair"][3][1].split("offset_k ")[1].split(";")[0])) > 2e-3
+    assert r["open_begin"][0]
+    ok, msg = r["open"]
+    assert not ok and msg.startswith("return: ") and "failed (rtd_high_threshold)" in msg
+    assert r["open_abort"] == [True, "pair calibration of supply,return aborted: nothing saved"]
     assert r["dropped"][0] and "dropped (measured through what changed): supply.two_point, " \
         "return.pair" in r["dropped"][1]
     assert r["methods_after"] == {"supply": ["channel"], "return": ["channel", "two_point"]}
@@ -840,7 +872,8 @@ out(**S)
     assert r["clear"] == [True, "cleared: return.channel, return.two_point"]
     assert r["clear_again"] == [True, "return has no calibration"]
     assert r["kinds"] == [["saved", "channel"], ["saved", "two_point"], ["saved", "pair"],
-                          ["saved", "channel"], ["released", None], ["cleared", None]]
+                          ["released", None], ["saved", "channel"], ["released", None],
+                          ["cleared", None]]
 
 
 # -- the proof: the calibration day --------------------------------------------------------

@@ -173,9 +173,12 @@ def poll(gw):
     left = 0
     for name in s["names"]:
         c = gw.sensors[name].capture
-        if c[5]:
-            left = 0
-            break
+        if c[5]:  # a conversion failed: the point has failed, say where
+            _stop(gw, s)
+            try:
+                cal.mean_code(c)
+            except ValueError as e:
+                raise ValueError("%s: %s" % (name, e)) from None
         left = max(left, c[0] - c[1])
     if left:
         return False, "%d conversions to go" % left
