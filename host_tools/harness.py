@@ -114,6 +114,9 @@ if p["secrets"]:
     secrets.save(d + "/secrets.json", p["secrets"])
 if p["safeboot"]:
     open(d + "/SAFEBOOT", "w").close()
+if p["calibration"] is not None:
+    with open(d + "/calibration.json", "w") as f:
+        f.write(p["calibration"])
 print("provisioned")
 """
 
@@ -521,7 +524,8 @@ class Harness:
     def _provision(self):
         """Write config.json (and with a broker secrets.json and the CA) into the node's
         flash, as an installer's deploy would. Scenario keys: `config_text` writes that
-        text verbatim (a broken file), `"config_file": null` writes none. What is written
+        text verbatim (a broken file), `"config_file": null` writes none,
+        `calibration_file` (an object) is written as calibration.json. What is written
         goes to the provisioning process on its stdin (a password never on a command
         line); secrets.json through the firmware's own heatgw.secrets.save (validated)."""
         text = self.sc.get("config_text", json.dumps(self.cfg))
@@ -533,7 +537,9 @@ class Harness:
                "secrets": up.secrets() if up is not None else {},
                "ca": None if der is None else binascii.hexlify(der).decode(),
                "ca_name": CA_NAME,
-               "safeboot": bool(self.sc.get("safeboot_file"))}
+               "safeboot": bool(self.sc.get("safeboot_file")),
+               "calibration": (None if self.sc.get("calibration_file") is None
+                               else json.dumps(self.sc["calibration_file"]))}
         env = dict(os.environ, MICROPYPATH=self.provision_path,
                    HEATGW_FLASH=str(self.flash_path))
         env.pop("HEATGW_LINK", None)

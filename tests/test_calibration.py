@@ -906,3 +906,28 @@ def test_calibration_day_several_percent_off_uncalibrated_within_half_a_percent_
     assert loaded[0]["errors"] == [] and loaded[0]["boot"] == 2
     # metering stopped while the sensors were out of the pipe: error time, no energy
     assert s["metered"]["error_time_s"] >= 39000 - 36060 - 60
+
+
+def test_the_complete_node_day_applies_its_persisted_calibration(complete_node_day):
+    """tests/siteday.py's `calibration` feature: the chips' reference resistors are 0.1 %
+    off (6 % of heat uncorrected) and the node boots with the calibration.json of an
+    earlier channel calibration: it applies it before the first reading, its state
+    carries it, and the day's meter agrees with the plant (tests/test_siteday.py)."""
+    day = complete_node_day
+    loaded = [e for e in day.harness.node_events if e.get("kind") == "calibration"]
+    assert [e["result"] for e in loaded] == ["loaded"], loaded
+    assert sorted(loaded[0]["sensors"]) == ["return", "supply"] and loaded[0]["errors"] == []
+    states = [json.loads(p) for t, p, *_ in day.messages if t == day.base + "/state"]
+    assert states
+    for st in states:  # every state the upstream got (each passed its JSON Schema)
+        c = st["calibration"]
+        assert sorted(c) == ["return", "supply"]
+        assert c["supply"]["methods"] == c["return"]["methods"] == ["channel"]
+        assert c["supply"]["gain"] == pytest.approx(0.999, abs=2e-6)
+        assert c["return"]["gain"] == pytest.approx(1.001, abs=2e-6)
+        assert c["supply"]["utc"] == 1_789_900_000 and c["supply"]["offset_ohm"] == 0.0
+    kinds = [doc.get("kind") for _seq, what, doc in day.records() if what == "event"]
+    assert "calibration" in kinds  # the boot's `loaded` went upstream as an event
+    print(f"complete-node day with its calibration applied: heat error "
+          f"{day.summary['heat_error_pct']:+.3f} %")
+    assert abs(day.summary["heat_error_pct"]) < 0.5
