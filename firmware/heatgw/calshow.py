@@ -3,9 +3,9 @@
     for line in calshow.describe("supply", sensor=gw.sensors["supply"]):
         print(line)
 
-    supply: channel 2026-09-21 10:00Z n=60 ref_ohm=1000/1385 read_ohm=1002.218/1387.582
+    supply: channel 2026-09-22 00:20Z n=60 ref_ohm=1000/1385 read_ohm=1002.218/1387.582
       gain=0.9990564 offset_ohm=-1.272255        (one line per calibration in the file)
-    supply: applied channel,two_point: R = 0.9938855 R_raw -0.9512 ohm, +0.0000 K
+    supply: applied channel,two_point: R = 0.9940351 R_raw +2.6322 ohm, +0.0000 K
 """
 
 from heatgw import calibration as cal
