@@ -57,6 +57,21 @@ network_interface(kind)  the port's interface object for a NET_INTERFACES kind, 
 awaits_replies(fn) a network client registers fn(), true while it awaits a reply it has
                   asked for (the host board's virtual time waits for real replies);
                   without it, nothing: a real board's time is real.
+hold_watchdog()   keep a started watchdog fed from a timer while the application is
+                  stopped (machine.WDT cannot be stopped): heatgw.start calls it after
+                  the orderly stop (Ctrl-C), boot.py at every boot (after a soft reset
+                  the watchdog runs on; after power-on there is none and it does
+                  nothing). watchdog() releases the hold: the supervisor feeds again.
+                  Safe: nothing toggles the dead-man output then, so the relay drivers
+                  stay off in hardware. True when a watchdog is held. Real boards:
+                  lib/wdthold on a machine.Timer; the host board: a virtual-time timer.
+console_in()      non-blocking input from the REPL's serial port, for a console task:
+                  an object with readinto(buf) -> count (0: nothing typed; never
+                  blocks, never allocates) and any() (true while input waits). A Ctrl-C
+                  typed still raises KeyboardInterrupt and stops the application in
+                  order. Real boards: sys.stdin with select.poll (lib/consolein); the
+                  host board: its pty (None when it was started without one). Poll it
+                  from a task (e.g. every 20-50 ms): reading never waits.
 technician(gw)    the host board's stand-in for the console in calibration scenarios: a
                   task's coroutine function (heatgw.start adds it as "technician") or None;
                   boards/host/technician.py. Goes when the console lands.
@@ -88,7 +103,7 @@ EVERY_BOARD_CONSTANTS = ("NAME", "R_REF_OHM", "RELAY_PINS", "RELAY_PULL", "INPUT
 EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_counter",
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
-            "NET_PINS", "awaits_replies")
+            "NET_PINS", "awaits_replies", "hold_watchdog", "console_in")
 NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")

@@ -17,11 +17,15 @@ first backlog PUBLISH to the last backlog PUBACK, and the encoded size of every 
 PUBLISH (the client's own packet: fixed header, topic, packet id, payload) plus its 4-byte
 PUBACK; and the longest real time the node's network side held the CPU in one go during
 the drain and before it (heatgw.clock.took: virtual time does not see a blocking call).
-No mosquitto: a "skipped" line. Last line:
+No mosquitto: a "skipped" line. Then the host board's serial port (serial_bench()): a
+node on the bench (host_tools/benchnode.py) at its REPL: the longest real time of one
+`board.console_in().readinto()` over 2000 reads with nothing waiting and 200 with 32 bytes
+waiting, and the real mpremote copying a 32 KB file onto it (KB/s). Last line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
-    wire_bytes_per_record=<n> net_worst_real_ms=<x>
-    (one line; the last three "skipped" without mosquitto)
+    wire_bytes_per_record=<n> net_worst_real_ms=<x> console_read_worst_us=<n>
+    mpremote_cp_kb_s=<x>
+    (one line; drain, wire and net "skipped" without mosquitto)
 """
 
 import json
@@ -343,6 +347,74 @@ def print_drain_bench(r):
           f"({r['net_before_where']}) before it (boot, connect)")
 
 
+_SERIAL_READS = """
+import board, time
+cin = board.console_in()
+buf = bytearray(64)
+worst = [0, 0]
+for i in range(2200):
+    if i == 2000:
+        print("send")
+    if i >= 2000:
+        while cin.any() < 32:
+            cin.wait_input(50)
+    t = time.ticks_us()
+    n = cin.readinto(buf)
+    d = time.ticks_diff(time.ticks_us(), t)
+    k = 0 if i < 2000 else 1
+    if d > worst[k]:
+        worst[k] = d
+    if i >= 2000 and i < 2199:
+        print("more")
+print("worst", worst[0], worst[1])
+"""
+
+
+def serial_bench(kb=32):
+    """The host board's serial port: console read times and mpremote's copy speed."""
+    import subprocess
+    import time
+
+    from host_tools.benchnode import BenchNode
+
+    with tempfile.TemporaryDirectory() as tmp:
+        node = BenchNode(Path(tmp) / "node", safe_boot=True)
+        try:
+            time.sleep(1)
+            src = Path(tmp) / "blob.txt"
+            src.write_text("".join(f"{i:07d}\n" for i in range(kb * 128)))
+            mpr = [str(Path(sys.executable).parent / "mpremote"), "connect", node.name]
+            t = time.monotonic()
+            cp = subprocess.run([*mpr, "fs", "cp", str(src), ":blob.txt"],
+                                capture_output=True, timeout=300, check=False)
+            cp_s = time.monotonic() - t
+            script = Path(tmp) / "reads.py"
+            script.write_text(_SERIAL_READS.replace("cin.wait_input", "board.serial_port()"
+                                                    ".wait_input"))
+            p = subprocess.Popen([*mpr, "run", str(script)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+            worst = None
+            for line in p.stdout:
+                if line.startswith((b"send", b"more")):
+                    node.port.write(b"x" * 32)
+                elif line.startswith(b"worst"):
+                    worst = [int(x) for x in line.split()[1:3]]
+            p.wait(120)
+        finally:
+            node.close()
+    return {"cp_ok": cp.returncode == 0, "bytes": kb * 1024,
+            "cp_s": cp_s, "worst_us": worst}
+
+
+def print_serial_bench(r):
+    w = r["worst_us"] or ["?", "?"]
+    print(f"serial port (host board): console_in().readinto() longest {w[0]} us real with "
+          f"nothing waiting (2000 reads), {w[1]} us with 32 bytes waiting (200 reads)")
+    ok = "" if r["cp_ok"] else " (FAILED)"
+    print(f"mpremote fs cp of {r['bytes']} B onto the node: {r['cp_s']:.2f} s, "
+          f"{r['bytes'] / 1024 / r['cp_s']:.1f} KB/s{ok}")
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -368,9 +440,14 @@ def main(argv=None):
     rate = "skipped" if "skipped" in d else f"{d['rate']:.0f}"
     wire = "skipped" if "skipped" in d else f"{d['wire_avg']:.0f}"
     net = "skipped" if "skipped" in d else f"{d['mqtt']['worst_net_real_us'] / 1000:.2f}"
+    sb = serial_bench()
+    print_serial_bench(sb)
+    read_us = max(sb["worst_us"]) if sb["worst_us"] else "failed"
+    cp_kb_s = f"{sb['bytes'] / 1024 / sb['cp_s']:.1f}" if sb["cp_ok"] else "failed"
     print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']} "
           f"drain_records_per_s={rate} wire_bytes_per_record={wire} "
-          f"net_worst_real_ms={net}")
+          f"net_worst_real_ms={net} console_read_worst_us={read_us} "
+          f"mpremote_cp_kb_s={cp_kb_s}")
     return 0 if r["same"] and r["locked"] else 1
 
 

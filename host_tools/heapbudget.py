@@ -48,7 +48,11 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.selftest": "REPL only",
                 "heatgw.calibration": "boot (with a calibration file) and console, dropped",
                 "heatgw.calprocedure": "console (`calibrate`) only",
-                "heatgw.calshow": "console (`sensors`) only"}
+                "heatgw.calshow": "console (`sensors`) only",
+                "repl": "after the stop only (serial port)",
+                "serialio": "with a serial port only",
+                "wdthold": "after the stop only",
+                "consolein": "when a console task asks"}
 
 _MEASURE = """
 import gc, sys, json

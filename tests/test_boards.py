@@ -106,6 +106,43 @@ class WDT:
 
     def feed(self):
         LOG.append(["feed"])
+
+
+PWRON_RESET = 1
+SOFT_RESET = 5
+RESET_CAUSE = [PWRON_RESET]  # a probe sets it (ESP32: reset_cause() after a soft reset)
+MEM = {}  # a probe sets registers (RP2040: WATCHDOG CTRL.ENABLE survives a soft reset)
+TIMERS = []
+
+
+def reset_cause():
+    return RESET_CAUSE[0]
+
+
+class _Mem32:
+    def __getitem__(self, addr):
+        return MEM.get(addr, 0)
+
+
+mem32 = _Mem32()
+
+
+class Timer:
+    PERIODIC = "PERIODIC"
+    ONE_SHOT = "ONE_SHOT"
+
+    def __init__(self, id=-1):
+        self.id = id
+        self.callback = None
+        LOG.append(["Timer", id])
+
+    def init(self, period=None, mode=None, callback=None):
+        self.callback = callback
+        TIMERS.append(self)
+        LOG.append(["Timer.init", self.id, period, mode])
+
+    def deinit(self):
+        LOG.append(["Timer.deinit", self.id])
 """
 
 # A stub `network` (the unix port has none): constructions go to machine.LOG, pins as ids.
@@ -433,3 +470,113 @@ def test_no_gpio_numbers_outside_boards():
                 if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Pin"
                         and node.args and isinstance(node.args[0], ast.Constant)):
                     raise AssertionError(f"{path}: Pin({node.args[0].value}) outside boards/")
+
+
+# The watchdog hold on a real board (board.hold_watchdog, lib/wdthold): in a fresh node
+# each time, since the board keeps the watchdog in its module state. SOFT sets the MCU's
+# own sign of a soft reset (ESP32: reset_cause(); RP2040: WATCHDOG CTRL.ENABLE).
+HOLD_PROBE = r"""
+import json
+import machine
+if SOFT:
+    machine.RESET_CAUSE[0] = machine.SOFT_RESET
+    machine.MEM[0x40058000] = 1 << 30
+import board
+res = {}
+if APP:
+    board.watchdog(APP)  # the application's supervisor started it
+del machine.LOG[:]
+res["held"] = board.hold_watchdog()
+res["hold"] = machine.LOG[:]
+del machine.LOG[:]
+for t in machine.TIMERS:
+    t.callback(t)  # the timer fires
+res["fire"] = machine.LOG[:]
+del machine.LOG[:]
+res["again"] = board.hold_watchdog()  # a second hold changes nothing
+res["again_log"] = machine.LOG[:]
+del machine.LOG[:]
+board.watchdog(4000)  # the application takes it over
+res["takeover"] = machine.LOG[:]
+print(json.dumps(res))
+"""
+
+
+def _hold(mp, tmp_path, board, soft, app):
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    code = f"SOFT = {soft}\nAPP = {app}\n" + HOLD_PROBE
+    return mp.run_json(code, board=board, extra_path=[tmp_path])[0]
+
+
+@pytest.mark.parametrize("board", REAL_BOARDS)
+def test_real_board_holds_the_watchdog_the_application_started(mp, tmp_path, board):
+    """After the orderly stop the started watchdog is fed from a periodic timer (a
+    quarter of its timeout), and the application's next watchdog() releases the timer."""
+    res = _hold(mp, tmp_path, board, soft=False, app=4000)
+    assert res["held"] is True
+    timers = [e for e in res["hold"] if e[0] == "Timer.init"]
+    assert len(timers) == 1 and timers[0][2:] == [1000, "PERIODIC"], res["hold"]
+    assert ["feed"] in res["hold"]  # fed at once, then by the timer
+    assert res["fire"] == [["feed"]]
+    assert res["again"] is True and res["again_log"] == []
+    assert res["takeover"][0][0] == "Timer.deinit" and ["WDT", 4000] in res["takeover"]
+
+
+@pytest.mark.parametrize("board", REAL_BOARDS)
+def test_real_board_holds_a_watchdog_a_soft_reset_left_running(mp, tmp_path, board):
+    """boot.py after a soft reset: the watchdog may run on (it cannot be stopped), so the
+    board sets it to HOLD_WDT_MS and feeds it; after power-on it starts nothing."""
+    soft = _hold(mp, tmp_path, board, soft=True, app=0)
+    assert soft["held"] is True
+    assert soft["hold"][0] == ["WDT", 8000], soft["hold"]
+    assert [e[2:] for e in soft["hold"] if e[0] == "Timer.init"] == [[2000, "PERIODIC"]]
+    assert soft["fire"] == [["feed"]]
+    power_on = _hold(mp, tmp_path, board, soft=False, app=0)
+    assert power_on["held"] is False and power_on["hold"] == [], power_on
+    assert power_on["fire"] == []
+
+
+CONSOLE_PROBE = r"""
+import json, sys, time
+import board
+cin = board.console_in()
+buf = bytearray(8)
+t = time.ticks_us()
+n = cin.readinto(buf)
+first = [n, bytes(buf[:n]).decode(), time.ticks_diff(time.ticks_us(), t)]
+n = cin.readinto(buf)
+print(json.dumps({"first": first, "second": n}))
+"""
+
+
+@pytest.mark.parametrize("board", REAL_BOARDS)
+def test_real_board_console_in_never_blocks(mp, tmp_path, board):
+    """console_in() reads what waits on the REPL's stream (here the unix port's stdin, a
+    pipe) and returns 0 at once when nothing does, even with the stream still open."""
+    import json as _json
+    import select
+    import subprocess
+
+    from host_tools.mprun import mp_env
+    from host_tools.paths import REPO, micropython_cmd
+
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    res = mp.run_json(CONSOLE_PROBE, board=board, extra_path=[tmp_path], stdin="ab")[0]
+    assert res["first"][:2] == [2, "ab"] and res["second"] == 0, res
+    # the stream stays open with nothing in it: both reads return 0 without waiting
+    script = tmp_path / "probe.py"
+    script.write_text(CONSOLE_PROBE)
+    p = subprocess.Popen([*micropython_cmd(), str(script)], cwd=REPO,
+                         env=mp_env(board, [tmp_path]), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready, "console_in().readinto() blocked on an open, empty stream"
+        out = p.stdout.readline()
+    finally:
+        p.stdin.close()
+        p.wait(20)
+    res = _json.loads(out)
+    assert res["first"][:2] == [0, ""] and res["second"] == 0, res

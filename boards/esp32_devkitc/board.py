@@ -88,8 +88,64 @@ def dead_man():
     return Pin(DEAD_MAN_PIN, Pin.OUT, value=0)
 
 
+# The watchdog, once started, runs until a hard reset: WDT cannot be stopped. While the
+# application is stopped (the orderly stop at the serial port; a soft reset) a timer feeds
+# it (lib/wdthold), so the REPL and an mpremote copy are not cut short; relays are safe
+# then and nothing toggles the dead-man output. A soft reset leaves it running with a
+# timeout we cannot read back: boot.py holds it with HOLD_WDT_MS.
+HOLD_WDT_MS = 8000
+_HOLD_TIMER = 0  # hardware timer 0 (group 0): the scheduled callback feeds
+_wdt = None
+_wdt_ms = 0
+_hold = None
+
+
 def watchdog(timeout_ms):
-    return WDT(timeout=timeout_ms)
+    """Start (or reconfigure) the watchdog; the application's supervisor takes it over
+    from a hold."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        _hold.release()
+        _hold = None
+    _wdt = WDT(timeout=timeout_ms)
+    _wdt_ms = timeout_ms
+    return _wdt
+
+
+def _soft_reset_left_watchdog():
+    # After a soft reset the watchdog may still run (the ESP32 cannot say): hold it.
+    import machine
+
+    return machine.reset_cause() == machine.SOFT_RESET
+
+
+def hold_watchdog():
+    """Keep a started watchdog fed from a timer while the application is stopped (after
+    the orderly stop; at boot after a soft reset). True when one is held."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        return True
+    if _wdt is None:
+        if not _soft_reset_left_watchdog():
+            return False  # power-on or hard reset: no watchdog runs
+        _wdt = WDT(timeout=HOLD_WDT_MS)
+        _wdt_ms = HOLD_WDT_MS
+    from machine import Timer
+    from wdthold import WatchdogHold
+
+    _hold = WatchdogHold(_wdt, Timer(_HOLD_TIMER), _wdt_ms // 4)
+    return True
+
+
+def console_in():
+    """Non-blocking input from the REPL's serial port (lib/consolein): readinto(buf) never
+    waits; a Ctrl-C still stops the application (micropython.kbd_intr)."""
+    import select
+    import sys
+
+    from consolein import ConsoleIn
+
+    return ConsoleIn(sys.stdin.buffer, select.poll())
 
 
 def safe_boot_requested():

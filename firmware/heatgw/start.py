@@ -157,9 +157,33 @@ def run():
         print("safe boot (%s): application not started; relays safe" % bootstate.reason)
         return None
     gw, asyncio = build()
+    bootstate.app = "running"
     try:
         asyncio.run(gw.run(asyncio))
     except KeyboardInterrupt:
+        stop(gw)
+    return gw
+
+
+def stop(gw):
+    """The orderly stop (Ctrl-C at the serial port, the harness's end of a run): relays
+    safe and totals saved (Gateway.shutdown), then a started watchdog is held fed from a
+    timer while the node sits at its REPL (board.hold_watchdog): it cannot be stopped, and
+    mpremote must not be cut short. Safe: the control task is gone, nothing toggles the
+    dead-man output, so its hardware keeps every coil off. A second Ctrl-C (mpremote sends
+    one per command) cannot cut the save short."""
+    import board
+    import micropython
+
+    from heatgw import bootstate
+
+    micropython.kbd_intr(-1)
+    try:
         print("stopping: saving state")
         gw.shutdown()
-    return gw
+    finally:
+        micropython.kbd_intr(3)
+        hold = getattr(board, "hold_watchdog", None)
+        if hold is not None:
+            hold()
+        bootstate.app = "stopped"
