@@ -81,6 +81,9 @@ console_in()      non-blocking input from the REPL's serial port, for a console 
                   order. Real boards: sys.stdin with select.poll (lib/consolein); the
                   host board: its pty (None when it was started without one). Poll it
                   from a task (e.g. every 20-50 ms): reading never waits.
+technician(gw)    the host board's stand-in for the console in calibration scenarios: a
+                  task's coroutine function (heatgw.start adds it as "technician") or None;
+                  boards/host/technician.py. Goes when the console lands.
 
 Real boards (GPIO numbers) also have
 ------------------------------------

@@ -91,6 +91,24 @@ def modbus_plan(cfg):
     return plan
 
 
+def apply_calibration(gw, data_dir):
+    """Apply calibration.json to the sensors, if there is one, before the first reading
+    (heatgw.calibration, dropped again: the sensors keep only their trims)."""
+    import os
+
+    try:
+        os.stat(data_dir + "/calibration.json")
+    except OSError:
+        return
+    from heatgw import calibration
+
+    ev = calibration.apply_file(gw.sensors, data_dir)
+    calibration = None
+    _forget("calibration")
+    if ev is not None:
+        gw.event(ev)
+
+
 def build():
     """(gw, asyncio): the application, built in heap order, not yet running. With an
     `mqtt` section the telemetry (heatgw.telemetry: the flash queue, alarms, the mqtt
@@ -135,6 +153,8 @@ def build():
                  modbus_plan=plan)
     if migration:  # after the boot event, in the same log
         gw.event(migration)
+    if gw.sensors:
+        apply_calibration(gw, board.data_dir())
     if tel is not None:
         tel.attach(gw)
         kinds = getattr(board, "NET_INTERFACES", ())
@@ -147,6 +167,13 @@ def build():
                       broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
             gw.add_task("net", net.run)
             tel.net = net
+    # The console's stand-in on the host board (its calibration scenarios): a task that
+    # runs the harness's technician steps (boards/host/technician.py).
+    hook = getattr(board, "technician", None)
+    if hook is not None:
+        task = hook(gw)
+        if task is not None:
+            gw.add_task("technician", task)
     gc.collect()
     return gw, asyncio
 
