@@ -3,9 +3,9 @@
 # build/mplibs comes from `make mplibs` (mplibs.lock).
 include("$(MPY_DIR)/extmod/asyncio")
 # The drivers by module(), as their own manifests list them: include() of two manifests
-# that each call metadata() fails the build ("Duplicate call to metadata()").
+# that each call metadata() fails the build ("Duplicate call to metadata()"). Each board's
+# manifest adds the flow pulse counters it uses.
 module("max31865.py", base_path="../lib/max31865", opt=3)
-module("pulsecounter.py", base_path="../lib/pulsecounter")
 package("umqtt", base_path="../build/mplibs/micropython-umqtt.simple-1.3.4")
 package("umodbus", base_path="../build/mplibs/micropython-modbus-2.3.7")
 package("heatgw", base_path="../firmware")

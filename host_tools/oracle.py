@@ -7,7 +7,16 @@ end switch against the reuse coil. The summary's `conditions` and `trips` come f
 
 import math
 
+from host_tools.config_check import SCHEMA
 from host_tools.sensors import seen_temp_c
+
+_FLOW_KEYS = SCHEMA["keys"]["flow"]["keys"]
+
+
+def _flow_key(cfg, key):
+    """flow.<key> of the node's configuration, or the schema's default."""
+    v = cfg["flow"].get(key)
+    return _FLOW_KEYS[key].get("default") if v is None else v
 
 
 class Oracle:
@@ -71,19 +80,34 @@ class Oracle:
 
     def _timed_conditions(self, vt, world, reuse_on):
         """Conditions that appear with the passage of time alone (no pulse for a while,
-        valve travel overdue)."""
+        a tick of pulses above the meter's rating, valve travel overdue)."""
         ctl = self.ctl
         if self.cfg.get("flow"):
             q_min_lps = ctl["sink_flow_min_m3h"] / 3.6
             low = world.flow_lps * 3.6 < ctl["sink_flow_min_m3h"]
             if low and "sink_flow_low" not in self.conditions:
-                # visible once no pulse came for one pulse at the minimum flow
+                # visible once no pulse came for one pulse at the minimum flow, or for
+                # flow.zero_after_s (the node then reads zero), whichever is first
                 since = world.edge_vt if world.edge_vt is not None else 0
-                onset = max(vt, since + int(math.ceil(world.lpp_l / q_min_lps * 1000)))
+                wait_ms = int(math.ceil(world.lpp_l / q_min_lps * 1000))
+                zero_s = _flow_key(self.cfg, "zero_after_s")
+                if zero_s:
+                    wait_ms = min(wait_ms, int(zero_s * 1000))
+                onset = max(vt, since + wait_ms)
                 if onset <= vt:
                     self.set("sink_flow_low", True, vt, reuse_on, onset)
             elif not low:
                 self.set("sink_flow_low", False, vt, reuse_on)
+            high = world.flow_lps * 3.6 > self.cfg["flow"]["max_m3h"]
+            if high and "flow_implausible" not in self.conditions:
+                # visible once a whole control tick of pulses came at the new rate: from
+                # its first pulse, the node's next window (edge to edge, or the count over
+                # the tick) holds that rate only
+                first = world.first_edge_after_change()
+                if first is not None and first + ctl["tick_ms"] <= vt:
+                    self.set("flow_implausible", True, vt, reuse_on, first + ctl["tick_ms"])
+            elif not high:
+                self.set("flow_implausible", False, vt, reuse_on)
         # valve: command (reuse coil) vs end switch, beyond the travel time
         if bool(world.plant.valve_at_reuse) == reuse_on:
             self._valve_disagree_vt = None

@@ -1,8 +1,10 @@
 """What the node's chips and pins read: the served world (CPython).
 
 The plant's temperatures (or a scenario's override wave) as RTD resistances, injected
-sensor faults, the board inputs, and the flow meter's pulses with the edges due before
-the horizon. It remembers what it last served, so each step sends only what changed.
+sensor faults, the board inputs, and the flow meter's pulses due before the horizon (each
+pulse low for the meter's pulse width: `pulse_ms`, at most half the period). It remembers
+what it last served, so each step sends only what changed. The flow through the meter is
+the plant's, or a `flow` event's override (a burst above the meter's rating).
 """
 
 import math
@@ -12,7 +14,8 @@ from host_tools.sensors import pt_ohm
 
 # scenario events that change the world (the harness handles the others)
 EVENTS = ("sink_lost", "sink_restored", "pump", "input", "sensor_fault", "override",
-          "valve_stuck")
+          "valve_stuck", "flow")
+PULSE_MS = 5  # the meter's pulse width (low time) unless the scenario says (`pulse_ms`)
 
 
 class World:
@@ -25,12 +28,19 @@ class World:
         self.valve_stuck = False  # the diverting valve is seized (plant input)
         self.faults = {}  # rtd -> injected fault
         self.overrides = {}  # rtd -> wave dict (served instead of the plant)
-        self.lpp_l = cfg["flow"]["litres_per_pulse"] if cfg.get("flow") else 0.1
+        flow = cfg.get("flow") or {}
+        self.metered = bool(flow)  # a flow meter is configured: its pulses are served
+        ppl = flow.get("pulses_per_litre")
+        self.lpp_l = 1.0 / ppl if ppl else flow.get("litres_per_pulse", 0.1)
+        self.pulse_ms = int(scenario.get("pulse_ms", PULSE_MS))
         self.volume_l = 0.0  # through the meter up to flow_vt
         self.flow_vt = 0
-        self.flow_lps = 0.0  # constant from flow_vt to the next plant step
-        self.pulses = 0
+        self.flow_lps = 0.0  # constant from flow_vt to the next plant step or flow event
+        self.flow_override_m3h = None  # a `flow` event's meter flow instead of the plant's
+        self.flow_change_vt = 0  # when flow_lps last changed
+        self.pulses = 0  # pulses the meter gave up to the last update_pulses
         self.edge_vt = None  # the last pulse edge
+        self.sent = 0  # pulses sent to the node (the next one sent is sent + 1)
         self.served = {}  # what the node was last told
         self.lines_dirty = True
 
@@ -42,16 +52,23 @@ class World:
     # -- plant side --------------------------------------------------------------------
 
     def plant_stepped(self):
-        self.flow_lps = self.plant.flow_m3h / 3.6
+        self._set_flow()
         self.lines_dirty = True
+
+    def _set_flow(self):
+        m3h = self.flow_override_m3h
+        lps = (self.plant.flow_m3h if m3h is None else m3h) / 3.6
+        if lps != self.flow_lps:
+            self.flow_lps = lps
+            self.flow_change_vt = self.flow_vt
 
     def flow_to(self, vt):
         self.update_pulses(vt)
         self.volume_l += self.flow_lps * (vt - self.flow_vt) / 1000.0
         self.flow_vt = vt
 
-    def apply_event(self, ev):
-        """Apply a scenario event of EVENTS."""
+    def apply_event(self, ev, vt=None):
+        """Apply a scenario event of EVENTS at vt (the harness's time)."""
         do = ev["do"]
         if do == "sink_lost":
             self.pump_on = False
@@ -72,6 +89,10 @@ class World:
                 self.overrides[ev["sensor"]] = {**ev, "t0_s": ev["t_s"]}
         elif do == "valve_stuck":
             self.valve_stuck = bool(ev.get("stuck", True))
+        elif do == "flow":  # the meter's flow: `m3h`, or back to the plant's (`off`)
+            self.flow_to(int(ev["t_s"] * 1000) if vt is None else vt)
+            self.flow_override_m3h = None if ev.get("off") else float(ev["m3h"])
+            self._set_flow()
         else:
             raise ValueError(f"not a world event: {do!r}")
         self.lines_dirty = True
@@ -103,20 +124,42 @@ class World:
             self.edge_vt = self.flow_vt + max(0, int(math.ceil(t_edge_ms - 1e-6)))
             self.pulses = n
 
-    def edges_before(self, vt, horizon):
-        """Pulse edges in (vt, horizon): the flow is constant until the next step."""
-        out = []
+    def _edge_of(self, n):
+        """vt of pulse n (1-based) at the current flow, None if it never comes."""
+        due_l = n * self.lpp_l - self.volume_l
+        if due_l <= 1e-9:
+            return self.flow_vt
         if self.flow_lps <= 0:
-            return out
-        n = self.pulses
+            return None
+        return self.flow_vt + int(math.ceil(due_l / self.flow_lps * 1000.0 - 1e-6))
+
+    def first_edge_after_change(self):
+        """vt of the first pulse at the current flow (after its last change)."""
+        due = self.volume_l + self.flow_lps * (self.flow_change_vt - self.flow_vt) / 1000.0
+        return self._edge_of(int(due / self.lpp_l + 1e-9) + 1)
+
+    def edges_before(self, vt, horizon):
+        """Pulse edges in [vt, horizon) not sent yet: the flow is constant until then."""
+        out = []
         while True:
-            n += 1
-            t_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
-            edge = self.flow_vt + max(0, int(math.ceil(t_ms - 1e-6)))
-            if edge >= horizon:
+            edge = self._edge_of(self.sent + 1)
+            if edge is None or edge >= horizon:
                 return out
-            if edge > vt:
-                out.append(edge)
+            self.sent += 1
+            out.append(max(edge, vt))
+
+    def low_ms(self):
+        """The meter's pulse low time at the current flow: its width, at most half the
+        period (at least 1 ms: the host's time is whole ms)."""
+        if self.flow_lps <= 0:
+            return self.pulse_ms
+        half = int(self.lpp_l / self.flow_lps * 500.0)
+        return max(1, min(self.pulse_ms, half))
+
+    def level_at(self, vt):
+        """The pulse input's level at vt (0 while a pulse is low)."""
+        e = self.edge_vt
+        return 0 if e is not None and e <= vt < e + self.low_ms() else 1
 
     def service_lines(self, vt, horizon):
         """Value lines for the node at vt: only what changed since the last step."""
@@ -124,11 +167,17 @@ class World:
         if self.lines_dirty:
             self.lines_dirty = False
             self._value_lines(vt, out)
+        if not self.metered:
+            return out
         self.update_pulses(vt)
+        level = "-"
+        if ("p",) not in self.served:  # after a boot: the pulses while off never reach it
+            self.served[("p",)] = True
+            self.sent = self.pulses
+            level = self.level_at(vt)
         edges = self.edges_before(vt, horizon)
-        if edges or self.served.get(("p",)) != (self.pulses, self.edge_vt):
-            self.served[("p",)] = (self.pulses, self.edge_vt)
-            out.append(linkcodec.pulses(self.pulses, self.edge_vt, edges))
+        if edges or level != "-":
+            out.append(linkcodec.pulses(level, self.low_ms(), edges))
         return out
 
     def _value_lines(self, vt, out):

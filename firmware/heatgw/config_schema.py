@@ -9,17 +9,21 @@ Node keys (every one optional):
     default  used when the key is absent; an object default ({}) is filled in turn
              (keys with neither req nor default stay absent)
     min max  inclusive bounds (numbers)
+    step     the number must be a whole multiple of it (to 1e-6, single precision)
     enum     the allowed values
     len      [min, max] string length;  chars  the allowed characters
     unit doc installer documentation
     keys     object members; any other key is an error (typos must not pass)
     rules    cross-field checks on the filled object: [op, lhs, rhs, why(, when)]
-             op: lt le gt ge eq.  lhs/rhs: a number, a dotted path, or [+|-|*, a, b] with
-             a/b numbers or paths. A "*" path segment runs the rule for every key there.
+             op: lt le gt ge eq.  lhs/rhs: a number, a dotted path, or [+|-|*|/, a, b] with
+             a/b numbers, paths or terms (a division by 0 skips the rule). A "*" path
+             segment runs the rule for every key there.
              when: [path, [values]] - the rule applies only if path holds one of values.
              A rule whose paths are absent (sensor or flow not configured) is skipped.
              op "req": ["req", key, object, why] - key (a path) is required whenever the
              object at that path has any member (a key without req or default).
+             op "one": ["one", object, [key, ...], why] - the object, when present (not
+             null), has exactly one of the keys.
 
 VERSION is the format version a file must carry. Each change that adds a required key or
 renames one bumps it and adds the step from the previous version to heatgw.migrate, which
@@ -80,13 +84,32 @@ SCHEMA = {
             "keys": {
                 "type": {"type": "str", "default": "pulse", "enum": ["pulse"],
                          "doc": "meter output: pulse"},
-                "litres_per_pulse": {"type": "float", "req": True, "min": 0.000001,
-                                     "max": 1000.0, "unit": "L",
-                                     "doc": "volume per pulse (a whole number of uL)"},
+                "litres_per_pulse": {"type": "float", "min": 0.000001, "max": 1000.0,
+                                     "step": 0.000001, "unit": "L",
+                                     "doc": "K-factor as volume per pulse (a whole number "
+                                            "of uL); or give pulses_per_litre"},
+                "pulses_per_litre": {"type": "float", "min": 0.001, "max": 100000.0,
+                                     "step": 0.001, "unit": "1/L",
+                                     "doc": "K-factor as pulses per litre (to 0.001), e.g. "
+                                            "450; or give litres_per_pulse"},
                 "max_m3h": {"type": "float", "req": True, "min": 0.01, "max": 1000.0,
                             "unit": "m3/h", "doc": "rates above this are implausible"},
                 "critical": {"type": "bool", "default": True,
                              "doc": "a flow fault forces bypass"},
+                "min_pulse_ms": {"type": "float", "default": 0.0, "min": 0.0, "max": 1000.0,
+                                 "step": 0.001, "unit": "ms",
+                                 "doc": "debounce: a pulse must stay low this long to "
+                                        "count, shorter lows are bounce (reed contacts: "
+                                        "2 to 5); 0 counts every falling edge"},
+                "zero_after_s": {"type": "float", "default": 60.0, "min": 0.1, "max": 3600.0,
+                                 "unit": "s",
+                                 "doc": "no pulse for this long reads as zero flow (before "
+                                        "that the rate falls as one pulse per gap)"},
+                "stuck_active_s": {"type": "float", "null": True, "default": None,
+                                   "min": 1.0, "max": 86400.0, "unit": "s",
+                                   "doc": "the input held low this long without a pulse is a "
+                                          "meter fault (sensor_fault:flow); null: not "
+                                          "checked (a reed contact may stop closed)"},
             },
         },
         "meter": {
@@ -226,6 +249,24 @@ SCHEMA = {
          "the low-flow threshold must be below the meter's maximum"],
         ["lt", ["+", "control.sink_flow_min_m3h", "control.sink_flow_hyst_m3h"], "flow.max_m3h",
          "hysteresis must be smaller than the threshold span"],
+        ["one", "flow", ["litres_per_pulse", "pulses_per_litre"], "the meter's K-factor"],
+        # the pulse input is rated to 500 Hz: pulses/s at max_m3h = max_m3h / 3.6 / L per pulse
+        ["le", "flow.max_m3h", ["*", 1800, "flow.litres_per_pulse"],
+         "the meter's pulse rate at max_m3h must be at most 500 Hz, the input's rating"],
+        ["le", ["*", "flow.max_m3h", "flow.pulses_per_litre"], 1800,
+         "the meter's pulse rate at max_m3h must be at most 500 Hz, the input's rating"],
+        # debounce shorter than the low half of a pulse at the maximum flow
+        ["lt", ["*", "flow.min_pulse_ms", "flow.max_m3h"], ["*", 1800, "flow.litres_per_pulse"],
+         "the minimum pulse width must be under half the pulse period at max_m3h"],
+        ["lt", ["*", ["*", "flow.min_pulse_ms", "flow.max_m3h"], "flow.pulses_per_litre"], 1800,
+         "the minimum pulse width must be under half the pulse period at max_m3h"],
+        # zero flow only after a silence longer than one pulse at the low-flow threshold
+        ["gt", "flow.zero_after_s",
+         ["/", ["*", 3.6, "flow.litres_per_pulse"], "control.sink_flow_min_m3h"],
+         "zero flow must wait longer than one pulse at control.sink_flow_min_m3h"],
+        ["gt", "flow.zero_after_s",
+         ["/", 3.6, ["*", "flow.pulses_per_litre", "control.sink_flow_min_m3h"]],
+         "zero flow must wait longer than one pulse at control.sink_flow_min_m3h"],
         ["gt", "supervisor.watchdog_ms", ["*", 2, "control.tick_ms"],
          "the watchdog must outlast two control ticks"],
         ["ge", ["*", 1000, "supervisor.stall_s"], ["*", 2, "control.tick_ms"],
