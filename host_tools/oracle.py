@@ -6,8 +6,9 @@ end switch against the reuse coil. The summary's `conditions` and `trips` come f
 """
 
 import math
+from bisect import bisect_right
 
-from host_tools.config_check import SCHEMA
+from host_tools.config_check import SCHEMA  # (puts firmware/ on sys.path)
 from host_tools.sensors import seen_temp_c
 
 _FLOW_KEYS = SCHEMA["keys"]["flow"]["keys"]
@@ -78,6 +79,36 @@ class Oracle:
             self.set("sink_unavailable", not world.inputs["sink_available"], vt, reuse_on)
         self.set("maintenance", bool(world.inputs["maintenance"]), vt, reuse_on)
 
+    def _rate_above(self, world, max_m3h, vt):
+        """The first t in (flow change, vt] at which the pulses served make a rate above
+        max_m3h visible over one control tick, measured as the node measures a tick's
+        window (heatgw.flow): pulses from the last edge at or before t - tick to the last
+        edge at or before t, edge to edge; by their count over the tick from COUNTS_MIN
+        pulses. The rate only changes at an edge, or a tick after one (when that edge
+        leaves the window), so those are the instants tried. None: not yet."""
+        from heatgw.flow import COUNTS_MIN  # the firmware's own figure
+
+        tick = self.ctl["tick_ms"]
+        edges = world.edges
+        lpp_ul = world.lpp_l * 1e6
+        start = world.flow_change_vt
+        cands = sorted({e for e in edges if start < e <= vt}
+                       | {e + tick for e in edges if start < e + tick <= vt})
+        for t in cands:
+            j = bisect_right(edges, t)  # edges[:j] are at or before t
+            i = bisect_right(edges, t - tick)  # edges[:i] are at or before t - tick
+            n = j - i  # pulses in (t - tick, t]
+            if n <= 0 or i == 0:
+                continue
+            if n >= COUNTS_MIN:
+                m3h = n * lpp_ul * 3.6e-3 / tick  # uL/ms -> m3/h
+            else:
+                span = edges[j - 1] - edges[i - 1]
+                m3h = n * lpp_ul * 3.6e-3 / span if span > 0 else 0.0
+            if m3h > max_m3h:
+                return t
+        return None
+
     def _timed_conditions(self, vt, world, reuse_on):
         """Conditions that appear with the passage of time alone (no pulse for a while,
         a tick of pulses above the meter's rating, valve travel overdue)."""
@@ -98,14 +129,12 @@ class Oracle:
                     self.set("sink_flow_low", True, vt, reuse_on, onset)
             elif not low:
                 self.set("sink_flow_low", False, vt, reuse_on)
-            high = world.flow_lps * 3.6 > self.cfg["flow"]["max_m3h"]
+            max_m3h = self.cfg["flow"]["max_m3h"]
+            high = world.flow_lps * 3.6 > max_m3h
             if high and "flow_implausible" not in self.conditions:
-                # visible once a whole control tick of pulses came at the new rate: from
-                # its first pulse, the node's next window (edge to edge, or the count over
-                # the tick) holds that rate only
-                first = world.first_edge_after_change()
-                if first is not None and first + ctl["tick_ms"] <= vt:
-                    self.set("flow_implausible", True, vt, reuse_on, first + ctl["tick_ms"])
+                onset = self._rate_above(world, max_m3h, vt)
+                if onset is not None:
+                    self.set("flow_implausible", True, vt, reuse_on, onset)
             elif not high:
                 self.set("flow_implausible", False, vt, reuse_on)
         # valve: command (reuse coil) vs end switch, beyond the travel time

@@ -8,6 +8,7 @@ the plant's, or a `flow` event's override (a burst above the meter's rating).
 """
 
 import math
+from collections import deque
 
 from host_tools import linkcodec
 from host_tools.sensors import pt_ohm
@@ -16,6 +17,7 @@ from host_tools.sensors import pt_ohm
 EVENTS = ("sink_lost", "sink_restored", "pump", "input", "sensor_fault", "override",
           "valve_stuck", "flow")
 PULSE_MS = 5  # the meter's pulse width (low time) unless the scenario says (`pulse_ms`)
+EDGES_KEPT_MS = 10_000  # the pulse edges kept for the oracle: more than two control ticks
 
 
 class World:
@@ -41,6 +43,7 @@ class World:
         self.pulses = 0  # pulses the meter gave up to the last update_pulses
         self.edge_vt = None  # the last pulse edge
         self.sent = 0  # pulses sent to the node (the next one sent is sent + 1)
+        self.edges = deque()  # vt of the pulses sent lately (the oracle's flow windows)
         self.served = {}  # what the node was last told
         self.lines_dirty = True
 
@@ -146,7 +149,11 @@ class World:
             if edge is None or edge >= horizon:
                 return out
             self.sent += 1
-            out.append(max(edge, vt))
+            edge = max(edge, vt)
+            out.append(edge)
+            self.edges.append(edge)
+            while self.edges[0] < edge - EDGES_KEPT_MS:
+                self.edges.popleft()
 
     def low_ms(self):
         """The meter's pulse low time at the current flow: its width, at most half the
