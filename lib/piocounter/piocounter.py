@@ -14,8 +14,9 @@ interrupt counter pays in lost pulses at 500 Hz; the PIO keeps counting. Pulses 
 low. The program (1 MHz, one loop turn = 2 cycles = 2 us) waits for the input to be high,
 then for a falling edge, then needs it low for min_pulse_us: back high sooner is a bounce
 and is not counted. A counted pulse decrements X and raises the state machine's interrupt,
-whose handler (hard) only stamps the time and sets `flag`: a late or lost interrupt loses
-a timestamp, never a count.
+whose handler (hard) only stamps the time (back-dated by the minimum width, to the falling
+edge as the other drivers stamp it) and sets `flag`: a late or lost interrupt loses a
+timestamp, never a count.
 
 Reading: three instructions executed by the CPU (mov isr, null; in x, 30; push noblock)
 put the low 30 bits of X into the RX FIFO, read with get(): a small int, no allocation.
@@ -56,6 +57,8 @@ class PioCounter:
         self._sm = sm
         self._pin = pin
         self._ticks_ms = clock.ticks_ms
+        self._ticks_add = clock.ticks_add
+        self._lag_ms = -(min_pulse_us // 1000)  # the count comes this much after the fall
         self.flag = flag
         self._last_ms = None
         enc = rp2.asm_pio_encode
@@ -68,7 +71,7 @@ class PioCounter:
         sm.active(1)
 
     def _edge(self, _sm):
-        self._last_ms = self._ticks_ms()
+        self._last_ms = self._ticks_add(self._ticks_ms(), self._lag_ms)
         f = self.flag
         if f is not None:
             f.set()
