@@ -43,7 +43,7 @@ class World:
         self.pulses = 0  # pulses the meter gave up to the last update_pulses
         self.edge_vt = None  # the last pulse edge
         self.sent = 0  # pulses sent to the node (the next one sent is sent + 1)
-        self.edges = deque()  # vt of the pulses sent lately (the oracle's flow windows)
+        self.sent_lists = deque()  # the edges of the last steps (the oracle's flow windows)
         self.served = {}  # what the node was last told
         self.lines_dirty = True
 
@@ -127,33 +127,34 @@ class World:
             self.edge_vt = self.flow_vt + max(0, int(math.ceil(t_edge_ms - 1e-6)))
             self.pulses = n
 
-    def _edge_of(self, n):
-        """vt of pulse n (1-based) at the current flow, None if it never comes."""
-        due_l = n * self.lpp_l - self.volume_l
-        if due_l <= 1e-9:
-            return self.flow_vt
-        if self.flow_lps <= 0:
-            return None
-        return self.flow_vt + int(math.ceil(due_l / self.flow_lps * 1000.0 - 1e-6))
-
-    def first_edge_after_change(self):
-        """vt of the first pulse at the current flow (after its last change)."""
-        due = self.volume_l + self.flow_lps * (self.flow_change_vt - self.flow_vt) / 1000.0
-        return self._edge_of(int(due / self.lpp_l + 1e-9) + 1)
-
     def edges_before(self, vt, horizon):
         """Pulse edges in [vt, horizon) not sent yet: the flow is constant until then."""
         out = []
+        n = self.sent + 1
+        lpp, vol, fvt, lps = self.lpp_l, self.volume_l, self.flow_vt, self.flow_lps
         while True:
-            edge = self._edge_of(self.sent + 1)
-            if edge is None or edge >= horizon:
-                return out
-            self.sent += 1
-            edge = max(edge, vt)
-            out.append(edge)
-            self.edges.append(edge)
-            while self.edges[0] < edge - EDGES_KEPT_MS:
-                self.edges.popleft()
+            due_l = n * lpp - vol
+            if due_l <= 1e-9:
+                edge = fvt
+            elif lps <= 0:
+                break
+            else:
+                edge = fvt + int(math.ceil(due_l / lps * 1000.0 - 1e-6))
+            if edge >= horizon:
+                break
+            out.append(edge if edge > vt else vt)
+            n += 1
+        self.sent = n - 1
+        if out:  # kept for the oracle, a step's list at a time
+            self.sent_lists.append(out)
+            while self.sent_lists[0][-1] < out[-1] - EDGES_KEPT_MS:
+                self.sent_lists.popleft()
+        return out
+
+    @property
+    def edges(self):
+        """The pulse edges sent lately (EDGES_KEPT_MS and more), in time order."""
+        return [e for lst in self.sent_lists for e in lst]
 
     def low_ms(self):
         """The meter's pulse low time at the current flow: its width, at most half the

@@ -44,6 +44,7 @@ class PulsePin:
         self._t = array("i")  # scheduled transition times, ms after _base (kept, reused)
         self._n = 0
         self._next = 0
+        self._first = 0  # _next when `edges` was last brought up to date
         self._base = 0
         self.mask_until = 0  # vt: interrupts masked before it
         self._pending = False
@@ -74,8 +75,7 @@ class PulsePin:
     def schedule(self, level):
         """Forget the transitions still to come; the input's level is `level` now, set
         without an edge (a boot: the node starts with the input as it is)."""
-        self._n = 0
-        self._next = 0
+        self._n = self._next = self._first = 0
         self.level = level
 
     def add_transition(self, vt):
@@ -85,13 +85,13 @@ class PulsePin:
         n = self._n
         if i == n:  # everything ran: start over from now
             self._base = self._clock.vt
-            self._next = n = 0
+            self._next = self._first = n = 0
         elif n == len(t) and i:  # full: move what is still to come to the front
             d = self._clock.vt - self._base
             for j in range(n - i):
                 t[j] = t[i + j] - d
             self._base += d
-            self._next = 0
+            self._next = self._first = 0
             n -= i
         if n < len(t):
             t[n] = vt - self._base
@@ -109,66 +109,69 @@ class PulsePin:
         if ms > 0 and vt + ms > self.mask_until:
             self.mask_until = vt + ms
 
-    def next_vt(self):
-        """The next scheduled transition's vt, None if none."""
-        return self._t[self._next] + self._base if self._next < self._n else None
-
     # -- time -------------------------------------------------------------------------
 
     def run_to(self, vt):
         """Run every transition and pending interrupt due up to vt, each at its instant
         (the clock stands there meanwhile); the caller then sets the clock to vt."""
-        clock = self._clock
         t = self._t
         base = self._base
         i = self._next
         n = self._n
+        if (i >= n or t[i] + base > vt) and not self._pending:
+            return  # nothing due (most calls: the node's clock moves in small steps)
+        clock = self._clock
+        handler = self._handler
+        trig = self._trigger
+        lv = self.level
+        hw = self.hw
+        hw_min = self.hw_min_ms
         while True:
             e = t[i] + base if i < n else vt + 1
             if self._pending and self.mask_until <= vt and self.mask_until <= e:
-                self._pending = False
+                self._pending = False  # the mask ends: the one pending interrupt runs
                 clock.vt = self.mask_until
                 self.irqs += 1
-                self._handler(self)
+                handler(self)
                 continue
             if e > vt:
                 break
             i += 1
-            self._next = i
             clock.vt = e
-            self.edges += 1
-            lv = 1 - self.level
+            lv = 1 - lv
             self.level = lv
-            if self.hw:
-                f = self._hw_fall
+            if hw:  # the hardware counter sees every edge
                 if lv == 0:
-                    if self.hw_min_ms:
-                        self._hw_fall = e
-                    else:
-                        c = self.hw_count
-                        self.hw_count = c + 1 if c != _MASK else 0
-                elif f is not None:
+                    self._hw_fall = e
+                    if not hw_min:
+                        self._hw_count()
+                else:
+                    f = self._hw_fall
+                    if f is not None and e - f >= hw_min:
+                        self._hw_count()
                     self._hw_fall = None
-                    if e - f >= self.hw_min_ms:
-                        c = self.hw_count
-                        self.hw_count = c + 1 if c != _MASK else 0
-            trig = self.IRQ_FALLING if lv == 0 else self.IRQ_RISING
-            if self._trigger & trig:
+            if trig & (8 if lv == 0 else 4):  # IRQ_FALLING, IRQ_RISING
                 if e < self.mask_until:
                     if self._pending:
                         self.collapsed += 1
                     self._pending = True
                 else:
                     self.irqs += 1
-                    self._handler(self)
+                    handler(self)
+        self._next = i
+        self.edges += i - self._first
+        self._first = i
+
+    def _hw_count(self):
+        c = self.hw_count
+        self.hw_count = c + 1 if c != _MASK else 0
+        self._hw_fall = None
 
     def hw_settle(self):
         """A read of the counter: a low under way that has lasted the minimum counts."""
         f = self._hw_fall
         if f is not None and self.level == 0 and self._clock.vt - f >= self.hw_min_ms:
-            self._hw_fall = None
-            c = self.hw_count
-            self.hw_count = c + 1 if c != _MASK else 0
+            self._hw_count()
 
 
 class Counter:
