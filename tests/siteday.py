@@ -23,7 +23,11 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
   and `homeassistant/#`, subscribed before the node boots, collecting every message;
 - `ha_discovery`: Home Assistant discovery on (`mqtt.ha_discovery_prefix`);
 - `romfs_code`: the node's code from a ROMFS image (`--romfs`), in the heap budget
-  `mpinfo.heapsize(160)`, to which the harness adds the image (README, "ROMFS accounting").
+  `mpinfo.heapsize(160)`, to which the harness adds the image (README, "ROMFS accounting");
+- `pulse_flow`: the flow meter's pulse input with a debounce (`flow.min_pulse_ms`) and the
+  stuck-input check on, counted by the host board's hardware counter while its flash
+  operations mask interrupts; `day.extra["pulse_flow"]`: the pulses served, the node's
+  pin figures (edges, interrupts, edges collapsed by masking).
 
 Environment, for development only (the defaults are the budget and the real day):
 HEATGW_DAY_HEAP_KB=400 runs the node in `-X heapsize=400K` (plus the image) instead of the
@@ -145,7 +149,21 @@ def romfs_code(setup):
     setup.harness_kw["heapsize"] = f"{int(kb)}K" if kb else mpinfo.heapsize(RUN_HEAP_HOST64_KB)
 
 
-FEATURES = [telemetry, ha_discovery, romfs_code]
+def pulse_flow(setup):
+    # a 1 ms debounce (the served pulses are 5 ms lows) and the stuck check (the meter
+    # never stops low in the day): both on all day without a false count or fault
+    setup.config = deep_merge(setup.config, {"flow": {"min_pulse_ms": 1.0,
+                                                      "stuck_active_s": 600}})
+
+    def collect(day):
+        flash = day.summary.get("flash") or {}
+        day.extra["pulse_flow"] = {"served": day.harness.world.sent,
+                                   "pin": flash.get("pulses")}
+
+    setup.collectors.append(collect)
+
+
+FEATURES = [telemetry, ha_discovery, romfs_code, pulse_flow]
 
 
 # -- the fixture -------------------------------------------------------------------------

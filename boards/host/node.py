@@ -36,8 +36,12 @@ import board  # noqa: E402
 if board.clock.link is not None:
     dev = board._flash
     if dev is not None:  # what this run cost the flash (README: flash-wear budget)
-        board.observer("flash", {"ops": dev.ops, "erases": dev.erases,
-                                 "bytes_programmed": dev.bytes_programmed,
-                                 "block_erases": dev.wear()})
+        rec = {"ops": dev.ops, "erases": dev.erases, "bytes_programmed": dev.bytes_programmed,
+               "block_erases": dev.wear()}
+        pin = board._pulse_pin
+        if pin is not None:  # and the pulse input: edges, interrupts, edges lost to masking
+            rec["pulses"] = {"edges": pin.edges, "irqs": pin.irqs, "collapsed": pin.collapsed,
+                             "counter": board.PULSE_COUNTER}
+        board.observer("flash", rec)
     while True:
         board.clock.wait_until(None)

@@ -39,44 +39,32 @@ COUNTS_MIN = 50  # pulses in a window from which the rate comes from the count
 STUCK = "input_stuck"
 
 
-def count_diff(a, b):
-    """a - b for pulse counts that wrap at 2**30 (lib/pulsecounter's convention)."""
-    return (a - b) & _MASK
-
-
-def _whole(x, what):
-    n = int(x + 0.5)
-    if n < 1 or abs(x - n) > 1e-6 * x:
-        raise ValueError(what)
-    return n
-
-
 def k_factor(litres_per_pulse=None, pulses_per_litre=None):
-    """(num, den): uL per pulse = num / den, in lowest terms; exactly one argument."""
+    """(num, den): uL per pulse = num / den, in lowest terms; exactly one argument (in
+    whole uL, or in whole 0.001 pulses, as the schema's `step` has checked)."""
     if (litres_per_pulse is None) == (pulses_per_litre is None):
         raise ValueError("give litres_per_pulse or pulses_per_litre")
-    if litres_per_pulse is not None:
-        return _whole(litres_per_pulse * _UL_PER_L, "litres_per_pulse not whole uL"), 1
-    den = _whole(pulses_per_litre * 1000, "pulses_per_litre not whole in 0.001")
-    if den > 100_000_000:
-        raise ValueError("pulses_per_litre above 100000")
-    num = _NUM_PPL
-    a, b = num, den
+    x = litres_per_pulse * _UL_PER_L if pulses_per_litre is None else pulses_per_litre * 1000
+    n = int(x + 0.5)
+    if n < 1 or abs(x - n) > 1e-6 * x or n > 1_000_000_000:
+        raise ValueError("K-factor not a whole number of uL or 0.001 pulses")
+    if pulses_per_litre is None:
+        return n, 1
+    a, b = _NUM_PPL, n
     while b:
         a, b = b, a % b
-    return num // a, den // a
+    return _NUM_PPL // a, n // a
 
 
 class PulseFlow:
     def __init__(self, counter, *, now_ms, ticks_diff, litres_per_pulse=None,
                  pulses_per_litre=None, zero_after_s=None, stuck_active_s=None):
         num, den = k_factor(litres_per_pulse, pulses_per_litre)
-        self.ul_per_pulse_num = num
-        self.ul_per_pulse_den = den
+        self._den = den
         self._q = num // den  # whole uL per pulse
         self._r = num % den  # and r/den uL more
         self._rem = 0  # carried: rem/den uL not yet given out (0 <= rem < den)
-        self._chunk = _MASK // den - 1  # pulses per step: rem + n * r stays < 2**30
+        self._chunk = max(1, _MASK // den - 1)  # pulses per step: rem + n * r < 2**30
         # m3/h per (pulse per ms): uL/pulse * 3.6e6 ms/h / 1e9 uL/m3
         self._m3h_k = num * (_MS_PER_H / 1e9) / den
         self._zero_ms = int(zero_after_s * 1000) if zero_after_s else 0
@@ -101,7 +89,7 @@ class PulseFlow:
         vol = pulses * self._q
         r = self._r
         if r:
-            den = self.ul_per_pulse_den
+            den = self._den
             rem = self._rem
             chunk = self._chunk
             while pulses > 0:
@@ -116,7 +104,7 @@ class PulseFlow:
     def sample(self, now_ms):
         """(volume_ul since the last sample, flow_m3h, reason or None)."""
         count, edge = self._counter.read()
-        pulses = count_diff(count, self._count)
+        pulses = (count - self._count) & _MASK  # counts wrap at 2**30
         self._count = count
         diff = self._diff
         win = diff(now_ms, self._prev_ms)
@@ -131,7 +119,7 @@ class PulseFlow:
                 self._ref_ms = edge
             elif edge is not None and edge != self._edge:
                 if self._ref_ms is not None:  # pulse timing: edge to edge
-                    n = count_diff(count, self._ref_count)
+                    n = (count - self._ref_count) & _MASK
                     span = diff(edge, self._ref_ms)
                     if n and span > 0:
                         self.flow_m3h = self._m3h(n, span)
