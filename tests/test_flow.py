@@ -219,27 +219,32 @@ print("R", json.dumps({"log": s.log, "last": s.pf._ref_ms}))
 @pytest.mark.parametrize("counter", ["irq", "counter"])
 def test_high_rate_comes_from_the_count_while_timestamps_lag(mp, monkeypatch, tmp_path,
                                                              counter):
-    """500 Hz while the flash is written (interrupts masked 45 ms per erase): the hardware
-    counter's count stays exact and the rate from it within 2 % every tick, although the
-    timestamp interrupt came late; the interrupt counter undercounts (the lost pulses)."""
+    """500 Hz while the flash is written every other second, each sample taken 40 ms into
+    the write (the host's clock runs on during the 45 ms its interrupts are masked; a
+    target's soft interrupts lag like this behind its scheduler): the edge times lag the
+    count by 40 ms at one sample and not at the next. The hardware counter's count stays
+    exact and the rate from it within 2 % every tick; edge to edge it would swing by about
+    4 %. The interrupt counter undercounts (the lost pulses)."""
     (r,) = run(mp, r"""
 s = Sampler(PulseFlow(board.flow_pulse_counter(), now_ms=clk.ticks_ms(),
                       ticks_diff=clk.ticks_diff, pulses_per_litre=450))
 d = board.data_dir()
 for sec in range(12):
     train(clk.vt, 500, 2, 1)
-    with open(d + "/t%d" % (sec % 3), "wb") as f:
-        f.write(bytes(256) * 24)
-    s.tick()
+    if sec % 2:
+        with open(d + "/t%d" % (sec % 3), "wb") as f:
+            f.write(bytes(256) * 24)
+    s.tick(40)  # the sample, inside the write's mask every other second
+    clk.sleep_ms(960)
 print("R", json.dumps({"vol": s.vol, "log": s.log, "collapsed": pin.collapsed}))
 """, monkeypatch, tmp_path, counter)
     rates = [m3h for _t, _v, m3h, _why in r["log"]]
     assert r["collapsed"] > 0
     if counter == "counter":
-        assert r["vol"] == 6000 * 1_000_000 // 450
+        assert r["vol"] == 5521 * 1_000_000 // 450  # 11 s, and 0..40 ms of the 12th
         assert all(abs(m3h - 4.0) <= 0.08 for m3h in rates[1:]), rates
     else:
-        assert r["vol"] < 6000 * 1_000_000 // 450
+        assert r["vol"] < 5521 * 1_000_000 // 450
         assert min(rates[1:]) < 4.0 * 0.98, rates  # what the lost pulses cost
 
 

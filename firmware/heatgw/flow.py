@@ -23,7 +23,8 @@ Rate, in m3/h:
   fewer pulses without a newer edge time wait for the next edge time to span them;
 - between pulses it is at most one pulse per gap since the last edge, which sees a
   stopped pump within a fraction of a second; after `zero_after_s` without a pulse it is
-  0.0.
+  0.0. (Not in a window of COUNTS_MIN pulses or more, nor one whose pulses came without
+  a newer edge time: a lagging edge time is no proof of silence.)
 
 Reasons (the fail-safe's sensor_fault:flow when the meter is critical): "input_stuck" when
 the input has stayed at its active level for `stuck_active_s` without a pulse (a shorted
@@ -110,6 +111,7 @@ class PulseFlow:
         win = diff(now_ms, self._prev_ms)
         self._prev_ms = now_ms
         vol_ul = 0
+        silence = True  # the last edge time says when the last pulse came
         if pulses:
             vol_ul = self.volume_ul(pulses)
             if pulses >= COUNTS_MIN:
@@ -117,6 +119,7 @@ class PulseFlow:
                     self.flow_m3h = self._m3h(pulses, win)
                 self._ref_count = count
                 self._ref_ms = edge
+                silence = False  # pulses all through: an edge time may lag them
             elif edge is not None and edge != self._edge:
                 if self._ref_ms is not None:  # pulse timing: edge to edge
                     n = (count - self._ref_count) & _MASK
@@ -125,19 +128,24 @@ class PulseFlow:
                         self.flow_m3h = self._m3h(n, span)
                 self._ref_count = count
                 self._ref_ms = edge
-            # else: pulses without a newer edge time (a late timestamp interrupt): too
-            # few to count a rate from; the next edge time spans them
-        self._edge = edge
-        # Between pulses the flow is at most one pulse per gap since the last edge.
-        since = self._ref_ms if self._ref_ms is not None else self._start_ms
-        gap = diff(now_ms, since)
-        if gap > 0:
-            if self._zero_ms and gap >= self._zero_ms:
-                self.flow_m3h = 0.0
             else:
-                bound = self._m3h(1, gap)
-                if bound < self.flow_m3h:
-                    self.flow_m3h = bound
+                # pulses without a newer edge time (a late timestamp interrupt): too few
+                # to count a rate from, and no time of the last one; the next edge time
+                # spans them
+                silence = False
+        self._edge = edge
+        if silence:
+            # Since the last pulse the flow is at most one pulse per gap; zero after
+            # zero_after_s.
+            since = self._ref_ms if self._ref_ms is not None else self._start_ms
+            gap = diff(now_ms, since)
+            if gap > 0:
+                if self._zero_ms and gap >= self._zero_ms:
+                    self.flow_m3h = 0.0
+                else:
+                    bound = self._m3h(1, gap)
+                    if bound < self.flow_m3h:
+                        self.flow_m3h = bound
         reason = None
         if self._stuck_ms:
             if pulses or not self._counter.active():
