@@ -223,8 +223,8 @@ def test_high_rate_comes_from_the_count_while_timestamps_lag(mp, monkeypatch, tm
     the write (the host's clock runs on during the 45 ms its interrupts are masked; a
     target's soft interrupts lag like this behind its scheduler): the edge times lag the
     count by 40 ms at one sample and not at the next. The hardware counter's count stays
-    exact and the rate from it within 2 % every tick; edge to edge it would swing by about
-    4 %. The interrupt counter undercounts (the lost pulses)."""
+    exact and the rate from it within 2 % every tick (edge to edge alone it reads 3.84 and
+    0.19 m3/h in turn). The interrupt counter undercounts (the lost pulses)."""
     (r,) = run(mp, r"""
 s = Sampler(PulseFlow(board.flow_pulse_counter(), now_ms=clk.ticks_ms(),
                       ticks_diff=clk.ticks_diff, pulses_per_litre=450))
