@@ -8,7 +8,8 @@ Bus and pin choices:
   module input keeps the coil de-energised while the pin floats before boot.py runs.
 - GPIO 34-39 are input-only and have no internal pulls (asking for one does nothing): the
   flow-meter pulse input (GPIO 34) is pulled up by an external 4.7 kΩ to 3.3 V, which the
-  meter's open collector pulls low; no pull is requested in software.
+  meter's open collector pulls low; no pull is requested in software. PCNT unit 0 counts
+  it (lib/pcntcounter): no pulse lost while a flash erase masks interrupts.
 - Dead-man output on GPIO 13 (no strapping role, not a flash pin, quiet at reset): the
   control task toggles it every healthy tick; each edge retriggers a 74HC123 (after the
   74HC86 edge detector, see the README's dead-man circuit) that enables the relay drivers

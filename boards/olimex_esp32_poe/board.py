@@ -27,7 +27,8 @@ Bus and pin choices:
 - Contacts to GND, active low: sink_available on GPIO36 (input-only, the board's 10 kΩ
   pull-up), maintenance on GPIO39 (input-only, held high by the +5 V divider: a contact to
   GND draws 0.1 mA), trip_reset on GPIO13 and valve_at_reuse on GPIO33 (internal pull-ups).
-- Flow pulses on GPIO35 (input-only, no internal pulls: external 4.7 kΩ pull-up).
+- Flow pulses on GPIO35 (input-only, no internal pulls: external 4.7 kΩ pull-up), counted
+  by PCNT unit 0 (lib/pcntcounter): no pulse lost while a flash erase masks interrupts.
 - Safe boot: BUT1 on GPIO34, held at reset.
 - Dead-man output on GPIO16 (no strapping role; its 2.2 kΩ pull-up is driven through):
   toggled every healthy tick; 74HC123 hold as on the DevKitC (R_T 590 kΩ, C_T 4.7 µF).
