@@ -48,7 +48,9 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.config_schema": "dropped after boot",
                 "heatgw.migrate": "dropped after boot",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
-                "heatgw.selftest": "REPL only"}
+                "heatgw.selftest": "REPL only",
+                # the flow counters a board picks: the host board runs pcntcounter
+                "piocounter": "RP2040 boards' counter", "pulsecounter": "ESP32 + long debounce"}
 
 _MEASURE = """
 import gc, sys, json
