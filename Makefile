@@ -38,14 +38,15 @@ test: $(STAMP) $(MPLIBS)
 # MICROPYTHON / MICROPYTHON_ARGS pick the binary and its options (e.g. -X heapsize=64wK).
 # BROKER=host:port turns telemetry on (MQTT_USER, MQTT_PASSWORD_FILE: the password from that
 # file only; CA: TLS verified against it; HA_PREFIX: Home Assistant discovery); ROMFS=1 runs
-# the node's code from a ROMFS image.
+# the node's code from a ROMFS image; SERIAL=auto (or a path for a symlink) gives the node a
+# serial port: console, Ctrl-C, REPL, mpremote.
 scenario: $(STAMP) $(MPLIBS)
 	@mkdir -p $(dir $(OUT))
 	$(PY) -m host_tools.harness $(SCENARIO) --out $(OUT) $(if $(filter 1,$(MPY)),--mpy) \
 	    $(if $(BROKER),--broker $(BROKER)) $(if $(MQTT_USER),--mqtt-user $(MQTT_USER)) \
 	    $(if $(MQTT_PASSWORD_FILE),--mqtt-password-file $(MQTT_PASSWORD_FILE)) \
 	    $(if $(CA),--ca $(CA)) $(if $(HA_PREFIX),--ha-prefix $(HA_PREFIX)) \
-	    $(if $(filter 1,$(ROMFS)),--romfs)
+	    $(if $(filter 1,$(ROMFS)),--romfs) $(if $(SERIAL),--serial $(SERIAL))
 
 bench: $(STAMP) $(MPLIBS)
 	$(PY) -m host_tools.bench

@@ -6,6 +6,12 @@ include("$(MPY_DIR)/extmod/asyncio")
 # that each call metadata() fails the build ("Duplicate call to metadata()"). Each board's
 # manifest adds the flow pulse counters it uses.
 module("max31865.py", base_path="../lib/max31865", opt=3)
+module("mbcore.py", base_path="../lib/modbus")
+module("mbrtu.py", base_path="../lib/modbus")
+module("mbtcp.py", base_path="../lib/modbus")
+module("sdm.py", base_path="../lib/sdm")
+module("wdthold.py", base_path="../lib/wdthold")
+module("consolein.py", base_path="../lib/consolein")
 package("umqtt", base_path="../build/mplibs/micropython-umqtt.simple-1.3.4")
 package("umodbus", base_path="../build/mplibs/micropython-modbus-2.3.7")
 package("heatgw", base_path="../firmware")

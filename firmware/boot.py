@@ -8,6 +8,16 @@ try:
 except Exception as e:  # noqa: BLE001 - nothing may stop the boot; the pulls keep us safe
     print("boot: could not drive relays to safe state:", repr(e))
 
+# A soft reset (Ctrl-D at the REPL, mpremote) leaves a started watchdog running: it cannot
+# be stopped. The board keeps it fed from a timer until the application's supervisor takes
+# it over, so the REPL and an mpremote copy are not cut short (relays are safe here).
+try:
+    hold = getattr(board, "hold_watchdog", None)
+    if hold is not None:
+        hold()
+except Exception as e:  # noqa: BLE001
+    print("boot: watchdog hold failed:", repr(e))
+
 # Safe boot: the board's safe-boot input held at reset, or a flag file SAFEBOOT in the
 # data directory, stops the application before the watchdog starts, so an installer can
 # always reach the REPL and redeploy. Relays stay safe.

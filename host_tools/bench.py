@@ -17,11 +17,20 @@ first backlog PUBLISH to the last backlog PUBACK, and the encoded size of every 
 PUBLISH (the client's own packet: fixed header, topic, packet id, payload) plus its 4-byte
 PUBACK; and the longest real time the node's network side held the CPU in one go during
 the drain and before it (heatgw.clock.took: virtual time does not see a blocking call).
-No mosquitto: a "skipped" line. Last line:
+No mosquitto: a "skipped" line. Then the Modbus drivers (modbus_bench()) against
+pymodbus SDM630s over TCP and over RTU on a pty pair, 300 reads each: the longest real time
+spent inside one Modbus call (on the host board a blocking call costs no virtual time, so
+this is what a target would feel; measured, not a limit). Then the host board's serial port
+(serial_bench()): a node on the bench (host_tools/benchnode.py) at its REPL: the longest
+real time of one `board.console_in().readinto()` over 2000 reads with nothing waiting and
+200 with 32 bytes waiting, and the real mpremote copying a 32 KB file onto it (KB/s). The
+host board's pulse input (pulse_bench()): emulated edges per second of real time. Last
+line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
-    wire_bytes_per_record=<n> net_worst_real_ms=<x>
-    (one line; the last three "skipped" without mosquitto)
+    wire_bytes_per_record=<n> net_worst_real_ms=<x> modbus_worst_call_us=<n>
+    console_read_worst_us=<n> mpremote_cp_kb_s=<x> pulse_edges_per_s=<x>
+    (one line; drain, wire and net "skipped" without mosquitto)
 """
 
 import json
@@ -392,6 +401,142 @@ def print_pulse_bench(r):
               f"and 8.7 m3/h has 4.2 M)")
 
 
+MODBUS = r"""
+import board, json, time
+asyncio = board.install_asyncio()
+from heatgw import clock
+from mbrtu import RTUMaster
+from mbtcp import TCPMaster
+
+
+async def main():
+    u, de = board.rs485("rs485", 9600, None, 1)
+    out = {}
+    for kind, m in (("tcp", TCPMaster("127.0.0.1", %(port)d, clock=clock,
+                                      on_send=board.io_sent)),
+                    ("rtu", RTUMaster(u, baudrate=9600, clock=clock, de=de,
+                                      on_send=board.io_sent))):
+        ok = 0
+        t0 = time.ticks_us()
+        v0 = board.clock.vt
+        for i in range(%(n)d):
+            pdu = b"\x04\x00\x34\x00\x02" if i %% 2 else b"\x04\x00\x48\x00\x02"
+            ok += await m.transact(1, pdu, 1000) == 0
+        out[kind] = {"ok": ok, "worst_us": m.worst_us, "where": m.worst_where,
+                     "real_us": time.ticks_diff(time.ticks_us(), t0),
+                     "virtual_ms": board.clock.vt - v0}
+        m.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def modbus_bench(n=300):
+    """The Modbus drivers (lib/modbus) against pymodbus SDM630s, over TCP and over RTU on
+    a pty pair (the node's host board: vasyncio, the pty UART shim): per transport the
+    longest real time spent inside one Modbus call (a synchronous stretch of the driver:
+    send, parse, a read, DE's last bits, connect) and the mean real time of a request."""
+    try:
+        from tests.modbus_peers import PtyLine, PymodbusRTU, PymodbusTCP, sdm630
+    except ImportError as e:
+        return {"skipped": f"tests.modbus_peers not importable ({e})"}
+    devices = [sdm630(1, 41250.5, 123456.75)]
+    with PymodbusTCP(devices) as srv, PtyLine() as line, \
+            PymodbusRTU(line.peer_path, devices):
+        old = os.environ.get("HEATGW_RS485")
+        os.environ["HEATGW_RS485"] = line.node_path
+        try:
+            out = mprun.run_code(MODBUS % {"port": srv.port, "n": n}, timeout=300)
+        finally:
+            if old is None:
+                os.environ.pop("HEATGW_RS485")
+            else:
+                os.environ["HEATGW_RS485"] = old
+    r = json.loads(out.strip().splitlines()[-1])
+    r["n"] = n
+    return r
+
+
+def print_modbus_bench(r):
+    if "skipped" in r:
+        print(f"modbus: skipped: {r['skipped']}")
+        return
+    for kind in ("tcp", "rtu"):
+        k = r[kind]
+        print(f"modbus {kind}: {k['ok']}/{r['n']} reads of a pymodbus SDM630, "
+              f"{k['real_us'] / r['n'] / 1000:.2f} ms real per request; longest real time "
+              f"inside one Modbus call: {k['worst_us']} us ({k['where']})")
+
+
+_SERIAL_READS = """
+import board, time
+cin = board.console_in()
+buf = bytearray(64)
+worst = [0, 0]
+for i in range(2200):
+    if i == 2000:
+        print("send")
+    if i >= 2000:
+        while cin.any() < 32:
+            cin.wait_input(50)
+    t = time.ticks_us()
+    n = cin.readinto(buf)
+    d = time.ticks_diff(time.ticks_us(), t)
+    k = 0 if i < 2000 else 1
+    if d > worst[k]:
+        worst[k] = d
+    if i >= 2000 and i < 2199:
+        print("more")
+print("worst", worst[0], worst[1])
+"""
+
+
+def serial_bench(kb=32):
+    """The host board's serial port: console read times and mpremote's copy speed."""
+    import subprocess
+    import time
+
+    from host_tools.benchnode import BenchNode
+
+    with tempfile.TemporaryDirectory() as tmp:
+        node = BenchNode(Path(tmp) / "node", safe_boot=True)
+        try:
+            time.sleep(1)
+            src = Path(tmp) / "blob.txt"
+            src.write_text("".join(f"{i:07d}\n" for i in range(kb * 128)))
+            mpr = [str(Path(sys.executable).parent / "mpremote"), "connect", node.name]
+            t = time.monotonic()
+            cp = subprocess.run([*mpr, "fs", "cp", str(src), ":blob.txt"],
+                                capture_output=True, timeout=300, check=False)
+            cp_s = time.monotonic() - t
+            script = Path(tmp) / "reads.py"
+            script.write_text(_SERIAL_READS.replace("cin.wait_input", "board.serial_port()"
+                                                    ".wait_input"))
+            p = subprocess.Popen([*mpr, "run", str(script)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+            worst = None
+            for line in p.stdout:
+                if line.startswith((b"send", b"more")):
+                    node.port.write(b"x" * 32)
+                elif line.startswith(b"worst"):
+                    worst = [int(x) for x in line.split()[1:3]]
+            p.wait(120)
+        finally:
+            node.close()
+    return {"cp_ok": cp.returncode == 0, "bytes": kb * 1024,
+            "cp_s": cp_s, "worst_us": worst}
+
+
+def print_serial_bench(r):
+    w = r["worst_us"] or ["?", "?"]
+    print(f"serial port (host board): console_in().readinto() longest {w[0]} us real with "
+          f"nothing waiting (2000 reads), {w[1]} us with 32 bytes waiting (200 reads)")
+    ok = "" if r["cp_ok"] else " (FAILED)"
+    print(f"mpremote fs cp of {r['bytes']} B onto the node: {r['cp_s']:.2f} s, "
+          f"{r['bytes'] / 1024 / r['cp_s']:.1f} KB/s{ok}")
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -416,12 +561,20 @@ def main(argv=None):
     print_pulse_bench(pulses)
     d = drain_bench()
     print_drain_bench(d)
+    mb = modbus_bench()
+    print_modbus_bench(mb)
     rate = "skipped" if "skipped" in d else f"{d['rate']:.0f}"
     wire = "skipped" if "skipped" in d else f"{d['wire_avg']:.0f}"
     net = "skipped" if "skipped" in d else f"{d['mqtt']['worst_net_real_us'] / 1000:.2f}"
+    mbw = "skipped" if "skipped" in mb else max(mb[k]["worst_us"] for k in ("tcp", "rtu"))
+    sb = serial_bench()
+    print_serial_bench(sb)
+    read_us = max(sb["worst_us"]) if sb["worst_us"] else "failed"
+    cp_kb_s = f"{sb['bytes'] / 1024 / sb['cp_s']:.1f}" if sb["cp_ok"] else "failed"
     print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']} "
           f"drain_records_per_s={rate} wire_bytes_per_record={wire} "
-          f"net_worst_real_ms={net} "
+          f"net_worst_real_ms={net} modbus_worst_call_us={mbw} "
+          f"console_read_worst_us={read_us} mpremote_cp_kb_s={cp_kb_s} "
           f"pulse_edges_per_s={pulses['counter']['edges_per_s']:.0f}")
     return 0 if r["same"] and r["locked"] else 1
 

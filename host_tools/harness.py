@@ -32,6 +32,13 @@ reached is no failure: the records stay queued on the node's flash and the summa
 --romfs runs the node's code from a ROMFS image (host_tools/romfs.py) that the host board
 mounts at boot; the node's heap grows by the image's size and the summary's heap figures
 do not count it (`romfs_image_bytes`).
+
+--serial auto|PATH gives the node a serial port (host_tools/serialport.py; PATH: a
+symlink to it): its console, Ctrl-C, the REPL and mpremote, as on a board (README "The
+host board's serial port"). A Ctrl-C there stops the application in order and leaves the
+node at its REPL, where virtual time follows real time (the rest of the scenario then
+takes as long in real time); a reset asked there restarts the node process: a soft reset
+keeps the watchdog running (the board holds it fed), a hard reset is a reset.
 """
 
 import argparse
@@ -55,6 +62,7 @@ from host_tools.oracle import Oracle
 from host_tools.paths import REPO, micropypath, micropython_cmd
 from host_tools.plant import Plant, PlantParams
 from host_tools.scenario import Profile, load_scenario, node_config
+from host_tools.serialport import SerialPort
 from host_tools.summary import summary
 from host_tools.uplink import CA_NAME, NODE_DATA_DIR, Uplink, UplinkError
 from host_tools.world import EVENTS as WORLD_EVENTS
@@ -118,15 +126,39 @@ print("provisioned")
 """
 
 
+_PROBES = {}  # (command, path, image) -> the host board's import cost in bytes
+
+
+def host_board_probe(cmd, path, env):
+    """What importing the host board costs the heap of this binary with this module path
+    (boards/host/node.py with HEATGW_HOST_PROBE=1 measures it and stops before boot.py), once
+    per process for each binary and path."""
+    key = (tuple(cmd), path, env.get("HEATGW_ROMFS"))
+    if key not in _PROBES:
+        penv = dict(os.environ, **env, MICROPYPATH=path, HEATGW_HOST_PROBE="1")
+        penv.pop("HEATGW_LINK", None)
+        proc = subprocess.run([*cmd, "-m", "node"], cwd=REPO, env=penv, capture_output=True,
+                              text=True, timeout=60, check=False)
+        m = re.search(r"^host_board_bytes (\d+)$", proc.stdout, re.M)
+        if proc.returncode != 0 or not m:
+            raise RuntimeError(f"host board probe failed (exit {proc.returncode}):\n"
+                               f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        _PROBES[key] = int(m.group(1))
+    return _PROBES[key]
+
+
 class Harness:
     def __init__(self, scenario, workdir, *, mpy=False, module_dirs=(), uplink=None,
-                 romfs=False, heapsize=None):
+                 romfs=False, heapsize=None, serial=None, serial_trace=False):
         """`module_dirs`: folders searched before the firmware (a test's stand-ins);
         `uplink`: host_tools.uplink.Uplink, the broker the node's telemetry goes to;
         `romfs`: the node's code from a ROMFS image (implies precompiled modules; it is
         first on the node's path, before `module_dirs`);
         `heapsize`: the node's `-X heapsize=` (default: $MICROPYTHON_ARGS'), to which
-        --romfs adds the image."""
+        --romfs adds the image;
+        `serial`: "auto" or a path for a symlink: the node gets a serial port (`serial`,
+        a SerialPort, made here: its `path` is known before run()); `serial_trace`: it
+        keeps what was typed (tests)."""
         self.sc = scenario
         self.mpy = mpy or romfs
         self.uplink = uplink
@@ -185,9 +217,11 @@ class Harness:
         self.cuts = []
         self.watchdog_starts = []  # (t_s, timeout_ms) each time a node started its watchdog
         self.peak_heap = 0
+        self.host_board_bytes = None  # what the host board's modules cost (node.py)
         self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
+        self.modbus_by_boot = {}  # boot number -> the node's last `modbus` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -206,11 +240,21 @@ class Harness:
         self._cut_off_ms = 0
         self._off_until = 0  # powered off until then, to boot with _off_cause
         self._off_cause = None
+        self.serial = None
+        if serial:
+            self.serial = SerialPort(link=None if serial == "auto" else serial,
+                                     trace=serial_trace)
+        self.repl_entries = []  # {t_s, mode, main_ran, app, safe_boot} each time
+        self.resets = []  # {t_s, kind} for every reset asked at the serial port
+        self._stop_requested = False
 
     def _node_cmd(self, heapsize):
-        """The node's command line and extra environment. With ROMFS the heap holds the
-        image too (boards/host/node.py reads it into one buffer): the heap grows by its
-        size rounded up to 4 KB, and $HEATGW_ROMFS names it."""
+        """The node's command line and extra environment. The heap the node is given
+        (`heapsize`, else $MICROPYTHON_ARGS') is the node's own: the harness adds what a
+        board does not keep in its heap (README, "Heap accounting on the host board"):
+        with ROMFS the image (boards/host/node.py reads it into one buffer; rounded up
+        to 4 KB, $HEATGW_ROMFS names it), and always the host board's own modules, as a
+        probe of the same binary and path measures them (host_board_probe)."""
         cmd, given = split_heapsize(micropython_cmd())
         heap = heapsize or given
         env = {}
@@ -219,9 +263,14 @@ class Harness:
             size = self.romfs.image_bytes
             self.romfs_image_bytes = size
             env["HEATGW_ROMFS"] = str(self.romfs.image)
-            if heap is not None:
-                n = heap_bytes(heap) + 4096 * math.ceil(size / 4096)
-                heap = f"{n // 1024}K" if n % 1024 == 0 else str(n)
+        self.host_board_probe_bytes = None
+        if heap is not None:
+            n = heap_bytes(heap)
+            if self.romfs_image_bytes:
+                n += 4096 * math.ceil(self.romfs_image_bytes / 4096)
+            self.host_board_probe_bytes = host_board_probe(cmd, self.micropypath, env)
+            n += self.host_board_probe_bytes
+            heap = f"{n // 1024}K" if n % 1024 == 0 else str(n)
         self.heapsize = heap  # None: the binary's default heap
         if heap is not None:
             cmd += ["-X", f"heapsize={heap}"]
@@ -479,6 +528,15 @@ class Harness:
                                       "inflight" if got == cut["inflight"] else "other")
         elif kind == "flash":
             self.flash = rec
+        elif kind == "host_board":  # boards/host/node.py: its own modules' heap, per boot
+            self.host_board_bytes = max(self.host_board_bytes or 0, rec["bytes"])
+        elif kind == "repl":  # the node sits at its REPL (serial port): why
+            self.node.at_repl = True
+            self.repl_entries.append({"t_s": t_s, "boot": len(self.boots), **rec})
+            if rec.get("main_ran") and rec.get("app") != "stopped" \
+                    and not rec.get("safe_boot"):
+                raise NodeFailed("the application stopped or never started and the node "
+                                 "sits at its REPL (see the console)")
         elif kind == "heap":  # heatgw.heapmon: this boot's figures so far
             self.peak_heap = max(self.peak_heap, rec["peak_heap_bytes"])
             self.heap_log.append((t_s, rec["peak_heap_bytes"], rec.get("peak_at"),
@@ -486,6 +544,8 @@ class Harness:
             self.heap_by_boot[len(self.boots)] = rec
         elif kind == "mqtt":  # heatgw.telemetry: this boot's counters so far
             self.mqtt_by_boot[len(self.boots)] = rec
+        elif kind == "modbus":  # heatgw.modbus: this boot's meters and counters so far
+            self.modbus_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -517,11 +577,13 @@ class Harness:
         if "provisioned" not in out.stdout:
             raise NodeFailed(f"provisioning failed: {out.stdout}{out.stderr}")
 
-    def _boot_node(self, cause):
+    def _boot_node(self, cause, env=None):
+        extra = dict(self.node_env)
+        extra.update(env or {})
         self.node = Node(micropypath=self.micropypath, listener=self.listener,
                          flash_path=self.flash_path, console=self.console,
                          console_path=self.console_path, cmd=self.node_cmd,
-                         env=self.node_env)
+                         env=extra, serial=self.serial)
         self.world.forget_served()
         try:
             line = self.node.readline(REAL_TIMEOUT_S)
@@ -560,6 +622,40 @@ class Harness:
         self._hang_sent = False
         self._reset("watchdog")
 
+    def _node_reset(self, gone):
+        """The node process ended for a reset asked at its serial port (linkcodec.proto
+        EXIT_*). A soft reset restarts it at once with the watchdog running on (a board's
+        cannot be stopped; the new boot.py holds it fed), the relays as they are (the
+        application stopped: safe); a hard reset is a reset (relays off, watchdog gone).
+        Anything else is a failure."""
+        rc = gone.returncode
+        p = lc.proto
+        if self.serial is None or rc not in (p.EXIT_SOFT_RESET, p.EXIT_SOFT_RESET_RAW,
+                                             p.EXIT_HARD_RESET):
+            raise NodeFailed(f"{gone} unexpectedly") from gone
+        old = self.node
+        old.kill()
+        self.node = None
+        if rc == p.EXIT_HARD_RESET:
+            self.resets.append({"t_s": self.vt / 1000.0, "kind": "hard"})
+            self._reset("hard_reset")
+            return
+        raw = rc == p.EXIT_SOFT_RESET_RAW
+        self.resets.append({"t_s": self.vt / 1000.0, "kind": "soft_raw" if raw else "soft"})
+        env = {"HEATGW_RESET": "soft"}
+        if raw:
+            env["HEATGW_REPL"] = "raw"
+        if old.wdt_timeout_ms is not None:
+            env["HEATGW_WDT_MS"] = str(old.wdt_timeout_ms)
+        self._boot_node("soft_reset", env)
+        self.node.wdt_timeout_ms = old.wdt_timeout_ms
+        self.node.last_feed_vt = old.last_feed_vt
+
+    def request_stop(self):
+        """End the run at the node's next request for time (another thread may call it:
+        a test done with a node that sits at its REPL, where time runs in real time)."""
+        self._stop_requested = True
+
     def _cut_landed(self, cut):
         cut["cut_t_s"] = self.vt / 1000.0
         cut["inside_save"] = self._inflight is not None
@@ -588,6 +684,8 @@ class Harness:
         self.world.plant_stepped()
         self.oracle.evaluate(self.vt, self.world, self.coils["reuse"])
         self.console = open(self.console_path, "wb")
+        if self.serial is not None:
+            self.serial.console = self.console  # the port's bridge writes the log
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
@@ -604,6 +702,8 @@ class Harness:
             if self.node is not None:
                 self.node.kill()
             self.listener.close()
+            if self.serial is not None:
+                self.serial.close()
             self.console.close()
         return summary(self, time.monotonic() - wall0)
 
@@ -619,7 +719,8 @@ class Harness:
             try:
                 line = self.node.readline(timeout)
             except NodeGone as e:
-                raise NodeFailed(f"{e} unexpectedly") from e
+                self._node_reset(e)
+                continue
             if line is None:
                 if not self._hang_sent:
                     raise NodeFailed("node stopped answering (real-time timeout)")
@@ -638,6 +739,8 @@ class Harness:
         """The node idles until `deadline` (None: no task waits): move time to the
         horizon or the deadline, act on what falls due, then send the next step."""
         node = self.node
+        if self._stop_requested:
+            self.end_vt = min(self.end_vt, self.vt)
         target = self._horizon_now()
         if deadline is not None:
             target = max(min(target, deadline), self.vt)
@@ -681,7 +784,7 @@ class Harness:
         """Orderly stop at the end: the node saves its totals (s: KeyboardInterrupt)."""
         if self.node is None:
             return
-        if not self.node.app_booted and not self.safe_boot_expected:
+        if not (self.node.app_booted or self.node.at_repl or self.safe_boot_expected):
             raise NodeFailed("the node never reached the application (no boot record)")
         self.node.send(lc.advance(self.vt, self.vt) + lc.STOP + lc.END)
         while True:
@@ -698,14 +801,17 @@ class Harness:
 
 
 def run_scenario(path, out=None, workdir=None, *, mpy=False, module_dirs=(), uplink=None,
-                 romfs=False, heapsize=None):
+                 romfs=False, heapsize=None, serial=None):
     """Run one scenario file: (summary, harness). NodeFailed when the node did not run.
-    uplink / romfs / heapsize: see Harness."""
+    uplink / romfs / heapsize / serial: see Harness."""
     sc = load_scenario(path)
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
     h = Harness(sc, workdir, mpy=mpy, module_dirs=module_dirs, uplink=uplink, romfs=romfs,
-                heapsize=heapsize)
+                heapsize=heapsize, serial=serial)
+    if h.serial is not None:
+        print(f"harness: the node's serial port is {h.serial.name} ({h.serial.path})",
+              file=sys.stderr, flush=True)
     summary_ = h.run()
     if out:
         Path(out).write_text(json.dumps(summary_, indent=1) + "\n")
@@ -731,6 +837,9 @@ def main(argv=None):
                     help="Home Assistant discovery prefix, e.g. homeassistant")
     ap.add_argument("--romfs", action="store_true",
                     help="the node's code from a ROMFS image mounted at boot (implies --mpy)")
+    ap.add_argument("--serial", metavar="auto|PATH",
+                    help="give the node a serial port (a pty; PATH: a symlink to it): "
+                         "console, Ctrl-C, REPL, mpremote")
     args = ap.parse_args(argv)
     uplink = None
     try:
@@ -746,7 +855,7 @@ def main(argv=None):
         return 2
     try:
         summary_, _ = run_scenario(args.scenario, args.out, args.workdir, mpy=args.mpy,
-                                   uplink=uplink, romfs=args.romfs)
+                                   uplink=uplink, romfs=args.romfs, serial=args.serial)
     except NodeFailed as e:
         if args.out:  # a summary left from an earlier run must not pass for this one
             Path(args.out).unlink(missing_ok=True)
@@ -756,7 +865,8 @@ def main(argv=None):
                                        "peak_heap_bytes", "min_largest_free_bytes",
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
-    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where"):
+    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where",
+              "modbus"):
         if summary_.get(k) is not None:
             brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))

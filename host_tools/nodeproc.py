@@ -4,6 +4,9 @@
 (stdout and stderr) in a log file and the lockstep link on a loopback socket. A node that
 does not run as a device would (never connects, never says hello, exits) raises
 NodeFailed, naming the reason and quoting its console.
+
+With a serial port (host_tools/serialport.py) the node's stdin, stdout and stderr are the
+port's node side instead, and the port's bridge writes the console log.
 """
 
 import os
@@ -22,7 +25,12 @@ class NodeFailed(RuntimeError):
 
 
 class NodeGone(NodeFailed):
-    """The node's process ended (expected only after a power cut or an orderly stop)."""
+    """The node's process ended (expected only after a power cut, an orderly stop or a
+    reset asked at its serial port: `returncode`)."""
+
+    def __init__(self, msg, returncode=None):
+        super().__init__(msg)
+        self.returncode = returncode
 
 
 def console_tail(path, lines=12):
@@ -41,9 +49,9 @@ class Node:
     it); `app_booted`: the application reported its boot record."""
 
     def __init__(self, *, micropypath, listener, flash_path, console, console_path,
-                 cmd=None, env=None):
+                 cmd=None, env=None, serial=None):
         """cmd: the micropython command line (default: micropython_cmd()); env: extra
-        environment (e.g. HEATGW_ROMFS)."""
+        environment (e.g. HEATGW_ROMFS); serial: a SerialPort, the node's stdio."""
         self.console_path = console_path
         extra = env
         env = dict(os.environ)
@@ -51,13 +59,16 @@ class Node:
         env["MICROPYPATH"] = micropypath
         env["HEATGW_LINK"] = f"127.0.0.1:{listener.getsockname()[1]}"
         env["HEATGW_FLASH"] = str(flash_path)
-        self.proc = subprocess.Popen(
-            # -m: the module path decides (precompiled first when asked), not the
-            # script's own folder
-            [*(cmd or micropython_cmd()), "-m", "node"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=console,
-            stderr=subprocess.STDOUT,
-        )
+        if serial is not None:
+            env["HEATGW_SERIAL"] = "1"
+            stdio = serial.node_stdio()
+        else:
+            stdio = {"stdin": subprocess.DEVNULL, "stdout": console,
+                     "stderr": subprocess.STDOUT}
+        # -m: the module path decides (precompiled first when asked), not the script's
+        # own folder
+        self.proc = subprocess.Popen([*(cmd or micropython_cmd()), "-m", "node"],
+                                     cwd=REPO, env=env, **stdio)
         self.sock = self._accept(listener)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(REAL_TIMEOUT_S)
@@ -65,6 +76,7 @@ class Node:
         self.wdt_timeout_ms = None
         self.last_feed_vt = None
         self.app_booted = False
+        self.at_repl = False  # it said it sits at its REPL (a serial port's node only)
 
     def _accept(self, listener):
         """The node's connection; NodeFailed at once if it exits before connecting."""
@@ -92,7 +104,8 @@ class Node:
         except TimeoutError:
             return None
         if not line:
-            raise NodeGone(f"node exited with {self.proc.wait()}")
+            rc = self.proc.wait()
+            raise NodeGone(f"node exited with {rc}", rc)
         return line.decode().rstrip("\n")
 
     def send(self, text):

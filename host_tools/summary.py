@@ -54,9 +54,10 @@ def summary(h, wall_s):
             "time_s": totals["time_ms"] / 1000.0,
         }
     heat = true_heat_kwh(h.plant.log)
-    # With --romfs the image sits in the node's heap as one buffer (a board maps its
-    # ROMFS partition instead): the heap figures do not count it.
-    img = h.romfs_image_bytes or 0
+    # Not the node's (README, "Heap accounting on the host board"): with --romfs the
+    # image, one buffer in the heap (a board maps its ROMFS partition instead), and the
+    # host board's own modules (a board has hardware and a frozen board file instead).
+    img = (h.romfs_image_bytes or 0) + (h.host_board_bytes or 0)
     mqtt = mqtt_block(h.mqtt_by_boot)
     net_ms, net_where = net_worst(h.mqtt_by_boot)
     return {
@@ -87,7 +88,10 @@ def summary(h, wall_s):
         "heap_peaks": [[t, peak - img, at, free] for t, peak, at, free in h.heap_log[-20:]],
         "heapsize": h.heapsize,
         "romfs_image_bytes": h.romfs_image_bytes,
+        "host_board_bytes": h.host_board_bytes,
         "mqtt": mqtt,
+        # heatgw.modbus: the last boot's last `modbus` record (None without Modbus)
+        "modbus": h.modbus_by_boot[max(h.modbus_by_boot)] if h.modbus_by_boot else None,
         "uplink": uplink_summary(h.cfg.get("mqtt"), h.cfg.get("node_id"), mqtt),
         # real, not virtual: a blocking call would stall a real board (goal <= 50 ms)
         "net_worst_real_ms": net_ms,
@@ -101,4 +105,8 @@ def summary(h, wall_s):
         "last_status": h.last_status,
         "wall_s": round(wall_s, 2),
         "console_log": str(h.console_path),
+        # with --serial: when the node sat at its REPL and why, the resets asked there
+        "serial": None if getattr(h, "serial", None) is None else {
+            "repl_entries": h.repl_entries, "resets": h.resets,
+            "ctrl_c_merged": h.serial.ctrl_c_merged, "out_dropped": h.serial.out_dropped},
     }

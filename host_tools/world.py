@@ -31,9 +31,10 @@ class World:
         self.faults = {}  # rtd -> injected fault
         self.overrides = {}  # rtd -> wave dict (served instead of the plant)
         flow = cfg.get("flow") or {}
-        self.metered = bool(flow)  # a flow meter is configured: its pulses are served
+        # a pulse meter is configured: its pulses are served (a Modbus meter has none)
+        self.metered = bool(flow) and flow.get("type", "pulse") == "pulse"
         ppl = flow.get("pulses_per_litre")
-        self.lpp_l = 1.0 / ppl if ppl else flow.get("litres_per_pulse", 0.1)
+        self.lpp_l = 1.0 / ppl if ppl else flow.get("litres_per_pulse") or 0.1
         self.pulse_ms = int(scenario.get("pulse_ms", PULSE_MS))
         self.volume_l = 0.0  # through the meter up to flow_vt
         self.flow_vt = 0

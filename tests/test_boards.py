@@ -117,12 +117,55 @@ class SPI:
         LOG.append(["xfer", len(w)])
 
 
+class UART:
+    def __init__(self, id, **kw):
+        pins = {k: kw.pop(k).id for k in ("tx", "rx") if k in kw}
+        LOG.append(["UART", id, pins, kw])
+
+
 class WDT:
     def __init__(self, id=0, timeout=5000):
         LOG.append(["WDT", timeout])
 
     def feed(self):
         LOG.append(["feed"])
+
+
+PWRON_RESET = 1
+SOFT_RESET = 5
+RESET_CAUSE = [PWRON_RESET]  # a probe sets it (ESP32: reset_cause() after a soft reset)
+MEM = {}  # a probe sets registers (RP2040: WATCHDOG CTRL.ENABLE survives a soft reset)
+TIMERS = []
+
+
+def reset_cause():
+    return RESET_CAUSE[0]
+
+
+class _Mem32:
+    def __getitem__(self, addr):
+        return MEM.get(addr, 0)
+
+
+mem32 = _Mem32()
+
+
+class Timer:
+    PERIODIC = "PERIODIC"
+    ONE_SHOT = "ONE_SHOT"
+
+    def __init__(self, id=-1):
+        self.id = id
+        self.callback = None
+        LOG.append(["Timer", id])
+
+    def init(self, period=None, mode=None, callback=None):
+        self.callback = callback
+        TIMERS.append(self)
+        LOG.append(["Timer.init", self.id, period, mode])
+
+    def deinit(self):
+        LOG.append(["Timer.deinit", self.id])
 """
 
 # A stub `rp2` (the unix port has none): the program is not assembled here (tests/rp2_emu
@@ -231,6 +274,16 @@ del machine.LOG[:]
 dm.value(1)
 dm.value(0)
 calls["dead_man_toggle"] = machine.LOG[:]
+for port in getattr(board, "RS485_PORTS", ()):
+    uart, de = call("rs485:" + port, board.rs485, port, 9600, None, 1)
+    res["rs485_de_returned"] = None if de is None else de.id
+try:
+    board.rs485("nosuch", 9600, None, 1)
+    res["rs485_bad_port"] = "accepted"
+except ValueError:
+    res["rs485_bad_port"] = "ValueError"
+except AttributeError:
+    res["rs485_bad_port"] = None
 for kind in getattr(board, "NET_INTERFACES", ()):
     call("net:" + kind, board.network_interface, kind)
 try:
@@ -258,9 +311,14 @@ MCU = {
         "strapping": {0, 2, 5, 12, 15},
         "gpio": set(range(40)),
         "rmii": {19, 21, 22, 25, 26, 27},  # EMAC pins fixed by the chip (IO_MUX only)
+        "high_at_reset": {0, 5, 15},  # strapping pins with their pull-up on at reset
+        "uart_pins": None,  # any GPIO through the matrix (TX: an output-capable one)
     },
     "armv6m": {"input_only": set(), "reserved": set(), "strapping": set(),
-               "gpio": set(range(30)), "rmii": set()},  # RP2040
+               "gpio": set(range(30)), "rmii": set(), "high_at_reset": set(),
+               # RP2040 datasheet, GPIO function table: UARTn TX / RX pins
+               "uart_pins": {0: ({0, 12, 16, 28}, {1, 13, 17, 29}),
+                             1: ({4, 8, 20, 24}, {5, 9, 21, 25})}},
 }
 # Board-level facts from the boards' schematics.
 BOARD_RESERVED = {"pico_w": {23, 24, 25, 29}}  # the wireless chip (CYW43439) on the Pico W
@@ -346,6 +404,7 @@ def test_no_gpio_is_used_twice(probed):
     uses += [("flow", c["FLOW_PULSE_PIN"]), ("safe boot", c["SAFE_BOOT_PIN"]),
              ("dead man", c["DEAD_MAN_PIN"])]
     uses += [("net " + k, v) for k, v in (c.get("NET_PINS") or {}).items()]
+    uses += [("rs485 " + k, v) for k, v in (c.get("RS485_PINS") or {}).items()]
     by_gpio = {}
     for what, gpio in uses:
         by_gpio.setdefault(gpio, []).append(what)
@@ -394,6 +453,42 @@ def test_network_interfaces(probed):
         assert not net_pins, "NET_PINS without a wired interface"
     for name, gpio in BOARD_NET.get(board, {}).items():
         assert net_pins.get(name) == gpio, (name, net_pins.get(name), gpio)
+
+
+def test_rs485_port(probed):
+    """Modbus RTU: rs485() makes one UART on exactly the named TX/RX pins (on the RP2040
+    pins carrying that UART), reads that never wait (timeout=0), and the DE pin an output
+    low from the start and low from reset. A board without a port says so (ValueError)."""
+    board, res = probed
+    c = res["consts"]
+    ports = c.get("RS485_PORTS") or []
+    assert res["rs485_bad_port"] == "ValueError"
+    if not ports:
+        assert not c.get("RS485_PINS"), "RS485_PINS without RS485_PORTS"
+        return
+    assert ports == ["rs485"], ports
+    pins = c["RS485_PINS"]
+    mcu = _mcu(board, res)
+    log = res["calls"]["rs485:rs485"]
+    uarts = [e for e in log if e[0] == "UART"]
+    assert len(uarts) == 1, log
+    _, uart_id, upins, kw = uarts[0]
+    assert upins == {"tx": pins["tx"], "rx": pins["rx"]}, upins
+    assert kw.get("timeout") == 0 and kw.get("baudrate") == 9600 and kw.get("bits") == 8, kw
+    assert "parity" in kw and kw.get("stop") == 1, kw
+    assert pins["tx"] not in mcu["input_only"]
+    if mcu["uart_pins"] is not None:
+        tx_ok, rx_ok = mcu["uart_pins"][uart_id]
+        assert pins["tx"] in tx_ok and pins["rx"] in rx_ok, (uart_id, pins)
+    made = {e[1]: e for e in _pins_made(log)}
+    if "de" in pins:
+        de = pins["de"]
+        assert made[de][2] == "OUT" and made[de][4] == 0, made[de]  # receiving at once
+        assert de not in mcu["input_only"] | mcu["high_at_reset"], de
+        assert res["rs485_de_returned"] == de
+        assert [e for e in log if e[0] == "value" and e[1] == de and e[2] != 0] == []
+    else:
+        assert res["rs485_de_returned"] is None
 
 
 def test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull(probed):
@@ -496,6 +591,24 @@ def test_probe_catches_a_wrong_board(mp, tmp_path):
 
 
 
+@pytest.mark.parametrize("mistake", [
+    ('RS485_PINS = {"tx": 22, "rx": 21, "de": 2}', 'RS485_PINS = {"tx": 22, "rx": 21, "de": 15}'),
+    ('de = Pin(p["de"], Pin.OUT, value=0)', 'de = Pin(p["de"], Pin.OUT, value=1)'),
+    ("timeout=0, timeout_char=0", "timeout=100, timeout_char=0"),
+    ('tx=Pin(p["tx"]), rx=Pin(p["rx"])', 'tx=Pin(p["rx"]), rx=Pin(p["tx"])'),
+])
+def test_probe_catches_a_wrong_rs485_port(mp, tmp_path, mistake):
+    """DE on a pin pulled up at reset, DE driving at start, reads that wait, TX/RX swapped."""
+    src = (BOARDS / "esp32_devkitc" / "board.py").read_text()
+    assert src.count(mistake[0]) == 1
+    (tmp_path / "board.py").write_text(src.replace(*mistake))
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    res = mp.run_json(PROBE, board="esp32_devkitc", extra_path=[tmp_path])[0]
+    with pytest.raises(AssertionError):
+        test_rs485_port(("esp32_devkitc", res))
+
+
 def test_host_board_has_every_contract_name(mp):
     (res,) = mp.run_json("""
 import json
@@ -522,3 +635,113 @@ def test_no_gpio_numbers_outside_boards():
                 if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Pin"
                         and node.args and isinstance(node.args[0], ast.Constant)):
                     raise AssertionError(f"{path}: Pin({node.args[0].value}) outside boards/")
+
+
+# The watchdog hold on a real board (board.hold_watchdog, lib/wdthold): in a fresh node
+# each time, since the board keeps the watchdog in its module state. SOFT sets the MCU's
+# own sign of a soft reset (ESP32: reset_cause(); RP2040: WATCHDOG CTRL.ENABLE).
+HOLD_PROBE = r"""
+import json
+import machine
+if SOFT:
+    machine.RESET_CAUSE[0] = machine.SOFT_RESET
+    machine.MEM[0x40058000] = 1 << 30
+import board
+res = {}
+if APP:
+    board.watchdog(APP)  # the application's supervisor started it
+del machine.LOG[:]
+res["held"] = board.hold_watchdog()
+res["hold"] = machine.LOG[:]
+del machine.LOG[:]
+for t in machine.TIMERS:
+    t.callback(t)  # the timer fires
+res["fire"] = machine.LOG[:]
+del machine.LOG[:]
+res["again"] = board.hold_watchdog()  # a second hold changes nothing
+res["again_log"] = machine.LOG[:]
+del machine.LOG[:]
+board.watchdog(4000)  # the application takes it over
+res["takeover"] = machine.LOG[:]
+print(json.dumps(res))
+"""
+
+
+def _hold(mp, tmp_path, board, soft, app):
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    code = f"SOFT = {soft}\nAPP = {app}\n" + HOLD_PROBE
+    return mp.run_json(code, board=board, extra_path=[tmp_path])[0]
+
+
+@pytest.mark.parametrize("board", REAL_BOARDS)
+def test_real_board_holds_the_watchdog_the_application_started(mp, tmp_path, board):
+    """After the orderly stop the started watchdog is fed from a periodic timer (a
+    quarter of its timeout), and the application's next watchdog() releases the timer."""
+    res = _hold(mp, tmp_path, board, soft=False, app=4000)
+    assert res["held"] is True
+    timers = [e for e in res["hold"] if e[0] == "Timer.init"]
+    assert len(timers) == 1 and timers[0][2:] == [1000, "PERIODIC"], res["hold"]
+    assert ["feed"] in res["hold"]  # fed at once, then by the timer
+    assert res["fire"] == [["feed"]]
+    assert res["again"] is True and res["again_log"] == []
+    assert res["takeover"][0][0] == "Timer.deinit" and ["WDT", 4000] in res["takeover"]
+
+
+@pytest.mark.parametrize("board", REAL_BOARDS)
+def test_real_board_holds_a_watchdog_a_soft_reset_left_running(mp, tmp_path, board):
+    """boot.py after a soft reset: the watchdog may run on (it cannot be stopped), so the
+    board sets it to HOLD_WDT_MS and feeds it; after power-on it starts nothing."""
+    soft = _hold(mp, tmp_path, board, soft=True, app=0)
+    assert soft["held"] is True
+    assert soft["hold"][0] == ["WDT", 8000], soft["hold"]
+    assert [e[2:] for e in soft["hold"] if e[0] == "Timer.init"] == [[2000, "PERIODIC"]]
+    assert soft["fire"] == [["feed"]]
+    power_on = _hold(mp, tmp_path, board, soft=False, app=0)
+    assert power_on["held"] is False and power_on["hold"] == [], power_on
+    assert power_on["fire"] == []
+
+
+CONSOLE_PROBE = r"""
+import json, sys, time
+import board
+cin = board.console_in()
+buf = bytearray(8)
+t = time.ticks_us()
+n = cin.readinto(buf)
+first = [n, bytes(buf[:n]).decode(), time.ticks_diff(time.ticks_us(), t)]
+n = cin.readinto(buf)
+print(json.dumps({"first": first, "second": n}))
+"""
+
+
+@pytest.mark.parametrize("board", REAL_BOARDS)
+def test_real_board_console_in_never_blocks(mp, tmp_path, board):
+    """console_in() reads what waits on the REPL's stream (here the unix port's stdin, a
+    pipe) and returns 0 at once when nothing does, even with the stream still open."""
+    import json as _json
+    import select
+    import subprocess
+
+    from host_tools.mprun import mp_env
+    from host_tools.paths import REPO, micropython_cmd
+
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    res = mp.run_json(CONSOLE_PROBE, board=board, extra_path=[tmp_path], stdin="ab")[0]
+    assert res["first"][:2] == [2, "ab"] and res["second"] == 0, res
+    # the stream stays open with nothing in it: both reads return 0 without waiting
+    script = tmp_path / "probe.py"
+    script.write_text(CONSOLE_PROBE)
+    p = subprocess.Popen([*micropython_cmd(), str(script)], cwd=REPO,
+                         env=mp_env(board, [tmp_path]), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready, "console_in().readinto() blocked on an open, empty stream"
+        out = p.stdout.readline()
+    finally:
+        p.stdin.close()
+        p.wait(20)
+    res = _json.loads(out)
+    assert res["first"][:2] == [0, ""] and res["second"] == 0, res

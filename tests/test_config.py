@@ -16,8 +16,10 @@ from host_tools.paths import FIRMWARE, REPO
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, fluid, fluid_data, migrate  # noqa: E402
+from heatgw import config, fluid, fluid_data, mbschema, migrate  # noqa: E402
 from heatgw.config_schema import SCHEMA, VERSION  # noqa: E402
+
+mbschema.install(SCHEMA)  # the whole schema, as the host's tools see it
 from heatgw.schema import validate  # noqa: E402
 
 
@@ -50,6 +52,7 @@ FULL = {
     },
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
+    "modbus": None,  # no Modbus meters (test_modbus covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
@@ -111,8 +114,8 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, mqtt, "
-     "node_id, persist, sensors, site, supervisor, telemetry, version"),
+    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
+     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
@@ -131,14 +134,15 @@ BAD = [
      "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, stale_s, "
      "tick_ms, valve_feedback, valve_travel_s"),
     (with_("flow.k", 1), "flow.k: unknown key; expected one of critical, litres_per_pulse, "
-     "max_m3h, min_pulse_ms, pulses_per_litre, stuck_active_s, type, zero_after_s"),
+     "max_m3h, meter, min_pulse_ms, pulses_per_litre, stuck_active_s, type, zero_after_s"),
     # bad enum
     (with_("meter.fluid", "glycol"), 'meter.fluid: "glycol" is not allowed; one of "water", '
      '"propylene_glycol", "ethylene_glycol"'),
     (with_("sensors.return.r0_ohm", 500),
      "sensors.return.r0_ohm: 500 is not allowed; one of 100, 1000"),
     (with_("sensors.return.wires", 5), "sensors.return.wires: 5 is not allowed; one of 2, 3, 4"),
-    (with_("flow.type", "mbus"), 'flow.type: "mbus" is not allowed; one of "pulse"'),
+    (with_("flow.type", "mbus"),
+     'flow.type: "mbus" is not allowed; one of "pulse", "modbus"'),
     (with_("version", 3), "version: 3 is not allowed; one of 2"),
     # validate() alone reads the current version only; load() migrates older files
     (with_("version", 1), "version: 1 is not allowed; one of 2"),
@@ -159,9 +163,9 @@ BAD = [
      "0 C: 100 (PT100) or 1000 (PT1000))"),
     # the K-factor: exactly one of two keys, each in whole steps
     (with_("flow.litres_per_pulse", DEL), "flow: needs one of litres_per_pulse, "
-     "pulses_per_litre (the meter's K-factor)"),
+     "pulses_per_litre (a pulse meter's K-factor)"),
     (with_("flow.pulses_per_litre", 100), "flow: takes only one of litres_per_pulse, "
-     "pulses_per_litre (the meter's K-factor)"),
+     "pulses_per_litre (a pulse meter's K-factor)"),
     (with_("flow.litres_per_pulse", 0.0000015), "flow.litres_per_pulse: 1.5e-06 is not a whole "
      "multiple of 1e-06 L"),
     (with_("flow", {"pulses_per_litre": 450.0005, "max_m3h": 4.0}), "flow.pulses_per_litre: "
@@ -170,24 +174,24 @@ BAD = [
      "of 0.001 ms"),
     # the input's 500 Hz, the debounce against the pulse period, zero flow against one pulse
     (with_("flow", {"pulses_per_litre": 450, "max_m3h": 5.0}), "flow.max_m3h * "
-     "flow.pulses_per_litre = 2250 must be at most 1800 (the meter's pulse rate at max_m3h "
-     "must be at most 500 Hz, the input's rating)"),
+     "flow.pulses_per_litre = 2250 must be at most 1800 (the pulse rate at max_m3h must be "
+     "at most the input's 500 Hz)"),
     (with_("flow.litres_per_pulse", 0.001), "flow.max_m3h = 15 must be at most "
-     "1800 * flow.litres_per_pulse = 1.8 (the meter's pulse rate at max_m3h must be at most "
-     "500 Hz, the input's rating)"),
+     "1800 * flow.litres_per_pulse = 1.8 (the pulse rate at max_m3h must be at most the "
+     "input's 500 Hz)"),
     (with_("flow.min_pulse_ms", 12.0), "flow.min_pulse_ms * flow.max_m3h = 180 must be below "
-     "1800 * flow.litres_per_pulse = 180 (the minimum pulse width must be under half the "
-     "pulse period at max_m3h)"),
+     "1800 * flow.litres_per_pulse = 180 (min_pulse_ms must be under half the pulse period "
+     "at max_m3h)"),
     (with_("flow", {"pulses_per_litre": 400, "max_m3h": 4.0, "min_pulse_ms": 1.2}),
      "(flow.min_pulse_ms * flow.max_m3h) * flow.pulses_per_litre = 1920 must be below 1800 "
-     "(the minimum pulse width must be under half the pulse period at max_m3h)"),
+     "(min_pulse_ms must be under half the pulse period at max_m3h)"),
     (with_("flow", {"litres_per_pulse": 10.0, "max_m3h": 15.0, "zero_after_s": 12}),
      "flow.zero_after_s = 12 must be above (3.6 * flow.litres_per_pulse) / "
-     "control.sink_flow_min_m3h = 12 (zero flow must wait longer than one pulse at "
+     "control.sink_flow_min_m3h = 12 (zero_after_s must exceed one pulse at "
      "control.sink_flow_min_m3h)"),
     (with_("flow", {"pulses_per_litre": 0.1, "max_m3h": 15.0, "zero_after_s": 11}),
      "flow.zero_after_s = 11 must be above 3.6 / (flow.pulses_per_litre * "
-     "control.sink_flow_min_m3h) = 12 (zero flow must wait longer than one pulse at "
+     "control.sink_flow_min_m3h) = 12 (zero_after_s must exceed one pulse at "
      "control.sink_flow_min_m3h)"),
     (with_("flow.stuck_active_s", 0.5), "flow.stuck_active_s: 0.5 is below the minimum 1 s"),
     # cross-field rules
@@ -231,6 +235,8 @@ GOOD = [
     with_("sensors", {}),
     with_("sensors", DEL) | {"site": {}},  # no sensor: no mains frequency needed
     {"version": 2, "flow": FULL["flow"]},
+    # a Modbus flow meter takes no K-factor: the pulse meter's rules skip it
+    with_("flow", {"type": "modbus", "meter": "fm", "max_m3h": 15.0}),
     with_("flow", {"pulses_per_litre": 450, "max_m3h": 4.0, "min_pulse_ms": 0.9,
                    "zero_after_s": 5, "stuck_active_s": 120}),
     with_("flow", {"pulses_per_litre": 0.5, "max_m3h": 15.0, "zero_after_s": 2.5}),
@@ -374,6 +380,8 @@ def _walk(node, path=""):
     yield path, node
     for k, sub in (node.get("keys") or {}).items():
         yield from _walk(sub, f"{path}.{k}" if path else k)
+    if "items" in node:  # members named by the installer: <name> in the path
+        yield from _walk(node["items"], f"{path}.<name>")
 
 
 def test_schema_is_plain_data():
@@ -388,7 +396,7 @@ def test_schema_is_plain_data():
 
 def test_schema_documents_every_key():
     allowed = {"type", "null", "req", "default", "min", "max", "step", "enum", "len", "chars",
-               "unit", "doc", "keys", "rules"}
+               "unit", "doc", "keys", "rules", "items", "max_items"}
     for path, node in _walk(SCHEMA):
         assert set(node) <= allowed, path
         assert node.get("type") in ("int", "float", "bool", "str", "object"), path
@@ -559,16 +567,17 @@ def test_load_in_a_small_heap(mp, files):
 
 MP_STARVED = r"""
 import gc, json
-from heatgw import config
-# preallocated: recording a result must not allocate (nor keep the errors alive)
+# preallocated: recording a result must not allocate (nor keep the errors alive); before
+# the import, whose compiling leaves the heap fragmented (the list needs 16 KB in one piece)
 srcs = [None] * 600
 kinds = [None] * 600  # 0 no error, 1 "<path>: loading failed (MemoryError...",
                       # 2 "config: out of memory while ...", else the error
 oks = [None] * 600
 n = big = i = freed = 0
 cfg = errs = src = mig = None  # every global exists before the heap is full
-gc.collect()
 hog = [None] * 2000  # more than the heap holds of either filler, on any word size
+from heatgw import config
+gc.collect()
 # Fill the heap: 256-byte blocks, then 1-block objects for the holes that loading the
 # modules left (a few KB on a 32-bit port: enough for load() itself if left free).
 try:

@@ -20,6 +20,14 @@ Bus and pin choices:
 - Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
   building's "sink available" contact, the maintenance key switch, the technician's
   trip-reset button and the valve's end switch at the reuse end.
+- RS-485 (Modbus RTU meters) on UART2 through the GPIO matrix: TX GPIO22 -> the
+  transceiver's DI, RX GPIO21 <- RO, driver enable GPIO2 -> DE and /RE tied together
+  (high = sending). GPIO2 is a strapping pin whose internal pull-down holds it low at
+  reset (the level serial download needs too); a 10 kΩ pull-down on DE keeps the
+  transceiver receiving until the driver sends. A transceiver that switches direction
+  itself (auto-direction) needs no DE: leave GPIO2 unconnected.
+- Left free for other I/O: ADC1 channels GPIO35, 36, 39 (analogue inputs: ADC2 does not
+  work while Wi-Fi runs) and GPIO12, 15 (outputs; both strapping pins).
 """
 
 import time
@@ -53,6 +61,9 @@ SAFE_BOOT_PIN = 0  # the BOOT button: held low at reset stops the application
 DEAD_MAN_PIN = 13
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
 NET_INTERFACES = ("wlan",)  # the module's own radio (Wi-Fi station); no Ethernet PHY
+RS485_PORTS = ("rs485",)  # Modbus RTU: modbus.buses.<name>.uart
+RS485_PINS = {"tx": 22, "rx": 21, "de": 2}
+_RS485_UART = 2
 
 
 def spi():
@@ -103,8 +114,64 @@ def dead_man():
     return Pin(DEAD_MAN_PIN, Pin.OUT, value=0)
 
 
+# The watchdog, once started, runs until a hard reset: WDT cannot be stopped. While the
+# application is stopped (the orderly stop at the serial port; a soft reset) a timer feeds
+# it (lib/wdthold), so the REPL and an mpremote copy are not cut short; relays are safe
+# then and nothing toggles the dead-man output. A soft reset leaves it running with a
+# timeout we cannot read back: boot.py holds it with HOLD_WDT_MS.
+HOLD_WDT_MS = 8000
+_HOLD_TIMER = 0  # hardware timer 0 (group 0): the scheduled callback feeds
+_wdt = None
+_wdt_ms = 0
+_hold = None
+
+
 def watchdog(timeout_ms):
-    return WDT(timeout=timeout_ms)
+    """Start (or reconfigure) the watchdog; the application's supervisor takes it over
+    from a hold."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        _hold.release()
+        _hold = None
+    _wdt = WDT(timeout=timeout_ms)
+    _wdt_ms = timeout_ms
+    return _wdt
+
+
+def _soft_reset_left_watchdog():
+    # After a soft reset the watchdog may still run (the ESP32 cannot say): hold it.
+    import machine
+
+    return machine.reset_cause() == machine.SOFT_RESET
+
+
+def hold_watchdog():
+    """Keep a started watchdog fed from a timer while the application is stopped (after
+    the orderly stop; at boot after a soft reset). True when one is held."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        return True
+    if _wdt is None:
+        if not _soft_reset_left_watchdog():
+            return False  # power-on or hard reset: no watchdog runs
+        _wdt = WDT(timeout=HOLD_WDT_MS)
+        _wdt_ms = HOLD_WDT_MS
+    from machine import Timer
+    from wdthold import WatchdogHold
+
+    _hold = WatchdogHold(_wdt, Timer(_HOLD_TIMER), _wdt_ms // 4)
+    return True
+
+
+def console_in():
+    """Non-blocking input from the REPL's serial port (lib/consolein): readinto(buf) never
+    waits; a Ctrl-C still stops the application (micropython.kbd_intr)."""
+    import select
+    import sys
+
+    from consolein import ConsoleIn
+
+    return ConsoleIn(sys.stdin.buffer, select.poll())
 
 
 def safe_boot_requested():
@@ -127,3 +194,18 @@ def data_dir():
 
 
 clock = time  # ticks wrap at 2**30 ms here; the firmware reads time through heatgw.clock
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    """(uart, de) of the RS-485 port: a machine.UART whose reads never wait (timeout 0)
+    and the driver-enable pin, low (receiving). parity: None, 0 even, 1 odd."""
+    if port not in RS485_PORTS:
+        raise ValueError("%s has no RS-485 port %r; have %r" % (NAME, port, RS485_PORTS))
+    from machine import UART
+
+    p = RS485_PINS
+    de = Pin(p["de"], Pin.OUT, value=0)
+    uart = UART(_RS485_UART, baudrate=baudrate, bits=8, parity=parity, stop=stop_bits,
+                tx=Pin(p["tx"]), rx=Pin(p["rx"]), timeout=0, timeout_char=0, rxbuf=512,
+                txbuf=256)
+    return uart, de

@@ -236,6 +236,31 @@ def _flash_op(erase):
         _pulse_pin.mask(clock.vt, FLASH_IRQ_MASK_MS[0] if erase else FLASH_IRQ_MASK_MS[1])
 
 
+# The serial port (host_tools/serialport.py): with $HEATGW_SERIAL = "1" the node's stdin
+# and stdout are a pty that behaves like a board's USB serial (boards/host/serialio.py).
+SERIAL = os.getenv("HEATGW_SERIAL") == "1"
+_port = None
+
+
+def serial_port():
+    """The node's side of the serial port (serialio.SerialIO), made on first use; None
+    when the node has none."""
+    global _port
+    if _port is None and SERIAL:
+        from serialio import SerialIO
+
+        _port = SerialIO(clock)
+    return _port
+
+
+def console_in():
+    """Non-blocking input from the serial port (board contract, optional): an object whose
+    readinto(buf) puts what was typed into buf and returns the count (0: nothing), never
+    blocking; any() counts what waits. A Ctrl-C typed raises KeyboardInterrupt, which
+    stops the application in order. None without a serial port (no --serial)."""
+    return serial_port()
+
+
 class _Watchdog:
     """machine.WDT on the host: the harness owns the timer and resets the node; a feed
     is a message on the link (the clock is the link)."""
@@ -250,12 +275,31 @@ class _Watchdog:
 
 
 WDT = _Watchdog()
+_wdt_ms = None  # the timeout of the watchdog this run started
 
 
 def watchdog(timeout_ms):
+    global _wdt_ms
+    clock.every(0, None)  # the application takes the watchdog over from a hold
+    _wdt_ms = timeout_ms
     if _link is not None:
         _link.send("W %d %d" % (timeout_ms, clock.vt))
     return WDT
+
+
+def hold_watchdog():
+    """Keep a started watchdog fed from a timer while the application is stopped (board
+    contract, optional; heatgw.start after the orderly stop, boot.py after a soft reset):
+    the watchdog cannot be stopped, and the REPL and mpremote must not be cut short. Safe:
+    nothing toggles the dead-man output then, so the relay drivers stay off in hardware.
+    Here the timer runs on virtual time (clock.every) and a soft reset that leaves the
+    harness's watchdog running says so in $HEATGW_WDT_MS. True when a watchdog is held."""
+    ms = _wdt_ms or int(os.getenv("HEATGW_WDT_MS") or 0)
+    if not ms or _link is None:
+        return False  # none started (standalone, the harness owns no watchdog)
+    clock.feed()
+    clock.every(ms // 4, clock.feed)
+    return True
 
 
 def safe_boot_requested():
@@ -311,8 +355,40 @@ def install_asyncio():
     """Run asyncio on this board's virtual clock (the application calls this first)."""
     import vasyncio
 
+    port = serial_port()  # with a serial port, the idle wait reads it (Ctrl-C, console)
     return vasyncio.install(clock.ticks_ms, clock.ticks_diff, clock.ticks_add,
-                            clock.asyncio_wait)
+                            clock.asyncio_wait if port is None else port.asyncio_wait)
+
+
+# RS-485 ports: name -> the environment variable naming the pty a test made for it (the
+# other end is the test's Modbus peer). Without it the port cannot be opened (OSError).
+RS485_PORTS = {"rs485": "HEATGW_RS485"}
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    """(uart, de) of the RS-485 port `port`: a UART-like stream over the pty named by
+    $HEATGW_RS485 (boards/host/ptyuart.py) and its emulated driver-enable pin. parity:
+    None, 0 (even) or 1 (odd), as machine.UART takes it."""
+    if port not in RS485_PORTS:
+        raise ValueError("the host board has no RS-485 port %r; have %r"
+                         % (port, sorted(RS485_PORTS)))
+    path = os.getenv(RS485_PORTS[port])
+    if not path:
+        raise OSError(19, "no pty for %s: set $%s" % (port, RS485_PORTS[port]))  # ENODEV
+    from ptyuart import DEPin, PtyUART
+
+    de = DEPin()
+    uart = PtyUART(path, de)
+    uart.init(baudrate=baudrate, bits=8, parity=parity, stop=stop_bits)
+    return uart, de
+
+
+def io_sent():
+    """A client writing to a raw socket or a pty says it sent something its peer answers
+    (vasyncio.sent(): virtual time follows real time while the reply is due)."""
+    import vasyncio
+
+    vasyncio.sent()
 
 
 def awaits_replies(fn):
@@ -323,6 +399,11 @@ def awaits_replies(fn):
     vasyncio.awaits(fn)
 
 
-if os.getenv("HEATGW_LINK"):
-    _link = clock
-    clock.connect(os.getenv("HEATGW_LINK"), __import__("sys").modules[__name__])
+def connect_link():
+    """Under the harness ($HEATGW_LINK), connect the clock to it: hello and the boot
+    step. boards/host/node.py calls this once it has measured the host board's heap."""
+    global _link
+    addr = os.getenv("HEATGW_LINK")
+    if addr and _link is None:
+        _link = clock
+        clock.connect(addr, __import__("sys").modules[__name__])

@@ -37,6 +37,9 @@ class LinkClock:
         self.utc0 = None  # UTC seconds at vt0, when the harness knows it
         self.link = None
         self.pin = None  # the pulse input (pulse_emu.PulsePin): runs as time passes
+        self._timer_vt = None  # the board's one periodic timer (every()): next fire
+        self._timer_ms = 0
+        self._timer_fn = None
 
     hang_armed = False  # the harness asked for a hang at the next relay write
 
@@ -68,8 +71,31 @@ class LinkClock:
             return None
         return self.utc0 + (self.vt - self.vt0) // 1000
 
+    def every(self, ms, fn):
+        """Call fn() every ms of virtual time from now on (fn None: stop): the host
+        board's machine.Timer, as far as the board needs one (board.hold_watchdog)."""
+        self._timer_fn = fn
+        self._timer_ms = ms
+        self._timer_vt = None if fn is None else self.vt + ms
+
+    def timer_due(self):
+        """Virtual ms until the timer fires next (None: no timer)."""
+        t = self._timer_vt
+        return None if t is None else t - self.vt
+
     def wait_until(self, deadline_vt):
-        """Block until virtual time reaches deadline_vt (None: until the harness says)."""
+        """Block until virtual time reaches deadline_vt (None: until the harness says);
+        a timer due before then fires on the way (and the wait may end there)."""
+        t = self._timer_vt
+        if t is not None and (deadline_vt is None or t <= deadline_vt):
+            self._wait_until(t)
+            if self.vt >= t and self._timer_vt == t:
+                self._timer_vt = t + self._timer_ms
+                self._timer_fn()
+            return
+        self._wait_until(deadline_vt)
+
+    def _wait_until(self, deadline_vt):
         if self.link is None:
             if deadline_vt is None:
                 raise RuntimeError("standalone: every task waits")

@@ -59,3 +59,12 @@ BOOT = 66  # B
 END = 46  # .
 
 NONE = "-"  # "no value" in a field (idle without deadline, no pulse edge yet)
+
+# The node process's exit status for a reset asked at its serial port (the host REPL:
+# Ctrl-D, mpremote soft-reset, machine.reset()). Its runner (the harness, benchnode)
+# starts it again behind the same port: a soft reset with $HEATGW_RESET = "soft" (and
+# $HEATGW_REPL = "raw" from the raw REPL: boot.py runs, main.py does not, as pyexec does;
+# $HEATGW_WDT_MS when a watchdog runs on), a hard reset as after power-on.
+EXIT_SOFT_RESET = 64
+EXIT_SOFT_RESET_RAW = 65
+EXIT_HARD_RESET = 66

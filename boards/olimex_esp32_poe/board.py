@@ -32,6 +32,11 @@ Bus and pin choices:
 - Safe boot: BUT1 on GPIO34, held at reset.
 - Dead-man output on GPIO16 (no strapping role; its 2.2 kΩ pull-up is driven through):
   toggled every healthy tick; 74HC123 hold as on the DevKitC (R_T 590 kΩ, C_T 4.7 µF).
+- No RS-485 port: every GPIO is taken (its UEXT UART, GPIO4/36, carries a chip-select
+  and the sink contact here). Modbus meters are read over Modbus TCP on the wired LAN;
+  RTU meters through a Modbus TCP-to-RTU gateway (a `tcp` bus with the gateway's
+  address, each meter's slave id as its unit id). A configuration with an `rtu` bus
+  reads `no_bus` on its meters, and the bus task's crash events say why.
 """
 
 import time
@@ -68,6 +73,12 @@ NET_INTERFACES = ("lan", "wlan")  # wired first; the module's Wi-Fi also works
 NET_PINS = {"txd0": 19, "tx_en": 21, "txd1": 22, "rxd0": 25, "rxd1": 26, "crs_dv": 27,
             "mdc": 23, "mdio": 18, "ref_clk": 17, "phy_power": 12}
 PHY_ADDR = 0
+RS485_PORTS = ()  # none: no GPIO left (module doc); Modbus over TCP
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    raise ValueError("%s has no RS-485 port (%r): read Modbus meters over TCP, RTU ones "
+                     "through a Modbus TCP gateway" % (NAME, port))
 
 
 def spi():
@@ -121,8 +132,64 @@ def dead_man():
     return Pin(DEAD_MAN_PIN, Pin.OUT, value=0)
 
 
+# The watchdog, once started, runs until a hard reset: WDT cannot be stopped. While the
+# application is stopped (the orderly stop at the serial port; a soft reset) a timer feeds
+# it (lib/wdthold), so the REPL and an mpremote copy are not cut short; relays are safe
+# then and nothing toggles the dead-man output. A soft reset leaves it running with a
+# timeout we cannot read back: boot.py holds it with HOLD_WDT_MS.
+HOLD_WDT_MS = 8000
+_HOLD_TIMER = 0  # hardware timer 0 (group 0): the scheduled callback feeds
+_wdt = None
+_wdt_ms = 0
+_hold = None
+
+
 def watchdog(timeout_ms):
-    return WDT(timeout=timeout_ms)
+    """Start (or reconfigure) the watchdog; the application's supervisor takes it over
+    from a hold."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        _hold.release()
+        _hold = None
+    _wdt = WDT(timeout=timeout_ms)
+    _wdt_ms = timeout_ms
+    return _wdt
+
+
+def _soft_reset_left_watchdog():
+    # After a soft reset the watchdog may still run (the ESP32 cannot say): hold it.
+    import machine
+
+    return machine.reset_cause() == machine.SOFT_RESET
+
+
+def hold_watchdog():
+    """Keep a started watchdog fed from a timer while the application is stopped (after
+    the orderly stop; at boot after a soft reset). True when one is held."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        return True
+    if _wdt is None:
+        if not _soft_reset_left_watchdog():
+            return False  # power-on or hard reset: no watchdog runs
+        _wdt = WDT(timeout=HOLD_WDT_MS)
+        _wdt_ms = HOLD_WDT_MS
+    from machine import Timer
+    from wdthold import WatchdogHold
+
+    _hold = WatchdogHold(_wdt, Timer(_HOLD_TIMER), _wdt_ms // 4)
+    return True
+
+
+def console_in():
+    """Non-blocking input from the REPL's serial port (lib/consolein): readinto(buf) never
+    waits; a Ctrl-C still stops the application (micropython.kbd_intr)."""
+    import select
+    import sys
+
+    from consolein import ConsoleIn
+
+    return ConsoleIn(sys.stdin.buffer, select.poll())
 
 
 def safe_boot_requested():

@@ -25,6 +25,11 @@ Bus and pin choices:
 - Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
   building's "sink available" contact, the maintenance key switch, the technician's
   trip-reset button and the valve's end switch at the reuse end.
+- RS-485 (Modbus RTU meters) on UART0: TX GP0 -> the transceiver's DI, RX GP1 <- RO
+  (UART0's own pin functions), driver enable GP6 -> DE and /RE tied together (high =
+  sending), a 10 kΩ pull-down on DE: receiving from reset. The REPL is on USB, so UART0
+  is free. An auto-direction transceiver needs no DE: leave GP6 unconnected.
+- Left free for other I/O: GP26-28 (ADC0-2, analogue inputs), GP7, 8, 11, 12.
 """
 
 import time
@@ -57,6 +62,9 @@ SAFE_BOOT_PIN = 9  # jumper to GND at reset stops the application
 DEAD_MAN_PIN = 10
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
 NET_INTERFACES = ("wlan",)  # the CYW43439 (GP23-25, GP29: reserved for it)
+RS485_PORTS = ("rs485",)  # Modbus RTU: modbus.buses.<name>.uart
+RS485_PINS = {"tx": 0, "rx": 1, "de": 6}
+_RS485_UART = 0
 
 
 def spi():
@@ -99,8 +107,65 @@ def dead_man():
     return Pin(DEAD_MAN_PIN, Pin.OUT, value=0)
 
 
+# The watchdog, once started, runs until a hard reset: WDT cannot be stopped. While the
+# application is stopped (the orderly stop at the serial port; a soft reset) a timer feeds
+# it (lib/wdthold), so the REPL and an mpremote copy are not cut short; relays are safe
+# then and nothing toggles the dead-man output. A soft reset leaves it running with a
+# timeout we cannot read back: boot.py holds it with HOLD_WDT_MS (RP2040 max 8388 ms).
+HOLD_WDT_MS = 8000
+_HOLD_TIMER = -1  # a soft (virtual) timer: the scheduled callback feeds
+_WATCHDOG_CTRL = 0x40058000  # RP2040 WATCHDOG block, its CTRL register (datasheet)
+_wdt = None
+_wdt_ms = 0
+_hold = None
+
+
 def watchdog(timeout_ms):
-    return WDT(timeout=timeout_ms)
+    """Start (or reconfigure) the watchdog; the application's supervisor takes it over
+    from a hold."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        _hold.release()
+        _hold = None
+    _wdt = WDT(timeout=timeout_ms)
+    _wdt_ms = timeout_ms
+    return _wdt
+
+
+def _soft_reset_left_watchdog():
+    # CTRL.ENABLE (bit 30): the watchdog counts down; a soft reset does not clear it.
+    import machine
+
+    return (machine.mem32[_WATCHDOG_CTRL] >> 30) & 1 == 1
+
+
+def hold_watchdog():
+    """Keep a started watchdog fed from a timer while the application is stopped (after
+    the orderly stop; at boot after a soft reset). True when one is held."""
+    global _wdt, _wdt_ms, _hold
+    if _hold is not None:
+        return True
+    if _wdt is None:
+        if not _soft_reset_left_watchdog():
+            return False  # power-on or hard reset: no watchdog runs
+        _wdt = WDT(timeout=HOLD_WDT_MS)
+        _wdt_ms = HOLD_WDT_MS
+    from machine import Timer
+    from wdthold import WatchdogHold
+
+    _hold = WatchdogHold(_wdt, Timer(_HOLD_TIMER), _wdt_ms // 4)
+    return True
+
+
+def console_in():
+    """Non-blocking input from the REPL's serial port (lib/consolein): readinto(buf) never
+    waits; a Ctrl-C still stops the application (micropython.kbd_intr)."""
+    import select
+    import sys
+
+    from consolein import ConsoleIn
+
+    return ConsoleIn(sys.stdin.buffer, select.poll())
 
 
 def safe_boot_requested():
@@ -123,3 +188,18 @@ def data_dir():
 
 
 clock = time  # ticks wrap at 2**30 ms here; the firmware reads time through heatgw.clock
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    """(uart, de) of the RS-485 port: a machine.UART whose reads never wait (timeout 0)
+    and the driver-enable pin, low (receiving). parity: None, 0 even, 1 odd."""
+    if port not in RS485_PORTS:
+        raise ValueError("%s has no RS-485 port %r; have %r" % (NAME, port, RS485_PORTS))
+    from machine import UART
+
+    p = RS485_PINS
+    de = Pin(p["de"], Pin.OUT, value=0)
+    uart = UART(_RS485_UART, baudrate=baudrate, bits=8, parity=parity, stop=stop_bits,
+                tx=Pin(p["tx"]), rx=Pin(p["rx"]), timeout=0, timeout_char=0, rxbuf=512,
+                txbuf=256)
+    return uart, de

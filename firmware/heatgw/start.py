@@ -2,8 +2,9 @@
 
 main.py calls `run()`. The configuration is loaded and validated first, while almost
 nothing else is in RAM, and the validator and its schema (~28 KB) are dropped before the
-application is even imported; the application then builds the meter first (its fluid
-table is built from generated data that is dropped again) and the rest after.
+application is even imported; then the Modbus poll plan, when configured (its planning
+code and umodbus are dropped again); the application then builds the meter first (its
+fluid table is built from generated data that is dropped again) and the rest after.
 """
 
 
@@ -49,7 +50,7 @@ def load_config(path, dead_man_hold_ms=None):
             cfg, errors, source = config.default(), [err], "default"
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema", "migrate"):
+    for name in ("config", "schema", "config_schema", "migrate", "mbschema", "mbplan"):
         _forget(name)
     return cfg, errors, source, configured, migration
 
@@ -66,6 +67,28 @@ def build_meter(meter_cfg):
     table = fluid = None
     _forget("fluid")  # the meter copied its table; the node never rebuilds it
     return m
+
+
+def modbus_plan(cfg):
+    """The Modbus poll plan (heatgw.mbplan: register maps, request PDUs; with an RTU bus
+    the CRC table, from umodbus.const), built while the heap is nearly empty; the planning
+    code, lib/sdm and umodbus are dropped again."""
+    import sys
+
+    from heatgw import mbplan
+
+    plan = mbplan.plan(cfg)
+    mbplan = None
+    for bus in plan:
+        if bus[1]["type"] == "rtu":
+            import mbrtu  # the RTU driver stays: its CRC table, made from umodbus's
+
+            mbrtu.crc_table()
+            break
+    _forget("mbplan")
+    for name in ("sdm", "umodbus.const", "umodbus.version", "umodbus"):
+        sys.modules.pop(name, None)
+    return plan
 
 
 def build():
@@ -89,6 +112,10 @@ def build():
     if source != "file":
         print("config: running the default configuration: no sensors, relays in bypass")
     gc.collect()
+    plan = None
+    if cfg.get("modbus"):
+        plan = modbus_plan(cfg)
+        gc.collect()
     meter = build_meter(cfg["meter"])
     gc.collect()
     from heatgw.app import Gateway
@@ -104,7 +131,8 @@ def build():
         tel = Telemetry(board, cfg)
         sinks.append(tel.sink)
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
-                 configured=configured, sinks=sinks, queue=tel.q if tel else None)
+                 configured=configured, sinks=sinks, queue=tel.q if tel else None,
+                 modbus_plan=plan)
     if migration:  # after the boot event, in the same log
         gw.event(migration)
     if tel is not None:
@@ -130,9 +158,33 @@ def run():
         print("safe boot (%s): application not started; relays safe" % bootstate.reason)
         return None
     gw, asyncio = build()
+    bootstate.app = "running"
     try:
         asyncio.run(gw.run(asyncio))
     except KeyboardInterrupt:
+        stop(gw)
+    return gw
+
+
+def stop(gw):
+    """The orderly stop (Ctrl-C at the serial port, the harness's end of a run): relays
+    safe and totals saved (Gateway.shutdown), then a started watchdog is held fed from a
+    timer while the node sits at its REPL (board.hold_watchdog): it cannot be stopped, and
+    mpremote must not be cut short. Safe: the control task is gone, nothing toggles the
+    dead-man output, so its hardware keeps every coil off. A second Ctrl-C (mpremote sends
+    one per command) cannot cut the save short."""
+    import board
+    import micropython
+
+    from heatgw import bootstate
+
+    micropython.kbd_intr(-1)
+    try:
         print("stopping: saving state")
         gw.shutdown()
-    return gw
+    finally:
+        micropython.kbd_intr(3)
+        hold = getattr(board, "hold_watchdog", None)
+        if hold is not None:
+            hold()
+        bootstate.app = "stopped"
