@@ -64,6 +64,7 @@ from host_tools.plant import Plant, PlantParams
 from host_tools.scenario import Profile, load_scenario, node_config
 from host_tools.serialport import SerialPort
 from host_tools.summary import summary
+from host_tools.trueheat import true_heat_series
 from host_tools.uplink import CA_NAME, NODE_DATA_DIR, Uplink, UplinkError
 from host_tools.world import EVENTS as WORLD_EVENTS
 from host_tools.world import World
@@ -191,14 +192,15 @@ class Harness:
         if uplink is not None:
             self.cfg["mqtt"] = uplink.config_section(self.cfg.get("mqtt"))
         # the compute load's electricity meter, a pymodbus SDM630 whose registers follow
-        # the plant's IT load (host_tools/computemeter.py; scenario key compute_meter)
+        # the plant's IT load, and a heat meter that reads its true heat (host_tools/
+        # plantmeters.py; scenario keys compute_meter, heat_meter)
         self.compute_meter = None
         self.recovery_log = []  # the node's `recovery` records (heatgw.recovery: hours)
         cm = scenario.get("compute_meter")
         if cm:
-            from host_tools.computemeter import ComputeMeter
+            from host_tools.plantmeters import PlantMeters
 
-            self.compute_meter = ComputeMeter(cm)
+            self.compute_meter = PlantMeters(cm, heat=scenario.get("heat_meter"))
             self.cfg = self.compute_meter.node_config(
                 self.cfg, cm.get("meter", "compute"), cm.get("period_s", 5))
         self.ctl = self.cfg["control"]
@@ -328,9 +330,11 @@ class Harness:
                         cooler_inhibit_relay=self.coils["cooler_inhibit"],
                         building_pump_on=w.pump_on, valve_stuck=w.valve_stuck)
         w.plant_stepped()
-        if self.compute_meter is not None:  # the load over the next step, energy so far
-            self.compute_meter.stepped(self.vt / 1000.0, self.plant.load_kw * 1000.0,
-                                       self.plant.load_j_total)
+        cm = self.compute_meter
+        if cm is not None:  # the load over the next step, energy so far; the step's heat
+            cm.stepped(self.vt / 1000.0, self.plant.load_kw * 1000.0, self.plant.load_j_total)
+            if cm.heat is not None:
+                cm.heat_stepped(float(true_heat_series(self.plant.log[-1:])[0]))
         self._next_step_vt += self.step_ms
         self._mark_dirty()
 

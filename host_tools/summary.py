@@ -84,7 +84,7 @@ def recovery(h):
     """The heat recovery ratio (heatgw.recovery's hourly `recovery` records) against the
     plant's truth: IF97 heat over each hour's span (the control ticks that saw its first
     and last compute readings) divided by the compute meter's true energy over the same
-    span (host_tools.computemeter: the plant's IT load, integrated exactly); and the
+    span (host_tools.plantmeters: the plant's IT load, integrated exactly); and the
     cumulative ratio of the last hour's record against the truth since the first pair.
     None without recovery records; the truth only with a harness compute meter."""
     if not h.recovery_log:
@@ -125,10 +125,18 @@ def recovery(h):
                       "true_compute_kwh": e / 3.6e6, "true_ratio": true,
                       "error_pct": None if node_total is None or not true
                       else 100.0 * (node_total - true) / true})
+    hc = last["record"].get("heat_check")
+    if hc is not None:  # the heat meter check: its and our heat over the compared spans
+        m, own = tot["heat_meter_mwh"] / 1e6, tot["heat_own_mwh"] / 1e6
+        total["heat_check"] = {**hc, "meter_kwh": m, "own_kwh": own,
+                               "diff_pct": 100.0 * (m - own) / own if own > 0 else None}
     out = {"hours": hours, "total": total}
     if cm is not None:
         out["compute_meter"] = {"model": cm.model, "reads": cm.reads,
                                 "energy_kwh": cm.energy_kwh, "power_w": cm.power_w}
+        if cm.heat is not None:
+            out["heat_meter"] = {"reads": cm.heat_reads, "energy_kwh": cm.heat_kwh,
+                                 "gain": cm.heat_gain, "true_kwh": cm.heat_j / 3.6e6}
     return out
 
 

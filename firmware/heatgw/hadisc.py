@@ -86,8 +86,8 @@ _METER_CLASSES = {"power_w": ("power", "W", "measurement"),
 
 def more_entities(cfg):
     """The entities a configuration adds to ENTITIES: the recovery section's, and one per
-    Modbus meter value (object_id meter_<meter>_<value>; a value name HA has no class for
-    gets none, the unit its register map gives; Home Assistant shows it as is)."""
+    Modbus meter value (object_id meter_<meter>_<value>; a value name HA has no class for,
+    e.g. pressure_bar, gets none and no unit: HA shows the number as is)."""
     rc = cfg.get("recovery") or {}
     if rc.get("compute"):
         yield from RECOVERY
@@ -100,9 +100,7 @@ def more_entities(cfg):
         if m.get("model"):
             names |= {"power_w", "energy_kwh"}
         for vn in sorted(names):
-            dc, unit, sc = _METER_CLASSES.get(vn) or (
-                None, ((m.get("registers") or {}).get(vn) or {}).get("unit") or None,
-                "measurement")
+            dc, unit, sc = _METER_CLASSES.get(vn) or (None, None, "measurement")
             yield ("meter_%s_%s" % (name, vn), SENSOR, "%s %s" % (name, vn), dc, unit, sc,
                    "value_json.meters['%s'].%s" % (name, vn))
 

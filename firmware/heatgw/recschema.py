@@ -75,18 +75,22 @@ RECOVERY = {
            "and the heat meter plausibility check; null or absent: neither (nothing of it "
            "is loaded)",
     "keys": {"compute": _COMPUTE, "heat_check": _HEAT_CHECK},
-    "rules": [
-        ["req", "compute.topic", "compute", "the topic the IT monitoring publishes",
-         ["compute.source", ["mqtt"]]],
-        ["req", "compute.path", "compute", "where the power is in its JSON",
-         ["compute.source", ["mqtt"]]],
-    ],
 }
+RULES = [
+    ["req", "recovery.compute.topic", "recovery.compute",
+     "the topic the IT monitoring publishes", ["recovery.compute.source", ["mqtt"]]],
+    ["req", "recovery.compute.path", "recovery.compute", "where the power is in its JSON",
+     ["recovery.compute.source", ["mqtt"]]],
+]
 
 
 def install(schema):
-    """Put RECOVERY into schema (config_schema.SCHEMA) in place of the stub; idempotent."""
+    """Put RECOVERY into schema (config_schema.SCHEMA) in place of the stub, and its
+    rules beside the others; idempotent."""
     schema["keys"]["recovery"] = RECOVERY
+    for r in RULES:
+        if r not in schema["rules"]:
+            schema["rules"].append(r)
 
 
 def _meter(cfg, name, role, where, errs):

@@ -1,16 +1,25 @@
-"""The compute load's electricity meter as the plant's harness serves it: an Eastron SDM630
-(or SDM120) on Modbus TCP, a real pymodbus server whose registers follow the plant's IT
-load in node (virtual) time, and the truth to judge the node's heat recovery ratio by.
+"""The plant's Modbus meters as its harness serves them: the compute load's electricity
+meter, an Eastron SDM630 (or SDM120), and optionally a heat meter, on one Modbus TCP server
+(a real pymodbus server) whose registers follow the plant in node (virtual) time; and the
+truth to judge the node's heat recovery ratio and heat meter check by.
 
-    meter = ComputeMeter({"model": "sdm630", "slave": 1, "energy_kwh": 12345.75})
-    meter.port                          # the node polls 127.0.0.1:port
-    meter.stepped(t_s, load_w, load_j)  # at every plant step (host_tools.harness)
-    meter.energy_j(t_s)                 # the true compute energy at any t_s (the log)
-    meter.stop()
+    meters = PlantMeters({"model": "sdm630", "slave": 1, "energy_kwh": 12345.75},
+                         heat={"slave": 2, "energy_kwh": 5000.0, "gain": 1.0})
+    meters.port                          # the node polls 127.0.0.1:port
+    meters.stepped(t_s, load_w, load_j)  # at every plant step (host_tools.harness)
+    meters.heat_stepped(heat_j)          # ... with the step's true (IF97) heat
+    meters.energy_j(t_s)                 # the true compute energy at any t_s (the log)
+    meters.stop()
 
-A scenario asks for it with `compute_meter` (README "Scenarios"); the harness then adds the
-meter to the node's `modbus` section (a bus `plant` to 127.0.0.1:port, a meter of role
-compute, the built-in map) and, unless the scenario sets one, `recovery.compute` with it.
+A scenario asks for them with `compute_meter` and `heat_meter` (README "Scenarios"); the
+harness then adds them to the node's `modbus` section (a bus `plant` to 127.0.0.1:port;
+the compute meter with role compute and the built-in map, the heat meter with role heat
+and a float32 kWh register at input register 0x0100) and, unless the scenario sets them,
+`recovery.compute` and `recovery.heat_check`.
+
+The heat meter reads the plant's true heat delivered (IAPWS-IF97, host_tools/trueheat.py,
+per plant step) times `gain` (1.0: a perfect meter; 1.1: one that reads 10 % high), added
+to its initial `energy_kwh`, as a float32 register updated at each step.
 
 What it serves: the plant's IT load is its electric load (every watt of the compute load
 ends as heat in the IT loop, host_tools.plant). At each plant step B (the harness's
@@ -40,8 +49,11 @@ def _f32(v):
     return [b[0] << 8 | b[1], b[2] << 8 | b[3]]
 
 
-class ComputeMeter:
-    def __init__(self, spec):
+HEAT_REG = 0x0100  # the heat meter's energy, kWh, float32, input registers
+
+
+class PlantMeters:
+    def __init__(self, spec, heat=None):
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -56,23 +68,43 @@ class ComputeMeter:
         self.energy_kwh = self.energy0_kwh
         self.log = [(0.0, 0.0)]  # (t_s, plant load energy J) at each step boundary
         self.reads = 0
+        self.heat = heat
+        self.heat_j = 0.0  # the plant's true heat so far
+        self.heat_kwh = None
+        self.heat_reads = 0
         p_addr, e_addr = MODELS[self.model]
-        self._map = ((p_addr, lambda: self.power_w), (e_addr, lambda: self.energy_kwh))
-
-        async def action(fc, start, address, count, registers, values):
-            # every read gets the values set last (registers of the block at `start`)
-            self.reads += 1
-            for addr, get in self._map:
-                if start <= addr and addr + 2 <= start + len(registers):
-                    registers[addr - start:addr - start + 2] = _f32(get())
-            return None
-
         bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
-        inputs = [SimData(a, values=[0, 0], datatype=DataType.REGISTERS)
-                  for a in sorted((p_addr, e_addr))]
         holding = [SimData(0xFFF0, values=[0], datatype=DataType.REGISTERS)]
-        dev = SimDevice(self.slave, simdata=(bits, list(bits), holding, inputs),
-                        action=action)
+
+        def device(slave, regmap, count):
+            async def action(fc, start, address, count_, registers, values):
+                # every read gets the values set last (registers of the block at `start`)
+                count()
+                for addr, get in regmap:
+                    if start <= addr and addr + 2 <= start + len(registers):
+                        registers[addr - start:addr - start + 2] = _f32(get())
+                return None
+
+            inputs = [SimData(a, values=[0, 0], datatype=DataType.REGISTERS)
+                      for a in sorted(a for a, _ in regmap)]
+            return SimDevice(slave, simdata=(bits, list(bits), holding, inputs),
+                             action=action)
+
+        def served():
+            self.reads += 1
+
+        def heat_served():
+            self.heat_reads += 1
+
+        devs = [device(self.slave, ((p_addr, lambda: self.power_w),
+                                    (e_addr, lambda: self.energy_kwh)), served)]
+        if heat is not None:
+            self.heat_slave = int(heat.get("slave", 2))
+            self.heat0_kwh = float(heat.get("energy_kwh", 0.0))
+            self.heat_gain = float(heat.get("gain", 1.0))
+            self.heat_kwh = self.heat0_kwh
+            devs.append(device(self.heat_slave, ((HEAT_REG, lambda: self.heat_kwh),),
+                               heat_served))
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         self.port = s.getsockname()[1]
@@ -87,7 +119,7 @@ class ComputeMeter:
 
             async def main():
                 try:
-                    self._server = ModbusTcpServer([dev], address=("127.0.0.1", self.port))
+                    self._server = ModbusTcpServer(devs, address=("127.0.0.1", self.port))
                     await self._server.serve_forever(background=True)
                 except Exception as e:  # noqa: BLE001 - reported below
                     self._error = e
@@ -102,11 +134,11 @@ class ComputeMeter:
 
         threading.Thread(target=run, daemon=True).start()
         if not ready.wait(10) or self._error is not None:
-            raise RuntimeError(f"compute meter: pymodbus server did not start: "
+            raise RuntimeError(f"plant meters: pymodbus server did not start: "
                                f"{self._error!r}")
 
-    def node_config(self, cfg, name="compute", period_s=5):
-        """The node configuration with this meter (module doc); cfg is not modified."""
+    def node_config(self, cfg, name="compute", period_s=5, heat_name="heatmeter"):
+        """The node configuration with these meters (module doc); cfg is not modified."""
         import copy
 
         cfg = copy.deepcopy(cfg)
@@ -119,7 +151,21 @@ class ComputeMeter:
         rc = cfg.setdefault("recovery", {})
         if not rc.get("compute"):
             rc["compute"] = {"source": "modbus", "meter": name}
+        if self.heat is not None:
+            mb["meters"][heat_name] = {
+                "bus": "plant", "slave": self.heat_slave, "role": "heat",
+                "period_s": int(self.heat.get("period_s", period_s)),
+                "registers": {"energy_kwh": {"address": HEAT_REG, "fc": 4,
+                                             "type": "float32", "unit": "kWh"}}}
+            if not rc.get("heat_check"):
+                rc["heat_check"] = {"meter": heat_name}
         return cfg
+
+    def heat_stepped(self, heat_j):
+        """The plant's true heat delivered over the step just integrated (J)."""
+        if self.heat is not None:
+            self.heat_j += heat_j
+            self.heat_kwh = self.heat0_kwh + self.heat_gain * self.heat_j / 3.6e6
 
     def stepped(self, t_s, load_w, load_j):
         """At a plant step boundary t_s: the load held until the next one (W) and the
