@@ -72,6 +72,7 @@ class PlantMeters:
         self.heat_j = 0.0  # the plant's true heat so far
         self.heat_kwh = None
         self.heat_reads = 0
+        self.served = {}  # register address -> the value its last read returned
         p_addr, e_addr = MODELS[self.model]
         bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
         holding = [SimData(0xFFF0, values=[0], datatype=DataType.REGISTERS)]
@@ -82,7 +83,10 @@ class PlantMeters:
                 count()
                 for addr, get in regmap:
                     if start <= addr and addr + 2 <= start + len(registers):
-                        registers[addr - start:addr - start + 2] = _f32(get())
+                        v = get()
+                        registers[addr - start:addr - start + 2] = _f32(v)
+                        if slave == self.slave:
+                            self.served[addr] = v
                 return None
 
             inputs = [SimData(a, values=[0, 0], datatype=DataType.REGISTERS)

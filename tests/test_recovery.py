@@ -942,3 +942,43 @@ print(json.dumps([gw.recovery is not None, "heatgw.recovery" in sys.modules,
 """).splitlines()[-1])  # the node prints its events before
     assert got["plain"] == [False, False, False]
     assert got["with"] == [True, True, False]
+
+
+# -- the complete-node day (tests/siteday.py: the `modbus` feature is the compute source) --
+
+
+def test_day_heat_recovery_ratio_against_the_plant(complete_node_day):
+    """The day's compute meter (the harness's SDM630 following the IT load, polled every
+    10 s) is the node's compute source: every completed hour with a ratio matches the
+    plant's IF97 heat over the IT load's true energy within 0.5 % (an hour whose true heat
+    is 0, the node in bypass, reads 0), as does the cumulative ratio; every telemetry
+    record carries the recovery keys and the meters, and the energy register's growth
+    gives a ratio in nearly every 10 s interval (the poll and the record share a period:
+    an interval without a pair of its own reads no_reading)."""
+    day = complete_node_day
+    r = day.summary["recovery"]
+    assert r is not None, "no recovery record from the node"
+    hours = r["hours"]
+    assert len(hours) >= day.summary["duration_s"] // 3600 - 1, len(hours)
+    for row in hours:
+        assert row["boot"] == 1 and row["why"] is None, row
+        if row["true_ratio"]:
+            assert abs(row["error_pct"]) < 0.5, row
+        else:
+            assert row["node_ratio"] < 1e-3, row
+    t = r["total"]
+    assert abs(t["error_pct"]) < 0.5 and t["integrated"] is False, t
+    tele = [d for _, k, d in day.records() if k == "telemetry"]
+    assert tele and all("ratio_total" in d and "compute_energy_wh" in d for d in tele)
+    assert all(sorted(d["meters"]["compute"]) == ["energy_kwh", "fault", "power_w"]
+               for d in tele)
+    with_iv = [d for d in tele if d["ratio_interval"] is not None]
+    whys = {}
+    for d in tele:
+        whys[d["ratio_interval_why"]] = whys.get(d["ratio_interval_why"], 0) + 1
+    assert len(with_iv) >= 0.95 * len(tele), whys
+    last = tele[-1]
+    print(f"\nday: {len(hours)} hours, ratio error " + ", ".join(
+        f"{row['error_pct']:+.3f}" for row in hours if row["true_ratio"]) +
+        f" %; total {t['node_ratio']:.4f} vs {t['true_ratio']:.4f} ({t['error_pct']:+.3f} %)"
+        f"; compute {last['compute_energy_wh'] / 1000:.3f} kWh; intervals {whys}")
