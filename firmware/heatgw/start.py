@@ -119,8 +119,23 @@ def build():
                       broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
             gw.add_task("net", net.run)
             tel.net = net
+    add_console(board, gw, asyncio)
     gc.collect()
     return gw, asyncio
+
+
+def add_console(board, gw, asyncio, safe=None):
+    """The technician's console (heatgw.console) as a restartable task, when the board
+    has a console port (board.console_in(), board contract); None otherwise."""
+    cin = getattr(board, "console_in", None)
+    port = cin() if cin is not None else None
+    if port is None:
+        return None
+    from heatgw.console import Console
+
+    con = Console(gw, port, asyncio, safe=safe)
+    (gw if gw is not None else safe).add_task("console", con.run)
+    return con
 
 
 def run():
