@@ -485,7 +485,7 @@ class Harness:
             rec["harness_t_s"] = t_s
             self.node_events.append(rec)
             kind = rec.get("kind")
-            if kind == "boot":
+            if kind in ("boot", "safe_mode"):  # the application, or safe mode instead
                 self.node.app_booted = True
             tr = self._pending_reason
             if tr is not None and kind == "state":
@@ -737,7 +737,9 @@ class Harness:
         horizon or the deadline, act on what falls due, then send the next step."""
         node = self.node
         if self._stop_requested:
-            self.end_vt = min(self.end_vt, self.vt)
+            # the node may have moved its own time up to the horizon it was given (it
+            # asks only beyond it): end there, never behind the node
+            self.end_vt = min(self.end_vt, max(self.vt, self._horizon))
         target = self._horizon_now()
         if deadline is not None:
             target = max(min(target, deadline), self.vt)

@@ -329,6 +329,7 @@ class Console:
             return
         before = list(sys.modules)
         self.cmd = name
+        self._live(True)
         try:
             try:
                 mod = __import__("heatgw." + mod_name, None, None, ("run",))
@@ -342,9 +343,16 @@ class Console:
         except Exception as ex:  # noqa: BLE001 - a command's failure is one line
             self.error("%s failed: %r" % (name, ex))
         finally:
+            self._live(False)
             self.cmd = None
             mod = None
             _drop(before)
+
+    def _live(self, on):
+        # A board whose time is virtual (the host board under the harness) lets it follow
+        # real time while a command runs: a person is waiting for it.
+        if hasattr(self.port, "live"):
+            self.port.live = on
 
 
 def _drop(before):
