@@ -624,7 +624,8 @@ def test_the_console_on_a_running_plant_ack_maintenance_and_a_fuzz_sample(tmp_pa
         assert trip["values"]["source"] == "console"
         ask(t, b"maintenance off")
         answer(t, b"yes")
-        run.wait(lambda: h.coils["reuse"], "reuse after maintenance")
+        run.wait(lambda: h.coils["reuse"] and run.events("state")[-1]["state"] == "reuse",
+                 "reuse after maintenance")
         # the fuzz sample, paced (a board's input ring holds 256 bytes)
         data, n = corpus(7, lines=300, skip=(b"watch",))
         n_events = len(h.node_events)
