@@ -89,7 +89,15 @@ def load(path, save=True):
             mig, needs = migrate.upgrade(doc, ver)
             if mig is None:
                 return default(), [m for _, m in needs], "default", None
+        if type(doc) is dict and doc.get("modbus") is not None:
+            from heatgw import mbschema  # the section's schema, only when there is one
+
+            mbschema.install(SCHEMA)
         cfg, errors = validate(doc, SCHEMA)
+        if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
+            from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
+
+            errors = mbplan.check(cfg)
         if mig is not None:
             errors = migrate.errors(needs, errors)
         if errors:
