@@ -40,6 +40,9 @@ and uses only this interface of `con`:
     con.event(ev)              log an event dict (heatgw.events) with source "console"
     con.pressed()              True once something was typed (`watch` stops on a key)
     await con.sleep(ms)
+    con.live(on)               someone watches in real time (`watch`): on a board whose time
+                               is virtual (the host board under the harness) it follows
+                               real time until the command ends (ask() does this itself)
 
 The `config` command (get|set|save|diff) is the module heatgw.con_config, written with
 the configuration work; when a build lacks it, `config` answers "config: not available
@@ -245,10 +248,12 @@ class Console:
         return str(self._line[:n], "ascii")
 
     def pressed(self):
-        """True when something was typed (it is consumed)."""
-        n = self._fill()
-        self._rlen = 0
-        return n > 0
+        """True when a key was typed: that one byte is consumed, what follows it stays
+        for the prompt (a line typed ahead loses its first character)."""
+        if self._rpos >= self._rlen and not self._fill():
+            return False
+        self._rpos += 1
+        return True
 
     async def sleep(self, ms):
         await self.asyncio.sleep_ms(ms)
@@ -256,15 +261,19 @@ class Console:
     async def ask(self, prompt):
         self._w(prompt)
         give_up = clock.ticks_add(clock.ticks_ms(), ASK_S * 1000)
-        while True:
-            line = self._next_line(_BUDGET)
-            if line is not None:
-                return line.strip() if line else None
-            if clock.ticks_diff(clock.ticks_ms(), give_up) >= 0:
-                self.out("")
-                self.out("(no answer within %d s)" % ASK_S)
-                return None
-            await self.asyncio.sleep_ms(POLL_MS)
+        self.live(True)
+        try:
+            while True:
+                line = self._next_line(_BUDGET)
+                if line is not None:
+                    return line.strip() if line else None
+                if clock.ticks_diff(clock.ticks_ms(), give_up) >= 0:
+                    self.out("")
+                    self.out("(no answer within %d s)" % ASK_S)
+                    return None
+                await self.asyncio.sleep_ms(POLL_MS)
+        finally:
+            self.live(False)
 
     async def confirm(self, text):
         """Ask; True only for `yes` typed in full. Anything else cancels (said)."""
@@ -329,7 +338,6 @@ class Console:
             return
         before = list(sys.modules)
         self.cmd = name
-        self._live(True)
         try:
             try:
                 mod = __import__("heatgw." + mod_name, None, None, ("run",))
@@ -343,14 +351,14 @@ class Console:
         except Exception as ex:  # noqa: BLE001 - a command's failure is one line
             self.error("%s failed: %r" % (name, ex))
         finally:
-            self._live(False)
+            self.live(False)
             self.cmd = None
             mod = None
             _drop(before)
 
-    def _live(self, on):
-        # A board whose time is virtual (the host board under the harness) lets it follow
-        # real time while a command runs: a person is waiting for it.
+    def live(self, on):
+        """A person waits at the port (an answer, `watch`): a board whose time is virtual
+        (the host board under the harness) lets it follow real time meanwhile."""
         if hasattr(self.port, "live"):
             self.port.live = on
 
