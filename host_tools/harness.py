@@ -212,6 +212,7 @@ class Harness:
         self.pin_log = []  # [t_s, relay, level]: every relay pin level the node drove
         self.hangs = []  # t_s at which each injected hang was sent
         self.technician = []  # {t_s, typed}: the calibration steps typed at the console
+        self.console_typed = []  # {t_s, typed}: the `console` events' lines
         # results
         self.transitions = []
         self.node_events = []
@@ -245,8 +246,9 @@ class Harness:
         self._off_until = 0  # powered off until then, to boot with _off_cause
         self._off_cause = None
         self.serial = None
-        if not serial and any(ev.get("do") == "technician" for ev in self.events):
-            serial = "auto"  # a technician calibrates at the console: a port to type at
+        if not serial and any(ev.get("do") in ("technician", "console")
+                              for ev in self.events):
+            serial = "auto"  # someone types at the console: a port to type at
         if serial:
             self.serial = SerialPort(link=None if serial == "auto" else serial,
                                      trace=serial_trace)
@@ -361,6 +363,10 @@ class Harness:
             self._set_condition("task_crash", True)
         elif do == "flash_error":  # the next `ops` flash programs/erases fail (0: none)
             self._pending_node_lines.append(lc.flash_error(int(ev["ops"])))
+        elif do == "console":  # a line typed at the console (a technician's command)
+            line = ev["line"] + "\r"
+            self.console_typed.append({"t_s": self.vt / 1000.0, "typed": line})
+            self.serial.type_now(line.encode())
         elif do == "technician":  # a calibration step typed at the console
             line = self._technician_line(ev)
             self.technician.append({"t_s": self.vt / 1000.0, "typed": line})

@@ -728,3 +728,37 @@ def test_a_crash_loop_enters_safe_mode_and_the_technician_leaves_it(tmp_path):
         finally:
             run.end()
     no_secret_in(h.console_path.read_bytes())
+
+
+# -- the complete-node day ----------------------------------------------------------------
+
+def test_the_console_runs_all_day_and_answers_what_is_typed(complete_node_day):
+    """tests/siteday.py's `console` feature: the node's console task runs all day beside
+    telemetry, Modbus and calibration, in the day's heap; the lines typed during the day
+    (CONSOLE_LINES) each got their answer; the tick kept its period; nothing from the
+    console changed state (the `maintenance on` was answered no); no secret was written."""
+    from tests.siteday import CONSOLE_LINES
+
+    day = complete_node_day
+    c = day.extra["console"]
+    typed = [x["typed"] for x in c["typed"]]
+    assert typed == [line + "\r" for _, line in CONSOLE_LINES]
+    text = c["log"].decode("ascii", "replace").replace("\r\n", "\n")
+    for key in ("state    ", "relays   ", "temps    supply ", "meter    power ",
+                "mqtt     127.0.0.1:", "network  host up", "history  (",
+                "latched  nothing", "broker   127.0.0.1 port ", "counters ",
+                "net      host, link up", "log: 3 of ", "calibrate: out of service: none",
+                "ack           reset the latched trips",
+                "error: unknown command 'frobnicate': type help",
+                "cancelled: nothing changed", "safe mode  off"):
+        assert key in text, key
+    assert "calibration" in text.split("sensors\n", 1)[1]  # sensors shows it (calshow)
+    assert sum(x.startswith("error: ") for x in text.split("\n")) == 1  # frobnicate only
+    assert "Traceback" not in text and "MemoryError" not in text
+    ev = day.harness.node_events
+    assert not [e for e in ev if e.get("source") == "console" or e.get("kind") in
+                ("request", "console", "ack")]
+    assert not [e for e in ev if e.get("kind") == "task" and e.get("task") == "console"]
+    assert day.summary["mqtt"]["worst_tick_late_ms"] <= 50
+    pw = (day.harness.workdir.parent / "mqtt_password").read_bytes().strip()
+    assert pw and pw not in c["log"]
