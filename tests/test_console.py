@@ -862,3 +862,61 @@ def test_the_resident_console_is_small_and_commands_cost_only_while_they_run(mp,
     assert res["romfs"]["console"]["total"] <= 4096
     for name in CMD_MODULES:
         assert res["romfs"][name]["left"] < 1024, name  # the module itself is gone
+
+
+KBD_RIG = r"""
+import board, sys
+from heatgw import start
+gw, asyncio = start.build()
+from heatgw.console import Console
+
+
+class Port:
+    # types LINE, then raises KeyboardInterrupt in readinto, as a board's port does when
+    # Ctrl-C comes while the console reads (the host board raises at its idle point too)
+    def __init__(self, data):
+        self.data = data
+        self.reads = 0
+
+    def readinto(self, buf):
+        self.reads += 1
+        if self.data:
+            n = min(len(buf), len(self.data))
+            buf[:n] = self.data[:n]
+            self.data = self.data[n:]
+            return n
+        if self.reads > 40:
+            raise KeyboardInterrupt
+        return 0
+
+
+gw.add_task("console", Console(gw, Port(LINE), asyncio).run)
+
+
+async def bound(aio):  # virtual time: the interrupt comes within ~1.2 s of it
+    await aio.sleep_ms(20_000)
+    print("NOT STOPPED")
+    raise SystemExit(3)
+
+
+gw.add_task("bound", bound)
+try:
+    asyncio.run(gw.run(asyncio))
+except KeyboardInterrupt:
+    start.stop(gw)
+    print("STOPPED IN ORDER", gw.relay_reuse, sorted(k for k in sys.modules
+                                                    if k.startswith("heatgw.con_")))
+"""
+
+
+@pytest.mark.parametrize("line", [b"status\r", b"maintenance on\r"])
+def test_a_ctrl_c_while_the_console_reads_stops_the_application_in_order(mp, tmp_path,
+                                                                         monkeypatch, line):
+    """KeyboardInterrupt raised inside the console's read (at the prompt, and while a
+    command waits for its confirmation) is never swallowed: it leaves asyncio and
+    heatgw.start stops the application in order (relays safe, totals saved)."""
+    monkeypatch.setenv("HEATGW_FLASH", str(tmp_path / "flash.bin"))
+    out = mp.run_code(f"LINE = {line!r}\n" + KBD_RIG, timeout=120)
+    assert "stopping: saving state" in out
+    assert out.strip().endswith("STOPPED IN ORDER False []") or \
+        "STOPPED IN ORDER False" in out, out[-2000:]
