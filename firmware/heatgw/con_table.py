@@ -103,6 +103,8 @@ async def execute(console, line):
             con.out(getattr(mod, "HELP", None) or (name + ": " + e[2]))
             return
         await mod.run(con, args)
+        if console.gw is not None:  # the node's heap peak with the command still loaded
+            console.gw.heap.sample("console")
     except Exception as ex:  # noqa: BLE001 - a command's failure is one line
         console.error("%s failed: %r" % (name, ex))
     finally:
