@@ -36,7 +36,11 @@ and uses only this interface of `con`:
 
 The `config` command (get|set|save|diff) is the module heatgw.con_config, written with
 the configuration work; when a build lacks it, `config` answers "config: not available
-in this build". A command that raises is one error line; the console carries on.
+in this build". It is marked "+": it also runs in safe mode, where con.gw is None and
+con.safe.cfg is the configuration the node loaded (so a technician can fix what made the
+node crash, then `safemode clear`). A command that raises is one error line; the console
+carries on. After each command the node's heap is sampled with the command still loaded
+(gw.heap: its figures include what a command costs).
 """
 
 from heatgw import clock

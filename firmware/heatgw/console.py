@@ -15,8 +15,16 @@ are the REPL's: they drop the line and say so.
 This module is what stays resident: the task, the line assembler and its buffers. A
 complete line goes to heatgw.con_table (the one command table, the parser and dispatcher,
 and the `con` interface commands use), which is imported for that line and dropped
-afterwards with the command's module and every heatgw module they imported: read there
-how to write a command (the `config` command is heatgw.con_config).
+afterwards with the command's module and every heatgw module they imported.
+
+Writing a command (full text in heatgw.con_table): heatgw/con_<name>.py with an optional
+HELP string and `async def run(con, args)`, listed in con_table.TABLE as `name ->
+(module, one-line help)` ("+" before the module: it also runs in safe mode, where con.gw
+is None and con.safe.cfg is the configuration). `con`: gw, safe, asyncio, cmd,
+out(text), error(text), await ask(prompt), await confirm(text) (True only for `yes`),
+post(what, value) (the command inbox, source "console"), event(ev) (source "console"),
+pressed(), await sleep(ms), live(on). The `config` command is heatgw.con_config (in the
+table already; "config: not available in this build" without it).
 """
 
 import sys
