@@ -126,11 +126,56 @@ def at_boot(board, cfg):
     return rec, rec["safe"]
 
 
+def boot(board, cfg):
+    """heatgw.start's boot-loop check: records this reset; runs safe mode when it holds
+    (heatgw.safemode; True once it stopped). Otherwise None, or with a counted reset in
+    the history a function gw -> the coroutine function of the `resets` task that times
+    this run (checkpoints)."""
+    hist, why = at_boot(board, cfg)
+    if why is not None:
+        from heatgw import safemode
+
+        safemode.run(board, cfg, why, hist)
+        return True
+    if not hist["hist"]:
+        return None
+    window_s = cfg["safe_mode"]["window_min"] * 60
+    return lambda gw: (lambda aio: checkpoints(gw, aio, window_s))
+
+
 def planned(data, why):
     """The next reset is the node's or a technician's own: it does not count."""
     rec = load(data)
     rec["planned"] = why
     save(data, rec)
+
+
+def planned_reset(board, why):
+    """planned(), never raising: a failing flash only means the reset may count."""
+    try:
+        planned(board.data_dir(), why)
+    except OSError as e:
+        print("resets: cannot save:", repr(e))
+
+
+def restart(gw, why):
+    """The node restarts itself in order (the console's reboot, factory-reset, safemode
+    clear): the application stopped (heatgw.start.stop: relays safe, totals saved), the
+    reset marked planned, then the board resets (board.reset(), else machine.reset()).
+    Never returns."""
+    import board
+
+    if gw is not None:
+        from heatgw import start
+
+        start.stop(gw)
+    planned_reset(board, why)
+    f = getattr(board, "reset", None)
+    if f is None:
+        import machine
+
+        f = machine.reset
+    f()
 
 
 def clear(data=None):

@@ -21,7 +21,7 @@ async def run(con, args):
         return
     import board
 
-    from heatgw import start
+    from heatgw import bootloop
 
     if con.cmd == "reboot":
         if not await con.confirm("Restart the node now? Relays go safe, totals are "
@@ -29,7 +29,7 @@ async def run(con, args):
             return
         con.event({"kind": "console", "cmd": "reboot"})
         con.out("reboot: stopping the application, then a reset")
-        start.restart(con.gw, "reboot")
+        bootloop.restart(con.gw, "reboot")
         return
     if not await con.confirm("ERASE the configuration, calibration and secrets and "
                              "restart? The node will need provisioning again."):
@@ -45,4 +45,4 @@ async def run(con, args):
                 con.error("factory-reset: %s: %r" % (name, e))
     con.event({"kind": "console", "cmd": "factory-reset", "removed": gone})
     con.out("factory-reset: removed %s; restarting" % (", ".join(gone) or "nothing"))
-    start.restart(con.gw, "factory-reset")
+    bootloop.restart(con.gw, "factory-reset")

@@ -41,6 +41,4 @@ async def run(con, args):
         con.out("safemode: history cleared")
         return
     con.out("safemode: cleared; restarting")
-    from heatgw import start
-
-    start.restart(None, "safemode clear")
+    bootloop.restart(None, "safemode clear")

@@ -215,21 +215,16 @@ def run():
     loaded = config_for(board)
     from heatgw import bootloop
 
-    hist, why = bootloop.at_boot(board, loaded[0])
-    if why is not None:
+    timer = bootloop.boot(board, loaded[0])  # safe mode runs there, instead of the app
+    if timer is None or timer is True:
         _forget("bootloop")
-        from heatgw import safemode
-
-        return safemode.run(board, loaded[0], why, hist)
-    window_s = loaded[0]["safe_mode"]["window_min"] * 60 if hist["hist"] else 0
-    hist = None
-    if not window_s:
         bootloop = None
-        _forget("bootloop")
+    if timer is True:
+        return None  # safe mode ran (and was stopped)
     gw, asyncio = build(loaded)
     loaded = None
-    if window_s:  # a counted reset in the history: time this run (bootloop.checkpoints)
-        gw.add_task("resets", lambda aio: bootloop.checkpoints(gw, aio, window_s))
+    if timer is not None:  # a counted reset in the history: time this run
+        gw.add_task("resets", timer(gw))
     bootstate.app = "running"
     try:
         asyncio.run(gw.run(asyncio))
@@ -254,7 +249,11 @@ def stop(gw):
     try:
         print("stopping: saving state")
         gw.shutdown()
-        planned(board, "stopped")  # a reset from the REPL is the technician's
+        from heatgw import bootloop  # a reset from the REPL is the technician's: planned
+
+        bootloop.planned_reset(board, "stopped")
+        bootloop = None
+        _forget("bootloop")
     finally:
         micropython.kbd_intr(3)
         hold = getattr(board, "hold_watchdog", None)
@@ -262,31 +261,3 @@ def stop(gw):
             hold()
         bootstate.app = "stopped"
 
-
-def planned(board, why):
-    """Tell the boot-loop check that the next reset is asked for (it does not count)."""
-    from heatgw import bootloop
-
-    try:
-        bootloop.planned(board.data_dir(), why)
-    except OSError as e:  # the reset still happens; it may count
-        print("resets: cannot save:", repr(e))
-    bootloop = None
-    _forget("bootloop")
-
-
-def restart(gw, why):
-    """The node restarts itself in order (the console's reboot, factory-reset, safemode
-    clear): the reset is planned, the application stopped (relays safe, totals saved),
-    then the board resets (board.reset(), else machine.reset()). Never returns."""
-    import board
-
-    if gw is not None:
-        stop(gw)
-    planned(board, why)
-    f = getattr(board, "reset", None)
-    if f is None:
-        import machine
-
-        f = machine.reset
-    f()
