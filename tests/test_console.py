@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -491,6 +492,30 @@ def test_factory_reset_erases_config_calibration_secrets_and_keeps_totals_log_co
         assert files[name] is None, name
     ls = files["_ls"]
     assert "state.a" in ls and "events.0" in ls and "resets.a" in ls, ls
+
+
+def test_mpremote_connect_is_a_terminal_for_the_console(tmp_path):
+    """The README's way in: `mpremote connect PORT` (the real mpremote, its repl terminal),
+    a command typed and answered, Ctrl-] out again: the node never reset or stopped."""
+    import sys
+
+    node, t = bench(tmp_path)
+    t.close()
+    try:
+        c = pexpect.spawn(str(Path(sys.executable).parent / "mpremote"),
+                          ["connect", node.name], timeout=30)
+        c.expect("Connected to MicroPython")
+        c.send("relay 1\r")
+        c.expect(re.escape(CON))
+        out = c.before.decode("ascii", "replace")
+        assert "relays   BYPASS: " in out and "history  (1, newest last)" in out, out
+        c.send("\x1d")  # Ctrl-]: mpremote leaves its terminal
+        c.expect(pexpect.EOF)
+        time.sleep(0.5)
+        assert [b for b, _ in node.boots] == ["power_on"]
+        assert "stopping: saving state" not in node.console_text()
+    finally:
+        node.close()
 
 
 def test_ctrl_c_stops_in_order_and_the_repl_characters_work_with_the_console(tmp_path):
