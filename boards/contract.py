@@ -80,7 +80,10 @@ console_in()      non-blocking input from the REPL's serial port, for a console 
                   typed still raises KeyboardInterrupt and stops the application in
                   order. Real boards: sys.stdin with select.poll (lib/consolein); the
                   host board: its pty (None when it was started without one). Poll it
-                  from a task (e.g. every 20-50 ms): reading never waits.
+                  from a task (e.g. every 20-50 ms): reading never waits. The console
+                  (heatgw.console) sets its `live` attribute, where it has one, while a
+                  person waits for an answer: the host board's virtual time then follows
+                  real time.
 reset_cause()     why the node started: "power_on", "soft", "hard", "watchdog" (or
                   "deepsleep"), for the boot-loop check (heatgw.bootloop: watchdog and
                   hard resets count). Without it, machine.reset_cause() mapped the same
