@@ -349,7 +349,7 @@ class Harness:
     def _apply_event(self, ev):
         do = ev["do"]
         if do in WORLD_EVENTS:
-            self.world.apply_event(ev)
+            self.world.apply_event(ev, self.vt)
         elif do == "power_cut":
             self._pending_cut = ev
         elif do == "hang_control":

@@ -16,7 +16,8 @@ def flash_summary(h):
             "bytes_programmed": f["bytes_programmed"],
             "erases_per_day": f["erases"] / days,
             "max_block_erases": max(f["block_erases"]),
-            "saves": len(h.saves)}
+            "saves": len(h.saves),
+            "pulses": f.get("pulses")}  # the pulse input: edges, irqs, collapsed by masking
 
 
 def trips(condition_log, transitions):

@@ -31,6 +31,10 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
   signs: 6 % of heat uncorrected) and a calibration.json on the node's flash that corrects
   them (an earlier channel calibration): the day's metering is right only if the node
   applies it at boot; its state carries it (tests/test_calibration.py);
+- `pulse_flow`: the flow meter's pulse input with a debounce (`flow.min_pulse_ms`) and the
+  stuck-input check on, counted by the host board's hardware counter while its flash
+  operations mask interrupts; `day.extra["pulse_flow"]`: the pulses served, the node's
+  pin figures (edges, interrupts, edges collapsed by masking);
 - `console`: the node has a serial port (`serial="auto"`) and runs its console all day; a
   technician types a few commands during the day (harness `console` events, CONSOLE_LINES;
   tests/test_console.py checks the answers).
@@ -208,6 +212,20 @@ def calibration(setup):
     setup.scenario["calibration_file"] = {"v": 1, "sensors": sensors}
 
 
+def pulse_flow(setup):
+    # a 1 ms debounce (the served pulses are 5 ms lows) and the stuck check (the meter
+    # never stops low in the day): both on all day without a false count or fault
+    setup.config = deep_merge(setup.config, {"flow": {"min_pulse_ms": 1.0,
+                                                      "stuck_active_s": 600}})
+
+    def collect(day):
+        flash = day.summary.get("flash") or {}
+        day.extra["pulse_flow"] = {"served": day.harness.world.sent,
+                                   "pin": flash.get("pulses")}
+
+    setup.collectors.append(collect)
+
+
 # The console feature: what a technician types at the node's serial port during the day
 # (harness `console` events: each line at its time; `maintenance on` is answered `no`).
 CONSOLE_LINES = [(600, "status"), (800, "sensors"), (1000, "relay 5"), (1200, "alarms"),
@@ -231,7 +249,7 @@ def console(setup):
     setup.collectors.append(collect)
 
 
-FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, console]
+FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow, console]
 
 
 # -- the fixture -------------------------------------------------------------------------

@@ -1030,7 +1030,7 @@ BAD_CONFIGS = [
     ({"modbus.meters": {f"m{i}": {"bus": "lan", "slave": i, "model": "sdm120"}
                         for i in range(9)}}, "modbus.meters: 9 members, at most 8"),
     ({"flow.type": "pulse", "flow.meter": DEL},
-     "flow.litres_per_pulse: required with flow (a pulse meter's volume per pulse)"),
+     "flow: needs one of litres_per_pulse, pulses_per_litre (a pulse meter's K-factor)"),
 ]
 
 LOAD = r"""

@@ -166,9 +166,14 @@ class Gateway:
         elif flow_cfg:
             from heatgw.flow import PulseFlow
 
-            self.flow = PulseFlow(self.board.flow_pulse_counter(),
-                                  litres_per_pulse=flow_cfg["litres_per_pulse"],
-                                  now_ms=now, ticks_diff=clock.ticks_diff)
+            # the board picks the counter (hardware where it has one) for this debounce
+            counter = self.board.flow_pulse_counter(
+                min_pulse_us=int(flow_cfg["min_pulse_ms"] * 1000 + 0.5))
+            self.flow = PulseFlow(counter, now_ms=now, ticks_diff=clock.ticks_diff,
+                                  litres_per_pulse=flow_cfg.get("litres_per_pulse"),
+                                  pulses_per_litre=flow_cfg.get("pulses_per_litre"),
+                                  zero_after_s=flow_cfg["zero_after_s"],
+                                  stuck_active_s=flow_cfg["stuck_active_s"])
 
     # -- persistence ------------------------------------------------------------------
 
