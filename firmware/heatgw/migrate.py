@@ -81,8 +81,9 @@ def text(doc):
 def save(path, doc, rec):
     """Write the migrated document over path, once, after it validated: the next boot
     loads it as is (migrating on every boot would report it every boot; writing on every
-    boot would wear the flash). Written by the node, it is sealed (heatgw.config.seal). The old file is kept as path.v<old version>. The new file
-    replaces the old by a rename, atomic on littlefs: a power cut leaves one or the other.
+    boot would wear the flash). Written by the node, it is sealed (heatgw.config.seal).
+    The old file is kept as path.v<old version>. The new file replaces the old by a
+    rename, atomic on littlefs: a power cut leaves one or the other.
     Never raises: a node that cannot write runs the migrated configuration anyway."""
     backup = "%s.v%d" % (path, rec["migrated"][0])
     tmp = path + ".new"
