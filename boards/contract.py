@@ -72,6 +72,15 @@ console_in()      non-blocking input from the REPL's serial port, for a console 
                   order. Real boards: sys.stdin with select.poll (lib/consolein); the
                   host board: its pty (None when it was started without one). Poll it
                   from a task (e.g. every 20-50 ms): reading never waits.
+reset_cause()     why the node started: "power_on", "soft", "hard", "watchdog" (or
+                  "deepsleep"), for the boot-loop check (heatgw.bootloop: watchdog and
+                  hard resets count). Without it, machine.reset_cause() mapped the same
+                  way (the real boards: ESP32 panics and machine.reset() are HARD_RESET,
+                  RP2040's machine.reset() is a WDT_RESET; the node marks its own resets
+                  as planned). The host board: from the harness's boot line.
+reset()           a hard reset asked by the firmware (the console's reboot); without it,
+                  machine.reset(). The host board: the process ends for its runner to
+                  restart it (boards/host/linkproto.py EXIT_HARD_RESET).
 
 Real boards (GPIO numbers) also have
 ------------------------------------
@@ -100,7 +109,8 @@ EVERY_BOARD_CONSTANTS = ("NAME", "R_REF_OHM", "RELAY_PINS", "RELAY_PULL", "INPUT
 EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_counter",
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
-            "NET_PINS", "awaits_replies", "hold_watchdog", "console_in")
+            "NET_PINS", "awaits_replies", "hold_watchdog", "console_in", "reset_cause",
+            "reset")
 NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")

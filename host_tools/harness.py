@@ -590,7 +590,7 @@ class Harness:
             raise NodeFailed(f"node said {line!r} instead of hello")
         tick0 = (1 << 30) - TICK0_BEFORE_WRAP_MS
         self._horizon = self._horizon_now()
-        lines = [lc.boot(self.vt, tick0, self.sc.get("safe_boot")),
+        lines = [lc.boot(self.vt, tick0, self.sc.get("safe_boot"), cause),
                  lc.advance(self.vt, self._horizon, self.utc0 + self.vt // 1000)]
         lines += self.world.service_lines(self.vt, self._horizon)
         self.node.send("".join(lines) + lc.END)

@@ -242,6 +242,9 @@ class LinkClock:
                 self.vt0 = int(tok())
                 self.tick0 = int(tok())
                 board.SAFE_BOOT_HELD = bytes(tok()) == b"1"
+                t = tok()
+                if t is not None:
+                    board.RESET_CAUSE = str(t, "ascii")
             else:
                 raise RuntimeError("harness sent %r" % bytes(t))
             while tok() is not None:

@@ -20,7 +20,8 @@ node -> harness (vt: the node's time)   harness -> node
                                            c                     the next watchdog feed fails
                                            w <n>                 the next n flash ops fail
                                            s                     orderly stop (Ctrl-C)
-                                           B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
+                                           B <vt0> <tick0> 0|1 [cause]  boot: time base,
+                                                                 safe-boot pin, reset cause
                                            .                     end of this step
 
 Nothing the harness serves changes before `horizon` (the next plant step, scenario event

@@ -5,6 +5,7 @@
                                       # save_failed / event_log_failed records (to wire)
     changes = book.feed(kind, record)  # the same, returning the transitions
     book.ack("it_coolant_high", "console")   # ValueError for an unknown id
+    (an event {"kind": "ack", "alarm": id, "source": ..} acks too: the console's `ack ID`)
     for a in book.alarms(): ...        # what the console shows, telemetry publishes
 
 An alarm is something a person should know about, held until it no longer matters:
@@ -260,6 +261,11 @@ class AlarmBook:
                                _text(ev.get("error")), out)
         if k == "save_failed" or k == "event_log_failed":
             return self._raise(k, _text(ev.get("error")), out)
+        if k == "ack":  # a technician's ack (the console's `ack ID`): an event, logged
+            aid = ev.get("alarm")
+            if type(aid) is str and self.get(aid) is not None:
+                return self._ack(aid, _text(ev.get("source")) or "ack", out)
+            return out
         if k == "queue_dropped" or k == "queue_drop":
             return self._raise("queue_dropped", "seq %s..%s" % (ev.get("first_seq"),
                                                                 ev.get("last_seq")), out)

@@ -70,33 +70,48 @@ def build_meter(meter_cfg):
     return m
 
 
-def build():
+def asyncio_for(board):
+    """The asyncio the node runs on: the board's (the host board's virtual time) or the
+    port's own."""
+    install = getattr(board, "install_asyncio", None)
+    if install is not None:
+        return install()
+    import asyncio
+
+    return asyncio
+
+
+def config_for(board):
+    """load_config() of the board's config.json, its errors printed."""
+    loaded = load_config(board.data_dir() + "/config.json",
+                         getattr(board, "DEAD_MAN_HOLD_MS", 0))
+    for err in loaded[1]:
+        print("config:", err)
+    for ev in loaded[4]:
+        if ev.get("integrity") == "none":
+            print("config: warning: %s has no seal (edited by hand?): accepted; `config "
+                  "save` seals it" % ev["file"])
+    if loaded[2] == "last_good":
+        print("config: config.json refused: running the last good configuration "
+              "(config.json.good)")
+    elif loaded[2] != "file":
+        print("config: running the default configuration: no sensors, relays in bypass")
+    return loaded
+
+
+def build(loaded=None):
     """(gw, asyncio): the application, built in heap order, not yet running. With an
     `mqtt` section the telemetry (heatgw.telemetry: the flash queue, alarms, the mqtt
     task) is built before the Gateway, so the boot restores totals from the queue and
-    its boot event is queued; without one nothing of it is imported."""
+    its boot event is queued; without one nothing of it is imported. `loaded`: what
+    config_for() returned (run() loads it first, for the boot-loop check)."""
     import gc
 
     import board
 
-    install = getattr(board, "install_asyncio", None)
-    if install is not None:
-        asyncio = install()
-    else:
-        import asyncio
-    cfg, errors, source, configured, events = load_config(
-        board.data_dir() + "/config.json", getattr(board, "DEAD_MAN_HOLD_MS", 0))
-    for err in errors:
-        print("config:", err)
-    for ev in events:
-        if ev.get("integrity") == "none":
-            print("config: warning: %s has no seal (edited by hand?): accepted; `config "
-                  "save` seals it" % ev["file"])
-    if source == "last_good":
-        print("config: config.json refused: running the last good configuration "
-              "(config.json.good)")
-    elif source != "file":
-        print("config: running the default configuration: no sensors, relays in bypass")
+    asyncio = asyncio_for(board)
+    cfg, errors, source, configured, events = loaded or config_for(board)
+    loaded = None
     gc.collect()
     meter = build_meter(cfg["meter"])
     gc.collect()
@@ -128,17 +143,54 @@ def build():
                       broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
             gw.add_task("net", net.run)
             tel.net = net
+    add_console(board, gw, asyncio)
     gc.collect()
     return gw, asyncio
 
 
+def add_console(board, gw, asyncio, safe=None):
+    """The technician's console (heatgw.console) as a restartable task, when the board
+    has a console port (board.console_in(), board contract); None otherwise."""
+    cin = getattr(board, "console_in", None)
+    port = cin() if cin is not None else None
+    if port is None:
+        return None
+    from heatgw.console import Console
+
+    con = Console(gw, port, asyncio, safe=safe)
+    (gw if gw is not None else safe).add_task("console", con.run)
+    return con
+
+
 def run():
+    """The node: safe boot (pin, flag file) stops here; then the configuration, the
+    boot-loop check (heatgw.bootloop: enough watchdog/crash resets in a row start safe
+    mode, heatgw.safemode, instead of the application), then the application."""
+    import board
+
     from heatgw import bootstate
 
     if bootstate.safe_boot:
         print("safe boot (%s): application not started; relays safe" % bootstate.reason)
         return None
-    gw, asyncio = build()
+    loaded = config_for(board)
+    from heatgw import bootloop
+
+    hist, why = bootloop.at_boot(board, loaded[0])
+    if why is not None:
+        _forget("bootloop")
+        from heatgw import safemode
+
+        return safemode.run(board, loaded[0], why, hist)
+    window_s = loaded[0]["safe_mode"]["window_min"] * 60 if hist["hist"] else 0
+    hist = None
+    if not window_s:
+        bootloop = None
+        _forget("bootloop")
+    gw, asyncio = build(loaded)
+    loaded = None
+    if window_s:  # a counted reset in the history: time this run (bootloop.checkpoints)
+        gw.add_task("resets", lambda aio: bootloop.checkpoints(gw, aio, window_s))
     bootstate.app = "running"
     try:
         asyncio.run(gw.run(asyncio))
@@ -163,9 +215,39 @@ def stop(gw):
     try:
         print("stopping: saving state")
         gw.shutdown()
+        planned(board, "stopped")  # a reset from the REPL is the technician's
     finally:
         micropython.kbd_intr(3)
         hold = getattr(board, "hold_watchdog", None)
         if hold is not None:
             hold()
         bootstate.app = "stopped"
+
+
+def planned(board, why):
+    """Tell the boot-loop check that the next reset is asked for (it does not count)."""
+    from heatgw import bootloop
+
+    try:
+        bootloop.planned(board.data_dir(), why)
+    except OSError as e:  # the reset still happens; it may count
+        print("resets: cannot save:", repr(e))
+    bootloop = None
+    _forget("bootloop")
+
+
+def restart(gw, why):
+    """The node restarts itself in order (the console's reboot, factory-reset, safemode
+    clear): the reset is planned, the application stopped (relays safe, totals saved),
+    then the board resets (board.reset(), else machine.reset()). Never returns."""
+    import board
+
+    if gw is not None:
+        stop(gw)
+    planned(board, why)
+    f = getattr(board, "reset", None)
+    if f is None:
+        import machine
+
+        f = machine.reset
+    f()
