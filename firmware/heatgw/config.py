@@ -31,6 +31,8 @@ import os
 
 from heatgw.config_schema import SCHEMA, VERSION
 from heatgw.schema import _num, validate
+from heatgw.seal import check as unseal  # noqa: F401 - config.unseal, config.seal: the
+from heatgw.seal import seal  # noqa: F401 - node's writers and readers use these names
 
 SENSOR_NAMES = ("supply", "return", "sink_return", "it_coolant")
 MAX_BYTES = 8192  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
@@ -52,43 +54,7 @@ _OOM = (DEFAULT, ["config: out of memory while loading; using DEFAULT"], "defaul
 
 
 GOOD = ".good"  # config.json.good: the last configuration that loaded at boot, sealed
-_HEAD = b'{"sha256": "'
-_LINE = 79  # the seal line: _HEAD, 64 hex digits, '",\n'
 _ENOENT = 2
-
-
-def _hex_sha256(data):
-    import binascii
-    import hashlib
-
-    return binascii.hexlify(hashlib.sha256(data).digest())
-
-
-def seal(text):
-    """The sealed file (bytes) of text, a JSON object's text (str or bytes): the line
-    {"sha256": "<hex>", then text after its "{" (and after a newline right after it); the
-    hash covers every byte after that first line."""
-    if type(text) is str:
-        text = text.encode()
-    i = text.find(b"{") + 1
-    if text[i:i + 1] == b"\n":
-        i += 1
-    rest = text[i:]
-    return _HEAD + _hex_sha256(rest) + b'",\n' + rest
-
-
-def unseal(raw):
-    """True: raw carries its seal and matches it; False: no seal (a file edited by hand);
-    else the error (a string): the seal is damaged or does not match."""
-    if raw[:9] != _HEAD[:9]:
-        return False
-    if len(raw) < _LINE or raw[:12] != _HEAD or raw[_LINE - 3:_LINE] != b'",\n':
-        return ("integrity check failed: its first line, the seal {\"sha256\": ...}, is "
-                "damaged")
-    if _hex_sha256(memoryview(raw)[_LINE:]) != raw[12:_LINE - 3]:
-        return ("integrity check failed: the file changed after it was written (damaged, "
-                "or edited without deleting its first line, the seal)")
-    return True
 
 
 def _read(path):
