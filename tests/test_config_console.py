@@ -267,14 +267,12 @@ def test_save_writes_a_sealed_file_that_the_next_boot_runs(session):
 # -- over the serial port: a sample, as a technician types it -------------------------
 
 def answer(t, line, timeout=30):
-    """Type a line, wait for the console's prompt: what came in between (no event lines,
-    no echo)."""
+    """Type a line, wait for its echo (what the port had before is behind it), then the
+    console's prompt: what came in between, without the node's event and mqtt lines."""
     t.send(line + b"\r")
+    t.expect(re.escape(line) + b"\r\n", timeout=timeout)
     t.expect(re.escape(CON), timeout=timeout)
     text = t.before.decode("ascii", "replace").replace("\r\n", "\n")
-    i = text.find(line.decode() + "\n")  # after the echo (a node's line may come first)
-    if i >= 0:
-        text = text[i + len(line) + 1:]
     return "\n".join(x for x in text.split("\n")
                      if not x.startswith(("event: ", "mqtt: "))).strip()
 

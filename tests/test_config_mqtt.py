@@ -17,6 +17,7 @@ from host_tools.benchnode import BenchNode
 from host_tools.paths import FIRMWARE, REPO
 from tests.brokers import Broker
 from tests.payload_schemas import validate
+from tests.test_config_console import answer
 from tests.test_serial_port import settle, terminal
 
 if str(FIRMWARE) not in sys.path:
@@ -162,17 +163,6 @@ def _sign_and_send(tmp_path, port, key_file, *cmd):
     return r.returncode, json.loads(r.stdout)
 
 
-def _answer(t, line):
-    t.send(line + b"\r")
-    t.expect(re.escape(CON), timeout=30)
-    text = t.before.decode("ascii", "replace").replace("\r\n", "\n")
-    i = text.find(line.decode() + "\n")  # after the echo (a node's line may come first)
-    if i >= 0:
-        text = text[i + len(line) + 1:]
-    return "\n".join(x for x in text.split("\n")
-                     if not x.startswith(("event: ", "mqtt: "))).strip()
-
-
 def test_config_set_over_mqtt_is_saved_and_runs_after_the_next_boot(tmp_path):
     cfg = json.loads((REPO / "scenarios" / "default_config.json").read_text())
     with Broker(tmp_path / "mosquitto") as b:
@@ -207,7 +197,7 @@ def test_config_set_over_mqtt_is_saved_and_runs_after_the_next_boot(tmp_path):
             for a in (ack,):
                 validate("heatgw/s1/gw-cfg/cmd/ack", json.dumps(a).encode())
             settle(t)
-            assert _answer(t, b"config diff") == \
+            assert answer(t, b"config diff") == \
                 "control.sink_return_max_c: 40.0 -> 42.5   (saved, next boot)"
             t.send(b"reboot\r")
             t.expect(re.escape(b"Type yes to confirm: "))
@@ -218,7 +208,7 @@ def test_config_set_over_mqtt_is_saved_and_runs_after_the_next_boot(tmp_path):
             booted += t.before
             assert b'"config": "file"' in booted and b"no seal" not in booted, booted
             settle(t)
-            assert _answer(t, b"config get control.sink_return_max_c") == \
+            assert answer(t, b"config get control.sink_return_max_c") == \
                 "control.sink_return_max_c = 42.5"
             t.close()
             log = node.console_text()
