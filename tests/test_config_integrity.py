@@ -373,3 +373,314 @@ def test_strictjson_agrees_with_cpython_on_mutated_json(mp):
             assert e is not None, t
             continue
         assert e is None and v == _as_binary(want, mpinfo.float_bits() == 32), (t, e)
+
+
+# -- at boot: a damaged file runs the last good one and says why -------------------------
+
+MP_BOOT = r"""
+import json, os, vfs
+from flashdev import FlashDev, mount
+from heatgw import config
+
+dev = FlashDev(T + "/boot.img", 4096, 16)
+mount(dev, "/fl")
+P = "/fl/config.json"
+
+
+def put(name, data):
+    with open("/fl/" + name, "wb") as f:
+        f.write(data)
+
+
+def read(name):
+    try:
+        with open("/fl/" + name, "rb") as f:
+            return f.read().decode()
+    except OSError:
+        return None
+
+
+def boot(step):
+    ops = dev.ops
+    cfg, errors, source, events = config.boot(P)
+    print(json.dumps({"step": step, "source": source, "errors": errors, "events": events,
+                      "max_c": cfg["control"]["sink_return_max_c"], "flash_ops": dev.ops - ops,
+                      "good": read("config.json.good"), "files": sorted(os.listdir("/fl"))}))
+
+
+put("config.json", SEALED_40)
+boot("sealed")              # runs it; keeps it as the last good copy
+boot("again")               # nothing changed: nothing written
+put("config.json", FLIPPED)
+boot("flipped")             # the seal does not match: the last good one runs
+put("config.json", SEALED_42)
+boot("new_sealed")          # runs, and becomes the last good copy
+put("config.json", HAND_41)
+boot("hand")                # no seal: accepted with a warning, kept sealed
+put("config.json", HAND_BAD)
+boot("hand_bad")            # invalid: the last good (the hand-edited one, sealed) runs
+os.remove("/fl/config.json.good")
+boot("no_good")             # refused, and no last good copy: the default
+os.remove("/fl/config.json")
+put("config.json.good", SEALED_42)
+boot("missing")             # no config.json: the default (the copy is no configuration)
+"""
+
+
+def _shipped(max_c):
+    return (REPO / "scenarios" / "default_config.json").read_text().replace(
+        '"sink_return_max_c": 40.0', f'"sink_return_max_c": {max_c}')
+
+
+def test_a_damaged_file_runs_the_last_good_one_and_says_why(mp, tmp_path):
+    sealed_40 = config.seal(_shipped("40.0"))
+    flipped = sealed_40.replace(b'"sink_return_max_c": 40.0', b'"sink_return_max_c": 48.0')
+    assert len(flipped) == len(sealed_40) and flipped != sealed_40
+    hand_bad = _shipped("41.0").replace('"tick_ms": 1000', '"tick_ms": 5000')
+    src = (f"T = {str(tmp_path)!r}\nSEALED_40 = {sealed_40!r}\nFLIPPED = {flipped!r}\n"
+           f"SEALED_42 = {config.seal(_shipped('42.0'))!r}\n"
+           f"HAND_41 = {_shipped('41.0').encode()!r}\nHAND_BAD = {hand_bad.encode()!r}\n"
+           + MP_BOOT)
+    r = {x["step"]: x for x in mp.run_json(src, board="host")}
+    mismatch = ("/fl/config.json: integrity check failed: the file changed after it was "
+                "written (damaged, or edited without deleting its first line, the seal)")
+    assert (r["sealed"]["source"], r["sealed"]["max_c"], r["sealed"]["events"]) == \
+        ("file", 40.0, [])
+    assert r["sealed"]["good"] == sealed_40.decode()
+    assert r["again"]["flash_ops"] == 0  # a boot that changes nothing writes nothing
+    f = r["flipped"]
+    assert (f["source"], f["errors"], f["max_c"]) == ("last_good", [mismatch], 40.0)
+    assert f["good"] == sealed_40.decode()  # the last good copy is never overwritten by it
+    assert (r["new_sealed"]["source"], r["new_sealed"]["max_c"]) == ("file", 42.0)
+    assert r["new_sealed"]["good"] == config.seal(_shipped("42.0")).decode()
+    h = r["hand"]
+    assert (h["source"], h["max_c"]) == ("file", 41.0)
+    assert h["events"] == [{"kind": "config", "integrity": "none", "file": "/fl/config.json",
+                            "note": "no seal (edited by hand?): accepted; `config save` "
+                                    "seals it"}]
+    assert h["good"] == config.seal(_shipped("41.0")).decode()  # kept sealed
+    b = r["hand_bad"]
+    assert (b["source"], b["max_c"]) == ("last_good", 41.0)
+    assert b["errors"] == ["control.tick_ms: 5000 is above the maximum 1000 ms"]
+    n = r["no_good"]
+    assert (n["source"], n["errors"], n["max_c"]) == ("default", b["errors"], 45.0)
+    m = r["missing"]
+    assert (m["source"], m["errors"]) == ("default", ["/fl/config.json: not found"])
+    for x in r.values():  # never a temporary file left behind
+        assert not [name for name in x["files"] if name.endswith(".new")], x
+
+
+def test_the_node_says_why_on_its_console_in_its_boot_event_and_as_an_alarm(tmp_path):
+    from heatgw.alarms import AlarmBook
+
+    from host_tools.benchnode import BenchNode
+    from tests.test_serial_port import terminal
+
+    good = config.seal(_shipped("40.0"))
+    damaged = good.replace(b'"sink_return_max_c": 40.0', b'"sink_return_max_c": 48.0')
+    with BenchNode(tmp_path, files={"config.json": damaged, "config.json.good": good},
+                   trace=True) as node:
+        t = terminal(node.port.path)
+        t.expect(b'"kind": "boot"[^\r]*\r\n', timeout=60)
+        text = (t.before + t.after).decode()
+        t.close()
+    lines = text.replace("\r\n", "\n").splitlines()
+    assert "config: /flash/config.json: integrity check failed: the file changed after it " \
+           "was written (damaged, or edited without deleting its first line, the seal)" \
+           in lines, text
+    assert "config: config.json refused: running the last good configuration " \
+           "(config.json.good)" in lines
+    boot = json.loads([x for x in lines if '"kind": "boot"' in x][0][len("event: "):])
+    assert boot["config"] == "last_good" and boot["errors"][0].startswith(
+        "/flash/config.json: integrity check failed")
+    # the alarm model (what telemetry publishes and the console's alarms show)
+    book = AlarmBook(16)
+    book.feed("event", boot)
+    a = book.get("config_refused")
+    assert a is not None and a.severity == "major" and a.source == "config" and a.active
+    assert a.detail == "integrity check failed: the file changed"  # 40 characters
+    assert book.get("no_config") is None  # configured: the last good one runs
+
+
+# -- power cuts while writing: the old file or the new one, whole ----------------------
+
+MP_SAVE_CUT = r"""
+import json, os
+from flashdev import FlashDev, mount
+from heatgw import cfgedit, config
+import vfs
+
+GEOMETRY = (4096, 16)
+buf = bytearray(4096)
+
+
+def copy(src, dst):
+    with open(src, "rb") as a, open(dst, "wb") as b:
+        while True:
+            n = a.readinto(buf)
+            if not n:
+                break
+            b.write(buf[:n])
+
+
+def boot(img):
+    dev = FlashDev(img, *GEOMETRY)
+    mount(dev, "/fl")
+    return dev
+
+
+def off(dev):
+    vfs.umount("/fl")
+    dev.close()
+
+
+P = "/fl/config.json"
+base = T + "/base.img"
+dev = boot(base)
+with open(P, "wb") as f:
+    f.write(OLD)
+running = config.boot(P)[0]  # also writes the last good copy
+off(dev)
+
+
+def save(dev):
+    data, errs = cfgedit.prepare(P, running, [["control.sink_return_max_c", 43.0]])
+    return cfgedit.commit(P, data)
+
+
+copy(base, T + "/dry.img")
+dev = boot(T + "/dry.img")
+ops = dev.ops
+print(json.dumps(["dry", save(dev), dev.ops - ops]))
+total = dev.ops - ops
+off(dev)
+for torn in (0, 5):
+    for k in range(1, total + 2):  # total + 1: the power goes just after the save
+        img = T + "/cut.img"
+        copy(base, img)
+        dev = boot(img)
+        dev.arm_cut(k, torn)
+        try:
+            save(dev)
+        except Exception as e:  # the cut itself may surface as an error: it is a cut
+            pass
+        off(dev)
+        dev = boot(img)  # after the power comes back
+        cfg, errors, source, events = config.boot(P)
+        print(json.dumps([torn, k, source, errors, cfg["control"]["sink_return_max_c"],
+                          events, sorted(os.listdir("/fl"))]))
+        off(dev)
+"""
+
+
+def test_a_power_cut_during_a_save_leaves_the_old_file_or_the_new_one(mp, tmp_path):
+    old = config.seal(_shipped("40.0"))
+    out = mp.run_json(f"T = {str(tmp_path)!r}\nOLD = {old!r}\n" + MP_SAVE_CUT, board="host")
+    dry, cuts = out[0], out[1:]
+    assert dry[1] == [True, None] and dry[2] >= 3, dry
+    assert len(cuts) == 2 * (dry[2] + 1)
+    seen = set()
+    for torn, k, source, errors, max_c, events, names in cuts:
+        case = (torn, k)
+        # whatever the operation the power went at: the node boots a sealed file of its
+        # own, the old one or the new one, never a torn one and never the fallback
+        assert (source, errors, events) == ("file", [], []), case
+        assert max_c in (40.0, 43.0), case
+        seen.add(max_c)
+        assert "config.json" in names and "config.json.good" in names, case
+    assert seen == {40.0, 43.0}  # before the rename's commit: old; after it: new
+
+
+MP_GOOD_CUT = MP_SAVE_CUT.split("P = \"/fl/config.json\"")[0] + r"""
+P = "/fl/config.json"
+base = T + "/base.img"
+dev = boot(base)
+for name, data in (("config.json", NEW), ("config.json.good", OLD)):
+    with open("/fl/" + name, "wb") as f:
+        f.write(data)
+off(dev)
+copy(base, T + "/dry.img")
+dev = boot(T + "/dry.img")
+ops = dev.ops
+config.boot(P)  # config.json changed since the last good copy: the copy is rewritten
+total = dev.ops - ops
+off(dev)
+print(json.dumps(["dry", total]))
+for torn in (0, 5):
+    for k in range(1, total + 2):
+        img = T + "/cut.img"
+        copy(base, img)
+        dev = boot(img)
+        dev.arm_cut(k, torn)
+        first = config.boot(P)[2]
+        off(dev)
+        dev = boot(img)
+        with open(P + ".good", "rb") as f:
+            good = f.read()
+        cfg, errors, source, events = config.boot(P)
+        print(json.dumps([torn, k, first, source, cfg["control"]["sink_return_max_c"],
+                          good.decode(), sorted(os.listdir("/fl"))]))
+        off(dev)
+"""
+
+
+def test_a_power_cut_while_the_last_good_copy_is_written_loses_nothing(mp, tmp_path):
+    old, new = config.seal(_shipped("40.0")), config.seal(_shipped("42.0"))
+    out = mp.run_json(f"T = {str(tmp_path)!r}\nOLD = {old!r}\nNEW = {new!r}\n" + MP_GOOD_CUT,
+                      board="host")
+    total = out[0][1]
+    assert total >= 3 and len(out) == 1 + 2 * (total + 1)
+    goods = set()
+    for torn, k, first, source, max_c, good, names in out[1:]:
+        assert (first, source, max_c) == ("file", "file", 42.0), (torn, k)
+        assert good in (old.decode(), new.decode()), (torn, k)  # whole, either one
+        goods.add(good)
+        assert names == ["config.json", "config.json.good"], (torn, k, names)
+    assert goods == {old.decode(), new.decode()}
+
+
+# -- secrets.json: sealed by its writers, read as strictly ------------------------------
+
+MP_SECRETS = r"""
+import json, os
+from heatgw import secrets
+for name in NAMES:
+    try:
+        s = secrets.load(DIR + "/" + name)
+        print(json.dumps([name, s.names(), None]))
+    except secrets.SecretsError as e:
+        print(json.dumps([name, None, str(e)]))
+"""
+
+
+def test_secrets_file_is_sealed_checked_and_read_strictly_on_both(mp, tmp_path):
+    from heatgw import secrets
+
+    pw = "Pa55-w0rd-never-shown"
+    secrets.save(str(tmp_path / "sealed.json"), {"mqtt_password": pw, "wifi_ssid": "net"})
+    sealed = (tmp_path / "sealed.json").read_bytes()
+    assert seal_check(sealed) is True
+    (tmp_path / "flipped.json").write_bytes(sealed.replace(pw.encode(), pw[::-1].encode()))
+    (tmp_path / "hand.json").write_text(json.dumps({"version": 1, "mqtt_password": pw}))
+    (tmp_path / "lenient.json").write_text('{"version": 1 "mqtt_password": "' + pw + '"}')
+    names = ["sealed.json", "flipped.json", "hand.json", "lenient.json"]
+    got = mp.run_json(f"DIR = {str(tmp_path)!r}\nNAMES = {names!r}\n" + MP_SECRETS)
+    want = [["sealed.json", ["mqtt_password", "wifi_ssid"], None],
+            ["flipped.json", None, f"{tmp_path}/flipped.json: integrity check failed: the "
+             "file changed after it was written (damaged, or edited without deleting its "
+             "first line, the seal)"],
+            ["hand.json", ["mqtt_password"], None],
+            ["lenient.json", None, f"{tmp_path}/lenient.json: not valid JSON"]]
+    assert got == want
+    for name, names_, err in want:  # CPython alike
+        try:
+            assert secrets.load(str(tmp_path / name)).names() == names_
+        except secrets.SecretsError as e:
+            assert str(e) == err
+    assert pw not in json.dumps(got)
+
+
+def seal_check(raw):
+    from heatgw import seal
+
+    return seal.check(raw)
