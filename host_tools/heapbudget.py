@@ -46,6 +46,8 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.migrate": "dropped after boot",
                 "heatgw.strictjson": "dropped after boot", "heatgw.seal": "dropped after boot",
                 "heatgw.cfgedit": "console config / MQTT config_set only",
+                "heatgw.cfgfile": "dropped after boot; config save",
+                "heatgw.config_parts": "console config / MQTT config_set only",
                 "heatgw.con_config": "console config only",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
                 "heatgw.selftest": "REPL only",

@@ -13,20 +13,52 @@ document of config.json as written when it is a valid configuration (so changes 
 before and not yet running are kept), else a copy of the running configuration. Saving
 validates the whole result (heatgw.schema: every key and the cross-field rules, and the
 board's dead-man hold against control.tick_ms, as the next boot will) and writes it
-sealed (heatgw.config.seal: SHA-256 over the text) through config.json.new and a rename:
+sealed (heatgw.seal: SHA-256 over the text) through config.json.new and a rename:
 an invalid configuration is never written, and a power cut leaves the old file or the
 new one. A saved configuration takes effect at the next boot.
 
-Loaded on demand with the validator (heatgw.schema, heatgw.config_schema, heatgw.config)
-and dropped by the caller. Nothing here prints a secret: the configuration holds none
-(they are in secrets.json), and any key named like one is shown as <secret>.
+Heap: a running node cannot hold the whole schema as well (heatgw.config_schema is 17 KB
+of dicts even from ROMFS). So the schema comes from heatgw.config_parts, generated from
+config_schema.py, one top-level section at a time: SCHEMA below is a root node whose keys
+are built on demand, and heatgw.schema.validate() walks it exactly as it walks
+config_schema.SCHEMA (the same code; a test proves the sections equal on the binary).
+Neither heatgw.config nor heatgw.config_schema is imported here. Loaded on demand and
+dropped by the caller. Nothing here prints a secret: the configuration holds none (they
+are in secrets.json), and any key named like one is shown as <secret>.
 """
 
 import json
 
-from heatgw import config
-from heatgw.config_schema import SCHEMA
+from heatgw import cfgfile, config_parts
 from heatgw.schema import check, validate
+
+
+class _Sections:
+    """The root's keys: each section's node built when it is looked up, then dropped."""
+
+    def __contains__(self, name):
+        return name in config_parts.SECTIONS
+
+    def __iter__(self):
+        return iter(config_parts.NAMES)
+
+    def __len__(self):
+        return len(config_parts.NAMES)
+
+    def __getitem__(self, name):
+        return config_parts.SECTIONS[name]()
+
+    def get(self, name, default=None):
+        f = config_parts.SECTIONS.get(name)
+        return default if f is None else f()
+
+
+def _root():
+    root = dict(config_parts.ROOT)
+    root["keys"] = _Sections()
+    root["rules"] = config_parts.rules()
+    return root
+
 
 HIDDEN = "<secret>"
 _SECRET_WORDS = ("password", "secret", "token", "psk", "_key")
@@ -50,12 +82,12 @@ def show(key, value):
     if type(value) is dict:
         return "{" + ", ".join(["%s: %s" % (k, show(key + "." + k, value[k]))
                                 for k in sorted(value)]) + "}"
-    return config.dumps(value)
+    return cfgfile.dumps(value)
 
 
 def node(key):
     """(schema node, None) of a dotted key, or (None, error)."""
-    n = SCHEMA
+    n = {"type": "object", "keys": _Sections()}
     done = ""
     for seg in key.split("."):
         keys = n.get("keys") if n.get("type") == "object" else None
@@ -138,13 +170,12 @@ def get(doc, key):
 def base(path, running):
     """(document, "file") of config.json when it is a valid configuration, else (a copy
     of the running configuration, "running")."""
-    raw, err = config._read(path)
+    raw, err = cfgfile.read(path)
     if err is None:
-        doc, err, _sealed = config.parse(raw, path)
+        doc, err, _sealed = cfgfile.parse(raw, path)
         raw = None
-        if err is None and type(doc) is dict:
-            if config.from_doc(doc, path, save=False)[2] == "file":  # migrates doc in place
-                return doc, "file"
+        if err is None and type(doc) is dict and not validate(doc, _root())[1]:
+            return doc, "file"
     return copy(running), "running"
 
 
@@ -155,7 +186,9 @@ def pending(path, running, staged, hold_ms=None):
     doc, src = base(path, running)
     for key, value in staged:
         put(doc, key, copy(value))
-    cfg, errs = validate(doc, SCHEMA)
+    cfg, errs = validate(doc, _root())
+    if cfg is None:
+        cfg = {}
     if not errs and hold_ms:
         from heatgw.start import dead_man_error
 
@@ -183,10 +216,13 @@ def prepare(path, running, staged, hold_ms=None):
     _cfg = None  # the filled copy is not written: the file keeps what was written
     if errs:
         return None, errs
-    data = config.seal(config.text(doc))
-    if len(data) > config.MAX_BYTES:
+    text = cfgfile.text(doc)
+    doc = None
+    data = cfgfile.seal(text)
+    text = None
+    if len(data) > cfgfile.MAX_BYTES:
         return None, ["the configuration would be %d bytes, the node reads at most %d"
-                      % (len(data), config.MAX_BYTES)]
+                      % (len(data), cfgfile.MAX_BYTES)]
     return data, []
 
 
@@ -194,12 +230,12 @@ def commit(path, data):
     """Write the sealed file (config.json.new, then a rename) unless path already holds
     it; read it back. (written, None) or (False, the error): nothing changed then."""
     try:
-        if config._same(path, data):
+        if cfgfile.same(path, data):
             return False, None
-        config.write(path, data)
-        raw, err = config._read(path)
-        if err is None and config.unseal(raw) is not True:
-            err = "read back: it does not match its seal"
+        cfgfile.write(path, data)
+        if not cfgfile.same(path, data):
+            return False, "read back: %s does not hold what was written" % path
+        err = None
     except Exception as e:  # noqa: BLE001 - OSError (flash full, worn), MemoryError
         return False, "cannot write %s (%r): the old file stays" % (path, e)
     return (err is None), err

@@ -51,7 +51,8 @@ def load_config(path, dead_man_hold_ms=None):
             cfg, errors, source = config.default(), errors + [err], "default"
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema", "migrate", "strictjson", "seal"):
+    for name in ("config", "cfgfile", "schema", "config_schema", "migrate", "strictjson",
+                 "seal"):
         _forget(name)
     return cfg, errors, source, configured, events
 

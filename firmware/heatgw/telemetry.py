@@ -769,8 +769,7 @@ class Telemetry:
         except Exception as e:  # noqa: BLE001 - MemoryError: refused, nothing written
             ok, r = False, "%r" % (gw.heap.caught(e),)
         cfgedit = None
-        for name in ("cfgedit", "config", "schema", "config_schema", "migrate", "strictjson",
-                     "seal"):
+        for name in ("cfgedit", "cfgfile", "config_parts", "schema", "strictjson", "seal"):
             _forget(name)
         ev = {"kind": "config", "source": "mqtt", "id": ack.get("id"), "key": key}
         if ok:
