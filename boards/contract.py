@@ -57,6 +57,15 @@ network_interface(kind)  the port's interface object for a NET_INTERFACES kind, 
 awaits_replies(fn) a network client registers fn(), true while it awaits a reply it has
                   asked for (the host board's virtual time waits for real replies);
                   without it, nothing: a real board's time is real.
+io_sent()         a client writing to a raw socket or a UART says it sent something its
+                  peer will answer (the host board: virtual time follows real time while
+                  the reply is due); without it, nothing.
+RS485_PORTS       tuple of the board's RS-485 port names ("rs485"), () or absent: none.
+rs485(port, baudrate, parity, stop_bits)  (uart, de) of an RS-485 port for Modbus RTU: a
+                  machine.UART (8 data bits; parity None, 0 even, 1 odd) whose reads never
+                  wait (timeout=0) and that asyncio can poll, and the transceiver's
+                  driver-enable pin (an output, low = receiving) or None for an
+                  auto-direction transceiver; ValueError for a port the board lacks.
 hold_watchdog()   keep a started watchdog fed from a timer while the application is
                   stopped (machine.WDT cannot be stopped): heatgw.start calls it after
                   the orderly stop (Ctrl-C), boot.py at every boot (after a soft reset
@@ -81,6 +90,9 @@ reset_cause()     why the node started: "power_on", "soft", "hard", "watchdog" (
 reset()           a hard reset asked by the firmware (the console's reboot); without it,
                   machine.reset(). The host board: the process ends for its runner to
                   restart it (boards/host/linkproto.py EXIT_HARD_RESET).
+technician(gw)    the host board's stand-in for the console in calibration scenarios: a
+                  task's coroutine function (heatgw.start adds it as "technician") or None;
+                  boards/host/technician.py. Goes when the console lands.
 
 Real boards (GPIO numbers) also have
 ------------------------------------
@@ -91,13 +103,18 @@ SAFE_BOOT_PIN     gpio of the safe-boot input (held low at reset).
 DEAD_MAN_PIN      gpio of the dead-man output.
 NET_PINS          {signal: gpio} the network interface takes (a wired PHY's RMII, MDIO,
                   clock and power pins); optional: absent when the radio is on-module.
+RS485_PINS        {"tx": gpio, "rx": gpio, "de": gpio} of the RS-485 port (with
+                  RS485_PORTS); "de" absent for an auto-direction transceiver.
 
 and keep these rules, which tests/test_boards.py checks on the stub `machine`:
 - relays_safe() constructs each relay pin as an output at 1 - active_level, and the
   relays' polarity matches RELAY_PULL (a floating pin is a de-energised coil);
 - no GPIO is used twice across chip-selects, relays, inputs, flow, safe boot, dead man,
-  the SPI bus pins and NET_PINS; an ESP32 board with "lan" has the ESP32's fixed RMII
-  pins (19, 21, 22, 25, 26, 27) in NET_PINS;
+  the SPI bus pins, NET_PINS and RS485_PINS; an ESP32 board with "lan" has the ESP32's
+  fixed RMII pins (19, 21, 22, 25, 26, 27) in NET_PINS;
+- rs485() makes one UART on exactly RS485_PINS' tx and rx (on the RP2040 pins that carry
+  that UART's function), with timeout=0, and the DE pin an output at 0 (receiving), on a
+  pin that is low from reset (not an ESP32 strapping pin pulled up at reset: 0, 5, 15);
 - input-only pins (ESP32 GPIO 34-39: no output driver, no internal pulls) are never
   outputs and are never asked for a pull; pins the MCU reserves (ESP32 flash GPIO 6-11,
   Pico W GP23-25 and GP29 for the wireless chip) are not used; the dead-man output is
@@ -109,8 +126,8 @@ EVERY_BOARD_CONSTANTS = ("NAME", "R_REF_OHM", "RELAY_PINS", "RELAY_PULL", "INPUT
 EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_counter",
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
-            "NET_PINS", "awaits_replies", "hold_watchdog", "console_in", "reset_cause",
-            "reset")
+            "NET_PINS", "awaits_replies", "hold_watchdog", "console_in", "io_sent",
+            "RS485_PORTS", "RS485_PINS", "rs485", "reset_cause", "reset")
 NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")

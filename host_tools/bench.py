@@ -17,14 +17,18 @@ first backlog PUBLISH to the last backlog PUBACK, and the encoded size of every 
 PUBLISH (the client's own packet: fixed header, topic, packet id, payload) plus its 4-byte
 PUBACK; and the longest real time the node's network side held the CPU in one go during
 the drain and before it (heatgw.clock.took: virtual time does not see a blocking call).
-No mosquitto: a "skipped" line. Then the host board's serial port (serial_bench()): a
-node on the bench (host_tools/benchnode.py) at its REPL: the longest real time of one
-`board.console_in().readinto()` over 2000 reads with nothing waiting and 200 with 32 bytes
-waiting, and the real mpremote copying a 32 KB file onto it (KB/s). Last line:
+No mosquitto: a "skipped" line. Then the Modbus drivers (modbus_bench()) against
+pymodbus SDM630s over TCP and over RTU on a pty pair, 300 reads each: the longest real time
+spent inside one Modbus call (on the host board a blocking call costs no virtual time, so
+this is what a target would feel; measured, not a limit). Then the host board's serial port
+(serial_bench()): a node on the bench (host_tools/benchnode.py) at its REPL: the longest
+real time of one `board.console_in().readinto()` over 2000 reads with nothing waiting and
+200 with 32 bytes waiting, and the real mpremote copying a 32 KB file onto it (KB/s). Last
+line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
-    wire_bytes_per_record=<n> net_worst_real_ms=<x> console_read_worst_us=<n>
-    mpremote_cp_kb_s=<x>
+    wire_bytes_per_record=<n> net_worst_real_ms=<x> modbus_worst_call_us=<n>
+    console_read_worst_us=<n> mpremote_cp_kb_s=<x>
     (one line; drain, wire and net "skipped" without mosquitto)
 """
 
@@ -347,6 +351,74 @@ def print_drain_bench(r):
           f"({r['net_before_where']}) before it (boot, connect)")
 
 
+MODBUS = r"""
+import board, json, time
+asyncio = board.install_asyncio()
+from heatgw import clock
+from mbrtu import RTUMaster
+from mbtcp import TCPMaster
+
+
+async def main():
+    u, de = board.rs485("rs485", 9600, None, 1)
+    out = {}
+    for kind, m in (("tcp", TCPMaster("127.0.0.1", %(port)d, clock=clock,
+                                      on_send=board.io_sent)),
+                    ("rtu", RTUMaster(u, baudrate=9600, clock=clock, de=de,
+                                      on_send=board.io_sent))):
+        ok = 0
+        t0 = time.ticks_us()
+        v0 = board.clock.vt
+        for i in range(%(n)d):
+            pdu = b"\x04\x00\x34\x00\x02" if i %% 2 else b"\x04\x00\x48\x00\x02"
+            ok += await m.transact(1, pdu, 1000) == 0
+        out[kind] = {"ok": ok, "worst_us": m.worst_us, "where": m.worst_where,
+                     "real_us": time.ticks_diff(time.ticks_us(), t0),
+                     "virtual_ms": board.clock.vt - v0}
+        m.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def modbus_bench(n=300):
+    """The Modbus drivers (lib/modbus) against pymodbus SDM630s, over TCP and over RTU on
+    a pty pair (the node's host board: vasyncio, the pty UART shim): per transport the
+    longest real time spent inside one Modbus call (a synchronous stretch of the driver:
+    send, parse, a read, DE's last bits, connect) and the mean real time of a request."""
+    try:
+        from tests.modbus_peers import PtyLine, PymodbusRTU, PymodbusTCP, sdm630
+    except ImportError as e:
+        return {"skipped": f"tests.modbus_peers not importable ({e})"}
+    devices = [sdm630(1, 41250.5, 123456.75)]
+    with PymodbusTCP(devices) as srv, PtyLine() as line, \
+            PymodbusRTU(line.peer_path, devices):
+        old = os.environ.get("HEATGW_RS485")
+        os.environ["HEATGW_RS485"] = line.node_path
+        try:
+            out = mprun.run_code(MODBUS % {"port": srv.port, "n": n}, timeout=300)
+        finally:
+            if old is None:
+                os.environ.pop("HEATGW_RS485")
+            else:
+                os.environ["HEATGW_RS485"] = old
+    r = json.loads(out.strip().splitlines()[-1])
+    r["n"] = n
+    return r
+
+
+def print_modbus_bench(r):
+    if "skipped" in r:
+        print(f"modbus: skipped: {r['skipped']}")
+        return
+    for kind in ("tcp", "rtu"):
+        k = r[kind]
+        print(f"modbus {kind}: {k['ok']}/{r['n']} reads of a pymodbus SDM630, "
+              f"{k['real_us'] / r['n'] / 1000:.2f} ms real per request; longest real time "
+              f"inside one Modbus call: {k['worst_us']} us ({k['where']})")
+
+
 _SERIAL_READS = """
 import board, time
 cin = board.console_in()
@@ -437,17 +509,20 @@ def main(argv=None):
     print_queue_bench(queue_bench())
     d = drain_bench()
     print_drain_bench(d)
+    mb = modbus_bench()
+    print_modbus_bench(mb)
     rate = "skipped" if "skipped" in d else f"{d['rate']:.0f}"
     wire = "skipped" if "skipped" in d else f"{d['wire_avg']:.0f}"
     net = "skipped" if "skipped" in d else f"{d['mqtt']['worst_net_real_us'] / 1000:.2f}"
+    mbw = "skipped" if "skipped" in mb else max(mb[k]["worst_us"] for k in ("tcp", "rtu"))
     sb = serial_bench()
     print_serial_bench(sb)
     read_us = max(sb["worst_us"]) if sb["worst_us"] else "failed"
     cp_kb_s = f"{sb['bytes'] / 1024 / sb['cp_s']:.1f}" if sb["cp_ok"] else "failed"
     print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']} "
           f"drain_records_per_s={rate} wire_bytes_per_record={wire} "
-          f"net_worst_real_ms={net} console_read_worst_us={read_us} "
-          f"mpremote_cp_kb_s={cp_kb_s}")
+          f"net_worst_real_ms={net} modbus_worst_call_us={mbw} "
+          f"console_read_worst_us={read_us} mpremote_cp_kb_s={cp_kb_s}")
     return 0 if r["same"] and r["locked"] else 1
 
 

@@ -18,8 +18,10 @@ from host_tools.paths import FIRMWARE
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config  # noqa: E402  (needs firmware/ on sys.path)
+from heatgw import config, mbschema  # noqa: E402  (needs firmware/ on sys.path)
 from heatgw.config_schema import SCHEMA  # noqa: E402
+
+mbschema.install(SCHEMA)  # the host's tools know the whole schema (the node loads it on need)
 
 
 def check(path):
@@ -70,6 +72,10 @@ def doc_lines(node=SCHEMA, path=""):
         lines.append(f"{p}: {'; '.join(parts)} - {sub.get('doc', '')}")
         if sub["type"] == "object":
             lines += doc_lines(sub, p)
+            if "items" in sub:  # members the installer names: <name>
+                it = sub["items"]
+                lines.append(f"{p}.<name>: {it['type']} - {it.get('doc', '')}")
+                lines += doc_lines(it, p + ".<name>")
     return lines
 
 

@@ -85,9 +85,12 @@ def _assign(lead, value):
 
 
 def generate():
-    if str(FIRMWARE) not in sys.path:
-        sys.path.insert(0, str(FIRMWARE))
-    from heatgw.config_schema import SCHEMA, VERSION
+    # from the source, in a namespace of its own: never a SCHEMA that a host tool has
+    # already completed in this process (mbschema.install replaces the modbus stub)
+    import runpy
+
+    ns = runpy.run_path(str(FIRMWARE / "heatgw" / "config_schema.py"))
+    SCHEMA, VERSION = ns["SCHEMA"], ns["VERSION"]  # noqa: N806 - the module's names
 
     out = [HEADER, f"VERSION = {VERSION}",
            *_assign("ROOT = ", {k: v for k, v in SCHEMA.items()

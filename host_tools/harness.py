@@ -122,6 +122,9 @@ if p["secrets"]:
     secrets.save(d + "/secrets.json", p["secrets"])
 if p["safeboot"]:
     open(d + "/SAFEBOOT", "w").close()
+if p["calibration"] is not None:
+    with open(d + "/calibration.json", "w") as f:
+        f.write(p["calibration"])
 print("provisioned")
 """
 
@@ -180,6 +183,8 @@ class Harness:
                 extra.append(host_mpy_dir())
             self.micropypath = micropypath("host", extra)
         self.node_cmd, self.node_env = self._node_cmd(heapsize)
+        if any(ev.get("do") == "technician" for ev in scenario.get("events", ())):
+            self.node_env["HEATGW_TECHNICIAN"] = "1"  # the console's stand-in task
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = node_config(scenario)
@@ -208,6 +213,7 @@ class Harness:
         self.dead_man = DeadMan()  # the monostable that enables the relay drivers
         self.pin_log = []  # [t_s, relay, level]: every relay pin level the node drove
         self.hangs = []  # t_s at which each injected hang was sent
+        self.technician = []  # the node's `technician` records: each step's result
         # results
         self.transitions = []
         self.node_events = []
@@ -221,6 +227,7 @@ class Harness:
         self.heap_log = []  # (t_s, peak, sample point, min largest free) as they change
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
+        self.modbus_by_boot = {}  # boot number -> the node's last `modbus` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -354,6 +361,8 @@ class Harness:
             self._set_condition("task_crash", True)
         elif do == "flash_error":  # the next `ops` flash programs/erases fail (0: none)
             self._pending_node_lines.append(lc.flash_error(int(ev["ops"])))
+        elif do == "technician":  # a calibration step at the console (stand-in)
+            self._pending_node_lines.append(lc.technician(self._technician_args(ev)))
         elif do == "trip_reset":
             self.world.inputs["trip_reset"] = True
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
@@ -361,6 +370,25 @@ class Harness:
             self.events.sort(key=lambda e: e["t_s"])
         else:
             raise ValueError(f"unknown scenario event {do!r}")
+
+    def _technician_args(self, ev):
+        """The `T` line's fields for a `technician` event (boards/host/technician.py).
+        `ref_c: "bath"` is what the reference thermometer in the sensors' bath reads."""
+        call = ev["call"]
+        if call == "begin":
+            return ["begin", ev["method"], int(ev.get("n", 30)), ",".join(ev["sensors"])]
+        if call == "measure":
+            ref = ev.get("ref")
+            if ref == "bath":
+                ref = self.world.bath_c() + float(self.sc.get("reference_error_k", 0.0))
+            return ["measure", "-" if ref is None else repr(float(ref))]
+        if call == "clear":
+            return ["clear", ev["sensor"]]
+        if call == "release" and ev.get("sensors"):
+            return [call, ",".join(ev["sensors"])]
+        if call in ("finish", "abort", "status", "release"):
+            return [call]
+        raise ValueError(f"technician: unknown call {call!r}")
 
     # -- relays: pins -> coils ---------------------------------------------------------
     # The node drives pins (P lines); the harness owns what the coils do. A coil is
@@ -525,6 +553,8 @@ class Harness:
                 cut["restored_is"] = ("queue" if rec.get("from") == "queue" else
                                       "last_saved" if got == cut["last_saved"] else
                                       "inflight" if got == cut["inflight"] else "other")
+        elif kind == "technician":
+            self.technician.append({"t_s": t_s, **rec})
         elif kind == "flash":
             self.flash = rec
         elif kind == "host_board":  # boards/host/node.py: its own modules' heap, per boot
@@ -543,6 +573,8 @@ class Harness:
             self.heap_by_boot[len(self.boots)] = rec
         elif kind == "mqtt":  # heatgw.telemetry: this boot's counters so far
             self.mqtt_by_boot[len(self.boots)] = rec
+        elif kind == "modbus":  # heatgw.modbus: this boot's meters and counters so far
+            self.modbus_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -552,7 +584,8 @@ class Harness:
     def _provision(self):
         """Write config.json (and with a broker secrets.json and the CA) into the node's
         flash, as an installer's deploy would. Scenario keys: `config_text` writes that
-        text verbatim (a broken file), `"config_file": null` writes none. What is written
+        text verbatim (a broken file), `"config_file": null` writes none,
+        `calibration_file` (an object) is written as calibration.json. What is written
         goes to the provisioning process on its stdin (a password never on a command
         line); secrets.json through the firmware's own heatgw.secrets.save (validated)."""
         text = self.sc.get("config_text", json.dumps(self.cfg))
@@ -564,7 +597,9 @@ class Harness:
                "secrets": up.secrets() if up is not None else {},
                "ca": None if der is None else binascii.hexlify(der).decode(),
                "ca_name": CA_NAME,
-               "safeboot": bool(self.sc.get("safeboot_file"))}
+               "safeboot": bool(self.sc.get("safeboot_file")),
+               "calibration": (None if self.sc.get("calibration_file") is None
+                               else json.dumps(self.sc["calibration_file"]))}
         env = dict(os.environ, MICROPYPATH=self.provision_path,
                    HEATGW_FLASH=str(self.flash_path))
         env.pop("HEATGW_LINK", None)
@@ -862,7 +897,8 @@ def main(argv=None):
                                        "peak_heap_bytes", "min_largest_free_bytes",
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
-    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where"):
+    for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where",
+              "modbus"):
         if summary_.get(k) is not None:
             brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))

@@ -35,11 +35,13 @@ def _modules(folder, prefix=""):
 
 # Every module of the application and of the host board (node.py is the host's "reset").
 FIRMWARE_MODULES = ("heatgw", *_modules(FIRMWARE / "heatgw", "heatgw."))
-DRIVER_MODULES = tuple(p.parent.name for p in sorted(LIB.glob("*/manifest.py")))
+DRIVER_MODULES = tuple(p.stem for p in sorted(LIB.glob("*/*.py")) if p.stem != "manifest")
 # On the host board only: a board carries none of these (its asyncio is frozen in flash).
 HOST_ONLY_MODULES = _modules(BOARDS / "host")
-# Fetched for the coming issues (telemetry, Modbus): what they will cost if not frozen.
-FUTURE_MODULES = ("umqtt.simple", "umodbus.tcp")
+# The fetched libraries as the node uses them: umqtt (telemetry); umodbus's constants
+# (the RTU CRC table: heatgw.modbus), and its PDU builders for comparison (not used: see
+# heatgw.mbplan), never its synchronous hosts.
+FUTURE_MODULES = ("umqtt.simple", "umodbus.const", "umodbus.functions")
 # Not resident while the node runs: dropped again at boot (heatgw.start), or REPL only.
 NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped after boot",
                 "heatgw.config_schema": "dropped after boot",
@@ -51,6 +53,12 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.con_config": "console config only",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
                 "heatgw.selftest": "REPL only",
+                "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
+                "umodbus.functions": "not used", "sdm": "dropped after boot",
+                "umodbus.const": "dropped after boot (its CRC table copied)",
+                "heatgw.calibration": "boot (with a calibration file) and console, dropped",
+                "heatgw.calprocedure": "console (`calibrate`) only",
+                "heatgw.calshow": "console (`sensors`) only",
                 "repl": "after the stop only (serial port)",
                 "serialio": "with a serial port only",
                 "wdthold": "after the stop only",

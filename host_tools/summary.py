@@ -1,6 +1,8 @@
 """The JSON summary of a scenario run (README, "Scenarios": what each key means)."""
 
-from host_tools.trueheat import true_heat_kwh
+import numpy as np
+
+from host_tools.trueheat import true_heat_kwh, true_heat_series
 from host_tools.uplink import mqtt_block, net_worst, uplink_summary
 
 
@@ -28,6 +30,46 @@ def trips(condition_log, transitions):
                     if tr["state"] == "bypass" and tr["t_s"] >= c["t_s"]), None)
         out.append({"reason": c["reason"], "condition_t_s": c["t_s"], "bypass_t_s": off,
                     "latency_s": None if off is None else round(off - c["t_s"], 3)})
+    return out
+
+
+def phases(h):
+    """Metered against true heat over each of the scenario's `phases` ([{"name", "from_s",
+    "to_s"}]): the meter's totals from the node's saves (the first at or after from_s, the
+    last at or before to_s; from_s 0 is the empty meter), the plant's IF97 heat over the
+    same span (a plant step the span cuts counted in part). A phase must not span a power
+    cut or reset (the metering lost there is not the meter's error): `spans_reboot` says."""
+    out = {}
+    if not h.sc.get("phases"):
+        return out
+    log = h.plant.log
+    rec = np.asarray(log, dtype=np.float64)
+    heat_j = true_heat_series(log)
+    for ph in h.sc["phases"]:
+        t0, t1 = float(ph["from_s"]), float(ph["to_s"])
+        if t0 <= 0:
+            a_t, a_nj = 0.0, 0
+        else:
+            first = next((x for x in h.saves if x["t_s"] >= t0), None)
+            if first is None:
+                out[ph["name"]] = None
+                continue
+            a_t, a_nj = first["t_s"], first["totals"]["energy_nj"]
+        last = [x for x in h.saves if a_t < x["t_s"] <= t1]
+        if not last:
+            out[ph["name"]] = None
+            continue
+        b_t, b_nj = last[-1]["t_s"], last[-1]["totals"]["energy_nj"]
+        share = np.clip((np.minimum(b_t, rec[:, 0] + rec[:, 1]) - np.maximum(a_t, rec[:, 0]))
+                        / rec[:, 1], 0.0, 1.0)
+        true_kwh = float(np.sum(heat_j * share)) / 3.6e6
+        metered_kwh = (b_nj - a_nj) / 3.6e15
+        out[ph["name"]] = {
+            "from_s": a_t, "to_s": b_t, "metered_kwh": metered_kwh, "true_kwh": true_kwh,
+            "heat_error_pct": 100.0 * (metered_kwh - true_kwh) / true_kwh if true_kwh > 0
+            else None,
+            "spans_reboot": any(a_t < b["t_s"] <= b_t for b in h.boots[1:]),
+        }
     return out
 
 
@@ -89,10 +131,14 @@ def summary(h, wall_s):
         "romfs_image_bytes": h.romfs_image_bytes,
         "host_board_bytes": h.host_board_bytes,
         "mqtt": mqtt,
+        # heatgw.modbus: the last boot's last `modbus` record (None without Modbus)
+        "modbus": h.modbus_by_boot[max(h.modbus_by_boot)] if h.modbus_by_boot else None,
         "uplink": uplink_summary(h.cfg.get("mqtt"), h.cfg.get("node_id"), mqtt),
         # real, not virtual: a blocking call would stall a real board (goal <= 50 ms)
         "net_worst_real_ms": net_ms,
         "net_worst_where": net_where,
+        "phases": phases(h),
+        "technician": h.technician,
         "boots": h.boots,
         "saves": len(h.saves),
         "restores": h.restores,

@@ -3,16 +3,22 @@
 The plant's temperatures (or a scenario's override wave) as RTD resistances, injected
 sensor faults, the board inputs, and the flow meter's pulses with the edges due before
 the horizon. It remembers what it last served, so each step sends only what changed.
+
+What calibration corrects (a scenario's `sensor_model`, host_tools/sensors.py; ideal
+without one): each sensor's class tolerance and 2-wire leads in the resistance served,
+each chip's fitted reference resistor and noise (`R` lines, once per boot). A technician's
+physical steps take a sensor out of the pipe: `rtd_resistor` (a precision resistor at its
+terminals), `rtd_bath` (the sensor in a bath), `rtd_installed` (back in the pipe).
 """
 
 import math
 
 from host_tools import linkcodec
-from host_tools.sensors import pt_ohm
+from host_tools.sensors import IDEAL, pt_ohm, sensor_models
 
 # scenario events that change the world (the harness handles the others)
 EVENTS = ("sink_lost", "sink_restored", "pump", "input", "sensor_fault", "override",
-          "valve_stuck")
+          "valve_stuck", "rtd_resistor", "rtd_bath", "rtd_installed")
 
 
 class World:
@@ -25,7 +31,9 @@ class World:
         self.valve_stuck = False  # the diverting valve is seized (plant input)
         self.faults = {}  # rtd -> injected fault
         self.overrides = {}  # rtd -> wave dict (served instead of the plant)
-        self.lpp_l = cfg["flow"]["litres_per_pulse"] if cfg.get("flow") else 0.1
+        self.models = sensor_models(scenario.get("sensor_model"), cfg.get("sensors") or {})
+        self.attached = {}  # rtd -> ("resistor", ohm) / ("bath", °C): out of the pipe
+        self.lpp_l = (cfg.get("flow") or {}).get("litres_per_pulse") or 0.1
         self.volume_l = 0.0  # through the meter up to flow_vt
         self.flow_vt = 0
         self.flow_lps = 0.0  # constant from flow_vt to the next plant step
@@ -72,6 +80,17 @@ class World:
                 self.overrides[ev["sensor"]] = {**ev, "t0_s": ev["t_s"]}
         elif do == "valve_stuck":
             self.valve_stuck = bool(ev.get("stuck", True))
+        elif do in ("rtd_resistor", "rtd_bath", "rtd_installed"):
+            names = ev["sensors"]
+            for name in names:
+                if name not in self.models:
+                    raise ValueError(f"{do}: {name!r} is not a configured sensor")
+                if do == "rtd_installed":
+                    self.attached.pop(name, None)
+                elif do == "rtd_resistor":
+                    self.attached[name] = ("resistor", float(ev["ohm"]))
+                else:
+                    self.attached[name] = ("bath", float(ev["temp_c"]))
         else:
             raise ValueError(f"not a world event: {do!r}")
         self.lines_dirty = True
@@ -131,9 +150,31 @@ class World:
             out.append(linkcodec.pulses(self.pulses, self.edge_vt, edges))
         return out
 
+    def bath_c(self):
+        """The temperature of the bath the sensors out of the pipe are in (what the
+        reference thermometer beside them reads); ValueError unless exactly one."""
+        baths = {v for kind, v in self.attached.values() if kind == "bath"}
+        if len(baths) != 1:
+            raise ValueError(f"a reference reading needs one bath; sensors in {sorted(baths)}")
+        return baths.pop()
+
+    def terminal_ohm(self, name, t_c):
+        """What the chip of sensor `name` measures while its pipe is at t_c."""
+        model = self.models.get(name, IDEAL)
+        kind, v = self.attached.get(name, ("pipe", t_c))
+        if model is IDEAL:
+            return v if kind == "resistor" else pt_ohm(v)
+        return model.terminal_ohm(v if kind == "resistor" else model.element_ohm(v))
+
     def _value_lines(self, vt, out):
+        for name, m in self.models.items():
+            if m.r_ref_dev_pct or m.noise_lsb:
+                chip = (m.r_ref_ohm, m.noise_lsb)
+                if self.served.get(("c", name)) != chip:
+                    self.served[("c", name)] = chip
+                    out.append(linkcodec.chip(name, f"{chip[0]:.4f}", chip[1]))
         for name, t in self.served_temps(vt).items():
-            r = f"{pt_ohm(t):.4f}"
+            r = f"{self.terminal_ohm(name, t):.4f}"
             if self.served.get(("r", name)) != r:
                 self.served[("r", name)] = r
                 out.append(linkcodec.rtd_ohm(name, r))

@@ -22,9 +22,15 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
   and a paho upstream (tests/brokers.Subscriber) with a PERSISTENT session on `heatgw/#`
   and `homeassistant/#`, subscribed before the node boots, collecting every message;
 - `ha_discovery`: Home Assistant discovery on (`mqtt.ha_discovery_prefix`);
+- `modbus`: the compute load's Eastron SDM630, a pymodbus server on Modbus TCP serving a
+  known power and energy, polled every 10 s (tests/test_modbus.py checks it);
 - `romfs_code`: the node's code from a ROMFS image (`--romfs`), in the heap budget
   `mpinfo.heapsize(160)`, to which the harness adds what a board does not hold in its heap:
-  the image and the host board's own modules (README, "Heap accounting on the host board").
+  the image and the host board's own modules (README, "Heap accounting on the host board");
+- `calibration`: the supply/return converters' reference resistors 0.1 % off (opposite
+  signs: 6 % of heat uncorrected) and a calibration.json on the node's flash that corrects
+  them (an earlier channel calibration): the day's metering is right only if the node
+  applies it at boot; its state carries it (tests/test_calibration.py).
 
 Environment, for development only (the defaults are the budget and the real day):
 HEATGW_DAY_HEAP_KB=400 runs the node in `-X heapsize=400K` (plus the image) instead of the
@@ -36,6 +42,7 @@ Adding a feature (the field-I/O and console issues): write a function `feature(s
 append it to FEATURES. Before the run it may
 - merge configuration into the node's: `setup.config["modbus"] = {...}` (deep-merged
   into the scenario's `config`, so it is validated by the node like any config.json);
+- set other scenario keys: `setup.scenario["sensor_model"] = {...}` (README, "Scenarios");
 - start its peers (a Modbus server, a pty) and register `setup.cleanups.append(stop)`;
 - pass harness options: `setup.harness_kw["uplink"] = ...` (host_tools.harness.Harness);
 - register `setup.collectors.append(fn)`: `fn(day)` runs after the run, while the peers
@@ -78,6 +85,7 @@ class Setup:
     def __init__(self, tmp):
         self.tmp = Path(tmp)
         self.config = {}  # deep-merged into the scenario's config
+        self.scenario = {}  # other scenario keys (sensor_model, calibration_file, ...)
         self.harness_kw = {}  # run_scenario keyword arguments
         self.cleanups = []  # after everything, last first
         self.collectors = []  # fn(day), after the run, peers still up
@@ -141,13 +149,61 @@ def ha_discovery(setup):
     setup.config = deep_merge(setup.config, {"mqtt": {"ha_discovery_prefix": HA_PREFIX}})
 
 
+# The modbus feature: the compute load's SDM630 (pymodbus, Modbus TCP) and what it serves
+SDM630_POWER_W = 41250.5  # float32-exact: read back to the last bit (7 digits)
+SDM630_ENERGY_KWH = 12345.75  # 7 digits: a single-precision build prints it exactly
+MODBUS_PERIOD_S = 10
+
+
+def modbus(setup):
+    """An Eastron SDM630 (a pymodbus server on Modbus TCP) metering the compute load at a
+    known power; the node polls it every 10 s all day (role compute, the built-in map).
+    Collected: the summary's `modbus` record and the reads the server answered."""
+    from tests.modbus_peers import PymodbusTCP, sdm630  # pymodbus: only when the day runs
+
+    served = [0]
+
+    async def count(fc, start, address, count, registers, values):
+        served[0] += 1
+        return None
+
+    srv = PymodbusTCP([sdm630(1, SDM630_POWER_W, SDM630_ENERGY_KWH, action=count)])
+    setup.cleanups.append(srv.stop)
+    setup.config = deep_merge(setup.config, {"modbus": {
+        "buses": {"lan": {"type": "tcp", "host": "127.0.0.1", "port": srv.port}},
+        "meters": {"compute": {"bus": "lan", "slave": 1, "model": "sdm630",
+                               "role": "compute", "period_s": MODBUS_PERIOD_S}}}})
+
+    def collect(day):
+        day.extra["modbus"] = {"record": day.summary.get("modbus"), "served": served[0]}
+
+    setup.collectors.append(collect)
+
+
 def romfs_code(setup):
     setup.harness_kw["romfs"] = True
     kb = os.environ.get("HEATGW_DAY_HEAP_KB")
     setup.harness_kw["heapsize"] = f"{int(kb)}K" if kb else mpinfo.heapsize(RUN_HEAP_HOST64_KB)
 
 
-FEATURES = [telemetry, ha_discovery, romfs_code]
+def calibration(setup):
+    # The chips' reference resistors 0.1 % off, and the channel calibration that a
+    # technician made earlier (README "Calibration") on the flash: the line through both
+    # precision resistors as these chips read them, R_raw = R * nominal / fitted.
+    refs = [1000.0, 1385.0]
+    model, sensors = {}, {}
+    for name, dev in (("supply", -0.1), ("return", 0.1)):
+        k = 1 + dev / 100
+        model[name] = {"r_ref_dev_pct": dev}
+        sensors[name] = {"channel": {
+            "method": "channel", "date": {"utc": 1_789_900_000, "boot": 1, "up_s": 3600},
+            "n": 60, "r0_ohm": 1000, "wires": 4, "r_ref_ohm": 4300, "ref_ohm": refs,
+            "read_ohm": [r / k for r in refs], "gain": k, "offset_ohm": 0.0}}
+    setup.scenario["sensor_model"] = model
+    setup.scenario["calibration_file"] = {"v": 1, "sensors": sensors}
+
+
+FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration]
 
 
 # -- the fixture -------------------------------------------------------------------------
@@ -163,6 +219,7 @@ def run_day(tmp, features=FEATURES, scenario=None):
         sc = json.loads(Path(scenario or DAY_SCENARIO).read_text())
         sc["name"] = "complete_node_" + sc.get("name", "day")
         sc["config"] = deep_merge(sc.get("config", {}), setup.config)
+        sc.update(setup.scenario)
         path = setup.tmp / "scenario.json"
         path.write_text(json.dumps(sc, indent=1))
         summary, h = run_scenario(path, workdir=setup.tmp / "node", **setup.harness_kw)

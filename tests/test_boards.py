@@ -100,6 +100,12 @@ class SPI:
         LOG.append(["xfer", len(w)])
 
 
+class UART:
+    def __init__(self, id, **kw):
+        pins = {k: kw.pop(k).id for k in ("tx", "rx") if k in kw}
+        LOG.append(["UART", id, pins, kw])
+
+
 class WDT:
     def __init__(self, id=0, timeout=5000):
         LOG.append(["WDT", timeout])
@@ -213,6 +219,16 @@ del machine.LOG[:]
 dm.value(1)
 dm.value(0)
 calls["dead_man_toggle"] = machine.LOG[:]
+for port in getattr(board, "RS485_PORTS", ()):
+    uart, de = call("rs485:" + port, board.rs485, port, 9600, None, 1)
+    res["rs485_de_returned"] = None if de is None else de.id
+try:
+    board.rs485("nosuch", 9600, None, 1)
+    res["rs485_bad_port"] = "accepted"
+except ValueError:
+    res["rs485_bad_port"] = "ValueError"
+except AttributeError:
+    res["rs485_bad_port"] = None
 for kind in getattr(board, "NET_INTERFACES", ()):
     call("net:" + kind, board.network_interface, kind)
 try:
@@ -240,9 +256,14 @@ MCU = {
         "strapping": {0, 2, 5, 12, 15},
         "gpio": set(range(40)),
         "rmii": {19, 21, 22, 25, 26, 27},  # EMAC pins fixed by the chip (IO_MUX only)
+        "high_at_reset": {0, 5, 15},  # strapping pins with their pull-up on at reset
+        "uart_pins": None,  # any GPIO through the matrix (TX: an output-capable one)
     },
     "armv6m": {"input_only": set(), "reserved": set(), "strapping": set(),
-               "gpio": set(range(30)), "rmii": set()},  # RP2040
+               "gpio": set(range(30)), "rmii": set(), "high_at_reset": set(),
+               # RP2040 datasheet, GPIO function table: UARTn TX / RX pins
+               "uart_pins": {0: ({0, 12, 16, 28}, {1, 13, 17, 29}),
+                             1: ({4, 8, 20, 24}, {5, 9, 21, 25})}},
 }
 # Board-level facts from the boards' schematics.
 BOARD_RESERVED = {"pico_w": {23, 24, 25, 29}}  # the wireless chip (CYW43439) on the Pico W
@@ -327,6 +348,7 @@ def test_no_gpio_is_used_twice(probed):
     uses += [("flow", c["FLOW_PULSE_PIN"]), ("safe boot", c["SAFE_BOOT_PIN"]),
              ("dead man", c["DEAD_MAN_PIN"])]
     uses += [("net " + k, v) for k, v in (c.get("NET_PINS") or {}).items()]
+    uses += [("rs485 " + k, v) for k, v in (c.get("RS485_PINS") or {}).items()]
     by_gpio = {}
     for what, gpio in uses:
         by_gpio.setdefault(gpio, []).append(what)
@@ -375,6 +397,42 @@ def test_network_interfaces(probed):
         assert not net_pins, "NET_PINS without a wired interface"
     for name, gpio in BOARD_NET.get(board, {}).items():
         assert net_pins.get(name) == gpio, (name, net_pins.get(name), gpio)
+
+
+def test_rs485_port(probed):
+    """Modbus RTU: rs485() makes one UART on exactly the named TX/RX pins (on the RP2040
+    pins carrying that UART), reads that never wait (timeout=0), and the DE pin an output
+    low from the start and low from reset. A board without a port says so (ValueError)."""
+    board, res = probed
+    c = res["consts"]
+    ports = c.get("RS485_PORTS") or []
+    assert res["rs485_bad_port"] == "ValueError"
+    if not ports:
+        assert not c.get("RS485_PINS"), "RS485_PINS without RS485_PORTS"
+        return
+    assert ports == ["rs485"], ports
+    pins = c["RS485_PINS"]
+    mcu = _mcu(board, res)
+    log = res["calls"]["rs485:rs485"]
+    uarts = [e for e in log if e[0] == "UART"]
+    assert len(uarts) == 1, log
+    _, uart_id, upins, kw = uarts[0]
+    assert upins == {"tx": pins["tx"], "rx": pins["rx"]}, upins
+    assert kw.get("timeout") == 0 and kw.get("baudrate") == 9600 and kw.get("bits") == 8, kw
+    assert "parity" in kw and kw.get("stop") == 1, kw
+    assert pins["tx"] not in mcu["input_only"]
+    if mcu["uart_pins"] is not None:
+        tx_ok, rx_ok = mcu["uart_pins"][uart_id]
+        assert pins["tx"] in tx_ok and pins["rx"] in rx_ok, (uart_id, pins)
+    made = {e[1]: e for e in _pins_made(log)}
+    if "de" in pins:
+        de = pins["de"]
+        assert made[de][2] == "OUT" and made[de][4] == 0, made[de]  # receiving at once
+        assert de not in mcu["input_only"] | mcu["high_at_reset"], de
+        assert res["rs485_de_returned"] == de
+        assert [e for e in log if e[0] == "value" and e[1] == de and e[2] != 0] == []
+    else:
+        assert res["rs485_de_returned"] is None
 
 
 def test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull(probed):
@@ -442,6 +500,24 @@ def test_probe_catches_a_wrong_board(mp, tmp_path):
             check(("esp32_devkitc", res))
 
 
+
+
+@pytest.mark.parametrize("mistake", [
+    ('RS485_PINS = {"tx": 22, "rx": 21, "de": 2}', 'RS485_PINS = {"tx": 22, "rx": 21, "de": 15}'),
+    ('de = Pin(p["de"], Pin.OUT, value=0)', 'de = Pin(p["de"], Pin.OUT, value=1)'),
+    ("timeout=0, timeout_char=0", "timeout=100, timeout_char=0"),
+    ('tx=Pin(p["tx"]), rx=Pin(p["rx"])', 'tx=Pin(p["rx"]), rx=Pin(p["tx"])'),
+])
+def test_probe_catches_a_wrong_rs485_port(mp, tmp_path, mistake):
+    """DE on a pin pulled up at reset, DE driving at start, reads that wait, TX/RX swapped."""
+    src = (BOARDS / "esp32_devkitc" / "board.py").read_text()
+    assert src.count(mistake[0]) == 1
+    (tmp_path / "board.py").write_text(src.replace(*mistake))
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    res = mp.run_json(PROBE, board="esp32_devkitc", extra_path=[tmp_path])[0]
+    with pytest.raises(AssertionError):
+        test_rs485_port(("esp32_devkitc", res))
 
 
 def test_host_board_has_every_contract_name(mp):

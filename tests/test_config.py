@@ -16,8 +16,10 @@ from host_tools.paths import FIRMWARE, REPO
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, fluid, fluid_data, migrate  # noqa: E402
+from heatgw import config, fluid, fluid_data, mbschema, migrate  # noqa: E402
 from heatgw.config_schema import SCHEMA, VERSION  # noqa: E402
+
+mbschema.install(SCHEMA)  # the whole schema, as the host's tools see it
 from heatgw.schema import validate  # noqa: E402
 
 
@@ -49,6 +51,7 @@ FULL = {
     },
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
+    "modbus": None,  # no Modbus meters (test_modbus covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
@@ -110,8 +113,8 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, mqtt, "
-     "node_id, persist, sensors, site, supervisor, telemetry, version"),
+    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
+     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
@@ -130,14 +133,15 @@ BAD = [
      "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, stale_s, "
      "tick_ms, valve_feedback, valve_travel_s"),
     (with_("flow.k", 1), "flow.k: unknown key; expected one of critical, litres_per_pulse, "
-     "max_m3h, type"),
+     "max_m3h, meter, type"),
     # bad enum
     (with_("meter.fluid", "glycol"), 'meter.fluid: "glycol" is not allowed; one of "water", '
      '"propylene_glycol", "ethylene_glycol"'),
     (with_("sensors.return.r0_ohm", 500),
      "sensors.return.r0_ohm: 500 is not allowed; one of 100, 1000"),
     (with_("sensors.return.wires", 5), "sensors.return.wires: 5 is not allowed; one of 2, 3, 4"),
-    (with_("flow.type", "mbus"), 'flow.type: "mbus" is not allowed; one of "pulse"'),
+    (with_("flow.type", "mbus"),
+     'flow.type: "mbus" is not allowed; one of "pulse", "modbus"'),
     (with_("version", 3), "version: 3 is not allowed; one of 2"),
     # validate() alone reads the current version only; load() migrates older files
     (with_("version", 1), "version: 1 is not allowed; one of 2"),
@@ -156,8 +160,8 @@ BAD = [
     (with_("sensors", {"supply": _sensor(False)}) | {"site": {}}, MAINS_REQUIRED),
     (with_("sensors.supply.r0_ohm", DEL), "sensors.supply.r0_ohm: required (RTD resistance at "
      "0 C: 100 (PT100) or 1000 (PT1000))"),
-    (with_("flow.litres_per_pulse", DEL), "flow.litres_per_pulse: required (volume per pulse "
-     "(a whole number of uL))"),
+    (with_("flow.litres_per_pulse", DEL), "flow.litres_per_pulse: required with flow (a pulse "
+     "meter's volume per pulse)"),
     # cross-field rules
     (with_("sensors.return.min_c", 120), "sensors.return.min_c = 120 must be below "
      "sensors.return.max_c = 120 (the sensor range must not be empty)"),
@@ -334,6 +338,8 @@ def _walk(node, path=""):
     yield path, node
     for k, sub in (node.get("keys") or {}).items():
         yield from _walk(sub, f"{path}.{k}" if path else k)
+    if "items" in node:  # members named by the installer: <name> in the path
+        yield from _walk(node["items"], f"{path}.<name>")
 
 
 def test_schema_is_plain_data():
@@ -348,7 +354,7 @@ def test_schema_is_plain_data():
 
 def test_schema_documents_every_key():
     allowed = {"type", "null", "req", "default", "min", "max", "enum", "len", "chars", "unit",
-               "doc", "keys", "rules"}
+               "doc", "keys", "rules", "items", "max_items"}
     for path, node in _walk(SCHEMA):
         assert set(node) <= allowed, path
         assert node.get("type") in ("int", "float", "bool", "str", "object"), path

@@ -684,3 +684,9 @@ def seal_check(raw):
     from heatgw import seal
 
     return seal.check(raw)
+
+
+def test_config_and_cfgfile_agree_on_their_constants():
+    from heatgw import cfgfile
+
+    assert (config.MAX_BYTES, config.GOOD) == (cfgfile.MAX_BYTES, cfgfile.GOOD)

@@ -420,6 +420,73 @@ GARBAGE = [
 ]
 
 
+def scn_readings():
+    # External readings (heatgw.failsafe's module doc): a Modbus meter "compute" (stale
+    # after 20 s) and an analogue "pressure" (3 s) are critical, "spare" is not.
+    r = Rig()
+    r.fs = FailSafe(CTL, sensors_cfg=SENSORS, flow_cfg=FLOW, now_ms=r.t,
+                    readings=(("pressure", 3000), ("compute", 20000)))
+    i = Inputs(SENSORS, ("compute", "pressure", "spare"))
+    i.sink_available = True
+    r.i = i
+    fresh = {"compute": True, "pressure": True}
+
+    def mine():
+        return sorted(a for a in r.fs.active if a.split(":")[-1] in ("compute", "pressure",
+                                                                      "spare"))
+
+    def step(feed=True):
+        for n in fresh:
+            if feed and fresh[n]:
+                i.reading_valid_ms[n] = r.t
+                if i.readings[n] is None:
+                    i.readings[n] = 1.5
+        return r.step()
+
+    out = {}
+    seen = []
+    for _ in range(21):  # nothing read yet: each is stale after its own limit
+        step(False)
+        seen.append(mine())
+    out["boot"] = [seen[2], seen[3], seen[19], seen[20]]
+    for _ in range(700):
+        step()
+    out["reuse"] = [r.fs.state, mine()]
+    i.reading_reasons["compute"] = "timeout"
+    ev = step()
+    out["fault"] = [r.fs.state, r.kinds(ev), [e["values"] for e in ev if e["kind"] == "trip"
+                                              and e["reason"] == "sensor_fault:compute"]]
+    i.reading_reasons["compute"] = None
+    step()
+    i.readings["pressure"] = float("nan")
+    step()
+    out["nan"] = mine()
+    i.readings["pressure"] = 1.5
+    fresh["pressure"] = False
+    got = []
+    for _ in range(5):
+        step()
+        got.append(mine())
+    out["stale"] = got
+    out["stale_values"] = [e["values"] for e in r.events if e["kind"] == "trip"
+                           and e["reason"] == "sensor_stale:pressure"][-1]
+    fresh["pressure"] = True
+    i.reading_reasons["spare"] = "crc"
+    i.readings["spare"] = float("inf")
+    step()
+    out["spare"] = mine()
+    bad = []
+    for name in ("supply", "flow", 7):
+        try:
+            FailSafe(CTL, sensors_cfg=SENSORS, flow_cfg=FLOW, now_ms=0,
+                     readings=((name, 1000),))
+            bad.append("accepted")
+        except ValueError:
+            bad.append("ValueError")
+    out["bad_names"] = bad
+    return out
+
+
 def scn_garbage():
     out = []
     for field, key, value in GARBAGE:
@@ -440,7 +507,7 @@ def scn_garbage():
 NAMES = [
     "scn_boot", "scn_trips", "scn_hysteresis", "scn_recover_dwell", "scn_chatter",
     "scn_latch_reset", "scn_restored_latch", "scn_stale", "scn_valve", "scn_no_config",
-    "scn_wrap", "scn_garbage",
+    "scn_wrap", "scn_garbage", "scn_readings",
 ]
 
 
@@ -733,6 +800,25 @@ def test_bad_config_numbers_raise_at_construction():
         FailSafe({"it_coolant_max_c": math.nan}, sensors_cfg={}, flow_cfg=None, now_ms=0)
 
 
+def test_external_readings_fault_and_stale_by_name_with_their_own_limits(cp):
+    r = cp("scn_readings")
+    # before a first value: stale after its own limit, counted from construction
+    assert r["boot"] == [[], ["sensor_stale:pressure"], ["sensor_stale:pressure"],
+                         ["sensor_stale:compute", "sensor_stale:pressure"]]
+    assert r["reuse"] == ["reuse", []]
+    state, kinds, values = r["fault"]  # a reason: a fault in the same update
+    assert state == "bypass" and ["trip", "sensor_fault:compute"] in kinds
+    assert values == [{"sensor": "compute", "sensor_reason": "timeout", "value": 1.5}]
+    assert r["nan"] == ["sensor_fault:pressure"]  # a non-finite value is a fault too
+    # the last value was 1 s old at its update: 2, 3 s (not yet), 4 s: stale
+    assert r["stale"] == [[], [], ["sensor_stale:pressure"], ["sensor_stale:pressure"],
+                          ["sensor_stale:pressure"]]
+    v = r["stale_values"]
+    assert v["sensor"] == "pressure" and v["stale_s"] == 3 and v["age_ms"] > 3000
+    assert r["spare"] == []  # not critical: never evaluated
+    assert r["bad_names"] == ["ValueError"] * 3  # a sensor's name, flow's, not a str
+
+
 # --------------------------------------------------------------------------------------
 # The real micropython binary
 
@@ -774,6 +860,53 @@ def steady(fs, i, t):
 
 r = ready()
 r.run(5)
+ok, k, ev = steady(r.fs, r.i, r.t)
+print(json.dumps({"ok": ok, "state": r.fs.state, "n": k, "events": len(ev)}))
+"""
+    (res,) = mp.run_json(src)
+    assert res == {"ok": True, "state": "reuse", "n": 200, "events": 0}
+
+
+def test_steady_update_with_external_readings_allocation_free_in_micropython(mp):
+    src = RIG + r"""
+import micropython
+
+
+def steady(fs, i, t):
+    ok, k, ev = False, 0, None
+    micropython.heap_lock()
+    try:
+        while k < 200:
+            k += 1
+            t = (t + 1000) & M30
+            for n in SENSORS:
+                i.temp_valid_ms[n] = t
+            i.flow_valid_ms = t
+            i.reading_valid_ms["compute"] = t
+            i.reading_valid_ms["pressure"] = t
+            ev = fs.update(t, i)
+            if ev:
+                break
+        ok = True
+    except MemoryError:
+        pass
+    micropython.heap_unlock()
+    return ok, k, ev
+
+
+r = Rig()
+r.fs = FailSafe(CTL, sensors_cfg=SENSORS, flow_cfg=FLOW, now_ms=r.t,
+                readings=(("pressure", 3000), ("compute", 20000)))
+r.i = Inputs(SENSORS, ("compute", "pressure"))
+r.i.sink_available = True
+r.i.readings["compute"] = 1234.5
+r.i.readings["pressure"] = 1.5
+r.i.reading_valid_ms["compute"] = r.t
+r.i.reading_valid_ms["pressure"] = r.t
+for _ in range(700):
+    r.i.reading_valid_ms["compute"] = r.t
+    r.i.reading_valid_ms["pressure"] = r.t
+    r.step()
 ok, k, ev = steady(r.fs, r.i, r.t)
 print(json.dumps({"ok": ok, "state": r.fs.state, "n": k, "events": len(ev)}))
 """

@@ -233,6 +233,19 @@ def test_invalid_values_are_null_with_a_reason():
     assert d["energy_wh"] == 0 and d["volume_l"] == 0
 
 
+class _Cal:
+    """What payloads.state() reads of a sensor: its `cal` (rtd.TemperatureSensor)."""
+
+    def __init__(self, cal):
+        self.cal = cal
+
+
+CAL_SENSORS = {"return": _Cal((("channel", "two_point", "pair"), None, 3, 1.0010561,
+                               -0.3712, 0.0031)),
+               "supply": _Cal((("channel",), 1790000000, 3, 0.9990559, -1.2719, 0.0)),
+               "it_coolant": _Cal(None)}
+
+
 def test_state_event_alarm_payloads():
     w = Writer(1024)
     d = json.loads(bytes(payloads.state(w, "bypass", "sink_unavailable", ("sink_unavailable",),
@@ -240,7 +253,17 @@ def test_state_event_alarm_payloads():
     assert d == {"v": payloads.V, "state": "bypass", "reason": "sink_unavailable",
                  "relay_reuse": False, "active": ["sink_unavailable"],
                  "latched": ["valve_stuck"], "fault": None, "fw": payloads.FW_VERSION,
-                 "config_hash": "0a1b2c3d", "boot": 4, "up_ms": 5000}
+                 "config_hash": "0a1b2c3d", "boot": 4, "up_ms": 5000, "calibration": {}}
+    # the calibration each sensor applies (rtd.TemperatureSensor.cal), in sensor order
+    raw = bytes(payloads.state(w, "bypass", "maintenance", (), (), False, None, 4, 5,
+                               sensors=CAL_SENSORS))
+    d = validate(T.state, raw)
+    assert d["calibration"] == {
+        "supply": {"methods": ["channel"], "utc": 1790000000, "boot": 3, "gain": 0.999056,
+                   "offset_ohm": -1.272, "offset_k": 0.0},
+        "return": {"methods": ["channel", "two_point", "pair"], "utc": None, "boot": 3,
+                   "gain": 1.001056, "offset_ohm": -0.371, "offset_k": 0.003}}
+    assert list(d["calibration"]) == ["supply", "return"]
     ev = {"kind": "trip", "reason": "sensor_fault:supply", "t_ms": 5,
           "values": {"sensor": "supply", "sensor_reason": 'o"pen\\', "temp_c": None},
           "boot": 4, "up_ms": 5, "utc": None, "seq": 17}
@@ -283,6 +306,15 @@ b.feed("event", {"kind": "crash", "task": "sampler", "error": "E", "up_ms": 5, "
 print(json.dumps(bytes(payloads.alarm(w, b.get("crash:sampler"))).decode()))
 print(json.dumps(bytes(payloads.state(w, "reuse", "recovered", (), (), True, None, 1, 2,
                                       utc=3, fault="crash:x")).decode()))
+class _Cal:
+    def __init__(self, cal):
+        self.cal = cal
+CAL_SENSORS = {"return": _Cal((("channel", "two_point", "pair"), None, 3, 1.0010561,
+                               -0.3712, 0.0031)),
+               "supply": _Cal((("channel",), 1790000000, 3, 0.9990559, -1.2719, 0.0)),
+               "it_coolant": _Cal(None)}
+print(json.dumps(bytes(payloads.state(w, "bypass", "maintenance", (), (), False, None, 4, 5,
+                                      sensors=CAL_SENSORS)).decode()))
 """
     s = snapshot(active=("maintenance",), latched=(), heap_free=1, boot=2, up_ms=3, utc=None)
     s.configured["it_coolant"] = False
@@ -301,6 +333,9 @@ print(json.dumps(bytes(payloads.state(w, "reuse", "recovered", (), (), True, Non
     validate(T.telemetry, got[0].encode())  # each against its JSON Schema
     validate(T.alarm("crash:sampler"), got[1].encode())
     validate(T.state, got[2].encode())
+    assert got[3] == bytes(payloads.state(w, "bypass", "maintenance", (), (), False, None, 4,
+                                          5, sensors=CAL_SENSORS)).decode()
+    validate(T.state, got[3].encode())
 
 
 def test_snapshot_reads_the_meter_limbs(mp):

@@ -19,6 +19,14 @@ Bus and pin choices:
 - Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
   building's "sink available" contact, the maintenance key switch, the technician's
   trip-reset button and the valve's end switch at the reuse end.
+- RS-485 (Modbus RTU meters) on UART2 through the GPIO matrix: TX GPIO22 -> the
+  transceiver's DI, RX GPIO21 <- RO, driver enable GPIO2 -> DE and /RE tied together
+  (high = sending). GPIO2 is a strapping pin whose internal pull-down holds it low at
+  reset (the level serial download needs too); a 10 kΩ pull-down on DE keeps the
+  transceiver receiving until the driver sends. A transceiver that switches direction
+  itself (auto-direction) needs no DE: leave GPIO2 unconnected.
+- Left free for other I/O: ADC1 channels GPIO35, 36, 39 (analogue inputs: ADC2 does not
+  work while Wi-Fi runs) and GPIO12, 15 (outputs; both strapping pins).
 """
 
 import time
@@ -50,6 +58,9 @@ SAFE_BOOT_PIN = 0  # the BOOT button: held low at reset stops the application
 DEAD_MAN_PIN = 13
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
 NET_INTERFACES = ("wlan",)  # the module's own radio (Wi-Fi station); no Ethernet PHY
+RS485_PORTS = ("rs485",)  # Modbus RTU: modbus.buses.<name>.uart
+RS485_PINS = {"tx": 22, "rx": 21, "de": 2}
+_RS485_UART = 2
 
 
 def spi():
@@ -168,3 +179,18 @@ def data_dir():
 
 
 clock = time  # ticks wrap at 2**30 ms here; the firmware reads time through heatgw.clock
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    """(uart, de) of the RS-485 port: a machine.UART whose reads never wait (timeout 0)
+    and the driver-enable pin, low (receiving). parity: None, 0 even, 1 odd."""
+    if port not in RS485_PORTS:
+        raise ValueError("%s has no RS-485 port %r; have %r" % (NAME, port, RS485_PORTS))
+    from machine import UART
+
+    p = RS485_PINS
+    de = Pin(p["de"], Pin.OUT, value=0)
+    uart = UART(_RS485_UART, baudrate=baudrate, bits=8, parity=parity, stop=stop_bits,
+                tx=Pin(p["tx"]), rx=Pin(p["rx"]), timeout=0, timeout_char=0, rxbuf=512,
+                txbuf=256)
+    return uart, de

@@ -397,6 +397,55 @@ def install_asyncio():
                             clock.asyncio_wait if port is None else port.asyncio_wait)
 
 
+# RS-485 ports: name -> the environment variable naming the pty a test made for it (the
+# other end is the test's Modbus peer). Without it the port cannot be opened (OSError).
+RS485_PORTS = {"rs485": "HEATGW_RS485"}
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    """(uart, de) of the RS-485 port `port`: a UART-like stream over the pty named by
+    $HEATGW_RS485 (boards/host/ptyuart.py) and its emulated driver-enable pin. parity:
+    None, 0 (even) or 1 (odd), as machine.UART takes it."""
+    if port not in RS485_PORTS:
+        raise ValueError("the host board has no RS-485 port %r; have %r"
+                         % (port, sorted(RS485_PORTS)))
+    path = os.getenv(RS485_PORTS[port])
+    if not path:
+        raise OSError(19, "no pty for %s: set $%s" % (port, RS485_PORTS[port]))  # ENODEV
+    from ptyuart import DEPin, PtyUART
+
+    de = DEPin()
+    uart = PtyUART(path, de)
+    uart.init(baudrate=baudrate, bits=8, parity=parity, stop=stop_bits)
+    return uart, de
+
+
+def io_sent():
+    """A client writing to a raw socket or a pty says it sent something its peer answers
+    (vasyncio.sent(): virtual time follows real time while the reply is due)."""
+    import vasyncio
+
+    vasyncio.sent()
+
+
+def technician(gw):
+    """The console's stand-in: a task running the harness's technician steps against
+    heatgw.calprocedure (boards/host/technician.py), when $HEATGW_TECHNICIAN is set (the
+    harness sets it for scenarios with `technician` events); else None."""
+    if not os.getenv("HEATGW_TECHNICIAN"):
+        return None
+    import technician as t
+
+    return t.task(gw)
+
+
+def technician_line(args):
+    """A `T` line of the link: one technician step, queued for the task above."""
+    import technician as t
+
+    t.requests.append(args)
+
+
 def awaits_replies(fn):
     """A network client says what it awaits (fn() true while a reply is due): virtual
     time keeps following real time until it came (vasyncio: pipelined requests)."""

@@ -214,6 +214,17 @@ class LinkClock:
                 board.rtd_chip(str(tok(), "ascii")).set_resistance(float(tok()))
             elif op == lp.RTD_FAULT:
                 board.rtd_chip(str(tok(), "ascii")).inject(str(tok(), "ascii"))
+            elif op == lp.CHIP:  # the chip's analogue side: fitted Rref, noise
+                chip = board.rtd_chip(str(tok(), "ascii"))
+                chip.r_ref_ohm = float(tok())
+                chip.noise_lsb = float(tok())
+            elif op == lp.TECHNICIAN:
+                args = []
+                t = tok()
+                while t is not None:
+                    args.append(str(t, "ascii"))
+                    t = tok()
+                board.technician_line(args)
             elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())

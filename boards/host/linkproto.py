@@ -15,7 +15,12 @@ node -> harness (vt: the node's time)   harness -> node
   F vt             watchdog fed            p <n> <edge>|- <e>..  pulse count, last edge,
   O <kind> vt json application record                            edges due before horizon
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
-  D <hold_ms> vt   dead-man hold time      h                     hang the next relay write
+  D <hold_ms> vt   dead-man hold time      R <rtd> <ohm> <lsb>   that converter chip's fitted
+                                                                 reference resistor, its noise
+                                           T <call> <arg>..      a technician's calibration
+                                                                 step (the console's stand-in:
+                                                                 boards/host/technician.py)
+                                           h                     hang the next relay write
                                            e                     the next SPI transfer fails
                                            c                     the next watchdog feed fails
                                            w <n>                 the next n flash ops fail
@@ -55,6 +60,8 @@ WDT_ERROR = 99  # c
 FLASH_ERROR = 119  # w
 STOP = 115  # s
 BOOT = 66  # B
+CHIP = 82  # R
+TECHNICIAN = 84  # T
 END = 46  # .
 
 NONE = "-"  # "no value" in a field (idle without deadline, no pulse edge yet)

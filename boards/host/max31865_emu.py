@@ -34,6 +34,13 @@ continuous period 20000 / 16667 typical, 21000 / 17500 max. `timing="max"` (the
 default) makes the emulated chip as slow as the datasheet allows, so a driver that
 reads at the typical time gets the previous result, as it would on a slow part.
 
+The analogue imperfections a calibration corrects are the outside world's (the harness's
+per-scenario sensor model): `r_ref_ohm` is the reference resistor actually fitted (the
+driver is told the nominal value; a 0.1 % resistor is within 4300 ± 4.3 ohm), and
+`noise_lsb` adds conversion noise, uniform within ± that many LSB before rounding (from a
+seeded generator: runs stay deterministic). Both default to the ideal chip: nominal
+reference, no noise.
+
 Every conversion compares the 15-bit code with the thresholds (register >> 1, LSB is
 don't-care): code >= high sets D7, code <= low sets D6 (power-on 0xFFFF / 0x0000:
 full scale trips D7 and a dead short trips D6 even with untouched thresholds). Fault
@@ -100,6 +107,7 @@ class MAX31865Emu:
     sdo_stuck = None  # 0x00: SDO shorted low, 0xFF: floating high
     conversions = 0
     fault = "none"
+    noise_lsb = 0.0  # conversion noise, uniform within ± this many LSB (0: none)
     violations = ()  # a list from the first broken rule on
     _v = 1  # chip-select level (idle high)
     _slow = 1
@@ -356,6 +364,13 @@ class MAX31865Emu:
             return _D4 | _D3
         return 0
 
+    def _noisy(self, r_ohm):
+        # nearest LSB of the ratio plus uniform noise within ± noise_lsb
+        self._noise_state = (self._noise_state * 1103515245 + 12345) & 0x7FFFFFFF
+        u = ((self._noise_state >> 7) & 0xFFFFFF) / 16777216.0  # 0 <= u < 1
+        x = r_ohm * 32768 / self.r_ref_ohm + 0.5 + (2.0 * u - 1.0) * self.noise_lsb
+        return max(0, min(int(x) if x > 0 else 0, _FULL_SCALE))
+
     def _convert(self, start_us):
         self.conversions += 1
         f = self.fault
@@ -370,7 +385,7 @@ class MAX31865Emu:
             settled = (start_us - self._bias_on_us) / self._settle_us
             if settled < 1.0:
                 r_ohm *= max(settled, 0.0)
-            code = self.code_for(r_ohm)
+            code = self.code_for(r_ohm) if not self.noise_lsb else self._noisy(r_ohm)
         regs = self._regs
         regs[1] = code >> 7
         regs[2] = (code << 1) & 0xFE

@@ -31,6 +31,11 @@ Bus and pin choices:
 - Safe boot: BUT1 on GPIO34, held at reset.
 - Dead-man output on GPIO16 (no strapping role; its 2.2 kΩ pull-up is driven through):
   toggled every healthy tick; 74HC123 hold as on the DevKitC (R_T 590 kΩ, C_T 4.7 µF).
+- No RS-485 port: every GPIO is taken (its UEXT UART, GPIO4/36, carries a chip-select
+  and the sink contact here). Modbus meters are read over Modbus TCP on the wired LAN;
+  RTU meters through a Modbus TCP-to-RTU gateway (a `tcp` bus with the gateway's
+  address, each meter's slave id as its unit id). A configuration with an `rtu` bus
+  reads `no_bus` on its meters, and the bus task's crash events say why.
 """
 
 import time
@@ -65,6 +70,12 @@ NET_INTERFACES = ("lan", "wlan")  # wired first; the module's Wi-Fi also works
 NET_PINS = {"txd0": 19, "tx_en": 21, "txd1": 22, "rxd0": 25, "rxd1": 26, "crs_dv": 27,
             "mdc": 23, "mdio": 18, "ref_clk": 17, "phy_power": 12}
 PHY_ADDR = 0
+RS485_PORTS = ()  # none: no GPIO left (module doc); Modbus over TCP
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    raise ValueError("%s has no RS-485 port (%r): read Modbus meters over TCP, RTU ones "
+                     "through a Modbus TCP gateway" % (NAME, port))
 
 
 def spi():

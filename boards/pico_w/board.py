@@ -24,6 +24,11 @@ Bus and pin choices:
 - Inputs are volt-free contacts to GND with the internal pull-ups (active low): the
   building's "sink available" contact, the maintenance key switch, the technician's
   trip-reset button and the valve's end switch at the reuse end.
+- RS-485 (Modbus RTU meters) on UART0: TX GP0 -> the transceiver's DI, RX GP1 <- RO
+  (UART0's own pin functions), driver enable GP6 -> DE and /RE tied together (high =
+  sending), a 10 kΩ pull-down on DE: receiving from reset. The REPL is on USB, so UART0
+  is free. An auto-direction transceiver needs no DE: leave GP6 unconnected.
+- Left free for other I/O: GP26-28 (ADC0-2, analogue inputs), GP7, 8, 11, 12.
 """
 
 import time
@@ -55,6 +60,9 @@ SAFE_BOOT_PIN = 9  # jumper to GND at reset stops the application
 DEAD_MAN_PIN = 10
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
 NET_INTERFACES = ("wlan",)  # the CYW43439 (GP23-25, GP29: reserved for it)
+RS485_PORTS = ("rs485",)  # Modbus RTU: modbus.buses.<name>.uart
+RS485_PINS = {"tx": 0, "rx": 1, "de": 6}
+_RS485_UART = 0
 
 
 def spi():
@@ -174,3 +182,18 @@ def data_dir():
 
 
 clock = time  # ticks wrap at 2**30 ms here; the firmware reads time through heatgw.clock
+
+
+def rs485(port, baudrate, parity, stop_bits):
+    """(uart, de) of the RS-485 port: a machine.UART whose reads never wait (timeout 0)
+    and the driver-enable pin, low (receiving). parity: None, 0 even, 1 odd."""
+    if port not in RS485_PORTS:
+        raise ValueError("%s has no RS-485 port %r; have %r" % (NAME, port, RS485_PORTS))
+    from machine import UART
+
+    p = RS485_PINS
+    de = Pin(p["de"], Pin.OUT, value=0)
+    uart = UART(_RS485_UART, baudrate=baudrate, bits=8, parity=parity, stop=stop_bits,
+                tx=Pin(p["tx"]), rx=Pin(p["rx"]), timeout=0, timeout_char=0, rxbuf=512,
+                txbuf=256)
+    return uart, de

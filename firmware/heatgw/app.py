@@ -46,7 +46,7 @@ _MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
 
 class Gateway:
     def __init__(self, board, cfg, meter, *, cfg_source="file", cfg_errors=(),
-                 configured=True, sinks=(), queue=None):
+                 configured=True, sinks=(), queue=None, modbus_plan=None):
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
@@ -99,13 +99,28 @@ class Gateway:
             self.meter.restore(self._restored_totals)
         self._restored_totals = None
         self._build_sensors(cfg.get("sensors") or {})
+        # Modbus meters (heatgw.modbus, only when configured): gw.modbus.value(meter, name)
+        self.modbus = None
+        if cfg.get("modbus"):
+            from heatgw.modbus import Modbus
+
+            if modbus_plan is None:  # (heatgw.start makes it earlier, on a smaller heap)
+                from heatgw.start import modbus_plan as make
+
+                modbus_plan = make(cfg)
+            self.modbus = Modbus(modbus_plan, board)
+            modbus_plan = None
+        mb = self.modbus
         self._build_flow(cfg.get("flow"), now)
-        self.inputs = Inputs(tuple(self.sensors))
+        # external readings (heatgw.failsafe): the Modbus meters, by name
+        self.inputs = Inputs(tuple(self.sensors), mb.readings() if mb else ())
         self._board_inputs = board.inputs()
         self.board_levels = dict.fromkeys(self._board_inputs)  # read by the sampler
         self.failsafe = FailSafe(
             ctl, sensors_cfg=cfg.get("sensors") or {}, flow_cfg=cfg.get("flow"),
             now_ms=now, latched=latched, configured=configured,
+            readings=mb.critical() if mb else (),
+            flow_stale_ms=self.flow.stale_ms if self._flow_modbus else None,
         )
         self.failsafe.ticks_diff = clock.ticks_diff
         self._sample_ms = now
@@ -118,6 +133,8 @@ class Gateway:
         self.add_task("control", self.control, critical=True)
         self.add_task("persist", self.persist)
         self.add_task("supervisor", self.supervisor, critical=True)
+        if mb is not None:
+            mb.attach(self)  # a restartable task per bus: "modbus:<bus>"
 
     # -- construction -----------------------------------------------------------------
 
@@ -140,7 +157,13 @@ class Gateway:
 
     def _build_flow(self, flow_cfg, now):
         self.flow = None
-        if flow_cfg:
+        self._flow_modbus = False
+        if flow_cfg and flow_cfg["type"] == "modbus":  # a meter of self.modbus (mbplan)
+            from heatgw.modbus import ModbusFlow
+
+            self.flow = ModbusFlow(self.modbus, flow_cfg["meter"], flow_cfg["max_m3h"])
+            self._flow_modbus = True
+        elif flow_cfg:
             from heatgw.flow import PulseFlow
 
             self.flow = PulseFlow(self.board.flow_pulse_counter(),
@@ -304,8 +327,8 @@ class Gateway:
                 vol_ul, m3h, why = self.flow.sample(now)
                 inputs.flow_m3h = m3h
                 inputs.flow_reason = why
-                if why is None:
-                    inputs.flow_valid_ms = now
+                if why is None:  # a Modbus meter's value is as old as its last poll
+                    inputs.flow_valid_ms = self.flow.valid_ms if self._flow_modbus else now
             self._read_board_inputs()
             dt_ms = clock.ticks_diff(now, self._sample_ms)
             self._sample_ms = now
@@ -549,6 +572,8 @@ class Gateway:
             self.event({"kind": "state", "state": "bypass", "reason": "shutdown"})
         self.meter.flush()
         self.save("shutdown")
+        if self.modbus is not None:
+            self.emit("modbus", self.modbus.record())  # the final counters
         if self.on_shutdown is not None:
             try:
                 self.on_shutdown()

@@ -34,7 +34,12 @@ from heatgw.schema import check, validate
 
 
 class _Sections:
-    """The root's keys: each section's node built when it is looked up, then dropped."""
+    """The root's keys: each section's node built when it is looked up, then dropped. The
+    modbus section is config_schema's stub unless the document has one: then
+    heatgw.mbschema's, as heatgw.config.load does it."""
+
+    def __init__(self, modbus=False):
+        self.modbus = modbus
 
     def __contains__(self, name):
         return name in config_parts.SECTIONS
@@ -46,18 +51,32 @@ class _Sections:
         return len(config_parts.NAMES)
 
     def __getitem__(self, name):
+        if name == "modbus" and self.modbus:
+            from heatgw import mbschema
+
+            return mbschema.MODBUS
         return config_parts.SECTIONS[name]()
 
     def get(self, name, default=None):
-        f = config_parts.SECTIONS.get(name)
-        return default if f is None else f()
+        return self[name] if name in self else default
 
 
-def _root():
+def _root(doc=None):
     root = dict(config_parts.ROOT)
-    root["keys"] = _Sections()
+    root["keys"] = _Sections(type(doc) is dict and doc.get("modbus") is not None)
     root["rules"] = config_parts.rules()
     return root
+
+
+def validate_doc(doc):
+    """(cfg, errors) as heatgw.config gives them for a current document: the schema one
+    section at a time, then the Modbus cross-checks when there is Modbus."""
+    cfg, errs = validate(doc, _root(doc))
+    if not errs and cfg and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
+        from heatgw import mbplan
+
+        errs = mbplan.check(cfg)
+    return cfg, errs
 
 
 HIDDEN = "<secret>"
@@ -86,17 +105,23 @@ def show(key, value):
 
 
 def node(key):
-    """(schema node, None) of a dotted key, or (None, error)."""
-    n = {"type": "object", "keys": _Sections()}
+    """(schema node, None) of a dotted key, or (None, error). Under an object whose members
+    the installer names (Modbus buses, meters, registers: "items"), any name leads to the
+    node of such a member."""
+    n = {"type": "object", "keys": _Sections(key.split(".")[0] == "modbus")}
     done = ""
     for seg in key.split("."):
         keys = n.get("keys") if n.get("type") == "object" else None
-        if not keys:
+        items = n.get("items") if n.get("type") == "object" else None
+        if items is not None and not keys:
+            n = items
+        elif not keys:
             return None, "%s: %s is a value, it has no keys" % (key, done)
-        if seg not in keys:
+        elif seg not in keys:
             return None, "%s: unknown key; %s has %s" % (
                 key, done or "the configuration", ", ".join(sorted(keys)))
-        n = keys[seg]
+        else:
+            n = keys[seg]
         done = seg if not done else done + "." + seg
     return n, None
 
@@ -174,7 +199,7 @@ def base(path, running):
     if err is None:
         doc, err, _sealed = cfgfile.parse(raw, path)
         raw = None
-        if err is None and type(doc) is dict and not validate(doc, _root())[1]:
+        if err is None and type(doc) is dict and not validate_doc(doc)[1]:
             return doc, "file"
     return copy(running), "running"
 
@@ -186,7 +211,7 @@ def pending(path, running, staged, hold_ms=None):
     doc, src = base(path, running)
     for key, value in staged:
         put(doc, key, copy(value))
-    cfg, errs = validate(doc, _root())
+    cfg, errs = validate_doc(doc)
     if cfg is None:
         cfg = {}
     if not errs and hold_ms:

@@ -26,25 +26,67 @@ rename: atomic on littlefs), and runs it (source "last_good") when config.json e
 is refused; without one, DEFAULT.
 """
 
-# isort: off
-# The schema first: its dicts then sit below the file helpers in the heap (measured: a
-# larger free block left for a starved load, tests/test_config.py).
 from heatgw.config_schema import SCHEMA, VERSION
 from heatgw.schema import _num, validate
-from heatgw.cfgfile import (  # noqa: F401 - config.<name>: the file's helpers, here too
-    GOOD,
-    MAX_BYTES,
-    dumps,
-    keep_good,
-    parse,
-    same,
-    seal,
-    text,
-    unseal,
-    write,
-)
-from heatgw.cfgfile import read as _read
-# isort: on
+
+MAX_BYTES = 8192  # heatgw.cfgfile.MAX_BYTES (a test holds them equal)
+GOOD = ".good"  # heatgw.cfgfile.GOOD
+
+
+# The file's helpers (heatgw.cfgfile) under their names here too, imported when first
+# used: a node's heap at import is the schema's (tests/test_config.py, the starved load).
+def _read(path):
+    from heatgw import cfgfile
+
+    return cfgfile.read(path)
+
+
+def parse(raw, path):
+    from heatgw import cfgfile
+
+    return cfgfile.parse(raw, path)
+
+
+def keep_good(path, sealed):
+    from heatgw import cfgfile
+
+    return cfgfile.keep_good(path, sealed)
+
+
+def write(path, data):
+    from heatgw import cfgfile
+
+    cfgfile.write(path, data)
+
+
+def same(path, data):
+    from heatgw import cfgfile
+
+    return cfgfile.same(path, data)
+
+
+def seal(text):
+    from heatgw import seal as s
+
+    return s.seal(text)
+
+
+def unseal(raw):
+    from heatgw import seal as s
+
+    return s.check(raw)
+
+
+def text(doc):
+    from heatgw import cfgfile
+
+    return cfgfile.text(doc)
+
+
+def dumps(cfg):
+    from heatgw import cfgfile
+
+    return cfgfile.dumps(cfg)
 
 SENSOR_NAMES = ("supply", "return", "sink_return", "it_coolant")
 
@@ -92,7 +134,15 @@ def from_doc(doc, path, save=True):
         mig, needs = migrate.upgrade(doc, ver)
         if mig is None:
             return default(), [m for _, m in needs], "default", None
+    if type(doc) is dict and doc.get("modbus") is not None:
+        from heatgw import mbschema  # the section's schema, only when there is one
+
+        mbschema.install(SCHEMA)
     cfg, errors = validate(doc, SCHEMA)
+    if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
+        from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
+
+        errors = mbplan.check(cfg)
     if mig is not None:
         errors = migrate.errors(needs, errors)
     if errors:

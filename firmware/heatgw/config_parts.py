@@ -13,6 +13,7 @@ ROOT = {'doc': 'heatgw node configuration (one JSON file)', 'type': 'object'}
 NAMES = ('control',
          'flow',
          'meter',
+         'modbus',
          'mqtt',
          'node_id',
          'persist',
@@ -108,10 +109,9 @@ def _flow():
             'keys': {'critical': {'default': True,
                                   'doc': 'a flow fault forces bypass',
                                   'type': 'bool'},
-                     'litres_per_pulse': {'doc': 'volume per pulse (a whole number of uL)',
+                     'litres_per_pulse': {'doc': 'pulse: volume per pulse (a whole number of uL)',
                                           'max': 1000.0,
                                           'min': 1e-06,
-                                          'req': True,
                                           'type': 'float',
                                           'unit': 'L'},
                      'max_m3h': {'doc': 'rates above this are implausible',
@@ -120,9 +120,14 @@ def _flow():
                                  'req': True,
                                  'type': 'float',
                                  'unit': 'm3/h'},
+                     'meter': {'chars': 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_',
+                               'doc': 'modbus: the flow meter in modbus.meters (role flow) whose '
+                                      'volume_m3 (and flow_m3h) feed the heat meter',
+                               'len': [1, 16],
+                               'type': 'str'},
                      'type': {'default': 'pulse',
-                              'doc': 'meter output: pulse',
-                              'enum': ['pulse'],
+                              'doc': 'meter output: pulse, or modbus (a meter in modbus.meters)',
+                              'enum': ['pulse', 'modbus'],
                               'type': 'str'}},
             'null': True,
             'type': 'object'}
@@ -150,6 +155,15 @@ def _meter():
                      'meter_in_return': {'default': True,
                                          'doc': 'flow meter sits in the return pipe',
                                          'type': 'bool'}},
+            'type': 'object'}
+
+
+def _modbus():
+    return {'default': None,
+            'doc': 'Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none '
+                   '(nothing of it is loaded)',
+            'keys': {},
+            'null': True,
             'type': 'object'}
 
 
@@ -363,6 +377,16 @@ def rules():
              'site.mains_hz',
              'sensors',
              '50 or 60: the mains frequency at the site, which the RTD converters filter out'],
+            ['req',
+             'flow.litres_per_pulse',
+             'flow',
+             "a pulse meter's volume per pulse",
+             ['flow.type', ['pulse']]],
+            ['req',
+             'flow.meter',
+             'flow',
+             'the Modbus flow meter, a name in modbus.meters',
+             ['flow.type', ['modbus']]],
             ['lt', 'sensors.*.min_c', 'sensors.*.max_c', 'the sensor range must not be empty'],
             ['lt',
              'control.sink_return_max_c',
@@ -415,6 +439,7 @@ def rules():
 SECTIONS = {'control': _control,
             'flow': _flow,
             'meter': _meter,
+            'modbus': _modbus,
             'mqtt': _mqtt,
             'node_id': _node_id,
             'persist': _persist,

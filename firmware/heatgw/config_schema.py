@@ -13,13 +13,20 @@ Node keys (every one optional):
     len      [min, max] string length;  chars  the allowed characters
     unit doc installer documentation
     keys     object members; any other key is an error (typos must not pass)
+    items    instead of keys: an object whose member names the installer chooses (Modbus
+             buses, meters, registers), each member checked against this node; "len" and
+             "chars" then constrain the names, "max_items" their number
     rules    cross-field checks on the filled object: [op, lhs, rhs, why(, when)]
              op: lt le gt ge eq.  lhs/rhs: a number, a dotted path, or [+|-|*, a, b] with
              a/b numbers or paths. A "*" path segment runs the rule for every key there.
              when: [path, [values]] - the rule applies only if path holds one of values.
              A rule whose paths are absent (sensor or flow not configured) is skipped.
-             op "req": ["req", key, object, why] - key (a path) is required whenever the
-             object at that path has any member (a key without req or default).
+             op "req": ["req", key, object, why(, when)] - key (a path) is required whenever
+             the object at that path has any member (a key without req or default).
+
+Checks the schema cannot state (the Modbus section's cross-references: a meter's bus, the
+flow meter, register ranges) are heatgw.mbplan.check(), which heatgw.config.load runs after
+this schema when a `modbus` section is present, on the device and on the host alike.
 
 VERSION is the format version a file must carry. Each change that adds a required key or
 renames one bumps it and adds the step from the previous version to heatgw.migrate, which
@@ -78,11 +85,14 @@ SCHEMA = {
             "type": "object", "null": True, "default": None,
             "doc": "flow meter; null or absent: no flow measurement",
             "keys": {
-                "type": {"type": "str", "default": "pulse", "enum": ["pulse"],
-                         "doc": "meter output: pulse"},
-                "litres_per_pulse": {"type": "float", "req": True, "min": 0.000001,
+                "type": {"type": "str", "default": "pulse", "enum": ["pulse", "modbus"],
+                         "doc": "meter output: pulse, or modbus (a meter in modbus.meters)"},
+                "litres_per_pulse": {"type": "float", "min": 0.000001,
                                      "max": 1000.0, "unit": "L",
-                                     "doc": "volume per pulse (a whole number of uL)"},
+                                     "doc": "pulse: volume per pulse (a whole number of uL)"},
+                "meter": {"type": "str", "len": [1, 16], "chars": _ID_CHARS,
+                          "doc": "modbus: the flow meter in modbus.meters (role flow) whose "
+                                 "volume_m3 (and flow_m3h) feed the heat meter"},
                 "max_m3h": {"type": "float", "req": True, "min": 0.01, "max": 1000.0,
                             "unit": "m3/h", "doc": "rates above this are implausible"},
                 "critical": {"type": "bool", "default": True,
@@ -188,6 +198,14 @@ SCHEMA = {
                                                "homeassistant; null: no discovery"},
             },
         },
+        # heatgw.mbschema.MODBUS replaces this stub when a document has a modbus section
+        # (heatgw.config.load; the host's tools install it always): a node without Modbus
+        # never loads that part of the schema (12 KB while validating).
+        "modbus": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none "
+                   "(nothing of it is loaded)",
+        },
         "telemetry": {
             "type": "object", "default": {}, "doc": "telemetry records",
             "keys": {
@@ -226,6 +244,10 @@ SCHEMA = {
         # no silent default: a wrong filter reads plausible, noisy temperatures
         ["req", "site.mains_hz", "sensors", "50 or 60: the mains frequency at the site, "
          "which the RTD converters filter out"],
+        ["req", "flow.litres_per_pulse", "flow", "a pulse meter's volume per pulse",
+         ["flow.type", ["pulse"]]],
+        ["req", "flow.meter", "flow", "the Modbus flow meter, a name in modbus.meters",
+         ["flow.type", ["modbus"]]],
         ["lt", "sensors.*.min_c", "sensors.*.max_c", "the sensor range must not be empty"],
         ["lt", "control.sink_return_max_c", "sensors.sink_return.max_c",
          "the trip point must be inside the sensor range"],

@@ -15,6 +15,24 @@ stamps, so a node that sits in bypass for weeks cannot see a wrapped ticks_diff 
 long time look short. The steady-state update (nothing changes) allocates nothing and
 returns the same empty list: treat returned lists as read-only.
 
+External readings (the mechanism every input that is not an RTD or the flow meter uses:
+the Modbus meters of heatgw.modbus now, analogue inputs such as a 4-20 mA valve position or
+loop pressure next). A task that owns such an input stores, by the reading's name:
+
+    inputs.readings[name] = value          # a number, or None when there is none
+    inputs.reading_reasons[name] = reason  # None, or why there is no good value ("timeout")
+    inputs.reading_valid_ms[name] = ticks  # when the last good value was read (set on
+                                           # success only; None before the first)
+
+(`Inputs(sensor_names, reading_names)` makes the three tables; the owner only assigns,
+never decides.) The fail-safe is told which readings are critical and how old each may
+get: `FailSafe(..., readings=((name, stale_ms), ...))`. Every update it then evaluates,
+for each of them, `sensor_fault:<name>` while its reason is not None (or its value is a
+non-finite number) and `sensor_stale:<name>` while its last good value is older than its
+own stale_ms (from construction, before the first one). Names must differ from the RTD
+channels' and from "flow". Trips on a reading's value (loop pressure low, ...) are
+conditions of their own, added here by the work that brings the reading.
+
 Runs unchanged on MicroPython and CPython.
 """
 
@@ -113,7 +131,7 @@ def _num(cfg, key, default):
 class Inputs:
     """Preallocated once by the sampler, updated in place every tick."""
 
-    def __init__(self, sensor_names):
+    def __init__(self, sensor_names, reading_names=()):
         self.temps_c = dict.fromkeys(sensor_names)  # float or None
         self.temp_reasons = dict.fromkeys(sensor_names)  # None or reason str
         self.temp_valid_ms = dict.fromkeys(sensor_names)  # ticks of last valid reading
@@ -127,11 +145,18 @@ class Inputs:
         self.maintenance_by = None
         self.trip_reset = False  # level of the board's reset input (edge-detected)
         self.valve_at_reuse = None  # True reuse end, False bypass end, None between/unwired
+        # External readings (module doc): value, reason, ticks of the last good value
+        self.readings = dict.fromkeys(reading_names)
+        self.reading_reasons = dict.fromkeys(reading_names)
+        self.reading_valid_ms = dict.fromkeys(reading_names)
 
 
 class FailSafe:
     def __init__(self, control_cfg, *, sensors_cfg, flow_cfg, now_ms, latched=(),
-                 configured=True):
+                 configured=True, readings=(), flow_stale_ms=None):
+        """readings: ((name, stale_ms), ...), the critical external readings (module
+        doc). flow_stale_ms: the flow meter's own staleness limit (a Modbus flow meter's
+        stale_s); None: control.stale_s."""
         self.ticks_diff = ticks_diff  # the app may set time.ticks_diff
         c = control_cfg if type(control_cfg) is dict else {}
         # defaults for missing keys: the values of the reference config
@@ -181,6 +206,17 @@ class FailSafe:
         # when ticks_diff wraps after ~6 days and would call it fresh again
         self._stale_seen = dict.fromkeys(crit)
         self._stale_seen["flow"] = None
+        self._flow_stale_ms = self._stale_ms if flow_stale_ms is None else int(flow_stale_ms)
+        rd = []
+        for name, stale_ms in readings:
+            if type(name) is not str or name in s or name in self._stale_seen:
+                raise ValueError("reading name %r: not a str, or a sensor's" % (name,))
+            if not _finite(stale_ms) or stale_ms <= 0:
+                raise ValueError("reading %s: stale_ms must be > 0" % name)
+            rd.append((name, SENSOR_FAULT + name, SENSOR_STALE + name, int(stale_ms)))
+            self._stale_seen[name] = None
+        rd.sort()
+        self._readings = tuple(rd)
 
         self._on = {BOOT: True}  # active conditions
         if not configured:
@@ -262,6 +298,9 @@ class FailSafe:
             ev = self._set(fault, bad, ev, now_ms)
             ev = self._set(stale, self._is_stale(name, _get(valid, name), now_ms), ev, now_ms)
 
+        if self._readings:
+            ev = self._check_readings(inputs, now_ms, ev)
+
         if self._flow:
             f = inputs.flow_m3h
             fr = inputs.flow_reason
@@ -278,7 +317,8 @@ class FailSafe:
                 bad = (fr is not None and fr != "not_ready") or (f is not None and not _finite(f))
                 ev = self._set(_FAULT_FLOW, bad, ev, now_ms)
                 ev = self._set(_STALE_FLOW,
-                               self._is_stale("flow", inputs.flow_valid_ms, now_ms), ev, now_ms)
+                               self._is_stale("flow", inputs.flow_valid_ms, now_ms,
+                                              self._flow_stale_ms), ev, now_ms)
 
         if self._sink_signal:
             ev = self._set(SINK_UNAVAILABLE, inputs.sink_available is not True, ev, now_ms)
@@ -318,16 +358,30 @@ class FailSafe:
             ev = self._enter(REUSE, ev, now_ms)
         return ev
 
-    def _is_stale(self, name, valid_ms, now_ms):
+    def _check_readings(self, inputs, now_ms, ev):
+        vals = inputs.readings
+        reasons = inputs.reading_reasons
+        valid = inputs.reading_valid_ms
+        for name, fault, stale, limit in self._readings:
+            v = _get(vals, name)
+            bad = _get(reasons, name) is not None or (v is not None and not _finite(v))
+            ev = self._set(fault, bad, ev, now_ms)
+            ev = self._set(stale, self._is_stale(name, _get(valid, name), now_ms, limit),
+                           ev, now_ms)
+        return ev
+
+    def _is_stale(self, name, valid_ms, now_ms, limit=None):
+        if limit is None:
+            limit = self._stale_ms
         if valid_ms is None:
-            return self._age_ms > self._stale_ms
+            return self._age_ms > limit
         if type(valid_ms) is not int:
             return True
         if valid_ms == self._stale_seen[name]:
             return True
         age = self.ticks_diff(now_ms, valid_ms)
         # far in the "future" means wrapped from far in the past (or nonsense)
-        if age > self._stale_ms or age < -self._stale_ms:
+        if age > limit or age < -limit:
             self._stale_seen[name] = valid_ms
             return True
         return False
@@ -405,6 +459,12 @@ class FailSafe:
                    "t_ms": now_ms, "values": values})
         return ev
 
+    def _reading(self, name):
+        for rd in self._readings:
+            if rd[0] == name:
+                return rd
+        return None
+
     def _values(self, reason, now_ms):
         """The values behind a condition, for its events ({} if they cannot be had)."""
         try:
@@ -429,6 +489,10 @@ class FailSafe:
                         "disagree_ms": max(self._valve_ms, 0), "travel_s": self._travel_s}
             if reason.startswith(SENSOR_FAULT):
                 name = reason[len(SENSOR_FAULT):]
+                if self._reading(name):
+                    return {"sensor": name, "sensor_reason": _json(_get(i.reading_reasons,
+                                                                        name)),
+                            "value": _json(_get(i.readings, name))}
                 if name == "flow":
                     return {"sensor": name, "sensor_reason": _json(i.flow_reason),
                             "flow_m3h": _json(i.flow_m3h)}
@@ -436,10 +500,19 @@ class FailSafe:
                         "temp_c": _json(_get(i.temps_c, name))}
             if reason.startswith(SENSOR_STALE):
                 name = reason[len(SENSOR_STALE):]
-                v = i.flow_valid_ms if name == "flow" else _get(i.temp_valid_ms, name)
+                rd = self._reading(name)
+                stale_s = self._stale_s
+                if rd:
+                    v = _get(i.reading_valid_ms, name)
+                    stale_s = rd[3] // 1000
+                elif name == "flow":
+                    v = i.flow_valid_ms
+                    stale_s = self._flow_stale_ms // 1000
+                else:
+                    v = _get(i.temp_valid_ms, name)
                 age = self.ticks_diff(now_ms, v) if type(v) is int else None
                 return {"sensor": name, "valid_ms": _json(v), "age_ms": age,
-                        "stale_s": self._stale_s}
+                        "stale_s": stale_s}
         except Exception:
             pass
         return {}

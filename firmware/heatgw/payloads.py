@@ -326,8 +326,9 @@ def telemetry(w, snap, seq):
 
 
 def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, up_ms,
-          utc=None, fault=None):
-    """The retained state payload: the current state, firmware version, config hash."""
+          utc=None, fault=None, sensors=None):
+    """The retained state payload: the current state, firmware version, config hash, and
+    the calibration each sensor applies (`sensors`: name -> rtd.TemperatureSensor)."""
     _begin(w)
     w.key(b'"state":')
     w.str(fs_state)
@@ -352,8 +353,31 @@ def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, 
     if utc is not None:
         w.key(b'"utc":')
         w.int(utc)
+    w.key(b'"calibration":')
+    _calibration(w, sensors)
     w.raw(b"}")
     return w.value()
+
+
+def _calibration(w, sensors):
+    # {"supply": {"methods": [...], "utc": .., "boot": .., "gain": .., "offset_ohm": ..,
+    # "offset_k": ..}, ...}: calibrated sensors only (rtd.TemperatureSensor.cal)
+    w.raw(b"{")
+    sep = b""
+    for name in SENSORS:
+        s = sensors.get(name) if sensors else None
+        c = None if s is None else s.cal
+        if c is not None:
+            w.raw(sep)
+            sep = b","
+            w.str(name)
+            w.raw(b':{"methods":')
+            w.list(c[0])
+            w.raw(b',"utc":')
+            w.int(c[1])
+            w.raw(b',"boot":%d,"gain":%.6f,"offset_ohm":%.3f,"offset_k":%.3f}'
+                  % (c[2], c[3], c[4], c[5]))
+    w.raw(b"}")
 
 
 _ALARM_KEYS = (

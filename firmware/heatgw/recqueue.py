@@ -82,7 +82,8 @@ TIMES = ("time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
 # Codes are indexes: append new names at the end, never reorder (records on flash).
 EVENT_CODES = ("other", "boot", "state", "trip", "clear", "latch", "reset", "crash", "task",
                "task_failing", "supervisor", "config", "request", "restored", "save_failed",
-               "queue_drop", "net_up", "net_down", "mqtt_up", "mqtt_down", "cmd", "cmd_rejected")
+               "queue_drop", "net_up", "net_down", "mqtt_up", "mqtt_down", "cmd", "cmd_rejected",
+               "calibration")
 ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_fault",
                "queue_drop", "fault")
 # Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).

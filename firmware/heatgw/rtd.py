@@ -5,8 +5,15 @@
 
 Plain Python (no viper): it runs on the targets' single-precision floats and on the
 host's doubles. Conversions are pure functions; `TemperatureSensor` is the only part
-that touches a converter, and only through its `read()` / `clear_faults()` /
-`run_fault_detection()` / `init()` methods (lib/max31865 or anything shaped like it).
+that touches a converter, and only through its `read()` / `read_code()` /
+`clear_faults()` / `run_fault_detection()` / `init()` methods (lib/max31865 or anything
+shaped like it).
+
+Calibration (heatgw.calibration sets it, README "Calibration") is applied here, in the
+one place every reading passes: a resistance-domain trim of the converter's code before
+Callendar-Van Dusen, in small-int fixed point, and a temperature offset after it (folded
+into the one float addition the reading already had). A calibrated reading allocates
+exactly what an uncalibrated one does.
 """
 
 import math
@@ -23,6 +30,19 @@ T_MAX_C = 850.0
 FULL_SCALE_CODE = 32767  # MAX31865: 15-bit ratio code, R = code * Rref / 32768
 
 OUT_OF_RANGE = "out_of_range"
+CALIBRATING = "calibrating"  # the sensor is out of the pipe for a calibration
+
+# The resistance trim (heatgw.calibration.set_trim makes it): (dq, oq, scale) with the code
+# times 2**12, plus code * (gain - 1) in units of 2**-20 (dq), plus the offset in units of
+# 2**-12 LSB (oq); R = trim_code(code, trim) * scale, scale = Rref / 2**27. Small ints
+# only: |gain - 1| <= 3 % keeps code * dq below 32767 * 31457 = 1.03e9 < 2**30.
+
+
+def trim_code(code, trim):
+    """A 15-bit code with the resistance trim applied, in units of 2**-12 LSB. Allocation-
+    free, within 31 bits for every code (|code * dq| <= 1.03e9, |oq| <= 6.7e6)."""
+    return (code << 12) + trim[1] + ((code * trim[0] + 128) >> 8)
+
 
 _NEWTON_STEPS = 8  # 3 are enough from the quadratic start at -200 °C; 8 is a hard bound
 
@@ -93,12 +113,24 @@ class TemperatureSensor:
     `run_fault_detection()` and `init()`. R0 comes from the converter so it is
     configured once, next to the reference resistor it is checked against.
 
-    offset_k: calibration offset added to the converted temperature (e.g. from a
-    two-sensor comparison in a stirred bath); at most ±10 K, a larger one means a
-    wrong sensor or wiring, not a calibration.
+    offset_k: a manual offset added to the converted temperature (the configuration's
+    sensors.<name>.offset_k); at most ±10 K, a larger one means a wrong sensor or
+    wiring, not a calibration. It comes on top of the calibration below.
     min_c / max_c: the plausible range for this measuring point; a reading outside it
     is reported as OUT_OF_RANGE, never as a number.
+
+    Calibration (heatgw.calibration.set_trim): `trim` (R = gain * R_raw + offset_ohm
+    before Callendar-Van Dusen, see trim_code), then + pair_k (in `cal`, a ΔΘ pair
+    offset), then + offset_k. `capture` a list: the sensor is out of the pipe for a
+    calibration (a precision resistor or a bath at its terminals) and read_c() reports
+    CALIBRATING, never a number; while its wanted count (item 0) exceeds its count
+    (item 1) each conversion's raw code goes into it, without allocating: [wanted, n,
+    sum, min, max, faults, first fault].
     """
+
+    trim = None  # (dq, oq, scale), or None: no resistance trim
+    cal = None  # what is applied: (methods, utc, boot, gain, offset_ohm, pair_k)
+    capture = None  # out of service for a calibration (see above)
 
     def __init__(self, adc, *, offset_k=0.0, min_c=-50.0, max_c=200.0):
         self.adc = adc
@@ -119,14 +151,21 @@ class TemperatureSensor:
         if not (-10.0 <= offset_k <= 10.0):  # also False for NaN
             raise ValueError("offset_k must be within ±10 K")
         self.offset_k = offset_k
+        c = self.cal
+        self._off_k = offset_k + c[5] if c else offset_k  # the reading's one float add
 
     def start(self):
         """Start a 1-shot conversion; returns the converter's wait_ms()."""
         return self.adc.start_one_shot()
 
     def read_c(self):
-        """(temp_c, None) or (None, reason). Never a number for a faulty sensor."""
-        r_ohm, reason = self.adc.read()  # always read: a 1-shot result is consumed
+        """(temp_c, None) or (None, reason). Never a number for a faulty sensor, nor for
+        one out of the pipe for a calibration (CALIBRATING)."""
+        trim = self.trim
+        cap = self.capture
+        raw = trim is not None or cap is not None
+        # always read: a 1-shot result is consumed
+        v, reason = self.adc.read_code() if raw else self.adc.read()
         if reason == "config_lost":
             self.adc.init()  # chip reset (brown-out): put the configuration back
         elif reason is not None and reason != "not_ready" and reason != "no_response":
@@ -134,13 +173,28 @@ class TemperatureSensor:
             # persists latches again on the next conversion (open, short, overvoltage)
             # or, with the converter's per-shot cycle, the next wiring check.
             self.adc.clear_faults()
+        if cap is not None and reason != "not_ready":
+            if cap[1] < cap[0]:
+                if reason is None and not self.wiring_faults:
+                    cap[1] += 1
+                    cap[2] += v
+                    if v < cap[3]:
+                        cap[3] = v
+                    if v > cap[4]:
+                        cap[4] = v
+                else:
+                    cap[5] += 1
+                    if cap[6] is None:
+                        cap[6] = reason or self.wiring_faults[0]
+            return None, CALIBRATING
         if self.wiring_faults:
             return None, self.wiring_faults[0]
         if reason is not None:
             return None, reason
+        r_ohm = trim_code(v, trim) * trim[2] if raw else v
         if not (self.r0_ohm * _RATIO_MIN <= r_ohm <= self.r0_ohm * _RATIO_MAX):
             return None, OUT_OF_RANGE
-        t = temp_c(r_ohm, self.r0_ohm) + self.offset_k
+        t = temp_c(r_ohm, self.r0_ohm) + self._off_k
         if not (self.min_c <= t <= self.max_c):
             return None, OUT_OF_RANGE
         return t, None

@@ -121,7 +121,35 @@ def _check(v, node, path, errs):
     return v
 
 
+def _items(v, node, path, errs):
+    """An object whose member names are the installer's (buses, meters, registers): each
+    member is checked against node["items"]; "len" / "chars" constrain the names."""
+    out = {}
+    most = node.get("max_items")
+    if most is not None and len(v) > most:
+        errs.append("%s: %d members, at most %d" % (path or "config", len(v), most))
+        return _BAD
+    lim = node.get("len")
+    chars = node.get("chars") or ""
+    for k in sorted(v, key=str):
+        p = _join(path, _short(str(k)))
+        if lim and not lim[0] <= len(k) <= lim[1]:
+            errs.append("%s: a name of %d ... %d characters is needed" % (p, lim[0], lim[1]))
+            continue
+        bad = [c for c in k if chars and c not in chars]
+        if bad:
+            errs.append("%s: character %s not allowed in a name (letters, digits, - and _)"
+                        % (p, _desc(bad[0])))
+            continue
+        r = _check(v[k], node["items"], p, errs)
+        if r is not _BAD:
+            out[k] = r
+    return out
+
+
 def _object(v, node, path, errs):
+    if "items" in node:
+        return _items(v, node, path, errs)
     keys = node.get("keys") or {}
     out = {}
     for k in sorted(v, key=str):
@@ -151,10 +179,13 @@ def _object(v, node, path, errs):
 
 
 def _req(doc, obj, rule, path, errs):
-    """["req", key, base, why]: key is required when the object at base has a member. The
-    document, not the filled object, says whether key is present: a bad value is reported
-    once, by its own check."""
+    """["req", key, base, why(, when)]: key is required when the object at base has a
+    member (and, with when = [path, values], path holds one of values). The document,
+    not the filled object, says whether key is present: a bad value is reported once, by
+    its own check."""
     if not _get_obj(obj, rule[2]):
+        return
+    if len(rule) > 4 and _get(obj, rule[4][0], None) not in rule[4][1]:
         return
     d = doc
     for seg in rule[1].split("."):

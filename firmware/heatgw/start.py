@@ -2,8 +2,9 @@
 
 main.py calls `run()`. The configuration is loaded and validated first, while almost
 nothing else is in RAM, and the validator and its schema (~28 KB) are dropped before the
-application is even imported; the application then builds the meter first (its fluid
-table is built from generated data that is dropped again) and the rest after.
+application is even imported; then the Modbus poll plan, when configured (its planning
+code and umodbus are dropped again); the application then builds the meter first (its
+fluid table is built from generated data that is dropped again) and the rest after.
 """
 
 
@@ -52,7 +53,7 @@ def load_config(path, dead_man_hold_ms=None):
     configured = config.is_configured(cfg)
     config = None
     for name in ("config", "cfgfile", "schema", "config_schema", "migrate", "strictjson",
-                 "seal"):
+                 "seal", "mbschema", "mbplan"):
         _forget(name)
     return cfg, errors, source, configured, events
 
@@ -69,6 +70,46 @@ def build_meter(meter_cfg):
     table = fluid = None
     _forget("fluid")  # the meter copied its table; the node never rebuilds it
     return m
+
+
+def modbus_plan(cfg):
+    """The Modbus poll plan (heatgw.mbplan: register maps, request PDUs; with an RTU bus
+    the CRC table, from umodbus.const), built while the heap is nearly empty; the planning
+    code, lib/sdm and umodbus are dropped again."""
+    import sys
+
+    from heatgw import mbplan
+
+    plan = mbplan.plan(cfg)
+    mbplan = None
+    for bus in plan:
+        if bus[1]["type"] == "rtu":
+            import mbrtu  # the RTU driver stays: its CRC table, made from umodbus's
+
+            mbrtu.crc_table()
+            break
+    _forget("mbplan")
+    for name in ("sdm", "umodbus.const", "umodbus.version", "umodbus"):
+        sys.modules.pop(name, None)
+    return plan
+
+
+def apply_calibration(gw, data_dir):
+    """Apply calibration.json to the sensors, if there is one, before the first reading
+    (heatgw.calibration, dropped again: the sensors keep only their trims)."""
+    import os
+
+    try:
+        os.stat(data_dir + "/calibration.json")
+    except OSError:
+        return
+    from heatgw import calibration
+
+    ev = calibration.apply_file(gw.sensors, data_dir)
+    calibration = None
+    _forget("calibration")
+    if ev is not None:
+        gw.event(ev)
 
 
 def asyncio_for(board):
@@ -114,6 +155,10 @@ def build(loaded=None):
     cfg, errors, source, configured, events = loaded or config_for(board)
     loaded = None
     gc.collect()
+    plan = None
+    if cfg.get("modbus"):
+        plan = modbus_plan(cfg)
+        gc.collect()
     meter = build_meter(cfg["meter"])
     gc.collect()
     from heatgw.app import Gateway
@@ -129,9 +174,12 @@ def build(loaded=None):
         tel = Telemetry(board, cfg)
         sinks.append(tel.sink)
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
-                 configured=configured, sinks=sinks, queue=tel.q if tel else None)
+                 configured=configured, sinks=sinks, queue=tel.q if tel else None,
+                 modbus_plan=plan)
     for ev in events:  # after the boot event, in the same log
         gw.event(ev)
+    if gw.sensors:
+        apply_calibration(gw, board.data_dir())
     if tel is not None:
         tel.attach(gw)
         kinds = getattr(board, "NET_INTERFACES", ())
@@ -144,6 +192,13 @@ def build(loaded=None):
                       broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
             gw.add_task("net", net.run)
             tel.net = net
+    # The console's stand-in on the host board (its calibration scenarios): a task that
+    # runs the harness's technician steps (boards/host/technician.py).
+    hook = getattr(board, "technician", None)
+    if hook is not None:
+        task = hook(gw)
+        if task is not None:
+            gw.add_task("technician", task)
     add_console(board, gw, asyncio)
     gc.collect()
     return gw, asyncio

@@ -56,7 +56,7 @@ _ALARMS = 10
 # round trip per record still drains well above 50 records/s. It also keeps the
 # client's in-flight table at one 1 KB slot.
 _INFLIGHT = 1
-_STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot")
+_STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot", "calibration")
 _SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms", "seq")  # seq: the event log's
 # alarm id (prefix) -> recqueue.ALARM_CODES name
 _ALARM_CODE = (("save_failed", "save_failed"), ("task_failing:", "task_failing"),
@@ -494,7 +494,7 @@ class Telemetry:
         utc = clock.utc_s()
         return pl.state(self.w, fs.state, fs.cause, fs.active, fs.latched, gw.relay_reuse,
                         self.chash, gw.boot_id, gw.uptime_ms,
-                        None if utc is None else int(utc), gw.fault)
+                        None if utc is None else int(utc), gw.fault, gw.sensors)
 
     def _alarm_one(self, c):
         book = self.book

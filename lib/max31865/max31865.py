@@ -8,6 +8,7 @@
         await asyncio.sleep_ms(wait)    # (or time.sleep_ms, or the scheduler's tick)
         wait = rtd.wait_ms()
     r_ohm, reason = rtd.read()      # (1270.7, None) or (None, "rtd_high_threshold") ...
+    code, reason = rtd.read_code()  # the same, as the 15-bit code (9684, None)
 
 Bus contract: `spi` needs only `write_readinto(wbuf, rbuf)` (full duplex, equal
 lengths); every transaction is one call between `cs.value(0)` and `cs.value(1)`. The
@@ -142,6 +143,7 @@ class MAX31865:
     _lost = False
     _low_code = 0  # power-on-reset thresholds: never trip on a valid code
     _high_code = _FULL_SCALE
+    _why = None  # the last read's reason (read() / read_code() return it)
 
     def __init__(self, spi, cs, *, wires=None, filter_hz=None, r_ref_ohm=None, r0_ohm=None,
                  clock=None, bias_settle_ms=10, cycle_each_shot=True):
@@ -312,8 +314,25 @@ class MAX31865:
     def read(self):
         """(resistance_ohm, None) or (None, reason); see the module doc for reasons.
         In 1-shot mode the result is consumed: the next read needs a new start."""
+        code = self._read_code()
+        if code < 0:
+            return None, self._why
+        return self.code_to_ohm(code), None
+
+    def read_code(self):
+        """(code, None) or (None, reason): as read(), but the 15-bit ratio code itself
+        (R = code * Rref / 32768), for a caller that corrects the conversion in integer
+        arithmetic (calibration). Allocates only its result tuple."""
+        code = self._read_code()
+        if code < 0:
+            return None, self._why
+        return code, None
+
+    def _read_code(self):
+        # The code, or -1 with the reason in self._why (a constant str: no allocation).
         if not self.ready():
-            return None, NOT_READY
+            self._why = NOT_READY
+            return -1
         rx = self._rx9
         self._xfer(self._tx9, rx)
         if self._state == _ONE_SHOT:
@@ -321,16 +340,19 @@ class MAX31865:
         reason = self._check(rx)
         if reason is None and self._lost:
             reason = CONFIG_LOST  # until init(): see _begin()
+        if reason is None:
+            status = rx[8] & _STATUS_MASK
+            if status:
+                for bit, name in FAULT_BITS:
+                    if status & bit:
+                        reason = name
+                        break
+            elif rx[3] & 1:
+                reason = FAULT_FLAG
         if reason is not None:
-            return None, reason
-        status = rx[8] & _STATUS_MASK
-        if status:
-            for bit, name in FAULT_BITS:
-                if status & bit:
-                    return None, name
-        if rx[3] & 1:
-            return None, FAULT_FLAG
-        return self.code_to_ohm((rx[2] << 7) | (rx[3] >> 1)), None
+            self._why = reason
+            return -1
+        return (rx[2] << 7) | (rx[3] >> 1)
 
     def read_blocking(self):
         """Blocking helper: start a 1-shot if idle, sleep until due, then `read()`."""

@@ -1,0 +1,5 @@
+metadata(description="Non-blocking Modbus RTU and TCP master for asyncio.", version="0.1.0")
+# mbrtu and mbtcp each need mbcore; mbrtu also umodbus.const (its CRC table)
+module("mbcore.py")
+module("mbrtu.py")
+module("mbtcp.py")
