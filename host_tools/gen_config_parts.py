@@ -31,7 +31,8 @@ HEADER = '''# GENERATED FILE - do not edit by hand.
 """heatgw.config_schema.SCHEMA in pieces (generated): SECTIONS[name]() builds one
 top-level key's schema node, rules() the cross-field rules, so that a running node
 validates its configuration one section at a time (heatgw.cfgedit) instead of holding the
-whole schema in RAM."""
+whole schema in RAM. Without the documentation no error message quotes ("doc" is kept
+where a required key or a "chars" check says it)."""
 '''
 
 
@@ -41,6 +42,28 @@ class _Name:
 
     def __repr__(self):
         return self.name
+
+
+def _lean_tree(node, shared):
+    """(lean copy of node, the lean copies of the shared dicts, still shared in it)."""
+    memo = {}
+
+    def walk(v):
+        if isinstance(v, dict):
+            if id(v) in memo:
+                return memo[id(v)]
+            out = {k: walk(x) for k, x in v.items()}
+            if "doc" in out and not (v.get("req") or v.get("chars")):
+                del out["doc"]
+            if any(v is d for d in shared):
+                memo[id(v)] = out
+            return out
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    lean_node = walk(node)
+    return lean_node, [memo[id(d)] for d in shared]
 
 
 def _shared(node):
@@ -97,8 +120,8 @@ def generate():
                                 if k not in ("keys", "rules")}),
            *_assign("NAMES = ", tuple(sorted(SCHEMA["keys"]))), ""]
     for name in sorted(SCHEMA["keys"]):
-        node = SCHEMA["keys"][name]
-        shared = [(d, _Name(f"n{i}")) for i, d in enumerate(_shared(node))]
+        node, lean_shared = _lean_tree(SCHEMA["keys"][name], _shared(SCHEMA["keys"][name]))
+        shared = [(d, _Name(f"n{i}")) for i, d in enumerate(lean_shared)]
         out += ["", f"def _{name}():"]
         for d, n in shared:
             out += _assign(f"    {n} = ", _swap(d, [x for x in shared if x[0] is not d]))

@@ -6,7 +6,8 @@
 """heatgw.config_schema.SCHEMA in pieces (generated): SECTIONS[name]() builds one
 top-level key's schema node, rules() the cross-field rules, so that a running node
 validates its configuration one section at a time (heatgw.cfgedit) instead of holding the
-whole schema in RAM."""
+whole schema in RAM. Without the documentation no error message quotes ("doc" is kept
+where a required key or a "chars" check says it)."""
 
 VERSION = 2
 ROOT = {'doc': 'heatgw node configuration (one JSON file)', 'type': 'object'}
@@ -27,75 +28,55 @@ NAMES = ('control',
 
 def _control():
     return {'default': {},
-            'doc': 'fail-safe control',
             'keys': {'it_coolant_hyst_k': {'default': 2.0,
-                                           'doc': 'release below max minus this',
                                            'max': 50.0,
                                            'min': 0.1,
                                            'type': 'float',
                                            'unit': 'K'},
                      'it_coolant_max_c': {'default': 44.0,
-                                          'doc': 'bypass (latching) when IT coolant is above this',
                                           'max': 150.0,
                                           'min': 0.0,
                                           'type': 'float',
                                           'unit': 'C'},
                      'min_dwell_s': {'default': 600,
-                                     'doc': 'minimum time between state changes',
                                      'max': 86400,
                                      'min': 0,
                                      'type': 'int',
                                      'unit': 's'},
                      'recover_s': {'default': 120,
-                                   'doc': 'conditions must hold this long to reuse',
                                    'max': 86400,
                                    'min': 0,
                                    'type': 'int',
                                    'unit': 's'},
                      'sink_flow_hyst_m3h': {'default': 0.5,
-                                            'doc': 'reuse again above min plus this',
                                             'max': 100.0,
                                             'min': 0.0,
                                             'type': 'float',
                                             'unit': 'm3/h'},
                      'sink_flow_min_m3h': {'default': 3.0,
-                                           'doc': 'bypass when the sink flow is below this',
                                            'max': 1000.0,
                                            'min': 0.0,
                                            'type': 'float',
                                            'unit': 'm3/h'},
                      'sink_return_hyst_k': {'default': 2.0,
-                                            'doc': 'reuse again below max minus this',
                                             'max': 50.0,
                                             'min': 0.1,
                                             'type': 'float',
                                             'unit': 'K'},
                      'sink_return_max_c': {'default': 45.0,
-                                           'doc': 'bypass when the sink return is above this',
                                            'max': 150.0,
                                            'min': 0.0,
                                            'type': 'float',
                                            'unit': 'C'},
-                     'sink_signal': {'default': True,
-                                     'doc': "the sink's ready signal is wired and honoured",
-                                     'type': 'bool'},
-                     'stale_s': {'default': 5,
-                                 'doc': 'a reading older than this is stale',
-                                 'max': 3600,
-                                 'min': 1,
-                                 'type': 'int',
-                                 'unit': 's'},
+                     'sink_signal': {'default': True, 'type': 'bool'},
+                     'stale_s': {'default': 5, 'max': 3600, 'min': 1, 'type': 'int', 'unit': 's'},
                      'tick_ms': {'default': 1000,
-                                 'doc': 'control period (1 s or faster)',
                                  'max': 1000,
                                  'min': 100,
                                  'type': 'int',
                                  'unit': 'ms'},
-                     'valve_feedback': {'default': True,
-                                        'doc': 'valve end switch wired: stuck valve detection',
-                                        'type': 'bool'},
+                     'valve_feedback': {'default': True, 'type': 'bool'},
                      'valve_travel_s': {'default': 45,
-                                        'doc': 'full valve stroke time',
                                         'max': 600,
                                         'min': 1,
                                         'type': 'int',
@@ -105,12 +86,8 @@ def _control():
 
 def _flow():
     return {'default': None,
-            'doc': 'flow meter; null or absent: no flow measurement',
-            'keys': {'critical': {'default': True,
-                                  'doc': 'a flow fault forces bypass',
-                                  'type': 'bool'},
-                     'litres_per_pulse': {'doc': 'pulse: volume per pulse (a whole number of uL)',
-                                          'max': 1000.0,
+            'keys': {'critical': {'default': True, 'type': 'bool'},
+                     'litres_per_pulse': {'max': 1000.0,
                                           'min': 1e-06,
                                           'type': 'float',
                                           'unit': 'L'},
@@ -125,56 +102,37 @@ def _flow():
                                       'volume_m3 (and flow_m3h) feed the heat meter',
                                'len': [1, 16],
                                'type': 'str'},
-                     'type': {'default': 'pulse',
-                              'doc': 'meter output: pulse, or modbus (a meter in modbus.meters)',
-                              'enum': ['pulse', 'modbus'],
-                              'type': 'str'}},
+                     'type': {'default': 'pulse', 'enum': ['pulse', 'modbus'], 'type': 'str'}},
             'null': True,
             'type': 'object'}
 
 
 def _meter():
     return {'default': {},
-            'doc': 'EN 1434 heat meter',
             'keys': {'cutoff_k': {'default': 0.2,
-                                  'doc': 'no metering below this temperature difference',
                                   'max': 5.0,
                                   'min': 0.0,
                                   'type': 'float',
                                   'unit': 'K'},
                      'fluid': {'default': 'water',
-                               'doc': 'heat-transfer fluid',
                                'enum': ['water', 'propylene_glycol', 'ethylene_glycol'],
                                'type': 'str'},
                      'mass_fraction': {'default': 0.0,
-                                       'doc': 'glycol mass fraction (0.3 = 30 %); 0 for water',
                                        'max': 0.6,
                                        'min': 0.0,
                                        'type': 'float',
                                        'unit': 'kg/kg'},
-                     'meter_in_return': {'default': True,
-                                         'doc': 'flow meter sits in the return pipe',
-                                         'type': 'bool'}},
+                     'meter_in_return': {'default': True, 'type': 'bool'}},
             'type': 'object'}
 
 
 def _modbus():
-    return {'default': None,
-            'doc': 'Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none '
-                   '(nothing of it is loaded)',
-            'keys': {},
-            'null': True,
-            'type': 'object'}
+    return {'default': None, 'keys': {}, 'null': True, 'type': 'object'}
 
 
 def _mqtt():
     return {'default': None,
-            'doc': 'MQTT telemetry and commands; null or absent: no telemetry (the password is in '
-                   'the secrets file, never here)',
-            'keys': {'clean_session': {'default': True,
-                                       'doc': 'start each connection with a fresh broker session '
-                                              '(false: commands wait at the broker while away)',
-                                       'type': 'bool'},
+            'keys': {'clean_session': {'default': True, 'type': 'bool'},
                      'client_id': {'chars': 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_',
                                    'default': None,
                                    'doc': 'MQTT client id; null: node_id',
@@ -194,14 +152,11 @@ def _mqtt():
                               'req': True,
                               'type': 'str'},
                      'keepalive_s': {'default': 60,
-                                     'doc': 'ping period bound; the broker drops the node after '
-                                            '1.5 times this',
                                      'max': 3600,
                                      'min': 5,
                                      'type': 'int',
                                      'unit': 's'},
                      'port': {'default': None,
-                              'doc': 'broker TCP port; null: 1883, or 8883 with tls',
                               'max': 65535,
                               'min': 1,
                               'null': True,
@@ -218,7 +173,6 @@ def _mqtt():
                               'req': True,
                               'type': 'str'},
                      'tls': {'default': None,
-                             'doc': 'TLS with server-certificate verification; null: plain TCP',
                              'keys': {'ca_file': {'doc': "the broker's CA certificate, DER, on "
                                                          "the node's file system: e.g. /ca.der",
                                                   'len': [1, 128],
@@ -226,11 +180,7 @@ def _mqtt():
                                                   'type': 'str'}},
                              'null': True,
                              'type': 'object'},
-                     'username': {'default': None,
-                                  'doc': 'broker user name; null: anonymous',
-                                  'len': [1, 64],
-                                  'null': True,
-                                  'type': 'str'}},
+                     'username': {'default': None, 'len': [1, 64], 'null': True, 'type': 'str'}},
             'null': True,
             'type': 'object'}
 
@@ -245,9 +195,7 @@ def _node_id():
 
 def _persist():
     return {'default': {},
-            'doc': 'meter totals in flash',
             'keys': {'interval_s': {'default': 300,
-                                    'doc': 'save period (flash wear vs. loss)',
                                     'max': 86400,
                                     'min': 10,
                                     'type': 'int',
@@ -257,19 +205,12 @@ def _persist():
 
 def _safe_mode():
     return {'default': {},
-            'doc': 'boot-loop protection (heatgw.bootloop)',
             'keys': {'resets': {'default': 4,
-                                'doc': 'this many watchdog or crash resets in a row, each within '
-                                       'window_min of the boot before it, start the next boot in '
-                                       'safe mode (no application, relays safe, console and '
-                                       'network only); 0: never',
                                 'max': 50,
                                 'min': 0,
                                 'type': 'int',
                                 'unit': 'resets'},
                      'window_min': {'default': 10,
-                                    'doc': 'the application running this long clears the count of '
-                                           'resets',
                                     'max': 1440,
                                     'min': 1,
                                     'type': 'int',
@@ -278,24 +219,18 @@ def _safe_mode():
 
 
 def _sensors():
-    n0 = {'doc': 'RTD channel (MAX31865)',
-          'keys': {'critical': {'default': True,
-                                'doc': 'a fault or stale reading of this sensor forces bypass',
-                                'type': 'bool'},
+    n0 = {'keys': {'critical': {'default': True, 'type': 'bool'},
                    'max_c': {'default': 120.0,
-                             'doc': 'readings above this are a sensor fault',
                              'max': 200.0,
                              'min': -50.0,
                              'type': 'float',
                              'unit': 'C'},
                    'min_c': {'default': 0.0,
-                             'doc': 'readings below this are a sensor fault',
                              'max': 200.0,
                              'min': -50.0,
                              'type': 'float',
                              'unit': 'C'},
                    'offset_k': {'default': 0.0,
-                                'doc': 'calibration offset added to the reading',
                                 'max': 5.0,
                                 'min': -5.0,
                                 'type': 'float',
@@ -311,33 +246,20 @@ def _sensors():
                              'type': 'int'}},
           'type': 'object'}
     return {'default': {},
-            'doc': 'temperature sensors; an absent one is not measured',
             'keys': {'it_coolant': n0, 'return': n0, 'sink_return': n0, 'supply': n0},
             'type': 'object'}
 
 
 def _site():
     return {'default': {},
-            'doc': 'the installation site',
-            'keys': {'mains_hz': {'doc': 'mains frequency at the site, which the RTD converters '
-                                         'filter out: 50 or 60',
-                                  'enum': [50, 60],
-                                  'type': 'int',
-                                  'unit': 'Hz'}},
+            'keys': {'mains_hz': {'enum': [50, 60], 'type': 'int', 'unit': 'Hz'}},
             'type': 'object'}
 
 
 def _supervisor():
     return {'default': {},
-            'doc': 'task supervision',
-            'keys': {'stall_s': {'default': 3,
-                                 'doc': 'a task silent this long is stalled',
-                                 'max': 600,
-                                 'min': 1,
-                                 'type': 'int',
-                                 'unit': 's'},
+            'keys': {'stall_s': {'default': 3, 'max': 600, 'min': 1, 'type': 'int', 'unit': 's'},
                      'watchdog_ms': {'default': 5000,
-                                     'doc': 'hardware watchdog (RP2040: 8300 max)',
                                      'max': 8300,
                                      'min': 1,
                                      'type': 'int',
@@ -347,16 +269,12 @@ def _supervisor():
 
 def _telemetry():
     return {'default': {},
-            'doc': 'telemetry records',
             'keys': {'interval_s': {'default': 10,
-                                    'doc': 'telemetry record period',
                                     'max': 3600,
                                     'min': 1,
                                     'type': 'int',
                                     'unit': 's'},
                      'queue_capacity': {'default': None,
-                                        'doc': "records the flash queue holds; null: the board's "
-                                               'default (half its file system)',
                                         'max': 100000,
                                         'min': 16,
                                         'null': True,
