@@ -90,9 +90,6 @@ reset_cause()     why the node started: "power_on", "soft", "hard", "watchdog" (
 reset()           a hard reset asked by the firmware (the console's reboot); without it,
                   machine.reset(). The host board: the process ends for its runner to
                   restart it (boards/host/linkproto.py EXIT_HARD_RESET).
-technician(gw)    the host board's stand-in for the console in calibration scenarios: a
-                  task's coroutine function (heatgw.start adds it as "technician") or None;
-                  boards/host/technician.py. Goes when the console lands.
 
 Real boards (GPIO numbers) also have
 ------------------------------------

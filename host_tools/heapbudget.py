@@ -52,7 +52,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.config_parts": "console config / MQTT config_set only",
                 "heatgw.con_config": "console config only",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
-                "heatgw.selftest": "REPL only",
+                "heatgw.selftest": "REPL and the console's selftest",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
                 "umodbus.functions": "not used", "sdm": "dropped after boot",
                 "umodbus.const": "dropped after boot (its CRC table copied)",
@@ -62,7 +62,13 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "repl": "after the stop only (serial port)",
                 "serialio": "with a serial port only",
                 "wdthold": "after the stop only",
-                "consolein": "when a console task asks"}
+                "consolein": "when a console task asks",
+                "heatgw.con_table": "console: while a typed line runs, then dropped",
+                "heatgw.bootloop": "boot, then dropped (kept while a crash history is timed)",
+                "heatgw.safemode": "safe mode only"}
+# the console's command modules: each only while its line runs (heatgw.con_table)
+NOT_RESIDENT.update({m: "console: while its command runs" for m in FIRMWARE_MODULES
+                     if m.startswith("heatgw.con_") and m not in NOT_RESIDENT})
 
 _MEASURE = """
 import gc, sys, json

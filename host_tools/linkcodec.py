@@ -64,11 +64,6 @@ def chip(name, r_ref_ohm_text, noise_lsb):
     return _line(proto.CHIP, name, r_ref_ohm_text, noise_lsb)
 
 
-def technician(args):
-    """A technician's calibration step (boards/host/technician.py): call and arguments."""
-    return _line(proto.TECHNICIAN, *args)
-
-
 def input_level(name, level):
     return _line(proto.INPUT, name, level)
 

@@ -138,7 +138,8 @@ def summary(h, wall_s):
         "net_worst_real_ms": net_ms,
         "net_worst_where": net_where,
         "phases": phases(h),
-        "technician": h.technician,
+        "technician": h.technician,  # the calibration steps typed at the console
+        "console_typed": h.console_typed,  # the `console` events' lines
         "boots": h.boots,
         "saves": len(h.saves),
         "restores": h.restores,

@@ -54,6 +54,7 @@ FULL = {
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
+    "safe_mode": {"resets": 4, "window_min": 10},
 }
 
 
@@ -114,7 +115,7 @@ BAD = [
      "number"),
     # unknown keys
     (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
-     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
+     "mqtt, node_id, persist, safe_mode, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "

@@ -428,24 +428,6 @@ def io_sent():
     vasyncio.sent()
 
 
-def technician(gw):
-    """The console's stand-in: a task running the harness's technician steps against
-    heatgw.calprocedure (boards/host/technician.py), when $HEATGW_TECHNICIAN is set (the
-    harness sets it for scenarios with `technician` events); else None."""
-    if not os.getenv("HEATGW_TECHNICIAN"):
-        return None
-    import technician as t
-
-    return t.task(gw)
-
-
-def technician_line(args):
-    """A `T` line of the link: one technician step, queued for the task above."""
-    import technician as t
-
-    t.requests.append(args)
-
-
 def awaits_replies(fn):
     """A network client says what it awaits (fn() true while a reply is due): virtual
     time keeps following real time until it came (vasyncio: pipelined requests)."""

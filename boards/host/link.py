@@ -218,13 +218,6 @@ class LinkClock:
                 chip = board.rtd_chip(str(tok(), "ascii"))
                 chip.r_ref_ohm = float(tok())
                 chip.noise_lsb = float(tok())
-            elif op == lp.TECHNICIAN:
-                args = []
-                t = tok()
-                while t is not None:
-                    args.append(str(t, "ascii"))
-                    t = tok()
-                board.technician_line(args)
             elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())

@@ -17,9 +17,6 @@ node -> harness (vt: the node's time)   harness -> node
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
   D <hold_ms> vt   dead-man hold time      R <rtd> <ohm> <lsb>   that converter chip's fitted
                                                                  reference resistor, its noise
-                                           T <call> <arg>..      a technician's calibration
-                                                                 step (the console's stand-in:
-                                                                 boards/host/technician.py)
                                            h                     hang the next relay write
                                            e                     the next SPI transfer fails
                                            c                     the next watchdog feed fails
@@ -61,7 +58,6 @@ FLASH_ERROR = 119  # w
 STOP = 115  # s
 BOOT = 66  # B
 CHIP = 82  # R
-TECHNICIAN = 84  # T
 END = 46  # .
 
 NONE = "-"  # "no value" in a field (idle without deadline, no pulse edge yet)

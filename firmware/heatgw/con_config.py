@@ -21,11 +21,18 @@ def _running(con):
     return con.gw.cfg if con.gw is not None else con.safe.cfg
 
 
+def _holder(con):
+    """What lives between two commands (neither this module nor `con` does): the node."""
+    return con.gw if con.gw is not None else con.safe
+
+
 def _staged(con):
-    """The staged changes, kept on the console between commands (this module is not)."""
-    s = getattr(con, "config_staged", None)
+    """The staged changes: a list [[key, value], ...] on the node until saved, dropped or
+    the next boot (RAM only: a reboot forgets what was not saved)."""
+    h = _holder(con)
+    s = getattr(h, "config_staged", None)
     if s is None:
-        s = con.config_staged = []
+        s = h.config_staged = []
     return s
 
 
@@ -54,7 +61,7 @@ async def run(con, args):
         await _save(con)
     elif sub == "drop" and not rest:
         n = len(_staged(con))
-        con.config_staged = []
+        _holder(con).config_staged = []
         con.out("config: %d staged change%s dropped" % (n, "" if n == 1 else "s"))
     else:
         con.error("usage: " + _USAGE)
@@ -174,7 +181,7 @@ async def _save(con):
     if err is not None:
         con.error("config save: " + err)
         return
-    con.config_staged = []
+    _holder(con).config_staged = []
     con.event({"kind": "config", "saved": keys, "file": "config.json",
                "written": wrote})
     con.out("config save: %s; sealed (SHA-256), read back; takes effect at the next boot "

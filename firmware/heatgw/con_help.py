@@ -5,7 +5,7 @@ help NAME     what NAME does, its arguments and what it asks (also: NAME --help)
 
 
 async def run(con, args):
-    from heatgw.console import TABLE, find
+    from heatgw.con_table import TABLE, find
 
     if len(args) > 1:
         con.error("help takes one command name at most")

@@ -13,7 +13,7 @@ from heatgw import clock  # noqa: E402
 
 async def run(con, args):
     gw = con.gw
-    names = list(gw.sensors)
+    names = [n for n in ("supply", "return", "sink_return", "it_coolant") if n in gw.sensors]
     if len(args) > 1 or (args and args[0] not in names):
         con.error("sensors takes one of: %s" % (", ".join(names) or "(none configured)"))
         return

@@ -2,7 +2,9 @@
 
 HELP = """status        one screen: node, firmware, boot id and uptime; the fail-safe state, the
               relays and why; temperatures, delta T, flow, power, energy, volume; latched
-              trips and alarms; network and MQTT; heap. Takes no arguments."""
+              trips and alarms; network and MQTT; heap; the console's own counts and
+              the longest real time one read of the port took (with the line assembly).
+              Takes no arguments."""
 
 import gc  # noqa: E402
 
@@ -98,3 +100,6 @@ async def run(con, args):
     gc.collect()
     con.out("heap     %d used, %d free; peak %d; worst tick late %d ms" % (
         gc.mem_alloc(), gc.mem_free(), gw.heap.peak_bytes, gw.worst_tick_late_ms))
+    c = con.c
+    con.out("console  %d lines, %d refused or failed; longest read+assembly %d us" % (
+        c.lines, c.errors, c.worst_us))

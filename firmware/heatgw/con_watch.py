@@ -17,6 +17,7 @@ async def run(con, args):
     ins = gw.inputs
     m = gw.meter
     t = ins.temps_c
+    con.live(True)  # someone watches: in real time (the host board under the harness)
     con.out("watch: every %d s, any key stops" % every_s)
     con.out("uptime_s state  supply_C return_C   dT_K flow_m3h power_kW energy_kWh "
             "sink_ret_C it_cool_C")

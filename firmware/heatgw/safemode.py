@@ -160,6 +160,9 @@ def run(board, cfg, why, hist):
     try:
         asyncio.run(sm.main(asyncio))
     except KeyboardInterrupt:
+        from heatgw import bootstate
+
+        bootstate.app = "stopped"  # in order: nothing to save, relays were never driven
         print("safe mode stopped")
         hold = getattr(board, "hold_watchdog", None)
         if hold is not None:

@@ -192,13 +192,6 @@ def build(loaded=None):
                       broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
             gw.add_task("net", net.run)
             tel.net = net
-    # The console's stand-in on the host board (its calibration scenarios): a task that
-    # runs the harness's technician steps (boards/host/technician.py).
-    hook = getattr(board, "technician", None)
-    if hook is not None:
-        task = hook(gw)
-        if task is not None:
-            gw.add_task("technician", task)
     add_console(board, gw, asyncio)
     gc.collect()
     return gw, asyncio
