@@ -126,7 +126,13 @@ async def _set(con, key, text):
     await con.sleep(0)
     con.out("config: %s = %s staged (%d change%s; `config save` writes them)"
             % (key, cfgedit.show(key, value), len(staged), "" if len(staged) == 1 else "s"))
-    _doc, _cfg, errs, _src = cfgedit.pending(_path(), _running(con), staged, _hold_ms())
+    try:
+        _doc, _cfg, errs, _src = cfgedit.pending(_path(), _running(con), staged, _hold_ms())
+    except MemoryError:  # staged anyway: `config save` checks it all before writing
+        con.out("(not enough free heap to check the whole configuration now: `config "
+                "save` will)")
+        return
+    _doc = _cfg = None
     if errs:
         con.out("note: `config save` would refuse this now (stage more changes, or "
                 "`config drop`):")
@@ -164,7 +170,11 @@ async def _save(con):
 
     staged = _staged(con)
     path = _path()
-    data, errs = cfgedit.prepare(path, _running(con), staged, _hold_ms())
+    try:
+        data, errs = cfgedit.prepare(path, _running(con), staged, _hold_ms())
+    except MemoryError:
+        data, errs = None, ["not enough free heap to validate the configuration now (the "
+                            "staged changes are kept: try again)"]
     await con.sleep(0)
     if data is None:
         con.error("config save: refused, nothing written:")
