@@ -767,7 +767,7 @@ class Telemetry:
             ok, r = cfgedit.set_one(self.data + "/config.json", gw.cfg, key, value,
                                     getattr(board, "DEAD_MAN_HOLD_MS", None))
         except Exception as e:  # noqa: BLE001 - MemoryError: refused, nothing written
-            ok, r = False, "%r" % (gw.heap.caught(e),)
+            ok, r = None, "%r" % (gw.heap.caught(e),)
         cfgedit = None
         for name in ("cfgedit", "cfgfile", "config_parts", "schema", "strictjson", "seal"):
             _forget(name)
@@ -777,9 +777,10 @@ class Telemetry:
             ev["from"] = r[1]
             ev["to"] = r[2]
             ev["result"] = "saved"
-        else:
+        else:  # refused by the schema (invalid), or it could not run (failed: the heap)
             ack["ok"] = False
-            ack["error"] = "invalid: %s: nothing saved" % (r,)
+            ack["error"] = "%s: %s: nothing saved" % ("invalid" if ok is False else "failed",
+                                                       r)
             ev["result"] = "refused"
             ev["error"] = r
         gw.event(ev)
