@@ -59,7 +59,7 @@ from host_tools import mpinfo
 from host_tools.deadman import DeadMan
 from host_tools.nodeproc import REAL_TIMEOUT_S, Node, NodeFailed, NodeGone, console_tail
 from host_tools.oracle import Oracle
-from host_tools.paths import REPO, micropypath, micropython_cmd
+from host_tools.paths import FIRMWARE, REPO, micropypath, micropython_cmd
 from host_tools.plant import Plant, PlantParams
 from host_tools.scenario import Profile, load_scenario, node_config
 from host_tools.serialport import SerialPort
@@ -105,6 +105,15 @@ def split_heapsize(cmd):
     return out, heap
 
 
+def _seal(data):
+    """The configuration sealed as the node and provisioning write it (heatgw.seal)."""
+    if str(FIRMWARE) not in sys.path:
+        sys.path.insert(0, str(FIRMWARE))
+    from heatgw.seal import seal
+
+    return seal(data)
+
+
 # The installer's deploy, on the node's own interpreter and file system (stdin: a JSON doc).
 _PROVISION = """
 import binascii, board, json, sys
@@ -113,8 +122,8 @@ d = board.data_dir()
 if d != p["data_dir"]:
     raise SystemExit("the node's data directory is %s, not %s" % (d, p["data_dir"]))
 if p["config"] is not None:
-    with open(d + "/config.json", "w") as f:
-        f.write(p["config"])
+    with open(d + "/config.json", "wb") as f:
+        f.write(binascii.unhexlify(p["config"]))
 if p["ca"]:
     with open(d + "/" + p["ca_name"], "wb") as f:
         f.write(binascii.unhexlify(p["ca"]))
@@ -616,8 +625,9 @@ class Harness:
 
     def _provision(self):
         """Write config.json (and with a broker secrets.json and the CA) into the node's
-        flash, as an installer's deploy would. Scenario keys: `config_text` writes that
-        text verbatim (a broken file), `"config_file": null` writes none,
+        flash, as an installer's deploy would: the configuration sealed, as
+        host_tools.provision writes it. Scenario keys: `config_text` writes that text
+        verbatim, unsealed (a broken or hand-edited file), `"config_file": null` writes none,
         `calibration_file` (an object) is written as calibration.json. What is written
         goes to the provisioning process on its stdin (a password never on a command
         line); secrets.json through the firmware's own heatgw.secrets.save (validated)."""
@@ -626,7 +636,11 @@ class Harness:
             text = None
         up = self.uplink
         der = up.ca_der() if up is not None else None
-        doc = {"config": text, "data_dir": NODE_DATA_DIR,
+        data = None if text is None else text.encode()
+        if data is not None and "config_text" not in self.sc:
+            data = _seal(data)  # as host_tools.provision writes it
+        doc = {"config": None if data is None else binascii.hexlify(data).decode(),
+               "data_dir": NODE_DATA_DIR,
                "secrets": up.secrets() if up is not None else {},
                "ca": None if der is None else binascii.hexlify(der).decode(),
                "ca_name": CA_NAME,

@@ -473,7 +473,10 @@ def test_factory_reset_erases_config_calibration_secrets_and_keeps_totals_log_co
         t.send(b"yes\r")
         t.expect(rb"factory-reset: removed ([^\r]*); restarting\r\n")
         removed = sorted(t.match.group(1).decode().split(", "))
-        assert removed == sorted(["config.json", "secrets.json", *gone]), removed
+        # config.json.good: the last good copy the boot kept (README "Configuration
+        # integrity") goes too
+        assert removed == sorted(["config.json", "config.json.good", "secrets.json",
+                                  *gone]), removed
         t.expect(re.escape(CON), timeout=60)
         node.wait_boots(2)
         evs = events_since(node, n0)
@@ -485,10 +488,11 @@ def test_factory_reset_erases_config_calibration_secrets_and_keeps_totals_log_co
         t.close()
     finally:
         node.close()
-    files = flash_files(node.flash_path, [*keep, *gone, "config.json", "secrets.json"])
+    files = flash_files(node.flash_path, [*keep, *gone, "config.json", "config.json.good",
+                                          "secrets.json"])
     for name, data in keep.items():
         assert bytes.fromhex(files[name]) == data  # the command counter stays
-    for name in [*gone, "config.json", "secrets.json"]:
+    for name in [*gone, "config.json", "config.json.good", "secrets.json"]:
         assert files[name] is None, name
     ls = files["_ls"]
     assert "state.a" in ls and "events.0" in ls and "resets.a" in ls, ls

@@ -77,6 +77,8 @@ _OTHERS = (
     ("task_stalled:", CRITICAL, True, "supervisor", True),
     ("no_config", CRITICAL, False, "config", False),  # cleared only by a good config + boot
     ("secrets_invalid", MAJOR, False, "config", False),  # a bad secrets.json: run without
+    # config.json refused (damaged, seal mismatch), the last good one runs: new boot
+    ("config_refused", MAJOR, False, "config", False),
     ("task_failing:", MAJOR, True, "tasks", True),
     ("save_failed", MAJOR, True, "persist", False),  # cleared by the next good save
     ("event_log_failed", MAJOR, True, "persist", True),
@@ -239,8 +241,11 @@ class AlarmBook:
         if k == "boot":
             if ev.get("config") not in (None, "file"):
                 errs = ev.get("errors") or ()
-                out = self._raise("no_config", _text(errs[0] if errs else ev.get("config")),
-                                  out)
+                why = errs[0] if errs else ev.get("config")
+                if ev.get("config") == "last_good":  # the why without the file's path
+                    out = self._raise("config_refused", _text(why.split(": ", 1)[-1]), out)
+                else:
+                    out = self._raise("no_config", _text(why), out)
             for reason in ev.get("latched") or _EMPTY:  # restored latched trips
                 if reason in _LATCHING:
                     out = self._raise(reason, "latched before boot", out)

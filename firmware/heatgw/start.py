@@ -37,23 +37,25 @@ def dead_man_error(tick_ms, hold_ms):
 
 
 def load_config(path, dead_man_hold_ms=None):
-    """(cfg, errors, source, configured, migration); the validator is forgotten
-    afterwards (the console reloads it when a technician edits the configuration). A
-    configuration whose control tick does not fit the board's dead-man hold time is
-    refused: the node runs the default configuration (bypass) and says why."""
+    """(cfg, errors, source, configured, events): heatgw.config.boot() (config.json, else
+    its last good copy, else the default; events: the config events to report after the
+    boot event); the validator is forgotten afterwards (the console reloads it when a
+    technician edits the configuration). A configuration whose control tick does not fit
+    the board's dead-man hold time is refused: the node runs the default configuration
+    (bypass) and says why."""
     from heatgw import config
 
-    cfg, errors, source, migration = config.load(path)
-    if source == "file" and dead_man_hold_ms is not None:
+    cfg, errors, source, events = config.boot(path)
+    if source != "default" and dead_man_hold_ms is not None:
         err = dead_man_error(cfg["control"]["tick_ms"], dead_man_hold_ms)
         if err is not None:
-            cfg, errors, source = config.default(), [err], "default"
+            cfg, errors, source = config.default(), errors + [err], "default"
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema", "migrate", "mbschema", "mbplan",
-                 "recschema"):
+    for name in ("config", "cfgfile", "schema", "config_schema", "migrate", "strictjson",
+                 "seal", "mbschema", "mbplan", "recschema"):
         _forget(name)
-    return cfg, errors, source, configured, migration
+    return cfg, errors, source, configured, events
 
 
 def build_meter(meter_cfg):
@@ -127,7 +129,14 @@ def config_for(board):
                          getattr(board, "DEAD_MAN_HOLD_MS", 0))
     for err in loaded[1]:
         print("config:", err)
-    if loaded[2] != "file":
+    for ev in loaded[4]:
+        if ev.get("integrity") == "none":
+            print("config: warning: %s has no seal (edited by hand?): accepted; `config "
+                  "save` seals it" % ev["file"])
+    if loaded[2] == "last_good":
+        print("config: config.json refused: running the last good configuration "
+              "(config.json.good)")
+    elif loaded[2] != "file":
         print("config: running the default configuration: no sensors, relays in bypass")
     return loaded
 
@@ -143,7 +152,7 @@ def build(loaded=None):
     import board
 
     asyncio = asyncio_for(board)
-    cfg, errors, source, configured, migration = loaded or config_for(board)
+    cfg, errors, source, configured, events = loaded or config_for(board)
     loaded = None
     gc.collect()
     plan = None
@@ -167,8 +176,8 @@ def build(loaded=None):
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
                  configured=configured, sinks=sinks, queue=tel.q if tel else None,
                  modbus_plan=plan)
-    if migration:  # after the boot event, in the same log
-        gw.event(migration)
+    for ev in events:  # after the boot event, in the same log
+        gw.event(ev)
     if gw.sensors:
         apply_calibration(gw, board.data_dir())
     if tel is not None:
