@@ -271,7 +271,11 @@ def test_config_parts_equal_the_schema_on_the_binary_and_validate_alike(mp, tmp_
     rng = random.Random(7)
     shipped = json.loads((REPO / "scenarios" / "default_config.json").read_text())
     docs = [dict(shipped, modbus=MODBUS),  # heatgw.mbschema's section and mbplan's checks
-            dict(shipped, modbus={"buses": {}, "meters": {"x": {"bus": "nope"}}})]
+            dict(shipped, modbus={"buses": {}, "meters": {"x": {"bus": "nope"}}}),
+            # heatgw.recschema's section and checks (the compute meter found by its role)
+            dict(shipped, modbus=MODBUS, recovery={"compute": {"source": "modbus"}}),
+            dict(shipped, modbus=MODBUS, recovery={"compute": {"source": "mqtt"}}),
+            dict(shipped, recovery={"compute": {"source": "modbus"}, "nope": 1})]
     while len(docs) < 600:
         try:
             d = json.loads(mutate(rng, rng.choice(bases())).decode("utf-8"))

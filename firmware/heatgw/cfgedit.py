@@ -32,14 +32,18 @@ import json
 from heatgw import cfgfile, config_parts
 from heatgw.schema import check, validate
 
+# Sections whose schema lives in a module of its own, loaded only when a document has the
+# section (as heatgw.config.load installs them): name -> (module, its schema node).
+_OWN = {"modbus": ("mbschema", "MODBUS"), "recovery": ("recschema", "RECOVERY")}
+
 
 class _Sections:
-    """The root's keys: each section's node built when it is looked up, then dropped. The
-    modbus section is config_schema's stub unless the document has one: then
-    heatgw.mbschema's, as heatgw.config.load does it."""
+    """The root's keys: each section's node built when it is looked up, then dropped. A
+    section of _OWN is config_schema's stub unless the document has it: then its own
+    module's, as heatgw.config.load does it."""
 
-    def __init__(self, modbus=False):
-        self.modbus = modbus
+    def __init__(self, present=()):
+        self.present = present  # the _OWN sections the document has
 
     def __contains__(self, name):
         return name in config_parts.SECTIONS
@@ -51,10 +55,9 @@ class _Sections:
         return len(config_parts.NAMES)
 
     def __getitem__(self, name):
-        if name == "modbus" and self.modbus:
-            from heatgw import mbschema
-
-            return mbschema.MODBUS
+        if name in self.present and name in _OWN:
+            mod, node = _OWN[name]
+            return getattr(__import__("heatgw." + mod, None, None, (node,)), node)
         return config_parts.SECTIONS[name]()
 
     def get(self, name, default=None):
@@ -63,19 +66,30 @@ class _Sections:
 
 def _root(doc=None):
     root = dict(config_parts.ROOT)
-    root["keys"] = _Sections(type(doc) is dict and doc.get("modbus") is not None)
-    root["rules"] = config_parts.rules()
+    present = tuple(k for k in _OWN if type(doc) is dict and doc.get(k) is not None)
+    root["keys"] = _Sections(present)
+    rules = config_parts.rules()
+    if "recovery" in present:  # its root rules come with its section (recschema.install)
+        from heatgw import recschema
+
+        rules = rules + recschema.RULES
+    root["rules"] = rules
     return root
 
 
 def validate_doc(doc):
     """(cfg, errors) as heatgw.config gives them for a current document: the schema one
-    section at a time, then the Modbus cross-checks when there is Modbus."""
+    section at a time, then the cross-checks of Modbus and of the recovery section when
+    the document has them."""
     cfg, errs = validate(doc, _root(doc))
     if not errs and cfg and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
         from heatgw import mbplan
 
         errs = mbplan.check(cfg)
+    if not errs and cfg and cfg.get("recovery"):
+        from heatgw import recschema
+
+        errs = recschema.check(cfg)
     return cfg, errs
 
 
@@ -108,7 +122,7 @@ def node(key):
     """(schema node, None) of a dotted key, or (None, error). Under an object whose members
     the installer names (Modbus buses, meters, registers: "items"), any name leads to the
     node of such a member."""
-    n = {"type": "object", "keys": _Sections(key.split(".")[0] == "modbus")}
+    n = {"type": "object", "keys": _Sections((key.split(".")[0],))}
     done = ""
     for seg in key.split("."):
         keys = n.get("keys") if n.get("type") == "object" else None
