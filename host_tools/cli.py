@@ -37,6 +37,8 @@ PROG = "heatgw"
 COMMANDS = {
     "scenario": ("host_tools.harness",
                  "run one scenario of the simulated plant against the real firmware"),
+    "flash": ("host_tools.flash",
+              "write MicroPython's firmware to a board (ESP32: esptool; Pico W: UF2 drive)"),
     "command": ("host_tools.command",
                 "sign a command for a node, and publish it to its broker"),
 }
