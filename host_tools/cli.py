@@ -39,6 +39,8 @@ COMMANDS = {
                  "run one scenario of the simulated plant against the real firmware"),
     "flash": ("host_tools.flash",
               "write MicroPython's firmware to a board (ESP32: esptool; Pico W: UF2 drive)"),
+    "deploy": ("host_tools.deploy",
+               "copy the node's code and configuration to a board, only what changed"),
     "command": ("host_tools.command",
                 "sign a command for a node, and publish it to its broker"),
 }
