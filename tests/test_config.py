@@ -16,10 +16,11 @@ from host_tools.paths import FIRMWARE, REPO
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, fluid, fluid_data, mbschema, migrate  # noqa: E402
+from heatgw import config, fluid, fluid_data, mbschema, migrate, recschema  # noqa: E402
 from heatgw.config_schema import SCHEMA, VERSION  # noqa: E402
 
 mbschema.install(SCHEMA)  # the whole schema, as the host's tools see it
+recschema.install(SCHEMA)
 from heatgw.schema import validate  # noqa: E402
 
 
@@ -53,6 +54,7 @@ FULL = {
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
+    "recovery": None,  # no heat recovery ratio (test_recovery covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
@@ -115,7 +117,7 @@ BAD = [
      "number"),
     # unknown keys
     (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
-     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
+     "mqtt, node_id, persist, recovery, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "

@@ -93,11 +93,19 @@ def load(path, save=True):
             from heatgw import mbschema  # the section's schema, only when there is one
 
             mbschema.install(SCHEMA)
+        if type(doc) is dict and doc.get("recovery") is not None:
+            from heatgw import recschema  # the ratio's section, only when there is one
+
+            recschema.install(SCHEMA)
         cfg, errors = validate(doc, SCHEMA)
         if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
             from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
 
             errors = mbplan.check(cfg)
+        if not errors and cfg.get("recovery"):
+            from heatgw import recschema
+
+            errors = recschema.check(cfg)  # fills in the meters named by their roles
         if mig is not None:
             errors = migrate.errors(needs, errors)
         if errors:

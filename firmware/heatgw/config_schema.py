@@ -228,6 +228,13 @@ SCHEMA = {
             "doc": "Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none "
                    "(nothing of it is loaded)",
         },
+        # heatgw.recschema.RECOVERY replaces this stub when a document has a recovery
+        # section (as the modbus stub above): the heat recovery ratio, the heat check.
+        "recovery": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "the heat recovery ratio and the heat meter check (heatgw.recschema); "
+                   "null or absent: neither (nothing of it is loaded)",
+        },
         "telemetry": {
             "type": "object", "default": {}, "doc": "telemetry records",
             "keys": {
