@@ -236,8 +236,9 @@ class Device:
 
     def identity(self):
         """(sys.platform, sys.implementation._mpy) of the board."""
-        out = self.exec("import sys\nprint(repr((sys.platform, "
-                        "getattr(sys.implementation, '_mpy', 0))))")
+        out = self.exec("import sys, gc\ngc.collect()\nprint(repr((sys.platform, "
+                        "getattr(sys.implementation, '_mpy', 0), gc.mem_free() + "
+                        "gc.mem_alloc())))")
         return ast.literal_eval(out.strip().splitlines()[-1])
 
     def hashes(self, paths, rom=0):
@@ -285,7 +286,7 @@ class Device:
 def check_identity(dev, board, tree):
     from host_tools.mpinfo import MPY_ARCHES
 
-    platform, mpy = dev.identity()
+    platform, mpy, heap = dev.identity()
     arch = MPY_ARCHES[(mpy >> 10) & 0x0F] if mpy else "none"
     want = board_arch(board)
     if arch != want:
@@ -300,7 +301,7 @@ def check_identity(dev, board, tree):
             raise DeployError(f"the firmware on {dev.port} loads .mpy {have[0]}.{have[1]}; "
                               f"this mpy-cross makes {made} ({path.name}): flash a MicroPython "
                               "of the same version as mpy-cross (heatgw flash)")
-    return platform, arch
+    return platform, arch, heap
 
 
 def _dirs_of(paths):
@@ -487,7 +488,8 @@ def run(args):
         return report
     dev = Device(args.port)
     try:
-        report["platform"], _ = check_identity(dev, args.board, st.tree)
+        report["platform"], _, report["heap_bytes"] = check_identity(dev, args.board,
+                                                                     st.tree)
         report.update(sync(dev, st))
         report["copy_seconds"] = round(time.monotonic() - t0, 2)
         if not args.no_reset:
@@ -520,6 +522,8 @@ def main(argv=None):
         if romfs:
             print(f"romfs: image {romfs['image_bytes']} bytes in a {romfs['partition_bytes']}"
                   f"-byte partition: {'written' if romfs['written'] else 'unchanged'}")
+        print(f"board: MicroPython for {report['platform']}, a heap of "
+              f"{report['heap_bytes'] / 1024:.1f} KB")
         print(f"deploy: {report['files']} files for {args.board} on {args.port}: "
               f"{len(report['copied'])} copied ({report['bytes']} bytes), "
               f"{report['unchanged']} unchanged, {len(report['removed'])} removed; "
