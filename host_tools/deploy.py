@@ -4,6 +4,7 @@
     heatgw deploy --board pico_w --port /dev/ttyACM0 --romfs    the code as a ROMFS image
     heatgw deploy --board host --port /dev/pts/7                the host board (benchnode)
     heatgw deploy --board pico_w --build-only [--romfs]         build, touch no board
+    heatgw deploy --board esp32_devkitc --port P --frozen      a frozen firmware: start files
 
 1. Builds what the node imports, compiled by mpy-cross for the board's architecture
    (host_tools/build_mpy.py: xtensawin, armv6m; the host board's from $MICROPYTHON):
@@ -33,6 +34,9 @@
 
 Files go to the flash's root, which comes first on every board's sys.path (before
 .frozen, /rom and /lib): what was deployed is what runs, also over a frozen image.
+--frozen (a firmware with the code frozen in) copies only the start files and the
+configuration and removes deployed code files; on the host board the code on the node's
+MICROPYPATH (firmware/, lib/) stands for the frozen modules.
 
 Exit status: 0 deployed and booted, 1 the board failed (no port, no MicroPython, wrong
 board, a copy or the boot failed), 2 bad usage or an invalid configuration (nothing
@@ -102,9 +106,10 @@ class Stage:
         self.files = {}
         self.code = []  # device paths of the compiled code (the image's, with --romfs)
         self.image = None
+        self.frozen = False  # the code is in the firmware: only the start files and config
 
 
-def stage(board, config=None, romfs=False, root=None):
+def stage(board, config=None, romfs=False, root=None, frozen=False):
     from host_tools import build_mpy
     from host_tools import romfs as romfs_mod
 
@@ -126,9 +131,10 @@ def stage(board, config=None, romfs=False, root=None):
         raise UsageError(str(e)) from None
     st.code = sorted(p.relative_to(st.tree).as_posix() for p in st.tree.rglob("*")
                      if p.is_file())
+    st.frozen = frozen
     if romfs:
         st.image = romfs_mod.pack(st.tree, st.root / "app.romfs")
-    else:
+    elif not frozen:
         st.files = {rel: st.tree / rel for rel in st.code}
     for name in START_FILES:
         st.files[name] = FIRMWARE / name
@@ -192,6 +198,17 @@ import os
 for _d in %r:
     try:
         os.mkdir(_d)
+    except OSError:
+        pass
+"""
+
+
+_RMDIRS = """
+import os
+for _d in %r:
+    try:
+        if not list(os.ilistdir(_d)):
+            os.rmdir(_d)
     except OSError:
         pass
 """
@@ -321,14 +338,17 @@ def sync(dev, st, console=None):
 
     planned = dict(st.files)
     twins = [p[:-4] + ".py" for p in st.code if p.endswith(".mpy")]
-    ask = list(planned) + twins + (list(st.code) if st.image is not None else [])
+    code_elsewhere = st.image is not None or st.frozen  # in the ROM partition or firmware
+    ask = list(planned) + twins + (list(st.code) if code_elsewhere else [])
     image_bytes = st.image.read_bytes() if st.image is not None else b""
     have, rom_state = dev.hashes(list(dict.fromkeys(ask)), rom=len(image_bytes))
     report = {"files": len(planned), "copied": [], "unchanged": 0, "removed": [],
               "bytes": 0, "romfs": None}
     if st.image is not None:
         report["romfs"] = deploy_image(dev, st.image, image_bytes, rom_state)
-        # code files deployed before would shadow the image: the root is first on sys.path
+    if code_elsewhere:
+        # code files deployed before would shadow the image or the frozen modules: the
+        # flash's root is first on sys.path
         stale = [p for p in st.code if have.get(p) is not None]
     else:
         stale = []
@@ -336,6 +356,8 @@ def sync(dev, st, console=None):
     for p in stale:
         dev.remove(p)
         report["removed"].append(p)
+    if stale:  # an empty package folder left in the root would still shadow the package
+        dev.exec(_RMDIRS % (tuple(sorted(_dirs_of(stale), key=len, reverse=True)),))
     todo = [p for p, local in planned.items() if have.get(p) != sha256_file(local)]
     report["unchanged"] = len(planned) - len(todo)
     if todo:
@@ -457,6 +479,9 @@ def parser():
                     help="a config.json to put on the board (validated first)")
     ap.add_argument("--romfs", action="store_true",
                     help="the code as a ROMFS image in the board's ROM partition")
+    ap.add_argument("--frozen", action="store_true",
+                    help="the board runs a firmware with the code frozen in: copy only the "
+                         "start files and the configuration, remove deployed code files")
     ap.add_argument("--no-reset", action="store_true",
                     help="do not reset the board and wait for its boot afterwards")
     ap.add_argument("--boot-timeout", type=float, default=BOOT_TIMEOUT_S, metavar="S",
@@ -478,7 +503,10 @@ def run(args):
         raise DeployError("no port: give the board's serial port with --port (the host "
                           "board's: the /dev/pts/N that `python -m host_tools.benchnode` "
                           "prints)")
-    st = stage(args.board, args.config, args.romfs)
+    if args.frozen and args.romfs:
+        raise UsageError("--frozen and --romfs exclude each other: the code is in the "
+                         "firmware or in the ROM partition")
+    st = stage(args.board, args.config, args.romfs, frozen=args.frozen)
     report = {"board": args.board, "arch": board_arch(args.board), "stage": str(st.root)}
     if st.image is not None:
         report["image"] = str(st.image)

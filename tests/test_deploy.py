@@ -106,6 +106,21 @@ def test_a_planted_py_is_removed_and_a_changed_config_is_the_only_copy(node, tmp
     assert "SHADOW" not in node.console_text()[start:]
 
 
+def test_frozen_removes_the_deployed_code_and_the_node_boots_from_its_firmware(node):
+    """On the host board the node's MICROPYPATH (firmware/, lib/) is its frozen code."""
+    rc, out, rep = deploy("--board", "host", "--port", node.name, "--frozen", "--json")
+    assert rc == 0, out
+    assert rep["copied"] == [] and "heatgw/app.mpy" in rep["removed"]
+    assert "boot.py" not in rep["removed"] and len(rep["removed"]) > 40
+    where = subprocess.run(
+        [MPREMOTE, "connect", node.name, "exec",
+         "import sys; print(sys.modules['heatgw.bootstate'].__file__)"],
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert where.stdout.strip().endswith("firmware/heatgw/bootstate.py"), where
+    rc, out, rep = deploy("--board", "host", "--port", node.name, "--json")
+    assert rc == 0 and len(rep["copied"]) == rep["files"] - 2, out  # boot.py, main.py stay
+
+
 def test_an_invalid_config_is_refused_before_the_board_is_touched(node, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"version": 1, "control": {"tick_ms": "fast"}}')
