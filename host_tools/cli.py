@@ -39,6 +39,8 @@ COMMANDS = {
                  "run one scenario of the simulated plant against the real firmware"),
     "flash": ("host_tools.flash",
               "write MicroPython's firmware to a board (ESP32: esptool; Pico W: UF2 drive)"),
+    "provision": ("host_tools.provision",
+                  "a node's configuration and secrets, validated, written sealed, read back"),
     "deploy": ("host_tools.deploy",
                "copy the node's code and configuration to a board, only what changed"),
     "command": ("host_tools.command",

@@ -208,7 +208,8 @@ def summary(h, wall_s):
         "phases": phases(h),
         # heatgw.recovery's hours against the plant's truth (with a compute_meter)
         "recovery": recovery(h),
-        "technician": h.technician,
+        "technician": h.technician,  # the calibration steps typed at the console
+        "console_typed": h.console_typed,  # the `console` events' lines
         "boots": h.boots,
         "saves": len(h.saves),
         "restores": h.restores,

@@ -109,3 +109,37 @@ def test_make_scenario_is_a_wrapper_passing_every_option():
                  "--mqtt-password-file pw", "--ca ca.pem", "--ha-prefix homeassistant",
                  "--romfs", "--serial auto"):
         assert f" {flag}" in line, flag
+
+
+def test_heatgw_provision_writes_a_sealed_config_that_deploy_accepts(tmp_path):
+    """The wrapper is host_tools.provision (its own tests drive a node); its --out files
+    are what `heatgw deploy --config` validates with the node's code."""
+    out = tmp_path / "prov"
+    r = heatgw("provision", "--out", str(out), "--node", "gw-07", "--mains-hz", "50",
+               "--yes")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["node_id"] == "gw-07" and "sha256" in cfg
+    from host_tools import deploy
+
+    deploy.check_config(out / "config.json")  # raises UsageError if the node would refuse
+    r = heatgw("provision", "--out", str(out), "--sensor", "bogus")
+    assert r.returncode == 2 and "--sensor bogus: expected NAME:R0:WIRES" in r.stderr
+
+
+def test_heatgw_command_signs_with_its_key_and_counter(tmp_path):
+    key = tmp_path / "k.hex"
+    key.write_text("ab" * 32 + "\n")
+    ctr = tmp_path / "ctr"
+    r = heatgw("command", "--key-file", str(key), "--counter-file", str(ctr), "--node",
+               "gw-07", "maintenance", "on")
+    assert r.returncode == 0, r.stderr
+    body, mac = r.stdout.strip().rsplit(".", 1)
+    import hashlib
+    import hmac
+
+    assert hmac.new(bytes.fromhex("ab" * 32), body.encode(), hashlib.sha256).hexdigest() == mac
+    assert json.loads(body)["ctr"] == 1 and ctr.read_text().strip() == "1"
+    r = heatgw("command", "--key-file", str(tmp_path / "none"), "--counter-file", str(ctr),
+               "--node", "gw-07", "reset")
+    assert r.returncode == 2 and "cannot be read" in r.stderr

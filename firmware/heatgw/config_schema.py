@@ -255,6 +255,19 @@ SCHEMA = {
                             "doc": "a task silent this long is stalled"},
             },
         },
+        "safe_mode": {
+            "type": "object", "default": {}, "doc": "boot-loop protection (heatgw.bootloop)",
+            "keys": {
+                "resets": {"type": "int", "default": 4, "min": 0, "max": 50, "unit": "resets",
+                           "doc": "this many watchdog or crash resets in a row, each within "
+                                  "window_min of the boot before it, start the next boot in "
+                                  "safe mode (no application, relays safe, console and "
+                                  "network only); 0: never"},
+                "window_min": {"type": "int", "default": 10, "min": 1, "max": 1440,
+                               "unit": "min", "doc": "the application running this long "
+                                                     "clears the count of resets"},
+            },
+        },
     },
     "rules": [
         # no silent default: a wrong filter reads plausible, noisy temperatures

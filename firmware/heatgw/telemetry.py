@@ -25,9 +25,10 @@ Assistant announces `online`). Queue records go to `.../telemetry` or `.../event
 transitions too, as kind "alarm"), each with its `seq`.
 
 Commands (`.../cmd`): heatgw.command authenticates them; maintenance and reset go to the
-inbox (the control task decides), publish_state and resend are done here, each answered
-on `.../cmd/ack`. resend sends what is still on flash marked `"resent": true`; the ack
-names the seq ranges that are gone.
+inbox (the control task decides), publish_state, resend and config_set (heatgw.cfgedit:
+saved for the next boot) are done here, each answered on `.../cmd/ack`. resend sends
+what is still on flash marked `"resent": true`; the ack names the seq ranges that are
+gone.
 
 Secrets (`secrets.json`): the MQTT password and the command key, read once; a bad file
 runs without them, raises the `secrets_invalid` alarm and says so on the console (keys,
@@ -775,7 +776,9 @@ class Telemetry:
         if ev is not None:
             gw.event(ev)
         if action is not None:
-            if action[0] == "publish_state":
+            if action[0] == "config_set":
+                self._config_set(ack, action[1])
+            elif action[0] == "publish_state":
                 self.state_dirty = True
                 self._all_alarms = True
             elif action[0] == "resend":
@@ -799,3 +802,37 @@ class Telemetry:
                         jobs[-1] = [min(jobs[-1][0], lo), max(jobs[-1][1], hi)]
         if len(self._acks) < _ACKS:
             self._acks.append(json.dumps(ack).encode())
+
+    def _config_set(self, ack, kv):
+        """An authenticated config_set: heatgw.cfgedit, the console's path (the key against
+        its schema node, the whole configuration validated, written sealed), loaded for it
+        and dropped again. It takes effect at the next boot. The ack says what changed or
+        why not; the event names mqtt."""
+        import board
+
+        gw = self.gw
+        key, value = kv
+        gc.collect()  # heatgw.command is gone: room for the validator
+        try:
+            from heatgw import cfgedit
+
+            ok, r = cfgedit.set_one(self.data + "/config.json", gw.cfg, key, value,
+                                    getattr(board, "DEAD_MAN_HOLD_MS", None))
+        except Exception as e:  # noqa: BLE001 - MemoryError: refused, nothing written
+            ok, r = None, "%r" % (gw.heap.caught(e),)
+        cfgedit = None
+        for name in ("cfgedit", "cfgfile", "config_parts", "schema", "strictjson", "seal"):
+            _forget(name)
+        ev = {"kind": "config", "source": "mqtt", "id": ack.get("id"), "key": key}
+        if ok:
+            ack["config"] = {"key": key, "from": r[1], "to": r[2], "applies": "next_boot"}
+            ev["from"] = r[1]
+            ev["to"] = r[2]
+            ev["result"] = "saved"
+        else:  # refused by the schema (invalid), or it could not run (failed: the heap)
+            ack["ok"] = False
+            ack["error"] = "%s: %s: nothing saved" % ("invalid" if ok is False else "failed",
+                                                       r)
+            ev["result"] = "refused"
+            ev["error"] = r
+        gw.event(ev)
