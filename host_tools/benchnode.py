@@ -1,7 +1,7 @@
 """A node on the bench: the firmware on the host board, standalone, with a serial port.
 
     python -m host_tools.benchnode [--serial auto|PATH] [--flash FILE] [--config FILE]
-                                   [--safe-boot] [--mpy]
+                                   [--safe-boot] [--mpy] [--flash-blocks N]
 
 No plant and no harness: the emulated chips read their power-on values, nothing feeds the
 flow meter, and the node runs in real time (its idle waits are waits on its serial port),
@@ -51,7 +51,8 @@ class BenchNode:
     runs); `console_path`: the log of everything the node wrote."""
 
     def __init__(self, workdir, *, serial="auto", flash=None, config=None, files=None,
-                 safe_boot=False, mpy=False, heapsize=None, env=None, trace=False):
+                 safe_boot=False, mpy=False, heapsize=None, env=None, trace=False,
+                 flash_blocks=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_path = Path(flash) if flash else self.workdir / "flash.bin"
@@ -64,6 +65,8 @@ class BenchNode:
             extra.append(host_mpy_dir())
         self.env = dict(os.environ, MICROPYPATH=micropypath("host", extra),
                         HEATGW_FLASH=str(self.flash_path), HEATGW_SERIAL="1")
+        if flash_blocks:  # the flash's size in 4 KB blocks (default 64; a deploy: 512)
+            self.env["HEATGW_FLASH_BLOCKS"] = str(flash_blocks)
         for k in ("HEATGW_LINK", "HEATGW_REPL", "HEATGW_RESET", "HEATGW_WDT_MS"):
             self.env.pop(k, None)
         self.env.update(env or {})
@@ -171,10 +174,13 @@ def main(argv=None):
     ap.add_argument("--safe-boot", action="store_true",
                     help="put SAFEBOOT on the flash: the application does not start")
     ap.add_argument("--mpy", action="store_true", help="run precompiled modules")
+    ap.add_argument("--flash-blocks", type=int, metavar="N",
+                    help="the flash's size in 4 KB blocks (default 64 = 256 KB; `heatgw "
+                         "deploy` needs about 100: 512 is an ESP32's 2 MB file system)")
     args = ap.parse_args(argv)
     config = Path(args.config).read_text() if args.config else None
     node = BenchNode(args.workdir, serial=args.serial, flash=args.flash, config=config,
-                     safe_boot=args.safe_boot, mpy=args.mpy)
+                     safe_boot=args.safe_boot, mpy=args.mpy, flash_blocks=args.flash_blocks)
     print(f"serial port: {node.name} ({node.port.path}); console log: {node.console_path}",
           flush=True)
     try:

@@ -552,7 +552,7 @@ def ask(ns, inp=input):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m host_tools.provision", description=__doc__,
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="the node's serial port (mpremote connect PORT)")

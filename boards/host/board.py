@@ -336,7 +336,9 @@ def flash_device():
         from flashdev import FlashDev
 
         path = os.getenv("HEATGW_FLASH") or "/tmp/heatgw-host-flash.bin"
-        _flash = FlashDev(path)
+        # 64 blocks of 4 KB by default; a deployed node's code (.mpy files, a 4 KB block
+        # each at least) needs an ESP32's 2 MB file system: HEATGW_FLASH_BLOCKS=512
+        _flash = FlashDev(path, block_count=int(os.getenv("HEATGW_FLASH_BLOCKS") or 64))
         _flash.on_op = _flash_op
     return _flash
 
