@@ -78,7 +78,7 @@ def test_enums_agree_with_the_firmware():
     assert ev["code"]["enum"] == list(recqueue.ALARM_CODES)
     al = schema("alarm")["properties"]
     assert al["severity"]["enum"] == list(alarms.SEVERITIES)
-    sources = {d[3] for d in alarms._TRIPS} | {d[3] for d in alarms._OTHERS}
+    sources = {d[3] for d in alarms.definitions()}
     assert set(al["source"]["enum"]) == sources
     reasons = "|".join(r for r in command.REASONS if r != "accepted")
     assert schema("cmd_ack")["properties"]["error"]["pattern"] == f"^({reasons}): ."
