@@ -431,7 +431,7 @@ for sec in (None, {"host": "10.0.0.2", "site": "s1"},
         print(json.dumps({"errs": errs, "error": str(e)}))
         continue
     print(json.dumps(None if c is None else {
-        "errs": errs, "port": c.port, "id": c._u.client_id.decode(), "ka": c.keepalive_ms,
+        "errs": errs, "port": c.port, "id": c.client_id.decode(), "ka": c.keepalive_ms,
         "will": c.will_topic.decode(), "subs": [t.decode() for t in c.subs],
         "tls": c._ssl is not None}))
 """.replace("TLS", repr({"ca_file": str(ca)})))

@@ -7,19 +7,16 @@ tracking, retransmission with DUP after a reconnect, reconnect with capped backo
     pid = c.publish(b"heatgw/s/node-1/telemetry", payload)  # None: no free slot
     await c.wait_slot(1000)            # True once a slot is free
 
-umqtt.simple (micropython-lib, pinned in mplibs.lock) encodes CONNECT, PUBLISH and
-SUBSCRIBE: its methods write to `self.sock`, which here is _Buf, a stand-in over our
-preallocated buffers, and its blocking wait for the broker's reply stops at once (_Buf's
-read raises _Sent). Sockets, framing of received packets, checks, timers, the in-flight
-table and reconnects are ours. cb(topic, msg) gets topic as bytes and msg as a memoryview
-into the receive buffer, valid only during the call (copy what you keep).
+CONNECT, SUBSCRIBE and PUBLISH are encoded here straight into preallocated buffers (a
+few lines each: no library and no socket stand-in in RAM). Sockets, framing of received
+packets, checks, timers, the in-flight table and reconnects are ours too. cb(topic, msg)
+gets topic as bytes and msg as a memoryview into the receive buffer, valid only during
+the call (copy what you keep).
 """
 
 import asyncio
 import socket
 from asyncio import core
-
-from umqtt import simple as _umqtt
 
 from heatgw import clock
 
@@ -38,50 +35,42 @@ class MQTTError(Exception):
     pass
 
 
-class _Sent(Exception):
-    """umqtt.simple has written its packet and would now block on the reply."""
+def _head(mv, first, size):
+    """A packet's fixed header (type and flags, remaining length) at mv[0]; its length."""
+    mv[0] = first
+    i = 1
+    while size > 0x7F:
+        mv[i] = (size & 0x7F) | 0x80
+        size >>= 7
+        i += 1
+    mv[i] = size
+    return i + 1
 
 
-class _Buf:
-    """Stand-in socket for umqtt.simple: write() fills a preallocated buffer, read() stops
-    the caller. Also its `socket` module: socket() and getaddrinfo() for its connect()."""
-
-    def __init__(self):
-        self.mv = None
-        self.n = 0
-
-    def start(self, mv):
-        self.mv = mv
-        self.n = 0
-
-    def write(self, b, n=-1):
-        if n < 0:
-            n = len(b)
-        end = self.n + n
-        if end > len(self.mv):
-            raise ValueError("packet of over %d bytes does not fit its buffer" % len(self.mv))
-        self.mv[self.n:end] = memoryview(b)[:n]
-        self.n = end
-        return n
-
-    def read(self, n):
-        raise _Sent
-
-    def setblocking(self, flag):
-        pass
-
-    def connect(self, addr):
-        pass
-
-    def socket(self, *a):
-        return self
-
-    def getaddrinfo(self, host, port, *a):
-        return ((0, 0, 0, "", None),)
+def _put(mv, n, b, prefixed=True):
+    """b (bytes) into mv at n, after its 2-byte length when prefixed; returns the end."""
+    k = len(b)
+    end = n + k + (2 if prefixed else 0)
+    if end > len(mv):
+        raise ValueError("packet of over %d bytes does not fit its buffer" % len(mv))
+    if prefixed:
+        mv[n] = k >> 8
+        mv[n + 1] = k & 0xFF
+        n += 2
+    mv[n:end] = b
+    return end
 
 
-_buf = _Buf()
-_umqtt.socket = _buf  # its connect() opens "sockets" here only: it never touches the network
+def _publish(mv, pid, topic, msg, retain, qos):
+    """PUBLISH (packet id pid when qos is 1) into mv; returns its length."""
+    n = _head(mv, 0x30 | qos << 1 | (1 if retain else 0),
+              2 + len(topic) + len(msg) + (2 if qos else 0))
+    n = _put(mv, n, topic)
+    if qos:
+        mv[n] = pid >> 8
+        mv[n + 1] = pid & 0xFF
+        n += 2
+    return _put(mv, n, msg, False)
 
 
 def why(e):
@@ -145,7 +134,7 @@ class Client:
             raise ValueError("a password needs a username")
         b = _enc
         for t in subs:
-            if not 0 < len(t) <= 120:  # umqtt.simple sends SUBSCRIBE's length as one byte
+            if not 0 < len(t) <= 120:  # SUBSCRIBE's remaining length stays one byte
                 raise ValueError("subscription topic of 1..120 bytes")
         self.host = host
         self.port = port
@@ -165,14 +154,10 @@ class Client:
         # tick, so the step's CPU time falls where the next tick has the most slack)
         self.pace = pace
         self._handshaking = False
-        # umqtt.simple keeps what CONNECT carries; its `sock` is our stand-in
-        u = _umqtt.MQTTClient(b(client_id), "", 1, user=b(username) if username else None,
-                              password=b(password or ""), keepalive=keepalive_s)
-        if self.will_topic:
-            u.set_last_will(self.will_topic, b"offline", retain=True, qos=1)
-        u.cb = _nop  # its subscribe() insists on a callback
-        u.sock = _buf
-        self._u = u
+        # what CONNECT carries (the password only when there is a user name)
+        self.client_id = b(client_id)
+        self._user = b(username) if username else None
+        self._password = b(password or "")
         # in-flight table, preallocated: slot i is _tx[i*max_packet:(i+1)*max_packet]
         self.max_packet = max_packet
         self._tx = memoryview(bytearray(inflight * max_packet))
@@ -244,9 +229,8 @@ class Client:
         i = self._free_slot()
         if i < 0:
             return None
-        topic = _enc(topic)
         pid = self._new_pid() if qos else 0
-        n = self._encode(self._slot(i), pid, self._u.publish, topic, msg, retain, qos)
+        n = _publish(self._slot(i), pid, _enc(topic), msg, retain, qos)
         self._len[i] = n
         self._pid[i] = pid
         self._sent[i] = 0
@@ -313,8 +297,7 @@ class Client:
                 try:  # a clean DISCONNECT suppresses the will: say offline ourselves
                     if self.will_topic:
                         rx = self._rx
-                        n = self._encode(rx, 0, self._u.publish, self.will_topic,
-                                         b"offline", True, 0)
+                        n = _publish(rx, 0, self.will_topic, b"offline", True, 0)
                         await self._send(rx[:n])
                     await self._send(_DISCONNECT)
                 except Exception:
@@ -403,8 +386,7 @@ class Client:
         self._ping_t = None
         self._subacks = 0
         rx = self._rx  # free until the reader starts: scratch for what we send now
-        u = self._u
-        n = self._encode(rx, 0, u.connect, self.clean_session)
+        n = self._connect_packet(rx)
         await self._send(rx[:n])
         h, n = await asyncio.wait_for_ms(self._packet(), self.timeout_ms)
         self._handshaking = False
@@ -415,12 +397,17 @@ class Client:
             raise MQTTError("broker refused: %s" % (
                 _CONNACK[rc] if rc < len(_CONNACK) else "code %d" % rc))
         self.session_present = bool(rx[0] & 1)
-        for t in self.subs:
-            n = self._encode(rx, self._new_pid(), u.subscribe, t, 1)
+        for t in self.subs:  # SUBSCRIBE, QoS 1
+            pid = self._new_pid()
+            n = _head(rx, 0x82, 5 + len(t))
+            rx[n] = pid >> 8
+            rx[n + 1] = pid & 0xFF
+            n = _put(rx, n + 2, t)
+            rx[n] = 1
             self._subacks += 1
-            await self._send(rx[:n])
+            await self._send(rx[:n + 1])
         if self.will_topic:
-            n = self._encode(rx, 0, u.publish, self.will_topic, b"online", True, 0)
+            n = _publish(rx, 0, self.will_topic, b"online", True, 0)
             await self._send(rx[:n])
         for i in self._order:  # unacknowledged ones first, in their order, with DUP
             if self._was_sent[i]:
@@ -674,26 +661,37 @@ class Client:
             if p not in self._pid:
                 return p
 
-    def _encode(self, mv, pid, fn, *args):
-        """Let umqtt.simple's `fn` encode one packet (with packet id `pid`, 0: none) into
-        mv; return its length."""
-        if pid:
-            self._u.pid = pid - 1  # it takes the next id
-        _buf.start(mv)
-        try:
-            fn(*args)
-        except _Sent:
-            pass
-        return _buf.n
+    def _connect_packet(self, mv):
+        """CONNECT (MQTT 3.1.1) into mv: client id, the will (status "offline", QoS 1,
+        retained), user name and password; returns its length."""
+        cid = self.client_id
+        will = self.will_topic
+        user = self._user
+        flags = 2 if self.clean_session else 0
+        size = 12 + len(cid)
+        if will:
+            flags |= 0x2C  # will, will QoS 1, will retain
+            size += 4 + len(will) + 7
+        if user is not None:
+            flags |= 0xC0  # user name, password
+            size += 4 + len(user) + len(self._password)
+        n = _put(mv, _head(mv, 0x10, size), b"MQTT")
+        ka = self.keepalive_ms // 1000
+        mv[n] = 4  # protocol level 3.1.1
+        mv[n + 1] = flags
+        mv[n + 2] = ka >> 8
+        mv[n + 3] = ka & 0xFF
+        n = _put(mv, n + 4, cid)
+        if will:
+            n = _put(mv, _put(mv, n, will), b"offline")
+        if user is not None:
+            n = _put(mv, _put(mv, n, user), self._password)
+        return n
 
 
 async def _writable(sock):
     # one wait for the socket to take data, through asyncio's poller (as Stream.drain)
     yield core._io_queue.queue_write(sock)
-
-
-def _nop(topic, msg):
-    pass
 
 
 def _enc(s):
