@@ -230,7 +230,7 @@ class Client:
         if i < 0:
             return None
         pid = self._new_pid() if qos else 0
-        n = _publish(self._slot(i), pid, _enc(topic), msg, retain, qos)
+        n = _publish(self._slot(i), pid, _enc(topic), _enc(msg), retain, qos)
         self._len[i] = n
         self._pid[i] = pid
         self._sent[i] = 0

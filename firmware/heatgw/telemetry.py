@@ -349,18 +349,19 @@ class Telemetry:
         """Topics, buffers and the client, once, while the heap is young: a task
         restart later reuses them (no new 1 KB blocks in a fragmented heap)."""
         from heatgw import mqtt
-        from heatgw.topics import Topics
 
         mc = self.mcfg
         node = self.gw.cfg["node_id"]
         if self.w is None:
-            t = Topics(mc["prefix"], mc["site"], node)
-            self.topics = t
-            self.t_tel = t.telemetry.encode()
-            self.t_ev = t.event.encode()
-            self.t_state = t.state.encode()
-            self.t_cmd = t.cmd.encode()
-            self.t_ack = t.cmd_ack.encode()
+            # the topics as bytes, once; heatgw.topics (names validated) is dropped again
+            base = self._topics().base.encode()
+            _forget("topics")
+            self.t_tel = base + b"telemetry"
+            self.t_ev = base + b"event"
+            self.t_state = base + b"state"
+            self.t_cmd = base + b"cmd"
+            self.t_ack = base + b"cmd/ack"
+            self.t_alarm = base + b"alarm/"  # + the alarm id (alarms.py: a valid level)
             ha = mc.get("ha_discovery_prefix")
             self.t_ha = None if not ha else (ha + "/status").encode()
             self.chash = pl.config_hash(self.data + "/config.json")
@@ -372,6 +373,13 @@ class Telemetry:
                                        inflight=_INFLIGHT, pace=self._after_tick)
         if self._awaits:  # the host board: virtual time waits for the replies it awaits
             self._awaits(self.client.awaiting_reply)
+
+    def _topics(self):
+        # heatgw.topics.Topics of this node (validates the names): loaded when needed
+        from heatgw.topics import Topics
+
+        mc = self.mcfg
+        return Topics(mc["prefix"], mc["site"], self.gw.cfg["node_id"])
 
     async def run(self, asyncio):
         from heatgw import mqtt
@@ -506,7 +514,7 @@ class Telemetry:
             return True
         aid = self._dirty[0]
         mv = pl.alarm(self.w, book.get(aid))  # None: removed -> empty retained payload
-        if self._pub(c, self.topics.alarm(aid), mv, True) is None:
+        if self._pub(c, self.t_alarm + aid.encode(), mv, True) is None:
             return None
         self._dirty.pop(0)
         return True
@@ -516,7 +524,7 @@ class Telemetry:
             from heatgw import hadisc
 
             self.ha_dirty = False
-            self._ha = hadisc.configs(self.topics, self.mcfg["ha_discovery_prefix"],
+            self._ha = hadisc.configs(self._topics(), self.mcfg["ha_discovery_prefix"],
                                       tuple(self.cfg.get("sensors") or ()))
             self._ha_next = None
         if self._ha_next is None:
@@ -525,6 +533,7 @@ class Telemetry:
             except StopIteration:
                 self._ha = None
                 _forget("hadisc")  # used once per connection (and HA restart)
+                _forget("topics")
                 gc.collect()
                 return True
         topic, payload = self._ha_next
