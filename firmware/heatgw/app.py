@@ -25,6 +25,8 @@ and is restarted with capped exponential backoff; `_FAILING_RESTARTS` crashes wi
 
 import json
 
+from micropython import const
+
 from heatgw import clock
 from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
@@ -34,14 +36,14 @@ from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
 
 _CHECKED_IN = ("sampler", "control")  # the supervisor's own liveness is its watchdog feed
-_RESTART_BASE_MS = 1_000  # first restart of a crashed restartable task; doubles per crash
-_RESTART_CAP_MS = 60_000
-_FAILING_RESTARTS = 5  # this many crashes within the window: a task_failing event
-_FAILING_WINDOW_MS = 600_000
-_STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
-_EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
-_STATUS_EVERY_MS = 60_000
-_MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
+_RESTART_BASE_MS = const(1_000)  # first restart of a crashed restartable task; doubles per crash
+_RESTART_CAP_MS = const(60_000)
+_FAILING_RESTARTS = const(5)  # this many crashes within the window: a task_failing event
+_FAILING_WINDOW_MS = const(600_000)
+_STATE_VERSION = const(2)  # 2: the event log moved to its own files (heatgw.events)
+_EVENTS_PER_FILE = const(32)  # on flash, two files: the newest 32..64 events survive a reboot
+_STATUS_EVERY_MS = const(60_000)
+_MAX_POLLS = const(8)  # bias settle, wiring-check polls, conversion, with margin
 
 
 class Gateway:

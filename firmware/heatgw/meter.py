@@ -25,6 +25,8 @@ targets: never accumulate them).
 
 from array import array
 
+from micropython import const
+
 from heatgw import meterkernel as _k
 
 # m°C sentinel for a missing reading (None works too): far below absolute zero, yet a
@@ -32,15 +34,15 @@ from heatgw import meterkernel as _k
 # 32-bit target (-0x40000000 would be a long int there: its literal is 2**30).
 INVALID = -0x20000000
 
-_CODE_MAX = 0x3FFFFFFF  # temperature codes (mK absolute) stay below 2**30 (small ints)
+_CODE_MAX = const(0x3FFFFFFF)  # temperature codes (mK absolute) stay below 2**30 (small ints)
 # Valid m°C readings: code = t + K_OFFSET_MC in [1, _CODE_MAX]. _code() compares before it
 # adds, so no sum leaves the small-int range whatever small int it is given.
 _T_MIN_MC = 1 - _k.K_OFFSET_MC
 _T_MAX_MC = _CODE_MAX - _k.K_OFFSET_MC
-_E_LIMIT = 1 << 90  # energy capacity, nJ (top limb < 2**30)
-_L_LIMIT = 1 << 60  # volume (µL) and time (ms) capacity
-_NJ_PER_WH = 3_600_000_000_000
-_M30 = 0x3FFFFFFF
+_E_LIMIT = const(1 << 90)  # energy capacity, nJ (top limb < 2**30)
+_L_LIMIT = const(1 << 60)  # volume (µL) and time (ms) capacity
+_NJ_PER_WH = const(3_600_000_000_000)
+_M30 = const(0x3FFFFFFF)
 
 # totals() keys -> first limb in the kernel state, limb count
 _TOTALS = (

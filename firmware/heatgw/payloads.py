@@ -25,6 +25,11 @@ Floats (temperatures, flow, power) are formatted with fixed decimals; on the tar
 are single precision (~7 digits), enough for every one of them.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the tests): const() is the identity on ints
+    const = int
+
 import json
 from array import array
 
@@ -36,9 +41,9 @@ NOT_CONFIGURED = "not_configured"
 
 # Offsets in Snapshot.limbs (LSB first) and the kernel state's first limb of each total.
 _E, _V, _T, _ERR, _LOW = 0, 3, 5, 7, 9
-_LIMBS = 11
-_M15 = 0x7FFF
-_HALVES = 6  # 3 limbs of 30 bits
+_LIMBS = const(11)
+_M15 = const(0x7FFF)
+_HALVES = const(6)  # 3 limbs of 30 bits
 _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")

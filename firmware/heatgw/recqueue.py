@@ -57,13 +57,18 @@ RAM: a few ints per segment and two record buffers, whatever the number of recor
 append allocates a little garbage (struct args, file object), never more with length.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the tests): const() is the identity on ints
+    const = int
+
 import struct
 
 from heatgw.store import crc32
 
 REC_LEN = 104
 _BODY = REC_LEN - 4
-_VERSION = 0x51
+_VERSION = const(0x51)
 KIND_TELEMETRY = 1
 KIND_EVENT = 2
 KIND_ALARM = 3
@@ -71,12 +76,12 @@ INVALID = -0x20000000  # i32 marker of "no valid value" (heatgw.meter.INVALID)
 # Unix seconds of 2020-01-01 (1577836800) in two halves: each a 31-bit small int, so the
 # constant itself is no long int on the targets (the sum with a 1970-based utc is one).
 _EPOCH_HALF = 788918400  # u32 utc since 2020 lasts until 2156
-_M30 = 0x3FFFFFFF
+_M30 = const(0x3FFFFFFF)
 _HDR = "<BBHIIIHHI"  # 24 bytes
 _TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes
 _EVT = "<iiii60s"  # 76 bytes
-_TEXT_LEN = 60
-_RANGES = 4  # acked ranges above low kept in RAM
+_TEXT_LEN = const(60)
+_RANGES = const(4)  # acked ranges above low kept in RAM
 TEMPS = ("supply_mc", "return_mc", "sink_return_mc", "coolant_mc")
 TIMES = ("time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
 # Codes are indexes: append new names at the end, never reorder (records on flash).

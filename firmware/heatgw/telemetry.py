@@ -39,22 +39,24 @@ with the longest real time one loop iteration or network call took (heatgw.clock
 
 import gc
 
+from micropython import const
+
 from heatgw import clock
 from heatgw import payloads as pl
 from heatgw import recqueue as rq
 from heatgw.alarms import AlarmBook
 
-_STATS_EVERY_MS = 60_000
-_IDLE_MS = 1_000  # the task's longest sleep when nothing is to do (it is woken anyway)
-_ACKS = 4  # command answers waiting for a slot
-_RESENDS = 4  # resend jobs held at once
-_ALARMS = 10
+_STATS_EVERY_MS = const(60_000)
+_IDLE_MS = const(1_000)  # the task's longest sleep when nothing is to do (it is woken anyway)
+_ACKS = const(4)  # command answers waiting for a slot
+_RESENDS = const(4)  # resend jobs held at once
+_ALARMS = const(10)
 # Messages in flight at once. One: each PUBACK comes before the next PUBLISH, so on the
 # host board a reply never overlaps the next send (vasyncio's grace after data would cut
 # the reply window of a later send: a healthy broker would look dead); on a LAN one
 # round trip per record still drains well above 50 records/s. It also keeps the
 # client's in-flight table at one 1 KB slot.
-_INFLIGHT = 1
+_INFLIGHT = const(1)
 _STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot")
 _SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms", "seq")  # seq: the event log's
 # alarm id (prefix) -> recqueue.ALARM_CODES name
@@ -62,7 +64,7 @@ _ALARM_CODE = (("save_failed", "save_failed"), ("task_failing:", "task_failing")
                ("it_coolant_high", "trip_latched"), ("valve_stuck", "trip_latched"),
                ("sensor_fault:", "sensor_fault"), ("sensor_stale:", "sensor_fault"),
                ("queue_dropped", "queue_drop"), ("crash:", "fault"), ("task_stalled:", "fault"))
-_MAX_SMALL = 0x1FFFFFFF
+_MAX_SMALL = const(0x1FFFFFFF)
 
 
 def _forget(name):
