@@ -24,8 +24,12 @@ DOWN = "down"  # not connected (also: broker down at boot, the normal case)
 CONNECTING = "connecting"
 UP = "up"
 
-_CONNACK = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
-            "bad user name or password", "not authorised")
+# CONNACK return codes 1.., and the socket errors why() names: one string each (read when
+# a connection fails), not a tuple or dict of strings
+_CONNACK = ("unacceptable protocol version,client id rejected,server unavailable,"
+            "bad user name or password,not authorised")
+_ERRNOS = ("111 connection refused,104 connection reset,113 host unreachable,"
+           "110 connect timeout,32 broken pipe")
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 _EINPROGRESS = 115  # errno.EINPROGRESS on lwIP and Linux alike
@@ -92,8 +96,11 @@ def why(e):
                 return "TLS: server certificate not verified by the configured CA (%s)" % (
                     a[-1],)
             return "TLS error %s" % (a,)
-        return {111: "connection refused", 104: "connection reset", 113: "host unreachable",
-                110: "connect timeout", 32: "broken pipe"}.get(code, "OSError %s" % (a,))
+        for item in _ERRNOS.split(","):
+            n, text = item.split(" ", 1)
+            if int(n) == code:
+                return text
+        return "OSError %s" % (a,)
     return "%s: %s" % (type(e).__name__, e)
 
 
@@ -394,8 +401,9 @@ class Client:
             raise MQTTError("protocol: expected CONNACK, got type 0x%02x" % h)
         rc = rx[1]
         if rc:
+            why = _CONNACK.split(",")
             raise MQTTError("broker refused: %s" % (
-                _CONNACK[rc] if rc < len(_CONNACK) else "code %d" % rc))
+                why[rc - 1] if rc <= len(why) else "code %d" % rc))
         self.session_present = bool(rx[0] & 1)
         for t in self.subs:  # SUBSCRIBE, QoS 1
             pid = self._new_pid()
@@ -561,11 +569,11 @@ class Client:
                     continue
                 if t == 0x40:
                     if n != 2:
-                        raise MQTTError("protocol: PUBACK of %d bytes" % n)
+                        raise MQTTError("protocol: %s of %d bytes" % ("PUBACK", n))
                     self._acked(self._rx[0] << 8 | self._rx[1])
                 elif t == 0x90:
                     if n != 3:
-                        raise MQTTError("protocol: SUBACK of %d bytes" % n)
+                        raise MQTTError("protocol: %s of %d bytes" % ("SUBACK", n))
                     if self._subacks:
                         self._subacks -= 1
                     if self._rx[2] == 0x80:
@@ -573,7 +581,7 @@ class Client:
                         self.last_error = "subscription refused by the broker"
                 elif t == 0xD0:
                     if n:
-                        raise MQTTError("protocol: PINGRESP of %d bytes" % n)
+                        raise MQTTError("protocol: %s of %d bytes" % ("PINGRESP", n))
                     self._ping_t = None
                     self._ev.set()  # the writer slept until the PINGRESP deadline
                 else:
@@ -590,7 +598,7 @@ class Client:
         rx = self._rx
         head = 4 if qos else 2
         if n < head:
-            raise MQTTError("protocol: PUBLISH of %d bytes" % n)
+            raise MQTTError("protocol: %s of %d bytes" % ("PUBLISH", n))
         if n > len(rx):  # too big for the buffer: skip it, but acknowledge it
             await self._readn(rx, 2)
             tl = rx[0] << 8 | rx[1]

@@ -26,9 +26,10 @@ first 100:
                return_mc, sink_return_mc, coolant_mc i32 | flow_ml_h i32 | power_w i32
                | u8 relay | u8 reason | u16 active | u16 latched | u16 heap_free / 16
     event, alarm 76: 4 x i32 args | 60 bytes of UTF-8 text (zero padded)
-`code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0). A value that is not
-valid is stored as INVALID (i32), None on reading. `low` is the ack low-water mark when
-the record was written: every seq <= low was acknowledged or its drop recorded.
+`code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0; code_of, name_of). A
+value that is not valid is stored as INVALID (i32), None on reading. `low` is the ack
+low-water mark when the record was written: every seq <= low was acknowledged or its drop
+recorded.
 
 Files: `segments` files seg00.. in `directory`, each appended record by record, and
 `ack`. Why segments and not one file of fixed slots: littlefs is copy-on-write, a write
@@ -84,17 +85,49 @@ _TEXT_LEN = const(60)
 _RANGES = const(4)  # acked ranges above low kept in RAM
 TEMPS = ("supply_mc", "return_mc", "sink_return_mc", "coolant_mc")
 TIMES = ("time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
-# Codes are indexes: append new names at the end, never reorder (records on flash).
-EVENT_CODES = ("other", "boot", "state", "trip", "clear", "latch", "reset", "crash", "task",
-               "task_failing", "supervisor", "config", "request", "restored", "save_failed",
-               "queue_drop", "net_up", "net_down", "mqtt_up", "mqtt_down", "cmd", "cmd_rejected")
-ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_fault",
-               "queue_drop", "fault")
+# Codes are indexes: append new names at the end, never reorder (records on flash). Each
+# table is one string of space-separated names (code_of() and name_of() look them up), not
+# a tuple of str objects.
+EVENT_CODES = ("other boot state trip clear latch reset crash task task_failing supervisor "
+               "config request restored save_failed queue_drop net_up net_down mqtt_up "
+               "mqtt_down cmd cmd_rejected")
+ALARM_CODES = "other save_failed task_failing trip_latched sensor_fault queue_drop fault"
 # Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
-REASONS = ("none", "boot", "no_config", "it_coolant_high", "sink_return_high", "valve_stuck",
-           "sink_flow_low", "sink_unavailable", "flow_implausible", "maintenance",
-           "sensor_fault", "sensor_stale", "recovered")
-_DROP = EVENT_CODES.index("queue_drop")
+REASONS = ("none boot no_config it_coolant_high sink_return_high valve_stuck sink_flow_low "
+           "sink_unavailable flow_implausible maintenance sensor_fault sensor_stale recovered")
+
+
+def code_of(names, name):
+    """The index of `name` in the table `names` (above), -1 when it is not there.
+    Allocation-free."""
+    if type(name) is not str or not name or " " in name:
+        return -1
+    i = 0
+    at = 0
+    while True:
+        end = names.find(" ", at)
+        if end < 0:
+            end = len(names)
+        if end - at == len(name) and names.startswith(name, at):
+            return i
+        if end == len(names):
+            return -1
+        at = end + 1
+        i += 1
+
+
+def name_of(names, code):
+    """The name at index `code` of the table `names` (above), None when there is none."""
+    at = 0
+    for _ in range(code):
+        at = names.find(" ", at) + 1
+        if not at:
+            return None
+    end = names.find(" ", at)
+    return names[at:] if end < 0 else names[at:end]
+
+
+_DROP = code_of(EVENT_CODES, "queue_drop")
 
 
 def default_capacity(fs_bytes, share_pct=50, segments=16):
@@ -121,7 +154,8 @@ def reason_code(reason):
         return 0
     i = reason.find(":")
     name = reason if i < 0 else reason[:i]
-    return REASONS.index(name) if name in REASONS else 255
+    c = code_of(REASONS, name)
+    return 255 if c < 0 else c
 
 
 def reason_bits(reasons):
@@ -182,8 +216,8 @@ def decode(buf):
         rec["heap_free"] = None if v[23] == 0xFFFF else v[23] * 16
     else:
         a0, a1, a2, a3, text = struct.unpack_from(_EVT, buf, 24)
-        names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
-        rec["code"] = names[code] if code < len(names) else code
+        name = name_of(EVENT_CODES if kind == KIND_EVENT else ALARM_CODES, code)
+        rec["code"] = code if name is None else name
         rec["args"] = (a0, a1, a2, a3)
         n = text.find(b"\x00")
         rec["text"] = (text if n < 0 else text[:n]).decode()
@@ -560,11 +594,11 @@ class RecordQueue:
         if kind == KIND_TELEMETRY:
             return 0
         code = fields.get("code", 0)
-        names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
         if isinstance(code, str):
-            if code not in names:
+            c = code_of(EVENT_CODES if kind == KIND_EVENT else ALARM_CODES, code)
+            if c < 0:
                 raise ValueError("unknown code " + code)
-            return names.index(code)
+            return c
         if type(code) is not int or not 0 <= code < 0x10000:
             raise ValueError("bad code")
         return code

@@ -59,11 +59,10 @@ _ALARMS = const(10)
 _INFLIGHT = const(1)
 _STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot")
 _SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms", "seq")  # seq: the event log's
-# alarm id (prefix) -> recqueue.ALARM_CODES name
-_ALARM_CODE = (("save_failed", "save_failed"), ("task_failing:", "task_failing"),
-               ("it_coolant_high", "trip_latched"), ("valve_stuck", "trip_latched"),
-               ("sensor_fault:", "sensor_fault"), ("sensor_stale:", "sensor_fault"),
-               ("queue_dropped", "queue_drop"), ("crash:", "fault"), ("task_stalled:", "fault"))
+# alarm id (a prefix when it ends in ":") = its recqueue.ALARM_CODES name
+_ALARM_CODE = ("save_failed=save_failed task_failing:=task_failing it_coolant_high=trip_latched"
+               " valve_stuck=trip_latched sensor_fault:=sensor_fault sensor_stale:=sensor_fault"
+               " queue_dropped=queue_drop crash:=fault task_stalled:=fault")
 _MAX_SMALL = const(0x1FFFFFFF)
 
 
@@ -97,7 +96,8 @@ def _summary(ev, kind):
 
 
 def _alarm_code(alarm_id):
-    for key, code in _ALARM_CODE:
+    for pair in _ALARM_CODE.split():
+        key, code = pair.split("=")
         if alarm_id == key or (key[-1] == ":" and alarm_id.startswith(key)):
             return code
     return "other"
@@ -114,7 +114,12 @@ def _mc(t):
 
 
 def _names(bits):
-    return [rq.REASONS[i] for i in range(1, 16) if bits >> i & 1 and i < len(rq.REASONS)]
+    out = []
+    for i in range(1, 16):
+        name = rq.name_of(rq.REASONS, i) if bits >> i & 1 else None
+        if name is not None:
+            out.append(name)
+    return out
 
 
 class Telemetry:
@@ -189,7 +194,7 @@ class Telemetry:
         elif k == "net" and ev.get("state") in ("up", "down"):
             code = "net_" + ev["state"]
         else:
-            code = k if k in rq.EVENT_CODES else "other"
+            code = k if rq.code_of(rq.EVENT_CODES, k) >= 0 else "other"
         if k in _STATE_KINDS:
             self.state_dirty = True
         self._append(rq.KIND_EVENT, {"boot": ev.get("boot"), "up_ms": ev.get("up_ms"),
@@ -631,7 +636,7 @@ class Telemetry:
         s.state = "reuse" if s.relay_reuse else "bypass"
         code = rec["reason"]
         # a cause the queue has no code for (255) is still a cause: never null
-        s.reason = rq.REASONS[code] if code < len(rq.REASONS) else "unknown"
+        s.reason = rq.name_of(rq.REASONS, code) or "unknown"
         s.active = _names(rec["active"])
         s.latched = _names(rec["latched"])
         s.heap_free = rec["heap_free"]
