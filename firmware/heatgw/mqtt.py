@@ -33,6 +33,7 @@ _ERRNOS = ("111 connection refused,104 connection reset,113 host unreachable,"
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 _EINPROGRESS = 115  # errno.EINPROGRESS on lwIP and Linux alike
+_PUBACKS = 8  # incoming QoS 1 messages whose PUBACK is still to send: more is a dead link
 
 
 class MQTTError(Exception):
@@ -182,9 +183,8 @@ class Client:
         self._rnd = seed  # jitter differs from node to node, deterministically
         self._ev = asyncio.Event()  # wakes the writer: new publish, reader died
         self._slot_ev = asyncio.Event()  # a slot was freed
-        self._lock = asyncio.Lock()  # writer and reader (PUBACK) share the stream
+        self._pubacks = []  # packet ids the reader received QoS 1: the writer acks them
         self._sock = None
-        self._s = None
         self._addr = None
         self._dead = None  # the reader's exception
         self._ping_t = None  # ticks of the unanswered PINGREQ
@@ -346,7 +346,6 @@ class Client:
     def _close(self):
         s = self._sock
         self._sock = None
-        self._s = None
         if s is not None:
             t0 = clock.real_us()
             try:
@@ -388,7 +387,7 @@ class Client:
                 clock.took(t0, "tls")
             self._sock = s
         self._handshaking = self._ssl is not None  # until the CONNACK: it came through TLS
-        self._s = asyncio.StreamReader(s)
+        self._pubacks.clear()
         self._dead = None
         self._ping_t = None
         self._subacks = 0
@@ -429,6 +428,13 @@ class Client:
             while not self._stop:
                 if self._dead is not None:
                     raise self._dead
+                if self._pubacks:  # the reader's: this task is the only one that writes
+                    pid = self._pubacks.pop(0)
+                    a = self._ack
+                    a[2] = pid >> 8
+                    a[3] = pid & 0xFF
+                    await self._send(a)
+                    continue
                 for i in self._order:
                     if not self._sent[i]:
                         await self._send_slot(i)
@@ -484,30 +490,21 @@ class Client:
             self._free(i)  # QoS 0: done once written (nothing else frees it)
 
     async def _send(self, data):
-        async with self._lock:
-            if self._handshaking and self.pace is not None:
-                await self.pace()  # its first write may start the TLS handshake
-            t0 = clock.real_us()
-            self._s.write(data)  # the socket's write (with TLS: a handshake step) is here
-            clock.took(t0, "send")
-            await asyncio.wait_for_ms(self._drain(self._s), self.timeout_ms)
+        # Only the writer (connect, session, stop) sends: no lock. Bounded by timeout_ms.
+        await asyncio.wait_for_ms(self._write(data), self.timeout_ms)
         self._tx_t = clock.ticks_ms()
 
-    async def _drain(self, st):
-        # Stream.drain(), but each socket write after a wait is measured too: what the
-        # socket did not take at once (a full send buffer; with TLS the rest of the
-        # handshake, its certificate check and key exchange, runs in these writes)
-        buf = st.out_buf
-        if not buf:
-            return await st.drain()  # all written: drain's one yield
-        mv = memoryview(buf)
+    async def _write(self, data):
+        # Each write waits until the socket takes data (asyncio's poller: the host board's
+        # virtual time sees the send there) and is measured in real time; while connecting
+        # over TLS these writes carry the handshake, whose steps (the certificate check,
+        # the key exchange: long on a target's CPU) are paced.
+        mv = memoryview(data)
         off = 0
-        sock = st.s
-        # while connecting over TLS these writes carry the handshake: its steps (the
-        # certificate check, the key exchange: long on a target's CPU) are paced
+        sock = self._sock
         pace = self.pace if self._handshaking else None
         while off < len(mv):
-            await _writable(sock)
+            await _io(sock, True)
             if pace is not None:
                 await pace()
             t0 = clock.real_us()
@@ -515,15 +512,15 @@ class Client:
             clock.took(t0, "send")
             if n is not None:
                 off += n
-        st.out_buf = b""
 
     # ---- receiving ----------------------------------------------------------------------
 
     async def _readn(self, mv, n):
         got = 0
-        r = self._s
+        sock = self._sock
         while got < n:
-            k = await r.readinto(mv[got:n])
+            await _io(sock, False)
+            k = sock.readinto(mv[got:n])
             if k is None:
                 continue
             if not k:
@@ -624,11 +621,11 @@ class Client:
                     self.cb_errors += 1
                     self.last_error = "callback: %s" % (why(e),)
             clock.took(t0, "rx")  # with the callback (a command is handled in it)
-        if qos:
-            a = self._ack
-            a[2] = pid >> 8
-            a[3] = pid & 0xFF
-            await self._send(a)
+        if qos:  # the writer sends its PUBACK
+            if len(self._pubacks) >= _PUBACKS:
+                raise MQTTError("protocol: %d messages not acknowledged" % _PUBACKS)
+            self._pubacks.append(pid)
+            self._ev.set()
 
     # ---- the in-flight table ------------------------------------------------------------
 
@@ -697,9 +694,10 @@ class Client:
         return n
 
 
-async def _writable(sock):
-    # one wait for the socket to take data, through asyncio's poller (as Stream.drain)
-    yield core._io_queue.queue_write(sock)
+async def _io(sock, write):
+    # one wait until the socket takes data (write) or has some, through asyncio's poller
+    # (as its streams wait)
+    yield (core._io_queue.queue_write if write else core._io_queue.queue_read)(sock)
 
 
 def _enc(s):
