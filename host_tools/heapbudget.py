@@ -45,7 +45,11 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.config_schema": "dropped after boot",
                 "heatgw.migrate": "dropped after boot",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
-                "heatgw.selftest": "REPL only"}
+                "heatgw.selftest": "REPL only", "heatgw.dns": "per DNS query",
+                "heatgw.ntp": "per NTP query", "heatgw.wlan": "Wi-Fi boards only",
+                "heatgw.topics": "dropped after boot", "heatgw.hadisc": "per HA discovery",
+                "heatgw.command": "per command", "heatgw.secrets": "per read",
+                "heatgw.hmac256": "per command"}
 
 _MEASURE = """
 import gc, sys, json

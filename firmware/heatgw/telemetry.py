@@ -41,7 +41,7 @@ import gc
 
 from micropython import const
 
-from heatgw import clock
+from heatgw import clock, forget
 from heatgw import payloads as pl
 from heatgw import recqueue as rq
 from heatgw.alarms import AlarmBook
@@ -64,18 +64,6 @@ _ALARM_CODE = ("save_failed=save_failed task_failing:=task_failing it_coolant_hi
                " valve_stuck=trip_latched sensor_fault:=sensor_fault sensor_stale:=sensor_fault"
                " queue_dropped=queue_drop crash:=fault task_stalled:=fault")
 _MAX_SMALL = const(0x1FFFFFFF)
-
-
-def _forget(name):
-    import sys
-
-    import heatgw
-
-    sys.modules.pop("heatgw." + name, None)
-    try:
-        delattr(heatgw, name)
-    except (AttributeError, KeyError):
-        pass
 
 
 def _summary(ev, kind):
@@ -327,7 +315,7 @@ class Telemetry:
                 self._alarm_changes(changes, {"up_ms": self.gw.uptime_ms})
         self._secrets_read = True
         secrets = None
-        _forget("secrets")
+        forget("secrets")
         return s
 
     def shutdown(self):
@@ -362,7 +350,7 @@ class Telemetry:
         if self.w is None:
             # the topics as bytes, once; heatgw.topics (names validated) is dropped again
             base = self._topics().base.encode()
-            _forget("topics")
+            forget("topics")
             self.t_tel = base + b"telemetry"
             self.t_ev = base + b"event"
             self.t_state = base + b"state"
@@ -539,8 +527,8 @@ class Telemetry:
                 self._ha_next = next(self._ha)
             except StopIteration:
                 self._ha = None
-                _forget("hadisc")  # used once per connection (and HA restart)
-                _forget("topics")
+                forget("hadisc")  # used once per connection (and HA restart)
+                forget("topics")
                 gc.collect()
                 return True
         topic, payload = self._ha_next
@@ -734,8 +722,8 @@ class Telemetry:
             ack, ev, action = {"id": None, "ok": False, "error": "error: internal"}, None, None
             print("command: failed:", repr(gw.heap.caught(e)))
         cmds = Commands = None
-        _forget("command")
-        _forget("hmac256")
+        forget("command")
+        forget("hmac256")
         if ev is not None:
             gw.event(ev)
         if action is not None:
