@@ -33,6 +33,7 @@ _ERRNOS = ("111 connection refused,104 connection reset,113 host unreachable,"
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 _EINPROGRESS = 115  # errno.EINPROGRESS on lwIP and Linux alike
+_HEAD = 256  # per in-flight slot: a PUBLISH's fixed header, topic (< 247 bytes), packet id
 _PUBACKS = 8  # incoming QoS 1 messages whose PUBACK is still to send: more is a dead link
 
 
@@ -66,8 +67,9 @@ def _put(mv, n, b, prefixed=True):
     return end
 
 
-def _publish(mv, pid, topic, msg, retain, qos):
-    """PUBLISH (packet id pid when qos is 1) into mv; returns its length."""
+def _publish(mv, pid, topic, msg, retain, qos, head_only=False):
+    """PUBLISH (packet id pid when qos is 1) into mv; returns its length. head_only: all
+    but the payload (it follows from where it is)."""
     n = _head(mv, 0x30 | qos << 1 | (1 if retain else 0),
               2 + len(topic) + len(msg) + (2 if qos else 0))
     n = _put(mv, n, topic)
@@ -75,7 +77,7 @@ def _publish(mv, pid, topic, msg, retain, qos):
         mv[n] = pid >> 8
         mv[n + 1] = pid & 0xFF
         n += 2
-    return _put(mv, n, msg, False)
+    return n if head_only else _put(mv, n, msg, False)
 
 
 def why(e):
@@ -166,10 +168,12 @@ class Client:
         self.client_id = b(client_id)
         self._user = b(username) if username else None
         self._password = b(password or "")
-        # in-flight table, preallocated: slot i is _tx[i*max_packet:(i+1)*max_packet]
+        # In-flight table, preallocated: slot i holds a PUBLISH's header, topic and packet
+        # id in _tx[i*_HEAD:(i+1)*_HEAD], and a reference to its payload (no copy).
         self.max_packet = max_packet
-        self._tx = memoryview(bytearray(inflight * max_packet))
-        self._len = [0] * inflight  # encoded length; 0 = free
+        self._tx = memoryview(bytearray(inflight * _HEAD))
+        self._msg = [None] * inflight
+        self._len = [0] * inflight  # header length; 0 = free
         self._pid = [0] * inflight  # 0 for QoS 0
         self._sent = [0] * inflight  # 0 not yet sent on this session, else ticks when sent
         self._was_sent = [False] * inflight  # sent before: the next send has DUP
@@ -228,7 +232,9 @@ class Client:
     def publish(self, topic, msg, retain=False, qos=1):
         """Queue a message; returns its packet id (QoS 1), 0 (QoS 0), or None when the
         in-flight table is full or (QoS 0) not connected. Never waits. A QoS 1 message stays
-        until its PUBACK, across reconnects. ValueError when it cannot fit a slot."""
+        until its PUBACK, across reconnects. ValueError when the packet would be longer
+        than max_packet. The payload is not copied: msg (bytes, or a buffer its owner
+        leaves alone until the message is acknowledged) is sent from where it is."""
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
         if qos == 0 and self.state != UP:
@@ -236,9 +242,13 @@ class Client:
         i = self._free_slot()
         if i < 0:
             return None
+        topic = _enc(topic)
+        msg = _enc(msg)
+        if 9 + len(topic) + len(msg) > self.max_packet:
+            raise ValueError("packet of over %d bytes does not fit its buffer" % self.max_packet)
         pid = self._new_pid() if qos else 0
-        n = _publish(self._slot(i), pid, _enc(topic), _enc(msg), retain, qos)
-        self._len[i] = n
+        self._len[i] = _publish(self._slot(i), pid, topic, msg, retain, qos, True)
+        self._msg[i] = msg
         self._pid[i] = pid
         self._sent[i] = 0
         self._was_sent[i] = False
@@ -485,32 +495,42 @@ class Client:
         if qos1:  # marked first: its PUBACK may free the slot while we still drain
             self._sent[i] = clock.ticks_ms() or 1
             self._was_sent[i] = True
-        await self._send(self._slot(i)[:self._len[i]])
+        await self._send(self._slot(i)[:self._len[i]], self._msg[i])
         if not qos1:
             self._free(i)  # QoS 0: done once written (nothing else frees it)
 
-    async def _send(self, data):
+    async def _send(self, data, more=None):
         # Only the writer (connect, session, stop) sends: no lock. Bounded by timeout_ms.
-        await asyncio.wait_for_ms(self._write(data), self.timeout_ms)
+        await asyncio.wait_for_ms(self._write(data, more), self.timeout_ms)
         self._tx_t = clock.ticks_ms()
 
-    async def _write(self, data):
-        # Each write waits until the socket takes data (asyncio's poller: the host board's
-        # virtual time sees the send there) and is measured in real time; while connecting
+    async def _write(self, data, more):
+        # data, then more (a PUBLISH's payload), each write as soon as the socket takes
+        # data (asyncio's poller: the host board's virtual time sees the send there) and
+        # then all it takes at once, each write measured in real time; while connecting
         # over TLS these writes carry the handshake, whose steps (the certificate check,
         # the key exchange: long on a target's CPU) are paced.
-        mv = memoryview(data)
-        off = 0
         sock = self._sock
         pace = self.pace if self._handshaking else None
-        while off < len(mv):
+        mv = memoryview(data)
+        off = 0
+        while True:
             await _io(sock, True)
             if pace is not None:
                 await pace()
-            t0 = clock.real_us()
-            n = sock.write(mv[off:])
-            clock.took(t0, "send")
-            if n is not None:
+            while True:
+                if off >= len(mv):
+                    if more is None:
+                        return
+                    mv = memoryview(more)
+                    more = None
+                    off = 0
+                    continue
+                t0 = clock.real_us()
+                n = sock.write(mv[off:])
+                clock.took(t0, "send")
+                if not n:  # the socket takes no more now: wait for it
+                    break
                 off += n
 
     # ---- receiving ----------------------------------------------------------------------
@@ -630,8 +650,7 @@ class Client:
     # ---- the in-flight table ------------------------------------------------------------
 
     def _slot(self, i):
-        m = self.max_packet
-        return self._tx[i * m:(i + 1) * m]
+        return self._tx[i * _HEAD:(i + 1) * _HEAD]
 
     def _free_slot(self):
         for i in range(len(self._len)):
@@ -640,6 +659,7 @@ class Client:
         return -1
 
     def _free(self, i):
+        self._msg[i] = None
         self._len[i] = 0
         self._pid[i] = 0
         self._sent[i] = 0
