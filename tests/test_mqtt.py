@@ -390,7 +390,8 @@ def test_tls_wrong_ca_is_a_clear_error(tmp_path, node):
 
 def test_incoming_commands_reach_the_callback(broker, node):
     import paho.mqtt.publish as publish
-    n = node(port=broker.port, subs=[BASE + "/cmd", "homeassistant/status"], max_packet=256)
+    # the receive buffer is max_in (max_packet, 1024 by default, bounds what is sent)
+    n = node(port=broker.port, subs=[BASE + "/cmd", "homeassistant/status"], max_in=256)
     n.expect(up)
     time.sleep(0.2)  # SUBACK
     for qos, payload in ((1, "c1"), (0, "c0")):

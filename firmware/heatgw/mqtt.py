@@ -132,11 +132,13 @@ class Client:
     def __init__(self, client_id, host, port=1883, *, keepalive_s=60, clean_session=True,
                  username=None, password=None, will_topic=None, subs=(), cb=None,
                  ack_cb=None, event_cb=None, ssl=None, server_hostname=None, inflight=4,
-                 max_packet=1024, timeout_ms=10000, backoff_min_ms=1000,
+                 max_packet=1024, max_in=None, timeout_ms=10000, backoff_min_ms=1000,
                  backoff_max_ms=60000, pace=None):
         if not 1 <= keepalive_s <= 65535:
             raise ValueError("keepalive_s must be 1..65535")
-        if not 1 <= inflight <= 64 or not 128 <= max_packet <= 65536:
+        max_in = max_in or max_packet  # the largest packet received (the rest is skipped)
+        if not 1 <= inflight <= 64 or not 128 <= max_packet <= 65536 or \
+                not 128 <= max_in <= 65536:
             raise ValueError("inflight 1..64, max_packet 128..65536")
         if not 0 < backoff_min_ms <= backoff_max_ms < 2**29:
             raise ValueError("need 0 < backoff_min_ms <= backoff_max_ms")
@@ -178,7 +180,7 @@ class Client:
         self._sent = [0] * inflight  # 0 not yet sent on this session, else ticks when sent
         self._was_sent = [False] * inflight  # sent before: the next send has DUP
         self._order = []  # occupied slots in publish order
-        self._rx = memoryview(bytearray(max_packet))
+        self._rx = memoryview(bytearray(max_in))
         self._ack = bytearray(b"\x40\x02\x00\x00")
         self._next_pid = 0
         seed = 1
@@ -208,7 +210,7 @@ class Client:
         self.timeouts = 0
         self.pings = 0
         self.received = 0  # PUBLISH packets delivered to cb
-        self.rx_oversized = 0  # incoming payloads over max_packet: acked, dropped
+        self.rx_oversized = 0  # incoming packets over max_in: acked, dropped
         self.cb_errors = 0
         self.sub_failed = 0
 

@@ -57,6 +57,9 @@ _ALARMS = const(10)
 # round trip per record still drains well above 50 records/s. It also keeps the
 # client's in-flight table at one 1 KB slot.
 _INFLIGHT = const(1)
+# The largest packet received: a command (heatgw.command: at most 512 bytes) on the
+# longest `.../cmd` topic (4 prefix levels, site and node of 32 characters: 201 bytes)
+_MAX_IN = const(768)
 _STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot")
 _SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms", "seq")  # seq: the event log's
 # alarm id (a prefix when it ends in ":") = its recqueue.ALARM_CODES name
@@ -365,7 +368,8 @@ class Telemetry:
         # backoff; its 5th crash is the task_failing alarm)
         self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
                                        ack_cb=self._on_ack, event_cb=self._on_conn,
-                                       inflight=_INFLIGHT, pace=self._after_tick)
+                                       inflight=_INFLIGHT, max_in=_MAX_IN,
+                                       pace=self._after_tick)
         if self._awaits:  # the host board: virtual time waits for the replies it awaits
             self._awaits(self.client.awaiting_reply)
 
