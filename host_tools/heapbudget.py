@@ -49,6 +49,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.ntp": "per NTP query", "heatgw.wlan": "Wi-Fi boards only",
                 "heatgw.topics": "dropped after boot", "heatgw.hadisc": "per HA discovery",
                 "heatgw.command": "per command", "heatgw.secrets": "per read",
+                "heatgw.metertable": "dropped after boot",
                 "heatgw.hmac256": "per command"}
 
 _MEASURE = """

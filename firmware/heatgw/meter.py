@@ -93,7 +93,7 @@ class HeatMeter:
     """Integrates heat, volume and error/low-ΔΘ/negative-ΔΘ time from samples.
 
     table: a heatgw.fluid FluidTable (t0_mc, STEP_SHIFT 9, n, h_q64, rho_q32,
-        t_min_mc, t_max_mc); checked against the kernel's contract here.
+        t_min_mc, t_max_mc); checked against the kernel's contract (heatgw.metertable).
     meter_in_return: True if the volume sensor sits in the return (cold) pipe,
         False for the flow (hot) pipe. Required: it changes k by 1-7 %.
     cutoff_k: ΔΘ below this (K, > 0) integrates no energy and counts as low-ΔΘ time.
@@ -104,58 +104,13 @@ class HeatMeter:
 
     def __init__(self, table, *, meter_in_return, cutoff_k, t_min_c=None, t_max_c=None,
                  batch_len=16):
-        if table.STEP_SHIFT != _k.STEP_SHIFT:
-            raise ValueError("table grid step must be 2**9 mK")
-        if not 1 <= batch_len <= 4096:
-            raise ValueError("batch_len must be 1..4096")
-        n = table.n
-        h = table.h_q64
-        rho = table.rho_q32
-        if n < 2 or len(h) < n or len(rho) < n:
-            raise ValueError("table too short")
-        t0 = table.t0_mc
-        t_min = table.t_min_mc
-        t_max = table.t_max_mc
-        cfg = c_to_mc(t_min_c)
-        if cfg is not None and cfg > t_min:
-            t_min = cfg
-        cfg = c_to_mc(t_max_c)
-        if cfg is not None and cfg < t_max:
-            t_max = cfg
-        if t_min < t0:
-            t_min = t0
-        if t_max < t_min:
-            raise ValueError("empty temperature range")
-        if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC > _CODE_MAX:
-            raise ValueError("range outside kernel codes")
-        k_min = (t_min - t0) >> _k.STEP_SHIFT
-        k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1
-        if k_max > n - 1:
-            raise ValueError("t_max at the end of the table")
-        cutoff = c_to_mc(cutoff_k)
-        if cutoff is None or not 1 <= cutoff < 0x20000000:
-            raise ValueError("cutoff_k must be > 0")
-        # the kernel's table contract (see heatgw.meterkernel)
-        tab = array("i")
-        prev = 0
-        for k in range(n):
-            v = h[k]
-            if not 0 <= v < 0x4000000 or v < prev or v - prev >= 0x200000:
-                raise ValueError("h_q64 breaks the contract at %d" % k)
-            prev = v
-            tab.append(v)
-        rho_max = 0
-        prev = rho[0]
-        for k in range(n):
-            v = rho[k]
-            if not 0 < v < 0x10000 or abs(v - prev) >= 0x200000:
-                raise ValueError("rho_q32 breaks contract at %d" % k)
-            prev = v
-            if k_min <= k <= k_max and v > rho_max:
-                rho_max = v
-            tab.append(v)
-        if rho_max * (h[k_max] - h[k_min]) >= 1 << 41:
-            raise ValueError("rho*dh >= 2**41 (>= 2**30 J/m3)")
+        # checked and built once (heatgw.metertable), then dropped: the meter keeps the
+        # kernel's table and its range
+        from heatgw import forget, metertable
+
+        tab, n, t0, t_min, t_max, cutoff = metertable.build(table, t_min_c, t_max_c,
+                                                            cutoff_k, batch_len)
+        forget("metertable")
         self._tab = tab
         st = array("i", [0] * _k.STATE_WORDS)
         st[_k.ST_T0] = t0 + _k.K_OFFSET_MC
