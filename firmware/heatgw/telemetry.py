@@ -47,7 +47,6 @@ from heatgw import recqueue as rq
 from heatgw.alarms import AlarmBook
 
 _STATS_EVERY_MS = const(60_000)
-_IDLE_MS = const(1_000)  # the task's longest sleep when nothing is to do (it is woken anyway)
 _ACKS = const(4)  # command answers waiting for a slot
 _RESENDS = const(4)  # resend jobs held at once
 _ALARMS = const(10)
@@ -245,9 +244,12 @@ class Telemetry:
             pass
 
     def tick(self, gw, now):
-        """The control task's hook, every tick: a telemetry record every interval."""
+        """The control task's hook, every tick: a telemetry record every interval; wakes
+        the mqtt task (its longest sleep is one tick: tick_ms <= 1000)."""
         if self._tick_ev is not None:
             self._tick_ev.set()  # a paced TLS handshake step may go now
+        if self.wake is not None:
+            self.wake.set()
         if self._due is None:
             self._due = now
         if clock.ticks_diff(now, self._due) < 0:
@@ -420,21 +422,13 @@ class Telemetry:
                 if c.connects != self._connects_seen:
                     self._connected(c)
                 busy = self._one(c)
-                if busy is None:  # no slot free: wait for a PUBACK
-                    clock.took(t0, "loop")
-                    await c.wait_slot(_IDLE_MS)
-                    continue
             clock.took(t0, "loop")
-            if not busy:
-                left = clock.ticks_diff(stats_due, clock.ticks_ms())
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for_ms(self.wake.wait(),
-                                              max(1, min(_IDLE_MS, left)))
-                except asyncio.TimeoutError:
-                    pass
-            else:
+            if busy:
                 await asyncio.sleep_ms(0)
+            else:  # nothing to send, or no slot free: a record, a PUBACK (_on_ack), a
+                # connection change or the next control tick wakes us (no timer task)
+                self.wake.clear()
+                await self.wake.wait()
 
     def _follow_net(self, c):
         # heatgw.net resolves the broker's name without blocking; the client connects to
