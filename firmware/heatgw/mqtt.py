@@ -486,11 +486,15 @@ class Client:
                 self.pings += 1
                 await self._send(_PINGREQ)
             return
-        self._ev.clear()
+        # until _ev (a publish, the reader, stop) or the deadline: a timer task sets _ev
+        # then (lighter than wait_for, whose task and frames the idle writer would hold)
+        ev = self._ev
+        ev.clear()
+        timer = asyncio.create_task(_set_after(ev, ms))
         try:
-            await asyncio.wait_for_ms(self._ev.wait(), ms)
-        except asyncio.TimeoutError:
-            pass
+            await ev.wait()
+        finally:
+            timer.cancel()
 
     async def _send_slot(self, i):
         qos1 = self._pid[i]
@@ -714,6 +718,11 @@ class Client:
         if user is not None:
             n = _put(mv, _put(mv, n, user), self._password)
         return n
+
+
+async def _set_after(ev, ms):
+    await asyncio.sleep_ms(ms)
+    ev.set()
 
 
 async def _io(sock, write):
