@@ -541,7 +541,8 @@ class Gateway:
         asyncio.get_event_loop().set_exception_handler(self._loop_exception)
         for name, coro_fn, critical in self._tasks:
             self._start(name, coro_fn, critical)
-        await asyncio.Event().wait()  # the tasks run on; a latched fault lets the WDT act
+        while True:  # the tasks run on; a latched fault lets the WDT act
+            await asyncio.sleep_ms(3_600_000)
 
     def shutdown(self):
         """Orderly stop (console Ctrl-C, redeploy): relays safe, totals saved."""

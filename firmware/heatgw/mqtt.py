@@ -452,7 +452,23 @@ class Client:
                         await self._send_slot(i)
                         break
                 else:
-                    await self._wait(self._timers())
+                    ms = self._timers()
+                    if ms <= 0:
+                        if self._ping_t is None:
+                            self._ping_t = clock.ticks_ms() or 1
+                            self.pings += 1
+                            await self._send(_PINGREQ)
+                        continue
+                    # until _ev (a publish, the reader, stop) or the deadline: a timer
+                    # task sets _ev then (lighter than wait_for, whose task and frames the
+                    # idle writer would hold)
+                    ev = self._ev
+                    ev.clear()
+                    timer = asyncio.create_task(_set_after(ev, ms))
+                    try:
+                        await ev.wait()
+                    finally:
+                        timer.cancel()
         finally:
             reader.cancel()
 
@@ -478,23 +494,6 @@ class Client:
                     raise asyncio.TimeoutError  # no PUBACK
                 wait = min(wait, left)
         return wait
-
-    async def _wait(self, ms):
-        if ms <= 0:
-            if self._ping_t is None:
-                self._ping_t = clock.ticks_ms() or 1
-                self.pings += 1
-                await self._send(_PINGREQ)
-            return
-        # until _ev (a publish, the reader, stop) or the deadline: a timer task sets _ev
-        # then (lighter than wait_for, whose task and frames the idle writer would hold)
-        ev = self._ev
-        ev.clear()
-        timer = asyncio.create_task(_set_after(ev, ms))
-        try:
-            await ev.wait()
-        finally:
-            timer.cancel()
 
     async def _send_slot(self, i):
         qos1 = self._pid[i]
@@ -557,7 +556,14 @@ class Client:
         """Read one packet into _rx; return (first byte, length). Longer payloads are
         left unread (the caller skips them)."""
         rx = self._rx
-        await self._readn(rx, 1)
+        sock = self._sock
+        while True:  # the first byte: where the idle reader waits (no _readn frame)
+            await _io(sock, False)
+            k = sock.readinto(rx, 1)
+            if k:
+                break
+            if k is not None:
+                raise EOFError
         h = rx[0]
         n = 0
         sh = 0

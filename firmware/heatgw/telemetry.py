@@ -397,38 +397,35 @@ class Telemetry:
             await asyncio.sleep_ms(250)  # the link is down or the name not yet resolved
         self._follow_net(c)
         ctask = asyncio.create_task(c.run())
+        up = mqtt.UP
+        stats_due = clock.ticks_add(clock.ticks_ms(), _STATS_EVERY_MS)
         try:
-            await self._loop(asyncio, c, mqtt.UP)
+            while True:  # (in run() itself: one coroutine frame less for the task's life)
+                t0 = clock.real_us()  # this iteration's stretch, up to its await (took)
+                now = clock.ticks_ms()
+                if clock.ticks_diff(now, stats_due) >= 0:
+                    stats_due = clock.ticks_add(now, _STATS_EVERY_MS)
+                    self.gw.emit("mqtt", self.record())
+                busy = False
+                if c.state != up:
+                    self._follow_net(c)  # a new address after a DNS refresh
+                else:
+                    if c.connects != self._connects_seen:
+                        self._connected(c)
+                    busy = self._one(c)
+                clock.took(t0, "loop")
+                if busy:
+                    await asyncio.sleep_ms(0)
+                else:  # nothing to send, or no slot free: a record, a PUBACK (_on_ack), a
+                    # connection change or the next control tick wakes us (no timer task)
+                    self.wake.clear()
+                    await self.wake.wait()
         finally:
             c.stop()
             ctask.cancel()
             c._close()  # cancelled mid-session: its socket is ours to close
             c.state = mqtt.DOWN
             self._connects_seen = 0
-
-    async def _loop(self, asyncio, c, up):
-        gw = self.gw
-        stats_due = clock.ticks_add(clock.ticks_ms(), _STATS_EVERY_MS)
-        while True:
-            t0 = clock.real_us()  # this iteration's stretch, up to its await (clock.took)
-            now = clock.ticks_ms()
-            if clock.ticks_diff(now, stats_due) >= 0:
-                stats_due = clock.ticks_add(now, _STATS_EVERY_MS)
-                gw.emit("mqtt", self.record())
-            busy = False
-            if c.state != up:
-                self._follow_net(c)  # a new address after a DNS refresh
-            else:
-                if c.connects != self._connects_seen:
-                    self._connected(c)
-                busy = self._one(c)
-            clock.took(t0, "loop")
-            if busy:
-                await asyncio.sleep_ms(0)
-            else:  # nothing to send, or no slot free: a record, a PUBACK (_on_ack), a
-                # connection change or the next control tick wakes us (no timer task)
-                self.wake.clear()
-                await self.wake.wait()
 
     def _follow_net(self, c):
         # heatgw.net resolves the broker's name without blocking; the client connects to
