@@ -50,6 +50,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.topics": "dropped after boot", "heatgw.hadisc": "per HA discovery",
                 "heatgw.command": "per command", "heatgw.secrets": "per read",
                 "heatgw.metertable": "dropped after boot",
+                "heatgw.mqttsetup": "dropped after boot",
                 "heatgw.hmac256": "per command"}
 
 _MEASURE = """

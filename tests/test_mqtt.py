@@ -33,7 +33,7 @@ class board:  # real time: heatgw.clock must tick with the unix port's own async
     clock = time
 
 sys.modules["board"] = board
-from heatgw import mqtt
+from heatgw import mqtt, mqttsetup
 
 def out(**d):
     print(json.dumps(d))
@@ -41,7 +41,7 @@ def out(**d):
 async def main():
     kw = KW
     if CA:
-        kw["ssl"] = mqtt.tls_context(CA)
+        kw["ssl"] = mqttsetup.tls_context(CA)
     c = mqtt.Client(cb=lambda t, m: out(rx=t.decode(), msg=bytes(m).decode()),
                     ack_cb=lambda p: out(ack=p),
                     event_cb=lambda w, d: out(ev=w, why=d), **kw)
@@ -419,7 +419,7 @@ def test_from_config_builds_topics_and_defaults(mp, tmp_path):
     ca.write_bytes(make_ca()[1].public_bytes(serialization.Encoding.DER))
     out = mp.run_json("""
 import json
-from heatgw import mqtt
+from heatgw import mqtt, mqttsetup
 from heatgw.schema import validate
 from heatgw.config_schema import SCHEMA
 for sec in (None, {"host": "10.0.0.2", "site": "s1"},
@@ -427,7 +427,7 @@ for sec in (None, {"host": "10.0.0.2", "site": "s1"},
              "username": "u", "ha_discovery_prefix": "homeassistant", "tls": TLS}):
     cfg, errs = validate({"version": 2, "node_id": "n7", "mqtt": sec}, SCHEMA)
     try:
-        c = mqtt.from_config(cfg["mqtt"], cfg["node_id"], password="pw")
+        c = mqttsetup.from_config(cfg["mqtt"], cfg["node_id"], password="pw")
     except mqtt.MQTTError as e:
         print(json.dumps({"errs": errs, "error": str(e)}))
         continue

@@ -348,7 +348,7 @@ class Telemetry:
     def _build(self):
         """Topics, buffers and the client, once, while the heap is young: a task
         restart later reuses them (no new 1 KB blocks in a fragmented heap)."""
-        from heatgw import mqtt
+        from heatgw import mqttsetup
 
         mc = self.mcfg
         node = self.gw.cfg["node_id"]
@@ -368,10 +368,13 @@ class Telemetry:
             self.w = pl.Writer(1024)
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
         # backoff; its 5th crash is the task_failing alarm)
-        self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
-                                       ack_cb=self._on_ack, event_cb=self._on_conn,
-                                       inflight=_INFLIGHT, max_in=_MAX_IN,
-                                       pace=self._after_tick)
+        try:
+            self.client = mqttsetup.from_config(mc, node, self._password, cb=self._on_msg,
+                                                ack_cb=self._on_ack, event_cb=self._on_conn,
+                                                inflight=_INFLIGHT, max_in=_MAX_IN,
+                                                pace=self._after_tick)
+        finally:
+            forget("mqttsetup")  # used once (and again only if this failed)
         if self._awaits:  # the host board: virtual time waits for the replies it awaits
             self._awaits(self.client.awaiting_reply)
 
