@@ -434,7 +434,7 @@ for sec in (None, {"host": "10.0.0.2", "site": "s1"},
     print(json.dumps(None if c is None else {
         "errs": errs, "port": c.port, "id": c.client_id.decode(), "ka": c.keepalive_ms,
         "will": c.will_topic.decode(), "subs": [t.decode() for t in c.subs],
-        "tls": c._ssl is not None}))
+        "tls": c._tls is not None}))
 """.replace("TLS", repr({"ca_file": str(ca)})))
     assert out[0] is None
     assert out[1] == {"errs": [], "port": 1883, "id": "n7", "ka": 60000,

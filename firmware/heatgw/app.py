@@ -52,7 +52,6 @@ class Gateway:
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
-        self.boot_ms = now
         self._up_last_ms = now
         # Uptime as whole seconds + ms: a ms count passes 2**30 (a long int, an
         # allocation per tick on a 32-bit port) after 12.4 days; seconds last 34 years.
@@ -80,7 +79,6 @@ class Gateway:
         self.on_shutdown = None
         # Control-tick lateness in node time: how late the sampler woke against its
         # schedule, or the control task after the sample it acts on (ms; the worst).
-        self.tick_late_ms = 0
         self.worst_tick_late_ms = 0
         self._tasks = []
         self._asyncio = None
@@ -99,7 +97,7 @@ class Gateway:
         self.meter = meter
         if self._restored_totals:
             self.meter.restore(self._restored_totals)
-        self._restored_totals = None
+        del self._restored_totals  # boot only
         self._build_sensors(cfg.get("sensors") or {})
         self._build_flow(cfg.get("flow"), now)
         self.inputs = Inputs(tuple(self.sensors))
@@ -408,7 +406,6 @@ class Gateway:
             self.checkin("control", now)
 
     def _late(self, ms):
-        self.tick_late_ms = ms
         if ms > self.worst_tick_late_ms:
             self.worst_tick_late_ms = ms
 

@@ -18,6 +18,8 @@ import asyncio
 import socket
 from asyncio import core
 
+from micropython import const
+
 from heatgw import clock
 
 DOWN = "down"  # not connected (also: broker down at boot, the normal case)
@@ -32,6 +34,13 @@ _ERRNOS = ("111 connection refused,104 connection reset,113 host unreachable,"
            "110 connect timeout,32 broken pipe")
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
+_FAILURES = const(0)  # Client._n: counters read through stats()
+_TIMEOUTS = const(1)
+_PINGS = const(2)
+_RECEIVED = const(3)
+_RX_OVERSIZED = const(4)
+_CB_ERRORS = const(5)
+_SUB_FAILED = const(6)
 _EINPROGRESS = 115  # errno.EINPROGRESS on lwIP and Linux alike
 _HEAD = 256  # per in-flight slot: a PUBLISH's fixed header, topic (< 247 bytes), packet id
 _PUBACKS = 8  # incoming QoS 1 messages whose PUBACK is still to send: more is a dead link
@@ -136,8 +145,7 @@ class Client:
         self.cb = cb
         self.ack_cb = ack_cb
         self.event_cb = event_cb
-        self._ssl = ssl
-        self._sni = server_hostname or host
+        self._tls = None if ssl is None else (ssl, server_hostname or host)  # ctx, SNI
         self.timeout_ms = timeout_ms
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
@@ -147,8 +155,7 @@ class Client:
         self._handshaking = False
         # what CONNECT carries (the password only when there is a user name)
         self.client_id = b(client_id)
-        self._user = b(username) if username else None
-        self._password = b(password or "")
+        self._login = (b(username), b(password or "")) if username else None
         # In-flight table, preallocated: slot i holds a PUBLISH's header, topic and packet
         # id in _tx[i*_HEAD:(i+1)*_HEAD], and a reference to its payload (no copy).
         self.max_packet = max_packet
@@ -160,7 +167,6 @@ class Client:
         self._was_sent = [False] * inflight  # sent before: the next send has DUP
         self._order = []  # occupied slots in publish order
         self._rx = memoryview(bytearray(max_in))
-        self._ack = bytearray(b"\x40\x02\x00\x00")
         self._next_pid = 0
         seed = 1
         for c in b(client_id):
@@ -185,13 +191,10 @@ class Client:
         self.retransmitted = 0  # sent again with DUP after a reconnect
         self.reconnects = 0  # connections after the first
         self.connects = 0
-        self.failures = 0  # failed connections and lost sessions
-        self.timeouts = 0
-        self.pings = 0
-        self.received = 0  # PUBLISH packets delivered to cb
-        self.rx_oversized = 0  # incoming packets over max_in: acked, dropped
-        self.cb_errors = 0
-        self.sub_failed = 0
+        # failed connections and lost sessions, timeouts, pings, PUBLISH packets delivered
+        # to cb, incoming packets over max_in (acked, dropped), callback errors, refused
+        # subscriptions: read through stats()
+        self._n = [0] * 7
 
     # ---- the application's side ---------------------------------------------------------
 
@@ -255,10 +258,11 @@ class Client:
     def stats(self):
         return {"state": self.state, "published": self.published, "acked": self.acked,
                 "retransmitted": self.retransmitted, "reconnects": self.reconnects,
-                "connects": self.connects, "failures": self.failures,
-                "timeouts": self.timeouts, "pings": self.pings, "received": self.received,
-                "inflight": len(self._order), "rx_oversized": self.rx_oversized,
-                "cb_errors": self.cb_errors, "sub_failed": self.sub_failed,
+                "connects": self.connects, "failures": self._n[_FAILURES],
+                "timeouts": self._n[_TIMEOUTS], "pings": self._n[_PINGS],
+                "received": self._n[_RECEIVED], "inflight": len(self._order),
+                "rx_oversized": self._n[_RX_OVERSIZED], "cb_errors": self._n[_CB_ERRORS],
+                "sub_failed": self._n[_SUB_FAILED],
                 "last_error": self.last_error}
 
     def stop(self):
@@ -287,8 +291,8 @@ class Client:
                 await self._session()
             except Exception as e:  # CancelledError is a BaseException: it goes through
                 if isinstance(e, asyncio.TimeoutError):
-                    self.timeouts += 1
-                self.failures += 1
+                    self._n[_TIMEOUTS] += 1
+                self._n[_FAILURES] += 1
                 self.last_error = why(e)
                 self._event("down", self.last_error)
             if self._stop and self.state == UP:
@@ -332,7 +336,7 @@ class Client:
             try:
                 self.event_cb(what, detail)
             except Exception:
-                self.cb_errors += 1
+                self._n[_CB_ERRORS] += 1
 
     def _close(self):
         s = self._sock
@@ -368,16 +372,17 @@ class Client:
                     raise
         finally:
             clock.took(t0, "connect")
-        if self._ssl is not None:
+        tls = self._tls
+        if tls is not None:
             # the handshake runs inside the first writes/reads, bounded by their timeout
             t0 = clock.real_us()
             try:
-                s = self._ssl.wrap_socket(s, server_hostname=self._sni,
+                s = tls[0].wrap_socket(s, server_hostname=tls[1],
                                           do_handshake_on_connect=False)
             finally:
                 clock.took(t0, "tls")
             self._sock = s
-        self._handshaking = self._ssl is not None  # until the CONNACK: it came through TLS
+        self._handshaking = tls is not None  # until the CONNACK: it came through TLS
         self._pubacks.clear()
         self._dead = None
         self._ping_t = None
@@ -421,10 +426,7 @@ class Client:
                     raise self._dead
                 if self._pubacks:  # the reader's: this task is the only one that writes
                     pid = self._pubacks.pop(0)
-                    a = self._ack
-                    a[2] = pid >> 8
-                    a[3] = pid & 0xFF
-                    await self._send(a)
+                    await self._send(bytes((0x40, 2, pid >> 8, pid & 0xFF)))  # PUBACK
                     continue
                 for i in self._order:
                     if not self._sent[i]:
@@ -435,7 +437,7 @@ class Client:
                     if ms <= 0:
                         if self._ping_t is None:
                             self._ping_t = clock.ticks_ms() or 1
-                            self.pings += 1
+                            self._n[_PINGS] += 1
                             await self._send(_PINGREQ)
                         continue
                     # until _ev (a publish, the reader, stop) or the deadline: a timer
@@ -585,7 +587,7 @@ class Client:
                     if self._subacks:
                         self._subacks -= 1
                     if self._rx[2] == 0x80:
-                        self.sub_failed += 1
+                        self._n[_SUB_FAILED] += 1
                         self.last_error = "subscription refused by the broker"
                 elif t == 0xD0:
                     if n:
@@ -618,18 +620,18 @@ class Client:
                 await self._readn(rx, 2)
                 pid = rx[0] << 8 | rx[1]
             await self._skip(n - tl - head)
-            self.rx_oversized += 1
+            self._n[_RX_OVERSIZED] += 1
         else:
             tl = rx[0] << 8 | rx[1]
             if tl + head > n:
                 raise MQTTError("protocol: PUBLISH topic longer than the packet")
             pid = rx[2 + tl] << 8 | rx[3 + tl] if qos else 0
-            self.received += 1
+            self._n[_RECEIVED] += 1
             if self.cb:
                 try:
                     self.cb(bytes(rx[2:2 + tl]), rx[head + tl:n])
                 except Exception as e:
-                    self.cb_errors += 1
+                    self._n[_CB_ERRORS] += 1
                     self.last_error = "callback: %s" % (why(e),)
             clock.took(t0, "rx")  # with the callback (a command is handled in it)
         if qos:  # the writer sends its PUBACK
@@ -666,7 +668,7 @@ class Client:
                     try:
                         self.ack_cb(pid)
                     except Exception:
-                        self.cb_errors += 1
+                        self._n[_CB_ERRORS] += 1
                 return
         # unknown id (e.g. acked again after a retransmission): harmless
 
@@ -682,15 +684,15 @@ class Client:
         retained), user name and password; returns its length."""
         cid = self.client_id
         will = self.will_topic
-        user = self._user
+        login = self._login
         flags = 2 if self.clean_session else 0
         size = 12 + len(cid)
         if will:
             flags |= 0x2C  # will, will QoS 1, will retain
             size += 4 + len(will) + 7
-        if user is not None:
+        if login is not None:
             flags |= 0xC0  # user name, password
-            size += 4 + len(user) + len(self._password)
+            size += 4 + len(login[0]) + len(login[1])
         n = _put(mv, _head(mv, 0x10, size), b"MQTT")
         ka = self.keepalive_ms // 1000
         mv[n] = 4  # protocol level 3.1.1
@@ -700,8 +702,8 @@ class Client:
         n = _put(mv, n + 4, cid)
         if will:
             n = _put(mv, _put(mv, n, will), b"offline")
-        if user is not None:
-            n = _put(mv, _put(mv, n, user), self._password)
+        if login is not None:
+            n = _put(mv, _put(mv, n, login[0]), login[1])
         return n
 
 

@@ -241,7 +241,6 @@ class RecordQueue:
         self.dir = directory
         self.segments = segments
         self.per_seg = -(-capacity // (segments - 1))
-        self.capacity = capacity
         self.ack_save_every = ack_save_every
         self._first = [0] * segments  # first seq of each segment (0: empty)
         self._count = [0] * segments  # records in each segment

@@ -115,9 +115,7 @@ def _names(bits):
 class Telemetry:
     def __init__(self, board, cfg):
         data = board.data_dir()
-        self.data = data
         self.cfg = cfg
-        self.mcfg = cfg["mqtt"]
         tcfg = cfg.get("telemetry") or {}
         cap = tcfg.get("queue_capacity") or rq.capacity_for(data)
         self.q = rq.RecordQueue(data + "/q", cap)
@@ -141,14 +139,11 @@ class Telemetry:
         self._turn_live = False
         self._in_sink = False
         self.client = None
-        self._awaits = getattr(board, "awaits_replies", None)
         self._said = None  # the last connection state the console was told
         self._tick_ev = None  # asyncio.Event set by every control tick (_after_tick)
-        self._aio = None
         self.net = None  # heatgw.net.Net when the board has a network interface (start.py)
         self.cmd_counts = {}  # heatgw.command's counts per reason, summed
-        self._cmd_ev_ms = None
-        self._cmd_suppressed = 0
+        self._cmd_throttle = [None, 0]  # heatgw.command's last rejection event, suppressed
         self._password = None
         self._secrets_read = False
         self.w = None  # _build(): topics, buffers, client
@@ -236,11 +231,13 @@ class Telemetry:
         """Until the control task's next tick has run (bounded by two ticks): a TLS
         handshake step, pure CPU for a long while on a target, then starts where the next
         tick is furthest away, instead of wherever the broker's reply happened to land."""
+        import asyncio
+
         ev = self._tick_ev
         ev.clear()
         try:
-            await self._aio.wait_for_ms(ev.wait(), 2 * self.gw.cfg["control"]["tick_ms"])
-        except self._aio.TimeoutError:  # no tick came: go ahead
+            await asyncio.wait_for_ms(ev.wait(), 2 * self.gw.cfg["control"]["tick_ms"])
+        except asyncio.TimeoutError:  # no tick came: go ahead
             pass
 
     def tick(self, gw, now):
@@ -310,7 +307,7 @@ class Telemetry:
         from heatgw import secrets
 
         try:
-            s = secrets.load(self.data + "/secrets.json")
+            s = secrets.load(self.gw.board.data_dir() + "/secrets.json")
         except secrets.SecretsError as e:  # its text names keys, never values
             s = secrets.Secrets()
             if not self._secrets_read:
@@ -350,7 +347,7 @@ class Telemetry:
         restart later reuses them (no new 1 KB blocks in a fragmented heap)."""
         from heatgw import mqttsetup
 
-        mc = self.mcfg
+        mc = self.cfg["mqtt"]
         node = self.gw.cfg["node_id"]
         if self.w is None:
             # the topics as bytes, once; heatgw.topics (names validated) is dropped again
@@ -364,7 +361,7 @@ class Telemetry:
             self.t_alarm = base + b"alarm/"  # + the alarm id (alarms.py: a valid level)
             ha = mc.get("ha_discovery_prefix")
             self.t_ha = None if not ha else (ha + "/status").encode()
-            self.chash = pl.config_hash(self.data + "/config.json")
+            self.chash = pl.config_hash(self.gw.board.data_dir() + "/config.json")
             self.w = pl.Writer(1024)
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
         # backoff; its 5th crash is the task_failing alarm)
@@ -375,21 +372,21 @@ class Telemetry:
                                                 pace=self._after_tick)
         finally:
             forget("mqttsetup")  # used once (and again only if this failed)
-        if self._awaits:  # the host board: virtual time waits for the replies it awaits
-            self._awaits(self.client.awaiting_reply)
+        awaits = getattr(self.gw.board, "awaits_replies", None)
+        if awaits:  # the host board: virtual time waits for the replies it awaits
+            awaits(self.client.awaiting_reply)
 
     def _topics(self):
         # heatgw.topics.Topics of this node (validates the names): loaded when needed
         from heatgw.topics import Topics
 
-        mc = self.mcfg
+        mc = self.cfg["mqtt"]
         return Topics(mc["prefix"], mc["site"], self.gw.cfg["node_id"])
 
     async def run(self, asyncio):
         from heatgw import mqtt
 
         self.wake = asyncio.Event()
-        self._aio = asyncio
         self._tick_ev = asyncio.Event()
         if self.client is None:
             self._build()
@@ -517,7 +514,7 @@ class Telemetry:
             from heatgw import hadisc
 
             self.ha_dirty = False
-            self._ha = hadisc.configs(self._topics(), self.mcfg["ha_discovery_prefix"],
+            self._ha = hadisc.configs(self._topics(), self.cfg["mqtt"]["ha_discovery_prefix"],
                                       tuple(self.cfg.get("sensors") or ()))
             self._ha_next = None
         if self._ha_next is None:
@@ -700,7 +697,7 @@ class Telemetry:
         import json
 
         gw = self.gw
-        d = self.data
+        d = gw.board.data_dir()
         counts = self.cmd_counts
         try:
             from heatgw.command import Commands
@@ -708,11 +705,12 @@ class Telemetry:
             cmds = Commands(gw.cfg["node_id"], self.read_secrets(), gw.inbox,
                             (d + "/cmdctr.a", d + "/cmdctr.b"),
                             secrets_path=d + "/secrets.json")
-            cmds._last_ev_ms = self._cmd_ev_ms  # one rejection event a minute, across calls
-            cmds.suppressed = self._cmd_suppressed
+            th = self._cmd_throttle  # one rejection event a minute, across calls
+            cmds._last_ev_ms = th[0]
+            cmds.suppressed = th[1]
             ack, ev, action = cmds.handle(msg, clock.ticks_ms())
-            self._cmd_ev_ms = cmds._last_ev_ms
-            self._cmd_suppressed = cmds.suppressed
+            th[0] = cmds._last_ev_ms
+            th[1] = cmds.suppressed
             for k in cmds.counts:
                 counts[k] = counts.get(k, 0) + cmds.counts[k]
         except Exception as e:  # noqa: BLE001 - MemoryError, a flash error: still answered
