@@ -36,7 +36,7 @@ Bounded: `max_alarms` slots are allocated at construction, the last one reserved
 updates) alarm_overflow naming it, never evicts one that is held. The distinct ids are few
 (one per condition, sensor and task), so 16 slots overflow only on a bug.
 
-RAM: the slots are one preallocated list (16 words per alarm), not an object with a
+RAM: the slots are one preallocated list (12 words per alarm), not an object with a
 dict each; `get()` and `alarms()` hand out small `Alarm` views onto it. The definitions
 are one string, parsed when an alarm is raised (rarely), not a table of tuples.
 
@@ -121,30 +121,26 @@ def _text(v):
     return s[:_DETAIL_MAX]
 
 
-# An alarm's fields, in payload order (heatgw.payloads.alarm); a slot holds them at these
-# offsets, then whether it is momentary.
+# An alarm's fields, in payload order (heatgw.payloads.alarm). severity, source and
+# ack_required follow from the id (_define); a slot holds the others, in this order, at
+# these offsets: 12 words per alarm.
 FIELDS = ("id", "severity", "source", "active", "ack_required", "acked", "acked_by",
           "raised_up_ms", "raised_utc", "cleared_up_ms", "cleared_utc", "acked_up_ms",
           "acked_utc", "count", "detail")
 _ID = const(0)
-_SEV = const(1)
-_SRC = const(2)
-_ACTIVE = const(3)
-_ACK_REQ = const(4)
-_ACKED = const(5)
-_ACKED_BY = const(6)
-_RAISED_UP = const(7)
-_RAISED_UTC = const(8)
-_CLEARED_UP = const(9)
-_CLEARED_UTC = const(10)
-_ACKED_UP = const(11)
-_ACKED_UTC = const(12)
-_COUNT = const(13)
-_DETAIL = const(14)
-_MOMENTARY = const(15)
-_NF = const(16)  # words per slot
-_FREE = (None, None, None, False, False, False, None, None, None, None, None, None, None, 0,
-         None, False)
+_ACTIVE = const(1)
+_ACKED = const(2)
+_ACKED_BY = const(3)
+_RAISED_UP = const(4)
+_RAISED_UTC = const(5)
+_CLEARED_UP = const(6)
+_CLEARED_UTC = const(7)
+_ACKED_UP = const(8)
+_ACKED_UTC = const(9)
+_COUNT = const(10)
+_DETAIL = const(11)
+_NF = const(12)  # words per slot
+_FREE = (None, False, False, None, None, None, None, None, None, None, 0, None)
 
 
 class Alarm:
@@ -158,15 +154,17 @@ class Alarm:
         self._at = at
 
     def __getattr__(self, name):
-        if name in FIELDS:
-            return self._f[self._at + FIELDS.index(name)]
-        raise AttributeError(name)
+        if name not in FIELDS:
+            raise AttributeError(name)
+        i = FIELDS.index(name)
+        if i == 1 or i == 2 or i == 4:  # severity, source, ack_required: from the id
+            sev, ack, src, _mom = _define(self._f[self._at])
+            return sev if i == 1 else src if i == 2 else ack
+        return self._f[self._at + i - (i > 1) - (i > 2) - (i > 4)]
 
     def record(self):
         """The alarm as a dict (console, tests; payloads.alarm streams the same keys)."""
-        f = self._f
-        at = self._at
-        return {FIELDS[i]: f[at + i] for i in range(len(FIELDS))}
+        return {name: getattr(self, name) for name in FIELDS}
 
 
 class AlarmBook:
@@ -210,7 +208,7 @@ class AlarmBook:
                 held += 1
                 if f[at + _ACTIVE]:
                     active += 1
-                if f[at + _ACK_REQ] and not f[at + _ACKED]:
+                if _define(f[at])[1] and not f[at + _ACKED]:
                     unacked += 1
         return held, active, unacked
 
@@ -315,8 +313,8 @@ class AlarmBook:
         f = self._f
         return [[f[at], f[at + _RAISED_UTC], f[at + _COUNT], f[at + _DETAIL]]
                 for at in range(0, self._n * _NF, _NF)
-                if f[at] is not None and f[at + _ACK_REQ] and not f[at + _ACKED]
-                and f[at] != OVERFLOW]
+                if f[at] is not None and not f[at + _ACKED] and f[at] != OVERFLOW
+                and _define(f[at])[1]]
 
     def restore(self, items):
         """Bring back exported alarms, cleared and waiting for their ack (their condition
@@ -367,7 +365,8 @@ class AlarmBook:
         f = self._f
         at = self._at(alarm_id)
         if at >= 0:
-            if f[at + _ACTIVE] and not f[at + _MOMENTARY]:
+            mom = _define(alarm_id)[3]
+            if f[at + _ACTIVE] and not mom:
                 if detail is not None and detail != f[at + _DETAIL]:
                     f[at + _DETAIL] = detail
                     return self._add(out, alarm_id, UPDATE)
@@ -378,13 +377,13 @@ class AlarmBook:
             f[at + _ACKED] = False  # raised again: it needs a fresh ack
             f[at + _ACKED_BY] = f[at + _ACKED_UP] = f[at + _ACKED_UTC] = None
             self._stamp(at, _RAISED_UP)
-            if f[at + _MOMENTARY]:
+            if mom:
                 self._stamp(at, _CLEARED_UP)
                 return self._add(out, alarm_id, UPDATE)
             f[at + _ACTIVE] = True
             f[at + _CLEARED_UP] = f[at + _CLEARED_UTC] = None
             return self._add(out, alarm_id, RAISE)
-        sev, ack, src, mom = _define(alarm_id)
+        mom = _define(alarm_id)[3]
         at = self._free_at(alarm_id)
         if at < 0:
             self.dropped += 1
@@ -393,10 +392,6 @@ class AlarmBook:
             return self._raise(OVERFLOW, alarm_id, out)
         f[at:at + _NF] = _FREE
         f[at] = alarm_id
-        f[at + _SEV] = sev
-        f[at + _SRC] = src
-        f[at + _ACK_REQ] = ack
-        f[at + _MOMENTARY] = mom
         f[at + _ACTIVE] = True
         self._stamp(at, _RAISED_UP)
         f[at + _COUNT] = 1
@@ -427,7 +422,7 @@ class AlarmBook:
 
     def _maybe_remove(self, at, out):
         f = self._f
-        if f[at + _ACTIVE] or (f[at + _ACK_REQ] and not f[at + _ACKED]):
+        if f[at + _ACTIVE] or (not f[at + _ACKED] and _define(f[at])[1]):
             return out
         alarm_id = f[at]
         f[at:at + _NF] = _FREE
