@@ -643,6 +643,31 @@ print(json.dumps([p0, p1, f1, m.last_power_w, m.last_flags]))
     assert p2 == pytest.approx(p1 / 2, rel=1e-4) and f2 == FLAG_ENERGY | FLAG_FAULT
 
 
+def test_a_range_keeps_only_its_part_of_the_table_and_meters_the_same(mp, mp_table):
+    # heatgw.start gives the meter its sensors' range: the kernel then gets only the grid
+    # points that range reads (h relative to the first), and every total is the same as
+    # with the whole table for readings inside it
+    out = mp.run_json(mp_table + """
+import json, random
+from heatgw.meter import HeatMeter
+full = HeatMeter(TABLE, meter_in_return=True, cutoff_k=0.2)
+part = HeatMeter(TABLE, meter_in_return=True, cutoff_k=0.2, t_min_c=20.3, t_max_c=120)
+random.seed(5)
+for i in range(3000):
+    s = 20300 + random.getrandbits(17) % 99700
+    r = 20300 + random.getrandbits(17) % 99700
+    v = random.getrandbits(20)
+    for m in (full, part):
+        m.add(s, r, v, 1000)
+print(json.dumps([full.totals(), part.totals(), len(full._tab), len(part._tab),
+                  [part.t_min_mc, part.t_max_mc]]))
+""")[0]
+    full, part, n_full, n_part, rng = out
+    assert part == full and full["energy_nj"] > 0 and full["error_ms"] == 0
+    assert n_full == 2 * 294 and n_part == 2 * (120_000 // 512 + 2 - 20_300 // 512)
+    assert rng == [20_300, 120_000]
+
+
 def test_configuration_is_validated(mp, mp_table):
     out = mp.run_json(mp_table + """
 import json

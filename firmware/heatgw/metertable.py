@@ -5,6 +5,9 @@ messages need no RAM while the node runs).
     tab, n, t0_mc, t_min_mc, t_max_mc, cutoff_mk = build(table, t_min_c, t_max_c,
                                                          cutoff_k, batch_len)
 
+tab holds the n grid points from t0_mc (h relative to the first) that the range reads:
+the whole table without a range, fewer with one (the sensors' range: heatgw.start).
+
 table: a heatgw.fluid FluidTable (t0_mc, STEP_SHIFT 9, n, h_q64, rho_q32, t_min_mc,
 t_max_mc). The effective range is the table's intersected with t_min_c..t_max_c (°C, None:
 no limit). tab is array('i'): h then rho (heatgw.meterkernel's table). ValueError for
@@ -51,7 +54,10 @@ def build(table, t_min_c, t_max_c, cutoff_k, batch_len):
     cutoff = c_to_mc(cutoff_k)
     if cutoff is None or not 1 <= cutoff < 0x20000000:
         raise ValueError("cutoff_k must be > 0")
-    # the kernel's table contract (see heatgw.meterkernel)
+    # The kernel's table contract (see heatgw.meterkernel), checked over the whole table;
+    # the kernel gets the grid points k_min..k_max only (what the range can read), h
+    # relative to h[k_min]: the kernel uses only differences of h, so every total is the
+    # same as with the whole table.
     tab = array("i")
     prev = 0
     for k in range(n):
@@ -59,7 +65,8 @@ def build(table, t_min_c, t_max_c, cutoff_k, batch_len):
         if not 0 <= v < 0x4000000 or v < prev or v - prev >= 0x200000:
             raise ValueError("h_q64 breaks the contract at %d" % k)
         prev = v
-        tab.append(v)
+        if k_min <= k <= k_max:
+            tab.append(v - h[k_min])
     rho_max = 0
     prev = rho[0]
     for k in range(n):
@@ -67,9 +74,10 @@ def build(table, t_min_c, t_max_c, cutoff_k, batch_len):
         if not 0 < v < 0x10000 or abs(v - prev) >= 0x200000:
             raise ValueError("rho_q32 breaks contract at %d" % k)
         prev = v
-        if k_min <= k <= k_max and v > rho_max:
-            rho_max = v
-        tab.append(v)
+        if k_min <= k <= k_max:
+            if v > rho_max:
+                rho_max = v
+            tab.append(v)
     if rho_max * (h[k_max] - h[k_min]) >= 1 << 41:
         raise ValueError("rho*dh >= 2**41 (>= 2**30 J/m3)")
-    return tab, n, t0, t_min, t_max, cutoff
+    return tab, k_max - k_min + 1, t0 + (k_min << _k.STEP_SHIFT), t_min, t_max, cutoff
