@@ -47,7 +47,8 @@ _MAX_POLLS = const(8)  # bias settle, wiring-check polls, conversion, with margi
 
 
 class Gateway:
-    def __init__(self, board, cfg, meter, *, cfg_source="file", cfg_errors=(),
+    # (options by keyword; not keyword-only: the defaults then take a tuple, not a dict)
+    def __init__(self, board, cfg, meter, cfg_source="file", cfg_errors=(),
                  configured=True, sinks=(), queue=None):
         self.board = board
         self.cfg = cfg

@@ -102,7 +102,9 @@ class HeatMeter:
     batch_len: samples per kernel call (1..4096).
     """
 
-    def __init__(self, table, *, meter_in_return, cutoff_k, t_min_c=None, t_max_c=None,
+    # (pass all but the table by keyword; not keyword-only: the defaults then take a
+    # tuple, not a dict)
+    def __init__(self, table, meter_in_return, cutoff_k, t_min_c=None, t_max_c=None,
                  batch_len=16):
         # checked and built once (heatgw.metertable), then dropped: the meter keeps the
         # kernel's table and its range
