@@ -44,15 +44,13 @@ _L_LIMIT = const(1 << 60)  # volume (µL) and time (ms) capacity
 _NJ_PER_WH = const(3_600_000_000_000)
 _M30 = const(0x3FFFFFFF)
 
-# totals() keys -> first limb in the kernel state, limb count
-_TOTALS = (
-    ("energy_nj", _k.ST_E0, 3),
-    ("volume_ul", _k.ST_V0, 2),
-    ("time_ms", _k.ST_TIME0, 2),
-    ("error_ms", _k.ST_ERR0, 2),
-    ("low_dt_ms", _k.ST_LOW0, 2),
-    ("negative_dt_ms", _k.ST_NEG0, 2),
-)
+# totals() keys, in the kernel state's order from ST_E0 (ST_E0, ST_V0, ST_TIME0, ST_ERR0,
+# ST_LOW0, ST_NEG0): energy 3 limbs, each other 2 (_first: where total i starts)
+_TOTALS = ("energy_nj", "volume_ul", "time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
+
+
+def _first(i):
+    return _k.ST_E0 if i == 0 else _k.ST_E0 + 1 + 2 * i
 
 # Totals read as attributes (HeatMeter.__getattr__), rounded down:
 # name, first limb, limb count, unit divisor
@@ -204,24 +202,28 @@ class HeatMeter:
         """Exact totals as integers: energy_nj, volume_ul, time_ms, error_ms,
         low_dt_ms, negative_dt_ms. Feed the dict back to restore()."""
         self.flush()
-        return {key: self._total(first, limbs) for key, first, limbs in _TOTALS}
+        out = {}
+        for i in range(len(_TOTALS)):
+            out[_TOTALS[i]] = self._total(_first(i), 3 if i == 0 else 2)
+        return out
 
     def restore(self, totals):
         """Load persisted totals (a dict from totals()); staged samples are kept and
         will be integrated on top. Missing time keys count as 0."""
         values = []
-        for key, _first, limbs in _TOTALS:
-            if key in ("energy_nj", "volume_ul") and key not in totals:
+        for i in range(len(_TOTALS)):
+            key = _TOTALS[i]
+            if i < 2 and key not in totals:  # energy_nj, volume_ul
                 raise ValueError("restore: missing " + key)
             v = totals.get(key, 0)
-            if not isinstance(v, int) or not 0 <= v < (_E_LIMIT if limbs == 3 else _L_LIMIT):
+            if not isinstance(v, int) or not 0 <= v < (_E_LIMIT if i == 0 else _L_LIMIT):
                 raise ValueError("restore: bad " + key)
             values.append(v)
         st = self._st
-        for j in range(len(_TOTALS)):
-            _key, first, limbs = _TOTALS[j]
-            v = values[j]
-            for k in range(limbs):
+        for i in range(len(_TOTALS)):
+            v = values[i]
+            first = _first(i)
+            for k in range(3 if i == 0 else 2):
                 st[first + k] = v & _M30
                 v >>= 30
 

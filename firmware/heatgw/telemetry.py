@@ -608,10 +608,9 @@ class Telemetry:
         t = rec["totals"]
         lb = s.limbs
         i = 0
-        for key, n in (("energy_nj", 3), ("volume_ul", 2), ("time_ms", 2), ("error_ms", 2),
-                       ("low_dt_ms", 2)):
+        for key in ("energy_nj", "volume_ul", "time_ms", "error_ms", "low_dt_ms"):
             v = t.get(key, 0)
-            for _ in range(n):
+            for _ in range(3 if i == 0 else 2):  # i, the next limb: energy's 3, then 2 each
                 lb[i] = v & 0x3FFFFFFF
                 v >>= 30
                 i += 1
