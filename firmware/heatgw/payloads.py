@@ -40,14 +40,18 @@ SENSORS = ("supply", "return", "sink_return", "it_coolant")
 NOT_CONFIGURED = "not_configured"
 
 # Offsets in Snapshot.limbs (LSB first) and the kernel state's first limb of each total.
-_E, _V, _T, _ERR, _LOW = 0, 3, 5, 7, 9
+_E = const(0)
+_V = const(3)
+_T = const(5)
+_ERR = const(7)
+_LOW = const(9)
 _LIMBS = const(11)
 _M15 = const(0x7FFF)
 _HALVES = const(6)  # 3 limbs of 30 bits
 _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
-_FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f")  # fixed(): decimals 0..3
+_FIXED = b"%.0f%.1f%.2f%.3f"  # fixed(): the format for decimals 0..3, 4 bytes each
 
 
 class Writer:
@@ -178,7 +182,7 @@ class Writer:
 
     def fixed(self, v, decimals):
         """A finite float or int with fixed decimals (the caller checked validity)."""
-        self.raw(_FIXED[decimals] % v)
+        self.raw(_FIXED[4 * decimals:4 * decimals + 4] % v)
 
 
 def _divide(h, nh, d):
