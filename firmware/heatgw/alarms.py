@@ -212,11 +212,6 @@ class AlarmBook:
                     unacked += 1
         return held, active, unacked
 
-    def stale(self, alarm_id):
-        """True for a retained alarm the broker still shows and this node does not hold
-        (raised before a reboot): publish an empty retained payload to remove it."""
-        return self._at(alarm_id) < 0
-
     # -- changes ------------------------------------------------------------------------
 
     def sink(self, kind, record):
@@ -345,17 +340,6 @@ class AlarmBook:
         out.append({"alarm": alarm_id, "what": what})
         return out
 
-    def _free_at(self, alarm_id):
-        """The free slot for a new alarm, or -1 (the last slot is the overflow's)."""
-        f = self._f
-        last = (self._n - 1) * _NF
-        if alarm_id == OVERFLOW:
-            return last if f[last] is None else -1
-        for at in range(0, last, _NF):
-            if f[at] is None:
-                return at
-        return -1
-
     def _stamp(self, at, first):
         # the book's time into the slot's `first` (_RAISED_UP, _CLEARED_UP, _ACKED_UP) pair
         self._f[at + first] = self.up_ms
@@ -384,7 +368,14 @@ class AlarmBook:
             f[at + _CLEARED_UP] = f[at + _CLEARED_UTC] = None
             return self._add(out, alarm_id, RAISE)
         mom = _define(alarm_id)[3]
-        at = self._free_at(alarm_id)
+        # a free slot: the last one is the overflow's
+        last = (self._n - 1) * _NF
+        at = last if alarm_id == OVERFLOW and f[last] is None else -1
+        if alarm_id != OVERFLOW:
+            for i in range(0, last, _NF):
+                if f[i] is None:
+                    at = i
+                    break
         if at < 0:
             self.dropped += 1
             if alarm_id == OVERFLOW:

@@ -100,7 +100,14 @@ class Gateway:
             self.meter.restore(self._restored_totals)
         del self._restored_totals  # boot only
         self._build_sensors(cfg.get("sensors") or {})
-        self._build_flow(cfg.get("flow"), now)
+        self.flow = None
+        flow_cfg = cfg.get("flow")
+        if flow_cfg:
+            from heatgw.flow import PulseFlow
+
+            self.flow = PulseFlow(self.board.flow_pulse_counter(),
+                                  litres_per_pulse=flow_cfg["litres_per_pulse"],
+                                  now_ms=now, ticks_diff=clock.ticks_diff)
         self.inputs = Inputs(tuple(self.sensors))
         self._board_inputs = board.inputs()
         self.board_levels = dict.fromkeys(self._board_inputs)  # read by the sampler
@@ -138,15 +145,6 @@ class Gateway:
             adc.init()
             self.sensors[name] = TemperatureSensor(
                 adc, offset_k=sc["offset_k"], min_c=sc["min_c"], max_c=sc["max_c"])
-
-    def _build_flow(self, flow_cfg, now):
-        self.flow = None
-        if flow_cfg:
-            from heatgw.flow import PulseFlow
-
-            self.flow = PulseFlow(self.board.flow_pulse_counter(),
-                                  litres_per_pulse=flow_cfg["litres_per_pulse"],
-                                  now_ms=now, ticks_diff=clock.ticks_diff)
 
     # -- persistence ------------------------------------------------------------------
 
@@ -272,9 +270,6 @@ class Gateway:
 
     # -- tasks ------------------------------------------------------------------------
 
-    def checkin(self, name, now):
-        self.checkins[name] = now
-
     @property
     def uptime_ms(self):
         return self._up_s * 1000 + self._up_ms
@@ -313,7 +308,7 @@ class Gateway:
             if dt_ms > 0:
                 self.meter.add(c_to_mc(inputs.temps_c.get("supply")),
                                c_to_mc(inputs.temps_c.get("return")), vol_ul, dt_ms)
-            self.checkin("sampler", now)
+            self.checkins["sampler"] = now
             self._fresh.set()
             next_ms = clock.ticks_add(next_ms, tick)
             d = clock.ticks_diff(next_ms, clock.ticks_ms())
@@ -404,17 +399,11 @@ class Gateway:
                     self.on_tick(self, now)
                 except Exception as e:  # noqa: BLE001 - telemetry never stops control
                     print("tick hook failed:", repr(self.heap.caught(e)))
-            self.checkin("control", now)
+            self.checkins["control"] = now
 
     def _late(self, ms):
         if ms > self.worst_tick_late_ms:
             self.worst_tick_late_ms = ms
-
-    def _stalled(self, now, stall_ms):
-        for name in _CHECKED_IN:
-            if clock.ticks_diff(now, self.checkins[name]) > stall_ms:
-                return name
-        return None
 
     async def persist(self, asyncio):
         interval_ms = self.cfg["persist"]["interval_s"] * 1000
@@ -443,7 +432,11 @@ class Gateway:
         status_due = clock.ticks_ms()
         while True:
             now = clock.ticks_ms()
-            stalled = self._stalled(now, stall_ms)
+            stalled = None
+            for name in _CHECKED_IN:
+                if clock.ticks_diff(now, self.checkins[name]) > stall_ms:
+                    stalled = name
+                    break
             if stalled is not None and self.fault is None:
                 self._fail("task_stalled:" + stalled,
                            {"kind": "supervisor", "state": "bypass",

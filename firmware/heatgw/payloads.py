@@ -283,14 +283,10 @@ def _measured(w, name, unit, value, why, decimals):
     w.str(why)
 
 
-def _begin(w):
-    w.reset()
-    w.raw(b'{"v":%d' % V)
-
-
 def telemetry(w, snap, seq):
     """The telemetry payload of a Snapshot; returns a memoryview into w's buffer."""
-    _begin(w)
+    w.reset()
+    w.raw(b'{"v":%d' % V)
     w.key("seq")
     w.int(seq)
     w.key("boot")
@@ -346,7 +342,8 @@ def telemetry(w, snap, seq):
 def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, up_ms,
           utc=None, fault=None):
     """The retained state payload: the current state, firmware version, config hash."""
-    _begin(w)
+    w.reset()
+    w.raw(b'{"v":%d' % V)
     w.key("state")
     w.str(fs_state)
     w.key("reason")
@@ -399,7 +396,8 @@ def alarm(w, a):
 def event(w, ev):
     """An event dict (heatgw.app.Gateway.event: kind, boot, up_ms, utc, ...) as JSON,
     value by value (each value is small; the event is never one big string)."""
-    _begin(w)
+    w.reset()
+    w.raw(b'{"v":%d' % V)
     for k in ev:
         w.key(k)
         w.raw(json.dumps(ev[k]).encode())

@@ -9,7 +9,7 @@
     q.last_totals()               # (seq, totals) of the newest telemetry record, or None
 
 Also: peek_unsent() (= next_unsent(0)), is_acked(seq), unsent(), len(q), oldest(),
-read_into(seq, buf) (the raw record, no allocation), decode(buf), save_acks() and close()
+decode(buf), save_acks() and close()
 (persist the ack mark now), capacity_for(dir) / default_capacity(fs_bytes), counters
 appends, dropped, last_drop, ack_saves, errors. next_unsent(after) walks the backlog in
 seq order from any point and mark_acked() takes acks in any order, so a sender may
@@ -379,13 +379,6 @@ class RecordQueue:
                 pass
         self._rf = None
         self._rf_i = -1
-
-    def read_into(self, seq, buf):
-        """Copy record seq's REC_LEN bytes into buf (no allocation); False when gone."""
-        if not self._read(seq):
-            return False
-        buf[:REC_LEN] = self._rbuf
-        return True
 
     def get(self, seq):
         """Record seq as a dict (see decode), or None when it is no longer on flash."""

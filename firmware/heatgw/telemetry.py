@@ -410,8 +410,13 @@ class Telemetry:
                 if c.state != up:
                     self._follow_net(c)  # a new address after a DNS refresh
                 else:
-                    if c.connects != self._connects_seen:
-                        self._connected(c)
+                    if c.connects != self._connects_seen:  # a new connection
+                        self._connects_seen = c.connects
+                        self._live_mark = self.q.next_seq  # stored from now on: live
+                        self.state_dirty = True
+                        self._all_alarms = True
+                        self.ha_dirty = self.t_ha is not None
+                        self._ha = None
                     busy = self._one(c)
                 clock.took(t0, "loop")
                 if busy:
@@ -435,28 +440,17 @@ class Telemetry:
             c.host = net.broker_ip
             c._addr = None
 
-    def _connected(self, c):
-        self._connects_seen = c.connects
-        self._live_mark = self.q.next_seq  # stored from now on: live; before: backlog
-        self.state_dirty = True
-        self._all_alarms = True
-        self.ha_dirty = self.t_ha is not None
-        self._ha = None
-
-    def _pub(self, c, topic, mv, retain=False):
-        return c.publish(topic, mv, retain, 1)
-
     def _one(self, c):
         """Publish one message; True: sent, False: nothing to do, None: no free slot."""
         if c.inflight() >= _INFLIGHT:
             return None
         if self._acks:
-            if self._pub(c, self.t_ack, self._acks[0]) is None:
+            if c.publish(self.t_ack, self._acks[0], False, 1) is None:
                 return None
             self._acks.pop(0)
             return True
         if self.state_dirty:
-            if self._pub(c, self.t_state, self._state(), True) is None:
+            if c.publish(self.t_state, self._state(), True, 1) is None:
                 return None
             self.state_dirty = False
             return True
@@ -504,7 +498,7 @@ class Telemetry:
             return True
         aid = self._dirty[0]
         mv = pl.alarm(self.w, book.get(aid))  # None: removed -> empty retained payload
-        if self._pub(c, self.t_alarm + aid.encode(), mv, True) is None:
+        if c.publish(self.t_alarm + aid.encode(), mv, True, 1) is None:
             return None
         self._dirty.pop(0)
         return True
@@ -527,7 +521,7 @@ class Telemetry:
                 gc.collect()
                 return True
         topic, payload = self._ha_next
-        if self._pub(c, topic, payload, True) is None:
+        if c.publish(topic, payload, True, 1) is None:
             return None
         self._ha_next = None
         return True
@@ -585,7 +579,7 @@ class Telemetry:
         if resent:
             w.n -= 1
             w.raw(b',"resent":true}')
-        return self._pub(c, topic, w.value())
+        return c.publish(topic, w.value(), False, 1)
 
     def _backlog_snap(self, rec):
         # a backlog record's values into the Snapshot, for payloads.telemetry()
