@@ -299,9 +299,15 @@ class RecordQueue:
                     break
         else:
             self.next_seq = 1
-        saved = self._load_ack()
-        if saved > low:
-            low = saved
+        try:  # the ack file's mark, when it is whole
+            with open(self.dir + "/ack", "rb") as f:
+                b = f.read(12)
+            if len(b) == 12 and b[:4] == b"QACK":
+                saved, crc = struct.unpack_from("<II", b, 4)
+                if crc32(b[:8]) == crc and saved > low:
+                    low = saved
+        except OSError:
+            pass
         if low >= self.next_seq:
             low = self.next_seq - 1  # an ack file from another queue: never skip records
         self.low = low
@@ -319,17 +325,6 @@ class RecordQueue:
         return (b[0] == _VERSION
                 and crc32(memoryview(b)[:_BODY]) == struct.unpack_from("<I", b, _BODY)[0])
 
-    def _load_ack(self):
-        try:
-            with open(self.dir + "/ack", "rb") as f:
-                b = f.read(12)
-        except OSError:
-            return 0
-        if len(b) != 12 or b[:4] != b"QACK":
-            return 0
-        low, crc = struct.unpack_from("<II", b, 4)
-        return low if crc32(b[:8]) == crc else 0
-
     # -- reading ----------------------------------------------------------------------
 
     def oldest(self):
@@ -345,17 +340,13 @@ class RecordQueue:
         o = self.oldest()
         return self.next_seq - o if o else 0
 
-    def _where(self, seq):
-        for i in range(self.segments):
-            f = self._first[i]
-            if f and f <= seq < f + self._count[i]:
-                return i
-        return -1
-
     def _read(self, seq):
         """Read record seq into _rbuf; True when it is there and valid."""
-        i = self._where(seq)
-        if i < 0:
+        for i in range(self.segments):  # the segment holding seq
+            f = self._first[i]
+            if f and f <= seq < f + self._count[i]:
+                break
+        else:
             return False
         try:
             if self._rf_i != i:

@@ -85,14 +85,6 @@ def _summary(ev, kind):
     return out
 
 
-def _alarm_code(alarm_id):
-    for pair in _ALARM_CODE.split():
-        key, code = pair.split("=")
-        if alarm_id == key or (key[-1] == ":" and alarm_id.startswith(key)):
-            return code
-    return "other"
-
-
 def _mc(t):
     # °C float -> m°C int for the queue, None when it is no finite small value
     if t is None or t != t:
@@ -198,9 +190,15 @@ class Telemetry:
             boot = rec.get("boot") if type(rec) is dict else None
             if type(boot) is not int:
                 boot = self.gw.boot_id if self.gw else 0
+            code = "other"
+            for pair in _ALARM_CODE.split():
+                key, c = pair.split("=")
+                if aid == key or (key[-1] == ":" and aid.startswith(key)):
+                    code = c
+                    break
             self._append(rq.KIND_ALARM, {"boot": boot,
                                          "up_ms": up if type(up) is int else self.book.up_ms,
-                                         "utc": self.book.utc, "code": _alarm_code(aid),
+                                         "utc": self.book.utc, "code": code,
                                          "text": aid + " " + ch["what"]})
 
     def _append(self, kind, fields):
@@ -450,7 +448,13 @@ class Telemetry:
             self._acks.pop(0)
             return True
         if self.state_dirty:
-            if c.publish(self.t_state, self._state(), True, 1) is None:
+            gw = self.gw
+            fs = gw.failsafe
+            utc = clock.utc_s()
+            mv = pl.state(self.w, fs.state, fs.cause, fs.active, fs.latched, gw.relay_reuse,
+                          self.chash, gw.boot_id, gw.uptime_ms,
+                          None if utc is None else int(utc), gw.fault)
+            if c.publish(self.t_state, mv, True, 1) is None:
                 return None
             self.state_dirty = False
             return True
@@ -478,14 +482,6 @@ class Telemetry:
         if s > self.last_seq:
             self.last_seq = s
         return True
-
-    def _state(self):
-        gw = self.gw
-        fs = gw.failsafe
-        utc = clock.utc_s()
-        return pl.state(self.w, fs.state, fs.cause, fs.active, fs.latched, gw.relay_reuse,
-                        self.chash, gw.boot_id, gw.uptime_ms,
-                        None if utc is None else int(utc), gw.fault)
 
     def _alarm_one(self, c):
         book = self.book
