@@ -474,12 +474,14 @@ class Gateway:
         Tasks added while the application runs start at once."""
         if type(name) is not str or not name:
             raise ValueError("task name must be a non-empty str")
-        for t in self._tasks:
-            if t[0] == name:
+        for t in self._tasks:  # (name, coro_fn, critical) until run() started them: names
+            if (t if type(t) is str else t[0]) == name:
                 raise ValueError("task %r already registered" % name)
-        self._tasks.append((name, coro_fn, critical))
         if self._asyncio is not None:
+            self._tasks.append(name)
             self._start(name, coro_fn, critical)
+        else:
+            self._tasks.append((name, coro_fn, critical))
 
     def _start(self, name, coro_fn, critical):
         asyncio = self._asyncio
@@ -532,6 +534,7 @@ class Gateway:
         asyncio.get_event_loop().set_exception_handler(self._loop_exception)
         for name, coro_fn, critical in self._tasks:
             self._start(name, coro_fn, critical)
+        self._tasks = [t[0] for t in self._tasks]  # started: only their names are kept
         while True:  # the tasks run on; a latched fault lets the WDT act
             await asyncio.sleep_ms(3_600_000)
 
