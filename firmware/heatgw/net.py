@@ -118,8 +118,6 @@ class Net:
         self.dns_server = None
         self.broker_ip = None  # cached: the MQTT task reads it, never resolves
         self.iface = None
-        self._qid = 0
-        self.utc_synced = False
 
     def _event(self, state, **kw):
         ev = {"kind": "net", "state": state, "iface": self.kind}
@@ -207,7 +205,10 @@ class Net:
         forget("dns")  # loaded for a query (resolve, sync_utc): until the next one
         forget("ntp")
 
+    # class defaults: an instance holds them only once they change
     _fresh = False
+    _qid = 0  # the last DNS query id
+    utc_synced = False
     _dns_next = 0
     _ntp_next = 0
 
