@@ -78,16 +78,6 @@ class Backoff:
         return d - (self._rand(j + 1) if j else 0)
 
 
-def _ip_literal(host):
-    parts = host.split(".")
-    if len(parts) != 4:
-        return False
-    for p in parts:
-        if not p.isdigit() or int(p) > 255:
-            return False
-    return True
-
-
 class Net:
     def __init__(self, board, secrets, on_event, broker_host=None, broker_port=1883,
                  ntp_server=None, poll_ms=250, connect_timeout_ms=20_000, base_ms=1000,
@@ -214,15 +204,23 @@ class Net:
 
     async def resolve(self, asyncio, host):
         """host's IPv4 address as a string, or None. Only the network task calls this."""
-        if _ip_literal(host):
-            return host
+        parts = host.split(".")  # an IP literal needs no query
+        if len(parts) == 4:
+            for p in parts:
+                if not p.isdigit() or int(p) > 255:
+                    break
+            else:
+                return host
         if self.iface is None:  # the host board: the host's resolver
             import socket
 
             t0 = clock.real_us()
             try:  # blocks in the host's resolver: measured
-                a = socket.getaddrinfo(host, self.broker_port, 0, socket.SOCK_STREAM)
-                return _inet_ntoa(a[0][-1])
+                sa = socket.getaddrinfo(host, self.broker_port, 0, socket.SOCK_STREAM)[0][-1]
+                # the port's sockaddr: a (host, port) tuple, or bytes (unix: sockaddr_in)
+                if type(sa) is tuple:
+                    return sa[0]
+                return "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])
             except OSError:
                 return None
             finally:
@@ -256,9 +254,3 @@ class Net:
         finally:
             clock.took(t0, "net")
 
-
-def _inet_ntoa(sa):
-    # the port's sockaddr: a (host, port) tuple, or bytes (unix port: struct sockaddr_in)
-    if type(sa) is tuple:
-        return sa[0]
-    return "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])

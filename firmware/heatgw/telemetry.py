@@ -287,17 +287,13 @@ class Telemetry:
         gw.on_tick = self.tick
         gw.on_shutdown = self.shutdown
         gw.add_task("mqtt", self.run)
-        self._read_secrets()
+        s = self.read_secrets()  # the MQTT password, once at boot (bad file: secrets_invalid)
+        pw = s.get("mqtt_password")
+        self._password = None if pw is None else pw.reveal()
         try:
             self._build()
         except Exception as e:  # noqa: BLE001 - e.g. a bad CA file: the task says it again
             print("mqtt:", repr(e))
-
-    def _read_secrets(self):
-        """The MQTT password, once at boot; a bad file raises secrets_invalid."""
-        s = self.read_secrets()
-        pw = s.get("mqtt_password")
-        self._password = None if pw is None else pw.reveal()
 
     def read_secrets(self):
         # secrets.json read now (and the module dropped again): boot, and each command,
