@@ -212,6 +212,11 @@ class AlarmBook:
                     unacked += 1
         return held, active, unacked
 
+    def stale(self, alarm_id):
+        """True for a retained alarm the broker still shows and this node does not hold
+        (raised before a reboot): publish an empty retained payload to remove it."""
+        return self._at(alarm_id) < 0
+
     # -- changes ------------------------------------------------------------------------
 
     def sink(self, kind, record):
