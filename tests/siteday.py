@@ -61,13 +61,6 @@ from tests.nodedriver import messages
 
 DAY_SCENARIO = REPO / "scenarios" / "day_24h.json"
 BUDGET_HOST64_KB = 160  # the complete node's heap budget on the 64-bit host (issue 7)
-# The heap the day runs in until the complete node fits the budget: the node's own peak is
-# 146 KB from ROMFS (the image and the host board not counted; README, "The complete-node
-# day"), and in 160K the mqtt task died of MemoryErrors at its first connect (smallest
-# largest free block 444 B). test_day_heap_peak_is_under_90_percent_of_the_budget is a
-# strict xfail meanwhile: when the node fits, it passes, fails as XPASS, and this goes back
-# to the budget.
-RUN_HEAP_HOST64_KB = 192
 NODE_USER, UPSTREAM_USER = "heatgw-node", "upstream"
 HA_PREFIX = "homeassistant"
 
@@ -144,7 +137,7 @@ def ha_discovery(setup):
 def romfs_code(setup):
     setup.harness_kw["romfs"] = True
     kb = os.environ.get("HEATGW_DAY_HEAP_KB")
-    setup.harness_kw["heapsize"] = f"{int(kb)}K" if kb else mpinfo.heapsize(RUN_HEAP_HOST64_KB)
+    setup.harness_kw["heapsize"] = f"{int(kb)}K" if kb else mpinfo.heapsize(BUDGET_HOST64_KB)
 
 
 FEATURES = [telemetry, ha_discovery, romfs_code]
