@@ -255,22 +255,24 @@ t = [0, 0]  # real ticks_us: first backlog PUBLISH, last backlog PUBACK
 before = [0, None]  # the longest network stretch before the drain (boot, connect)
 sizes = []  # encoded telemetry PUBLISH packets, bytes
 acked = [0]
-pub = tel._pub
+c = tel.client
+pub = c.publish
 
 
-def wpub(c, topic, mv, retain=False):
-    pid = pub(c, topic, mv, retain)
+def wpub(topic, mv, retain=False, qos=1):
+    pid = pub(topic, mv, retain, qos)
     if pid and topic == tel.t_tel:
         if not t[0]:
             t[0] = time.ticks_us()
             # from here on the record's worst_net_* is the drain's
             before[0], before[1] = clock.net_worst_us, clock.net_worst_where
             clock.net_worst_us = 0
-        sizes.append(c._len[c._pid.index(pid)])
+        i = c._pid.index(pid)  # the slot: its header, then the payload it refers to
+        sizes.append(c._len[i] + len(c._msg[i]))
     return pid
 
 
-tel._pub = wpub
+c.publish = wpub
 mark = tel.q.mark_acked
 
 

@@ -71,7 +71,15 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "piocounter": "RP2040 boards' counter", "pulsecounter": "ESP32 + long debounce",
                 "heatgw.con_table": "console: while a typed line runs, then dropped",
                 "heatgw.bootloop": "boot, then dropped (kept while a crash history is timed)",
-                "heatgw.safemode": "safe mode only"}
+                "heatgw.safemode": "safe mode only",
+                "heatgw.dns": "per DNS query", "heatgw.ntp": "per NTP query",
+                "heatgw.wlan": "Wi-Fi boards only",
+                "heatgw.topics": "dropped after boot", "heatgw.hadisc": "per HA discovery",
+                "heatgw.command": "per command", "heatgw.secrets": "per read",
+                "heatgw.metertable": "dropped after boot",
+                "heatgw.mqttsetup": "dropped after boot",
+                "heatgw.mqttpack": "per connect (with umqtt.simple)",
+                "heatgw.hmac256": "per command"}
 # the console's command modules: each only while its line runs (heatgw.con_table)
 NOT_RESIDENT.update({m: "console: while its command runs" for m in FIRMWARE_MODULES
                      if m.startswith("heatgw.con_") and m not in NOT_RESIDENT})

@@ -10,7 +10,7 @@ with, and the summary's `mqtt` block.
 
 The password is read from its file only, kept out of every repr and message, and goes to
 the provisioning process on its stdin (never a command line). The CA may be PEM or DER;
-the node reads DER (heatgw.mqtt.tls_context).
+the node reads DER (heatgw.mqttsetup.tls_context).
 """
 
 import ssl

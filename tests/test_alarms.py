@@ -25,7 +25,7 @@ TOPICS = Topics("heatgw", "s1", "n1")
 SCENARIOS = r"""
 import json
 from heatgw import payloads
-from heatgw.alarms import AlarmBook as _Book, _TRIPS, _OTHERS
+from heatgw.alarms import AlarmBook as _Book, definitions
 from heatgw.failsafe import LATCHING
 
 T = [0]
@@ -231,7 +231,7 @@ def scn_persist():
 
 
 def scn_definitions():
-    defs = [list(d) + [False] for d in _TRIPS] + [list(d) for d in _OTHERS]
+    defs = [list(d) for d in definitions()]
     return {"defs": defs, "latching": list(LATCHING)}
 """
 

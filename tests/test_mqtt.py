@@ -33,7 +33,7 @@ class board:  # real time: heatgw.clock must tick with the unix port's own async
     clock = time
 
 sys.modules["board"] = board
-from heatgw import mqtt
+from heatgw import mqtt, mqttsetup
 
 def out(**d):
     print(json.dumps(d))
@@ -41,7 +41,7 @@ def out(**d):
 async def main():
     kw = KW
     if CA:
-        kw["ssl"] = mqtt.tls_context(CA)
+        kw["ssl"] = mqttsetup.tls_context(CA)
     c = mqtt.Client(cb=lambda t, m: out(rx=t.decode(), msg=bytes(m).decode()),
                     ack_cb=lambda p: out(ack=p),
                     event_cb=lambda w, d: out(ev=w, why=d), **kw)
@@ -390,7 +390,8 @@ def test_tls_wrong_ca_is_a_clear_error(tmp_path, node):
 
 def test_incoming_commands_reach_the_callback(broker, node):
     import paho.mqtt.publish as publish
-    n = node(port=broker.port, subs=[BASE + "/cmd", "homeassistant/status"], max_packet=256)
+    # the receive buffer is max_in (max_packet, 1024 by default, bounds what is sent)
+    n = node(port=broker.port, subs=[BASE + "/cmd", "homeassistant/status"], max_in=256)
     n.expect(up)
     time.sleep(0.2)  # SUBACK
     for qos, payload in ((1, "c1"), (0, "c0")):
@@ -418,7 +419,7 @@ def test_from_config_builds_topics_and_defaults(mp, tmp_path):
     ca.write_bytes(make_ca()[1].public_bytes(serialization.Encoding.DER))
     out = mp.run_json("""
 import json
-from heatgw import mqtt
+from heatgw import mqtt, mqttsetup
 from heatgw.schema import validate
 from heatgw.config_schema import SCHEMA
 for sec in (None, {"host": "10.0.0.2", "site": "s1"},
@@ -426,14 +427,14 @@ for sec in (None, {"host": "10.0.0.2", "site": "s1"},
              "username": "u", "ha_discovery_prefix": "homeassistant", "tls": TLS}):
     cfg, errs = validate({"version": 2, "node_id": "n7", "mqtt": sec}, SCHEMA)
     try:
-        c = mqtt.from_config(cfg["mqtt"], cfg["node_id"], password="pw")
+        c = mqttsetup.from_config(cfg["mqtt"], cfg["node_id"], password="pw")
     except mqtt.MQTTError as e:
         print(json.dumps({"errs": errs, "error": str(e)}))
         continue
     print(json.dumps(None if c is None else {
-        "errs": errs, "port": c.port, "id": c._u.client_id.decode(), "ka": c.keepalive_ms,
+        "errs": errs, "port": c.port, "id": c.client_id.decode(), "ka": c.keepalive_ms,
         "will": c.will_topic.decode(), "subs": [t.decode() for t in c.subs],
-        "tls": c._ssl is not None}))
+        "tls": c._tls is not None}))
 """.replace("TLS", repr({"ca_file": str(ca)})))
     assert out[0] is None
     assert out[1] == {"errs": [], "port": 1883, "id": "n7", "ka": 60000,
@@ -551,7 +552,8 @@ async def main():
     await asyncio.sleep_ms(3000)
     c.stop()
     await t
-    print(json.dumps({"stats": c.stats(), "t": vc.t}))
+    print(json.dumps({"stats": c.stats(), "t": vc.t,
+                      "left": [m for m in sys.modules if "umqtt" in m or "mqttpack" in m]}))
 
 asyncio.run(main())
 """
@@ -565,3 +567,53 @@ def test_runs_on_the_host_boards_virtual_asyncio(broker, mp):
     assert out["t"] < 10**6  # wrapped
     assert (st["published"], st["acked"], st["failures"], st["timeouts"]) == (5, 5, 0, 0), st
     assert st["pings"] >= 3, st
+    assert out["left"] == []  # umqtt.simple encoded the CONNECT and was dropped again
+
+
+PACK = r"""
+import sys, json
+from heatgw import mqtt
+c = mqtt.Client("node-1", "h", keepalive_s=90, clean_session=False, username="u",
+                password="pw", will_topic="s/n/status", subs=("s/n/cmd", "ha/status"))
+before = set(sys.modules)
+out = {}
+try:
+    from heatgw.mqttpack import encode
+
+    rx = memoryview(bytearray(256))
+    sub, end = encode(c, rx)
+    out["connect"] = bytes(rx[:sub]).hex()
+    out["subscribe"] = bytes(rx[sub:end]).hex()
+except ImportError as e:
+    out["import_error"] = str(e)
+out["left"] = sorted(set(sys.modules) - before)
+print(json.dumps(out))
+"""
+
+
+def _mqtt_str(s):
+    return len(s).to_bytes(2, "big") + s.encode()
+
+
+def test_connect_and_subscribe_are_encoded_by_umqtt_simple_and_dropped(mp):
+    """CONNECT and SUBSCRIBE come from umqtt.simple (the pinned micropython-lib package),
+    loaded for the encoding and dropped again: the bytes are MQTT 3.1.1 as encoded here
+    independently, nothing of umqtt or heatgw.mqttpack stays in sys.modules, and without
+    umqtt on the module path the connect fails at its import (no silent fallback)."""
+    out = mp.run_json(PACK)[0]
+    body = (_mqtt_str("MQTT") + bytes([4, 0xEC, 0, 90]) + _mqtt_str("node-1")
+            + _mqtt_str("s/n/status") + _mqtt_str("offline") + _mqtt_str("u")
+            + _mqtt_str("pw"))
+    assert bytes.fromhex(out["connect"]) == bytes([0x10, len(body)]) + body
+    subs = b""
+    for pid, topic in ((1, "s/n/cmd"), (2, "ha/status")):
+        pkt = pid.to_bytes(2, "big") + _mqtt_str(topic) + b"\x01"  # QoS 1
+        subs += bytes([0x82, len(pkt)]) + pkt
+    assert bytes.fromhex(out["subscribe"]) == subs
+    assert out["left"] == []
+    path = [p for p in mp_env()["MICROPYPATH"].split(":") if "umqtt" not in p]
+    env = dict(mp_env(), MICROPYPATH=":".join(path))
+    proc = subprocess.run([*micropython_cmd(), "-c", PACK], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert "umqtt" in out["import_error"] and out["left"] == [], out

@@ -175,8 +175,11 @@ async def main():
     for e in EVENTS:
         e.setdefault("t", e.get("up_ms"))
         e.setdefault("state", None)
+    import sys
+    loaded = [m for m in ("dns", "ntp", "wlan") if "heatgw." + m in sys.modules]
     print(json.dumps({"events": EVENTS, "connects": IFACE.connects, "up": n.up,
-                      "broker_ip": n.broker_ip, "utc": clock.utc_s(), "t": now()}))
+                      "broker_ip": n.broker_ip, "utc": clock.utc_s(), "t": now(),
+                      "loaded": loaded}))
 
 
 asyncio.run(main())
@@ -443,6 +446,7 @@ def test_broker_name_resolved_in_the_network_task_and_cached(mp, tmp_path, respo
     q = r.got[0]
     assert b"\x06broker\x04site\x07example\x00\x00\x01\x00\x01" in q
     assert "dns_failed" not in [e["state"] for e in res["events"]]
+    assert res["loaded"] == ["wlan"]  # heatgw.dns and ntp dropped after the queries
 
 
 @pytest.mark.parametrize("answer", [dns_answer(rcode=3), dns_answer(wrong_id=True)])
@@ -472,6 +476,7 @@ def test_ntp_runs_in_the_network_task_after_link_up(mp, tmp_path, responder):
     sets = [e for e in res["events"] if e["state"] == "utc_set"]
     assert len(sets) == 1 and sets[0]["utc"] == UTC_2026
     assert UTC_2026 + 2 <= res["utc"] <= UTC_2026 + 3  # set at ~0.4 s, read at 3 s
+    assert "ntp" not in res["loaded"]  # loaded for the query, dropped after it
 
 
 HW_PROBE = """

@@ -103,6 +103,39 @@ print(json.dumps({{"seqs": [s1, s2, s3], "tel": rec, "ev": q.get(s2), "al": q.ge
         2, 0, kind=2, boot=0, code=2, body=struct.pack(EVT, 1, -2, 3, 0, text))
 
 
+def test_code_tables_look_up_whole_names_only_and_allocate_nothing(mp):
+    # the code tables are strings: a name is found at its index, never a part of a name
+    r = run_one(mp, """
+import json, micropython
+from heatgw import recqueue as rq
+out = {}
+for t in ("EVENT_CODES", "ALARM_CODES", "REASONS"):
+    names = getattr(rq, t)
+    out[t] = [[n, rq.code_of(names, n), rq.name_of(names, i)]
+              for i, n in enumerate(names.split())]
+out["misses"] = [rq.code_of(rq.EVENT_CODES, n) for n in
+                 ("boo", "ate", "cmd_", "task_failin", "other boot", "", None, 3)]
+out["beyond"] = [rq.name_of(rq.REASONS, len(rq.REASONS.split())),
+                 rq.name_of(rq.ALARM_CODES, 255)]
+r = [0]
+def look(r):
+    r[0] = rq.code_of(rq.REASONS, "sensor_stale") + rq.code_of(rq.EVENT_CODES, "nope")
+micropython.heap_lock()
+try:
+    look(r)
+finally:
+    micropython.heap_unlock()
+out["locked"] = r[0]
+print(json.dumps(out))
+""")
+    for t in ("EVENT_CODES", "ALARM_CODES", "REASONS"):
+        assert r[t] and all(code == i and name == n for i, (n, code, name) in enumerate(r[t]))
+    assert [n for n, _c, _m in r["EVENT_CODES"]][-2:] == ["cmd_rejected", "calibration"]
+    assert r["misses"] == [-1] * 8
+    assert r["beyond"] == [None, None]
+    assert r["locked"] == 11 - 1
+
+
 def test_bad_input_raises_and_stores_nothing(mp, tmp_path):
     r = run_one(mp, PRELUDE % str(tmp_path / "q") + """
 q = RecordQueue(D, 100, segments=4)

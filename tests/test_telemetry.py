@@ -84,23 +84,54 @@ def test_a_slow_synchronous_socket_write_is_seen_in_real_time(tmp_path):
     # not see it, the node's worst_net_real_us must, and name where it was ("send").
     with BROKERS["mosquitto"](tmp_path / "mosquitto") as b:
         node = Node(tmp_path, config(b.port), """
+import io
 import time
-import asyncio.stream as st
-write = st.Stream.write
+import socket as _socket
+from heatgw import mqtt
+
+SLOW = [False]
 
 
-def slow(self, buf):
-    t = time.ticks_us()
-    while time.ticks_diff(time.ticks_us(), t) < 100_000:
-        pass
-    return write(self, buf)
+class SlowSocket(io.IOBase):
+    # the client's socket: each write 100 ms slower (a busy wait) while SLOW[0]; asyncio's
+    # poller (the unix port's) polls the real socket's file descriptor
+    def __init__(self, *a):
+        self.s = _socket.socket(*a)
+
+    def ioctl(self, req, arg):
+        return self.s.fileno() if req == 10 else 0  # MP_STREAM_GET_FILENO
+
+    def write(self, buf, *a):
+        t = time.ticks_us()
+        while SLOW[0] and time.ticks_diff(time.ticks_us(), t) < 100_000:
+            pass
+        return self.s.write(buf, *a)
+
+    def readinto(self, buf, *a):
+        return self.s.readinto(buf, *a)
+
+    def setblocking(self, flag):
+        self.s.setblocking(flag)
+
+    def connect(self, addr):
+        self.s.connect(addr)
+
+    def close(self):
+        self.s.close()
 
 
+class SlowNet:  # heatgw.mqtt's `socket` module, with that socket type
+    socket = SlowSocket
+    getaddrinfo = _socket.getaddrinfo
+    SOCK_STREAM = _socket.SOCK_STREAM
+
+
+mqtt.socket = SlowNet  # before the client's first connection
 await up()
 before = tel.record()
-st.Stream.write = slow
+SLOW[0] = True
 await asyncio.sleep_ms(30_000)
-st.Stream.write = write
+SLOW[0] = False
 out(before=before)
 """)
         before = json.loads(node.wait_for("R ")[2:])["before"]

@@ -62,12 +62,12 @@ def _expect(ms, graced=False):
 
 def awaits(fn):
     """Register fn(): True while its client awaits a reply it has asked for. Checked when
-    the grace after data ends, after the tasks have read that data. A client registers
-    before its first connection, so Stream.write is hooked before its first write too
-    (a CONNECT written before any stream waited would open no reply window)."""
+    the grace after data ends, after the tasks have read that data. A client that writes
+    through asyncio streams imports asyncio.stream before it registers, so Stream.write is
+    hooked before its first write too (a CONNECT written before any stream waited would
+    open no reply window); one that waits on the poller before each write (heatgw.mqtt)
+    needs no stream, and the node then holds none of asyncio.stream (1.7 KB)."""
     _awaits.append(fn)
-    import asyncio.stream  # noqa: F401 - the client is about to use it
-
     _hook_write()
 
 

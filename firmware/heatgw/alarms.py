@@ -37,8 +37,17 @@ Bounded: `max_alarms` slots are allocated at construction, the last one reserved
 updates) alarm_overflow naming it, never evicts one that is held. The distinct ids are few
 (one per condition, sensor and task), so 16 slots overflow only on a bug.
 
+RAM: the slots are one preallocated list (12 words per alarm), not an object with a
+dict each; `get()` and `alarms()` hand out small `Alarm` views onto it. The definitions
+are one string, parsed when an alarm is raised (rarely), not a table of tuples.
+
 Runs unchanged on MicroPython and CPython.
 """
+
+try:
+    from micropython import const
+except ImportError:  # CPython (the tests): const() is the identity on ints
+    const = int
 
 CRITICAL = "critical"
 MAJOR = "major"
@@ -53,52 +62,48 @@ REMOVE = "remove"
 UPDATE = "update"
 
 OVERFLOW = "alarm_overflow"
-_SOURCE_MAX = 16
-_DETAIL_MAX = 40
+_SOURCE_MAX = const(16)
+_DETAIL_MAX = const(40)
 
-# id (or id prefix ending in ":"), severity, ack required, source.
-# The fail-safe's trip reasons (heatgw.failsafe); sink_unavailable is no alarm: the
-# building not wanting heat is normal operation (the state payload says why it bypasses).
-_TRIPS = (
-    ("it_coolant_high", CRITICAL, True, "failsafe"),
-    ("valve_stuck", CRITICAL, True, "failsafe"),
-    ("sink_return_high", MAJOR, False, "failsafe"),
-    ("flow_implausible", MAJOR, False, "failsafe"),
-    ("sensor_fault:", MAJOR, False, "failsafe"),
-    ("sensor_stale:", MAJOR, False, "failsafe"),
-    ("sink_flow_low", MINOR, False, "failsafe"),
-    ("maintenance", INFO, False, "failsafe"),
-)
+# id (or id prefix ending in ":"), severity, ack required, source, momentary; "," between.
+# First the fail-safe's trip reasons (heatgw.failsafe; sink_unavailable is no alarm: the
+# building not wanting heat is normal operation, the state payload says why it bypasses),
+# then the others. A momentary alarm (a crash, a dropped range) is raised and cleared at
+# once; no_config is cleared only by a good config and a boot; save_failed by the next
+# good save; secrets_invalid means running without secrets; config_refused: config.json
+# refused (damaged, seal mismatch), the last good one runs, until a new boot;
+# heat_meter_mismatch (heatgw.recovery): a Modbus heat meter disagrees with our metering
+# beyond the limit.
+_DEFS = ("it_coolant_high critical 1 failsafe 0,valve_stuck critical 1 failsafe 0,"
+         "sink_return_high major 0 failsafe 0,flow_implausible major 0 failsafe 0,"
+         "sensor_fault: major 0 failsafe 0,sensor_stale: major 0 failsafe 0,"
+         "sink_flow_low minor 0 failsafe 0,maintenance info 0 failsafe 0,"
+         "crash: critical 1 supervisor 1,task_stalled: critical 1 supervisor 1,"
+         "no_config critical 0 config 0,secrets_invalid major 0 config 0,"
+         "config_refused major 0 config 0,"
+         "task_failing: major 1 tasks 1,save_failed major 1 persist 0,"
+         "event_log_failed major 1 persist 1,queue_dropped major 1 queue 1,"
+         "heat_meter_mismatch major 0 meter 0,"
+         "alarm_overflow major 1 alarms 1")
 _LATCHING = ("it_coolant_high", "valve_stuck")  # heatgw.failsafe.LATCHING
-
-# The other alarms: id (prefix), severity, ack required, source, momentary.
-_OTHERS = (
-    ("crash:", CRITICAL, True, "supervisor", True),  # a critical task failed: fault latch
-    ("task_stalled:", CRITICAL, True, "supervisor", True),
-    ("no_config", CRITICAL, False, "config", False),  # cleared only by a good config + boot
-    ("secrets_invalid", MAJOR, False, "config", False),  # a bad secrets.json: run without
-    # config.json refused (damaged, seal mismatch), the last good one runs: new boot
-    ("config_refused", MAJOR, False, "config", False),
-    ("task_failing:", MAJOR, True, "tasks", True),
-    ("save_failed", MAJOR, True, "persist", False),  # cleared by the next good save
-    ("event_log_failed", MAJOR, True, "persist", True),
-    ("queue_dropped", MAJOR, True, "queue", True),
-    # heatgw.recovery: a Modbus heat meter disagrees with our metering beyond the limit
-    ("heat_meter_mismatch", MAJOR, False, "meter", False),
-    (OVERFLOW, MAJOR, True, "alarms", True),
-)
 
 _EMPTY = ()
 
 
+def definitions():
+    """Every definition: (id or prefix, severity, ack_required, source, momentary)."""
+    out = []
+    for d in _DEFS.split(","):
+        key, sev, ack, src, mom = d.split()
+        out.append((key, sev, ack == "1", src, mom == "1"))
+    return out
+
+
 def _define(alarm_id):
     """(severity, ack_required, source, momentary) of an id, or None if it is none."""
-    for key, sev, ack, src in _TRIPS:
+    for key, sev, ack, src, mom in definitions():
         if alarm_id == key or (key[-1] == ":" and alarm_id.startswith(key)):
-            return sev, ack, src, False
-    for key, sev, ack, src, mom in _OTHERS:
-        if alarm_id == key or (key[-1] == ":" and alarm_id.startswith(key)):
-            return sev, ack, src, mom
+            return SEVERITIES[SEVERITIES.index(sev)], ack, src, mom
     return None
 
 
@@ -122,46 +127,58 @@ def _text(v):
     return s[:_DETAIL_MAX]
 
 
+# An alarm's fields, in payload order (heatgw.payloads.alarm). severity, source and
+# ack_required follow from the id (_define); a slot holds the others, in this order, at
+# these offsets: 12 words per alarm.
+FIELDS = ("id", "severity", "source", "active", "ack_required", "acked", "acked_by",
+          "raised_up_ms", "raised_utc", "cleared_up_ms", "cleared_utc", "acked_up_ms",
+          "acked_utc", "count", "detail")
+_ID = const(0)
+_ACTIVE = const(1)
+_ACKED = const(2)
+_ACKED_BY = const(3)
+_RAISED_UP = const(4)
+_RAISED_UTC = const(5)
+_CLEARED_UP = const(6)
+_CLEARED_UTC = const(7)
+_ACKED_UP = const(8)
+_ACKED_UTC = const(9)
+_COUNT = const(10)
+_DETAIL = const(11)
+_NF = const(12)  # words per slot
+_FREE = (None, False, False, None, None, None, None, None, None, None, 0, None)
+
+
 class Alarm:
-    """One slot of the book (preallocated; `id` None while free)."""
+    """One held alarm, read from its slot in the book when asked (`a.id`, `a.count`, ...:
+    the FIELDS). Valid until the book's next change."""
 
-    def __init__(self):
-        self.id = None
-        self._reset()
+    FIELDS = FIELDS
 
-    def _reset(self):
-        self.severity = None
-        self.source = None
-        self.ack_required = False
-        self.momentary = False
-        self.active = False
-        self.acked = False
-        self.acked_by = None
-        self.raised_up_ms = None
-        self.raised_utc = None
-        self.cleared_up_ms = None
-        self.cleared_utc = None
-        self.acked_up_ms = None
-        self.acked_utc = None
-        self.count = 0
-        self.detail = None
+    def __init__(self, slots, at):
+        self._f = slots
+        self._at = at
+
+    def __getattr__(self, name):
+        if name not in FIELDS:
+            raise AttributeError(name)
+        i = FIELDS.index(name)
+        if i == 1 or i == 2 or i == 4:  # severity, source, ack_required: from the id
+            sev, ack, src, _mom = _define(self._f[self._at])
+            return sev if i == 1 else src if i == 2 else ack
+        return self._f[self._at + i - (i > 1) - (i > 2) - (i > 4)]
 
     def record(self):
         """The alarm as a dict (console, tests; payloads.alarm streams the same keys)."""
-        return {"id": self.id, "severity": self.severity, "source": self.source,
-                "active": self.active, "ack_required": self.ack_required,
-                "acked": self.acked, "acked_by": self.acked_by,
-                "raised_up_ms": self.raised_up_ms, "raised_utc": self.raised_utc,
-                "cleared_up_ms": self.cleared_up_ms, "cleared_utc": self.cleared_utc,
-                "acked_up_ms": self.acked_up_ms, "acked_utc": self.acked_utc,
-                "count": self.count, "detail": self.detail}
+        return {name: getattr(self, name) for name in FIELDS}
 
 
 class AlarmBook:
     def __init__(self, max_alarms=16):
         if type(max_alarms) is not int or not 2 <= max_alarms <= 64:
             raise ValueError("max_alarms must be an int 2..64")
-        self._slots = [Alarm() for _ in range(max_alarms)]
+        self._n = max_alarms
+        self._f = list(_FREE) * max_alarms  # slot i: _f[i * _NF:(i + 1) * _NF]
         self.dropped = 0  # alarms that found no slot (see alarm_overflow)
         self.up_ms = 0  # time of the last stamped record: for records without a stamp
         self.utc = None
@@ -169,34 +186,42 @@ class AlarmBook:
 
     # -- queries ------------------------------------------------------------------------
 
+    def _at(self, alarm_id):
+        """The offset of alarm_id's slot in _f, or -1."""
+        f = self._f
+        for at in range(0, self._n * _NF, _NF):
+            if f[at] == alarm_id:
+                return at
+        return -1
+
     def get(self, alarm_id):
-        for a in self._slots:
-            if a.id == alarm_id:
-                return a
-        return None
+        at = self._at(alarm_id)
+        return None if at < 0 or alarm_id is None else Alarm(self._f, at)
 
     def alarms(self):
         """The held alarms, most severe first, then by raise time (a new list)."""
-        held = [a for a in self._slots if a.id is not None]
+        f = self._f
+        held = [Alarm(f, at) for at in range(0, self._n * _NF, _NF) if f[at] is not None]
         held.sort(key=lambda a: (SEVERITIES.index(a.severity), a.raised_up_ms or 0, a.id))
         return held
 
     def counts(self):
         """(held, active, waiting for ack)."""
+        f = self._f
         held = active = unacked = 0
-        for a in self._slots:
-            if a.id is not None:
+        for at in range(0, self._n * _NF, _NF):
+            if f[at] is not None:
                 held += 1
-                if a.active:
+                if f[at + _ACTIVE]:
                     active += 1
-                if a.ack_required and not a.acked:
+                if _define(f[at])[1] and not f[at + _ACKED]:
                     unacked += 1
         return held, active, unacked
 
     def stale(self, alarm_id):
         """True for a retained alarm the broker still shows and this node does not hold
         (raised before a reboot): publish an empty retained payload to remove it."""
-        return self.get(alarm_id) is None
+        return self._at(alarm_id) < 0
 
     # -- changes ------------------------------------------------------------------------
 
@@ -292,7 +317,7 @@ class AlarmBook:
             raise ValueError("alarm ack: source must be a name of 1..%d characters, got %r"
                              % (_SOURCE_MAX, source))
         if self.get(alarm_id) is None:
-            held = [a.id for a in self._slots if a.id is not None]
+            held = [a.id for a in self.alarms()]
             raise ValueError("alarm ack: no alarm %r (held: %s)"
                              % (alarm_id, ", ".join(sorted(held)) or "none"))
         if type(up_ms) is int:
@@ -305,14 +330,17 @@ class AlarmBook:
     def export(self):
         """The alarms that a reboot must not lose (waiting for an ack), as JSON-able
         lists [id, raised_utc, count, detail]; feed them to restore() after boot."""
-        return [[a.id, a.raised_utc, a.count, a.detail] for a in self._slots
-                if a.id is not None and a.ack_required and not a.acked
-                and a.id != OVERFLOW]
+        f = self._f
+        return [[f[at], f[at + _RAISED_UTC], f[at + _COUNT], f[at + _DETAIL]]
+                for at in range(0, self._n * _NF, _NF)
+                if f[at] is not None and not f[at + _ACKED] and f[at] != OVERFLOW
+                and _define(f[at])[1]]
 
     def restore(self, items):
         """Bring back exported alarms, cleared and waiting for their ack (their condition
         is evaluated afresh). Unknown or malformed entries are skipped."""
         out = []
+        f = self._f
         for it in items or _EMPTY:
             try:
                 alarm_id, utc, count, detail = it
@@ -321,10 +349,10 @@ class AlarmBook:
             if type(alarm_id) is not str or _define(alarm_id) is None or self.get(alarm_id):
                 continue
             out = self._raise(alarm_id, _text(detail), out)
-            a = self.get(alarm_id)
-            if a is not None and a.id == alarm_id:
-                a.raised_utc = utc if type(utc) is int else None
-                a.count = count if type(count) is int and count > 0 else 1
+            at = self._at(alarm_id)
+            if at >= 0:
+                f[at + _RAISED_UTC] = utc if type(utc) is int else None
+                f[at + _COUNT] = count if type(count) is int and count > 0 else 1
                 if alarm_id not in _LATCHING:
                     out = self._clear(alarm_id, out)
         return out
@@ -337,90 +365,83 @@ class AlarmBook:
         out.append({"alarm": alarm_id, "what": what})
         return out
 
-    def _slot(self, alarm_id):
-        """The free slot for a new alarm, or None (the last slot is the overflow's)."""
-        slots = self._slots
-        if alarm_id == OVERFLOW:
-            last = slots[-1]
-            return last if last.id is None else None
-        for i in range(len(slots) - 1):
-            if slots[i].id is None:
-                return slots[i]
-        return None
+    def _stamp(self, at, first):
+        # the book's time into the slot's `first` (_RAISED_UP, _CLEARED_UP, _ACKED_UP) pair
+        self._f[at + first] = self.up_ms
+        self._f[at + first + 1] = self.utc
 
     def _raise(self, alarm_id, detail, out):
-        a = self.get(alarm_id)
-        if a is not None:
-            if a.active and not a.momentary:
-                if detail is not None and detail != a.detail:
-                    a.detail = detail
+        f = self._f
+        at = self._at(alarm_id)
+        if at >= 0:
+            mom = _define(alarm_id)[3]
+            if f[at + _ACTIVE] and not mom:
+                if detail is not None and detail != f[at + _DETAIL]:
+                    f[at + _DETAIL] = detail
                     return self._add(out, alarm_id, UPDATE)
                 return out
-            a.count += 1
-            a.detail = detail if detail is not None else a.detail
-            a.acked = False  # raised again: it needs a fresh ack
-            a.acked_by = a.acked_up_ms = a.acked_utc = None
-            if a.momentary:
-                a.raised_up_ms = self.up_ms
-                a.raised_utc = self.utc
-                a.cleared_up_ms = self.up_ms
-                a.cleared_utc = self.utc
+            f[at + _COUNT] += 1
+            if detail is not None:
+                f[at + _DETAIL] = detail
+            f[at + _ACKED] = False  # raised again: it needs a fresh ack
+            f[at + _ACKED_BY] = f[at + _ACKED_UP] = f[at + _ACKED_UTC] = None
+            self._stamp(at, _RAISED_UP)
+            if mom:
+                self._stamp(at, _CLEARED_UP)
                 return self._add(out, alarm_id, UPDATE)
-            a.active = True
-            a.raised_up_ms = self.up_ms
-            a.raised_utc = self.utc
-            a.cleared_up_ms = a.cleared_utc = None
+            f[at + _ACTIVE] = True
+            f[at + _CLEARED_UP] = f[at + _CLEARED_UTC] = None
             return self._add(out, alarm_id, RAISE)
-        sev, ack, src, mom = _define(alarm_id)
-        a = self._slot(alarm_id)
-        if a is None:
+        mom = _define(alarm_id)[3]
+        # a free slot: the last one is the overflow's
+        last = (self._n - 1) * _NF
+        at = last if alarm_id == OVERFLOW and f[last] is None else -1
+        if alarm_id != OVERFLOW:
+            for i in range(0, last, _NF):
+                if f[i] is None:
+                    at = i
+                    break
+        if at < 0:
             self.dropped += 1
             if alarm_id == OVERFLOW:
                 return out
             return self._raise(OVERFLOW, alarm_id, out)
-        a.id = alarm_id
-        a._reset()
-        a.severity = sev
-        a.source = src
-        a.ack_required = ack
-        a.momentary = mom
-        a.active = True
-        a.raised_up_ms = self.up_ms
-        a.raised_utc = self.utc
-        a.count = 1
-        a.detail = detail
+        f[at:at + _NF] = _FREE
+        f[at] = alarm_id
+        f[at + _ACTIVE] = True
+        self._stamp(at, _RAISED_UP)
+        f[at + _COUNT] = 1
+        f[at + _DETAIL] = detail
         out = self._add(out, alarm_id, RAISE)
         if mom:
             out = self._clear(alarm_id, out)
         return out
 
     def _clear(self, alarm_id, out):
-        a = self.get(alarm_id)
-        if a is None or not a.active:
+        at = self._at(alarm_id)
+        if at < 0 or not self._f[at + _ACTIVE]:
             return out
-        a.active = False
-        a.cleared_up_ms = self.up_ms
-        a.cleared_utc = self.utc
+        self._f[at + _ACTIVE] = False
+        self._stamp(at, _CLEARED_UP)
         out = self._add(out, alarm_id, CLEAR)
-        return self._maybe_remove(a, out)
+        return self._maybe_remove(at, out)
 
     def _ack(self, alarm_id, source, out):
-        a = self.get(alarm_id)
-        if a is None or a.acked:
+        at = self._at(alarm_id)
+        if at < 0 or self._f[at + _ACKED]:
             return out
-        a.acked = True
-        a.acked_by = source
-        a.acked_up_ms = self.up_ms
-        a.acked_utc = self.utc
+        self._f[at + _ACKED] = True
+        self._f[at + _ACKED_BY] = source
+        self._stamp(at, _ACKED_UP)
         out = self._add(out, alarm_id, ACK)
-        return self._maybe_remove(a, out)
+        return self._maybe_remove(at, out)
 
-    def _maybe_remove(self, a, out):
-        if a.active or (a.ack_required and not a.acked):
+    def _maybe_remove(self, at, out):
+        f = self._f
+        if f[at + _ACTIVE] or (not f[at + _ACKED] and _define(f[at])[1]):
             return out
-        alarm_id = a.id
-        a.id = None
-        a._reset()
+        alarm_id = f[at]
+        f[at:at + _NF] = _FREE
         return self._add(out, alarm_id, REMOVE)
 
 

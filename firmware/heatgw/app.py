@@ -25,6 +25,8 @@ and is restarted with capped exponential backoff; `_FAILING_RESTARTS` crashes wi
 
 import json
 
+from micropython import const
+
 from heatgw import clock
 from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
@@ -34,23 +36,23 @@ from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
 
 _CHECKED_IN = ("sampler", "control")  # the supervisor's own liveness is its watchdog feed
-_RESTART_BASE_MS = 1_000  # first restart of a crashed restartable task; doubles per crash
-_RESTART_CAP_MS = 60_000
-_FAILING_RESTARTS = 5  # this many crashes within the window: a task_failing event
-_FAILING_WINDOW_MS = 600_000
-_STATE_VERSION = 2  # 2: the event log moved to its own files (heatgw.events)
-_EVENTS_PER_FILE = 32  # on flash, two files: the newest 32..64 events survive a reboot
-_STATUS_EVERY_MS = 60_000
-_MAX_POLLS = 8  # bias settle, wiring-check polls, conversion, with margin
+_RESTART_BASE_MS = const(1_000)  # first restart of a crashed restartable task; doubles per crash
+_RESTART_CAP_MS = const(60_000)
+_FAILING_RESTARTS = const(5)  # this many crashes within the window: a task_failing event
+_FAILING_WINDOW_MS = const(600_000)
+_STATE_VERSION = const(2)  # 2: the event log moved to its own files (heatgw.events)
+_EVENTS_PER_FILE = const(32)  # on flash, two files: the newest 32..64 events survive a reboot
+_STATUS_EVERY_MS = const(60_000)
+_MAX_POLLS = const(8)  # bias settle, wiring-check polls, conversion, with margin
 
 
 class Gateway:
-    def __init__(self, board, cfg, meter, *, cfg_source="file", cfg_errors=(),
+    # (options by keyword; not keyword-only: the defaults then take a tuple, not a dict)
+    def __init__(self, board, cfg, meter, cfg_source="file", cfg_errors=(),
                  configured=True, sinks=(), queue=None, modbus_plan=None):
         self.board = board
         self.cfg = cfg
         now = clock.ticks_ms()
-        self.boot_ms = now
         self._up_last_ms = now
         # Uptime as whole seconds + ms: a ms count passes 2**30 (a long int, an
         # allocation per tick on a 32-bit port) after 12.4 days; seconds last 34 years.
@@ -78,7 +80,6 @@ class Gateway:
         self.on_shutdown = None
         # Control-tick lateness in node time: how late the sampler woke against its
         # schedule, or the control task after the sample it acts on (ms; the worst).
-        self.tick_late_ms = 0
         self.worst_tick_late_ms = 0
         self._tasks = []
         self._asyncio = None
@@ -98,7 +99,7 @@ class Gateway:
         self.meter = meter
         if self._restored_totals:
             self.meter.restore(self._restored_totals)
-        self._restored_totals = None
+        del self._restored_totals  # boot only
         self._build_sensors(cfg.get("sensors") or {})
         # Modbus meters (heatgw.modbus, only when configured): gw.modbus.value(meter, name)
         self.modbus = None
@@ -124,8 +125,26 @@ class Gateway:
                     self.recovery.restore(self._restored_recovery)
                 except ValueError as e:
                     print("state:", e)
-        self._restored_recovery = None
-        self._build_flow(cfg.get("flow"), now)
+        del self._restored_recovery  # boot only
+        self.flow = None
+        self._flow_modbus = False
+        flow_cfg = cfg.get("flow")
+        if flow_cfg and flow_cfg["type"] == "modbus":  # a meter of self.modbus (mbplan)
+            from heatgw.modbus import ModbusFlow
+
+            self.flow = ModbusFlow(mb, flow_cfg["meter"], flow_cfg["max_m3h"])
+            self._flow_modbus = True
+        elif flow_cfg:
+            from heatgw.flow import PulseFlow
+
+            # the board picks the counter (hardware where it has one) for this debounce
+            counter = board.flow_pulse_counter(
+                min_pulse_us=int(flow_cfg["min_pulse_ms"] * 1000 + 0.5))
+            self.flow = PulseFlow(counter, now_ms=now, ticks_diff=clock.ticks_diff,
+                                  litres_per_pulse=flow_cfg.get("litres_per_pulse"),
+                                  pulses_per_litre=flow_cfg.get("pulses_per_litre"),
+                                  zero_after_s=flow_cfg["zero_after_s"],
+                                  stuck_active_s=flow_cfg["stuck_active_s"])
         # external readings (heatgw.failsafe): the Modbus meters, by name
         self.inputs = Inputs(tuple(self.sensors), mb.readings() if mb else ())
         self._board_inputs = board.inputs()
@@ -168,26 +187,6 @@ class Gateway:
             adc.init()
             self.sensors[name] = TemperatureSensor(
                 adc, offset_k=sc["offset_k"], min_c=sc["min_c"], max_c=sc["max_c"])
-
-    def _build_flow(self, flow_cfg, now):
-        self.flow = None
-        self._flow_modbus = False
-        if flow_cfg and flow_cfg["type"] == "modbus":  # a meter of self.modbus (mbplan)
-            from heatgw.modbus import ModbusFlow
-
-            self.flow = ModbusFlow(self.modbus, flow_cfg["meter"], flow_cfg["max_m3h"])
-            self._flow_modbus = True
-        elif flow_cfg:
-            from heatgw.flow import PulseFlow
-
-            # the board picks the counter (hardware where it has one) for this debounce
-            counter = self.board.flow_pulse_counter(
-                min_pulse_us=int(flow_cfg["min_pulse_ms"] * 1000 + 0.5))
-            self.flow = PulseFlow(counter, now_ms=now, ticks_diff=clock.ticks_diff,
-                                  litres_per_pulse=flow_cfg.get("litres_per_pulse"),
-                                  pulses_per_litre=flow_cfg.get("pulses_per_litre"),
-                                  zero_after_s=flow_cfg["zero_after_s"],
-                                  stuck_active_s=flow_cfg["stuck_active_s"])
 
     # -- persistence ------------------------------------------------------------------
 
@@ -318,9 +317,6 @@ class Gateway:
 
     # -- tasks ------------------------------------------------------------------------
 
-    def checkin(self, name, now):
-        self.checkins[name] = now
-
     @property
     def uptime_ms(self):
         return self._up_s * 1000 + self._up_ms
@@ -359,7 +355,7 @@ class Gateway:
             if dt_ms > 0:
                 self.meter.add(c_to_mc(inputs.temps_c.get("supply")),
                                c_to_mc(inputs.temps_c.get("return")), vol_ul, dt_ms)
-            self.checkin("sampler", now)
+            self.checkins["sampler"] = now
             self._fresh.set()
             next_ms = clock.ticks_add(next_ms, tick)
             d = clock.ticks_diff(next_ms, clock.ticks_ms())
@@ -455,18 +451,11 @@ class Gateway:
                     self.on_tick(self, now)
                 except Exception as e:  # noqa: BLE001 - telemetry never stops control
                     print("tick hook failed:", repr(self.heap.caught(e)))
-            self.checkin("control", now)
+            self.checkins["control"] = now
 
     def _late(self, ms):
-        self.tick_late_ms = ms
         if ms > self.worst_tick_late_ms:
             self.worst_tick_late_ms = ms
-
-    def _stalled(self, now, stall_ms):
-        for name in _CHECKED_IN:
-            if clock.ticks_diff(now, self.checkins[name]) > stall_ms:
-                return name
-        return None
 
     async def persist(self, asyncio):
         interval_ms = self.cfg["persist"]["interval_s"] * 1000
@@ -495,7 +484,11 @@ class Gateway:
         status_due = clock.ticks_ms()
         while True:
             now = clock.ticks_ms()
-            stalled = self._stalled(now, stall_ms)
+            stalled = None
+            for name in _CHECKED_IN:
+                if clock.ticks_diff(now, self.checkins[name]) > stall_ms:
+                    stalled = name
+                    break
             if stalled is not None and self.fault is None:
                 self._fail("task_stalled:" + stalled,
                            {"kind": "supervisor", "state": "bypass",
@@ -533,12 +526,14 @@ class Gateway:
         Tasks added while the application runs start at once."""
         if type(name) is not str or not name:
             raise ValueError("task name must be a non-empty str")
-        for t in self._tasks:
-            if t[0] == name:
+        for t in self._tasks:  # (name, coro_fn, critical) until run() started them: names
+            if (t if type(t) is str else t[0]) == name:
                 raise ValueError("task %r already registered" % name)
-        self._tasks.append((name, coro_fn, critical))
         if self._asyncio is not None:
+            self._tasks.append(name)
             self._start(name, coro_fn, critical)
+        else:
+            self._tasks.append((name, coro_fn, critical))
 
     def _start(self, name, coro_fn, critical):
         asyncio = self._asyncio
@@ -591,7 +586,9 @@ class Gateway:
         asyncio.get_event_loop().set_exception_handler(self._loop_exception)
         for name, coro_fn, critical in self._tasks:
             self._start(name, coro_fn, critical)
-        await asyncio.Event().wait()  # the tasks run on; a latched fault lets the WDT act
+        self._tasks = [t[0] for t in self._tasks]  # started: only their names are kept
+        while True:  # the tasks run on; a latched fault lets the WDT act
+            await asyncio.sleep_ms(3_600_000)
 
     def shutdown(self):
         """Orderly stop (console Ctrl-C, redeploy): relays safe, totals saved."""

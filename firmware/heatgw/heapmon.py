@@ -21,7 +21,8 @@ import gc
 
 
 class HeapMonitor:
-    def __init__(self, *, sample_every=10, probe_every=6, cap_bytes=None, tol_bytes=256):
+    # (options by keyword; not keyword-only: the defaults then take a tuple, not a dict)
+    def __init__(self, sample_every=10, probe_every=6, cap_bytes=None, tol_bytes=256):
         self.peak_bytes = 0  # largest live heap seen after a collect
         self.peak_at = None  # the sample point that saw it
         self.min_largest_free_bytes = None  # smallest largest free block seen

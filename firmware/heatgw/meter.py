@@ -25,6 +25,8 @@ targets: never accumulate them).
 
 from array import array
 
+from micropython import const
+
 from heatgw import meterkernel as _k
 
 # m°C sentinel for a missing reading (None works too): far below absolute zero, yet a
@@ -32,25 +34,23 @@ from heatgw import meterkernel as _k
 # 32-bit target (-0x40000000 would be a long int there: its literal is 2**30).
 INVALID = -0x20000000
 
-_CODE_MAX = 0x3FFFFFFF  # temperature codes (mK absolute) stay below 2**30 (small ints)
+_CODE_MAX = const(0x3FFFFFFF)  # temperature codes (mK absolute) stay below 2**30 (small ints)
 # Valid m°C readings: code = t + K_OFFSET_MC in [1, _CODE_MAX]. _code() compares before it
 # adds, so no sum leaves the small-int range whatever small int it is given.
 _T_MIN_MC = 1 - _k.K_OFFSET_MC
 _T_MAX_MC = _CODE_MAX - _k.K_OFFSET_MC
-_E_LIMIT = 1 << 90  # energy capacity, nJ (top limb < 2**30)
-_L_LIMIT = 1 << 60  # volume (µL) and time (ms) capacity
-_NJ_PER_WH = 3_600_000_000_000
-_M30 = 0x3FFFFFFF
+_E_LIMIT = const(1 << 90)  # energy capacity, nJ (top limb < 2**30)
+_L_LIMIT = const(1 << 60)  # volume (µL) and time (ms) capacity
+_NJ_PER_WH = const(3_600_000_000_000)
+_M30 = const(0x3FFFFFFF)
 
-# totals() keys -> first limb in the kernel state, limb count
-_TOTALS = (
-    ("energy_nj", _k.ST_E0, 3),
-    ("volume_ul", _k.ST_V0, 2),
-    ("time_ms", _k.ST_TIME0, 2),
-    ("error_ms", _k.ST_ERR0, 2),
-    ("low_dt_ms", _k.ST_LOW0, 2),
-    ("negative_dt_ms", _k.ST_NEG0, 2),
-)
+# totals() keys, in the kernel state's order from ST_E0 (ST_E0, ST_V0, ST_TIME0, ST_ERR0,
+# ST_LOW0, ST_NEG0): energy 3 limbs, each other 2 (_first: where total i starts)
+_TOTALS = ("energy_nj", "volume_ul", "time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
+
+
+def _first(i):
+    return _k.ST_E0 if i == 0 else _k.ST_E0 + 1 + 2 * i
 
 # Totals read as attributes (HeatMeter.__getattr__), rounded down:
 # name, first limb, limb count, unit divisor
@@ -91,7 +91,7 @@ class HeatMeter:
     """Integrates heat, volume and error/low-ΔΘ/negative-ΔΘ time from samples.
 
     table: a heatgw.fluid FluidTable (t0_mc, STEP_SHIFT 9, n, h_q64, rho_q32,
-        t_min_mc, t_max_mc); checked against the kernel's contract here.
+        t_min_mc, t_max_mc); checked against the kernel's contract (heatgw.metertable).
     meter_in_return: True if the volume sensor sits in the return (cold) pipe,
         False for the flow (hot) pipe. Required: it changes k by 1-7 %.
     cutoff_k: ΔΘ below this (K, > 0) integrates no energy and counts as low-ΔΘ time.
@@ -100,60 +100,17 @@ class HeatMeter:
     batch_len: samples per kernel call (1..4096).
     """
 
-    def __init__(self, table, *, meter_in_return, cutoff_k, t_min_c=None, t_max_c=None,
+    # (pass all but the table by keyword; not keyword-only: the defaults then take a
+    # tuple, not a dict)
+    def __init__(self, table, meter_in_return, cutoff_k, t_min_c=None, t_max_c=None,
                  batch_len=16):
-        if table.STEP_SHIFT != _k.STEP_SHIFT:
-            raise ValueError("table grid step must be 2**9 mK")
-        if not 1 <= batch_len <= 4096:
-            raise ValueError("batch_len must be 1..4096")
-        n = table.n
-        h = table.h_q64
-        rho = table.rho_q32
-        if n < 2 or len(h) < n or len(rho) < n:
-            raise ValueError("table too short")
-        t0 = table.t0_mc
-        t_min = table.t_min_mc
-        t_max = table.t_max_mc
-        cfg = c_to_mc(t_min_c)
-        if cfg is not None and cfg > t_min:
-            t_min = cfg
-        cfg = c_to_mc(t_max_c)
-        if cfg is not None and cfg < t_max:
-            t_max = cfg
-        if t_min < t0:
-            t_min = t0
-        if t_max < t_min:
-            raise ValueError("empty temperature range")
-        if t_min + _k.K_OFFSET_MC < 1 or t_max + _k.K_OFFSET_MC > _CODE_MAX:
-            raise ValueError("range outside kernel codes")
-        k_min = (t_min - t0) >> _k.STEP_SHIFT
-        k_max = ((t_max - t0) >> _k.STEP_SHIFT) + 1
-        if k_max > n - 1:
-            raise ValueError("t_max at the end of the table")
-        cutoff = c_to_mc(cutoff_k)
-        if cutoff is None or not 1 <= cutoff < 0x20000000:
-            raise ValueError("cutoff_k must be > 0")
-        # the kernel's table contract (see heatgw.meterkernel)
-        tab = array("i")
-        prev = 0
-        for k in range(n):
-            v = h[k]
-            if not 0 <= v < 0x4000000 or v < prev or v - prev >= 0x200000:
-                raise ValueError("h_q64 breaks the contract at %d" % k)
-            prev = v
-            tab.append(v)
-        rho_max = 0
-        prev = rho[0]
-        for k in range(n):
-            v = rho[k]
-            if not 0 < v < 0x10000 or abs(v - prev) >= 0x200000:
-                raise ValueError("rho_q32 breaks contract at %d" % k)
-            prev = v
-            if k_min <= k <= k_max and v > rho_max:
-                rho_max = v
-            tab.append(v)
-        if rho_max * (h[k_max] - h[k_min]) >= 1 << 41:
-            raise ValueError("rho*dh >= 2**41 (>= 2**30 J/m3)")
+        # checked and built once (heatgw.metertable), then dropped: the meter keeps the
+        # kernel's table and its range
+        from heatgw import forget, metertable
+
+        tab, n, t0, t_min, t_max, cutoff = metertable.build(table, t_min_c, t_max_c,
+                                                            cutoff_k, batch_len)
+        forget("metertable")
         self._tab = tab
         st = array("i", [0] * _k.STATE_WORDS)
         st[_k.ST_T0] = t0 + _k.K_OFFSET_MC
@@ -245,24 +202,28 @@ class HeatMeter:
         """Exact totals as integers: energy_nj, volume_ul, time_ms, error_ms,
         low_dt_ms, negative_dt_ms. Feed the dict back to restore()."""
         self.flush()
-        return {key: self._total(first, limbs) for key, first, limbs in _TOTALS}
+        out = {}
+        for i in range(len(_TOTALS)):
+            out[_TOTALS[i]] = self._total(_first(i), 3 if i == 0 else 2)
+        return out
 
     def restore(self, totals):
         """Load persisted totals (a dict from totals()); staged samples are kept and
         will be integrated on top. Missing time keys count as 0."""
         values = []
-        for key, _first, limbs in _TOTALS:
-            if key in ("energy_nj", "volume_ul") and key not in totals:
+        for i in range(len(_TOTALS)):
+            key = _TOTALS[i]
+            if i < 2 and key not in totals:  # energy_nj, volume_ul
                 raise ValueError("restore: missing " + key)
             v = totals.get(key, 0)
-            if not isinstance(v, int) or not 0 <= v < (_E_LIMIT if limbs == 3 else _L_LIMIT):
+            if not isinstance(v, int) or not 0 <= v < (_E_LIMIT if i == 0 else _L_LIMIT):
                 raise ValueError("restore: bad " + key)
             values.append(v)
         st = self._st
-        for j in range(len(_TOTALS)):
-            _key, first, limbs = _TOTALS[j]
-            v = values[j]
-            for k in range(limbs):
+        for i in range(len(_TOTALS)):
+            v = values[i]
+            first = _first(i)
+            for k in range(3 if i == 0 else 2):
                 st[first + k] = v & _M30
                 v >>= 30
 

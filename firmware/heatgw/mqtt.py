@@ -7,19 +7,21 @@ tracking, retransmission with DUP after a reconnect, reconnect with capped backo
     pid = c.publish(b"heatgw/s/node-1/telemetry", payload)  # None: no free slot
     await c.wait_slot(1000)            # True once a slot is free
 
-umqtt.simple (micropython-lib, pinned in mplibs.lock) encodes CONNECT, PUBLISH and
-SUBSCRIBE: its methods write to `self.sock`, which here is _Buf, a stand-in over our
-preallocated buffers, and its blocking wait for the broker's reply stops at once (_Buf's
-read raises _Sent). Sockets, framing of received packets, checks, timers, the in-flight
-table and reconnects are ours. cb(topic, msg) gets topic as bytes and msg as a memoryview
-into the receive buffer, valid only during the call (copy what you keep).
+CONNECT and SUBSCRIBE are encoded by umqtt.simple (micropython-lib, pinned in
+mplibs.lock) at connect time only: heatgw.mqttpack loads it, lets it write both into the
+receive buffer through a stand-in socket and drops it again before the first await, so it
+holds no heap while the node runs. PUBLISH (every message, and the status) is encoded here
+into the preallocated in-flight slots (a few lines). Sockets, framing of received packets,
+checks, timers, the in-flight table and reconnects are ours too. cb(topic, msg) gets topic
+as bytes and msg as a memoryview into the receive buffer, valid only during the call (copy
+what you keep).
 """
 
 import asyncio
 import socket
 from asyncio import core
 
-from umqtt import simple as _umqtt
+from micropython import const
 
 from heatgw import clock
 
@@ -27,61 +29,67 @@ DOWN = "down"  # not connected (also: broker down at boot, the normal case)
 CONNECTING = "connecting"
 UP = "up"
 
-_CONNACK = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
-            "bad user name or password", "not authorised")
+# CONNACK return codes 1.., and the socket errors why() names: one string each (read when
+# a connection fails), not a tuple or dict of strings
+_CONNACK = ("unacceptable protocol version,client id rejected,server unavailable,"
+            "bad user name or password,not authorised")
+_ERRNOS = ("111 connection refused,104 connection reset,113 host unreachable,"
+           "110 connect timeout,32 broken pipe")
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
+_FAILURES = const(0)  # Client._n: counters read through stats()
+_TIMEOUTS = const(1)
+_PINGS = const(2)
+_RECEIVED = const(3)
+_RX_OVERSIZED = const(4)
+_CB_ERRORS = const(5)
+_SUB_FAILED = const(6)
 _EINPROGRESS = 115  # errno.EINPROGRESS on lwIP and Linux alike
+_HEAD = 256  # per in-flight slot: a PUBLISH's fixed header, topic (< 247 bytes), packet id
+_PUBACKS = 8  # incoming QoS 1 messages whose PUBACK is still to send: more is a dead link
 
 
 class MQTTError(Exception):
     pass
 
 
-class _Sent(Exception):
-    """umqtt.simple has written its packet and would now block on the reply."""
+def _head(mv, first, size):
+    """A packet's fixed header (type and flags, remaining length) at mv[0]; its length."""
+    mv[0] = first
+    i = 1
+    while size > 0x7F:
+        mv[i] = (size & 0x7F) | 0x80
+        size >>= 7
+        i += 1
+    mv[i] = size
+    return i + 1
 
 
-class _Buf:
-    """Stand-in socket for umqtt.simple: write() fills a preallocated buffer, read() stops
-    the caller. Also its `socket` module: socket() and getaddrinfo() for its connect()."""
-
-    def __init__(self):
-        self.mv = None
-        self.n = 0
-
-    def start(self, mv):
-        self.mv = mv
-        self.n = 0
-
-    def write(self, b, n=-1):
-        if n < 0:
-            n = len(b)
-        end = self.n + n
-        if end > len(self.mv):
-            raise ValueError("packet of over %d bytes does not fit its buffer" % len(self.mv))
-        self.mv[self.n:end] = memoryview(b)[:n]
-        self.n = end
-        return n
-
-    def read(self, n):
-        raise _Sent
-
-    def setblocking(self, flag):
-        pass
-
-    def connect(self, addr):
-        pass
-
-    def socket(self, *a):
-        return self
-
-    def getaddrinfo(self, host, port, *a):
-        return ((0, 0, 0, "", None),)
+def _put(mv, n, b, prefixed=True):
+    """b (bytes) into mv at n, after its 2-byte length when prefixed; returns the end."""
+    k = len(b)
+    end = n + k + (2 if prefixed else 0)
+    if end > len(mv):
+        raise ValueError("packet of over %d bytes does not fit its buffer" % len(mv))
+    if prefixed:
+        mv[n] = k >> 8
+        mv[n + 1] = k & 0xFF
+        n += 2
+    mv[n:end] = b
+    return end
 
 
-_buf = _Buf()
-_umqtt.socket = _buf  # its connect() opens "sockets" here only: it never touches the network
+def _publish(mv, pid, topic, msg, retain, qos, head_only=False):
+    """PUBLISH (packet id pid when qos is 1) into mv; returns its length. head_only: all
+    but the payload (it follows from where it is)."""
+    n = _head(mv, 0x30 | qos << 1 | (1 if retain else 0),
+              2 + len(topic) + len(msg) + (2 if qos else 0))
+    n = _put(mv, n, topic)
+    if qos:
+        mv[n] = pid >> 8
+        mv[n + 1] = pid & 0xFF
+        n += 2
+    return n if head_only else _put(mv, n, msg, False)
 
 
 def why(e):
@@ -103,41 +111,30 @@ def why(e):
                 return "TLS: server certificate not verified by the configured CA (%s)" % (
                     a[-1],)
             return "TLS error %s" % (a,)
-        return {111: "connection refused", 104: "connection reset", 113: "host unreachable",
-                110: "connect timeout", 32: "broken pipe"}.get(code, "OSError %s" % (a,))
+        for item in _ERRNOS.split(","):
+            n, text = item.split(" ", 1)
+            if int(n) == code:
+                return text
+        return "OSError %s" % (a,)
     return "%s: %s" % (type(e).__name__, e)
 
 
-def tls_context(ca_file):
-    """An SSLContext that verifies the server against the CA certificate in `ca_file`
-    (DER). MQTTError with a clear reason when the port has no ssl or the file is bad."""
-    try:
-        import ssl
-    except ImportError:
-        raise MQTTError("TLS configured but this firmware has no ssl module") from None
-    try:
-        with open(ca_file, "rb") as f:
-            der = f.read()
-    except OSError:
-        raise MQTTError("TLS CA file %s cannot be read" % ca_file) from None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the server (CERT_REQUIRED)
-    try:
-        ctx.load_verify_locations(cadata=der)
-    except (ValueError, OSError) as e:
-        raise MQTTError("TLS CA file %s is not a DER certificate (%s)" % (ca_file, e)) from None
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 class Client:
-    def __init__(self, client_id, host, port=1883, *, keepalive_s=60, clean_session=True,
+    online = b"online"  # retained on will_topic after each CONNACK (safe mode sets
+    # b"safe_mode" on its client); the will says b"offline"
+
+    # Pass everything after port by keyword. (Not keyword-only: positional-or-keyword
+    # parameters keep their defaults in one tuple, keyword-only ones in a dict, 0.3 KB.)
+    def __init__(self, client_id, host, port=1883, keepalive_s=60, clean_session=True,
                  username=None, password=None, will_topic=None, subs=(), cb=None,
                  ack_cb=None, event_cb=None, ssl=None, server_hostname=None, inflight=4,
-                 max_packet=1024, timeout_ms=10000, backoff_min_ms=1000,
+                 max_packet=1024, max_in=None, timeout_ms=10000, backoff_min_ms=1000,
                  backoff_max_ms=60000, pace=None):
         if not 1 <= keepalive_s <= 65535:
             raise ValueError("keepalive_s must be 1..65535")
-        if not 1 <= inflight <= 64 or not 128 <= max_packet <= 65536:
+        max_in = max_in or max_packet  # the largest packet received (the rest is skipped)
+        if not 1 <= inflight <= 64 or not 128 <= max_packet <= 65536 or \
+                not 128 <= max_in <= 65536:
             raise ValueError("inflight 1..64, max_packet 128..65536")
         if not 0 < backoff_min_ms <= backoff_max_ms < 2**29:
             raise ValueError("need 0 < backoff_min_ms <= backoff_max_ms")
@@ -147,19 +144,23 @@ class Client:
         for t in subs:
             if not 0 < len(t) <= 120:  # umqtt.simple sends SUBSCRIBE's length as one byte
                 raise ValueError("subscription topic of 1..120 bytes")
+        # CONNECT and the SUBSCRIBEs are encoded into the receive buffer together
+        # (heatgw.mqttpack): it holds both, whatever the login and topics
+        need = 16 + len(b(client_id)) + (11 + len(b(will_topic)) if will_topic else 0) + \
+            (4 + len(b(username)) + len(b(password or "")) if username else 0)
+        for t in subs:
+            need += 7 + len(b(t))
+        max_in = max(max_in, need)
         self.host = host
         self.port = port
         self.keepalive_ms = keepalive_s * 1000
         self.clean_session = clean_session
         self.subs = tuple(b(t) for t in subs)
         self.will_topic = b(will_topic) if will_topic else None
-        self.online = b"online"  # retained on will_topic after each CONNACK (safe mode:
-        # b"safe_mode"); the will says b"offline"
         self.cb = cb
         self.ack_cb = ack_cb
         self.event_cb = event_cb
-        self._ssl = ssl
-        self._sni = server_hostname or host
+        self._tls = None if ssl is None else (ssl, server_hostname or host)  # ctx, SNI
         self.timeout_ms = timeout_ms
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
@@ -167,24 +168,20 @@ class Client:
         # tick, so the step's CPU time falls where the next tick has the most slack)
         self.pace = pace
         self._handshaking = False
-        # umqtt.simple keeps what CONNECT carries; its `sock` is our stand-in
-        u = _umqtt.MQTTClient(b(client_id), "", 1, user=b(username) if username else None,
-                              password=b(password or ""), keepalive=keepalive_s)
-        if self.will_topic:
-            u.set_last_will(self.will_topic, b"offline", retain=True, qos=1)
-        u.cb = _nop  # its subscribe() insists on a callback
-        u.sock = _buf
-        self._u = u
-        # in-flight table, preallocated: slot i is _tx[i*max_packet:(i+1)*max_packet]
+        # what CONNECT carries (the password only when there is a user name)
+        self.client_id = b(client_id)
+        self._login = (b(username), b(password or "")) if username else None
+        # In-flight table, preallocated: slot i holds a PUBLISH's header, topic and packet
+        # id in _tx[i*_HEAD:(i+1)*_HEAD], and a reference to its payload (no copy).
         self.max_packet = max_packet
-        self._tx = memoryview(bytearray(inflight * max_packet))
-        self._len = [0] * inflight  # encoded length; 0 = free
+        self._tx = memoryview(bytearray(inflight * _HEAD))
+        self._msg = [None] * inflight
+        self._len = [0] * inflight  # header length; 0 = free
         self._pid = [0] * inflight  # 0 for QoS 0
         self._sent = [0] * inflight  # 0 not yet sent on this session, else ticks when sent
         self._was_sent = [False] * inflight  # sent before: the next send has DUP
         self._order = []  # occupied slots in publish order
-        self._rx = memoryview(bytearray(max_packet))
-        self._ack = bytearray(b"\x40\x02\x00\x00")
+        self._rx = memoryview(bytearray(max_in))
         self._next_pid = 0
         seed = 1
         for c in b(client_id):
@@ -192,9 +189,8 @@ class Client:
         self._rnd = seed  # jitter differs from node to node, deterministically
         self._ev = asyncio.Event()  # wakes the writer: new publish, reader died
         self._slot_ev = asyncio.Event()  # a slot was freed
-        self._lock = asyncio.Lock()  # writer and reader (PUBACK) share the stream
+        self._pubacks = []  # packet ids the reader received QoS 1: the writer acks them
         self._sock = None
-        self._s = None
         self._addr = None
         self._dead = None  # the reader's exception
         self._ping_t = None  # ticks of the unanswered PINGREQ
@@ -210,13 +206,10 @@ class Client:
         self.retransmitted = 0  # sent again with DUP after a reconnect
         self.reconnects = 0  # connections after the first
         self.connects = 0
-        self.failures = 0  # failed connections and lost sessions
-        self.timeouts = 0
-        self.pings = 0
-        self.received = 0  # PUBLISH packets delivered to cb
-        self.rx_oversized = 0  # incoming payloads over max_packet: acked, dropped
-        self.cb_errors = 0
-        self.sub_failed = 0
+        # failed connections and lost sessions, timeouts, pings, PUBLISH packets delivered
+        # to cb, incoming packets over max_in (acked, dropped), callback errors, refused
+        # subscriptions: read through stats()
+        self._n = [0] * 7
 
     # ---- the application's side ---------------------------------------------------------
 
@@ -238,7 +231,9 @@ class Client:
     def publish(self, topic, msg, retain=False, qos=1):
         """Queue a message; returns its packet id (QoS 1), 0 (QoS 0), or None when the
         in-flight table is full or (QoS 0) not connected. Never waits. A QoS 1 message stays
-        until its PUBACK, across reconnects. ValueError when it cannot fit a slot."""
+        until its PUBACK, across reconnects. ValueError when the packet would be longer
+        than max_packet. The payload is not copied: msg (bytes, or a buffer its owner
+        leaves alone until the message is acknowledged) is sent from where it is."""
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
         if qos == 0 and self.state != UP:
@@ -247,9 +242,12 @@ class Client:
         if i < 0:
             return None
         topic = _enc(topic)
+        msg = _enc(msg)
+        if 9 + len(topic) + len(msg) > self.max_packet:
+            raise ValueError("packet of over %d bytes does not fit its buffer" % self.max_packet)
         pid = self._new_pid() if qos else 0
-        n = self._encode(self._slot(i), pid, self._u.publish, topic, msg, retain, qos)
-        self._len[i] = n
+        self._len[i] = _publish(self._slot(i), pid, topic, msg, retain, qos, True)
+        self._msg[i] = msg
         self._pid[i] = pid
         self._sent[i] = 0
         self._was_sent[i] = False
@@ -275,10 +273,11 @@ class Client:
     def stats(self):
         return {"state": self.state, "published": self.published, "acked": self.acked,
                 "retransmitted": self.retransmitted, "reconnects": self.reconnects,
-                "connects": self.connects, "failures": self.failures,
-                "timeouts": self.timeouts, "pings": self.pings, "received": self.received,
-                "inflight": len(self._order), "rx_oversized": self.rx_oversized,
-                "cb_errors": self.cb_errors, "sub_failed": self.sub_failed,
+                "connects": self.connects, "failures": self._n[_FAILURES],
+                "timeouts": self._n[_TIMEOUTS], "pings": self._n[_PINGS],
+                "received": self._n[_RECEIVED], "inflight": len(self._order),
+                "rx_oversized": self._n[_RX_OVERSIZED], "cb_errors": self._n[_CB_ERRORS],
+                "sub_failed": self._n[_SUB_FAILED],
                 "last_error": self.last_error}
 
     def stop(self):
@@ -307,16 +306,15 @@ class Client:
                 await self._session()
             except Exception as e:  # CancelledError is a BaseException: it goes through
                 if isinstance(e, asyncio.TimeoutError):
-                    self.timeouts += 1
-                self.failures += 1
+                    self._n[_TIMEOUTS] += 1
+                self._n[_FAILURES] += 1
                 self.last_error = why(e)
                 self._event("down", self.last_error)
             if self._stop and self.state == UP:
                 try:  # a clean DISCONNECT suppresses the will: say offline ourselves
                     if self.will_topic:
                         rx = self._rx
-                        n = self._encode(rx, 0, self._u.publish, self.will_topic,
-                                         b"offline", True, 0)
+                        n = _publish(rx, 0, self.will_topic, b"offline", True, 0)
                         await self._send(rx[:n])
                     await self._send(_DISCONNECT)
                 except Exception:
@@ -353,12 +351,11 @@ class Client:
             try:
                 self.event_cb(what, detail)
             except Exception:
-                self.cb_errors += 1
+                self._n[_CB_ERRORS] += 1
 
     def _close(self):
         s = self._sock
         self._sock = None
-        self._s = None
         if s is not None:
             t0 = clock.real_us()
             try:
@@ -390,39 +387,44 @@ class Client:
                     raise
         finally:
             clock.took(t0, "connect")
-        if self._ssl is not None:
+        tls = self._tls
+        if tls is not None:
             # the handshake runs inside the first writes/reads, bounded by their timeout
             t0 = clock.real_us()
             try:
-                s = self._ssl.wrap_socket(s, server_hostname=self._sni,
+                s = tls[0].wrap_socket(s, server_hostname=tls[1],
                                           do_handshake_on_connect=False)
             finally:
                 clock.took(t0, "tls")
             self._sock = s
-        self._handshaking = self._ssl is not None  # until the CONNACK: it came through TLS
-        self._s = asyncio.StreamReader(s)
+        self._handshaking = tls is not None  # until the CONNACK: it came through TLS
+        self._pubacks.clear()
         self._dead = None
         self._ping_t = None
         self._subacks = 0
-        rx = self._rx  # free until the reader starts: scratch for what we send now
-        u = self._u
-        n = self._encode(rx, 0, u.connect, self.clean_session)
-        await self._send(rx[:n])
+        rx = self._rx  # free until the reader starts: what we send now is encoded there
+        # CONNECT in rx[:sub], the SUBSCRIBEs in rx[sub:end], by umqtt.simple: loaded for this
+        # call and dropped again, before any await (heatgw.mqttpack)
+        from heatgw.mqttpack import encode
+
+        sub, end = encode(self, rx)
+        encode = None
+        await self._send(rx[:sub])
         h, n = await asyncio.wait_for_ms(self._packet(), self.timeout_ms)
         self._handshaking = False
         if h != 0x20 or n != 2:
             raise MQTTError("protocol: expected CONNACK, got type 0x%02x" % h)
         rc = rx[1]
         if rc:
+            why = _CONNACK.split(",")
             raise MQTTError("broker refused: %s" % (
-                _CONNACK[rc] if rc < len(_CONNACK) else "code %d" % rc))
+                why[rc - 1] if rc <= len(why) else "code %d" % rc))
         self.session_present = bool(rx[0] & 1)
-        for t in self.subs:
-            n = self._encode(rx, self._new_pid(), u.subscribe, t, 1)
-            self._subacks += 1
-            await self._send(rx[:n])
+        if end > sub:  # the CONNACK took rx[:2] only: the SUBSCRIBEs (QoS 1) are still there
+            self._subacks = len(self.subs)
+            await self._send(rx[sub:end])
         if self.will_topic:
-            n = self._encode(rx, 0, u.publish, self.will_topic, self.online, True, 0)
+            n = _publish(rx, 0, self.will_topic, self.online, True, 0)
             await self._send(rx[:n])
         for i in self._order:  # unacknowledged ones first, in their order, with DUP
             if self._was_sent[i]:
@@ -436,12 +438,32 @@ class Client:
             while not self._stop:
                 if self._dead is not None:
                     raise self._dead
+                if self._pubacks:  # the reader's: this task is the only one that writes
+                    pid = self._pubacks.pop(0)
+                    await self._send(bytes((0x40, 2, pid >> 8, pid & 0xFF)))  # PUBACK
+                    continue
                 for i in self._order:
                     if not self._sent[i]:
                         await self._send_slot(i)
                         break
                 else:
-                    await self._wait(self._timers())
+                    ms = self._timers()
+                    if ms <= 0:
+                        if self._ping_t is None:
+                            self._ping_t = clock.ticks_ms() or 1
+                            self._n[_PINGS] += 1
+                            await self._send(_PINGREQ)
+                        continue
+                    # until _ev (a publish, the reader, stop) or the deadline: a timer
+                    # task sets _ev then (lighter than wait_for, whose task and frames the
+                    # idle writer would hold)
+                    ev = self._ev
+                    ev.clear()
+                    timer = asyncio.create_task(_set_after(ev, ms))
+                    try:
+                        await ev.wait()
+                    finally:
+                        timer.cancel()
         finally:
             reader.cancel()
 
@@ -468,69 +490,57 @@ class Client:
                 wait = min(wait, left)
         return wait
 
-    async def _wait(self, ms):
-        if ms <= 0:
-            if self._ping_t is None:
-                self._ping_t = clock.ticks_ms() or 1
-                self.pings += 1
-                await self._send(_PINGREQ)
-            return
-        self._ev.clear()
-        try:
-            await asyncio.wait_for_ms(self._ev.wait(), ms)
-        except asyncio.TimeoutError:
-            pass
-
     async def _send_slot(self, i):
         qos1 = self._pid[i]
         if qos1:  # marked first: its PUBACK may free the slot while we still drain
             self._sent[i] = clock.ticks_ms() or 1
             self._was_sent[i] = True
-        await self._send(self._slot(i)[:self._len[i]])
+        await self._send(self._slot(i)[:self._len[i]], self._msg[i])
         if not qos1:
             self._free(i)  # QoS 0: done once written (nothing else frees it)
 
-    async def _send(self, data):
-        async with self._lock:
-            if self._handshaking and self.pace is not None:
-                await self.pace()  # its first write may start the TLS handshake
-            t0 = clock.real_us()
-            self._s.write(data)  # the socket's write (with TLS: a handshake step) is here
-            clock.took(t0, "send")
-            await asyncio.wait_for_ms(self._drain(self._s), self.timeout_ms)
+    async def _send(self, data, more=None):
+        # Only the writer (connect, session, stop) sends: no lock. Bounded by timeout_ms.
+        await asyncio.wait_for_ms(self._write(data, more), self.timeout_ms)
         self._tx_t = clock.ticks_ms()
 
-    async def _drain(self, st):
-        # Stream.drain(), but each socket write after a wait is measured too: what the
-        # socket did not take at once (a full send buffer; with TLS the rest of the
-        # handshake, its certificate check and key exchange, runs in these writes)
-        buf = st.out_buf
-        if not buf:
-            return await st.drain()  # all written: drain's one yield
-        mv = memoryview(buf)
-        off = 0
-        sock = st.s
-        # while connecting over TLS these writes carry the handshake: its steps (the
-        # certificate check, the key exchange: long on a target's CPU) are paced
+    async def _write(self, data, more):
+        # data, then more (a PUBLISH's payload), each write as soon as the socket takes
+        # data (asyncio's poller: the host board's virtual time sees the send there) and
+        # then all it takes at once, each write measured in real time; while connecting
+        # over TLS these writes carry the handshake, whose steps (the certificate check,
+        # the key exchange: long on a target's CPU) are paced.
+        sock = self._sock
         pace = self.pace if self._handshaking else None
-        while off < len(mv):
-            await _writable(sock)
+        mv = memoryview(data)
+        off = 0
+        while True:
+            await _io(sock, True)
             if pace is not None:
                 await pace()
-            t0 = clock.real_us()
-            n = sock.write(mv[off:])
-            clock.took(t0, "send")
-            if n is not None:
+            while True:
+                if off >= len(mv):
+                    if more is None:
+                        return
+                    mv = memoryview(more)
+                    more = None
+                    off = 0
+                    continue
+                t0 = clock.real_us()
+                n = sock.write(mv[off:])
+                clock.took(t0, "send")
+                if not n:  # the socket takes no more now: wait for it
+                    break
                 off += n
-        st.out_buf = b""
 
     # ---- receiving ----------------------------------------------------------------------
 
     async def _readn(self, mv, n):
         got = 0
-        r = self._s
+        sock = self._sock
         while got < n:
-            k = await r.readinto(mv[got:n])
+            await _io(sock, False)
+            k = sock.readinto(mv[got:n])
             if k is None:
                 continue
             if not k:
@@ -541,7 +551,14 @@ class Client:
         """Read one packet into _rx; return (first byte, length). Longer payloads are
         left unread (the caller skips them)."""
         rx = self._rx
-        await self._readn(rx, 1)
+        sock = self._sock
+        while True:  # the first byte: where the idle reader waits (no _readn frame)
+            await _io(sock, False)
+            k = sock.readinto(rx, 1)
+            if k:
+                break
+            if k is not None:
+                raise EOFError
         h = rx[0]
         n = 0
         sh = 0
@@ -576,19 +593,19 @@ class Client:
                     continue
                 if t == 0x40:
                     if n != 2:
-                        raise MQTTError("protocol: PUBACK of %d bytes" % n)
+                        raise MQTTError("protocol: %s of %d bytes" % ("PUBACK", n))
                     self._acked(self._rx[0] << 8 | self._rx[1])
                 elif t == 0x90:
                     if n != 3:
-                        raise MQTTError("protocol: SUBACK of %d bytes" % n)
+                        raise MQTTError("protocol: %s of %d bytes" % ("SUBACK", n))
                     if self._subacks:
                         self._subacks -= 1
                     if self._rx[2] == 0x80:
-                        self.sub_failed += 1
+                        self._n[_SUB_FAILED] += 1
                         self.last_error = "subscription refused by the broker"
                 elif t == 0xD0:
                     if n:
-                        raise MQTTError("protocol: PINGRESP of %d bytes" % n)
+                        raise MQTTError("protocol: %s of %d bytes" % ("PINGRESP", n))
                     self._ping_t = None
                     self._ev.set()  # the writer slept until the PINGRESP deadline
                 else:
@@ -605,7 +622,7 @@ class Client:
         rx = self._rx
         head = 4 if qos else 2
         if n < head:
-            raise MQTTError("protocol: PUBLISH of %d bytes" % n)
+            raise MQTTError("protocol: %s of %d bytes" % ("PUBLISH", n))
         if n > len(rx):  # too big for the buffer: skip it, but acknowledge it
             await self._readn(rx, 2)
             tl = rx[0] << 8 | rx[1]
@@ -617,31 +634,30 @@ class Client:
                 await self._readn(rx, 2)
                 pid = rx[0] << 8 | rx[1]
             await self._skip(n - tl - head)
-            self.rx_oversized += 1
+            self._n[_RX_OVERSIZED] += 1
         else:
             tl = rx[0] << 8 | rx[1]
             if tl + head > n:
                 raise MQTTError("protocol: PUBLISH topic longer than the packet")
             pid = rx[2 + tl] << 8 | rx[3 + tl] if qos else 0
-            self.received += 1
+            self._n[_RECEIVED] += 1
             if self.cb:
                 try:
                     self.cb(bytes(rx[2:2 + tl]), rx[head + tl:n])
                 except Exception as e:
-                    self.cb_errors += 1
+                    self._n[_CB_ERRORS] += 1
                     self.last_error = "callback: %s" % (why(e),)
             clock.took(t0, "rx")  # with the callback (a command is handled in it)
-        if qos:
-            a = self._ack
-            a[2] = pid >> 8
-            a[3] = pid & 0xFF
-            await self._send(a)
+        if qos:  # the writer sends its PUBACK
+            if len(self._pubacks) >= _PUBACKS:
+                raise MQTTError("protocol: %d messages not acknowledged" % _PUBACKS)
+            self._pubacks.append(pid)
+            self._ev.set()
 
     # ---- the in-flight table ------------------------------------------------------------
 
     def _slot(self, i):
-        m = self.max_packet
-        return self._tx[i * m:(i + 1) * m]
+        return self._tx[i * _HEAD:(i + 1) * _HEAD]
 
     def _free_slot(self):
         for i in range(len(self._len)):
@@ -650,6 +666,7 @@ class Client:
         return -1
 
     def _free(self, i):
+        self._msg[i] = None
         self._len[i] = 0
         self._pid[i] = 0
         self._sent[i] = 0
@@ -665,7 +682,7 @@ class Client:
                     try:
                         self.ack_cb(pid)
                     except Exception:
-                        self.cb_errors += 1
+                        self._n[_CB_ERRORS] += 1
                 return
         # unknown id (e.g. acked again after a retransmission): harmless
 
@@ -676,53 +693,17 @@ class Client:
             if p not in self._pid:
                 return p
 
-    def _encode(self, mv, pid, fn, *args):
-        """Let umqtt.simple's `fn` encode one packet (with packet id `pid`, 0: none) into
-        mv; return its length."""
-        if pid:
-            self._u.pid = pid - 1  # it takes the next id
-        _buf.start(mv)
-        try:
-            fn(*args)
-        except _Sent:
-            pass
-        return _buf.n
+
+async def _set_after(ev, ms):
+    await asyncio.sleep_ms(ms)
+    ev.set()
 
 
-async def _writable(sock):
-    # one wait for the socket to take data, through asyncio's poller (as Stream.drain)
-    yield core._io_queue.queue_write(sock)
-
-
-def _nop(topic, msg):
-    pass
+async def _io(sock, write):
+    # one wait until the socket takes data (write) or has some, through asyncio's poller
+    # (as its streams wait)
+    yield (core._io_queue.queue_write if write else core._io_queue.queue_read)(sock)
 
 
 def _enc(s):
     return s.encode() if isinstance(s, str) else s
-
-
-def topic_base(mqtt_cfg, node_id):
-    """`<prefix>/<site>/<node>` from the configuration's mqtt section."""
-    return "%s/%s/%s" % (mqtt_cfg["prefix"], mqtt_cfg["site"], node_id)
-
-
-def from_config(mqtt_cfg, node_id, password=None, **kw):
-    """A Client for the validated `mqtt` section (None when it is null: no telemetry).
-    The password comes from the secrets file, never from the configuration."""
-    if not mqtt_cfg:
-        return None
-    base = topic_base(mqtt_cfg, node_id)
-    subs = [base + "/cmd"]
-    ha = mqtt_cfg.get("ha_discovery_prefix")
-    if ha:
-        subs.append(ha + "/status")
-    tls = mqtt_cfg.get("tls")
-    ctx = tls_context(tls["ca_file"]) if tls else None
-    port = mqtt_cfg.get("port") or (8883 if tls else 1883)
-    user = mqtt_cfg.get("username")
-    return Client(mqtt_cfg.get("client_id") or node_id, mqtt_cfg["host"], port,
-                  keepalive_s=mqtt_cfg["keepalive_s"],
-                  clean_session=mqtt_cfg["clean_session"],
-                  username=user, password=password if user else None,
-                  will_topic=base + "/status", subs=subs, ssl=ctx, **kw)

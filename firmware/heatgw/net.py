@@ -8,11 +8,12 @@ The board says which interfaces it has (`NET_INTERFACES`, first = used) and buil
 (`network_interface(kind)`: the port's network.WLAN / network.LAN, or None on the host
 board, whose network is the host's: bring-up is then a no-op that reports "up").
 
-- Wi-Fi station ("wlan"): credentials `wifi_ssid` / `wifi_password` from the secrets
-  file. connect() returns at once on the ports; the task polls isconnected() and
-  status() with asyncio sleeps, gives up an attempt after `connect_timeout_ms` or on a
-  failure status (wrong password, no AP), then waits a capped exponential backoff with
-  jitter (`Backoff`) before the next. A link lost later is noticed by the same polling.
+- Wi-Fi station ("wlan", heatgw.wlan, loaded on Wi-Fi boards only): credentials
+  `wifi_ssid` / `wifi_password` from the secrets file. connect() returns at once on the
+  ports; the task polls isconnected() and status() with asyncio sleeps, gives up an
+  attempt after `connect_timeout_ms` or on a failure status (wrong password, no AP),
+  then waits a capped exponential backoff with jitter (`Backoff`) before the next. A
+  link lost later is noticed by the same polling.
 - Ethernet ("lan"): active(True) once; the link (isconnected: link up with an address)
   is polled; up and down are events. A failing active() is retried with the backoff.
 - Events go to on_event(dict), never printed here: {"kind": "net", "state": "up",
@@ -24,48 +25,24 @@ board, whose network is the host's: bring-up is then a no-op that reports "up").
 DNS. socket.getaddrinfo() blocks inside lwIP on the targets (up to its retries, seconds)
 and would stall every task, control included. So the broker name is resolved HERE only:
 an IP literal needs no query; a name is asked of the interface's DNS server
-(ifconfig()[3]) with our own query over a non-blocking UDP socket awaited through
-asyncio (heatgw.ntp.udp_request, bounded), once per link-up and then every
+(ifconfig()[3]) with our own query (heatgw.dns) over a non-blocking UDP socket awaited
+through asyncio (heatgw.ntp.udp_request, bounded), once per link-up and then every
 `dns_refresh_ms`. The address is cached in `broker_ip`; the MQTT task only reads it and
 never resolves (a failed refresh keeps the old address). On the host board the host's
 resolver answers (getaddrinfo, here too: the host's network).
 
 NTP (heatgw.ntp) runs here too, after each link-up and every `ntp_interval_ms`, and sets
-heatgw.clock's UTC for payloads only.
+heatgw.clock's UTC for payloads only. heatgw.dns and heatgw.ntp are loaded for these
+queries and dropped again after them.
 
 Each stretch of this task between two awaits (a loop iteration, what follows a DNS or NTP
 reply: events go to the sinks, the flash queue) and each DNS or NTP datagram's handling
 (heatgw.ntp) is measured in real time by heatgw.clock.took ("net", "dns", "udp").
 """
 
-from heatgw import clock
+from heatgw import clock, forget
 
-try:
-    import network
-except ImportError:  # the unix port: tests bring a stand-in
-    network = None
-
-_FAILED = ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL",
-           "STAT_ASSOC_FAIL", "STAT_HANDSHAKE_TIMEOUT", "STAT_BEACON_TIMEOUT")
 _RETRY_MS = 60_000  # a failed DNS or NTP query is asked again after this
-
-
-def _status_name(st):
-    # "wrong_password" for network.STAT_WRONG_PASSWORD; the number when unknown
-    if network is not None:
-        for n in dir(network):
-            if n.startswith("STAT_") and getattr(network, n) == st:
-                return n[5:].lower()
-    return "status_%s" % st
-
-
-def _failed(st):
-    if network is None:
-        return False
-    for n in _FAILED:
-        if getattr(network, n, None) == st:
-            return True
-    return False
 
 
 class Backoff:
@@ -101,62 +78,6 @@ class Backoff:
         return d - (self._rand(j + 1) if j else 0)
 
 
-def _ip_literal(host):
-    parts = host.split(".")
-    if len(parts) != 4:
-        return False
-    for p in parts:
-        if not p.isdigit() or int(p) > 255:
-            return False
-    return True
-
-
-def dns_query(name, qid):
-    """A DNS query (RFC 1035) for the A record of name, with id qid (0..65535)."""
-    q = bytearray(b"%c%c\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" % (qid >> 8, qid & 255))
-    for label in name.split("."):
-        if not 0 < len(label) < 64:
-            raise ValueError("bad host name")
-        q.append(len(label))
-        q.extend(label.encode())
-    q.extend(b"\x00\x00\x01\x00\x01")
-    return q
-
-
-def _skip_name(d, i):
-    while i < len(d):
-        n = d[i]
-        if n >= 0xC0:
-            return i + 2  # compression pointer ends the name
-        if n == 0:
-            return i + 1
-        i += n + 1
-    raise ValueError
-
-
-def dns_parse(d, qid):
-    """The first A record's address ("a.b.c.d") of a reply to dns_query(.., qid), or
-    None: not our reply (ignored), "" for an answer without one (NXDOMAIN, no A)."""
-    if len(d) < 12 or (d[0] << 8 | d[1]) != qid or not d[2] & 0x80:
-        return None
-    try:
-        if d[3] & 15:
-            return ""  # rcode: no such name, server failure
-        i = 12
-        for _ in range(d[4] << 8 | d[5]):
-            i = _skip_name(d, i) + 4
-        for _ in range(d[6] << 8 | d[7]):
-            i = _skip_name(d, i)
-            rtype, rlen = d[i] << 8 | d[i + 1], d[i + 8] << 8 | d[i + 9]
-            i += 10
-            if rtype == 1 and rlen == 4 and i + 4 <= len(d):
-                return "%d.%d.%d.%d" % (d[i], d[i + 1], d[i + 2], d[i + 3])
-            i += rlen
-    except (ValueError, IndexError):
-        pass
-    return ""
-
-
 class Net:
     def __init__(self, board, secrets, on_event, broker_host=None, broker_port=1883,
                  ntp_server=None, poll_ms=250, connect_timeout_ms=20_000, base_ms=1000,
@@ -187,8 +108,6 @@ class Net:
         self.dns_server = None
         self.broker_ip = None  # cached: the MQTT task reads it, never resolves
         self.iface = None
-        self._qid = 0
-        self.utc_synced = False
 
     def _event(self, state, **kw):
         ev = {"kind": "net", "state": state, "iface": self.kind}
@@ -224,65 +143,11 @@ class Net:
                 await self._services(asyncio)
                 await asyncio.sleep_ms(self.poll_ms * 40)
         if self.kind == "wlan":
-            await self._wlan(asyncio)
+            from heatgw import wlan
+
+            await wlan.run(self, asyncio)
         else:
             await self._lan(asyncio)
-
-    async def _wlan(self, asyncio):
-        s = self.secrets.get("wifi_ssid") if self.secrets is not None else None
-        if s is None:
-            self._event("error", error="no wifi_ssid in the secrets file")
-            while True:  # nothing to try until provisioning (the task is restarted then)
-                await asyncio.sleep_ms(self.backoff.cap_ms)
-        p = self.secrets.get("wifi_password")
-        iface = self.iface
-        iface.active(True)
-        while True:
-            t0 = clock.real_us()
-            if not iface.isconnected():
-                self._set_down("link_lost")
-                clock.took(t0, "net")
-                reason = await self._connect(asyncio, s, p)
-                t0 = clock.real_us()
-                if reason is not None:
-                    d = self.backoff.next_ms()
-                    self._event("down", reason=reason, retry_in_ms=d)
-                    clock.took(t0, "net")
-                    await asyncio.sleep_ms(d)
-                    continue
-                self._set_up(self._addr())
-            elif not self.up:  # restarted with the link still up: no reconnect
-                self._set_up(self._addr())
-            clock.took(t0, "net")
-            await self._services(asyncio)
-            await asyncio.sleep_ms(self.poll_ms)
-
-    async def _connect(self, asyncio, ssid, password):
-        # One attempt: None when connected, else why not. connect() returns at once.
-        iface = self.iface
-        r0 = clock.real_us()
-        try:
-            iface.disconnect()
-        except OSError:
-            pass
-        try:
-            if password is None:
-                iface.connect(ssid.reveal())
-            else:
-                iface.connect(ssid.reveal(), password.reveal())
-        except OSError as e:
-            return "connect_error_%s" % (e.args[0] if e.args else "?")
-        finally:
-            clock.took(r0, "net")
-        t0 = clock.ticks_ms()
-        while not iface.isconnected():
-            st = iface.status()
-            if _failed(st):
-                return _status_name(st)
-            if clock.ticks_diff(clock.ticks_ms(), t0) >= self.connect_timeout_ms:
-                return "timeout_" + _status_name(st)
-            await asyncio.sleep_ms(self.poll_ms)
-        return None
 
     async def _lan(self, asyncio):
         iface = self.iface
@@ -327,35 +192,46 @@ class Net:
         if self.ntp_server and (fresh or clock.ticks_diff(now, self._ntp_next) >= 0):
             ok = await self.sync_utc(asyncio)
             self._ntp_next = clock.ticks_add(now, self.ntp_interval_ms if ok else _RETRY_MS)
+        forget("dns")  # loaded for a query (resolve, sync_utc): until the next one
+        forget("ntp")
 
+    # class defaults: an instance holds them only once they change
     _fresh = False
+    _qid = 0  # the last DNS query id
+    utc_synced = False
     _dns_next = 0
     _ntp_next = 0
 
     async def resolve(self, asyncio, host):
         """host's IPv4 address as a string, or None. Only the network task calls this."""
-        if _ip_literal(host):
-            return host
+        parts = host.split(".")  # an IP literal needs no query
+        if len(parts) == 4:
+            for p in parts:
+                if not p.isdigit() or int(p) > 255:
+                    break
+            else:
+                return host
         if self.iface is None:  # the host board: the host's resolver
             import socket
 
             t0 = clock.real_us()
             try:  # blocks in the host's resolver: measured
-                a = socket.getaddrinfo(host, self.broker_port, 0, socket.SOCK_STREAM)
-                return _inet_ntoa(a[0][-1])
+                sa = socket.getaddrinfo(host, self.broker_port, 0, socket.SOCK_STREAM)[0][-1]
+                # the port's sockaddr: a (host, port) tuple, or bytes (unix: sockaddr_in)
+                if type(sa) is tuple:
+                    return sa[0]
+                return "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])
             except OSError:
                 return None
             finally:
                 clock.took(t0, "dns")
         if self.dns_server is None:
             return None
-        from heatgw import ntp
+        from heatgw import dns
 
         self._qid = (self._qid + 1) & 0xFFFF
-        qid = self._qid
-        ip = await ntp.udp_request(asyncio, self.dns_server, self.dns_port, dns_query(host, qid),
-                                   lambda d: dns_parse(d, qid), self.dns_timeout_ms)
-        return ip or None
+        return await dns.resolve(asyncio, self.dns_server, self.dns_port, host, self._qid,
+                                 self.dns_timeout_ms)
 
     async def sync_utc(self, asyncio):
         from heatgw import ntp
@@ -378,9 +254,3 @@ class Net:
         finally:
             clock.took(t0, "net")
 
-
-def _inet_ntoa(sa):
-    # the port's sockaddr: a (host, port) tuple, or bytes (unix port: struct sockaddr_in)
-    if type(sa) is tuple:
-        return sa[0]
-    return "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])

@@ -17,14 +17,16 @@ our own transmit timestamp echoed back as its origin (a stale or spoofed packet 
 dropped), and a time after 2024. UTC is whole seconds (payloads carry seconds).
 """
 
+from micropython import const
+
 from heatgw import clock
 
 # 1900-01-01 to 1970-01-01 is 2208988800 s = 0x83AA7E80, kept as two 16-bit halves: the
 # targets' small ints stop at 2**30 (the result, seconds since 1970, is a long int anyway).
-_DELTA_HI = 0x83AA
-_DELTA_LO = 0x7E80
-_MIN_UTC_HI = 0x6592  # utc >> 16 before 2024-01-01: a server with no real time
-_PKT = 48
+_DELTA_HI = const(0x83AA)
+_DELTA_LO = const(0x7E80)
+_MIN_UTC_HI = const(0x6592)  # utc >> 16 before 2024-01-01: a server with no real time
+_PKT = const(48)
 
 
 def _sockaddr(ip, port):

@@ -25,6 +25,11 @@ Floats (temperatures, flow, power) are formatted with fixed decimals; on the tar
 are single precision (~7 digits), enough for every one of them.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the tests): const() is the identity on ints
+    const = int
+
 import json
 from array import array
 
@@ -36,14 +41,18 @@ SENSORS = ("supply", "return", "sink_return", "it_coolant")
 NOT_CONFIGURED = "not_configured"
 
 # Offsets in Snapshot.limbs (LSB first) and the kernel state's first limb of each total.
-_E, _V, _T, _ERR, _LOW = 0, 3, 5, 7, 9
-_LIMBS = 11
-_M15 = 0x7FFF
-_HALVES = 6  # 3 limbs of 30 bits
+_E = const(0)
+_V = const(3)
+_T = const(5)
+_ERR = const(7)
+_LOW = const(9)
+_LIMBS = const(11)
+_M15 = const(0x7FFF)
+_HALVES = const(6)  # 3 limbs of 30 bits
 _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
-_FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f")  # fixed(): decimals 0..3
+_FIXED = b"%.0f%.1f%.2f%.3f"  # fixed(): the format for decimals 0..3, 4 bytes each
 
 
 class Writer:
@@ -72,11 +81,27 @@ class Writer:
     def value(self):
         return self.mv[:self.n]
 
-    def key(self, k):
-        # k: bytes, the key with its quotes and colon, e.g. b'"v":'
-        if self.n > 1:
-            self.raw(b",")
-        self.raw(k)
+    def key(self, name, suffix=""):
+        # ,"<name><suffix>":  The names are identifiers (qstrs): copied character by
+        # character, no key constants (a bytes object each) and no allocation.
+        buf = self.buf
+        n = self.n
+        end = n + len(name) + len(suffix) + 4
+        if end > len(buf):
+            self.n = 0
+            raise ValueError("payload: longer than the %d-byte buffer" % len(buf))
+        if n > 1:
+            buf[n] = 44  # ,
+            n += 1
+        buf[n] = 34  # "
+        n += 1
+        for part in (name, suffix):
+            for c in part:
+                buf[n] = ord(c)
+                n += 1
+        buf[n] = 34
+        buf[n + 1] = 58  # :
+        self.n = n + 2
 
     def str(self, s):
         if s is None:
@@ -158,7 +183,7 @@ class Writer:
 
     def fixed(self, v, decimals):
         """A finite float or int with fixed decimals (the caller checked validity)."""
-        self.raw(_FIXED[decimals] % v)
+        self.raw(_FIXED[4 * decimals:4 * decimals + 4] % v)
 
 
 def _divide(h, nh, d):
@@ -245,48 +270,38 @@ class Snapshot:
         self.power_why = None if p is not None else "no_data"
 
 
-_KEYS = {}  # value name -> its two keys, made once
-
-
-def _measured(w, name, value, why, decimals):
-    # "<name>": value, "<name>_why": null   or   "<name>": null, "<name>_why": "<why>"
+def _measured(w, name, unit, value, why, decimals):
+    # "<name><unit>": value, "<name>_why": null   or   "<name><unit>": null, "<name>_why":
+    # "<why>"  (supply_c / supply_why, flow_m3h / flow_why)
     if why is None and not _finite(value):
         why = "not_finite" if value is not None else "no_data"
-    keys = _KEYS.get(name)
-    if keys is None:
-        why_name = name.rsplit("_", 1)[0]  # supply_c -> supply_why, flow_m3h -> flow_why
-        keys = _KEYS[name] = (('"%s":' % name).encode(), ('"%s_why":' % why_name).encode())
-    w.key(keys[0])
+    w.key(name, unit)
     if why is None:
         w.fixed(value, decimals)
     else:
         w.raw(b"null")
-    w.key(keys[1])
+    w.key(name, "_why")
     w.str(why)
-
-
-def _begin(w):
-    w.reset()
-    w.raw(b'{"v":%d' % V)
 
 
 def telemetry(w, snap, seq):
     """The telemetry payload of a Snapshot; returns a memoryview into w's buffer."""
-    _begin(w)
-    w.key(b'"seq":')
+    w.reset()
+    w.raw(b'{"v":%d' % V)
+    w.key("seq")
     w.int(seq)
-    w.key(b'"boot":')
+    w.key("boot")
     w.int(snap.boot)
-    w.key(b'"up_ms":')
+    w.key("up_ms")
     w.int(snap.up_ms)
     if snap.utc is not None:
-        w.key(b'"utc":')
+        w.key("utc")
         w.int(snap.utc)
     temps = snap.temps_c
     reasons = snap.reasons
     for name in snap.names:
         why = reasons[name] if snap.configured[name] else NOT_CONFIGURED
-        _measured(w, name + "_c", temps[name], why, 2)
+        _measured(w, name, "_c", temps[name], why, 2)
     dt_why = None
     for name in ("supply", "return"):
         if dt_why is None:
@@ -295,31 +310,31 @@ def telemetry(w, snap, seq):
             elif reasons[name] is not None or not _finite(temps[name]):
                 dt_why = name + ":" + (reasons[name] or "no_data")
     dt = temps["supply"] - temps["return"] if dt_why is None else None
-    _measured(w, "dt_k", dt, dt_why, 2)
-    _measured(w, "flow_m3h", snap.flow_m3h, snap.flow_why, 3)
-    _measured(w, "power_w", snap.power_w, dt_why or snap.power_why, 0)
+    _measured(w, "dt", "_k", dt, dt_why, 2)
+    _measured(w, "flow", "_m3h", snap.flow_m3h, snap.flow_why, 3)
+    _measured(w, "power", "_w", snap.power_w, dt_why or snap.power_why, 0)
     lb = snap.limbs
-    w.key(b'"energy_wh":')
+    w.key("energy_wh")
     w.exact(lb, _E, 3, _NJ_PER_MWH, 3)
-    w.key(b'"volume_l":')
+    w.key("volume_l")
     w.exact(lb, _V, 2, _UL_PER_ML, 3)
-    w.key(b'"time_s":')
+    w.key("time_s")
     w.exact(lb, _T, 2, (), 3)
-    w.key(b'"error_s":')
+    w.key("error_s")
     w.exact(lb, _ERR, 2, (), 3)
-    w.key(b'"low_dt_s":')
+    w.key("low_dt_s")
     w.exact(lb, _LOW, 2, (), 3)
-    w.key(b'"state":')
+    w.key("state")
     w.str(snap.state)
-    w.key(b'"relay_reuse":')
+    w.key("relay_reuse")
     w.bool(snap.relay_reuse)
-    w.key(b'"reason":')
+    w.key("reason")
     w.str(snap.reason)
-    w.key(b'"active":')
+    w.key("active")
     w.list(snap.active)
-    w.key(b'"latched":')
+    w.key("latched")
     w.list(snap.latched)
-    w.key(b'"heap_free":')
+    w.key("heap_free")
     w.int(snap.heap_free)
     w.raw(b"}")
     return w.value()
@@ -329,39 +344,34 @@ def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, 
           utc=None, fault=None, sensors=None):
     """The retained state payload: the current state, firmware version, config hash, and
     the calibration each sensor applies (`sensors`: name -> rtd.TemperatureSensor)."""
-    _begin(w)
-    w.key(b'"state":')
+    w.reset()
+    w.raw(b'{"v":%d' % V)
+    w.key("state")
     w.str(fs_state)
-    w.key(b'"reason":')
+    w.key("reason")
     w.str(reason)
-    w.key(b'"relay_reuse":')
+    w.key("relay_reuse")
     w.bool(relay_reuse)
-    w.key(b'"active":')
+    w.key("active")
     w.list(active)
-    w.key(b'"latched":')
+    w.key("latched")
     w.list(latched)
-    w.key(b'"fault":')
+    w.key("fault")
     w.str(fault)
-    w.key(b'"fw":')
+    w.key("fw")
     w.str(FW_VERSION)
-    w.key(b'"config_hash":')
+    w.key("config_hash")
     w.str(config_hash)
-    w.key(b'"boot":')
+    w.key("boot")
     w.int(boot)
-    w.key(b'"up_ms":')
+    w.key("up_ms")
     w.int(up_ms)
     if utc is not None:
-        w.key(b'"utc":')
+        w.key("utc")
         w.int(utc)
-    w.key(b'"calibration":')
-    _calibration(w, sensors)
-    w.raw(b"}")
-    return w.value()
-
-
-def _calibration(w, sensors):
     # {"supply": {"methods": [...], "utc": .., "boot": .., "gain": .., "offset_ohm": ..,
     # "offset_k": ..}, ...}: calibrated sensors only (rtd.TemperatureSensor.cal)
+    w.key("calibration")
     w.raw(b"{")
     sep = b""
     for name in SENSORS:
@@ -377,37 +387,28 @@ def _calibration(w, sensors):
             w.int(c[1])
             w.raw(b',"boot":%d,"gain":%.6f,"offset_ohm":%.3f,"offset_k":%.3f}'
                   % (c[2], c[3], c[4], c[5]))
-    w.raw(b"}")
-
-
-_ALARM_KEYS = (
-    (b'"id":', "id", 0), (b'"severity":', "severity", 0), (b'"source":', "source", 0),
-    (b'"active":', "active", 2), (b'"ack_required":', "ack_required", 2),
-    (b'"acked":', "acked", 2), (b'"acked_by":', "acked_by", 0),
-    (b'"raised_up_ms":', "raised_up_ms", 1), (b'"raised_utc":', "raised_utc", 1),
-    (b'"cleared_up_ms":', "cleared_up_ms", 1), (b'"cleared_utc":', "cleared_utc", 1),
-    (b'"acked_up_ms":', "acked_up_ms", 1), (b'"acked_utc":', "acked_utc", 1),
-    (b'"count":', "count", 1), (b'"detail":', "detail", 0),
-)
+    w.raw(b"}}")
+    return w.value()
 
 
 def alarm(w, a):
-    """The retained payload of `.../alarm/<id>`: a heatgw.alarms.Alarm, or None for an
-    alarm that is gone: the empty payload, which deletes the retained message (MQTT
-    3.1.1, 3.3.1.3: a retained PUBLISH with zero bytes removes the retained message)."""
+    """The retained payload of `.../alarm/<id>`: a heatgw.alarms.Alarm (its FIELDS, in
+    order), or None for an alarm that is gone: the empty payload, which deletes the
+    retained message (MQTT 3.1.1, 3.3.1.3: a retained PUBLISH with zero bytes removes the
+    retained message)."""
     w.reset()
     if a is None or a.id is None:
         return w.value()
     w.raw(b'{"v":%d' % V)
-    for key, attr, kind in _ALARM_KEYS:
-        w.key(key)
-        v = getattr(a, attr)
-        if kind == 2:
+    for name in a.FIELDS:
+        w.key(name)
+        v = getattr(a, name)
+        if type(v) is bool:
             w.bool(v)
-        elif kind == 1:
+        elif type(v) is int:
             w.int(v)
         else:
-            w.str(v)
+            w.str(v)  # a str, or None: null
     w.raw(b"}")
     return w.value()
 
@@ -415,9 +416,10 @@ def alarm(w, a):
 def event(w, ev):
     """An event dict (heatgw.app.Gateway.event: kind, boot, up_ms, utc, ...) as JSON,
     value by value (each value is small; the event is never one big string)."""
-    _begin(w)
+    w.reset()
+    w.raw(b'{"v":%d' % V)
     for k in ev:
-        w.key(json.dumps(k).encode() + b":")
+        w.key(k)
         w.raw(json.dumps(ev[k]).encode())
     w.raw(b"}")
     return w.value()

@@ -9,7 +9,7 @@
     q.last_totals()               # (seq, totals) of the newest telemetry record, or None
 
 Also: peek_unsent() (= next_unsent(0)), is_acked(seq), unsent(), len(q), oldest(),
-read_into(seq, buf) (the raw record, no allocation), decode(buf), save_acks() and close()
+decode(buf), save_acks() and close()
 (persist the ack mark now), capacity_for(dir) / default_capacity(fs_bytes), counters
 appends, dropped, last_drop, ack_saves, errors. next_unsent(after) walks the backlog in
 seq order from any point and mark_acked() takes acks in any order, so a sender may
@@ -34,9 +34,10 @@ interval's and hour's ratio in ppm, the heat meter's and our heat over the compa
 in mWh as 2 limbs each, flags; 3 bytes pad), zeros for events and alarms. Each segment file
 holds one version (a change of format starts a new segment), so a queue reads both: a
 node's backlog survives switching the feature on or off.
-`code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0). A value that is not
-valid is stored as INVALID (i32), None on reading. `low` is the ack low-water mark when
-the record was written: every seq <= low was acknowledged or its drop recorded.
+`code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0; code_of, name_of). A
+value that is not valid is stored as INVALID (i32), None on reading. `low` is the ack
+low-water mark when the record was written: every seq <= low was acknowledged or its drop
+recorded.
 
 Files: `segments` files seg00.. in `directory`, each appended record by record, and
 `ack`. Why segments and not one file of fixed slots: littlefs is copy-on-write, a write
@@ -65,15 +66,20 @@ RAM: a few ints per segment and two record buffers, whatever the number of recor
 append allocates a little garbage (struct args, file object), never more with length.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the tests): const() is the identity on ints
+    const = int
+
 import struct
 
 from heatgw.store import crc32
 
 REC_LEN = 104
 _BODY = REC_LEN - 4
-_VERSION = 0x51
-EXT_LEN = 48  # the telemetry extension of a version-0x52 record (heatgw.recovery)
-_VERSION_EXT = 0x52
+_VERSION = const(0x51)
+EXT_LEN = const(48)  # the telemetry extension of a version-0x52 record (heatgw.recovery)
+_VERSION_EXT = const(0x52)
 _EXT = "<iIIIIiiIIIIB3x"  # heatgw.recovery.X_*: 12 values, 48 bytes
 KIND_TELEMETRY = 1
 KIND_EVENT = 2
@@ -82,26 +88,57 @@ INVALID = -0x20000000  # i32 marker of "no valid value" (heatgw.meter.INVALID)
 # Unix seconds of 2020-01-01 (1577836800) in two halves: each a 31-bit small int, so the
 # constant itself is no long int on the targets (the sum with a 1970-based utc is one).
 _EPOCH_HALF = 788918400  # u32 utc since 2020 lasts until 2156
-_M30 = 0x3FFFFFFF
+_M30 = const(0x3FFFFFFF)
 _HDR = "<BBHIIIHHI"  # 24 bytes
 _TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes
 _EVT = "<iiii60s"  # 76 bytes
-_TEXT_LEN = 60
-_RANGES = 4  # acked ranges above low kept in RAM
+_TEXT_LEN = const(60)
+_RANGES = const(4)  # acked ranges above low kept in RAM
 TEMPS = ("supply_mc", "return_mc", "sink_return_mc", "coolant_mc")
 TIMES = ("time_ms", "error_ms", "low_dt_ms", "negative_dt_ms")
-# Codes are indexes: append new names at the end, never reorder (records on flash).
-EVENT_CODES = ("other", "boot", "state", "trip", "clear", "latch", "reset", "crash", "task",
-               "task_failing", "supervisor", "config", "request", "restored", "save_failed",
-               "queue_drop", "net_up", "net_down", "mqtt_up", "mqtt_down", "cmd", "cmd_rejected",
-               "calibration")
-ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_fault",
-               "queue_drop", "fault")
+# Codes are indexes: append new names at the end, never reorder (records on flash). Each
+# table is one string of space-separated names (code_of() and name_of() look them up), not
+# a tuple of str objects.
+EVENT_CODES = ("other boot state trip clear latch reset crash task task_failing supervisor "
+               "config request restored save_failed queue_drop net_up net_down mqtt_up "
+               "mqtt_down cmd cmd_rejected calibration")
+ALARM_CODES = "other save_failed task_failing trip_latched sensor_fault queue_drop fault"
 # Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
-REASONS = ("none", "boot", "no_config", "it_coolant_high", "sink_return_high", "valve_stuck",
-           "sink_flow_low", "sink_unavailable", "flow_implausible", "maintenance",
-           "sensor_fault", "sensor_stale", "recovered")
-_DROP = EVENT_CODES.index("queue_drop")
+REASONS = ("none boot no_config it_coolant_high sink_return_high valve_stuck sink_flow_low "
+           "sink_unavailable flow_implausible maintenance sensor_fault sensor_stale recovered")
+
+
+def code_of(names, name):
+    """The index of `name` in the table `names` (above), -1 when it is not there.
+    Allocation-free."""
+    if type(name) is not str or not name or " " in name:
+        return -1
+    i = 0
+    at = 0
+    while True:
+        end = names.find(" ", at)
+        if end < 0:
+            end = len(names)
+        if end - at == len(name) and names.startswith(name, at):
+            return i
+        if end == len(names):
+            return -1
+        at = end + 1
+        i += 1
+
+
+def name_of(names, code):
+    """The name at index `code` of the table `names` (above), None when there is none."""
+    at = 0
+    for _ in range(code):
+        at = names.find(" ", at) + 1
+        if not at:
+            return None
+    end = names.find(" ", at)
+    return names[at:] if end < 0 else names[at:end]
+
+
+_DROP = code_of(EVENT_CODES, "queue_drop")
 
 
 def default_capacity(fs_bytes, share_pct=50, segments=16, rec_len=REC_LEN):
@@ -136,7 +173,8 @@ def reason_code(reason):
         return 0
     i = reason.find(":")
     name = reason if i < 0 else reason[:i]
-    return REASONS.index(name) if name in REASONS else 255
+    c = code_of(REASONS, name)
+    return 255 if c < 0 else c
 
 
 def reason_bits(reasons):
@@ -209,8 +247,8 @@ def decode(buf):
                                   "integrated": bool(x[11] & 1)}
     else:
         a0, a1, a2, a3, text = struct.unpack_from(_EVT, buf, 24)
-        names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
-        rec["code"] = names[code] if code < len(names) else code
+        name = name_of(EVENT_CODES if kind == KIND_EVENT else ALARM_CODES, code)
+        rec["code"] = code if name is None else name
         rec["args"] = (a0, a1, a2, a3)
         n = text.find(b"\x00")
         rec["text"] = (text if n < 0 else text[:n]).decode()
@@ -234,7 +272,6 @@ class RecordQueue:
         self.dir = directory
         self.segments = segments
         self.per_seg = -(-capacity // (segments - 1))
-        self.capacity = capacity
         self.ack_save_every = ack_save_every
         self._first = [0] * segments  # first seq of each segment (0: empty)
         self._count = [0] * segments  # records in each segment
@@ -302,9 +339,15 @@ class RecordQueue:
                     break
         else:
             self.next_seq = 1
-        saved = self._load_ack()
-        if saved > low:
-            low = saved
+        try:  # the ack file's mark, when it is whole
+            with open(self.dir + "/ack", "rb") as f:
+                b = f.read(12)
+            if len(b) == 12 and b[:4] == b"QACK":
+                saved, crc = struct.unpack_from("<II", b, 4)
+                if crc32(b[:8]) == crc and saved > low:
+                    low = saved
+        except OSError:
+            pass
         if low >= self.next_seq:
             low = self.next_seq - 1  # an ack file from another queue: never skip records
         self.low = low
@@ -325,17 +368,6 @@ class RecordQueue:
             return n
         return 0
 
-    def _load_ack(self):
-        try:
-            with open(self.dir + "/ack", "rb") as f:
-                b = f.read(12)
-        except OSError:
-            return 0
-        if len(b) != 12 or b[:4] != b"QACK":
-            return 0
-        low, crc = struct.unpack_from("<II", b, 4)
-        return low if crc32(b[:8]) == crc else 0
-
     # -- reading ----------------------------------------------------------------------
 
     def oldest(self):
@@ -351,17 +383,13 @@ class RecordQueue:
         o = self.oldest()
         return self.next_seq - o if o else 0
 
-    def _where(self, seq):
-        for i in range(self.segments):
-            f = self._first[i]
-            if f and f <= seq < f + self._count[i]:
-                return i
-        return -1
-
     def _read(self, seq):
         """Read record seq into _rbuf; True when it is there and valid."""
-        i = self._where(seq)
-        if i < 0:
+        for i in range(self.segments):  # the segment holding seq
+            f = self._first[i]
+            if f and f <= seq < f + self._count[i]:
+                break
+        else:
             return False
         try:
             if self._rf_i != i:
@@ -386,15 +414,6 @@ class RecordQueue:
                 pass
         self._rf = None
         self._rf_i = -1
-
-    def read_into(self, seq, buf):
-        """Copy record seq's bytes (REC_LEN, or REC_LEN + EXT_LEN for a version-0x52
-        record) into buf (a memoryview, nothing else allocated); False when gone."""
-        if not self._read(seq):
-            return False
-        n = _rec_len(self._rbuf[0])
-        buf[:n] = memoryview(self._rbuf)[:n]
-        return True
 
     def get(self, seq):
         """Record seq as a dict (see decode), or None when it is no longer on flash."""
@@ -619,11 +638,11 @@ class RecordQueue:
         if kind == KIND_TELEMETRY:
             return 0
         code = fields.get("code", 0)
-        names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
         if isinstance(code, str):
-            if code not in names:
+            c = code_of(EVENT_CODES if kind == KIND_EVENT else ALARM_CODES, code)
+            if c < 0:
                 raise ValueError("unknown code " + code)
-            return names.index(code)
+            return c
         if type(code) is not int or not 0 <= code < 0x10000:
             raise ValueError("bad code")
         return code

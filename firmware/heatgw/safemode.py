@@ -105,7 +105,7 @@ def _mqtt(sm, asyncio):
     """Network and an MQTT client that says safe_mode on the status topic."""
     import board
 
-    from heatgw import mqtt, secrets
+    from heatgw import mqttsetup, secrets
 
     m = sm.cfg["mqtt"]
     try:
@@ -122,8 +122,8 @@ def _mqtt(sm, asyncio):
                      broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
         sm.add_task("net", sm.net.run)
     pw = s.get("mqtt_password")
-    c = mqtt.from_config(m, sm.cfg["node_id"], None if pw is None else pw.reveal(),
-                         inflight=1)
+    c = mqttsetup.from_config(m, sm.cfg["node_id"], None if pw is None else pw.reveal(),
+                              inflight=1)
     c.subs = ()  # no commands in safe mode
     c.online = b"safe_mode"
     sm.client = c

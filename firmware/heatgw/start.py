@@ -58,15 +58,23 @@ def load_config(path, dead_man_hold_ms=None):
     return cfg, errors, source, configured, events
 
 
-def build_meter(meter_cfg):
+def build_meter(meter_cfg, sensors_cfg=None):
     """The heat meter for the configured fluid. Build it early on a small heap: its
-    table comes from generated data (~10 KB) that is dropped again right after."""
+    table comes from generated data (~10 KB) that is dropped again right after. Its
+    range is that of the supply and return sensors (a reading outside is invalid from
+    the sensor anyway), so it keeps only that part of the table."""
     from heatgw import fluid
     from heatgw.meter import HeatMeter
 
+    lo = hi = None
+    for name in ("supply", "return"):
+        s = (sensors_cfg or {}).get(name)
+        if s:
+            lo = s["min_c"] if lo is None else min(lo, s["min_c"])
+            hi = s["max_c"] if hi is None else max(hi, s["max_c"])
     table = fluid.table_for(meter_cfg["fluid"], meter_cfg["mass_fraction"])
     m = HeatMeter(table, meter_in_return=meter_cfg["meter_in_return"],
-                  cutoff_k=meter_cfg["cutoff_k"])
+                  cutoff_k=meter_cfg["cutoff_k"], t_min_c=lo, t_max_c=hi)
     table = fluid = None
     _forget("fluid")  # the meter copied its table; the node never rebuilds it
     return m
@@ -159,7 +167,7 @@ def build(loaded=None):
     if cfg.get("modbus"):
         plan = modbus_plan(cfg)
         gc.collect()
-    meter = build_meter(cfg["meter"])
+    meter = build_meter(cfg["meter"], cfg.get("sensors"))
     gc.collect()
     from heatgw.app import Gateway
 

@@ -40,42 +40,33 @@ with the longest real time one loop iteration or network call took (heatgw.clock
 
 import gc
 
-from heatgw import clock
+from micropython import const
+
+from heatgw import clock, forget
 from heatgw import payloads as pl
 from heatgw import recqueue as rq
 from heatgw.alarms import AlarmBook
 
-_STATS_EVERY_MS = 60_000
-_IDLE_MS = 1_000  # the task's longest sleep when nothing is to do (it is woken anyway)
-_ACKS = 4  # command answers waiting for a slot
-_RESENDS = 4  # resend jobs held at once
-_ALARMS = 10
+_STATS_EVERY_MS = const(60_000)
+_ACKS = const(4)  # command answers waiting for a slot
+_RESENDS = const(4)  # resend jobs held at once
+_ALARMS = const(10)
 # Messages in flight at once. One: each PUBACK comes before the next PUBLISH, so on the
 # host board a reply never overlaps the next send (vasyncio's grace after data would cut
 # the reply window of a later send: a healthy broker would look dead); on a LAN one
 # round trip per record still drains well above 50 records/s. It also keeps the
 # client's in-flight table at one 1 KB slot.
-_INFLIGHT = 1
+_INFLIGHT = const(1)
+# The largest packet received: a command (heatgw.command: at most 512 bytes) on the
+# longest `.../cmd` topic (4 prefix levels, site and node of 32 characters: 201 bytes)
+_MAX_IN = const(768)
 _STATE_KINDS = ("state", "latch", "reset", "crash", "supervisor", "boot", "calibration")
 _SKIP = ("kind", "boot", "up_ms", "utc", "values", "t_ms", "seq")  # seq: the event log's
-# alarm id (prefix) -> recqueue.ALARM_CODES name
-_ALARM_CODE = (("save_failed", "save_failed"), ("task_failing:", "task_failing"),
-               ("it_coolant_high", "trip_latched"), ("valve_stuck", "trip_latched"),
-               ("sensor_fault:", "sensor_fault"), ("sensor_stale:", "sensor_fault"),
-               ("queue_dropped", "queue_drop"), ("crash:", "fault"), ("task_stalled:", "fault"))
-_MAX_SMALL = 0x1FFFFFFF
-
-
-def _forget(name):
-    import sys
-
-    import heatgw
-
-    sys.modules.pop("heatgw." + name, None)
-    try:
-        delattr(heatgw, name)
-    except (AttributeError, KeyError):
-        pass
+# alarm id (a prefix when it ends in ":") = its recqueue.ALARM_CODES name
+_ALARM_CODE = ("save_failed=save_failed task_failing:=task_failing it_coolant_high=trip_latched"
+               " valve_stuck=trip_latched sensor_fault:=sensor_fault sensor_stale:=sensor_fault"
+               " queue_dropped=queue_drop crash:=fault task_stalled:=fault")
+_MAX_SMALL = const(0x1FFFFFFF)
 
 
 def _summary(ev, kind):
@@ -93,13 +84,6 @@ def _summary(ev, kind):
         if len(out) >= 60:
             break
     return out
-
-
-def _alarm_code(alarm_id):
-    for key, code in _ALARM_CODE:
-        if alarm_id == key or (key[-1] == ":" and alarm_id.startswith(key)):
-            return code
-    return "other"
 
 
 def _mc(t):
@@ -122,15 +106,18 @@ def _meters_bytes(cfg):
 
 
 def _names(bits):
-    return [rq.REASONS[i] for i in range(1, 16) if bits >> i & 1 and i < len(rq.REASONS)]
+    out = []
+    for i in range(1, 16):
+        name = rq.name_of(rq.REASONS, i) if bits >> i & 1 else None
+        if name is not None:
+            out.append(name)
+    return out
 
 
 class Telemetry:
     def __init__(self, board, cfg):
         data = board.data_dir()
-        self.data = data
         self.cfg = cfg
-        self.mcfg = cfg["mqtt"]
         tcfg = cfg.get("telemetry") or {}
         # with a `recovery` section the telemetry records carry its values (recqueue's
         # version-0x52 records, heatgw.recovery.X_*)
@@ -163,14 +150,11 @@ class Telemetry:
         self._turn_live = False
         self._in_sink = False
         self.client = None
-        self._awaits = getattr(board, "awaits_replies", None)
         self._said = None  # the last connection state the console was told
         self._tick_ev = None  # asyncio.Event set by every control tick (_after_tick)
-        self._aio = None
         self.net = None  # heatgw.net.Net when the board has a network interface (start.py)
         self.cmd_counts = {}  # heatgw.command's counts per reason, summed
-        self._cmd_ev_ms = None
-        self._cmd_suppressed = 0
+        self._cmd_throttle = [None, 0]  # heatgw.command's last rejection event, suppressed
         self._password = None
         self._secrets_read = False
         self.w = None  # _build(): topics, buffers, client
@@ -206,7 +190,7 @@ class Telemetry:
         elif k == "net" and ev.get("state") in ("up", "down"):
             code = "net_" + ev["state"]
         else:
-            code = k if k in rq.EVENT_CODES else "other"
+            code = k if rq.code_of(rq.EVENT_CODES, k) >= 0 else "other"
         if k in _STATE_KINDS:
             self.state_dirty = True
         self._append(rq.KIND_EVENT, {"boot": ev.get("boot"), "up_ms": ev.get("up_ms"),
@@ -225,9 +209,15 @@ class Telemetry:
             boot = rec.get("boot") if type(rec) is dict else None
             if type(boot) is not int:
                 boot = self.gw.boot_id if self.gw else 0
+            code = "other"
+            for pair in _ALARM_CODE.split():
+                key, c = pair.split("=")
+                if aid == key or (key[-1] == ":" and aid.startswith(key)):
+                    code = c
+                    break
             self._append(rq.KIND_ALARM, {"boot": boot,
                                          "up_ms": up if type(up) is int else self.book.up_ms,
-                                         "utc": self.book.utc, "code": _alarm_code(aid),
+                                         "utc": self.book.utc, "code": code,
                                          "text": aid + " " + ch["what"]})
 
     def _append(self, kind, fields):
@@ -258,17 +248,22 @@ class Telemetry:
         """Until the control task's next tick has run (bounded by two ticks): a TLS
         handshake step, pure CPU for a long while on a target, then starts where the next
         tick is furthest away, instead of wherever the broker's reply happened to land."""
+        import asyncio
+
         ev = self._tick_ev
         ev.clear()
         try:
-            await self._aio.wait_for_ms(ev.wait(), 2 * self.gw.cfg["control"]["tick_ms"])
-        except self._aio.TimeoutError:  # no tick came: go ahead
+            await asyncio.wait_for_ms(ev.wait(), 2 * self.gw.cfg["control"]["tick_ms"])
+        except asyncio.TimeoutError:  # no tick came: go ahead
             pass
 
     def tick(self, gw, now):
-        """The control task's hook, every tick: a telemetry record every interval."""
+        """The control task's hook, every tick: a telemetry record every interval; wakes
+        the mqtt task (its longest sleep is one tick: tick_ms <= 1000)."""
         if self._tick_ev is not None:
             self._tick_ev.set()  # a paced TLS handshake step may go now
+        if self.wake is not None:
+            self.wake.set()
         if self._due is None:
             self._due = now
         if clock.ticks_diff(now, self._due) < 0:
@@ -319,17 +314,13 @@ class Telemetry:
         if gw.recovery is not None:
             gw.recovery.auto = False  # its intervals end with the telemetry records
         gw.add_task("mqtt", self.run)
-        self._read_secrets()
+        s = self.read_secrets()  # the MQTT password, once at boot (bad file: secrets_invalid)
+        pw = s.get("mqtt_password")
+        self._password = None if pw is None else pw.reveal()
         try:
             self._build()
         except Exception as e:  # noqa: BLE001 - e.g. a bad CA file: the task says it again
             print("mqtt:", repr(e))
-
-    def _read_secrets(self):
-        """The MQTT password, once at boot; a bad file raises secrets_invalid."""
-        s = self.read_secrets()
-        pw = s.get("mqtt_password")
-        self._password = None if pw is None else pw.reveal()
 
     def read_secrets(self):
         # secrets.json read now (and the module dropped again): boot, and each command,
@@ -337,7 +328,7 @@ class Telemetry:
         from heatgw import secrets
 
         try:
-            s = secrets.load(self.data + "/secrets.json")
+            s = secrets.load(self.gw.board.data_dir() + "/secrets.json")
         except secrets.SecretsError as e:  # its text names keys, never values
             s = secrets.Secrets()
             if not self._secrets_read:
@@ -347,7 +338,7 @@ class Telemetry:
                 self._alarm_changes(changes, {"up_ms": self.gw.uptime_ms})
         self._secrets_read = True
         secrets = None
-        _forget("secrets")
+        forget("secrets")
         return s
 
     def shutdown(self):
@@ -375,41 +366,51 @@ class Telemetry:
     def _build(self):
         """Topics, buffers and the client, once, while the heap is young: a task
         restart later reuses them (no new 1 KB blocks in a fragmented heap)."""
-        from heatgw import mqtt
-        from heatgw.topics import Topics
+        from heatgw import mqttsetup
 
-        mc = self.mcfg
+        mc = self.cfg["mqtt"]
         node = self.gw.cfg["node_id"]
         if self.w is None:
-            t = Topics(mc["prefix"], mc["site"], node)
-            self.topics = t
-            self.t_tel = t.telemetry.encode()
-            self.t_ev = t.event.encode()
-            self.t_state = t.state.encode()
-            self.t_cmd = t.cmd.encode()
-            self.t_ack = t.cmd_ack.encode()
+            # the topics as bytes, once; heatgw.topics (names validated) is dropped again
+            base = self._topics().base.encode()
+            forget("topics")
+            self.t_tel = base + b"telemetry"
+            self.t_ev = base + b"event"
+            self.t_state = base + b"state"
+            self.t_cmd = base + b"cmd"
+            self.t_ack = base + b"cmd/ack"
+            self.t_alarm = base + b"alarm/"  # + the alarm id (alarms.py: a valid level)
             ha = mc.get("ha_discovery_prefix")
             self.t_ha = None if not ha else (ha + "/status").encode()
-            self.chash = pl.config_hash(self.data + "/config.json")
+            self.chash = pl.config_hash(self.gw.board.data_dir() + "/config.json")
             self.w = pl.Writer(self._wsize)
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
-        # backoff; its 5th crash is the task_failing alarm)
-        kw = {}
-        if self._wsize > 1024:  # the in-flight slot holds a whole telemetry message
-            kw["max_packet"] = self._wsize + 256
-        self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
-                                       ack_cb=self._on_ack, event_cb=self._on_conn,
-                                       inflight=_INFLIGHT, pace=self._after_tick, **kw)
-        if self._t_compute is not None:  # the IT monitoring's power (heatgw.recovery)
-            self.client.subs += (self._t_compute,)
-        if self._awaits:  # the host board: virtual time waits for the replies it awaits
-            self._awaits(self.client.awaiting_reply)
+        # backoff; its 5th crash is the task_failing alarm). The client sends the payload
+        # from self.w (no copy): max_packet only bounds it. The IT monitoring's power
+        # topic (heatgw.recovery) is subscribed too.
+        try:
+            self.client = mqttsetup.from_config(
+                mc, node, self._password, cb=self._on_msg, ack_cb=self._on_ack,
+                event_cb=self._on_conn, inflight=_INFLIGHT, max_packet=self._wsize + 256,
+                max_in=_MAX_IN, pace=self._after_tick,
+                more_subs=() if self._t_compute is None else (self._t_compute,))
+        finally:
+            forget("mqttsetup")  # used once (and again only if this failed)
+        awaits = getattr(self.gw.board, "awaits_replies", None)
+        if awaits:  # the host board: virtual time waits for the replies it awaits
+            awaits(self.client.awaiting_reply)
+
+    def _topics(self):
+        # heatgw.topics.Topics of this node (validates the names): loaded when needed
+        from heatgw.topics import Topics
+
+        mc = self.cfg["mqtt"]
+        return Topics(mc["prefix"], mc["site"], self.gw.cfg["node_id"])
 
     async def run(self, asyncio):
         from heatgw import mqtt
 
         self.wake = asyncio.Event()
-        self._aio = asyncio
         self._tick_ev = asyncio.Event()
         if self.client is None:
             self._build()
@@ -420,49 +421,43 @@ class Telemetry:
             await asyncio.sleep_ms(250)  # the link is down or the name not yet resolved
         self._follow_net(c)
         ctask = asyncio.create_task(c.run())
+        up = mqtt.UP
+        stats_due = clock.ticks_add(clock.ticks_ms(), _STATS_EVERY_MS)
         try:
-            await self._loop(asyncio, c, mqtt.UP)
+            while True:  # (in run() itself: one coroutine frame less for the task's life)
+                t0 = clock.real_us()  # this iteration's stretch, up to its await (took)
+                now = clock.ticks_ms()
+                if clock.ticks_diff(now, stats_due) >= 0:
+                    stats_due = clock.ticks_add(now, _STATS_EVERY_MS)
+                    self.gw.emit("mqtt", self.record())
+                busy = False
+                if c.state != up:
+                    self._follow_net(c)  # a new address after a DNS refresh
+                else:
+                    if c.connects != self._connects_seen:  # a new connection
+                        self._connects_seen = c.connects
+                        self._live_mark = self.q.next_seq  # stored from now on: live
+                        self.state_dirty = True
+                        self._all_alarms = True
+                        self.ha_dirty = self.t_ha is not None
+                        self._ha = None
+                    busy = self._one(c)
+                rec = self.gw.recovery
+                if rec is not None and self._t_compute is not None and rec.mqtt_pending:
+                    rec.mqtt_parse(now)  # the newest compute message, at most once a second
+                clock.took(t0, "loop")
+                if busy:
+                    await asyncio.sleep_ms(0)
+                else:  # nothing to send, or no slot free: a record, a PUBACK (_on_ack), a
+                    # connection change or the next control tick wakes us (no timer task)
+                    self.wake.clear()
+                    await self.wake.wait()
         finally:
             c.stop()
             ctask.cancel()
             c._close()  # cancelled mid-session: its socket is ours to close
             c.state = mqtt.DOWN
             self._connects_seen = 0
-
-    async def _loop(self, asyncio, c, up):
-        gw = self.gw
-        stats_due = clock.ticks_add(clock.ticks_ms(), _STATS_EVERY_MS)
-        while True:
-            t0 = clock.real_us()  # this iteration's stretch, up to its await (clock.took)
-            now = clock.ticks_ms()
-            if clock.ticks_diff(now, stats_due) >= 0:
-                stats_due = clock.ticks_add(now, _STATS_EVERY_MS)
-                gw.emit("mqtt", self.record())
-            busy = False
-            if c.state != up:
-                self._follow_net(c)  # a new address after a DNS refresh
-            else:
-                if c.connects != self._connects_seen:
-                    self._connected(c)
-                busy = self._one(c)
-                if busy is None:  # no slot free: wait for a PUBACK
-                    clock.took(t0, "loop")
-                    await c.wait_slot(_IDLE_MS)
-                    continue
-            rec = gw.recovery
-            if rec is not None and self._t_compute is not None and rec.mqtt_pending:
-                rec.mqtt_parse(now)  # the newest compute message, at most once a second
-            clock.took(t0, "loop")
-            if not busy:
-                left = clock.ticks_diff(stats_due, clock.ticks_ms())
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for_ms(self.wake.wait(),
-                                              max(1, min(_IDLE_MS, left)))
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep_ms(0)
 
     def _follow_net(self, c):
         # heatgw.net resolves the broker's name without blocking; the client connects to
@@ -472,28 +467,23 @@ class Telemetry:
             c.host = net.broker_ip
             c._addr = None
 
-    def _connected(self, c):
-        self._connects_seen = c.connects
-        self._live_mark = self.q.next_seq  # stored from now on: live; before: backlog
-        self.state_dirty = True
-        self._all_alarms = True
-        self.ha_dirty = self.t_ha is not None
-        self._ha = None
-
-    def _pub(self, c, topic, mv, retain=False):
-        return c.publish(topic, mv, retain, 1)
-
     def _one(self, c):
         """Publish one message; True: sent, False: nothing to do, None: no free slot."""
         if c.inflight() >= _INFLIGHT:
             return None
         if self._acks:
-            if self._pub(c, self.t_ack, self._acks[0]) is None:
+            if c.publish(self.t_ack, self._acks[0], False, 1) is None:
                 return None
             self._acks.pop(0)
             return True
         if self.state_dirty:
-            if self._pub(c, self.t_state, self._state(), True) is None:
+            gw = self.gw
+            fs = gw.failsafe
+            utc = clock.utc_s()
+            mv = pl.state(self.w, fs.state, fs.cause, fs.active, fs.latched, gw.relay_reuse,
+                          self.chash, gw.boot_id, gw.uptime_ms,
+                          None if utc is None else int(utc), gw.fault, gw.sensors)
+            if c.publish(self.t_state, mv, True, 1) is None:
                 return None
             self.state_dirty = False
             return True
@@ -522,14 +512,6 @@ class Telemetry:
             self.last_seq = s
         return True
 
-    def _state(self):
-        gw = self.gw
-        fs = gw.failsafe
-        utc = clock.utc_s()
-        return pl.state(self.w, fs.state, fs.cause, fs.active, fs.latched, gw.relay_reuse,
-                        self.chash, gw.boot_id, gw.uptime_ms,
-                        None if utc is None else int(utc), gw.fault, gw.sensors)
-
     def _alarm_one(self, c):
         book = self.book
         if self._all_alarms:  # every held alarm again (a new connection)
@@ -541,7 +523,7 @@ class Telemetry:
             return True
         aid = self._dirty[0]
         mv = pl.alarm(self.w, book.get(aid))  # None: removed -> empty retained payload
-        if self._pub(c, self.topics.alarm(aid), mv, True) is None:
+        if c.publish(self.t_alarm + aid.encode(), mv, True, 1) is None:
             return None
         self._dirty.pop(0)
         return True
@@ -551,7 +533,7 @@ class Telemetry:
             from heatgw import hadisc
 
             self.ha_dirty = False
-            self._ha = hadisc.configs(self.topics, self.mcfg["ha_discovery_prefix"],
+            self._ha = hadisc.configs(self._topics(), self.cfg["mqtt"]["ha_discovery_prefix"],
                                       tuple(self.cfg.get("sensors") or ()), cfg=self.cfg)
             self._ha_next = None
         if self._ha_next is None:
@@ -559,11 +541,12 @@ class Telemetry:
                 self._ha_next = next(self._ha)
             except StopIteration:
                 self._ha = None
-                _forget("hadisc")  # used once per connection (and HA restart)
+                forget("hadisc")  # used once per connection (and HA restart)
+                forget("topics")
                 gc.collect()
                 return True
         topic, payload = self._ha_next
-        if self._pub(c, topic, payload, True) is None:
+        if c.publish(topic, payload, True, 1) is None:
             return None
         self._ha_next = None
         return True
@@ -615,7 +598,17 @@ class Telemetry:
             live = seq == self.live_seq
             snap = self.snap if live else self._backlog_snap(rec)
             pl.telemetry(w, snap, seq)
-            self._more(w, rec, live)
+            # the recovery keys (a record stored without them, from before the feature
+            # was configured, has none) and the Modbus meters, before the closing brace
+            gw = self.gw
+            x = gw.recovery.ext if live and gw.recovery is not None else rec.get("ext")
+            if gw.modbus is not None or (gw.recovery is not None and x is not None):
+                w.n -= 1
+                if gw.recovery is not None and x is not None:
+                    gw.recovery.write(w, x, live)
+                if gw.modbus is not None:
+                    gw.modbus.write_meters(w, live)
+                w.raw(b"}")
             topic = self.t_tel
         else:
             self._event_payload(w, rec, seq)
@@ -623,21 +616,7 @@ class Telemetry:
         if resent:
             w.n -= 1
             w.raw(b',"resent":true}')
-        return self._pub(c, topic, w.value())
-
-    def _more(self, w, rec, live):
-        # the recovery keys (a record stored without them, from before the feature was
-        # configured, has none) and the Modbus meters, before the payload's closing brace
-        gw = self.gw
-        x = gw.recovery.ext if live and gw.recovery is not None else rec.get("ext")
-        if gw.modbus is None and (gw.recovery is None or x is None):
-            return
-        w.n -= 1
-        if gw.recovery is not None and x is not None:
-            gw.recovery.write(w, x, live)
-        if gw.modbus is not None:
-            gw.modbus.write_meters(w, live)
-        w.raw(b"}")
+        return c.publish(topic, w.value(), False, 1)
 
     def _backlog_snap(self, rec):
         # a backlog record's values into the Snapshot, for payloads.telemetry()
@@ -660,10 +639,9 @@ class Telemetry:
         t = rec["totals"]
         lb = s.limbs
         i = 0
-        for key, n in (("energy_nj", 3), ("volume_ul", 2), ("time_ms", 2), ("error_ms", 2),
-                       ("low_dt_ms", 2)):
+        for key in ("energy_nj", "volume_ul", "time_ms", "error_ms", "low_dt_ms"):
             v = t.get(key, 0)
-            for _ in range(n):
+            for _ in range(3 if i == 0 else 2):  # i, the next limb: energy's 3, then 2 each
                 lb[i] = v & 0x3FFFFFFF
                 v >>= 30
                 i += 1
@@ -671,7 +649,7 @@ class Telemetry:
         s.state = "reuse" if s.relay_reuse else "bypass"
         code = rec["reason"]
         # a cause the queue has no code for (255) is still a cause: never null
-        s.reason = rq.REASONS[code] if code < len(rq.REASONS) else "unknown"
+        s.reason = rq.name_of(rq.REASONS, code) or "unknown"
         s.active = _names(rec["active"])
         s.latched = _names(rec["latched"])
         s.heap_free = rec["heap_free"]
@@ -684,29 +662,29 @@ class Telemetry:
         alarm = rec["kind"] == rq.KIND_ALARM
         w.reset()
         w.raw(b'{"v":%d' % pl.V)
-        w.key(b'"seq":')
+        w.key("seq")
         w.int(seq)
-        w.key(b'"kind":')
+        w.key("kind")
         w.str("alarm" if alarm else rec["code"])
         if alarm:
-            w.key(b'"code":')
+            w.key("code")
             w.str(rec["code"])
-        w.key(b'"boot":')
+        w.key("boot")
         w.int(rec["boot"])
-        w.key(b'"up_ms":')
+        w.key("up_ms")
         w.int(rec["up_ms"])
         if rec["utc"] is not None:
-            w.key(b'"utc":')
+            w.key("utc")
             w.int(rec["utc"])
         a = rec["args"]
         if rec["code"] == "queue_drop" and not alarm:
-            w.key(b'"first_seq":')
+            w.key("first_seq")
             w.int(a[0])
-            w.key(b'"last_seq":')
+            w.key("last_seq")
             w.int(a[1])
-            w.key(b'"count":')
+            w.key("count")
             w.int(a[2])
-        w.key(b'"text":')
+        w.key("text")
         w.str(rec["text"])
         w.raw(b"}")
 
@@ -751,7 +729,7 @@ class Telemetry:
         import json
 
         gw = self.gw
-        d = self.data
+        d = gw.board.data_dir()
         counts = self.cmd_counts
         try:
             from heatgw.command import Commands
@@ -759,11 +737,12 @@ class Telemetry:
             cmds = Commands(gw.cfg["node_id"], self.read_secrets(), gw.inbox,
                             (d + "/cmdctr.a", d + "/cmdctr.b"),
                             secrets_path=d + "/secrets.json")
-            cmds._last_ev_ms = self._cmd_ev_ms  # one rejection event a minute, across calls
-            cmds.suppressed = self._cmd_suppressed
+            th = self._cmd_throttle  # one rejection event a minute, across calls
+            cmds._last_ev_ms = th[0]
+            cmds.suppressed = th[1]
             ack, ev, action = cmds.handle(msg, clock.ticks_ms())
-            self._cmd_ev_ms = cmds._last_ev_ms
-            self._cmd_suppressed = cmds.suppressed
+            th[0] = cmds._last_ev_ms
+            th[1] = cmds.suppressed
             for k in cmds.counts:
                 counts[k] = counts.get(k, 0) + cmds.counts[k]
         except Exception as e:  # noqa: BLE001 - MemoryError, a flash error: still answered
@@ -771,8 +750,8 @@ class Telemetry:
             ack, ev, action = {"id": None, "ok": False, "error": "error: internal"}, None, None
             print("command: failed:", repr(gw.heap.caught(e)))
         cmds = Commands = None
-        _forget("command")
-        _forget("hmac256")
+        forget("command")
+        forget("hmac256")
         if ev is not None:
             gw.event(ev)
         if action is not None:
@@ -816,13 +795,13 @@ class Telemetry:
         try:
             from heatgw import cfgedit
 
-            ok, r = cfgedit.set_one(self.data + "/config.json", gw.cfg, key, value,
+            ok, r = cfgedit.set_one(board.data_dir() + "/config.json", gw.cfg, key, value,
                                     getattr(board, "DEAD_MAN_HOLD_MS", None))
         except Exception as e:  # noqa: BLE001 - MemoryError: refused, nothing written
             ok, r = None, "%r" % (gw.heap.caught(e),)
         cfgedit = None
         for name in ("cfgedit", "cfgfile", "config_parts", "schema", "strictjson", "seal"):
-            _forget(name)
+            forget(name)
         ev = {"kind": "config", "source": "mqtt", "id": ack.get("id"), "key": key}
         if ok:
             ack["config"] = {"key": key, "from": r[1], "to": r[2], "applies": "next_boot"}
