@@ -52,6 +52,7 @@ FULL = {
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
+    "analog": None,  # no analogue inputs (test_analog covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
@@ -113,7 +114,7 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
+    (with_("contrl", {}), "contrl: unknown key; expected one of analog, control, flow, meter, modbus, "
      "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "

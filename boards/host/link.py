@@ -225,6 +225,12 @@ class LinkClock:
                     args.append(str(t, "ascii"))
                     t = tok()
                 board.technician_line(args)
+            elif op == lp.ANALOG:  # an analogue channel's signal (boards/host/adc_emu.py)
+                a = board.adc_channel(str(tok(), "ascii"))
+                kind = str(tok(), "ascii")
+                x = float(tok())
+                t = tok()
+                a.set_signal(kind, x, 0 if t is None else int(t))
             elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())

@@ -17,6 +17,9 @@ node -> harness (vt: the node's time)   harness -> node
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
   D <hold_ms> vt   dead-man hold time      R <rtd> <ohm> <lsb>   that converter chip's fitted
                                                                  reference resistor, its noise
+                                           a <ch> ma|v|open <x> [<lsb>]  the signal at
+                                                                 an analogue channel's
+                                                                 terminals, its noise
                                            T <call> <arg>..      a technician's calibration
                                                                  step (the console's stand-in:
                                                                  boards/host/technician.py)
@@ -34,7 +37,8 @@ asking: one round trip per plant step instead of one per poll.
 
 Each opcode is the character's code (an int: the node compares it with a received byte
 without making a string; the harness writes chr(code)). Plain ints, no const(), so
-CPython imports this file too. boards/host/board.py writes the P, W, D and O lines itself.
+CPython imports this file too. boards/host/board.py writes the P, W, D and O lines itself
+(P also for the valve's 0-10 V command: `P valve_out <duty_u16> <vt>`).
 """
 
 # node -> harness
@@ -61,6 +65,7 @@ STOP = 115  # s
 BOOT = 66  # B
 CHIP = 82  # R
 TECHNICIAN = 84  # T
+ANALOG = 97  # a
 END = 46  # .
 
 NONE = "-"  # "no value" in a field (idle without deadline, no pulse edge yet)

@@ -65,6 +65,8 @@ _TRIPS = (
     ("flow_implausible", MAJOR, False, "failsafe"),
     ("sensor_fault:", MAJOR, False, "failsafe"),
     ("sensor_stale:", MAJOR, False, "failsafe"),
+    ("input_low:", MAJOR, False, "failsafe"),  # heatgw.analog's value trips
+    ("input_high:", MAJOR, False, "failsafe"),
     ("sink_flow_low", MINOR, False, "failsafe"),
     ("maintenance", INFO, False, "failsafe"),
 )

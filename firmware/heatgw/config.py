@@ -93,11 +93,17 @@ def load(path, save=True):
             from heatgw import mbschema  # the section's schema, only when there is one
 
             mbschema.install(SCHEMA)
+        if type(doc) is dict and doc.get("analog") is not None:
+            from heatgw import anschema  # the analog section's schema and checks
+
+            anschema.install(SCHEMA)
         cfg, errors = validate(doc, SCHEMA)
         if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
             from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
 
             errors = mbplan.check(cfg)
+        if not errors and cfg.get("analog"):
+            errors = anschema.check(cfg)
         if mig is not None:
             errors = migrate.errors(needs, errors)
         if errors:

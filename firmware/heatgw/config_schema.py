@@ -206,6 +206,13 @@ SCHEMA = {
             "doc": "Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none "
                    "(nothing of it is loaded)",
         },
+        # heatgw.anschema.ANALOG replaces this stub when a document has an analog section
+        # (heatgw.config.load; the host's tools install it always).
+        "analog": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "analogue inputs: valve position, pressure, level (heatgw.anschema); "
+                   "null or absent: none (nothing of it is loaded)",
+        },
         "telemetry": {
             "type": "object", "default": {}, "doc": "telemetry records",
             "keys": {

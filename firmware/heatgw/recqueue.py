@@ -89,7 +89,8 @@ ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_f
 # Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
 REASONS = ("none", "boot", "no_config", "it_coolant_high", "sink_return_high", "valve_stuck",
            "sink_flow_low", "sink_unavailable", "flow_implausible", "maintenance",
-           "sensor_fault", "sensor_stale", "recovered")
+           "sensor_fault", "sensor_stale", "recovered",
+           "input_low", "input_high")  # 13, 14: heatgw.analog's trips (input_low:<name>)
 _DROP = EVENT_CODES.index("queue_drop")
 
 
