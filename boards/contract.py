@@ -119,8 +119,8 @@ and keep these rules, which tests/test_boards.py checks on the stub `machine`:
 - relays_safe() constructs each relay pin as an output at 1 - active_level, and the
   relays' polarity matches RELAY_PULL (a floating pin is a de-energised coil);
 - no GPIO is used twice across chip-selects, relays, inputs, flow, safe boot, dead man,
-  the SPI bus pins, NET_PINS, RS485_PINS, ADC_PINS and VALVE_OUT_PIN; an ESP32 board with "lan" has the ESP32's
-  fixed RMII pins (19, 21, 22, 25, 26, 27) in NET_PINS;
+  the SPI bus pins, NET_PINS, RS485_PINS, ADC_PINS and VALVE_OUT_PIN; an ESP32 board
+  with "lan" has the ESP32's fixed RMII pins (19, 21, 22, 25, 26, 27) in NET_PINS;
 - rs485() makes one UART on exactly RS485_PINS' tx and rx (on the RP2040 pins that carry
   that UART's function), with timeout=0, and the DE pin an output at 0 (receiving), on a
   pin that is low from reset (not an ESP32 strapping pin pulled up at reset: 0, 5, 15);

@@ -114,8 +114,8 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of analog, control, flow, meter, modbus, "
-     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
+    (with_("contrl", {}), "contrl: unknown key; expected one of analog, control, flow, meter, "
+     "modbus, mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
