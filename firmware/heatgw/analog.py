@@ -42,10 +42,11 @@ _NO_LIMIT = 0x3FFFFFFF
 
 
 class Linear:
-    """The two-point line from µV at the pin to milli-units, in fixed point:
-    m = m0 + (((uv - u0 + 32) >> 6) * g + half) >> k, every term a small int. Built from
-    integers only (two points in µV and milli-units), so every port, and CPython, makes
-    the same line to the last bit."""
+    """The two-point line from a reading at the pin to milli-units, in fixed point. The
+    reading is q, the pin voltage in 64 µV steps (uv + 32) >> 6 (0.64 µA through 100 ohm;
+    4 V is 62 500: a u16, which the telemetry record keeps); m = m0 + ((q * g - off) >>
+    k), |q * g| < 2**29: every term a small int. Built from integers only (the two points
+    in µV and milli-units), so every port, and CPython, makes the same line to the bit."""
 
     def __init__(self, uv_lo, m_lo, uv_hi, m_hi):
         du = uv_hi - uv_lo
@@ -65,14 +66,18 @@ class Linear:
                 break
             g = g2
             k += 1
-        self.u0 = uv_lo
         self.m0 = m_lo
         self.g = g
         self.k = k
-        self.half = (1 << k) >> 1
+        self.off = _div_round(uv_lo * g, 1 << _PRE) - ((1 << k) >> 1)  # u0 and rounding
 
-    def milli(self, uv):
-        return self.m0 + ((((uv - self.u0 + 32) >> _PRE) * self.g + self.half) >> self.k)
+    def milli(self, q):
+        return self.m0 + ((q * self.g - self.off) >> self.k)
+
+
+def to_q(uv):
+    """A pin voltage in µV as Linear's reading: 64 µV steps, rounded."""
+    return (uv + 32) >> _PRE
 
 
 def _div_round(n, d):
@@ -126,12 +131,12 @@ class Channel:
         cur = sig == "4-20mA"
         brk = c.get("break_ma") if cur else c.get("break_v")
         over = c.get("over_ma") if cur else c.get("over_v")
-        self.break_uv = -1 if brk is None else pin_uv(sig, brk, shunt, div)
-        self.over_uv = _NO_LIMIT if over is None else pin_uv(sig, over, shunt, div)
+        self.break_q = -1 if brk is None else to_q(pin_uv(sig, brk, shunt, div))
+        self.over_q = _NO_LIMIT if over is None else to_q(pin_uv(sig, over, shunt, div))
         self.critical = bool(c.get("critical", True))
         self.channel = c["channel"]
         self.drv = None
-        self.uv = None  # the last reading at the pin
+        self.q = None  # the last reading at the pin, 64 µV steps (to_q)
         self.value = None
         self.why = "not_ready"
         adc = None
@@ -161,25 +166,37 @@ class Channel:
             self.value = None
             self.why = "adc_error"
             return
-        self.uv = uv
-        if uv < self.break_uv:
+        q = self.q = (uv + 32) >> _PRE
+        if q < self.break_q:
             self.value = None
             self.why = "wire_break"
-        elif uv > self.over_uv:
+        elif q > self.over_q:
             self.value = None
             self.why = "over_range"
         else:
-            self.value = self.lin.milli(uv)
+            self.value = self.lin.milli(q)
             self.why = None
+
+    def judge(self, q):
+        """(milli-units or None, reason or None) of a reading q: what sample() makes of
+        it (a telemetry record's reading, formatted later)."""
+        if self.lin is None:
+            return None, self.why
+        if q < self.break_q:
+            return None, "wire_break"
+        if q > self.over_q:
+            return None, "over_range"
+        return self.lin.milli(q), None
 
     def signal_now(self):
         """The signal at the terminals by the last reading: mA or V (a float), or None."""
-        if self.uv is None:
+        if self.q is None:
             return None
+        uv = self.q << _PRE
         shunt, (top, bottom) = self._front
         if self.signal == "4-20mA":
-            return self.uv / (1000 * shunt)
-        return self.uv * (top + bottom) / bottom / 1e6
+            return uv / (1000 * shunt)
+        return uv * (top + bottom) / bottom / 1e6
 
 
 class Analog:
@@ -268,6 +285,17 @@ class Analog:
         """(milli-units or None, reason or None) of an input's last reading."""
         ch = self._by_name[name]
         return ch.value, ch.why
+
+    def reading(self, name):
+        """An input's last reading at the pin (64 µV steps, an int < 65535: what a
+        telemetry record keeps) or None while it has none (no_channel, adc_error)."""
+        ch = self._by_name[name]
+        return ch.q if ch.why in (None, "wire_break", "over_range") else None
+
+    def judge(self, name, q):
+        """(milli-units or None, reason or None) of a kept reading (reading()), by the
+        input's present configuration: a backlog record's value and reason."""
+        return self._by_name[name].judge(q)
 
     def record(self):
         """The `analog` record: per input its value (in its unit), reason, the signal at

@@ -15,7 +15,10 @@ Entities: supply, return, sink-return and IT-coolant temperatures (°C), ΔT (K,
 class: HA's temperature class would convert K as an absolute temperature), flow (m³/h,
 volume_flow_rate), thermal power (W, power), energy (kWh, energy, total_increasing),
 volume (m³, volume, total_increasing) and a binary sensor "heat reuse" (on = reuse,
-off = bypass). Availability: the node's status topic (online / offline, its last will).
+off = bypass). With analogue inputs (heatgw.analog, `analog` passed): the valve's measured
+and commanded position (%, no device class) when it has position feedback, and one
+sensor per pressure (device class pressure, its unit) or level input (%: none; m:
+distance), reading `value_json.inputs.<name>.value`. Availability: the node's status topic (online / offline, its last will).
 A `null` value in the telemetry renders as "None" through `value_json`, which HA's MQTT
 sensor treats as unknown (its PAYLOAD_NONE) instead of a made-up number.
 
@@ -96,12 +99,36 @@ def _entities(sensors):
             yield e
 
 
-def configs(topics, discovery_prefix, sensors=None, model="heatgw"):
+_KINDS = {"pressure": "Pressure", "level": "Level"}
+
+
+def analog_entities(acfg):
+    """The entities of the `analog` configuration section (None: none), as ENTITIES."""
+    acfg = acfg or {}
+    if acfg.get("valve"):
+        yield ("valve_pct", SENSOR, "Valve position", None, "%", "measurement", None)
+        yield ("valve_cmd_pct", SENSOR, "Valve command", None, "%", "measurement", None)
+    ins = acfg.get("inputs") or {}
+    for name in sorted(ins):
+        c = ins[name]
+        unit = c["unit"]
+        cls = "pressure" if c["kind"] == "pressure" else "distance" if unit == "m" else None
+        yield ("input_" + name, SENSOR, "%s %s" % (_KINDS[c["kind"]], name), cls, unit,
+               "measurement", "value_json.inputs.%s.value" % name)
+
+
+def _all(sensors, analog):
+    yield from _entities(sensors)
+    yield from analog_entities(analog)
+
+
+def configs(topics, discovery_prefix, sensors=None, model="heatgw", analog=None):
     """Yield (topic, payload bytes) of every entity's config, one at a time (RAM holds
-    one). sensors: the configured temperature sensors (None: all four)."""
+    one). sensors: the configured temperature sensors (None: all four); analog: the
+    configuration's `analog` section (None: no analogue inputs)."""
     check(discovery_prefix)
     node_id, uid = _ids(topics)
-    for obj, comp, name, dev_cls, unit, st_cls, tpl in _entities(sensors):
+    for obj, comp, name, dev_cls, unit, st_cls, tpl in _all(sensors, analog):
         c = {
             "name": name,
             "unique_id": uid + "_" + obj,
@@ -126,9 +153,9 @@ def configs(topics, discovery_prefix, sensors=None, model="heatgw"):
         c = None
 
 
-def removals(topics, discovery_prefix):
+def removals(topics, discovery_prefix, analog=None):
     """Yield (topic, b"") for every entity: retained and empty, it deletes the entity
     (discovery switched off, a sensor removed)."""
     check(discovery_prefix)
-    for e in ENTITIES:
+    for e in _all(None, analog):
         yield (config_topic(topics, discovery_prefix, e[0], e[1]), b"")

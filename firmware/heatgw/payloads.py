@@ -23,6 +23,13 @@ set.
 
 Floats (temperatures, flow, power) are formatted with fixed decimals; on the targets they
 are single precision (~7 digits), enough for every one of them.
+
+Valve and analogue inputs (heatgw.analog; keys always present): `valve_cmd_pct` the
+commanded position (100 in reuse, 0 in bypass: what the relay and the 0-10 V output ask),
+`valve_pct`/`valve_why` the measured one (`not_configured` without position feedback),
+`inputs` {name: {"value", "unit", "why"}} for each pressure or level input ({} without).
+They are kept as integer milli-units and printed with the decimals their unit needs
+(_MILLI_DECIMALS), by integer arithmetic: exact, no float.
 """
 
 import json
@@ -43,6 +50,9 @@ _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
 _FIXED = (b"%.0f", b"%.1f", b"%.2f", b"%.3f")  # fixed(): decimals 0..3
+# heatgw.analog's units: decimals printed of a value kept in milli-units
+_MILLI_DECIMALS = {"%": 1, "bar": 3, "mbar": 0, "kPa": 1, "psi": 2, "m": 3}
+AIN_SLOTS = 3  # analogue inputs a telemetry record keeps (recqueue: ain_m)
 
 
 class Writer:
@@ -159,6 +169,21 @@ class Writer:
         """A finite float or int with fixed decimals (the caller checked validity)."""
         self.raw(_FIXED[decimals] % v)
 
+    def milli(self, m, decimals):
+        """An int in milli-units as a decimal with 0..3 decimals, rounded half away from
+        zero, in integers (exact on every port)."""
+        neg = m < 0
+        a = -m if neg else m
+        step = (1000, 100, 10, 1)[decimals]
+        a = (a + step // 2) // step
+        if neg and a:
+            self.raw(b"-")
+        if decimals:
+            p = (1, 10, 100, 1000)[decimals]
+            self.raw(b"%d.%0*d" % (a // p, decimals, a % p))
+        else:
+            self.raw(b"%d" % a)
+
 
 def _divide(h, nh, d):
     """h (15-bit halves, MSB first) //= d in place; returns the remainder. d < 2**15
@@ -203,6 +228,28 @@ class Snapshot:
         self.boot = 0
         self.up_ms = 0
         self.utc = None
+        # valve and analogue inputs (heatgw.analog): milli-units; names/units from the
+        # configuration, set at the first take() (set_analog)
+        self.valve = False  # position feedback configured
+        self.valve_m = None
+        self.valve_why = NOT_CONFIGURED
+        self.valve_q = None  # the reading at the pin (heatgw.analog: the queue keeps it)
+        self.ain = ()  # input names, payload order
+        self.ain_units = ()
+        self.ain_m = [None] * AIN_SLOTS
+        self.ain_why = [NOT_CONFIGURED] * AIN_SLOTS
+        self.ain_q = [None] * AIN_SLOTS
+
+    def set_analog(self, acfg):
+        """The analogue inputs' names and units from the `analog` section (None: none)."""
+        acfg = acfg or {}
+        self.valve = bool(acfg.get("valve"))
+        ins = acfg.get("inputs") or {}
+        self.ain = tuple(sorted(ins))[:AIN_SLOTS]
+        self.ain_units = tuple(ins[n]["unit"] for n in self.ain)
+        if not self.valve:
+            self.valve_m = None
+            self.valve_why = NOT_CONFIGURED
 
     def take(self, gw, heap_free=None, utc=None):
         """From a heatgw.app.Gateway: inputs, meter limbs, fail-safe and relay state."""
@@ -226,6 +273,15 @@ class Snapshot:
         self.boot = gw.boot_id
         self.up_ms = gw.uptime_ms
         self.utc = utc
+        an = getattr(gw, "analog", None)
+        if an is not None:
+            if self.valve:
+                self.valve_m, self.valve_why = an.value("valve")
+                self.valve_q = an.reading("valve")
+            for i in range(len(self.ain)):
+                name = self.ain[i]
+                self.ain_m[i], self.ain_why[i] = an.value(name)
+                self.ain_q[i] = an.reading(name)
 
     def take_meter(self, meter):
         """The exact totals, limb by limb from the kernel state (flushed first), and the
@@ -308,6 +364,7 @@ def telemetry(w, snap, seq):
     w.exact(lb, _ERR, 2, (), 3)
     w.key(b'"low_dt_s":')
     w.exact(lb, _LOW, 2, (), 3)
+    _analog(w, snap)  # valve and analogue inputs (heatgw.analog)
     w.key(b'"state":')
     w.str(snap.state)
     w.key(b'"relay_reuse":')
@@ -322,6 +379,45 @@ def telemetry(w, snap, seq):
     w.int(snap.heap_free)
     w.raw(b"}")
     return w.value()
+
+
+def _analog(w, snap):
+    # "valve_cmd_pct":100,"valve_pct":99.8,"valve_why":null,
+    # "inputs":{"loop_pressure":{"value":1.52,"unit":"bar","why":null}}
+    w.key(b'"valve_cmd_pct":')
+    w.raw(b"100" if snap.relay_reuse else b"0")
+    why = snap.valve_why if snap.valve else NOT_CONFIGURED
+    m = snap.valve_m if why is None else None
+    if why is None and type(m) is not int:
+        why = "no_data"
+    w.key(b'"valve_pct":')
+    if why is None:
+        w.milli(m, 1)
+    else:
+        w.raw(b"null")
+    w.key(b'"valve_why":')
+    w.str(why)
+    w.key(b'"inputs":{')
+    for i in range(len(snap.ain)):
+        if i:
+            w.raw(b",")
+        unit = snap.ain_units[i]
+        why = snap.ain_why[i]
+        m = snap.ain_m[i] if why is None else None
+        if why is None and type(m) is not int:
+            why = "no_data"
+        w.str(snap.ain[i])
+        w.raw(b':{"value":')
+        if why is None:
+            w.milli(m, _MILLI_DECIMALS.get(unit, 3))
+        else:
+            w.raw(b"null")
+        w.raw(b',"unit":')
+        w.str(unit)
+        w.raw(b',"why":')
+        w.str(why)
+        w.raw(b"}")
+    w.raw(b"}")
 
 
 def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, up_ms,

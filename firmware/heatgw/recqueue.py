@@ -17,15 +17,21 @@ interleave live records with a draining backlog or send newest first: the queue 
 not choose. On restore, the newer of the state record's totals and last_totals() is the
 one with the larger time_ms (it counts every sample's time, so it only grows).
 
-Every record is REC_LEN = 104 bytes (little-endian), a CRC-32 (heatgw.store's) over the
-first 100:
+Every record is REC_LEN = 112 bytes (little-endian), a CRC-32 (heatgw.store's) over the
+first 108:
     header 24: u8 version | u8 kind | u16 boot | u32 seq | u32 low | u32 up_ms low 30 bits
                | u16 up_ms >> 30 | u16 code | u32 utc (s since 2020-01-01, 0 = unknown)
-    telemetry 76: energy_nj 3 x u32 limbs of 2**30 | volume_ul 2 x u32 | time_ms, error_ms,
+    telemetry 84: energy_nj 3 x u32 limbs of 2**30 | volume_ul 2 x u32 | time_ms, error_ms,
                low_dt_ms, negative_dt_ms each u32 low 30 bits + u16 high | supply_mc,
                return_mc, sink_return_mc, coolant_mc i32 | flow_ml_h i32 | power_w i32
                | u8 relay | u8 reason | u16 active | u16 latched | u16 heap_free / 16
-    event, alarm 76: 4 x i32 args | 60 bytes of UTF-8 text (zero padded)
+               | analogue inputs (heatgw.analog, version 0x52): valve_q u16, ain_q 3 x u16
+               (the inputs by name): each the reading at the pin in 64 µV steps, 0xFFFF
+               none; the payload converts it as the node converts a live one
+    event, alarm 84: 4 x i32 args | 60 bytes of UTF-8 text (zero padded) | 8 zero bytes
+Version 0x51 records (104 bytes, before the analogue inputs) left on flash by an older
+firmware are not read: the first append after the upgrade drops the ones not yet
+acknowledged with a drop record (seq goes on from the newest of them).
 `code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0). A value that is not
 valid is stored as INVALID (i32), None on reading. `low` is the ack low-water mark when
 the record was written: every seq <= low was acknowledged or its drop recorded.
@@ -61,9 +67,10 @@ import struct
 
 from heatgw.store import crc32
 
-REC_LEN = 104
+REC_LEN = 112
 _BODY = REC_LEN - 4
-_VERSION = 0x51
+_VERSION = 0x52  # 0x51: 104-byte records without the analogue inputs
+_V1, _V1_LEN = 0x51, 104
 KIND_TELEMETRY = 1
 KIND_EVENT = 2
 KIND_ALARM = 3
@@ -75,6 +82,9 @@ _M30 = 0x3FFFFFFF
 _HDR = "<BBHIIIHHI"  # 24 bytes
 _TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes
 _EVT = "<iiii60s"  # 76 bytes
+_AIN = "<HHHH"  # 8 bytes at 100: the valve's and 3 analogue inputs' readings (64 µV steps)
+_NO_Q = 0xFFFF
+_AIN_AT = 100
 _TEXT_LEN = 60
 _RANGES = 4  # acked ranges above low kept in RAM
 TEMPS = ("supply_mc", "return_mc", "sink_return_mc", "coolant_mc")
@@ -146,6 +156,15 @@ def _small(v, name):
     return v
 
 
+def _u16(q):
+    # an analogue reading (0 .. 0xFFFE) or None -> its u16
+    if q is None:
+        return _NO_Q
+    if type(q) is not int or not 0 <= q < _NO_Q:
+        raise ValueError("bad analogue reading")
+    return q
+
+
 def decode(buf):
     """The record in buf (REC_LEN bytes) as a dict, or None when its CRC or version is
     wrong."""
@@ -177,6 +196,9 @@ def decode(buf):
         rec["active"] = v[21]
         rec["latched"] = v[22]
         rec["heap_free"] = None if v[23] == 0xFFFF else v[23] * 16
+        a = struct.unpack_from(_AIN, buf, _AIN_AT)
+        rec["valve_q"] = None if a[0] == _NO_Q else a[0]
+        rec["ain_q"] = [None if x == _NO_Q else x for x in a[1:]]
     else:
         a0, a1, a2, a3, text = struct.unpack_from(_EVT, buf, 24)
         names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
@@ -229,6 +251,7 @@ class RecordQueue:
     def _scan(self):
         low = 0
         cur = -1
+        old_last = 0  # the newest seq of an older firmware's records (version 0x51)
         self._bad_tail = False
         for i in range(self.segments):
             try:
@@ -245,6 +268,8 @@ class RecordQueue:
                     if self._valid():
                         first = struct.unpack_from("<I", self._rbuf, 4)[0] - k
                         break
+                if first <= 0:
+                    old_last = max(old_last, self._old_last(f, size))
             finally:
                 f.close()
             if first <= 0:
@@ -263,6 +288,8 @@ class RecordQueue:
                     break
         else:
             self.next_seq = 1
+        if old_last >= self.next_seq:  # an upgrade: seq goes on; what was unsent is dropped
+            self.next_seq = old_last + 1
         saved = self._load_ack()
         if saved > low:
             low = saved
@@ -270,13 +297,26 @@ class RecordQueue:
             low = self.next_seq - 1  # an ack file from another queue: never skip records
         self.low = low
         self._saved_low = low
-        old = self.oldest()
-        if old and low < old - 1:  # records gone without a drop record (lost files)
+        old = self.oldest() or self.next_seq
+        if low < old - 1:  # records gone without a drop record (lost files, an upgrade)
             self._pending_drop = (low + 1, old - 1)
             self.low = old - 1
         else:
             self._pending_drop = None
         self._tele_seq = -1  # newest telemetry seq; -1: not looked up yet
+
+    def _old_last(self, f, size):
+        """The newest seq in a segment of version-0x51 records (104 bytes), 0: none."""
+        b = self._rbuf
+        last = 0
+        for k in range(size // _V1_LEN - 1, -1, -1):
+            f.seek(k * _V1_LEN)
+            f.readinto(b)
+            if b[0] == _V1 and crc32(memoryview(b)[:_V1_LEN - 4]) == struct.unpack_from(
+                    "<I", b, _V1_LEN - 4)[0]:
+                last = struct.unpack_from("<I", b, 4)[0]
+                break
+        return last
 
     def _valid(self):
         b = self._rbuf
@@ -532,6 +572,13 @@ class RecordQueue:
                 _small(fields.get("flow_ml_h"), "flow_ml_h"),
                 _small(fields.get("power_w"), "power_w"),
                 255 if relay is None else (1 if relay else 0), reason, active, latched, heap)
+            ain = fields.get("ain_q") or ()
+            if len(ain) > 3:
+                raise ValueError("at most 3 analogue inputs")
+            struct.pack_into(_AIN, b, off + _AIN_AT, _u16(fields.get("valve_q")),
+                             _u16(ain[0] if len(ain) > 0 else None),
+                             _u16(ain[1] if len(ain) > 1 else None),
+                             _u16(ain[2] if len(ain) > 2 else None))
         elif kind == KIND_EVENT or kind == KIND_ALARM:
             args = fields.get("args") or ()
             if len(args) > 4:
@@ -549,6 +596,7 @@ class RecordQueue:
                     n -= 1
                 tb = tb[:n]
             struct.pack_into(_EVT, b, off + 24, a[0], a[1], a[2], a[3], tb)
+            struct.pack_into(_AIN, b, off + _AIN_AT, 0, 0, 0, 0)
         else:
             raise ValueError("bad kind")
         struct.pack_into("<I", b, off + _BODY, crc32(memoryview(b)[off:off + _BODY]))

@@ -111,6 +111,14 @@ def _mc(t):
     return int(v + 0.5) if v >= 0 else -int(0.5 - v)
 
 
+def _judge(an, name, q):
+    # a backlog record's analogue reading: (milli-units, None), (None, reason), or
+    # (None, "invalid") when the record has none
+    if q is None:
+        return None, "invalid"
+    return an.judge(name, q)
+
+
 def _names(bits):
     return [rq.REASONS[i] for i in range(1, 16) if bits >> i & 1 and i < len(rq.REASONS)]
 
@@ -126,9 +134,11 @@ class Telemetry:
         self.q = rq.RecordQueue(data + "/q", cap)
         self.book = AlarmBook(_ALARMS)
         self.snap = pl.Snapshot()
+        self.snap.set_analog(cfg.get("analog"))  # valve and analogue inputs
         self.interval_ms = (tcfg.get("interval_s") or 10) * 1000
         self._due = None
         self._fields = {"boot": 0, "up_ms": 0, "utc": None, "totals": None}
+        self._ain_q = [None] * pl.AIN_SLOTS
         self.live_seq = 0  # the telemetry record whose values self.snap holds
         self.gw = None
         self.wake = None  # asyncio.Event: something to send
@@ -279,6 +289,13 @@ class Telemetry:
         f["active"] = rq.reason_bits(snap.active)
         f["latched"] = rq.reason_bits(snap.latched)
         f["heap_free"] = snap.heap_free
+        # valve and analogue inputs (heatgw.analog): their readings at the pin, which a
+        # backlog record's payload converts as the node converts a live one
+        f["valve_q"] = snap.valve_q if snap.valve else None
+        ain = self._ain_q
+        for i in range(len(ain)):
+            ain[i] = snap.ain_q[i] if i < len(snap.ain) else None
+        f["ain_q"] = ain
         seq = self._append(rq.KIND_TELEMETRY, f)
         f["totals"] = None
         if seq:
@@ -517,7 +534,8 @@ class Telemetry:
 
             self.ha_dirty = False
             self._ha = hadisc.configs(self.topics, self.mcfg["ha_discovery_prefix"],
-                                      tuple(self.cfg.get("sensors") or ()))
+                                      tuple(self.cfg.get("sensors") or ()),
+                                      analog=self.cfg.get("analog"))
             self._ha_next = None
         if self._ha_next is None:
             try:
@@ -624,6 +642,14 @@ class Telemetry:
         s.active = _names(rec["active"])
         s.latched = _names(rec["latched"])
         s.heap_free = rec["heap_free"]
+        # valve and analogue inputs: the record keeps each reading at the pin; the value
+        # and its reason (wire_break, over_range) are the node's conversion of it
+        an = getattr(self.gw, "analog", None)
+        if an is not None:
+            if s.valve:
+                s.valve_m, s.valve_why = _judge(an, "valve", rec["valve_q"])
+            for i in range(len(s.ain)):
+                s.ain_m[i], s.ain_why[i] = _judge(an, s.ain[i], rec["ain_q"][i])
         s.boot = rec["boot"]
         s.up_ms = rec["up_ms"]
         s.utc = rec["utc"]
