@@ -18,7 +18,8 @@ volume (m³, volume, total_increasing) and a binary sensor "heat reuse" (on = re
 off = bypass). With analogue inputs (heatgw.analog, `analog` passed): the valve's measured
 and commanded position (%, no device class) when it has position feedback, and one
 sensor per pressure (device class pressure, its unit) or level input (%: none; m:
-distance), reading `value_json.inputs.<name>.value`. Availability: the node's status topic (online / offline, its last will).
+distance), reading `value_json.inputs.<name>.value`. Availability: the node's status
+topic (online / offline, its last will).
 A `null` value in the telemetry renders as "None" through `value_json`, which HA's MQTT
 sensor treats as unknown (its PAYLOAD_NONE) instead of a made-up number.
 
