@@ -7,8 +7,9 @@ always install it. Loaded at boot and dropped again (heatgw.start).
 check() (plain Python: CPython runs it too, in host_tools.config_check):
 - each ADC channel is used once; at most 3 inputs beside the valve (the telemetry record
   keeps 3);
-- the two calibration points differ in signal and in value, and the line they make is
-  one the node can compute (heatgw.analog.Linear);
+- the two calibration points differ in signal (by at least 10 % of the signal's range)
+  and in value, and the line they make is one the node can compute
+  (heatgw.analog.Linear);
 - the wire-break limit is below the lower point's signal and the over-range limit above
   the upper one (a live signal never reads as a fault);
 - low < high, and each limit with its hysteresis inside the value range;
@@ -164,6 +165,12 @@ def check(cfg):
             errs.append("%s: signal_lo and signal_hi are both %g %s: two points need two "
                         "signals" % (p, lo, unit))
             continue
+        n_lo, n_hi = SIGNALS[c["signal"]]
+        if abs(hi - lo) < (n_hi - n_lo) / 10:
+            errs.append("%s: signal_lo %g and signal_hi %g %s are too close: calibrate at "
+                        "points at least %g %s apart (the ends of the stroke or range)"
+                        % (p, lo, hi, unit, (n_hi - n_lo) / 10, unit))
+            continue
         brk = c.get("break_ma") if cur else c.get("break_v")
         over = c.get("over_ma") if cur else c.get("over_v")
         if brk is not None and not brk < min(lo, hi):
@@ -172,8 +179,6 @@ def check(cfg):
         if over is not None and not over > max(lo, hi):
             errs.append("%s: the over-range limit %g %s must be above the signal's upper "
                         "point %g %s" % (p, over, unit, max(lo, hi), unit))
-        if SIGNALS.get(c["signal"]) is None:
-            continue
         v_lo, v_hi = (0.0, 100.0) if name == "valve" else (c["value_lo"], c["value_hi"])
         try:  # through a 100 ohm shunt / a 39k:10k divider, as the boards' front ends
             Linear(pin_uv(c["signal"], lo, 100, (39000, 10000)), milli(v_lo),

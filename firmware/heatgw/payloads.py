@@ -27,7 +27,8 @@ are single precision (~7 digits), enough for every one of them.
 Valve and analogue inputs (heatgw.analog; keys always present): `valve_cmd_pct` the
 commanded position (100 in reuse, 0 in bypass: what the relay and the 0-10 V output ask),
 `valve_pct`/`valve_why` the measured one (`not_configured` without position feedback),
-`inputs` {name: {"value", "unit", "why"}} for each pressure or level input ({} without).
+`inputs` {name: {"value", "why"}} for each pressure or level input ({} without; its unit
+is the configuration's, in Home Assistant's discovery and the `analog` record).
 They are kept as integer milli-units and printed with the decimals their unit needs
 (_MILLI_DECIMALS), by integer arithmetic: exact, no float.
 """
@@ -63,6 +64,9 @@ class Writer:
         self.buf = bytearray(size)
         self.mv = memoryview(self.buf)
         self.n = 0
+        # the telemetry payload's bound (telemetry.py sets it: the MQTT packet less its
+        # topic and header and a resent flag); its `active` list is cut to stay inside
+        self.limit = size
         self._h = [0] * _HALVES  # exact(): the number in 15-bit halves, MSB first
         self._g = [0] * 8  # exact(): base-10000 groups, LSB first (90 bits: 28 digits)
 
@@ -99,14 +103,24 @@ class Writer:
     def bool(self, v):
         self.raw(b"true" if v else b"false")
 
-    def list(self, items):
+    def list(self, items, reserve=None):
+        """A list of strings; with reserve, the entries that would leave less than
+        reserve bytes before the limit are left out, counted in a last "+<n> more"."""
         self.raw(b"[")
         first = True
-        for s in items or ():
+        items = items or ()
+        for i in range(len(items)):
+            s = items[i]
+            # room for this entry (quotes, comma) and a "+<n> more" after it
+            cut = reserve is not None and self.n + len(s) + 16 + reserve > self.limit
+            if cut:
+                s = "+%d more" % (len(items) - i)
             if not first:
                 self.raw(b",")
             first = False
             self.str(s)
+            if cut:
+                break
         self.raw(b"]")
 
     def exact(self, limbs, first, count, divisors, decimals):
@@ -371,8 +385,11 @@ def telemetry(w, snap, seq):
     w.bool(snap.relay_reuse)
     w.key(b'"reason":')
     w.str(snap.reason)
-    w.key(b'"active":')
-    w.list(snap.active)
+    w.key(b'"active":')  # cut to fit (the state payload and the events name them all)
+    tail = 33  # ',"latched":[]' and ',"heap_free":<7 digits>}'
+    for r in snap.latched:
+        tail += len(r) + 3
+    w.list(snap.active, tail)
     w.key(b'"latched":')
     w.list(snap.latched)
     w.key(b'"heap_free":')
@@ -383,7 +400,7 @@ def telemetry(w, snap, seq):
 
 def _analog(w, snap):
     # "valve_cmd_pct":100,"valve_pct":99.8,"valve_why":null,
-    # "inputs":{"loop_pressure":{"value":1.52,"unit":"bar","why":null}}
+    # "inputs":{"loop_pressure":{"value":1.52,"why":null}}
     w.key(b'"valve_cmd_pct":')
     w.raw(b"100" if snap.relay_reuse else b"0")
     why = snap.valve_why if snap.valve else NOT_CONFIGURED
@@ -412,8 +429,6 @@ def _analog(w, snap):
             w.milli(m, _MILLI_DECIMALS.get(unit, 3))
         else:
             w.raw(b"null")
-        w.raw(b',"unit":')
-        w.str(unit)
         w.raw(b',"why":')
         w.str(why)
         w.raw(b"}")

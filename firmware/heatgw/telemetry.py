@@ -63,6 +63,8 @@ _ALARM_CODE = (("save_failed", "save_failed"), ("task_failing:", "task_failing")
                ("sensor_fault:", "sensor_fault"), ("sensor_stale:", "sensor_fault"),
                ("queue_dropped", "queue_drop"), ("crash:", "fault"), ("task_stalled:", "fault"))
 _MAX_SMALL = 0x1FFFFFFF
+_PACKET = 1024  # the client's max_packet and the payload writer
+_PACKET_ANALOG = 256  # more with analogue inputs (heatgw.analog)
 
 
 def _forget(name):
@@ -139,6 +141,9 @@ class Telemetry:
         self._due = None
         self._fields = {"boot": 0, "up_ms": 0, "utc": None, "totals": None}
         self._ain_q = [None] * pl.AIN_SLOTS
+        # MQTT packet and payload buffer: 1 KB; 1.25 KB with analogue inputs, whose keys
+        # (valve, 3 inputs, their faults in `active`) add up to ~250 bytes
+        self.packet = _PACKET + (_PACKET_ANALOG if cfg.get("analog") else 0)
         self.live_seq = 0  # the telemetry record whose values self.snap holds
         self.gw = None
         self.wake = None  # asyncio.Event: something to send
@@ -381,12 +386,16 @@ class Telemetry:
             ha = mc.get("ha_discovery_prefix")
             self.t_ha = None if not ha else (ha + "/status").encode()
             self.chash = pl.config_hash(self.data + "/config.json")
-            self.w = pl.Writer(1024)
+            self.w = pl.Writer(self.packet)
+            # the payload the client's packet takes with this topic (and a resent flag):
+            # a longer telemetry payload cuts its `active` list (payloads.Writer)
+            self.w.limit = self.packet - 7 - len(self.t_tel) - 14
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
         # backoff; its 5th crash is the task_failing alarm)
         self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
                                        ack_cb=self._on_ack, event_cb=self._on_conn,
-                                       inflight=_INFLIGHT, pace=self._after_tick)
+                                       inflight=_INFLIGHT, pace=self._after_tick,
+                                       max_packet=self.packet)
         if self._awaits:  # the host board: virtual time waits for the replies it awaits
             self._awaits(self.client.awaiting_reply)
 
