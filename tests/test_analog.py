@@ -558,7 +558,7 @@ def test_payload_keys_live_and_from_the_queue_record_pass_the_schema(mp, tmp_pat
     assert d2["valve_pct"] is None and d2["valve_why"] == "over_range"
     assert d2["inputs"]["loop_pressure"]["value"] == 6.0
     assert d2["inputs"]["tank_level"]["value"] == 0.0
-    for (live, _vq, _aq, (valve, ins)), d in zip(rows, docs, strict=True):
+    for (_live, _vq, _aq, (valve, ins)), d in zip(rows, docs, strict=True):
         if d["valve_why"] is None:
             assert valve[0] / 1000 == pytest.approx(d["valve_pct"], abs=0.05)
         else:
