@@ -394,6 +394,86 @@ def test_wire_break_is_refused_below_the_lower_point_and_unset_for_0_10_volt():
     assert c["break_v"] is None and c["over_v"] == 10.5 and c["break_ma"] == 3.6
 
 
+# -- the fail-safe's new conditions --------------------------------------------------------
+
+LIMITS_SRC = r"""
+import json
+from heatgw.failsafe import FailSafe, Inputs
+ctl = {"recover_s": 0, "min_dwell_s": 0, "sink_signal": False, "valve_travel_s": 45,
+       "valve_feedback": FB}
+fs = FailSafe(ctl, sensors_cfg={}, flow_cfg=None, now_ms=0,
+              input_limits=(("p", "input_low:p", 1000, 1200, "input_high:p", 3000, 2800),),
+              valve_reading=("valve", 10000), milli_readings=("p", "valve"))
+ins = Inputs((), ("p", "valve"))
+out = []
+t = 0
+for p, why, valve, switch in STEPS:
+    ins.readings["p"] = p
+    ins.reading_reasons["p"] = why
+    ins.readings["valve"] = valve
+    ins.reading_reasons["valve"] = None if valve is not None else "wire_break"
+    ins.valve_at_reuse = switch
+    ev = fs.update(t, ins)
+    out.append([t // 1000, fs.state, sorted(fs.active), sorted(fs.latched),
+                [[e["kind"], e["reason"], e.get("values")] for e in ev
+                 if e["kind"] in ("trip", "clear", "latch")]])
+    t += 1000
+print(json.dumps(out))
+"""
+
+
+def limits_run(mp, steps, feedback=False):
+    return one(mp, f"STEPS = {steps!r}\nFB = {feedback!r}\n" + LIMITS_SRC)
+
+
+def test_input_limits_trip_and_clear_with_hysteresis(mp):
+    """input_low trips below the limit and clears only above limit + hyst; input_high the
+    mirror; a reading with a reason holds them as they are; the events carry the values
+    in the input's unit."""
+    v = 0  # the valve at its commanded 0 % (bypass): no valve trouble here
+    steps = [[1500, None, v, None], [999, None, v, None], [1100, None, v, None],
+             [1200, None, v, None], [1201, None, v, None], [2900, None, v, None],
+             [3001, None, v, None], [2800, None, v, None], [2799, None, v, None],
+             [500, "wire_break", v, None], [3500, None, v, None], [500, "wire_break", v, None],
+             [1500, None, v, None]]
+    r = limits_run(mp, steps)
+    trips = [(x[0], e[0], e[1]) for x in r for e in x[4] if e[1].startswith("input_")]
+    assert trips == [(1, "trip", "input_low:p"), (4, "clear", "input_low:p"),
+                     (6, "trip", "input_high:p"), (8, "clear", "input_high:p"),
+                     (10, "trip", "input_high:p"), (12, "clear", "input_high:p")]
+    ev = r[1][4][0]
+    assert ev[2] == {"input": "p", "value": 0.999, "limit": 1.0, "clear": 1.2}
+    assert [x[1] for x in r][:2] == ["reuse", "bypass"]  # boot clears at once (no dwell)
+
+
+def test_valve_stuck_from_analogue_feedback_alone_and_with_an_end_switch(mp):
+    """The valve's position against its command (0 % bypass, 100 % reuse; tolerance 10 %
+    here): beyond it for longer than the travel time (45 s) is valve_stuck, latching,
+    without an end switch; with one too, either disagreeing trips; a wire-broken feedback
+    neither agrees nor disagrees."""
+    def stuck(r):
+        return [(x[0], e) for x in r for e in x[4] if e[1] == "valve_stuck"]
+
+    # reuse from the first update (no dwell): command 100 %, the valve stays at 0 %
+    r = limits_run(mp, [[1500, None, 0, None]] * 48)
+    (t, trip), (t2, latch), (t3, clear) = stuck(r)
+    assert (t, trip[0], t2, latch[0]) == (46, "trip", 46, "latch")  # 46 s > 45 s travel
+    assert trip[2]["valve_pct"] == 0.0 and r[46][3] == ["valve_stuck"]
+    # bypass commands 0 %, where the valve is: the condition clears, the latch holds
+    assert (t3, clear[0]) == (47, "clear") and r[47][3] == ["valve_stuck"]
+    # it moves and arrives (90 % is within 10 %): no trip
+    moving = [[1500, None, min(100000, i * 4000), None] for i in range(60)]
+    assert stuck(limits_run(mp, moving)) == []
+    # a broken feedback wire: no value, no verdict (sensor_fault is its own condition)
+    assert stuck(limits_run(mp, [[1500, None, None, None]] * 60)) == []
+    # with an end switch that says "at reuse" while the feedback says 50 %: stuck
+    r = limits_run(mp, [[1500, None, 50000, True]] * 48, feedback=True)
+    assert stuck(r)[0][0] == 46
+    assert stuck(limits_run(mp, [[1500, None, 99000, True]] * 60, feedback=True)) == []
+    # and the end switch still counts: at 100 % measured but the switch never closes
+    assert stuck(limits_run(mp, [[1500, None, 100000, None]] * 48, feedback=True))[0][0] == 46
+
+
 # -- scenarios through the harness ----------------------------------------------------------
 
 _runs = {}
