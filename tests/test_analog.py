@@ -744,7 +744,7 @@ def test_day_measures_the_valve_and_the_loop_pressure_all_day(complete_node_day)
     assert all(d["inputs"]["loop_pressure"]["why"] is None for d in tele)
     assert all(0.5 < d["inputs"]["loop_pressure"]["value"] < 3.0 for d in tele)
     assert all(d["valve_why"] is None for d in tele)
-    assert all(abs(d["valve_pct"] - d["valve_cmd_pct"]) < 100 for d in tele)
+    assert all(-1 < d["valve_pct"] < 101 for d in tele)
     # at rest (reuse or bypass for over a minute) the position agrees with the command
     rest = [d for a, d in zip(tele, tele[6:], strict=False)
             if a["relay_reuse"] == d["relay_reuse"]]
