@@ -11,6 +11,7 @@ import os
 import time
 from array import array
 
+from adc_emu import ADCEmu  # at import: the host board's own heap, not the node's
 from link import LinkClock
 from max31865_emu import MAX31865Emu
 
@@ -419,8 +420,6 @@ def adc_channel(channel):
         if channel not in ADC_CHANNELS:
             raise ValueError("the host board has no ADC channel %r; have %r"
                              % (channel, ADC_CHANNELS))
-        from adc_emu import ADCEmu
-
         a = _adcs[channel] = ADCEmu(AIN_SHUNT_OHM, AIN_DIVIDER)
     return a
 
