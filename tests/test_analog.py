@@ -761,3 +761,13 @@ def test_day_measures_the_valve_and_the_loop_pressure_all_day(complete_node_day)
             for obj, *_ in hadisc.analog_entities(day.harness.cfg["analog"])}
     retained = {t for t, p, retain, *_ in day.retained if retain and p}
     assert want and want <= retained
+
+
+def test_the_readme_example_is_a_valid_configuration():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Valve and analogue inputs\n"):]
+    start = section.index("```json\n") + len("```json\n")
+    example = section[start:section.index("\n```", start)]
+    doc = json.loads('{"version": 2, ' + example + "}")
+    assert host_errors(doc) == []
+    assert doc["analog"]["inputs"]["loop_pressure"]["low"] == 1.0
