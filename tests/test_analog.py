@@ -771,3 +771,36 @@ def test_the_readme_example_is_a_valid_configuration():
     doc = json.loads('{"version": 2, ' + example + "}")
     assert host_errors(doc) == []
     assert doc["analog"]["inputs"]["loop_pressure"]["low"] == 1.0
+
+
+IMPORTS_SRC = r"""
+import json, sys
+import board
+with open(board.data_dir() + "/config.json", "w") as f:
+    f.write(CFG)
+from heatgw import start
+gw, asyncio = start.build()
+print(json.dumps({"mods": sorted(n for n in sys.modules if n in (
+    "heatgw.analog", "adcin", "heatgw.anschema", "adc_emu")), "analog": gw.analog is not None,
+    "out": gw._valve_out is not None, "readings": sorted(gw.inputs.readings),
+    "state": gw.failsafe.state}))
+"""
+
+
+@pytest.mark.parametrize("with_analog", [False, True])
+def test_only_what_is_configured_is_imported(mp, tmp_path, monkeypatch, with_analog):
+    """Without an `analog` section nothing of it is imported; with one, heatgw.analog and
+    lib/adcin stay, the section's schema (heatgw.anschema) is dropped after boot."""
+    cfg = json.loads((SCENARIOS / "default_config.json").read_text())
+    if with_analog:
+        cfg["analog"] = {"valve": {"channel": "ain1", "signal": "4-20mA", "output": "pwm"},
+                         "inputs": {"loop_pressure": GOOD["analog"]["inputs"]["loop_pressure"]}}
+    monkeypatch.setenv("HEATGW_FLASH", str(tmp_path / "flash.bin"))
+    out = mp.run_code(f"CFG = {json.dumps(json.dumps(cfg))}\n" + IMPORTS_SRC)
+    r = json.loads(out.strip().splitlines()[-1])  # (the boot's event lines come first)
+    if with_analog:  # (adc_emu is the host board's own, imported with the board)
+        assert r["mods"] == ["adc_emu", "adcin", "heatgw.analog"], r
+        assert r["analog"] and r["out"] and r["readings"] == ["loop_pressure", "valve"]
+    else:
+        assert r["mods"] == ["adc_emu"] and not r["analog"] and not r["out"], r
+        assert r["readings"] == []
