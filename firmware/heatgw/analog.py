@@ -20,7 +20,10 @@ No made-up numbers: below the wire-break limit (break_ma, default 3.6 mA: NAMUR 
 failure band; break_v for a 2-10 V live zero) the value is None with reason `wire_break`,
 above the over-range limit (over_ma 21.0 mA, over_v 10.5 V) `over_range`; `adc_error` when
 the conversion raised, `no_channel` when the board has no such ADC channel (its input
-reads nothing, ever: a critical one holds bypass), `not_ready` before the first reading.
+reads nothing, ever: a critical one holds bypass), `bad_calibration` when the board's
+front end makes the two points unusable (heatgw.anschema refuses such points for the
+usual front end), `not_ready` before the first reading. The telemetry record keeps each
+input's reading at the pin (reading()), and judge() gives its value and reason again.
 
 The fail-safe (heatgw.failsafe) sees every input as an external reading under its name
 (inputs.readings / reading_reasons / reading_valid_ms, the Modbus meters' mechanism):
@@ -153,8 +156,11 @@ class Channel:
         else:
             from adcin import ADCInput
 
-            self.drv = ADCInput(adc, samples=samples,
-                                uv_full_scale=getattr(board, "ADC_UV_FULL_SCALE", None))
+            try:  # a board whose ADC has no read_uv() must give its full scale
+                self.drv = ADCInput(adc, samples=samples,
+                                    uv_full_scale=getattr(board, "ADC_UV_FULL_SCALE", None))
+            except ValueError:
+                self.why = "adc_error"
 
     def sample(self):
         drv = self.drv
