@@ -76,6 +76,21 @@ rs485(port, baudrate, parity, stop_bits)  (uart, de) of an RS-485 port for Modbu
                   wait (timeout=0) and that asyncio can poll, and the transceiver's
                   driver-enable pin (an output, low = receiving) or None for an
                   auto-direction transceiver; ValueError for a port the board lacks.
+ADC_CHANNELS      tuple of the board's analogue input channels ("ain1", "ain2", "ain3"),
+                  () or absent: none. Each has a front end for 4-20 mA (a shunt to GND,
+                  AIN_SHUNT_OHM) or 0-10 V (a divider, AIN_DIVIDER), chosen when wiring.
+adc(channel)      a machine.ADC on that channel, set up for the front end's range (ESP32:
+                  ATTN_11DB, 150..2450 mV; its read_uv() is the eFuse-calibrated reading);
+                  ValueError for a channel the board lacks. heatgw.analog reads it through
+                  lib/adcin (oversampled, allocation-free).
+AIN_SHUNT_OHM     int, the 4-20 mA shunt (100 ohm: 20 mA = 2.0 V at the pin).
+AIN_DIVIDER       (top_ohm, bottom_ohm) of the 0-10 V divider (39k/10k: 10 V = 2.04 V).
+ADC_UV_FULL_SCALE int, µV at read_u16() == 65535, for an ADC without read_uv() (RP2040:
+                  the 3.3 V reference); absent where read_uv() exists.
+valve_output()    the valve's 0-10 V command output: a machine.PWM (duty_u16) driving an RC
+                  filter and a x3.03 amplifier, made at duty 0 (closed); only
+                  heatgw.app.Gateway.drive_relays writes it. ValueError when the board
+                  has none. VALVE_OUT_FULL_V: the volts at 100 % duty (10.0).
 hold_watchdog()   keep a started watchdog fed from a timer while the application is
                   stopped (machine.WDT cannot be stopped): heatgw.start calls it after
                   the orderly stop (Ctrl-C), boot.py at every boot (after a soft reset
@@ -117,16 +132,23 @@ NET_PINS          {signal: gpio} the network interface takes (a wired PHY's RMII
                   clock and power pins); optional: absent when the radio is on-module.
 RS485_PINS        {"tx": gpio, "rx": gpio, "de": gpio} of the RS-485 port (with
                   RS485_PORTS); "de" absent for an auto-direction transceiver.
+ADC_PINS          {channel: gpio} of ADC_CHANNELS (ESP32: ADC1 only, GPIO 32-39: ADC2
+                  stops while Wi-Fi runs; Pico W: GP26-28, ADC0-2).
+VALVE_OUT_PIN     gpio of the valve's PWM command output (with valve_output()).
 
 and keep these rules, which tests/test_boards.py checks on the stub `machine`:
 - relays_safe() constructs each relay pin as an output at 1 - active_level, and the
   relays' polarity matches RELAY_PULL (a floating pin is a de-energised coil);
 - no GPIO is used twice across chip-selects, relays, inputs, flow, safe boot, dead man,
-  the SPI bus pins, NET_PINS and RS485_PINS; an ESP32 board with "lan" has the ESP32's
-  fixed RMII pins (19, 21, 22, 25, 26, 27) in NET_PINS;
+  the SPI bus pins, NET_PINS, RS485_PINS, ADC_PINS and VALVE_OUT_PIN; an ESP32 board
+  with "lan" has the ESP32's fixed RMII pins (19, 21, 22, 25, 26, 27) in NET_PINS;
 - rs485() makes one UART on exactly RS485_PINS' tx and rx (on the RP2040 pins that carry
   that UART's function), with timeout=0, and the DE pin an output at 0 (receiving), on a
   pin that is low from reset (not an ESP32 strapping pin pulled up at reset: 0, 5, 15);
+- the ADC channels are on the MCU's ADC pins that work with the radio on (ESP32 ADC1:
+  32-39; RP2040: 26-28, not 29: the Pico W's wireless clock), set up at construction
+  (ESP32: ATTN_11DB), never asked for a pull; the valve output is a PWM at duty 0 from
+  the start, on a pin low from reset (its filter must see 0 V until boot.py: bypass);
 - input-only pins (ESP32 GPIO 34-39: no output driver, no internal pulls) are never
   outputs and are never asked for a pull; pins the MCU reserves (ESP32 flash GPIO 6-11,
   Pico W GP23-25 and GP29 for the wireless chip) are not used; the dead-man output is
@@ -139,7 +161,9 @@ EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_c
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
             "NET_PINS", "awaits_replies", "hold_watchdog", "console_in", "io_sent",
-            "RS485_PORTS", "RS485_PINS", "rs485", "reset_cause", "reset")
+            "RS485_PORTS", "RS485_PINS", "rs485", "reset_cause", "reset",
+            "ADC_CHANNELS", "ADC_PINS", "adc", "AIN_SHUNT_OHM", "AIN_DIVIDER",
+            "ADC_UV_FULL_SCALE", "VALVE_OUT_PIN", "VALVE_OUT_FULL_V", "valve_output")
 NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")

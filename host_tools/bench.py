@@ -27,7 +27,8 @@ real time of one `board.console_in().readinto()` over 2000 reads with nothing wa
 the console (console_bench()): a bench node running its application, 300 lines of the
 console's fuzz corpus typed at its port, the longest real time of one step of the console
 task's read + line assembly (what its `status` reports). The host board's pulse input
-(pulse_bench()): emulated edges per second of real time. Last line:
+(pulse_bench()): emulated edges per second of real time. And one tick of the analogue inputs
+(analog_bench()). Last line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
     wire_bytes_per_record=<n> net_worst_real_ms=<x> modbus_worst_call_us=<n>
@@ -592,6 +593,40 @@ def print_serial_bench(r):
           f"{r['bytes'] / 1024 / r['cp_s']:.1f} KB/s{ok}")
 
 
+ANALOG_BENCH = """
+import json, time, micropython
+import board
+from heatgw.analog import Analog
+from heatgw.failsafe import Inputs
+cfg = {"samples": 16,
+       "valve": {"channel": "ain1", "signal": "4-20mA", "break_ma": 3.6, "over_ma": 21.0},
+       "inputs": {"p": {"channel": "ain2", "kind": "pressure", "signal": "4-20mA",
+                        "value_lo": 0.0, "value_hi": 6.0, "unit": "bar", "break_ma": 3.6,
+                        "over_ma": 21.0},
+                  "t": {"channel": "ain3", "kind": "level", "signal": "0-10V",
+                        "value_lo": 0.0, "value_hi": 2.0, "unit": "m"}}}
+for ch, k, x in (("ain1", "ma", 12.0), ("ain2", "ma", 9.0), ("ain3", "v", 8.0)):
+    board.adc_channel(ch).set_signal(k, x, 3)
+an = Analog(cfg, board)
+ins = Inputs((), an.names())
+best = None
+for r in range(5):
+    t = time.ticks_us()
+    for i in range(1000):
+        an.sample(ins, i)
+    us = time.ticks_diff(time.ticks_us(), t) / 1000
+    best = us if best is None or us < best else best
+print(json.dumps({"tick_us": best}))
+"""
+
+
+def analog_bench():
+    """µs of one tick of the analogue inputs (heatgw.analog: valve and two inputs, 16
+    conversions each, sorted and converted) on the host board's emulated converters:
+    the interpreter's share (a target adds its conversions: ~48 x the ADC's read time)."""
+    return mprun.run_json(ANALOG_BENCH)[-1]
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -622,6 +657,9 @@ def main(argv=None):
     wire = "skipped" if "skipped" in d else f"{d['wire_avg']:.0f}"
     net = "skipped" if "skipped" in d else f"{d['mqtt']['worst_net_real_us'] / 1000:.2f}"
     mbw = "skipped" if "skipped" in mb else max(mb[k]["worst_us"] for k in ("tcp", "rtu"))
+    ab = analog_bench()
+    print(f"analogue inputs (valve + 2, 16 conversions each): {ab['tick_us']:.1f} us per "
+          f"tick on the host board's emulated converters")
     sb = serial_bench()
     print_serial_bench(sb)
     cb = console_bench()

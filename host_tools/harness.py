@@ -233,6 +233,10 @@ class Harness:
         # the relay coils: physical state the harness owns (see _on_pin)
         self.coils = {"reuse": False, "cooler_inhibit": False}
         self.pins = dict.fromkeys(self.coils, False)  # relay pins the node drives active
+        # the valve's 0-10 V command (analog.valve.output "pwm"): None while the node has
+        # none (the actuator then opens fully while the reuse relay powers it)
+        self.valve_out_duty = None
+        self.valve_out_full_v = 10.0
         self.dead_man = DeadMan()  # the monostable that enables the relay drivers
         self.pin_log = []  # [t_s, relay, level]: every relay pin level the node drove
         self.hangs = []  # t_s at which each injected hang was sent
@@ -252,6 +256,7 @@ class Harness:
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
         self.modbus_by_boot = {}  # boot number -> the node's last `modbus` record in it
+        self.analog_by_boot = {}  # boot number -> the node's last `analog` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -336,10 +341,13 @@ class Harness:
         t0_s = (self.vt - self.step_ms) / 1000.0
         w = self.world
         w.flow_to(self.vt)
+        duty = self.valve_out_duty
+        cmd = 1.0 if duty is None else duty / 65535 * self.valve_out_full_v / 10.0
         self.plant.step(dt_s, load_kw=self.load(t0_s), demand_kw=self.demand(t0_s),
                         reuse_relay=self.coils["reuse"],
                         cooler_inhibit_relay=self.coils["cooler_inhibit"],
-                        building_pump_on=w.pump_on, valve_stuck=w.valve_stuck)
+                        building_pump_on=w.pump_on, valve_stuck=w.valve_stuck,
+                        valve_cmd=cmd)
         w.plant_stepped()
         cm = self.compute_meter
         if cm is not None:  # the load over the next step, energy so far; the step's heat
@@ -446,6 +454,10 @@ class Harness:
         """The node set pin `name` to `level` (0/1) at self.vt."""
         if name == "deadman":
             self.dead_man.set_level(level, self.vt)
+        elif name == "valve_out":  # the valve's 0-10 V command: a duty, not a coil
+            self.valve_out_duty = level
+            self.pin_log.append([self.vt / 1000.0, name, level])
+            return
         else:
             self.pins[name] = level == 0  # active-low modules
             self.pin_log.append([self.vt / 1000.0, name, level])
@@ -488,7 +500,9 @@ class Harness:
 
     def _all_coils_off(self, reason):
         # relay inputs float: the modules' pull-ups hold every coil off (and the
-        # dead-man output floats: no more edges)
+        # dead-man output floats: no more edges); the valve's 0-10 V command falls to 0
+        if self.valve_out_duty is not None:
+            self.valve_out_duty = 0
         for name in list(self.coils):
             self.pins[name] = False
             self._coil(name, False, reason if name == "reuse" else None)
@@ -617,6 +631,8 @@ class Harness:
             self.modbus_by_boot[len(self.boots)] = rec
         elif kind == "recovery":  # heatgw.recovery: an hour's ratio, with its span
             self.recovery_log.append({"t_s": t_s, "boot": len(self.boots), **rec})
+        elif kind == "analog":  # heatgw.analog: this boot's inputs, every minute
+            self.analog_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))

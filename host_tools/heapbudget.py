@@ -58,6 +58,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.selftest": "REPL and the console's selftest",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
                 "heatgw.recschema": "dropped after boot",
+                "heatgw.anschema": "dropped after boot",
                 "umodbus.functions": "not used", "sdm": "dropped after boot",
                 "umodbus.const": "dropped after boot (its CRC table copied)",
                 "heatgw.calibration": "boot (with a calibration file) and console, dropped",

@@ -64,6 +64,11 @@ def chip(name, r_ref_ohm_text, noise_lsb):
     return _line(proto.CHIP, name, r_ref_ohm_text, noise_lsb)
 
 
+def analog(channel, kind, value, noise_lsb=0):
+    """The signal at an analogue channel's terminals: kind "ma", "v" or "open"."""
+    return _line(proto.ANALOG, channel, kind, repr(float(value)), int(noise_lsb))
+
+
 def input_level(name, level):
     return _line(proto.INPUT, name, level)
 

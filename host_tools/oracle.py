@@ -2,7 +2,10 @@
 
 Never from the node's reports: temperatures as the chip quantises them (host_tools.sensors),
 faults and inputs as injected, the flow as pulses the node could have seen, the valve's
-end switch against the reuse coil. The summary's `conditions` and `trips` come from here.
+end switch against the reuse coil, the analogue inputs as the node's converter and
+conversion read the served signals (host_tools.ain: wire breaks, input_low/input_high,
+the valve's position against its command). The summary's `conditions` and `trips` come
+from here.
 """
 
 import math
@@ -75,6 +78,24 @@ class Oracle:
             if sc.get("critical"):
                 f = faults.get(name, "none")
                 self.set(f"sensor_fault:{name}", f != "none", vt, reuse_on)
+        ain = world.ain
+        for name, c in ain.items.items():
+            v, why = ain.seen(name, world.plant)
+            if c["critical"]:
+                self.set(f"sensor_fault:{name}", why is not None, vt, reuse_on)
+            if why is not None or name == "valve":
+                continue
+            span = abs(c["value_hi"] - c["value_lo"])
+            hyst = c.get("hyst")
+            hyst = span * 0.02 if hyst is None else hyst
+            if c.get("low") is not None:
+                lo = int(round(c["low"] * 1000))
+                self._hyst(f"input_low:{name}", v, lo, int(round((c["low"] + hyst) * 1000))
+                           - lo, False, vt, reuse_on)
+            if c.get("high") is not None:
+                hi = int(round(c["high"] * 1000))
+                self._hyst(f"input_high:{name}", v, hi,
+                           hi - int(round((c["high"] - hyst) * 1000)), True, vt, reuse_on)
         if ctl.get("sink_signal"):
             self.set("sink_unavailable", not world.inputs["sink_available"], vt, reuse_on)
         self.set("maintenance", bool(world.inputs["maintenance"]), vt, reuse_on)
@@ -137,8 +158,18 @@ class Oracle:
                     self.set("flow_implausible", True, vt, reuse_on, onset)
             elif not high:
                 self.set("flow_implausible", False, vt, reuse_on)
-        # valve: command (reuse coil) vs end switch, beyond the travel time
-        if bool(world.plant.valve_at_reuse) == reuse_on:
+        # valve: command (reuse coil) vs end switch and/or analogue position feedback
+        # (beyond its tolerance), beyond the travel time
+        agree = True
+        if ctl.get("valve_feedback", True):
+            agree = bool(world.plant.valve_at_reuse) == reuse_on
+        vc = world.ain.items.get("valve")
+        if vc and agree:
+            pos, why = world.ain.seen("valve", world.plant)
+            if why is None:
+                tol = int(round(vc["tolerance_pct"] * 1000))
+                agree = abs(pos - (100_000 if reuse_on else 0)) <= tol
+        if agree:
             self._valve_disagree_vt = None
             self.set("valve_stuck", False, vt, reuse_on)
         else:

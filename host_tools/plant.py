@@ -20,9 +20,15 @@ Topology (one lumped node per loop, water with constant cp/ρ in the model)::
 
 * IT loop: one lumped temperature `it_feed_c` (the coolant feed to the servers = the
   `it_coolant` sensor) with heat capacity `it_capacity_j_k`. Hot side = feed + load/(m·cp).
-* Valve: linear position 0 (bypass) .. 1 (reuse), moving towards the reuse relay's state
-  at 1/valve_travel_s per second; `valve_stuck` freezes it. End switch `valve_at_reuse`:
-  True at 1, False at 0, None in between.
+* Valve: linear position 0 (bypass) .. 1 (reuse), moving at 1/valve_travel_s per second
+  towards its command while the reuse relay powers the actuator (the command: 1, or the
+  node's 0-10 V output as a fraction, `valve_cmd`), towards 0 (spring return) while it
+  does not; `valve_stuck` freezes it. End switch `valve_at_reuse`: True at 1, False at 0,
+  None in between. Its position feedback (4-20 mA, 0-10 V) is the harness's (world.py).
+* Building loop pressure (`loop_pressure_bar`): the static fill pressure, which a leak
+  lowers (set_fill(), optionally as a ramp), plus the pump's head while it runs. The
+  buffer tank's level (`tank_level_pct`) is constant unless set. Both are served values,
+  as seen by pressure and level transmitters (world.py).
 * Heat exchanger: q_hx = ε · C_min · (hot − tank_c), C_min = min(position · C_it, C_bldg),
   only while the building pump runs. The HX branch's outlet mixes with the bypass branch.
 * Dry cooler in series after valve/HX: natural loss UA·(mixed − ambient) always; with fans
@@ -74,6 +80,10 @@ class PlantParams:
     tank_capacity_j_k: float = 4.2e7  # ~10 m³ water
     demand_full_c: float = 38.0  # tank temperature from which the full demand is drawn
     demand_zero_c: float = 28.0  # below this the building draws nothing useful
+    loop_fill_bar: float = 1.5  # building loop: static (fill) pressure
+    pump_head_bar: float = 0.4  # added while the building pump runs
+    tank_level_pct: float = 80.0  # buffer tank level
+    tank_height_m: float = 2.0  # its height (a level transmitter in metres)
 
 
 class Plant:
@@ -112,6 +122,10 @@ class Plant:
         self.load_kw = float(load_kw)
         self.demand_kw = float(demand_kw)
         self.building_pump_on = bool(building_pump_on)
+        self.fill_bar = p.loop_fill_bar
+        self._fill_target = self.fill_bar
+        self._fill_rate_bar_s = 0.0  # a leak's ramp towards the target (0: none)
+        self.tank_level_pct = p.tank_level_pct
 
         # Counters and bookkeeping.
         self.volume_m3_total = 0.0
@@ -189,6 +203,21 @@ class Plant:
         return None
 
     @property
+    def loop_pressure_bar(self):
+        """Building loop pressure: fill plus the pump's head while it runs."""
+        return self.fill_bar + (self.params.pump_head_bar if self.building_pump_on else 0.0)
+
+    def set_fill(self, bar, ramp_s=0.0):
+        """The loop's fill pressure goes to `bar`: at once, or linearly over ramp_s (a
+        leak), one plant step at a time."""
+        self._fill_target = float(bar)
+        if ramp_s and ramp_s > 0:
+            self._fill_rate_bar_s = abs(self._fill_target - self.fill_bar) / ramp_s
+        else:
+            self._fill_rate_bar_s = 0.0
+            self.fill_bar = self._fill_target
+
+    @property
     def hot_c(self):
         """IT coolant leaving the servers (before the valve)."""
         return self.it_feed_c + self.load_kw * 1000.0 / self._c_it_w_k
@@ -209,6 +238,7 @@ class Plant:
         cooler_inhibit_relay,
         building_pump_on=True,
         valve_stuck=False,
+        valve_cmd=1.0,
     ):
         """Record the values served during [t, t+dt), integrate over it, advance to t+dt."""
         if not dt_s > 0.0:
@@ -242,15 +272,26 @@ class Plant:
         draw_w = self.demand_kw * 1000.0 * frac
         self._tank_c = tank_c + dt_s * (q_hx_w - draw_w) / p.tank_capacity_j_k
 
-        # Valve actuator (spring return to bypass when the relay is de-energised).
+        # Valve actuator: to its command while the reuse relay powers it, spring return
+        # to bypass when the relay is de-energised.
         if not valve_stuck:
             pos = self._valve_pos
             move = dt_s / p.valve_travel_s
-            if reuse_relay:
-                pos = 1.0 if pos + move >= 1.0 - 1e-9 else pos + move
-            else:
-                pos = 0.0 if pos - move <= 1e-9 else pos - move
+            target = min(max(float(valve_cmd), 0.0), 1.0) if reuse_relay else 0.0
+            if pos < target:
+                pos = target if pos + move >= target - 1e-9 else pos + move
+            elif pos > target:
+                pos = target if pos - move <= target + 1e-9 else pos - move
             self._valve_pos = pos
+        # A leak: the fill pressure ramps towards its target.
+        if self._fill_rate_bar_s:
+            d = self._fill_target - self.fill_bar
+            step = self._fill_rate_bar_s * dt_s
+            if abs(d) <= step:
+                self.fill_bar = self._fill_target
+                self._fill_rate_bar_s = 0.0
+            else:
+                self.fill_bar += step if d > 0 else -step
 
         # Bookkeeping over [t, t+dt).
         self.volume_m3_total += volume_m3

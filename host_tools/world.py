@@ -11,17 +11,24 @@ without one): each sensor's class tolerance and 2-wire leads in the resistance s
 each chip's fitted reference resistor and noise (`R` lines, once per boot). A technician's
 physical steps take a sensor out of the pipe: `rtd_resistor` (a precision resistor at its
 terminals), `rtd_bath` (the sensor in a bath), `rtd_installed` (back in the pipe).
+
+Analogue inputs (host_tools/ain.py): the valve's position feedback, the loop pressure and
+tank level transmitters, served as the signal at each configured channel (`a` lines);
+events `pressure` (the loop's fill pressure: `bar`, over `ramp_s`), `level` (`pct`) and
+`analog_fault` (`input`: a configured input or "valve"; `fault`: open, high, none).
 """
 
 import math
 from collections import deque
 
 from host_tools import linkcodec
+from host_tools.ain import Transmitters
 from host_tools.sensors import IDEAL, pt_ohm, sensor_models
 
 # scenario events that change the world (the harness handles the others)
 EVENTS = ("sink_lost", "sink_restored", "pump", "input", "sensor_fault", "override",
-          "valve_stuck", "rtd_resistor", "rtd_bath", "rtd_installed", "flow")
+          "valve_stuck", "rtd_resistor", "rtd_bath", "rtd_installed", "flow", "pressure",
+          "level", "analog_fault")
 PULSE_MS = 5  # the meter's pulse width (low time) unless the scenario says (`pulse_ms`)
 EDGES_KEPT_MS = 10_000  # the pulse edges kept for the oracle: more than two control ticks
 
@@ -55,6 +62,7 @@ class World:
         self.sent_lists = deque()  # the edges of the last steps (the oracle's flow windows)
         self.served = {}  # what the node was last told
         self.lines_dirty = True
+        self.ain = Transmitters(cfg.get("analog"), scenario)  # analogue inputs
 
     def forget_served(self):
         """A new boot: the node knows nothing yet."""
@@ -116,6 +124,16 @@ class World:
             self.flow_to(int(ev["t_s"] * 1000) if vt is None else vt)
             self.flow_override_m3h = None if ev.get("off") else float(ev["m3h"])
             self._set_flow()
+        elif do == "pressure":
+            self.plant.set_fill(float(ev["bar"]), float(ev.get("ramp_s", 0)))
+        elif do == "level":
+            self.plant.tank_level_pct = float(ev["pct"])
+        elif do == "analog_fault":
+            if ev["input"] not in self.ain.items:
+                raise ValueError(f"analog_fault: {ev['input']!r} is not a configured input")
+            if ev.get("fault", "open") not in ("open", "high", "none"):
+                raise ValueError(f"analog_fault: fault {ev['fault']!r}: open, high or none")
+            self.ain.faults[ev["input"]] = ev.get("fault", "open")
         else:
             raise ValueError(f"not a world event: {do!r}")
         self.lines_dirty = True
@@ -240,6 +258,13 @@ class World:
             if self.served.get(("f", name)) != fault:
                 self.served[("f", name)] = fault
                 out.append(linkcodec.rtd_fault(name, fault))
+        for name in self.ain.items:
+            kind, x = self.ain.signal(name, self.plant)
+            ch = self.ain.channel(name)
+            sig = (kind, x, self.ain.noise_lsb)
+            if self.served.get(("a", ch)) != sig:
+                self.served[("a", ch)] = sig
+                out.append(linkcodec.analog(ch, kind, x, self.ain.noise_lsb))
         for name, on in self.inputs.items():
             if name == "valve_at_reuse":
                 on = bool(self.plant.valve_at_reuse)

@@ -41,6 +41,10 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
 - `console`: the node has a serial port (`serial="auto"`) and runs its console all day; a
   technician types a few commands during the day (harness `console` events, CONSOLE_LINES;
   tests/test_console.py checks the answers).
+- `analog`: the valve's 4-20 mA position feedback beside its end switch, commanded by the
+  node's 0-10 V output, the building loop's pressure (0-6 bar, 4-20 mA, low limit 1.0
+  bar) and the tank level (0-2 m, 0-10 V), on the host board's emulated converter with
+  +-2 codes of noise (tests/test_analog.py checks it).
 
 Environment, for development only (the defaults are the budget and the real day):
 HEATGW_DAY_HEAP_KB=400 runs the node in `-X heapsize=400K` (plus the image) instead of the
@@ -223,6 +227,26 @@ def pulse_flow(setup):
     setup.collectors.append(collect)
 
 
+def analog(setup):
+    """Analogue inputs (heatgw.analog): the valve's position feedback and 0-10 V command,
+    the loop pressure with a low limit, a tank level. Collected: the summary's `analog`
+    record (the node's last, each input's value, reason and signal)."""
+    setup.config = deep_merge(setup.config, {"analog": {
+        "valve": {"channel": "ain1", "signal": "4-20mA", "output": "pwm"},
+        "inputs": {
+            "loop_pressure": {"channel": "ain2", "kind": "pressure", "signal": "4-20mA",
+                              "value_lo": 0.0, "value_hi": 6.0, "unit": "bar", "low": 1.0},
+            "tank_level": {"channel": "ain3", "kind": "level", "signal": "0-10V",
+                           "value_lo": 0.0, "value_hi": 2.0, "unit": "m",
+                           "critical": False}}}})
+    setup.scenario["analog_noise_lsb"] = 2
+
+    def collect(day):
+        day.extra["analog"] = {"record": day.summary.get("analog")}
+
+    setup.collectors.append(collect)
+
+
 # The console feature: what a technician types at the node's serial port during the day
 # (harness `console` events: each line at its time; `maintenance on` is answered `no`).
 CONSOLE_LINES = [(600, "status"), (800, "sensors"), (1000, "relay 5"), (1200, "alarms"),
@@ -246,7 +270,8 @@ def console(setup):
     setup.collectors.append(collect)
 
 
-FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow, console]
+FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow, console,
+            analog]
 
 
 # -- the fixture -------------------------------------------------------------------------

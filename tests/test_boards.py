@@ -123,6 +123,28 @@ class UART:
         LOG.append(["UART", id, pins, kw])
 
 
+class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+
+    def __init__(self, id, **kw):
+        LOG.append(["ADC", id.id if isinstance(id, Pin) else id, kw])
+
+    def read_u16(self):
+        return 0
+
+
+class PWM:
+    def __init__(self, pin, **kw):
+        self.pin = pin.id
+        LOG.append(["PWM", pin.id, kw])
+
+    def duty_u16(self, d=None):
+        LOG.append(["duty", self.pin, d])
+
+
 class WDT:
     def __init__(self, id=0, timeout=5000):
         LOG.append(["WDT", timeout])
@@ -284,6 +306,22 @@ except ValueError:
     res["rs485_bad_port"] = "ValueError"
 except AttributeError:
     res["rs485_bad_port"] = None
+for ch in getattr(board, "ADC_CHANNELS", ()):
+    call("adc:" + ch, board.adc, ch)
+try:
+    board.adc("nosuch")
+    res["adc_bad"] = "accepted"
+except ValueError:
+    res["adc_bad"] = "ValueError"
+except AttributeError:
+    res["adc_bad"] = None
+try:
+    call("valve_output", board.valve_output)
+    res["valve_output"] = True
+except ValueError:
+    res["valve_output"] = False
+except AttributeError:
+    res["valve_output"] = None
 for kind in getattr(board, "NET_INTERFACES", ()):
     call("net:" + kind, board.network_interface, kind)
 try:
@@ -313,12 +351,14 @@ MCU = {
         "rmii": {19, 21, 22, 25, 26, 27},  # EMAC pins fixed by the chip (IO_MUX only)
         "high_at_reset": {0, 5, 15},  # strapping pins with their pull-up on at reset
         "uart_pins": None,  # any GPIO through the matrix (TX: an output-capable one)
+        "adc_pins": set(range(32, 40)),  # ADC1: ADC2 (0, 2, 4, 12-15, 25-27) is Wi-Fi's
     },
     "armv6m": {"input_only": set(), "reserved": set(), "strapping": set(),
                "gpio": set(range(30)), "rmii": set(), "high_at_reset": set(),
                # RP2040 datasheet, GPIO function table: UARTn TX / RX pins
                "uart_pins": {0: ({0, 12, 16, 28}, {1, 13, 17, 29}),
-                             1: ({4, 8, 20, 24}, {5, 9, 21, 25})}},
+                             1: ({4, 8, 20, 24}, {5, 9, 21, 25})},
+               "adc_pins": {26, 27, 28, 29}},  # ADC0-3
 }
 # Board-level facts from the boards' schematics.
 BOARD_RESERVED = {"pico_w": {23, 24, 25, 29}}  # the wireless chip (CYW43439) on the Pico W
@@ -405,6 +445,9 @@ def test_no_gpio_is_used_twice(probed):
              ("dead man", c["DEAD_MAN_PIN"])]
     uses += [("net " + k, v) for k, v in (c.get("NET_PINS") or {}).items()]
     uses += [("rs485 " + k, v) for k, v in (c.get("RS485_PINS") or {}).items()]
+    uses += [("adc " + k, v) for k, v in (c.get("ADC_PINS") or {}).items()]
+    if c.get("VALVE_OUT_PIN") is not None:
+        uses.append(("valve out", c["VALVE_OUT_PIN"]))
     by_gpio = {}
     for what, gpio in uses:
         by_gpio.setdefault(gpio, []).append(what)
@@ -489,6 +532,65 @@ def test_rs485_port(probed):
         assert [e for e in log if e[0] == "value" and e[1] == de and e[2] != 0] == []
     else:
         assert res["rs485_de_returned"] is None
+
+
+def test_adc_channels_and_valve_output(probed):
+    """Analogue inputs (heatgw.analog): each channel one ADC on its named pin, an ADC pin
+    that works with the radio on (ESP32: ADC1 only; Pico W: not GP29, the radio's clock),
+    ESP32 at 11 dB (the 150..2450 mV range the front ends are sized for), never asked for
+    a pull; the front-end constants; a read_u16()-only MCU's full scale. The valve's
+    command: one PWM on VALVE_OUT_PIN at duty 0 from the start, on a pin low from reset.
+    A board without them says so (ValueError)."""
+    board, res = probed
+    c = res["consts"]
+    mcu = _mcu(board, res)
+    chans = c.get("ADC_CHANNELS") or []
+    pins = c.get("ADC_PINS") or {}
+    assert res["adc_bad"] == "ValueError"
+    assert sorted(chans) == sorted(pins), (chans, pins)
+    reserved = BOARD_RESERVED.get(board, set())
+    for ch in chans:
+        log = res["calls"]["adc:" + ch]
+        adcs = [e for e in log if e[0] == "ADC"]
+        assert len(adcs) == 1 and adcs[0][1] == pins[ch], log
+        assert pins[ch] in mcu["adc_pins"] - reserved, (ch, pins[ch])
+        for e in _pins_made(log):
+            assert e[1] == pins[ch] and e[2] not in ("OUT", "OPEN_DRAIN") and e[3] is None, e
+        if res["consts"]["ARCH"] == "xtensawin":
+            assert adcs[0][2].get("atten") == 3, adcs  # ATTN_11DB
+    if chans:
+        assert type(c["AIN_SHUNT_OHM"]) is int and 50 <= c["AIN_SHUNT_OHM"] <= 150
+        top, bottom = c["AIN_DIVIDER"]
+        assert 10_000 * bottom / (top + bottom) <= 2450  # mV: 10 V inside ESP32's 2.45 V
+        if res["consts"]["ARCH"] != "xtensawin":  # no read_uv(): read_u16() is scaled
+            assert c["ADC_UV_FULL_SCALE"] == 3_300_000
+    out = c.get("VALVE_OUT_PIN")
+    assert res["valve_output"] is (out is not None), (res["valve_output"], out)
+    if out is not None:
+        assert float(c["VALVE_OUT_FULL_V"]) == 10.0  # (the probe prints floats as repr)
+        log = res["calls"]["valve_output"]
+        pwms = [e for e in log if e[0] == "PWM"]
+        assert len(pwms) == 1 and pwms[0][1] == out and pwms[0][2].get("duty_u16") == 0, log
+        assert [e for e in log if e[0] == "duty" and e[2] not in (0, None)] == []
+        assert out not in mcu["input_only"] | mcu["high_at_reset"], out
+
+
+@pytest.mark.parametrize("mistake", [
+    ('ADC_PINS = {"ain1": 35, "ain2": 36, "ain3": 39}',
+     'ADC_PINS = {"ain1": 35, "ain2": 36, "ain3": 27}'),  # ADC2: dead while Wi-Fi runs
+    ("atten=ADC.ATTN_11DB", "atten=ADC.ATTN_0DB"),  # 0..950 mV: 20 mA would clip
+    ("VALVE_OUT_PIN = 12", "VALVE_OUT_PIN = 15"),  # pulled up at reset: 10 V, valve opens
+    ("freq=_VALVE_PWM_HZ, duty_u16=0", "freq=_VALVE_PWM_HZ, duty_u16=65535"),
+])
+def test_probe_catches_a_wrong_adc_or_valve_output(mp, tmp_path, mistake):
+    src = (BOARDS / "esp32_devkitc" / "board.py").read_text()
+    assert src.count(mistake[0]) == 1, mistake[0]
+    (tmp_path / "board.py").write_text(src.replace(*mistake))
+    (tmp_path / "machine.py").write_text(STUB_MACHINE)
+    (tmp_path / "network.py").write_text(STUB_NETWORK)
+    res = mp.run_json(PROBE, board="esp32_devkitc", extra_path=[tmp_path])[0]
+    with pytest.raises(AssertionError):
+        test_adc_channels_and_valve_output(("esp32_devkitc", res))
 
 
 def test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull(probed):

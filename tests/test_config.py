@@ -55,6 +55,7 @@ FULL = {
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
     "recovery": None,  # no heat recovery ratio (test_recovery covers the section)
+    "analog": None,  # no analogue inputs (test_analog covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
     "safe_mode": {"resets": 4, "window_min": 10},
@@ -117,8 +118,9 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
-     "mqtt, node_id, persist, recovery, safe_mode, sensors, site, supervisor, telemetry, version"),
+    (with_("contrl", {}), "contrl: unknown key; expected one of analog, control, flow, meter, "
+     "modbus, mqtt, node_id, persist, recovery, safe_mode, sensors, site, supervisor, "
+     "telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "

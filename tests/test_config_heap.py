@@ -252,6 +252,13 @@ print(json.dumps([same, n]))
 MODBUS = {"buses": {"lan": {"type": "tcp", "host": "127.0.0.1", "port": 1502}},
           "meters": {"compute": {"bus": "lan", "slave": 1, "model": "sdm630",
                                  "role": "compute", "period_s": 10}}}
+ANALOG = {"valve": {"channel": "ain1", "signal": "4-20mA", "output": "pwm"},
+          "inputs": {"loop_pressure": {"channel": "ain2", "kind": "pressure",
+                                       "signal": "4-20mA", "value_lo": 0.0, "value_hi": 6.0,
+                                       "unit": "bar", "low": 1.0},
+                     "tank_level": {"channel": "ain3", "kind": "level", "signal": "0-10V",
+                                    "value_lo": 0.0, "value_hi": 2.0, "unit": "m",
+                                    "high": 1.9, "critical": False}}}
 
 
 def test_config_parts_equal_the_schema_on_the_binary_and_validate_alike(mp, tmp_path):
@@ -262,7 +269,8 @@ def test_config_parts_equal_the_schema_on_the_binary_and_validate_alike(mp, tmp_
     assert got[:3] == [True, True, True], got
     assert all(ok for _, ok in got[3:]), got
     # and validation in pieces gives the very same verdict, configuration and errors as
-    # heatgw.config (the whole schema; Modbus's section and checks when there is Modbus),
+    # heatgw.config (the whole schema; the sections of Modbus, recovery and the analogue
+    # inputs with their checks when a document has them),
     # for documents valid and not (the fuzz corpus' mutations parsed by CPython)
     import random
 
@@ -275,7 +283,15 @@ def test_config_parts_equal_the_schema_on_the_binary_and_validate_alike(mp, tmp_
             # heatgw.recschema's section and checks (the compute meter found by its role)
             dict(shipped, modbus=MODBUS, recovery={"compute": {"source": "modbus"}}),
             dict(shipped, modbus=MODBUS, recovery={"compute": {"source": "mqtt"}}),
-            dict(shipped, recovery={"compute": {"source": "modbus"}, "nope": 1})]
+            dict(shipped, recovery={"compute": {"source": "modbus"}, "nope": 1}),
+            # heatgw.anschema's section and its cross-checks
+            dict(shipped, analog=ANALOG),
+            dict(shipped, modbus=MODBUS, analog=ANALOG,
+                 recovery={"compute": {"source": "modbus"}}),
+            dict(shipped, analog=dict(ANALOG, valve={"channel": "ain2", "signal": "4-20mA"})),
+            dict(shipped, analog={"inputs": {"p": {"channel": "ain9", "kind": "pressure"}}}),
+            dict(shipped, analog={"valve": {"channel": "ain1", "signal": "4-20mA",
+                                            "tolerance_pct": 60}})]
     while len(docs) < 600:
         try:
             d = json.loads(mutate(rng, rng.choice(bases())).decode("utf-8"))

@@ -553,7 +553,7 @@ if KILL:
 def test_the_totals_survive_a_reboot_from_the_queue_and_the_state_record(tmp_path):
     """The compute energy and the ratio's heat are persisted beside the heat totals. A
     node that loses power 65 s after boot (no save since the boot's) comes back with the
-    totals of its flash queue's newest telemetry record (version-0x52 records carry
+    totals of its flash queue's newest telemetry record (version-0x53 records carry
     them), not the boot save's zeros; after an orderly stop the next boot has the
     shutdown save's (newer than the queue's)."""
     from tests.brokers import free_port
@@ -644,8 +644,8 @@ print(json.dumps({"recs": out, "bad": bad, "last": q.last_totals()[0]}))
 
 
 def test_queue_records_with_the_extension_and_switching_formats(mp, tmp_path):
-    """A queue made with ext=True writes version-0x52 records of 152 bytes (the recovery
-    values after the 100 bytes of a 0x51 record, then the CRC), checked here against an
+    """A queue made with ext=True writes version-0x53 records of 160 bytes (the recovery
+    values after the 108 bytes of a 0x52 record, then the CRC), checked here against an
     independent codec (struct, zlib); segments of both formats read back in one queue, so
     switching the feature on or off keeps the backlog: seqs contiguous, each record as
     written. A wrong extension is refused (nothing stored)."""
@@ -670,15 +670,22 @@ def test_queue_records_with_the_extension_and_switching_formats(mp, tmp_path):
     # the bytes on flash, read by an independent codec
     segs = sorted(p for p in d.iterdir() if p.name.startswith("seg"))
     sizes = sorted(p.stat().st_size for p in segs)
-    assert sizes == [104, 3 * 104, 3 * 152], sizes
-    raw = next(p for p in segs if p.stat().st_size == 3 * 152).read_bytes()
+    assert sizes == [112, 3 * 112, 3 * 160], sizes
+    base = next(p for p in segs if p.stat().st_size == 3 * 112).read_bytes()
     for k in range(3):
-        rec = raw[k * 152:(k + 1) * 152]
+        rec = base[k * 112:(k + 1) * 112]
         assert rec[0] == 0x52
-        assert struct.unpack_from("<I", rec, 148)[0] == zlib.crc32(rec[:148])
-    ext = struct.unpack_from("<iIIIIiiIIIIB3x", raw, 100)
+        assert struct.unpack_from("<I", rec, 108)[0] == zlib.crc32(rec[:108])
+    raw = next(p for p in segs if p.stat().st_size == 3 * 160).read_bytes()
+    for k in range(3):
+        rec = raw[k * 160:(k + 1) * 160]
+        assert rec[0] == 0x53
+        assert struct.unpack_from("<I", rec, 156)[0] == zlib.crc32(rec[:156])
+        # the 108 bytes of a version-0x52 record first: the analogue bytes at 100 (none)
+        assert rec[100:108] == (b"\xff" * 8 if rec[1] == 1 else bytes(8))
+    ext = struct.unpack_from("<iIIIIiiIIIIB3x", raw, 108)
     assert list(ext) == x
-    assert raw[152 + 100:152 + 148] == bytes(48)  # an event's extension: zeros
+    assert raw[160 + 108:160 + 156] == bytes(48)  # an event's extension: zeros
 
 
 PAYLOAD = r"""

@@ -7,10 +7,12 @@ import json
 import struct
 import zlib
 
-REC_LEN = 104
+REC_LEN = 112
 HDR = "<BBHIIIHHI"
 TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"
+AIN = "<HHHH"  # version 0x52: the valve's and 3 analogue inputs' readings (64 µV)
 EVT = "<iiii60s"
+V1_LEN = 104  # version 0x51 records, before the analogue inputs
 INVALID = -0x20000000
 EPOCH_2020 = 1577836800
 M30 = (1 << 30) - 1
@@ -23,23 +25,27 @@ def run_one(mp, src, **kw):
     return out[0]
 
 
-def cp_record(seq, low, *, kind=1, boot=3, up_ms=0, utc=0, code=0, body=None):
-    """The on-flash record, written independently of recqueue.py (zlib's CRC-32)."""
-    head = struct.pack(HDR, 0x51, kind, boot, seq, low, up_ms & M30, up_ms >> 30, code, utc)
+def cp_record(seq, low, *, kind=1, boot=3, up_ms=0, utc=0, code=0, body=None,
+              version=0x52):
+    """The on-flash record, written independently of recqueue.py (zlib's CRC-32); version
+    0x51: an older firmware's 104-byte record."""
+    head = struct.pack(HDR, version, kind, boot, seq, low, up_ms & M30, up_ms >> 30, code,
+                       utc)
     rec = head + body
-    assert len(rec) == REC_LEN - 4
+    assert len(rec) == (REC_LEN if version == 0x52 else V1_LEN) - 4
     return rec + struct.pack("<I", zlib.crc32(rec))
 
 
 def cp_tel_body(energy_nj, volume_ul, times=(0, 0, 0, 0), temps=(INVALID,) * 4,
                 flow=INVALID, power=INVALID, relay=255, reason=0, active=0, latched=0,
-                heap=0xFFFF):
+                heap=0xFFFF, ain=(0xFFFF,) * 4, version=0x52):
     t = []
     for x in times:
         t += [x & M30, x >> 30]
-    return struct.pack(TEL, energy_nj & M30, (energy_nj >> 30) & M30, energy_nj >> 60,
+    body = struct.pack(TEL, energy_nj & M30, (energy_nj >> 30) & M30, energy_nj >> 60,
                        volume_ul & M30, volume_ul >> 30, *t, *temps, flow, power, relay,
                        reason, active, latched, heap)
+    return body + struct.pack(AIN, *ain) if version == 0x52 else body
 
 
 PRELUDE = """
@@ -64,7 +70,8 @@ f = {{"boot": 70000, "up_ms": (1 << 45) + 12345, "utc": {EPOCH_2020} + 200000000
                 "error_ms": 12345678901, "low_dt_ms": 1 << 30, "negative_dt_ms": 3}},
      "supply_mc": 61250, "return_mc": -40000, "sink_return_mc": None,
      "coolant_mc": 0x1FFFFFFF, "flow_ml_h": 36000000, "power_w": -5, "relay": True,
-     "reason": 6, "active": 0x41, "latched": 8, "heap_free": 123457}}
+     "reason": 6, "active": 0x41, "latched": 8, "heap_free": 123457,
+     "valve_q": 31250, "ain_q": [8765, None, 0xFFFE]}}
 s1 = q.append(KIND_TELEMETRY, f)
 s2 = q.append(KIND_EVENT, {{"code": "state", "args": (1, -2, 3), "text": "bypass " + "é" * 40,
                            "utc": 5}})
@@ -84,6 +91,7 @@ print(json.dumps({{"seqs": [s1, s2, s3], "tel": rec, "ev": q.get(s2), "al": q.ge
         [61250, -40000, None, 0x1FFFFFFF]
     assert (t["flow_ml_h"], t["power_w"], t["relay"], t["reason"]) == (36000000, -5, 1, 6)
     assert (t["active"], t["latched"], t["heap_free"]) == (0x41, 8, 123456)
+    assert t["valve_q"] == 31250 and t["ain_q"] == [8765, None, 0xFFFE]
     ev, al = r["ev"], r["al"]
     assert ev["code"] == "state" and ev["args"] == [1, -2, 3, 0] and ev["utc"] is None
     assert ev["text"] == "bypass " + "é" * 26  # cut at 60 bytes on a character boundary
@@ -96,11 +104,12 @@ print(json.dumps({{"seqs": [s1, s2, s3], "tel": rec, "ev": q.get(s2), "al": q.ge
                      body=cp_tel_body(big_e, (1 << 60) - 1,
                                       ((1 << 46) - 1, 12345678901, 1 << 30, 3),
                                       (61250, -40000, INVALID, 0x1FFFFFFF), 36000000, -5, 1,
-                                      6, 0x41, 8, 123456 // 16))
+                                      6, 0x41, 8, 123456 // 16,
+                                      (31250, 8765, 0xFFFF, 0xFFFE)))
     assert raw[:REC_LEN] == want
     text = ("bypass " + "é" * 26).encode()
     assert raw[REC_LEN:2 * REC_LEN] == cp_record(
-        2, 0, kind=2, boot=0, code=2, body=struct.pack(EVT, 1, -2, 3, 0, text))
+        2, 0, kind=2, boot=0, code=2, body=struct.pack(EVT, 1, -2, 3, 0, text) + bytes(8))
 
 
 def test_code_tables_look_up_whole_names_only_and_allocate_nothing(mp):
@@ -149,7 +158,9 @@ bad = [(KIND_TELEMETRY, tel(2, supply_mc=1.5)), (KIND_TELEMETRY, tel(2, power_w=
        (KIND_TELEMETRY, tel(2, utc=1.7e9)),
        (KIND_TELEMETRY, tel(2, reason=256)), (KIND_TELEMETRY, tel(2, up_ms=-1)),
        (KIND_EVENT, {"code": "no_such_code"}), (KIND_EVENT, {"args": (1, 2, 3, 4, 5)}),
-       (KIND_EVENT, {"text": b"bytes"}), (9, {})]
+       (KIND_EVENT, {"text": b"bytes"}), (9, {}),
+       (KIND_TELEMETRY, tel(2, valve_q=0.5)), (KIND_TELEMETRY, tel(2, ain_q=[0xFFFF])),
+       (KIND_TELEMETRY, tel(2, ain_q=[-1])), (KIND_TELEMETRY, tel(2, ain_q=[1, 2, 3, 4]))]
 errs = []
 for kind, f in bad:
     try:
@@ -163,6 +174,70 @@ print(json.dumps({"errs": errs, "next": [q.next_seq, q2.next_seq], "n": len(q2),
 """)
     assert "stored" not in r["errs"], r
     assert r["next"] == [2, 2] and r["n"] == 1 and r["ok"] == 2
+
+
+def test_upgrade_from_104_byte_records_keeps_seq_and_drops_the_unsent(mp, tmp_path):
+    """A queue written by the firmware before the analogue inputs (version 0x51, 104-byte
+    records): the new firmware does not read them, but its seq goes on after the newest,
+    and the ones not yet acknowledged are dropped with a drop record, never silently."""
+    d = tmp_path / "q"
+    d.mkdir()
+    old = b"".join(cp_record(s, 0, version=0x51, body=cp_tel_body(s * 1000, s, version=0x51))
+                   for s in range(1, 11))
+    (d / "seg00").write_bytes(old)
+    old = b"".join(cp_record(s, 0, version=0x51, body=cp_tel_body(s * 1000, s, version=0x51))
+                   for s in range(11, 16))
+    (d / "seg01").write_bytes(old)
+    # the old firmware had saved its ack mark at 12: 13..15 were never acknowledged
+    body = b"QACK" + struct.pack("<I", 12)
+    (d / "ack").write_bytes(body + struct.pack("<I", zlib.crc32(body[:8]) & 0xFFFFFFFF))
+    r = run_one(mp, PRELUDE % str(d) + """
+q = RecordQueue(D, 100, segments=4)
+first = [q.next_seq, len(q), q.last_totals()]
+s = q.append(KIND_TELEMETRY, tel(1))
+q2 = RecordQueue(D, 100, segments=4)  # a later boot finds the new records
+print(json.dumps({"first": first, "s": s, "drop": q.get(16), "tel": q.get(17)["seq"],
+                  "dropped": [q.dropped, q.last_drop], "unsent": q.next_unsent(0),
+                  "again": [q2.next_seq, q2.next_unsent(0), q2.dropped]}))
+""")
+    assert r["first"] == [16, 0, None], r
+    assert r["s"] == 17
+    assert r["drop"]["code"] == "queue_drop" and r["drop"]["args"][:3] == [13, 15, 3], r
+    assert r["tel"] == 17 and r["dropped"] == [3, [13, 15]]
+    assert r["unsent"] == 16  # the drop record itself goes upstream, then the telemetry
+    assert r["again"] == [18, 16, 0], r
+
+
+def test_upgrade_from_the_152_byte_development_records_keeps_seq(mp, tmp_path):
+    """The recovery extension's first format (version 0x52 of 152 bytes: the 100 bytes of a
+    0x51 record, 48 of extension, the CRC), written by a development build before the
+    analogue inputs took version 0x52 for the 112-byte base record: not read as either of
+    today's formats (the same version byte, another length), but seq goes on after the
+    newest and the unsent ones are dropped with a drop record, in a queue of either kind."""
+    d = tmp_path / "q"
+    d.mkdir()
+    ext = bytes(range(48))
+    old = b""
+    for s in range(1, 8):
+        rec = struct.pack(HDR, 0x52, 1, 3, s, 0, s * 1000, 0, 0, 0)
+        rec += cp_tel_body(s * 1000, s, version=0x51) + ext
+        old += rec + struct.pack("<I", zlib.crc32(rec))
+    assert len(old) == 7 * 152
+    (d / "seg00").write_bytes(old)
+    body = b"QACK" + struct.pack("<I", 5)
+    (d / "ack").write_bytes(body + struct.pack("<I", zlib.crc32(body[:8]) & 0xFFFFFFFF))
+    r = run_one(mp, PRELUDE % str(d) + """
+out = []
+for ext in (True, False):
+    q = RecordQueue(D, 100, segments=4, ext=ext)
+    out.append([q.next_seq, len(q), q.last_totals(), q.get(3)])
+q = RecordQueue(D, 100, segments=4, ext=True)
+s = q.append(KIND_TELEMETRY, tel(1))
+print(json.dumps({"open": out, "s": s, "drop": q.get(8), "dropped": q.last_drop}))
+""")
+    assert r["open"] == [[8, 0, None, None]] * 2, r
+    assert r["s"] == 9 and r["dropped"] == [6, 7]
+    assert r["drop"]["code"] == "queue_drop" and r["drop"]["args"][:3] == [6, 7, 2], r
 
 
 def test_failing_flash_stores_nothing_and_the_next_append_takes_the_seq(mp, tmp_path):
@@ -366,10 +441,11 @@ from flashdev import FlashDev, mount
 from heatgw.recqueue import default_capacity, capacity_for
 mount(FlashDev({str(tmp_path / "f.img")!r}, block_count=48), "/fl")
 print(json.dumps([default_capacity(2 * 1024 * 1024), default_capacity(848 * 1024),
-                  capacity_for("/fl")]))
+                  capacity_for("/fl"), capacity_for("/fl", ext=True)]))
 """)
-    esp32, picow, host48 = r
+    esp32, picow, host48, ext48 = r
     assert host48 == (48 * 4096 // 100 * 50 // REC_LEN) * 15 // 16  # from statvfs
+    assert ext48 == (48 * 4096 // 100 * 50 // (REC_LEN + 48)) * 15 // 16  # 0x53: 160 B
     assert esp32 >= 8640  # 24 h of 10 s telemetry on the ESP32's 2 MB littlefs
     assert picow == (848 * 1024 // 100 * 50 // REC_LEN) * 15 // 16
 

@@ -94,7 +94,7 @@ def test_day_home_assistant_discovery_configs_are_retained_for_the_device(comple
 
     day = complete_node_day
     node, site = day.harness.cfg["node_id"], day.harness.cfg["mqtt"]["site"]
-    # the device's entities and those its recovery and modbus sections add
+    # the device's entities and those its recovery, modbus and analog sections add
     expected = {f"homeassistant/{comp}/{site}_{node}/{obj}/config"
                 for obj, comp, *_ in ENTITIES + tuple(more_entities(day.harness.cfg))}
     retained = {t: json.loads(p) for t, p, retain, *_ in day.retained

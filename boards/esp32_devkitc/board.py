@@ -26,13 +26,28 @@ Bus and pin choices:
   reset (the level serial download needs too); a 10 kΩ pull-down on DE keeps the
   transceiver receiving until the driver sends. A transceiver that switches direction
   itself (auto-direction) needs no DE: leave GPIO2 unconnected.
-- Left free for other I/O: ADC1 channels GPIO35, 36, 39 (analogue inputs: ADC2 does not
-  work while Wi-Fi runs) and GPIO12, 15 (outputs; both strapping pins).
+- Analogue inputs (heatgw.analog) on ADC1, the only ADC that works while Wi-Fi runs
+  (ADC2 is the radio's): ain1 GPIO35 (ADC1_CH7), ain2 GPIO36 (ADC1_CH0, SENSOR_VP), ain3
+  GPIO39 (ADC1_CH3, SENSOR_VN); 32/33 (also ADC1) carry contacts and 34 the flow pulses.
+  All three are input-only (no pulls: none asked). Each channel's front end: a 100 ohm
+  0.1 % shunt to GND for 4-20 mA (20 mA = 2.0 V, 24 mA = 2.4 V) or a 39k/10k divider for
+  0-10 V (10 V = 2.04 V), a 1 kohm series resistor and 100 nF to GND at the pin (the ADC's
+  sampling kick and Wi-Fi noise), a 3.3 V clamp. ATTN_11DB: Espressif's linear range is
+  150..2450 mV, which both front ends stay inside (a 4-20 mA loop: 0.36..2.1 V between
+  the wire-break and over-range limits). read_uv() is the conversion corrected with the
+  chip's eFuse reference (the ESP32's reference varies from chip to chip around 1.1 V).
+- Valve command (analog.valve.output "pwm") on GPIO12: LEDC PWM at 1 kHz into an RC
+  filter (10 kohm, 10 uF: 0.1 s, ~8 mV ripple) and a x3.03 non-inverting amplifier
+  (0..10 V, from the actuator's 24 V supply). GPIO12 is a strapping pin (MTDI: flash
+  voltage) that must be LOW at reset for the WROOM-32's 3.3 V flash: its internal
+  pull-down holds it there, the filter adds no pull-up (never fit one), so the command is
+  0 V (closed) from reset until boot.py and the valve's supply is the reuse relay's.
+- Left free: GPIO15 (a strapping pin, pulled up at reset).
 """
 
 import time
 
-from machine import SPI, WDT, Pin
+from machine import ADC, PWM, SPI, WDT, Pin
 
 NAME = "esp32_devkitc"
 ARCH = "xtensawin"
@@ -64,6 +79,13 @@ NET_INTERFACES = ("wlan",)  # the module's own radio (Wi-Fi station); no Etherne
 RS485_PORTS = ("rs485",)  # Modbus RTU: modbus.buses.<name>.uart
 RS485_PINS = {"tx": 22, "rx": 21, "de": 2}
 _RS485_UART = 2
+ADC_CHANNELS = ("ain1", "ain2", "ain3")  # heatgw.analog: analog.*.channel
+ADC_PINS = {"ain1": 35, "ain2": 36, "ain3": 39}  # ADC1 only: ADC2 is Wi-Fi's
+AIN_SHUNT_OHM = 100  # 4-20 mA front end: 0.1 %, 20 mA = 2.0 V at the pin
+AIN_DIVIDER = (39000, 10000)  # 0-10 V front end: 10 V = 2.04 V at the pin
+VALVE_OUT_PIN = 12  # PWM -> RC filter -> x3.03: 0..10 V; low from reset (strapping MTDI)
+VALVE_OUT_FULL_V = 10.0  # the command at 100 % duty
+_VALVE_PWM_HZ = 1000
 
 
 def spi():
@@ -209,3 +231,16 @@ def rs485(port, baudrate, parity, stop_bits):
                 tx=Pin(p["tx"]), rx=Pin(p["rx"]), timeout=0, timeout_char=0, rxbuf=512,
                 txbuf=256)
     return uart, de
+
+
+def adc(channel):
+    """The ADC of an analogue input channel (ADC_CHANNELS), 11 dB attenuation: read_uv()
+    is the eFuse-calibrated reading in µV (heatgw.analog via lib/adcin)."""
+    if channel not in ADC_PINS:
+        raise ValueError("%s has no ADC channel %r; have %r" % (NAME, channel, ADC_CHANNELS))
+    return ADC(Pin(ADC_PINS[channel]), atten=ADC.ATTN_11DB)
+
+
+def valve_output():
+    """The valve's 0-10 V command (PWM into the filter), at duty 0: closed."""
+    return PWM(Pin(VALVE_OUT_PIN), freq=_VALVE_PWM_HZ, duty_u16=0)

@@ -10,6 +10,7 @@ SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 import os
 import time
 
+from adc_emu import ADCEmu  # at import: the host board's own heap, not the node's
 from link import LinkClock
 from max31865_emu import MAX31865Emu
 
@@ -403,6 +404,62 @@ def rs485(port, baudrate, parity, stop_bits):
     uart = PtyUART(path, de)
     uart.init(baudrate=baudrate, bits=8, parity=parity, stop=stop_bits)
     return uart, de
+
+
+# Analogue inputs (heatgw.analog): three channels with the real boards' front ends, a
+# 12-bit converter on the 3.3 V reference (boards/host/adc_emu.py) whose signals the
+# harness serves from the plant (`a` lines: the valve's position feedback, the loop
+# pressure, wire breaks). Like the RP2040's, the ADC has read_u16() only.
+ADC_CHANNELS = ("ain1", "ain2", "ain3")
+AIN_SHUNT_OHM = 100
+AIN_DIVIDER = (39000, 10000)
+ADC_UV_FULL_SCALE = 3_300_000
+VALVE_OUT_FULL_V = 10.0
+_adcs = {}
+
+
+def adc_channel(channel):
+    """The emulated ADC of a channel (host board only: the link and tests set it)."""
+    a = _adcs.get(channel)
+    if a is None:
+        if channel not in ADC_CHANNELS:
+            raise ValueError("the host board has no ADC channel %r; have %r"
+                             % (channel, ADC_CHANNELS))
+        a = _adcs[channel] = ADCEmu(AIN_SHUNT_OHM, AIN_DIVIDER)
+    return a
+
+
+def adc(channel):
+    return adc_channel(channel)
+
+
+class ValveOutput:
+    """The valve's 0-10 V command (machine.PWM's duty_u16): each new duty goes to the
+    harness as `P valve_out <duty> <vt>`, whose plant moves the valve to it while the reuse
+    relay powers the actuator."""
+
+    def __init__(self):
+        self.duty = 0
+
+    def duty_u16(self, d=None):
+        if d is None:
+            return self.duty
+        if d != self.duty:
+            self.duty = d
+            if _link is not None:
+                _link.send("P valve_out %d %d" % (d, clock.vt))
+
+
+_valve_out = None
+
+
+def valve_output():
+    global _valve_out
+    if _valve_out is None:
+        _valve_out = ValveOutput()
+        if _link is not None:
+            _link.send("P valve_out 0 %d" % clock.vt)
+    return _valve_out
 
 
 def io_sent():

@@ -232,6 +232,12 @@ class LinkClock:
                 chip = board.rtd_chip(str(tok(), "ascii"))
                 chip.r_ref_ohm = float(tok())
                 chip.noise_lsb = float(tok())
+            elif op == lp.ANALOG:  # an analogue channel's signal (boards/host/adc_emu.py)
+                a = board.adc_channel(str(tok(), "ascii"))
+                kind = str(tok(), "ascii")
+                x = float(tok())
+                t = tok()
+                a.set_signal(kind, x, 0 if t is None else int(t))
             elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())

@@ -19,6 +19,9 @@ node -> harness (vt: the node's time)   harness -> node
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
   D <hold_ms> vt   dead-man hold time      R <rtd> <ohm> <lsb>   that converter chip's fitted
                                                                  reference resistor, its noise
+                                           a <ch> ma|v|open <x> [<lsb>]  the signal at
+                                                                 an analogue channel's
+                                                                 terminals, its noise
                                            h                     hang the next relay write
                                            e                     the next SPI transfer fails
                                            c                     the next watchdog feed fails
@@ -34,7 +37,8 @@ asking: one round trip per plant step instead of one per poll.
 
 Each opcode is the character's code (an int: the node compares it with a received byte
 without making a string; the harness writes chr(code)). Plain ints, no const(), so
-CPython imports this file too. boards/host/board.py writes the P, W, D and O lines itself.
+CPython imports this file too. boards/host/board.py writes the P, W, D and O lines itself
+(P also for the valve's 0-10 V command: `P valve_out <duty_u16> <vt>`).
 """
 
 # node -> harness
@@ -60,6 +64,7 @@ FLASH_ERROR = 119  # w
 STOP = 115  # s
 BOOT = 66  # B
 CHIP = 82  # R
+ANALOG = 97  # a
 END = 46  # .
 
 NONE = "-"  # "no value" in a field (idle without deadline, no pulse edge yet)

@@ -37,6 +37,11 @@ Bus and pin choices:
   RTU meters through a Modbus TCP-to-RTU gateway (a `tcp` bus with the gateway's
   address, each meter's slave id as its unit id). A configuration with an `rtu` bus
   reads `no_bus` on its meters, and the bus task's crash events say why.
+- No analogue input and no valve output either: the ADC1 pins are all taken (34 button,
+  35 flow, 36/39 contacts, 32/33 relay and contact; 37/38 are not brought out) and ADC2
+  stops while the radio runs. An `analog` configuration here reads `no_channel` on every
+  input (a critical one holds bypass). 4-20 mA signals reach this board through a Modbus
+  analogue-input module on the LAN (a meter with a generic register map).
 """
 
 import time
@@ -74,11 +79,20 @@ NET_PINS = {"txd0": 19, "tx_en": 21, "txd1": 22, "rxd0": 25, "rxd1": 26, "crs_dv
             "mdc": 23, "mdio": 18, "ref_clk": 17, "phy_power": 12}
 PHY_ADDR = 0
 RS485_PORTS = ()  # none: no GPIO left (module doc); Modbus over TCP
+ADC_CHANNELS = ()  # none: no ADC1 pin left (module doc)
 
 
 def rs485(port, baudrate, parity, stop_bits):
     raise ValueError("%s has no RS-485 port (%r): read Modbus meters over TCP, RTU ones "
                      "through a Modbus TCP gateway" % (NAME, port))
+
+
+def adc(channel):
+    raise ValueError("%s has no ADC channel (%r): every ADC1 pin is taken" % (NAME, channel))
+
+
+def valve_output():
+    raise ValueError("%s has no valve output: every GPIO is taken" % NAME)
 
 
 def spi():

@@ -29,12 +29,25 @@ Bus and pin choices:
   (UART0's own pin functions), driver enable GP6 -> DE and /RE tied together (high =
   sending), a 10 kΩ pull-down on DE: receiving from reset. The REPL is on USB, so UART0
   is free. An auto-direction transceiver needs no DE: leave GP6 unconnected.
-- Left free for other I/O: GP26-28 (ADC0-2, analogue inputs), GP7, 8, 11, 12.
+- Analogue inputs (heatgw.analog): ain1 GP26 (ADC0), ain2 GP27 (ADC1), ain3 GP28 (ADC2).
+  ADC3 (GP29) reads VSYS/3 on a Pico, but on the Pico W GP29 is also the CYW43439's SPI
+  clock: reading it breaks the radio, so it is not offered. Front ends as on the ESP32
+  board: a 100 ohm 0.1 % shunt for 4-20 mA (20 mA = 2.0 V) or a 39k/10k divider for
+  0-10 V, 1 kohm in series and 100 nF at the pin. The RP2040's ADC (12 bits, read_u16()
+  scaled to 16) has no calibrated reading: its reference is ADC_VREF, the 3.3 V rail
+  through the Pico's RC filter (ADC_UV_FULL_SCALE), it has the DNL steps of erratum
+  RP2040-E11 (codes 512, 1536, 2560, 3584) and ~9 effective bits: the two-point
+  calibration at commissioning takes out the reference's and the shunt's error, the
+  oversampling the noise.
+- Valve command (analog.valve.output "pwm") on GP7 (PWM slice 3 B) at 1 kHz into an RC
+  filter and a x3.03 amplifier (0..10 V); the pad's pull-down holds it at 0 V (closed)
+  from reset.
+- Left free for other I/O: GP8, 11, 12.
 """
 
 import time
 
-from machine import SPI, WDT, Pin
+from machine import ADC, PWM, SPI, WDT, Pin
 
 NAME = "pico_w"
 ARCH = "armv6m"
@@ -65,6 +78,14 @@ NET_INTERFACES = ("wlan",)  # the CYW43439 (GP23-25, GP29: reserved for it)
 RS485_PORTS = ("rs485",)  # Modbus RTU: modbus.buses.<name>.uart
 RS485_PINS = {"tx": 0, "rx": 1, "de": 6}
 _RS485_UART = 0
+ADC_CHANNELS = ("ain1", "ain2", "ain3")  # heatgw.analog: analog.*.channel
+ADC_PINS = {"ain1": 26, "ain2": 27, "ain3": 28}  # ADC0-2 (GP29/ADC3: the radio's clock)
+AIN_SHUNT_OHM = 100  # 4-20 mA front end: 0.1 %, 20 mA = 2.0 V at the pin
+AIN_DIVIDER = (39000, 10000)  # 0-10 V front end: 10 V = 2.04 V at the pin
+ADC_UV_FULL_SCALE = 3_300_000  # read_u16() 65535 = ADC_VREF, the filtered 3.3 V rail
+VALVE_OUT_PIN = 7  # PWM -> RC filter -> x3.03: 0..10 V
+VALVE_OUT_FULL_V = 10.0  # the command at 100 % duty
+_VALVE_PWM_HZ = 1000
 
 
 def spi():
@@ -203,3 +224,16 @@ def rs485(port, baudrate, parity, stop_bits):
                 tx=Pin(p["tx"]), rx=Pin(p["rx"]), timeout=0, timeout_char=0, rxbuf=512,
                 txbuf=256)
     return uart, de
+
+
+def adc(channel):
+    """The ADC of an analogue input channel (ADC_CHANNELS): read_u16(), scaled by
+    ADC_UV_FULL_SCALE (heatgw.analog via lib/adcin)."""
+    if channel not in ADC_PINS:
+        raise ValueError("%s has no ADC channel %r; have %r" % (NAME, channel, ADC_CHANNELS))
+    return ADC(Pin(ADC_PINS[channel]))
+
+
+def valve_output():
+    """The valve's 0-10 V command (PWM into the filter), at duty 0: closed."""
+    return PWM(Pin(VALVE_OUT_PIN), freq=_VALVE_PWM_HZ, duty_u16=0)

@@ -66,8 +66,9 @@ _SOURCE_MAX = const(16)
 _DETAIL_MAX = const(40)
 
 # id (or id prefix ending in ":"), severity, ack required, source, momentary; "," between.
-# First the fail-safe's trip reasons (heatgw.failsafe; sink_unavailable is no alarm: the
-# building not wanting heat is normal operation, the state payload says why it bypasses),
+# First the fail-safe's trip reasons (heatgw.failsafe; input_low/input_high: heatgw.analog's
+# value trips; sink_unavailable is no alarm: the building not wanting heat is normal
+# operation, the state payload says why it bypasses),
 # then the others. A momentary alarm (a crash, a dropped range) is raised and cleared at
 # once; no_config is cleared only by a good config and a boot; save_failed by the next
 # good save; secrets_invalid means running without secrets; config_refused: config.json
@@ -77,6 +78,7 @@ _DETAIL_MAX = const(40)
 _DEFS = ("it_coolant_high critical 1 failsafe 0,valve_stuck critical 1 failsafe 0,"
          "sink_return_high major 0 failsafe 0,flow_implausible major 0 failsafe 0,"
          "sensor_fault: major 0 failsafe 0,sensor_stale: major 0 failsafe 0,"
+         "input_low: major 0 failsafe 0,input_high: major 0 failsafe 0,"
          "sink_flow_low minor 0 failsafe 0,maintenance info 0 failsafe 0,"
          "crash: critical 1 supervisor 1,task_stalled: critical 1 supervisor 1,"
          "no_config critical 0 config 0,secrets_invalid major 0 config 0,"

@@ -60,6 +60,7 @@ class Gateway:
         self._up_ms = 0
         # The relays first: safe now, whatever happens below.
         self._relays = board.relays_safe()
+        self._valve_out = None  # the valve's 0-10 V command output (_build_valve_output)
         self._relay_active = {name: board.RELAY_PINS[name][1] for name in self._relays}
         self.relay_reuse = False
         # The fault latch: the first critical failure, set once by _fail(), never cleared
@@ -145,15 +146,31 @@ class Gateway:
                                   pulses_per_litre=flow_cfg.get("pulses_per_litre"),
                                   zero_after_s=flow_cfg["zero_after_s"],
                                   stuck_active_s=flow_cfg["stuck_active_s"])
-        # external readings (heatgw.failsafe): the Modbus meters, by name
-        self.inputs = Inputs(tuple(self.sensors), mb.readings() if mb else ())
+        # Analogue inputs (heatgw.analog, only when configured): valve position, pressure
+        self.analog = None
+        if cfg.get("analog"):
+            from heatgw.analog import Analog
+
+            self.analog = Analog(cfg["analog"], board)
+        an = self.analog
+        self._build_valve_output()
+        # external readings (heatgw.failsafe): the Modbus meters and analogue inputs
+        names = mb.readings() if mb else ()
+        if an is not None:
+            names += an.names()
+        self.inputs = Inputs(tuple(self.sensors), names)
         self._board_inputs = board.inputs()
         self.board_levels = dict.fromkeys(self._board_inputs)  # read by the sampler
+        crit = mb.critical() if mb else ()
+        if an is not None:
+            crit += an.critical(ctl["stale_s"] * 1000)
         self.failsafe = FailSafe(
             ctl, sensors_cfg=cfg.get("sensors") or {}, flow_cfg=cfg.get("flow"),
             now_ms=now, latched=latched, configured=configured,
-            readings=mb.critical() if mb else (),
+            readings=crit,
             flow_stale_ms=self.flow.stale_ms if self._flow_modbus else None,
+            input_limits=an.trips() if an else (), valve_reading=an.valve() if an else None,
+            milli_readings=an.names() if an else (),
         )
         self.failsafe.ticks_diff = clock.ticks_diff
         self._sample_ms = now
@@ -187,6 +204,25 @@ class Gateway:
             adc.init()
             self.sensors[name] = TemperatureSensor(
                 adc, offset_k=sc["offset_k"], min_c=sc["min_c"], max_c=sc["max_c"])
+
+    def _build_valve_output(self):
+        """The valve's 0-10 V command output (analog.valve.output "pwm"), at its closed
+        duty from the start; driven only by drive_relays. A board without one says so at
+        boot and the reuse relay alone commands the valve (it powers the actuator)."""
+        self._valve_out = None
+        an = self.analog
+        if an is None or an.output != "pwm":
+            return
+        make = getattr(self.board, "valve_output", None)
+        try:
+            if make is None:
+                raise ValueError("the board has no valve output")
+            self._valve_duty = an.valve_duties(self.board.VALVE_OUT_FULL_V)
+            out = make()
+            out.duty_u16(self._valve_duty[1])
+            self._valve_out = out
+        except ValueError as e:
+            print("analog: valve output:", e)
 
     # -- persistence ------------------------------------------------------------------
 
@@ -300,6 +336,9 @@ class Gateway:
         for name, pin in self._relays.items():
             active = self._relay_active[name]
             pin.value(active if reuse else 1 - active)
+        out = self._valve_out  # the valve's 0-10 V command follows the reuse relay
+        if out is not None:
+            out.duty_u16(self._valve_duty[0] if reuse else self._valve_duty[1])
 
     def _fail(self, reason, ev):
         """Latch the fault (the first reason stays), release the relays, log `ev`. The
@@ -350,6 +389,8 @@ class Gateway:
                 if why is None:  # a Modbus meter's value is as old as its last poll
                     inputs.flow_valid_ms = self.flow.valid_ms if self._flow_modbus else now
             self._read_board_inputs()
+            if self.analog is not None:
+                self.analog.sample(inputs, now)
             dt_ms = clock.ticks_diff(now, self._sample_ms)
             self._sample_ms = now
             if dt_ms > 0:
@@ -504,6 +545,8 @@ class Gateway:
             if clock.ticks_diff(now, status_due) >= 0:
                 status_due = clock.ticks_add(now, _STATUS_EVERY_MS)
                 self.emit("status", self.status())
+                if self.analog is not None:
+                    self.emit("analog", self.analog.record())
             await asyncio.sleep_ms(period_ms)
 
     def status(self):

@@ -215,34 +215,19 @@ def keep_good(path, sealed):
     return None
 
 
-def _dump(v, out):
+def _dump(v):
+    # each object or list joined from its own parts: short lists, never one list of every
+    # token of the configuration (a few KB in one piece, which a fragmented heap may lack)
     if type(v) is dict:
-        out.append("{")
-        first = True
-        for k in sorted(v):
-            if not first:
-                out.append(",")
-            first = False
-            out.append(json.dumps(k))
-            out.append(":")
-            _dump(v[k], out)
-        out.append("}")
-    elif type(v) is list or type(v) is tuple:
-        out.append("[")
-        for i, x in enumerate(v):
-            if i:
-                out.append(",")
-            _dump(x, out)
-        out.append("]")
-    else:
-        out.append(json.dumps(v))
+        return "{" + ",".join([json.dumps(k) + ":" + _dump(v[k]) for k in sorted(v)]) + "}"
+    if type(v) is list or type(v) is tuple:
+        return "[" + ",".join([_dump(x) for x in v]) + "]"
+    return json.dumps(v)
 
 
 def dumps(cfg):
     """Canonical JSON: keys sorted, no spaces (MicroPython's json has no sort_keys)."""
-    out = []
-    _dump(cfg, out)
-    return "".join(out)
+    return _dump(cfg)
 
 
 def text(doc):

@@ -138,6 +138,10 @@ def from_doc(doc, path, save=True):
         from heatgw import mbschema  # the section's schema, only when there is one
 
         mbschema.install(SCHEMA)
+    if type(doc) is dict and doc.get("analog") is not None:
+        from heatgw import anschema  # the analog section's schema and checks
+
+        anschema.install(SCHEMA)
     if type(doc) is dict and doc.get("recovery") is not None:
         from heatgw import recschema  # the ratio's section, only when there is one
 
@@ -147,6 +151,10 @@ def from_doc(doc, path, save=True):
         from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
 
         errors = mbplan.check(cfg)
+    if not errors and cfg.get("analog"):
+        from heatgw import anschema
+
+        errors = anschema.check(cfg)
     if not errors and cfg.get("recovery"):
         from heatgw import recschema
 
@@ -157,7 +165,6 @@ def from_doc(doc, path, save=True):
         return default(), errors, "default", mig
     if mig is not None and save:
         migrate.save(path, doc, mig)
-    _share(cfg, {})
     return cfg, [], "file", mig
 
 
@@ -185,6 +192,8 @@ def boot(path, save=True):
     try:
         cfg, errors, source, mig, sealed, found = _load(path, save)
         events = [mig] if mig else []
+        if source != "default":  # the node's configuration: resident from now on
+            _share(cfg, {})
         if source == "file":
             if not sealed and not (mig and mig["saved"]):  # a migrated file is resealed
                 events.append({"kind": "config", "integrity": "none", "file": path,
@@ -199,6 +208,7 @@ def boot(path, save=True):
             return cfg, errors, source, events
         good = _load(path + GOOD, False)
         if good[2] == "file":
+            _share(good[0], {})
             return good[0], errors, "last_good", events
         return cfg, errors, "default", events
     except Exception as e:  # MemoryError included
@@ -211,16 +221,18 @@ def boot(path, save=True):
 def _share(v, seen):
     # Equal floats and strings in the configuration become one object (0.0 and 120.0 come
     # once per sensor: 32 bytes each on the 64-bit host). The configuration stays resident.
+    # Run on the loaded configuration only (boot()), once the document it came from is
+    # gone: the `seen` table then adds nothing to the loading's peak.
     for k in v:
         x = v[k]
         t = type(x)
         if t is dict:
             _share(x, seen)
         elif t is float or t is str:
-            y = seen.get((t, x))
+            y = seen.get(x)
             if y is None:
-                seen[(t, x)] = x
-            else:
+                seen[x] = x
+            elif type(y) is t:  # (0.0 == 0 == False: the same type only)
                 v[k] = y
 
 

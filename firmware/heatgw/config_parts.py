@@ -11,7 +11,8 @@ where a required key or a "chars" check says it)."""
 
 VERSION = 2
 ROOT = {'doc': 'heatgw node configuration (one JSON file)', 'type': 'object'}
-NAMES = ('control',
+NAMES = ('analog',
+         'control',
          'flow',
          'meter',
          'modbus',
@@ -25,6 +26,10 @@ NAMES = ('control',
          'supervisor',
          'telemetry',
          'version')
+
+
+def _analog():
+    return {'default': None, 'keys': {}, 'null': True, 'type': 'object'}
 
 
 def _control():
@@ -406,7 +411,8 @@ def rules():
              ['meter.fluid', ['propylene_glycol', 'ethylene_glycol']]]]
 
 
-SECTIONS = {'control': _control,
+SECTIONS = {'analog': _analog,
+            'control': _control,
             'flow': _flow,
             'meter': _meter,
             'modbus': _modbus,

@@ -235,6 +235,13 @@ SCHEMA = {
             "doc": "the heat recovery ratio and the heat meter check (heatgw.recschema); "
                    "null or absent: neither (nothing of it is loaded)",
         },
+        # heatgw.anschema.ANALOG replaces this stub when a document has an analog section
+        # (heatgw.config.load; the host's tools install it always).
+        "analog": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "analogue inputs: valve position, pressure, level (heatgw.anschema); "
+                   "null or absent: none (nothing of it is loaded)",
+        },
         "telemetry": {
             "type": "object", "default": {}, "doc": "telemetry records",
             "keys": {

@@ -33,6 +33,22 @@ own stale_ms (from construction, before the first one). Names must differ from t
 channels' and from "flow". Trips on a reading's value (loop pressure low, ...) are
 conditions of their own, added here by the work that brings the reading.
 
+Value trips of external readings (heatgw.analog: the pressure and level inputs):
+`FailSafe(..., input_limits=((name, low_reason, low, low_clear, high_reason, high,
+high_clear), ...))` evaluates `input_low:<name>` (value below low; clears above
+low_clear) and `input_high:<name>` (above high; clears below high_clear) every update
+while the reading has a value (a reason holds both as they are: the fault is its own
+trip). Two reason codes for any number of inputs (recqueue.REASONS), the input's name
+after the colon as with sensor_fault:<name>.
+
+The valve's analogue position feedback (a reading in milli-%, heatgw.analog):
+`FailSafe(..., valve_reading=(name, tolerance_milli))`: commanded (0 % in bypass,
+100 000 milli-% in reuse) and measured differing by more than the tolerance counts as the
+end switch disagreeing; either one disagreeing for longer than valve_travel_s is
+`valve_stuck` (latching). With valve_feedback false (no end switch) the analogue feedback
+alone supervises the valve. A reading with no value (wire break) neither agrees nor
+disagrees: its fault is sensor_fault:<name> when it is critical.
+
 Runs unchanged on MicroPython and CPython.
 """
 
@@ -50,6 +66,8 @@ VALVE_STUCK = "valve_stuck"
 MAINTENANCE = "maintenance"
 SENSOR_FAULT = "sensor_fault:"
 SENSOR_STALE = "sensor_stale:"
+INPUT_LOW = "input_low:"  # heatgw.analog's value trips: input_low:<name>
+INPUT_HIGH = "input_high:"
 _FAULT_FLOW = SENSOR_FAULT + "flow"
 _STALE_FLOW = SENSOR_STALE + "flow"
 RECOVERED = "recovered"
@@ -57,14 +75,15 @@ RECOVERED = "recovered"
 LATCHING = (IT_COOLANT_HIGH, VALVE_STUCK)
 
 # Order for choosing the main cause of a bypass: what endangers equipment first.
-PRIORITY = (NO_CONFIG, IT_COOLANT_HIGH, SINK_RETURN_HIGH, VALVE_STUCK, SINK_FLOW_LOW,
-            FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE, SINK_UNAVAILABLE,
-            MAINTENANCE, BOOT)
+PRIORITY = (NO_CONFIG, IT_COOLANT_HIGH, SINK_RETURN_HIGH, VALVE_STUCK, INPUT_HIGH,
+            INPUT_LOW, SINK_FLOW_LOW, FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE,
+            SINK_UNAVAILABLE, MAINTENANCE, BOOT)
 
 _TICKS_MAX = 0x3FFFFFFF  # ticks wrap at 2**30 on the targets
 _TICKS_HALF = 0x20000000
 _CAP_MS = 0x1FFFFFFF  # timers saturate here (~6 days): stays a small int on 32-bit ports
 _INF = float("inf")
+_VALVE_OPEN = 100_000  # the valve's commanded position in reuse, milli-%
 _NINF = -_INF
 
 
@@ -153,10 +172,14 @@ class Inputs:
 
 class FailSafe:
     def __init__(self, control_cfg, *, sensors_cfg, flow_cfg, now_ms, latched=(),
-                 configured=True, readings=(), flow_stale_ms=None):
+                 configured=True, readings=(), flow_stale_ms=None, input_limits=(),
+                 valve_reading=None, milli_readings=()):
         """readings: ((name, stale_ms), ...), the critical external readings (module
         doc). flow_stale_ms: the flow meter's own staleness limit (a Modbus flow meter's
-        stale_s); None: control.stale_s."""
+        stale_s); None: control.stale_s. input_limits: the value trips of external
+        readings, valve_reading: (name, tolerance) of the valve's analogue feedback
+        (module doc); milli_readings: readings kept in milli-units (heatgw.analog), shown
+        in their units in events."""
         self.ticks_diff = ticks_diff  # the app may set time.ticks_diff
         c = control_cfg if type(control_cfg) is dict else {}
         # defaults for missing keys: the values of the reference config
@@ -217,6 +240,23 @@ class FailSafe:
             self._stale_seen[name] = None
         rd.sort()
         self._readings = tuple(rd)
+        lim = []
+        for x in input_limits:
+            if len(x) != 7 or type(x[0]) is not str:
+                raise ValueError("input limit %r: (name, low reason, low, clear, high "
+                                 "reason, high, clear)" % (x,))
+            for r, a, b in ((x[1], x[2], x[3]), (x[4], x[5], x[6])):
+                if r is not None and not (type(r) is str and _finite(a) and _finite(b)):
+                    raise ValueError("input limit %s: limits must be numbers" % x[0])
+            lim.append(tuple(x))
+        self._in_limits = tuple(lim)
+        self._milli = tuple(milli_readings)
+        self._valve_an = None
+        if valve_reading is not None and configured:
+            name, tol = valve_reading
+            if type(name) is not str or not _finite(tol) or tol < 0:
+                raise ValueError("valve reading %r: (name, tolerance >= 0)" % (valve_reading,))
+            self._valve_an = (name, tol)
 
         self._on = {BOOT: True}  # active conditions
         if not configured:
@@ -300,6 +340,8 @@ class FailSafe:
 
         if self._readings:
             ev = self._check_readings(inputs, now_ms, ev)
+        if self._in_limits:
+            ev = self._check_limits(inputs, now_ms, ev)
 
         if self._flow:
             f = inputs.flow_m3h
@@ -324,9 +366,17 @@ class FailSafe:
             ev = self._set(SINK_UNAVAILABLE, inputs.sink_available is not True, ev, now_ms)
         ev = self._set(MAINTENANCE, bool(inputs.maintenance), ev, now_ms)
 
-        if self._valve_fb:
-            fb = inputs.valve_at_reuse
-            agree = (fb is True) if self.relay_reuse else (fb is False)
+        if self._valve_fb or self._valve_an is not None:
+            agree = True
+            if self._valve_fb:
+                fb = inputs.valve_at_reuse
+                agree = (fb is True) if self.relay_reuse else (fb is False)
+            va = self._valve_an
+            if va is not None and agree and _get(inputs.reading_reasons, va[0]) is None:
+                pos = _get(inputs.readings, va[0])
+                if _finite(pos):
+                    d = pos - _VALVE_OPEN if self.relay_reuse else pos
+                    agree = -va[1] <= d <= va[1]
             if agree:
                 self._valve_ms = -1
             elif self._valve_ms < 0:
@@ -368,6 +418,22 @@ class FailSafe:
             ev = self._set(fault, bad, ev, now_ms)
             ev = self._set(stale, self._is_stale(name, _get(valid, name), now_ms, limit),
                            ev, now_ms)
+        return ev
+
+    def _check_limits(self, inputs, now_ms, ev):
+        vals = inputs.readings
+        reasons = inputs.reading_reasons
+        on = self._on
+        for name, r_lo, lo, lo_clear, r_hi, hi, hi_clear in self._in_limits:
+            if _get(reasons, name) is not None:  # no value: the trips hold as they are
+                continue
+            v = _get(vals, name)
+            if not _finite(v):
+                continue
+            if r_lo is not None:
+                ev = self._set(r_lo, not v > lo_clear if r_lo in on else v < lo, ev, now_ms)
+            if r_hi is not None:
+                ev = self._set(r_hi, not v < hi_clear if r_hi in on else v > hi, ev, now_ms)
         return ev
 
     def _is_stale(self, name, valid_ms, now_ms, limit=None):
@@ -484,15 +550,29 @@ class FailSafe:
             if reason == MAINTENANCE:
                 return {"source": _json(getattr(i, "maintenance_by", None))}
             if reason == VALVE_STUCK:
-                return {"relay_reuse": self.relay_reuse,
-                        "valve_at_reuse": _json(i.valve_at_reuse),
-                        "disagree_ms": max(self._valve_ms, 0), "travel_s": self._travel_s}
+                out = {"relay_reuse": self.relay_reuse,
+                       "valve_at_reuse": _json(i.valve_at_reuse),
+                       "disagree_ms": max(self._valve_ms, 0), "travel_s": self._travel_s}
+                if self._valve_an is not None:
+                    pos = _get(i.readings, self._valve_an[0])
+                    out["valve_pct"] = pos / 1000 if _finite(pos) else _json(pos)
+                return out
+            if reason.startswith(INPUT_LOW) or reason.startswith(INPUT_HIGH):
+                for x in self._in_limits:
+                    if reason == x[1] or reason == x[4]:
+                        v = _get(i.readings, x[0])
+                        lim = x[2:4] if reason == x[1] else x[5:7]
+                        return {"input": x[0], "value": v / 1000 if _finite(v) else _json(v),
+                                "limit": lim[0] / 1000, "clear": lim[1] / 1000}
             if reason.startswith(SENSOR_FAULT):
                 name = reason[len(SENSOR_FAULT):]
                 if self._reading(name):
+                    v = _get(i.readings, name)
+                    if name in self._milli and _finite(v):
+                        v = v / 1000
                     return {"sensor": name, "sensor_reason": _json(_get(i.reading_reasons,
                                                                         name)),
-                            "value": _json(_get(i.readings, name))}
+                            "value": _json(v)}
                 if name == "flow":
                     return {"sensor": name, "sensor_reason": _json(i.flow_reason),
                             "flow_m3h": _json(i.flow_m3h)}

@@ -15,7 +15,11 @@ Entities: supply, return, sink-return and IT-coolant temperatures (°C), ΔT (K,
 class: HA's temperature class would convert K as an absolute temperature), flow (m³/h,
 volume_flow_rate), thermal power (W, power), energy (kWh, energy, total_increasing),
 volume (m³, volume, total_increasing) and a binary sensor "heat reuse" (on = reuse,
-off = bypass). Availability: the node's status topic (online / offline, its last will).
+off = bypass). With analogue inputs (heatgw.analog, `analog` passed): the valve's measured
+and commanded position (%, no device class) when it has position feedback, and one
+sensor per pressure (device class pressure, its unit) or level input (%: none; m:
+distance), reading `value_json.inputs.<name>.value`. Availability: the node's status
+topic (online / offline, its last will).
 A `null` value in the telemetry renders as "None" through `value_json`, which HA's MQTT
 sensor treats as unknown (its PAYLOAD_NONE) instead of a made-up number.
 
@@ -34,7 +38,7 @@ Checked against Home Assistant's documentation:
 
 import json
 
-from heatgw.payloads import FW_VERSION
+from heatgw import FW_VERSION
 from heatgw.topics import check_prefix
 
 SENSOR = "sensor"
@@ -85,9 +89,10 @@ _METER_CLASSES = {"power_w": ("power", "W", "measurement"),
 
 
 def more_entities(cfg):
-    """The entities a configuration adds to ENTITIES: the recovery section's, and one per
+    """The entities a configuration adds to ENTITIES: the recovery section's, one per
     Modbus meter value (object_id meter_<meter>_<value>; a value name HA has no class for,
-    e.g. pressure_bar, gets none and no unit: HA shows the number as is)."""
+    e.g. pressure_bar, gets none and no unit: HA shows the number as is), and the analog
+    section's (analog_entities)."""
     rc = cfg.get("recovery") or {}
     if rc.get("compute"):
         yield from RECOVERY
@@ -103,6 +108,7 @@ def more_entities(cfg):
             dc, unit, sc = _METER_CLASSES.get(vn) or (None, None, "measurement")
             yield ("meter_%s_%s" % (name, vn), SENSOR, "%s %s" % (name, vn), dc, unit, sc,
                    "value_json.meters['%s'].%s" % (name, vn))
+    yield from analog_entities(cfg.get("analog"))
 
 
 def check(discovery_prefix):
@@ -141,10 +147,28 @@ def _entities(sensors, cfg=None):
         yield from more_entities(cfg)
 
 
+_KINDS = {"pressure": "Pressure", "level": "Level"}
+
+
+def analog_entities(acfg):
+    """The entities of the `analog` configuration section (None: none), as ENTITIES."""
+    acfg = acfg or {}
+    if acfg.get("valve"):
+        yield ("valve_pct", SENSOR, "Valve position", None, "%", "measurement", None)
+        yield ("valve_cmd_pct", SENSOR, "Valve command", None, "%", "measurement", None)
+    ins = acfg.get("inputs") or {}
+    for name in sorted(ins):
+        c = ins[name]
+        unit = c["unit"]
+        cls = "pressure" if c["kind"] == "pressure" else "distance" if unit == "m" else None
+        yield ("input_" + name, SENSOR, "%s %s" % (_KINDS[c["kind"]], name), cls, unit,
+               "measurement", "value_json.inputs.%s.value" % name)
+
+
 def configs(topics, discovery_prefix, sensors=None, model="heatgw", cfg=None):
     """Yield (topic, payload bytes) of every entity's config, one at a time (RAM holds
     one). sensors: the configured temperature sensors (None: all four); cfg: the node's
-    configuration, for the entities its recovery and modbus sections add."""
+    configuration, for the entities its recovery, modbus and analog sections add."""
     check(discovery_prefix)
     node_id, uid = _ids(topics)
     for obj, comp, name, dev_cls, unit, st_cls, tpl in _entities(sensors, cfg):

@@ -23,6 +23,14 @@ set.
 
 Floats (temperatures, flow, power) are formatted with fixed decimals; on the targets they
 are single precision (~7 digits), enough for every one of them.
+
+Valve and analogue inputs (heatgw.analog; keys always present): `valve_cmd_pct` the
+commanded position (100 in reuse, 0 in bypass: what the relay and the 0-10 V output ask),
+`valve_pct`/`valve_why` the measured one (`not_configured` without position feedback),
+`inputs` {name: {"value", "why"}} for each pressure or level input ({} without; its unit
+is the configuration's, in Home Assistant's discovery and the `analog` record).
+They are kept as integer milli-units and printed with the decimals their unit needs
+(_MILLI_DECIMALS), by integer arithmetic: exact, no float.
 """
 
 try:
@@ -53,6 +61,9 @@ _NJ_PER_MWH = (1000, 1000, 3600)  # 3.6e9 nJ = 1 mWh, in divisors < 2**14
 _UL_PER_ML = (1000,)
 _INF = float("inf")
 _FIXED = b"%.0f%.1f%.2f%.3f"  # fixed(): the format for decimals 0..3, 4 bytes each
+# heatgw.analog's units: decimals printed of a value kept in milli-units
+_MILLI_DECIMALS = {"%": 1, "bar": 3, "mbar": 0, "kPa": 1, "psi": 2, "m": 3}
+AIN_SLOTS = 3  # analogue inputs a telemetry record keeps (recqueue: ain_m)
 
 
 class Writer:
@@ -63,6 +74,9 @@ class Writer:
         self.buf = bytearray(size)
         self.mv = memoryview(self.buf)
         self.n = 0
+        # the telemetry payload's bound (telemetry.py sets it: the MQTT packet less its
+        # topic and header and a resent flag); its `active` list is cut to stay inside
+        self.limit = size
         self._h = [0] * _HALVES  # exact(): the number in 15-bit halves, MSB first
         self._g = [0] * 8  # exact(): base-10000 groups, LSB first (90 bits: 28 digits)
 
@@ -115,14 +129,24 @@ class Writer:
     def bool(self, v):
         self.raw(b"true" if v else b"false")
 
-    def list(self, items):
+    def list(self, items, reserve=None):
+        """A list of strings; with reserve, the entries that would leave less than
+        reserve bytes before the limit are left out, counted in a last "+<n> more"."""
         self.raw(b"[")
         first = True
-        for s in items or ():
+        items = items or ()
+        for i in range(len(items)):
+            s = items[i]
+            # room for this entry (quotes, comma) and a "+<n> more" after it
+            cut = reserve is not None and self.n + len(s) + 16 + reserve > self.limit
+            if cut:
+                s = "+%d more" % (len(items) - i)
             if not first:
                 self.raw(b",")
             first = False
             self.str(s)
+            if cut:
+                break
         self.raw(b"]")
 
     def exact(self, limbs, first, count, divisors, decimals):
@@ -185,6 +209,21 @@ class Writer:
         """A finite float or int with fixed decimals (the caller checked validity)."""
         self.raw(_FIXED[4 * decimals:4 * decimals + 4] % v)
 
+    def milli(self, m, decimals):
+        """An int in milli-units as a decimal with 0..3 decimals, rounded half away from
+        zero, in integers (exact on every port)."""
+        neg = m < 0
+        a = -m if neg else m
+        step = (1000, 100, 10, 1)[decimals]
+        a = (a + step // 2) // step
+        if neg and a:
+            self.raw(b"-")
+        if decimals:
+            p = (1, 10, 100, 1000)[decimals]
+            self.raw(b"%d.%0*d" % (a // p, decimals, a % p))
+        else:
+            self.raw(b"%d" % a)
+
 
 def _divide(h, nh, d):
     """h (15-bit halves, MSB first) //= d in place; returns the remainder. d < 2**15
@@ -229,6 +268,28 @@ class Snapshot:
         self.boot = 0
         self.up_ms = 0
         self.utc = None
+        # valve and analogue inputs (heatgw.analog): milli-units; names/units from the
+        # configuration, set at the first take() (set_analog)
+        self.valve = False  # position feedback configured
+        self.valve_m = None
+        self.valve_why = NOT_CONFIGURED
+        self.valve_q = None  # the reading at the pin (heatgw.analog: the queue keeps it)
+        self.ain = ()  # input names, payload order
+        self.ain_units = ()
+        self.ain_m = [None] * AIN_SLOTS
+        self.ain_why = [NOT_CONFIGURED] * AIN_SLOTS
+        self.ain_q = [None] * AIN_SLOTS
+
+    def set_analog(self, acfg):
+        """The analogue inputs' names and units from the `analog` section (None: none)."""
+        acfg = acfg or {}
+        self.valve = bool(acfg.get("valve"))
+        ins = acfg.get("inputs") or {}
+        self.ain = tuple(sorted(ins))[:AIN_SLOTS]
+        self.ain_units = tuple(ins[n]["unit"] for n in self.ain)
+        if not self.valve:
+            self.valve_m = None
+            self.valve_why = NOT_CONFIGURED
 
     def take(self, gw, heap_free=None, utc=None):
         """From a heatgw.app.Gateway: inputs, meter limbs, fail-safe and relay state."""
@@ -252,6 +313,15 @@ class Snapshot:
         self.boot = gw.boot_id
         self.up_ms = gw.uptime_ms
         self.utc = utc
+        an = getattr(gw, "analog", None)
+        if an is not None:
+            if self.valve:
+                self.valve_m, self.valve_why = an.value("valve")
+                self.valve_q = an.reading("valve")
+            for i in range(len(self.ain)):
+                name = self.ain[i]
+                self.ain_m[i], self.ain_why[i] = an.value(name)
+                self.ain_q[i] = an.reading(name)
 
     def take_meter(self, meter):
         """The exact totals, limb by limb from the kernel state (flushed first), and the
@@ -324,20 +394,62 @@ def telemetry(w, snap, seq):
     w.exact(lb, _ERR, 2, (), 3)
     w.key("low_dt_s")
     w.exact(lb, _LOW, 2, (), 3)
+    _analog(w, snap)  # valve and analogue inputs (heatgw.analog)
     w.key("state")
     w.str(snap.state)
     w.key("relay_reuse")
     w.bool(snap.relay_reuse)
     w.key("reason")
     w.str(snap.reason)
-    w.key("active")
-    w.list(snap.active)
+    w.key("active")  # cut to fit (the state payload and the events name them all)
+    tail = 33  # ',"latched":[]' and ',"heap_free":<7 digits>}'
+    for r in snap.latched:
+        tail += len(r) + 3
+    w.list(snap.active, tail)
     w.key("latched")
     w.list(snap.latched)
     w.key("heap_free")
     w.int(snap.heap_free)
     w.raw(b"}")
     return w.value()
+
+
+def _analog(w, snap):
+    # "valve_cmd_pct":100,"valve_pct":99.8,"valve_why":null,
+    # "inputs":{"loop_pressure":{"value":1.52,"why":null}}
+    w.key("valve_cmd_pct")
+    w.raw(b"100" if snap.relay_reuse else b"0")
+    why = snap.valve_why if snap.valve else NOT_CONFIGURED
+    m = snap.valve_m if why is None else None
+    if why is None and type(m) is not int:
+        why = "no_data"
+    w.key("valve_pct")
+    if why is None:
+        w.milli(m, 1)
+    else:
+        w.raw(b"null")
+    w.key("valve_why")
+    w.str(why)
+    w.key("inputs")
+    w.raw(b"{")
+    for i in range(len(snap.ain)):
+        if i:
+            w.raw(b",")
+        unit = snap.ain_units[i]
+        why = snap.ain_why[i]
+        m = snap.ain_m[i] if why is None else None
+        if why is None and type(m) is not int:
+            why = "no_data"
+        w.str(snap.ain[i])
+        w.raw(b':{"value":')
+        if why is None:
+            w.milli(m, _MILLI_DECIMALS.get(unit, 3))
+        else:
+            w.raw(b"null")
+        w.raw(b',"why":')
+        w.str(why)
+        w.raw(b"}")
+    w.raw(b"}")
 
 
 def state(w, fs_state, reason, active, latched, relay_reuse, config_hash, boot, up_ms,

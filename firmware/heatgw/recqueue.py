@@ -17,23 +17,32 @@ interleave live records with a draining backlog or send newest first: the queue 
 not choose. On restore, the newer of the state record's totals and last_totals() is the
 one with the larger time_ms (it counts every sample's time, so it only grows).
 
-Every record is REC_LEN = 104 bytes (little-endian), a CRC-32 (heatgw.store's) over the
-first 100:
+Records (little-endian), two formats, each with a CRC-32 (heatgw.store's) over all but
+its last 4 bytes:
+- version 0x52, REC_LEN = 112 bytes, CRC over the first 108 (every node):
     header 24: u8 version | u8 kind | u16 boot | u32 seq | u32 low | u32 up_ms low 30 bits
                | u16 up_ms >> 30 | u16 code | u32 utc (s since 2020-01-01, 0 = unknown)
-    telemetry 76: energy_nj 3 x u32 limbs of 2**30 | volume_ul 2 x u32 | time_ms, error_ms,
+    telemetry 84: energy_nj 3 x u32 limbs of 2**30 | volume_ul 2 x u32 | time_ms, error_ms,
                low_dt_ms, negative_dt_ms each u32 low 30 bits + u16 high | supply_mc,
                return_mc, sink_return_mc, coolant_mc i32 | flow_ml_h i32 | power_w i32
                | u8 relay | u8 reason | u16 active | u16 latched | u16 heap_free / 16
-    event, alarm 76: 4 x i32 args | 60 bytes of UTF-8 text (zero padded)
-A queue made with ext=True (the node with a `recovery` section: heatgw.recovery) writes
-version 0x52 records of REC_LEN + EXT_LEN = 152 bytes, CRC over the first 148: the same 100
-bytes, then for telemetry the extension (48 B: heatgw.recovery's X_* values, X_LEN i32/u32
-words: compute power W, the compute energy and the ratio's heat in mWh as 2 limbs each, the
-interval's and hour's ratio in ppm, the heat meter's and our heat over the compared spans
-in mWh as 2 limbs each, flags; 3 bytes pad), zeros for events and alarms. Each segment file
-holds one version (a change of format starts a new segment), so a queue reads both: a
-node's backlog survives switching the feature on or off.
+               | at 100, the analogue inputs (heatgw.analog): valve_q u16, ain_q 3 x u16
+               (the inputs by name), each the reading at the pin in 64 uV steps, 0xFFFF
+               none; the payload converts it as the node converts a live one
+    event, alarm 84: 4 x i32 args | 60 bytes of UTF-8 text (zero padded) | 8 zero bytes
+- version 0x53, REC_LEN + EXT_LEN = 160 bytes, CRC over the first 156 (a queue made with
+  ext=True: the node with a `recovery` section, heatgw.recovery): the same 108 bytes, then
+  for telemetry the extension (48 B: heatgw.recovery's X_* values, i32/u32 words: compute
+  power W, the compute energy and the ratio's heat in mWh as 2 limbs each, the interval's
+  and hour's ratio in ppm, the heat meter's and our heat over the compared spans in mWh as
+  2 limbs each, flags; 3 bytes pad), zeros for events and alarms.
+Each segment file holds one format (a change starts a new segment) and the queue finds
+each segment's from its first valid record, so it reads both: a node's backlog survives
+switching the recovery feature on or off. Older formats an earlier firmware left on flash
+(0x51: 104 bytes, before the analogue inputs; 0x52 of 152 bytes: the recovery extension
+of a development build before the two were unified) are not read: the first append after
+the upgrade drops those not yet acknowledged with a drop record, and seq goes on from the
+newest of them (no seq is used twice).
 `code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0; code_of, name_of). A
 value that is not valid is stored as INVALID (i32), None on reading. `low` is the ack
 low-water mark when the record was written: every seq <= low was acknowledged or its drop
@@ -75,12 +84,14 @@ import struct
 
 from heatgw.store import crc32
 
-REC_LEN = 104
-_BODY = REC_LEN - 4
-_VERSION = const(0x51)
-EXT_LEN = const(48)  # the telemetry extension of a version-0x52 record (heatgw.recovery)
-_VERSION_EXT = const(0x52)
+REC_LEN = const(112)
+_BODY = const(108)  # REC_LEN - 4: the CRC's offset
+_VERSION = const(0x52)
+EXT_LEN = const(48)  # the telemetry extension of a version-0x53 record (heatgw.recovery)
+_VERSION_EXT = const(0x53)
 _EXT = "<iIIIIiiIIIIB3x"  # heatgw.recovery.X_*: 12 values, 48 bytes
+# Formats of earlier firmware (module doc): version byte, record length; not read
+_OLD = ((0x51, 104), (0x52, 152))
 KIND_TELEMETRY = 1
 KIND_EVENT = 2
 KIND_ALARM = 3
@@ -92,6 +103,9 @@ _M30 = const(0x3FFFFFFF)
 _HDR = "<BBHIIIHHI"  # 24 bytes
 _TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes
 _EVT = "<iiii60s"  # 76 bytes
+_AIN = "<HHHH"  # 8 bytes at 100: the valve's and 3 analogue inputs' readings (64 uV steps)
+_NO_Q = const(0xFFFF)
+_AIN_AT = const(100)
 _TEXT_LEN = const(60)
 _RANGES = const(4)  # acked ranges above low kept in RAM
 TEMPS = ("supply_mc", "return_mc", "sink_return_mc", "coolant_mc")
@@ -104,8 +118,10 @@ EVENT_CODES = ("other boot state trip clear latch reset crash task task_failing 
                "mqtt_down cmd cmd_rejected calibration")
 ALARM_CODES = "other save_failed task_failing trip_latched sensor_fault queue_drop fault"
 # Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
+# 13, 14: heatgw.analog's value trips (input_low:<name>, input_high:<name>)
 REASONS = ("none boot no_config it_coolant_high sink_return_high valve_stuck sink_flow_low "
-           "sink_unavailable flow_implausible maintenance sensor_fault sensor_stale recovered")
+           "sink_unavailable flow_implausible maintenance sensor_fault sensor_stale recovered "
+           "input_low input_high")
 
 
 def code_of(names, name):
@@ -202,11 +218,21 @@ def _small(v, name):
     return v
 
 
+def _u16(q):
+    # an analogue reading (0 .. 0xFFFE) or None -> its u16
+    if q is None:
+        return _NO_Q
+    if type(q) is not int or not 0 <= q < _NO_Q:
+        raise ValueError("bad analogue reading")
+    return q
+
+
 def decode(buf):
-    """The record in buf (REC_LEN bytes, or REC_LEN + EXT_LEN for version 0x52) as a
-    dict, or None when its CRC or version is wrong. A telemetry record of version 0x52
-    has "ext" (the X_LEN values of heatgw.recovery) and its totals "recovery" (the
-    persisted totals, heatgw.recovery.Recovery.restore)."""
+    """The record in buf (REC_LEN bytes, or REC_LEN + EXT_LEN for version 0x53) as a
+    dict, or None when its CRC or version is wrong. A telemetry record has "valve_q" and
+    "ain_q" (the analogue readings, None where none); one of version 0x53 has "ext" (the
+    X_LEN values of heatgw.recovery) and its totals "recovery" (the persisted totals,
+    heatgw.recovery.Recovery.restore)."""
     n = _rec_len(buf[0]) if len(buf) else 0
     if not n or len(buf) < n:
         return None
@@ -237,6 +263,9 @@ def decode(buf):
         rec["active"] = v[21]
         rec["latched"] = v[22]
         rec["heap_free"] = None if v[23] == 0xFFFF else v[23] * 16
+        a = struct.unpack_from(_AIN, buf, _AIN_AT)
+        rec["valve_q"] = None if a[0] == _NO_Q else a[0]
+        rec["ain_q"] = [None if x == _NO_Q else x for x in a[1:]]
         if n > REC_LEN:
             x = struct.unpack_from(_EXT, buf, _BODY)
             rec["ext"] = x
@@ -276,7 +305,7 @@ class RecordQueue:
         self._first = [0] * segments  # first seq of each segment (0: empty)
         self._count = [0] * segments  # records in each segment
         self._ranges = [0] * (2 * _RANGES)  # acked [lo, hi] above low; lo 0 = unused
-        # ext: version-0x52 records with the telemetry extension (module doc)
+        # ext: version-0x53 records with the telemetry extension (module doc)
         self.rec_len = REC_LEN + EXT_LEN if ext else REC_LEN
         self._seglen = [0] * segments  # record length of each segment's records
         self._rbuf = bytearray(REC_LEN + EXT_LEN)
@@ -299,6 +328,7 @@ class RecordQueue:
     def _scan(self):
         low = 0
         cur = -1
+        old_last = 0  # the newest seq of an earlier firmware's records (_OLD)
         self._bad_tail = False
         for i in range(self.segments):
             try:
@@ -320,6 +350,8 @@ class RecordQueue:
                             break
                     if first > 0:
                         break
+                else:
+                    old_last = max(old_last, self._old_last(f, size))
             finally:
                 f.close()
             if first <= 0:
@@ -339,6 +371,8 @@ class RecordQueue:
                     break
         else:
             self.next_seq = 1
+        if old_last >= self.next_seq:  # an upgrade: seq goes on; what was unsent is dropped
+            self.next_seq = old_last + 1
         try:  # the ack file's mark, when it is whole
             with open(self.dir + "/ack", "rb") as f:
                 b = f.read(12)
@@ -352,13 +386,25 @@ class RecordQueue:
             low = self.next_seq - 1  # an ack file from another queue: never skip records
         self.low = low
         self._saved_low = low
-        old = self.oldest()
-        if old and low < old - 1:  # records gone without a drop record (lost files)
+        old = self.oldest() or self.next_seq
+        if low < old - 1:  # records gone without a drop record (lost files, an upgrade)
             self._pending_drop = (low + 1, old - 1)
             self.low = old - 1
         else:
             self._pending_drop = None
         self._tele_seq = -1  # newest telemetry seq; -1: not looked up yet
+
+    def _old_last(self, f, size):
+        """The newest seq in a segment of an earlier firmware's records (_OLD), 0: none."""
+        b = self._rbuf
+        for ver, rl in _OLD:
+            for k in range(size // rl - 1, -1, -1):
+                f.seek(k * rl)
+                f.readinto(b)
+                if b[0] == ver and crc32(memoryview(b)[:rl - 4]) == struct.unpack_from(
+                        "<I", b, rl - 4)[0]:
+                    return struct.unpack_from("<I", b, 4)[0]
+        return 0
 
     def _valid(self):
         """The length of the valid record in _rbuf, 0 when it is none."""
@@ -596,6 +642,13 @@ class RecordQueue:
                 _small(fields.get("flow_ml_h"), "flow_ml_h"),
                 _small(fields.get("power_w"), "power_w"),
                 255 if relay is None else (1 if relay else 0), reason, active, latched, heap)
+            ain = fields.get("ain_q") or ()
+            if len(ain) > 3:
+                raise ValueError("at most 3 analogue inputs")
+            struct.pack_into(_AIN, b, off + _AIN_AT, _u16(fields.get("valve_q")),
+                             _u16(ain[0] if len(ain) > 0 else None),
+                             _u16(ain[1] if len(ain) > 1 else None),
+                             _u16(ain[2] if len(ain) > 2 else None))
         elif kind == KIND_EVENT or kind == KIND_ALARM:
             args = fields.get("args") or ()
             if len(args) > 4:
@@ -613,6 +666,7 @@ class RecordQueue:
                     n -= 1
                 tb = tb[:n]
             struct.pack_into(_EVT, b, off + 24, a[0], a[1], a[2], a[3], tb)
+            struct.pack_into(_AIN, b, off + _AIN_AT, 0, 0, 0, 0)
         else:
             raise ValueError("bad kind")
         body = self.rec_len - 4

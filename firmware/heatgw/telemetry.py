@@ -67,6 +67,8 @@ _ALARM_CODE = ("save_failed=save_failed task_failing:=task_failing it_coolant_hi
                " valve_stuck=trip_latched sensor_fault:=sensor_fault sensor_stale:=sensor_fault"
                " queue_dropped=queue_drop crash:=fault task_stalled:=fault")
 _MAX_SMALL = const(0x1FFFFFFF)
+_PACKET = const(1024)  # the telemetry payload's base room (the writer's size without extras)
+_PACKET_ANALOG = const(256)  # more with analogue inputs (heatgw.analog)
 
 
 def _summary(ev, kind):
@@ -105,6 +107,14 @@ def _meters_bytes(cfg):
     return n
 
 
+def _judge(an, name, q):
+    # a backlog record's analogue reading: (milli-units, None), (None, reason), or
+    # (None, "invalid") when the record has none
+    if q is None:
+        return None, "invalid"
+    return an.judge(name, q)
+
+
 def _names(bits):
     out = []
     for i in range(1, 16):
@@ -120,21 +130,25 @@ class Telemetry:
         self.cfg = cfg
         tcfg = cfg.get("telemetry") or {}
         # with a `recovery` section the telemetry records carry its values (recqueue's
-        # version-0x52 records, heatgw.recovery.X_*)
+        # version-0x53 records, heatgw.recovery.X_*)
         ext = bool(cfg.get("recovery"))
         cap = tcfg.get("queue_capacity") or rq.capacity_for(data, ext=ext)
         self.q = rq.RecordQueue(data + "/q", cap, ext=ext)
-        # the payload buffer: the recovery keys and the Modbus `meters` need room
-        self._wsize = 1024 + (512 if ext else 0) + _meters_bytes(cfg)
         self._t_compute = None  # recovery.compute.topic when the source is mqtt
         rc = (cfg.get("recovery") or {}).get("compute")
         if rc and rc["source"] == "mqtt":
             self._t_compute = rc["topic"].encode()
         self.book = AlarmBook(_ALARMS)
         self.snap = pl.Snapshot()
+        self.snap.set_analog(cfg.get("analog"))  # valve and analogue inputs
         self.interval_ms = (tcfg.get("interval_s") or 10) * 1000
         self._due = None
         self._fields = {"boot": 0, "up_ms": 0, "utc": None, "totals": None}
+        self._ain_q = [None] * pl.AIN_SLOTS
+        self._ain_q = [None] * pl.AIN_SLOTS
+        # MQTT packet and payload buffer: 1 KB; 1.25 KB with analogue inputs, whose keys
+        # (valve, 3 inputs, their faults in `active`) add up to ~250 bytes
+        self.packet = _PACKET + (_PACKET_ANALOG if cfg.get("analog") else 0)
         self.live_seq = 0  # the telemetry record whose values self.snap holds
         self.gw = None
         self.wake = None  # asyncio.Event: something to send
@@ -299,6 +313,13 @@ class Telemetry:
             f["ext"] = rec.ext
         if gw.modbus is not None:
             gw.modbus.snapshot(now)  # the live payload's `meters`
+        # valve and analogue inputs (heatgw.analog): their readings at the pin, which a
+        # backlog record's payload converts as the node converts a live one
+        f["valve_q"] = snap.valve_q if snap.valve else None
+        ain = self._ain_q
+        for i in range(len(ain)):
+            ain[i] = snap.ain_q[i] if i < len(snap.ain) else None
+        f["ain_q"] = ain
         seq = self._append(rq.KIND_TELEMETRY, f)
         f["totals"] = None
         if seq:
@@ -368,8 +389,14 @@ class Telemetry:
         restart later reuses them (no new 1 KB blocks in a fragmented heap)."""
         from heatgw import mqttsetup
 
-        mc = self.cfg["mqtt"]
+        cfg = self.cfg
+        mc = cfg["mqtt"]
         node = self.gw.cfg["node_id"]
+        # the payload buffer: 1 KB, 1.25 KB with analogue inputs, whose keys (valve, 3
+        # inputs, their faults in `active`) add up to ~250 bytes; the recovery keys and the
+        # Modbus `meters` need room after that
+        room = _PACKET + (_PACKET_ANALOG if cfg.get("analog") else 0)
+        size = room + (512 if cfg.get("recovery") else 0) + _meters_bytes(cfg)
         if self.w is None:
             # the topics as bytes, once; heatgw.topics (names validated) is dropped again
             base = self._topics().base.encode()
@@ -383,7 +410,11 @@ class Telemetry:
             ha = mc.get("ha_discovery_prefix")
             self.t_ha = None if not ha else (ha + "/status").encode()
             self.chash = pl.config_hash(self.gw.board.data_dir() + "/config.json")
-            self.w = pl.Writer(self._wsize)
+            self.w = pl.Writer(size)
+            # the base payload's room (a resent flag after it): a longer telemetry payload
+            # cuts its `active` list (payloads.Writer); the recovery keys and the Modbus
+            # meters have their own room after it
+            self.w.limit = room - 14
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
         # backoff; its 5th crash is the task_failing alarm). The client sends the payload
         # from self.w (no copy): max_packet only bounds it. The IT monitoring's power
@@ -391,7 +422,7 @@ class Telemetry:
         try:
             self.client = mqttsetup.from_config(
                 mc, node, self._password, cb=self._on_msg, ack_cb=self._on_ack,
-                event_cb=self._on_conn, inflight=_INFLIGHT, max_packet=self._wsize + 256,
+                event_cb=self._on_conn, inflight=_INFLIGHT, max_packet=size + 256,
                 max_in=_MAX_IN, pace=self._after_tick,
                 more_subs=() if self._t_compute is None else (self._t_compute,))
         finally:
@@ -653,6 +684,14 @@ class Telemetry:
         s.active = _names(rec["active"])
         s.latched = _names(rec["latched"])
         s.heap_free = rec["heap_free"]
+        # valve and analogue inputs: the record keeps each reading at the pin; the value
+        # and its reason (wire_break, over_range) are the node's conversion of it
+        an = getattr(self.gw, "analog", None)
+        if an is not None:
+            if s.valve:
+                s.valve_m, s.valve_why = _judge(an, "valve", rec["valve_q"])
+            for i in range(len(s.ain)):
+                s.ain_m[i], s.ain_why[i] = _judge(an, s.ain[i], rec["ain_q"][i])
         s.boot = rec["boot"]
         s.up_ms = rec["up_ms"]
         s.utc = rec["utc"]
@@ -787,11 +826,14 @@ class Telemetry:
         its schema node, the whole configuration validated, written sealed), loaded for it
         and dropped again. It takes effect at the next boot. The ack says what changed or
         why not; the event names mqtt."""
+        import sys
+
         import board
 
         gw = self.gw
         key, value = kv
         gc.collect()  # heatgw.command is gone: room for the validator
+        before = list(sys.modules)
         try:
             from heatgw import cfgedit
 
@@ -800,8 +842,9 @@ class Telemetry:
         except Exception as e:  # noqa: BLE001 - MemoryError: refused, nothing written
             ok, r = None, "%r" % (gw.heap.caught(e),)
         cfgedit = None
-        for name in ("cfgedit", "cfgfile", "config_parts", "schema", "strictjson", "seal"):
-            forget(name)
+        for name in list(sys.modules):  # cfgedit and what it loaded (the sections' schemas)
+            if name not in before and name.startswith("heatgw."):
+                forget(name[7:])
         ev = {"kind": "config", "source": "mqtt", "id": ack.get("id"), "key": key}
         if ok:
             ack["config"] = {"key": key, "from": r[1], "to": r[2], "applies": "next_boot"}
