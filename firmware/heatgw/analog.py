@@ -35,13 +35,18 @@ check (valve()). This module only measures; the control task decides.
 Runs unchanged on CPython: the harness's oracle computes what the node sees with it.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 VALVE = "valve"
 SIGNALS = {"4-20mA": (4.0, 20.0), "0-10V": (0.0, 10.0), "2-10V": (2.0, 10.0)}
 UNITS = {"pressure": ("bar", "mbar", "kPa", "psi"), "level": ("%", "m")}
 FULL_MILLI = 100_000  # the valve's 100 % in milli-%
-_PRE = 6  # µV differences are taken in 64 µV steps (0.64 µA through 100 ohm)
-_G_MAX = 8192  # |gain| < 2**13: (4e6 >> 6) * gain < 2**29, a small int on 32-bit ports
-_NO_LIMIT = 0x3FFFFFFF
+_PRE = const(6)  # µV differences are taken in 64 µV steps (0.64 µA through 100 ohm)
+_G_MAX = const(8192)  # |gain| < 2**13: (4e6 >> 6) * gain < 2**29, a small int on 32-bit ports
+_NO_LIMIT = const(0x3FFFFFFF)
 
 
 class Linear:

@@ -19,12 +19,17 @@ check() (plain Python: CPython runs it too, in host_tools.config_check):
 - the valve's tolerance below 50 %; a valve output "pwm" with open_v != closed_v.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 from heatgw.config_schema import _ID_CHARS
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _SIGNALS = ["4-20mA", "0-10V", "2-10V"]
 _RESERVED = ("supply", "return", "sink_return", "it_coolant", "flow", "valve")
-_MAX_INPUTS = 3
+_MAX_INPUTS = const(3)
 
 _SIGNAL_KEYS = {
     "channel": {"type": "str", "req": True, "len": [1, 8], "chars": _ID_CHARS,

@@ -27,13 +27,18 @@ File: <data>/resets.a, .b (heatgw.store.SlotStore: two slots, CRC), JSON:
      "planned": why or null, "safe": why safe mode holds, or null, "boots": [causes]}
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 import json
 
 from heatgw.store import SlotStore
 
 COUNTED = ("watchdog", "hard")
-_KEEP = 24  # history entries kept (more than any sensible safe_mode.resets)
-_CAUSES = 8  # the last boots' causes kept for the console
+_KEEP = const(24)  # history entries kept (more than any sensible safe_mode.resets)
+_CAUSES = const(8)  # the last boots' causes kept for the console
 
 
 def _store(data):

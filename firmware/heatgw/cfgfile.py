@@ -12,6 +12,11 @@ configuration does not load heatgw.config (which builds DEFAULT from the whole s
 Runs unchanged on MicroPython and CPython.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 import json
 import os
 
@@ -23,8 +28,8 @@ from heatgw.seal import check as unseal
 
 MAX_BYTES = 8192  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
 GOOD = ".good"  # config.json.good: the last configuration that loaded at boot, sealed
-_ENOENT = 2
-_CHUNK = 256
+_ENOENT = const(2)
+_CHUNK = const(256)
 
 
 def read(path):

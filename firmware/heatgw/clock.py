@@ -6,6 +6,11 @@ the plant harness), so metering, control and the emulated chips all see one time
 Wall-clock time is for timestamps only, never for control or metering.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 import time as _time
 
 try:
@@ -39,7 +44,7 @@ def took(t0_us, where):
 
 _utc_at_s = None  # UTC seconds at the tick _utc_tick (set_utc_s: NTP), None = unknown
 _utc_tick = 0
-_REANCHOR_MS = 1 << 28  # move the anchor forward well before ticks_diff's 2**29 ms range
+_REANCHOR_MS = const(1 << 28)  # move the anchor forward well before ticks_diff's 2**29 ms range
 
 
 def utc_s():

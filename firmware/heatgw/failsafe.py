@@ -52,6 +52,11 @@ disagrees: its fault is sensor_fault:<name> when it is critical.
 Runs unchanged on MicroPython and CPython.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 BYPASS = "bypass"
 REUSE = "reuse"
 
@@ -79,11 +84,11 @@ PRIORITY = (NO_CONFIG, IT_COOLANT_HIGH, SINK_RETURN_HIGH, VALVE_STUCK, INPUT_HIG
             INPUT_LOW, SINK_FLOW_LOW, FLOW_IMPLAUSIBLE, SENSOR_FAULT, SENSOR_STALE,
             SINK_UNAVAILABLE, MAINTENANCE, BOOT)
 
-_TICKS_MAX = 0x3FFFFFFF  # ticks wrap at 2**30 on the targets
-_TICKS_HALF = 0x20000000
-_CAP_MS = 0x1FFFFFFF  # timers saturate here (~6 days): stays a small int on 32-bit ports
+_TICKS_MAX = const(0x3FFFFFFF)  # ticks wrap at 2**30 on the targets
+_TICKS_HALF = const(0x20000000)
+_CAP_MS = const(0x1FFFFFFF)  # timers saturate here (~6 days): stays a small int on 32-bit ports
 _INF = float("inf")
-_VALVE_OPEN = 100_000  # the valve's commanded position in reuse, milli-%
+_VALVE_OPEN = const(100_000)  # the valve's commanded position in reuse, milli-%
 _NINF = -_INF
 
 

@@ -32,10 +32,15 @@ cable, a dead open collector). A rate above the meter's rating is not judged her
 fail-safe calls it flow_implausible.
 """
 
-_MASK = 0x3FFFFFFF
-_UL_PER_L = 1_000_000
-_MS_PER_H = 3_600_000
-_NUM_PPL = 1_000_000_000  # uL per pulse = _NUM_PPL / (pulses per 1000 L)
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
+_MASK = const(0x3FFFFFFF)
+_UL_PER_L = const(1_000_000)
+_MS_PER_H = const(3_600_000)
+_NUM_PPL = const(1_000_000_000)  # uL per pulse = _NUM_PPL / (pulses per 1000 L)
 COUNTS_MIN = 50  # pulses in a window from which the rate comes from the count
 STUCK = "input_stuck"
 

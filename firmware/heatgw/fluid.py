@@ -48,12 +48,17 @@ Floats appear only while a glycol table is built and in the display / commission
 helpers (k_kwh_per_m3k, enthalpy_j_per_kg, density_kg_m3); the meter uses the kernel.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 import math
 from array import array
 
 STEP_SHIFT = 9
 STEP_MC = 512  # 1 << STEP_SHIFT
-_FRAC = 511
+_FRAC = const(511)
 
 
 class FluidTable:

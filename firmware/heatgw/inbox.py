@@ -23,12 +23,17 @@ The queue is preallocated (post and drain allocate nothing in the steady state);
 or excess request raises ValueError and changes nothing. Runs on MicroPython and CPython.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 MAINTENANCE = "maintenance"
 SINK_AVAILABLE = "sink_available"
 TRIP_RESET = "trip_reset"
 WHATS = (MAINTENANCE, SINK_AVAILABLE, TRIP_RESET)
 BOARD = "board"
-_MAX_SOURCES = 8  # sources holding a state (maintenance, a sink statement)
+_MAX_SOURCES = const(8)  # sources holding a state (maintenance, a sink statement)
 
 
 class Inbox:

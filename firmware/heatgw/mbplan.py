@@ -25,10 +25,15 @@ struct.pack, and importing them interns 169 identifiers (umodbus.functions, .typ
 while it loads.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 SENSORS = ("supply", "return", "sink_return", "it_coolant", "flow")
 MODEL_VALUES = ("energy_kwh", "power_w")  # what the built-in maps read (lib/sdm)
 _TYPES = ("int16", "uint16", "int32", "uint32", "float32")  # mbcore's type codes
-_MAX_REGS = 125  # registers one read request may ask for
+_MAX_REGS = const(125)  # registers one read request may ask for
 _ROLE_NEEDS = {"compute": ("power_w", "energy_kwh"), "pump": ("power_w", "energy_kwh"),
                "heat": ("energy_kwh",), "flow": ("volume_m3",)}
 

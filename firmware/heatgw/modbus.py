@@ -30,12 +30,17 @@ per meter per minute (the state then is what the next one says). Every minute a 
 record (counters, the longest real time inside one Modbus call) goes to the record sinks.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 from mbcore import EXCEPTION, NAMES, OK, decode
 
 from heatgw import clock
 
-_EVENT_GAP_MS = 60_000
-_RECORD_EVERY_MS = 60_000
+_EVENT_GAP_MS = const(60_000)
+_RECORD_EVERY_MS = const(60_000)
 _EXC = ("exception:00", "exception:01", "exception:02", "exception:03", "exception:04",
         "exception:05", "exception:06", "exception:07", "exception:08", "exception:09",
         "exception:0A", "exception:0B")

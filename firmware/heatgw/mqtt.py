@@ -44,9 +44,9 @@ _RECEIVED = const(3)
 _RX_OVERSIZED = const(4)
 _CB_ERRORS = const(5)
 _SUB_FAILED = const(6)
-_EINPROGRESS = 115  # errno.EINPROGRESS on lwIP and Linux alike
-_HEAD = 256  # per in-flight slot: a PUBLISH's fixed header, topic (< 247 bytes), packet id
-_PUBACKS = 8  # incoming QoS 1 messages whose PUBACK is still to send: more is a dead link
+_EINPROGRESS = const(115)  # errno.EINPROGRESS on lwIP and Linux alike
+_HEAD = const(256)  # per in-flight slot: a PUBLISH's fixed header, topic (< 247 bytes), packet id
+_PUBACKS = const(8)  # incoming QoS 1 messages whose PUBACK is still to send: more is a dead link
 
 
 class MQTTError(Exception):

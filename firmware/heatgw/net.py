@@ -40,9 +40,14 @@ reply: events go to the sinks, the flash queue) and each DNS or NTP datagram's h
 (heatgw.ntp) is measured in real time by heatgw.clock.took ("net", "dns", "udp").
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 from heatgw import clock, forget
 
-_RETRY_MS = 60_000  # a failed DNS or NTP query is asked again after this
+_RETRY_MS = const(60_000)  # a failed DNS or NTP query is asked again after this
 
 
 class Backoff:

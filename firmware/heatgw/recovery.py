@@ -61,18 +61,23 @@ operations; a telemetry interval's close does a few more. Everything 32-bit safe
 are 2 limbs of 30 bits (mWh: 2**60 mWh is 1.15e12 kWh), window sums too.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 from array import array
 
 from heatgw import clock
 from heatgw import meterkernel as _k
 
 INVALID = -0x20000000  # an int value that is not valid (heatgw.recqueue.INVALID)
-_M30 = 0x3FFFFFFF
+_M30 = const(0x3FFFFFFF)
 _LIMB = 1073741824.0  # 2**30 as a float
-_EVENT_GAP_MS = 60_000
-_PARSE_GAP_MS = 1_000
-_PPM_MAX = 0x1FFFFFFF
-_HEAT_MAX_W = 2_000_000  # the heat meter's plausible growth: twice the gateway's 1 MW
+_EVENT_GAP_MS = const(60_000)
+_PARSE_GAP_MS = const(1_000)
+_PPM_MAX = const(0x1FFFFFFF)
+_HEAT_MAX_W = const(2_000_000)  # the heat meter's plausible growth: twice the gateway's 1 MW
 _MWH_DIV = (1000, 1000, 3600)  # nJ -> mWh, each divisor < 2**15
 
 # The extension of a telemetry queue record (heatgw.recqueue, version 0x52), `ext`:
@@ -87,8 +92,8 @@ X_FLAGS = 11  # FLAG_INTEGRATED
 X_LEN = 12
 FLAG_INTEGRATED = 1
 # Window sums (_w): the interval's heat and electricity, then the hour's, 2 limbs each
-_IV = 0
-_HR = 4
+_IV = const(0)
+_HR = const(4)
 
 
 def _add(a, i, d):

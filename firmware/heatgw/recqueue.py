@@ -98,7 +98,7 @@ KIND_ALARM = 3
 INVALID = -0x20000000  # i32 marker of "no valid value" (heatgw.meter.INVALID)
 # Unix seconds of 2020-01-01 (1577836800) in two halves: each a 31-bit small int, so the
 # constant itself is no long int on the targets (the sum with a 1970-based utc is one).
-_EPOCH_HALF = 788918400  # u32 utc since 2020 lasts until 2156
+_EPOCH_HALF = const(788918400)  # u32 utc since 2020 lasts until 2156
 _M30 = const(0x3FFFFFFF)
 _HDR = "<BBHIIIHHI"  # 24 bytes
 _TEL = "<IIIIIIHIHIHIHiiiiiiBBHHH"  # 76 bytes

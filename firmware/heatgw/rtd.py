@@ -16,6 +16,11 @@ into the one float addition the reading already had). A calibrated reading alloc
 exactly what an uncalibrated one does.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests): const() is the identity on ints
+    const = int
+
 import math
 
 A = 3.9083e-3
@@ -44,7 +49,7 @@ def trim_code(code, trim):
     return (code << 12) + trim[1] + ((code * trim[0] + 128) >> 8)
 
 
-_NEWTON_STEPS = 8  # 3 are enough from the quadratic start at -200 °C; 8 is a hard bound
+_NEWTON_STEPS = const(8)  # 3 are enough from the quadratic start at -200 °C; 8 is a hard bound
 
 
 def _poly(t):
