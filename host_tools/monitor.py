@@ -150,6 +150,7 @@ class Monitor:
         self.connected = False
         self.connects = 0
         self.link_note = "connecting"
+        self.notes = queue.Queue()  # link changes, printed as plain lines by the main loop
         self.bad = 0
         self.live = args.view == "live" or (args.view == "auto" and out.isatty())
 
@@ -169,6 +170,7 @@ class Monitor:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         return c
 
@@ -178,24 +180,36 @@ class Monitor:
         if rc != 0:
             code = getattr(rc, "value", rc)
             why = str(rc).lower()
-            self.link_note = f"broker refused: {why}"
+            self._note(f"broker refused: {why}")
             if code in _LOGIN_REFUSED:
                 self.fatal = f"broker {self.host}:{self.port} refused the login: {why}"
                 self.stop.set()
             return
         self.connected = True
         self.connects += 1
-        self.link_note = "session resumed" if flags.session_present else "connected"
+        self._note(f"connected to {self.host}:{self.port}"
+                   + (" (session resumed)" if flags.session_present else ""))
         for f in self.subs:  # again at every connection (a lost session lost them)
             client.subscribe(f, qos=1)
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props=None):
+        bad = [str(rc) for rc in reason_codes if rc.is_failure]
+        if bad:
+            self._note(f"subscription refused by the broker: {', '.join(bad)}")
+        else:
+            self._note("subscribed to " + " ".join(self.subs))
+
+    def _note(self, text):
+        self.link_note = text
+        self.notes.put(text)
+
     def _on_connect_fail(self, client, userdata):
-        self.link_note = "cannot connect, retrying"
+        self._note(f"cannot connect to {self.host}:{self.port}, retrying")
 
     def _on_disconnect(self, client, userdata, flags, rc, props=None):
         self.connected = False
         if not self.stop.is_set():
-            self.link_note = f"disconnected ({rc}), reconnecting"
+            self._note(f"disconnected ({str(rc).lower()}), reconnecting")
 
     def _on_message(self, client, userdata, m):
         self.q.put((m.topic, bytes(m.payload), m.retain, m.mid, m.qos, time.time()))
@@ -278,6 +292,10 @@ class Monitor:
                     msg = self.q.get(timeout=0.05)
                 except queue.Empty:
                     msg = None
+                while not self.notes.empty():
+                    note = self.notes.get()
+                    if not live:
+                        self._print([f"{time.strftime('%H:%M:%S')} monitor: {note}"])
                 if msg is not None:
                     lines = self._handle(msg)
                     if not live:
