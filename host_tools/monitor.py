@@ -252,8 +252,11 @@ class Monitor:
             return self.fleet.bad_message(str(e))
         if item is None:
             return []
-        for s in self.stores:
-            s.add(item, received)
+        try:
+            for s in self.stores:
+                s.add(item, received)
+        except Exception as e:  # noqa: BLE001 - not stored: not acknowledged, stop
+            raise MonitorError(f"the record store failed: {e}") from None
         return self.fleet.feed(item, received)
 
     def _flush(self, client, acks):

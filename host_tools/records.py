@@ -368,6 +368,7 @@ class SqliteStore(Store):
         # fold the write-ahead log into the file: a stopped recorder leaves one file that
         # can be copied or mailed as it is
         try:
+            self.conn.execute("PRAGMA busy_timeout = 0")  # never wait for it at the end
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass  # another reader holds it: its last close folds it in

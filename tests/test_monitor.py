@@ -400,3 +400,37 @@ def test_options_and_a_refused_login_are_clear_errors(tmp_path):
         mon.wait_for(f"monitor: connected to localhost:{b.tls_port}")
         mon.wait_for("monitor: subscribed to heatgw/#")
         mon.stop()
+
+
+def test_a_store_that_fails_stops_the_monitor_and_loses_nothing(tmp_path, mosquitto_broker):  # noqa: F811
+    """Another writer holds the SQLite file locked while records come: the monitor cannot
+    store them, says so and stops (exit 1) without acknowledging them; started again with
+    its client id, the broker delivers them from its persistent session."""
+    b = mosquitto_broker
+    rec = tmp_path / "site.sqlite"
+    args = [f"127.0.0.1:{b.port}", "--site", "s1", "--record", str(rec), "--client-id", "rec-a"]
+    mon = MonitorProc(tmp_path, "m", args)
+    mon.wait_for("monitor: subscribed")
+    node = start_node(tmp_path, b, "gw-a", """
+await asyncio.sleep_ms(60_000)
+out(phase=1, last=tel.last_seq)
+sys.stdin.readline()
+await asyncio.sleep_ms(60_000)
+""")
+    p1 = json.loads(node.wait_for("R ")[2:])
+    wait_until(lambda: len(sqlite_seqs(rec)) == p1["last"], what="phase 1")
+    lock = sqlite3.connect(rec, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    node.go()
+    last = node.result()["end"]["last_seq"]
+    _out, err = mon.proc.communicate(timeout=60)
+    mon.out.close()
+    assert mon.proc.returncode == 1 and "the record store failed: database is locked" in err
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert len(sqlite_seqs(rec)) == p1["last"]  # nothing of phase 2 was stored
+    mon.start()
+    mon.wait_for("(session resumed)")
+    wait_until(lambda: len(sqlite_seqs(rec)) == last, what="the records the broker kept")
+    mon.stop()
+    check_exactly_once(sqlite_seqs(rec), {"gw-a": last})
