@@ -256,7 +256,10 @@ await asyncio.sleep_ms(120_000)
     assert got[0] and got[1], got
     every = {(n, q) for n in last for q in range(1, last[n] + 1)}
     assert got[0] | got[1] == every
-    assert s1["store_duplicates"] + s2["store_duplicates"] >= len(got[0] & got[1]) - 1
+    # split, not copied: mosquitto gives each message to one session of the group and
+    # keeps what it gave the SIGKILLed monitor's session for it (a broker that hands them
+    # to another member instead: the second copy is ignored, never doubled in the table)
+    assert not got[0] & got[1] and got[0] != every and got[1] != every
     print(f"\nshared: {total} records; monitor 1 got {len(got[0])} (SIGKILLed and back), "
           f"monitor 2 {len(got[1])}, both {len(got[0] & got[1])}")
 
