@@ -13,9 +13,13 @@ MPY      ?= 1
 
 all: test
 
-$(STAMP): requirements.txt
+# The pinned dependencies, then the project itself (editable, nothing more: the `heatgw`
+# console script; its build uses the pinned setuptools, not a fetched one).
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON3) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	    --no-build-isolation -e .
 	touch $@
 
 venv: $(STAMP)
@@ -34,7 +38,7 @@ test: $(STAMP) $(MPLIBS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Run one scenario of the simulated plant against the real firmware (host board) and write
-# its JSON summary. MPY=1 (default) runs precompiled modules, as a device runs frozen code;
+# its JSON summary: `heatgw scenario` (host_tools/harness.py) with the variables below. MPY=1 (default) runs precompiled modules, as a device runs frozen code;
 # MICROPYTHON / MICROPYTHON_ARGS pick the binary and its options (e.g. -X heapsize=64wK).
 # BROKER=host:port turns telemetry on (MQTT_USER, MQTT_PASSWORD_FILE: the password from that
 # file only; CA: TLS verified against it; HA_PREFIX: Home Assistant discovery); ROMFS=1 runs
@@ -42,7 +46,7 @@ test: $(STAMP) $(MPLIBS)
 # serial port: console, Ctrl-C, REPL, mpremote.
 scenario: $(STAMP) $(MPLIBS)
 	@mkdir -p $(dir $(OUT))
-	$(PY) -m host_tools.harness $(SCENARIO) --out $(OUT) $(if $(filter 1,$(MPY)),--mpy) \
+	$(PY) -m host_tools.cli scenario $(SCENARIO) --out $(OUT) $(if $(filter 1,$(MPY)),--mpy) \
 	    $(if $(BROKER),--broker $(BROKER)) $(if $(MQTT_USER),--mqtt-user $(MQTT_USER)) \
 	    $(if $(MQTT_PASSWORD_FILE),--mqtt-password-file $(MQTT_PASSWORD_FILE)) \
 	    $(if $(CA),--ca $(CA)) $(if $(HA_PREFIX),--ha-prefix $(HA_PREFIX)) \

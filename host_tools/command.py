@@ -207,7 +207,7 @@ def publish(ns, topic, payload, cid):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m host_tools.command", description=__doc__,
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--key-file", required=True, help="secrets.json or 64 hex digits")
     p.add_argument("--counter-file", required=True, help="the last counter used (text)")
