@@ -41,6 +41,10 @@ COMMANDS = {
               "write MicroPython's firmware to a board (ESP32: esptool; Pico W: UF2 drive)"),
     "command": ("host_tools.command",
                 "sign a command for a node, and publish it to its broker"),
+    "monitor": ("host_tools.monitor",
+                "show a site's nodes live; record every record (SQLite, PostgreSQL)"),
+    "report": ("host_tools.report",
+               "the commissioning report of a record: HTML with plots, JSON, PDF"),
 }
 
 

@@ -374,7 +374,6 @@ def summary_text(st):
 
 def build_parser():
     ap = argparse.ArgumentParser(
-        prog="heatgw monitor",
         description="Show every node of a site live; store every record (SQLite or "
                     "PostgreSQL).")
     ap.add_argument("broker", metavar="BROKER", help="HOST or HOST:PORT (1883; 8883 with --ca)")

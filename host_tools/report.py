@@ -333,8 +333,8 @@ def write_report(store, out_dir, factors, configs=None, summary=None, only=None,
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="heatgw report",
-                                 description="Write the commissioning report of a record.")
+    ap = argparse.ArgumentParser(
+        description="Write the commissioning report of a record.")
     ap.add_argument("record", metavar="RECORD", nargs="?",
                     help="a record: SQLite file (monitor --record) or postgresql:// URL")
     ap.add_argument("--out", metavar="DIR", help="output folder (default: <RECORD>-report)")

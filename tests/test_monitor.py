@@ -38,14 +38,14 @@ async def until(cond, ms=120_000, step_ms=100):
 
 
 class MonitorProc:
-    """`python -m host_tools.monitor ARGS --stats FILE` in a subprocess; stdout (plain
-    lines: not a terminal) in a file."""
+    """`heatgw monitor ARGS --stats FILE` (python -m host_tools.cli) in a subprocess;
+    stdout (plain lines: not a terminal) in a file."""
 
     def __init__(self, tmp_path, name, args):
         self.name = name
         self.stats_path = tmp_path / f"{name}.stats.json"
         self.out_path = tmp_path / f"{name}.out"
-        self.args = [sys.executable, "-m", "host_tools.monitor", *args,
+        self.args = [sys.executable, "-m", "host_tools.cli", "monitor", *args,
                      "--stats", str(self.stats_path)]
         self.start()
 
@@ -248,6 +248,7 @@ await asyncio.sleep_ms(120_000)
     wait_until(lambda: len(pg_rows(url)) == sum(last.values()), what="every record")
     s1, s2 = m1.stop(), m2.stop()
     check_exactly_once(pg_rows(url), last)
+    assert s1["conflicts"] == s2["conflicts"] == 0 and s1["bad"] == s2["bad"] == 0
     total = sum(last.values())
     # the split: each monitor's plain lines say which records it got (m1's from both of
     # its runs); both got some, together all, and what both got is what the broker sent
@@ -341,7 +342,7 @@ def test_live_view_draws_and_updates_in_a_pseudo_terminal(tmp_path, mosquitto_br
 
     b = mosquitto_broker
     env = dict(os.environ, TERM="xterm-256color", COLUMNS="160", LINES="60")
-    child = pexpect.spawn(sys.executable, ["-m", "host_tools.monitor",
+    child = pexpect.spawn(sys.executable, ["-m", "host_tools.cli", "monitor",
                                            f"127.0.0.1:{b.port}", "--site", "s1"],
                           cwd=str(REPO), env=env, dimensions=(60, 160), timeout=20,
                           encoding="utf-8", codec_errors="replace")
@@ -377,8 +378,8 @@ await asyncio.sleep_ms(60_000)
 
 def test_options_and_a_refused_login_are_clear_errors(tmp_path):
     def run(*args, stdin=subprocess.DEVNULL):
-        return subprocess.run([sys.executable, "-m", "host_tools.monitor", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=30, stdin=stdin)
+        return subprocess.run([sys.executable, "-m", "host_tools.cli", "monitor", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=30, stdin=stdin)
 
     r = run("127.0.0.1:1", "--share", "g")
     assert r.returncode == 2 and "--share needs --client-id" in r.stderr

@@ -33,7 +33,7 @@ PLANT_TOLERANCE_PCT = 1.0  # the node's meter against IF97 over a 20-minute run 
 
 
 def run_report(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "host_tools.report", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "host_tools.cli", "report", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=180,
                           env=dict(os.environ, **(env or {})))
 
@@ -53,7 +53,7 @@ def sim_record(tmp_path_factory):
     rec = tmp / "run.sqlite"
     with Broker(tmp / "mosquitto") as b:
         out = open(tmp / "monitor.out", "w")  # noqa: SIM115
-        mon = subprocess.Popen([sys.executable, "-m", "host_tools.monitor",
+        mon = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "monitor",
                                 f"127.0.0.1:{b.port}", "--record", str(rec)], cwd=REPO,
                                stdout=out, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
