@@ -16,6 +16,8 @@ import time
 from host_tools.records import SeqRanges
 
 # newest telemetry keys the view knows how to show; any other key is kept in the record
+PANELS_MAX = 6  # more nodes than this: one table line per node instead of a panel each
+PANEL_WIDTH = 58
 TEMPS = (("supply_c", "supply"), ("return_c", "return"), ("sink_return_c", "sink return"),
          ("it_coolant_c", "IT coolant"))
 
@@ -172,11 +174,32 @@ class Fleet:
         from rich.text import Text
 
         now = time.time()
-        panels = [self._panel(n, now) for _k, n in sorted(self.nodes.items())]
         head = Text(header, style="bold")
-        if not panels:
+        if not self.nodes:
             return Group(head, Text("waiting for the first message ...", style="dim"))
-        return Group(head, Columns(panels, equal=True))
+        nodes = [n for _k, n in sorted(self.nodes.items())]
+        if len(nodes) > PANELS_MAX:  # a fleet: one line per node
+            return Group(head, self._fleet_table(nodes, now))
+        return Group(head, Columns([self._panel(n, now) for n in nodes]))
+
+    def _fleet_table(self, nodes, now):
+        from rich.table import Table
+
+        t = Table(expand=False, pad_edge=False, header_style="bold")
+        for col in ("node", "status", "relay", "supply °C", "return °C", "ΔT K", "flow m³/h",
+                    "power kW", "energy kWh", "alarms", "seen", "seq", "gaps"):
+            t.add_column(col, no_wrap=True)
+        for n in nodes:
+            d = n.telemetry or {}
+            relay = (f"{'[green]reuse' if d.get('state') == 'reuse' else '[yellow]bypass'}"
+                     f"[/] ({d.get('reason')})") if d else "—"
+            t.add_row(n.name, n.status or "?", relay,
+                      _num(d, "supply_c", 2), _num(d, "return_c", 2), _num(d, "dt_k", 2),
+                      _num(d, "flow_m3h", 3), _num(d, "power_w", 2, 1e-3),
+                      _num(d, "energy_wh", 3, 1e-3), str(len(n.alarms)),
+                      _ago(n.last_seen, now), f"{n.seqs.first()}..{n.seqs.last()}",
+                      str(n.seqs.missing_count()))
+        return t
 
     def _panel(self, n, now):
         from rich.panel import Panel
@@ -185,7 +208,7 @@ class Fleet:
         d = n.telemetry or {}
         t = Table.grid(padding=(0, 1))
         t.add_column(style="cyan", no_wrap=True)
-        t.add_column(no_wrap=True)
+        t.add_column(overflow="fold")
         online = n.status or "?"
         t.add_row("status", f"[{'green' if online == 'online' else 'red'}]{online}[/] · "
                             f"seen {_ago(n.last_seen, now)}")
@@ -225,4 +248,4 @@ class Fleet:
         t.add_row("seq", f"{n.seqs.first()}..{n.seqs.last()} · {n.records} records · "
                          f"dup {n.duplicates}")
         t.add_row("gaps", gaps)
-        return Panel(t, title=f"[bold]{n.name}[/]", title_align="left")
+        return Panel(t, title=f"[bold]{n.name}[/]", title_align="left", width=PANEL_WIDTH)

@@ -438,3 +438,41 @@ await asyncio.sleep_ms(60_000)
     wait_until(lambda: len(sqlite_seqs(rec)) == last, what="the records the broker kept")
     mon.stop()
     check_exactly_once(sqlite_seqs(rec), {"gw-a": last})
+
+
+def test_a_fleet_is_one_line_per_node_and_the_view_names_what_it_shows():
+    """More nodes than panels fit: one table line per node. Fed telemetry payloads that
+    pass the node's JSON Schema (what a node publishes), rendered by rich as a terminal
+    would show it."""
+    from rich.console import Console
+
+    from host_tools.liveview import PANELS_MAX, Fleet
+    from host_tools.records import classify
+
+    fleet = Fleet()
+    names = [f"gw-{i:02d}" for i in range(PANELS_MAX + 2)]
+    for i, name in enumerate(names):
+        doc = {"v": 1, "seq": 7, "boot": 1, "up_ms": 60_000, "supply_c": 45.0 + i,
+               "supply_why": None, "return_c": 35.0, "return_why": None,
+               "sink_return_c": 33.9, "sink_return_why": None, "it_coolant_c": None,
+               "it_coolant_why": "open", "dt_k": 10.0 + i, "dt_why": None, "flow_m3h": 5.5,
+               "flow_why": None, "power_w": 64000, "power_why": None, "energy_wh": 1234.567,
+               "volume_l": 98.765, "time_s": 60.0, "error_s": 0.0, "low_dt_s": 0.0,
+               "state": "reuse" if i % 2 else "bypass", "relay_reuse": bool(i % 2),
+               "reason": "recovered" if i % 2 else "sink_unavailable", "active": [],
+               "latched": [], "heap_free": 41232}
+        topic = f"heatgw/s1/{name}/telemetry"
+        payload = json.dumps(doc).encode()
+        validate(topic, payload)
+        lines = fleet.feed(classify(topic, payload), time.time())
+        assert lines[0].endswith(f"s1/{name} #7 {doc['state']}({doc['reason']}) "
+                                 f"supply={45.0 + i:.2f} return=35.00 dT={10.0 + i:.2f} "
+                                 "flow=5.500 P_kW=64.00 E_kWh=1.235 gaps=0"), lines
+    con = Console(width=200, record=True, color_system=None)
+    con.print(fleet.render("header"))
+    text = con.export_text()
+    rows = [ln for ln in text.splitlines() if "s1/gw-" in ln]
+    assert len(rows) == len(names) and "╭─" not in text  # a table, no panels
+    assert all(f"s1/{n}" in r for n, r in zip(names, rows, strict=True))
+    assert "reuse (recovered)" in rows[1] and "bypass (sink_unavailable)" in rows[0]
+    assert "46.00" in rows[1] and "1.235" in rows[1]
