@@ -292,9 +292,20 @@ class Monitor:
         try:
             while not self.stop.is_set():
                 try:
-                    msg = self.q.get(timeout=0.05)
+                    msg = self.q.get_nowait()
                 except queue.Empty:
-                    msg = None
+                    # nothing waiting: commit and acknowledge what came at once (the
+                    # broker sends no more than its in-flight window, e.g. mosquitto's
+                    # 20, before it has our acknowledgements), then wait
+                    if acks:
+                        if self.stores:
+                            self._flush(client, acks)
+                        acks.clear()
+                        batch_t = None
+                    try:
+                        msg = self.q.get(timeout=0.05)
+                    except queue.Empty:
+                        msg = None
                 while not self.notes.empty():
                     note = self.notes.get()
                     if not live:
