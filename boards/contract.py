@@ -90,10 +90,19 @@ console_in()      non-blocking input from the REPL's serial port, for a console 
                   typed still raises KeyboardInterrupt and stops the application in
                   order. Real boards: sys.stdin with select.poll (lib/consolein); the
                   host board: its pty (None when it was started without one). Poll it
-                  from a task (e.g. every 20-50 ms): reading never waits.
-technician(gw)    the host board's stand-in for the console in calibration scenarios: a
-                  task's coroutine function (heatgw.start adds it as "technician") or None;
-                  boards/host/technician.py. Goes when the console lands.
+                  from a task (e.g. every 20-50 ms): reading never waits. The console
+                  (heatgw.console) sets its `live` attribute, where it has one, while a
+                  person waits for an answer: the host board's virtual time then follows
+                  real time.
+reset_cause()     why the node started: "power_on", "soft", "hard", "watchdog" (or
+                  "deepsleep"), for the boot-loop check (heatgw.bootloop: watchdog and
+                  hard resets count). Without it, machine.reset_cause() mapped the same
+                  way (the real boards: ESP32 panics and machine.reset() are HARD_RESET,
+                  RP2040's machine.reset() is a WDT_RESET; the node marks its own resets
+                  as planned). The host board: from the harness's boot line.
+reset()           a hard reset asked by the firmware (the console's reboot); without it,
+                  machine.reset(). The host board: the process ends for its runner to
+                  restart it (boards/host/linkproto.py EXIT_HARD_RESET).
 
 Real boards (GPIO numbers) also have
 ------------------------------------
@@ -130,7 +139,7 @@ EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_c
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
             "NET_PINS", "awaits_replies", "hold_watchdog", "console_in", "io_sent",
-            "RS485_PORTS", "RS485_PINS", "rs485")
+            "RS485_PORTS", "RS485_PINS", "rs485", "reset_cause", "reset")
 NET_KINDS = ("wlan", "lan", "host")
 REAL_BOARD_CONSTANTS = ("ARCH", "RTD_CS_PINS", "FLOW_PULSE_PIN", "SAFE_BOOT_PIN",
                         "DEAD_MAN_PIN")

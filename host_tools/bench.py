@@ -23,13 +23,16 @@ spent inside one Modbus call (on the host board a blocking call costs no virtual
 this is what a target would feel; measured, not a limit). Then the host board's serial port
 (serial_bench()): a node on the bench (host_tools/benchnode.py) at its REPL: the longest
 real time of one `board.console_in().readinto()` over 2000 reads with nothing waiting and
-200 with 32 bytes waiting, and the real mpremote copying a 32 KB file onto it (KB/s). The
-host board's pulse input (pulse_bench()): emulated edges per second of real time. Last
-line:
+200 with 32 bytes waiting, and the real mpremote copying a 32 KB file onto it (KB/s); and
+the console (console_bench()): a bench node running its application, 300 lines of the
+console's fuzz corpus typed at its port, the longest real time of one step of the console
+task's read + line assembly (what its `status` reports). The host board's pulse input
+(pulse_bench()): emulated edges per second of real time. Last line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
     wire_bytes_per_record=<n> net_worst_real_ms=<x> modbus_worst_call_us=<n>
-    console_read_worst_us=<n> mpremote_cp_kb_s=<x> pulse_edges_per_s=<x>
+    console_read_worst_us=<n> console_step_worst_us=<n> mpremote_cp_kb_s=<x>
+    pulse_edges_per_s=<x>
     (one line; drain, wire and net "skipped" without mosquitto)
 """
 
@@ -528,6 +531,56 @@ def serial_bench(kb=32):
             "cp_s": cp_s, "worst_us": worst}
 
 
+def console_bench(lines=300):
+    """The console task's read + line assembly step (heatgw.console next_line: the port's
+    readinto, echo, the refusals) in real time, on a node on the bench running its
+    application: the longest of every step while `lines` lines of the fuzz corpus
+    (tests/console_fuzz.py, `watch` left out) are typed at the port, paced like a fast
+    typist's paste, as the node's `status` reports it. The commands themselves run outside
+    this step (heatgw.con_table, loaded per line)."""
+    import re
+    import time
+
+    from host_tools.benchnode import BenchNode
+    from tests.console_fuzz import corpus
+
+    data, n = corpus(11, lines=lines, skip=(b"watch", b"reboot", b"factory-reset"))
+    cfg = json.loads((REPO / "scenarios" / "default_config.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        node = BenchNode(Path(tmp) / "node", config=cfg)
+        try:
+            log = node.console_path
+            give_up = time.monotonic() + 60
+            while b"heatgw> " not in log.read_bytes() and time.monotonic() < give_up:
+                time.sleep(0.1)
+            for i in range(0, len(data), 64):
+                node.port.write(data[i:i + 64])
+                time.sleep(0.01)
+            found = None
+            give_up = time.monotonic() + 120
+            while found is None and time.monotonic() < give_up:
+                node.port.write(b"\rstatus\r")
+                time.sleep(1)
+                found = re.findall(rb"console  (\d+) lines, (\d+) refused or failed; longest "
+                                   rb"read\+assembly (\d+) us", log.read_bytes())
+                found = found[-1] if found else None
+        finally:
+            node.close()
+    if found is None:
+        return {"failed": True, "lines": n}
+    return {"lines_typed": n, "bytes": len(data), "lines": int(found[0]),
+            "refused": int(found[1]), "worst_us": int(found[2])}
+
+
+def print_console_bench(r):
+    if r.get("failed"):
+        print("console (host board): FAILED: no status answer")
+        return
+    print(f"console (host board, application running): {r['lines_typed']} fuzz lines "
+          f"({r['bytes']} B) typed, {r['lines']} read at the prompt, {r['refused']} refused; "
+          f"longest read + assembly step {r['worst_us']} us real")
+
+
 def print_serial_bench(r):
     w = r["worst_us"] or ["?", "?"]
     print(f"serial port (host board): console_in().readinto() longest {w[0]} us real with "
@@ -698,13 +751,17 @@ def main(argv=None):
     mbw = "skipped" if "skipped" in mb else max(mb[k]["worst_us"] for k in ("tcp", "rtu"))
     sb = serial_bench()
     print_serial_bench(sb)
+    cb = console_bench()
+    print_console_bench(cb)
     print_monitor_bench(monitor_bench())
     read_us = max(sb["worst_us"]) if sb["worst_us"] else "failed"
+    con_us = "failed" if cb.get("failed") else cb["worst_us"]
     cp_kb_s = f"{sb['bytes'] / 1024 / sb['cp_s']:.1f}" if sb["cp_ok"] else "failed"
     print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']} "
           f"drain_records_per_s={rate} wire_bytes_per_record={wire} "
           f"net_worst_real_ms={net} modbus_worst_call_us={mbw} "
-          f"console_read_worst_us={read_us} mpremote_cp_kb_s={cp_kb_s} "
+          f"console_read_worst_us={read_us} console_step_worst_us={con_us} "
+          f"mpremote_cp_kb_s={cp_kb_s} "
           f"pulse_edges_per_s={pulses['counter']['edges_per_s']:.0f}")
     return 0 if r["same"] and r["locked"] else 1
 

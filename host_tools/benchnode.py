@@ -126,7 +126,7 @@ class BenchNode:
                 extra = {"HEATGW_RESET": "soft", "HEATGW_REPL": "raw"}
                 cause = "soft_reset_raw"
             elif rc == lp.EXIT_HARD_RESET:
-                extra, cause = {}, "hard_reset"
+                extra, cause = {"HEATGW_RESET": "hard"}, "hard_reset"
             else:
                 self.ended = rc
                 return

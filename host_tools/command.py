@@ -4,6 +4,7 @@
     python -m host_tools.command ... --site plant --broker 127.0.0.1:1883 reset
     python -m host_tools.command ... resend 120 180
     python -m host_tools.command ... rotate_key --new-key-file K2
+    python -m host_tools.command ... config_set control.sink_return_max_c 42.5
 
 Prints the signed payload (BODY.MAC, see firmware/heatgw/command.py), or with --broker
 publishes it with QoS 1 and, unless --ack-timeout 0, waits for the node's answer on
@@ -123,6 +124,15 @@ def _args(ns):
         if not 0 <= ns.from_seq <= ns.to_seq <= (1 << 30) - 1:
             raise CommandError("resend: need 0 <= FROM <= TO <= 2**30-1")
         return {"from_seq": ns.from_seq, "to_seq": ns.to_seq}
+    if c == "config_set":
+        try:
+            value = json.loads(ns.value)
+        except ValueError:
+            raise CommandError(f"config_set: VALUE must be a number, got {ns.value!r}") \
+                from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CommandError(f"config_set: VALUE must be a number, got {ns.value!r}")
+        return {"key": ns.key, "value": value}
     return None
 
 
@@ -229,6 +239,10 @@ def parser():
     r = sub.add_parser("resend")
     r.add_argument("from_seq", type=int)
     r.add_argument("to_seq", type=int)
+    cs = sub.add_parser("config_set", help="one configuration key (thresholds, intervals: "
+                        "the node's command.CONFIG_KEYS); saved for the node's next boot")
+    cs.add_argument("key", help="e.g. control.sink_return_max_c")
+    cs.add_argument("value", help="a number, e.g. 42.5")
     k = sub.add_parser("rotate_key")
     k.add_argument("--new-key-file", required=True,
                    help="the new key (made and written here if the file does not exist)")

@@ -59,11 +59,12 @@ from host_tools import mpinfo
 from host_tools.deadman import DeadMan
 from host_tools.nodeproc import REAL_TIMEOUT_S, Node, NodeFailed, NodeGone, console_tail
 from host_tools.oracle import Oracle
-from host_tools.paths import REPO, micropypath, micropython_cmd
+from host_tools.paths import FIRMWARE, REPO, micropypath, micropython_cmd
 from host_tools.plant import Plant, PlantParams
 from host_tools.scenario import Profile, load_scenario, node_config
 from host_tools.serialport import SerialPort
 from host_tools.summary import summary
+from host_tools.trueheat import true_heat_series
 from host_tools.uplink import CA_NAME, NODE_DATA_DIR, Uplink, UplinkError
 from host_tools.world import EVENTS as WORLD_EVENTS
 from host_tools.world import World
@@ -104,6 +105,15 @@ def split_heapsize(cmd):
     return out, heap
 
 
+def _seal(data):
+    """The configuration sealed as the node and provisioning write it (heatgw.seal)."""
+    if str(FIRMWARE) not in sys.path:
+        sys.path.insert(0, str(FIRMWARE))
+    from heatgw.seal import seal
+
+    return seal(data)
+
+
 # The installer's deploy, on the node's own interpreter and file system (stdin: a JSON doc).
 _PROVISION = """
 import binascii, board, json, sys
@@ -112,8 +122,8 @@ d = board.data_dir()
 if d != p["data_dir"]:
     raise SystemExit("the node's data directory is %s, not %s" % (d, p["data_dir"]))
 if p["config"] is not None:
-    with open(d + "/config.json", "w") as f:
-        f.write(p["config"])
+    with open(d + "/config.json", "wb") as f:
+        f.write(binascii.unhexlify(p["config"]))
 if p["ca"]:
     with open(d + "/" + p["ca_name"], "wb") as f:
         f.write(binascii.unhexlify(p["ca"]))
@@ -183,19 +193,32 @@ class Harness:
                 extra.append(host_mpy_dir())
             self.micropypath = micropypath("host", extra)
         self.node_cmd, self.node_env = self._node_cmd(heapsize)
-        if any(ev.get("do") == "technician" for ev in scenario.get("events", ())):
-            self.node_env["HEATGW_TECHNICIAN"] = "1"  # the console's stand-in task
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = node_config(scenario)
         if uplink is not None:
             self.cfg["mqtt"] = uplink.config_section(self.cfg.get("mqtt"))
+        # the compute load's electricity meter, a pymodbus SDM630 whose registers follow
+        # the plant's IT load, and a heat meter that reads its true heat (host_tools/
+        # plantmeters.py; scenario keys compute_meter, heat_meter)
+        self.compute_meter = None
+        self.recovery_log = []  # the node's `recovery` records (heatgw.recovery: hours)
+        cm = scenario.get("compute_meter")
+        if cm:
+            from host_tools.plantmeters import PlantMeters
+
+            self.compute_meter = PlantMeters(cm, heat=scenario.get("heat_meter"))
+            self.cfg = self.compute_meter.node_config(
+                self.cfg, cm.get("meter", "compute"), cm.get("period_s", 5))
         self.ctl = self.cfg["control"]
         self.tick_ms = self.ctl["tick_ms"]
         self.step_ms = int(scenario.get("step_s", DEFAULT_STEP_S) * 1000)
         self.end_vt = int(scenario["duration_s"] * 1000)
         self.params = PlantParams(**scenario.get("plant", {}))
         self.plant = Plant(self.params, **scenario.get("initial", {}))
+        if self.compute_meter is not None:  # what it serves for [0, step)
+            self.compute_meter.stepped(0.0, self.plant.load_kw * 1000.0,
+                                       self.plant.load_j_total)
         self.load = Profile(scenario.get("load_kw", 100.0), scenario.get("repeat_s"))
         self.demand = Profile(scenario.get("demand_kw", 100.0), scenario.get("repeat_s"))
         self.events = sorted(scenario.get("events", []), key=lambda e: e["t_s"])
@@ -213,7 +236,8 @@ class Harness:
         self.dead_man = DeadMan()  # the monostable that enables the relay drivers
         self.pin_log = []  # [t_s, relay, level]: every relay pin level the node drove
         self.hangs = []  # t_s at which each injected hang was sent
-        self.technician = []  # the node's `technician` records: each step's result
+        self.technician = []  # {t_s, typed}: the calibration steps typed at the console
+        self.console_typed = []  # {t_s, typed}: the `console` events' lines
         # results
         self.transitions = []
         self.node_events = []
@@ -247,6 +271,9 @@ class Harness:
         self._off_until = 0  # powered off until then, to boot with _off_cause
         self._off_cause = None
         self.serial = None
+        if not serial and any(ev.get("do") in ("technician", "console")
+                              for ev in self.events):
+            serial = "auto"  # someone types at the console: a port to type at
         if serial:
             self.serial = SerialPort(link=None if serial == "auto" else serial,
                                      trace=serial_trace)
@@ -314,6 +341,11 @@ class Harness:
                         cooler_inhibit_relay=self.coils["cooler_inhibit"],
                         building_pump_on=w.pump_on, valve_stuck=w.valve_stuck)
         w.plant_stepped()
+        cm = self.compute_meter
+        if cm is not None:  # the load over the next step, energy so far; the step's heat
+            cm.stepped(self.vt / 1000.0, self.plant.load_kw * 1000.0, self.plant.load_j_total)
+            if cm.heat is not None:
+                cm.heat_stepped(float(true_heat_series(self.plant.log[-1:])[0]))
         self._next_step_vt += self.step_ms
         self._mark_dirty()
 
@@ -361,8 +393,14 @@ class Harness:
             self._set_condition("task_crash", True)
         elif do == "flash_error":  # the next `ops` flash programs/erases fail (0: none)
             self._pending_node_lines.append(lc.flash_error(int(ev["ops"])))
-        elif do == "technician":  # a calibration step at the console (stand-in)
-            self._pending_node_lines.append(lc.technician(self._technician_args(ev)))
+        elif do == "console":  # a line typed at the console (a technician's command)
+            line = ev["line"] + "\r"
+            self.console_typed.append({"t_s": self.vt / 1000.0, "typed": line})
+            self.serial.type_now(line.encode())
+        elif do == "technician":  # a calibration step typed at the console
+            line = self._technician_line(ev)
+            self.technician.append({"t_s": self.vt / 1000.0, "typed": line})
+            self.serial.type_now(line.encode())
         elif do == "trip_reset":
             self.world.inputs["trip_reset"] = True
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
@@ -371,23 +409,27 @@ class Harness:
         else:
             raise ValueError(f"unknown scenario event {do!r}")
 
-    def _technician_args(self, ev):
-        """The `T` line's fields for a `technician` event (boards/host/technician.py).
-        `ref_c: "bath"` is what the reference thermometer in the sensors' bath reads."""
+    def _technician_line(self, ev):
+        """What the technician types at the console for a `technician` event (the console's
+        `calibrate`, heatgw/con_calibrate.py), with `yes` where the step asks to confirm.
+        `ref: "bath"` is what the reference thermometer in the sensors' bath reads."""
         call = ev["call"]
         if call == "begin":
-            return ["begin", ev["method"], int(ev.get("n", 30)), ",".join(ev["sensors"])]
+            names = " ".join(ev["sensors"])
+            return f"calibrate begin {ev['method']} {names} n={int(ev.get('n', 30))}\ryes\r"
         if call == "measure":
             ref = ev.get("ref")
             if ref == "bath":
                 ref = self.world.bath_c() + float(self.sc.get("reference_error_k", 0.0))
-            return ["measure", "-" if ref is None else repr(float(ref))]
+            return "calibrate measure" + ("" if ref is None else f" {float(ref)!r}") + "\r"
         if call == "clear":
-            return ["clear", ev["sensor"]]
-        if call == "release" and ev.get("sensors"):
-            return [call, ",".join(ev["sensors"])]
-        if call in ("finish", "abort", "status", "release"):
-            return [call]
+            return f"calibrate clear {ev['sensor']}\ryes\r"
+        if call == "finish":
+            return "calibrate finish\ryes\r"
+        if call == "release":
+            return "calibrate release " + " ".join(ev.get("sensors") or ()) + "\r"
+        if call in ("abort", "status"):
+            return f"calibrate {call}\r"
         raise ValueError(f"technician: unknown call {call!r}")
 
     # -- relays: pins -> coils ---------------------------------------------------------
@@ -513,7 +555,7 @@ class Harness:
             rec["harness_t_s"] = t_s
             self.node_events.append(rec)
             kind = rec.get("kind")
-            if kind == "boot":
+            if kind in ("boot", "safe_mode"):  # the application, or safe mode instead
                 self.node.app_booted = True
             tr = self._pending_reason
             if tr is not None and kind == "state":
@@ -553,8 +595,6 @@ class Harness:
                 cut["restored_is"] = ("queue" if rec.get("from") == "queue" else
                                       "last_saved" if got == cut["last_saved"] else
                                       "inflight" if got == cut["inflight"] else "other")
-        elif kind == "technician":
-            self.technician.append({"t_s": t_s, **rec})
         elif kind == "flash":
             self.flash = rec
         elif kind == "host_board":  # boards/host/node.py: its own modules' heap, per boot
@@ -575,6 +615,8 @@ class Harness:
             self.mqtt_by_boot[len(self.boots)] = rec
         elif kind == "modbus":  # heatgw.modbus: this boot's meters and counters so far
             self.modbus_by_boot[len(self.boots)] = rec
+        elif kind == "recovery":  # heatgw.recovery: an hour's ratio, with its span
+            self.recovery_log.append({"t_s": t_s, "boot": len(self.boots), **rec})
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -583,8 +625,9 @@ class Harness:
 
     def _provision(self):
         """Write config.json (and with a broker secrets.json and the CA) into the node's
-        flash, as an installer's deploy would. Scenario keys: `config_text` writes that
-        text verbatim (a broken file), `"config_file": null` writes none,
+        flash, as an installer's deploy would: the configuration sealed, as
+        host_tools.provision writes it. Scenario keys: `config_text` writes that text
+        verbatim, unsealed (a broken or hand-edited file), `"config_file": null` writes none,
         `calibration_file` (an object) is written as calibration.json. What is written
         goes to the provisioning process on its stdin (a password never on a command
         line); secrets.json through the firmware's own heatgw.secrets.save (validated)."""
@@ -593,7 +636,11 @@ class Harness:
             text = None
         up = self.uplink
         der = up.ca_der() if up is not None else None
-        doc = {"config": text, "data_dir": NODE_DATA_DIR,
+        data = None if text is None else text.encode()
+        if data is not None and "config_text" not in self.sc:
+            data = _seal(data)  # as host_tools.provision writes it
+        doc = {"config": None if data is None else binascii.hexlify(data).decode(),
+               "data_dir": NODE_DATA_DIR,
                "secrets": up.secrets() if up is not None else {},
                "ca": None if der is None else binascii.hexlify(der).decode(),
                "ca_name": CA_NAME,
@@ -625,7 +672,7 @@ class Harness:
             raise NodeFailed(f"node said {line!r} instead of hello")
         tick0 = (1 << 30) - TICK0_BEFORE_WRAP_MS
         self._horizon = self._horizon_now()
-        lines = [lc.boot(self.vt, tick0, self.sc.get("safe_boot")),
+        lines = [lc.boot(self.vt, tick0, self.sc.get("safe_boot"), cause),
                  lc.advance(self.vt, self._horizon, self.utc0 + self.vt // 1000)]
         lines += self.world.service_lines(self.vt, self._horizon)
         self.node.send("".join(lines) + lc.END)
@@ -734,6 +781,8 @@ class Harness:
             if self.node is not None:
                 self.node.kill()
             self.listener.close()
+            if self.compute_meter is not None:
+                self.compute_meter.stop()
             if self.serial is not None:
                 self.serial.close()
             self.console.close()
@@ -772,7 +821,9 @@ class Harness:
         horizon or the deadline, act on what falls due, then send the next step."""
         node = self.node
         if self._stop_requested:
-            self.end_vt = min(self.end_vt, self.vt)
+            # the node may have moved its own time up to the horizon it was given (it
+            # asks only beyond it): end there, never behind the node
+            self.end_vt = min(self.end_vt, max(self.vt, self._horizon))
         target = self._horizon_now()
         if deadline is not None:
             target = max(min(target, deadline), self.vt)

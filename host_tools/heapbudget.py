@@ -49,9 +49,15 @@ FUTURE_MODULES = ("umqtt.simple", "umodbus.const", "umodbus.functions")
 NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped after boot",
                 "heatgw.config_schema": "dropped after boot",
                 "heatgw.migrate": "dropped after boot",
+                "heatgw.strictjson": "dropped after boot", "heatgw.seal": "dropped after boot",
+                "heatgw.cfgedit": "console config / MQTT config_set only",
+                "heatgw.cfgfile": "dropped after boot; config save",
+                "heatgw.config_parts": "console config / MQTT config_set only",
+                "heatgw.con_config": "console config only",
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
-                "heatgw.selftest": "REPL only",
+                "heatgw.selftest": "REPL and the console's selftest",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
+                "heatgw.recschema": "dropped after boot",
                 "umodbus.functions": "not used", "sdm": "dropped after boot",
                 "umodbus.const": "dropped after boot (its CRC table copied)",
                 "heatgw.calibration": "boot (with a calibration file) and console, dropped",
@@ -62,7 +68,13 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "wdthold": "after the stop only",
                 "consolein": "when a console task asks",
                 # the flow counters a board picks: the host board runs pcntcounter
-                "piocounter": "RP2040 boards' counter", "pulsecounter": "ESP32 + long debounce"}
+                "piocounter": "RP2040 boards' counter", "pulsecounter": "ESP32 + long debounce",
+                "heatgw.con_table": "console: while a typed line runs, then dropped",
+                "heatgw.bootloop": "boot, then dropped (kept while a crash history is timed)",
+                "heatgw.safemode": "safe mode only"}
+# the console's command modules: each only while its line runs (heatgw.con_table)
+NOT_RESIDENT.update({m: "console: while its command runs" for m in FIRMWARE_MODULES
+                     if m.startswith("heatgw.con_") and m not in NOT_RESIDENT})
 
 _MEASURE = """
 import gc, sys, json

@@ -32,8 +32,16 @@ def _line(code, *fields):
 
 # -- harness -> node -------------------------------------------------------------------
 
-def boot(vt0, tick0, safe_boot):
-    return _line(proto.BOOT, vt0, tick0, 1 if safe_boot else 0)
+# the harness's boot causes as the node's reset_cause() (heatgw.bootloop)
+RESET_CAUSES = {"power_on": "power_on", "power_cut": "power_on", "watchdog": "watchdog",
+                "hard_reset": "hard", "soft_reset": "soft"}
+
+
+def boot(vt0, tick0, safe_boot, cause=None):
+    """The boot step's line: time base, the safe-boot pin, the reset cause (the
+    harness's: power_on, power_cut, watchdog, hard_reset, soft_reset)."""
+    return _line(proto.BOOT, vt0, tick0, 1 if safe_boot else 0,
+                 RESET_CAUSES.get(cause, "power_on"))
 
 
 def advance(vt, horizon, utc_s=None):
@@ -54,11 +62,6 @@ def rtd_fault(name, fault):
 def chip(name, r_ref_ohm_text, noise_lsb):
     """The converter chip `name`: its fitted reference resistor and conversion noise."""
     return _line(proto.CHIP, name, r_ref_ohm_text, noise_lsb)
-
-
-def technician(args):
-    """A technician's calibration step (boards/host/technician.py): call and arguments."""
-    return _line(proto.TECHNICIAN, *args)
 
 
 def input_level(name, level):

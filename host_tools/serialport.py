@@ -115,6 +115,25 @@ class SerialPort:
             self._to_node += data
         os.write(self._wake_w, b"w")
 
+    def type_now(self, data):
+        """Bytes to the node as if typed, in its input before this returns (the harness:
+        its technician's lines reach the node at a known virtual time, deterministically).
+        Behind anything the bridge still holds for the node, in order."""
+        with self._lock:
+            if self._to_node:
+                self._to_node += data
+                os.write(self._wake_w, b"w")
+                return
+            view = memoryview(data)
+            while view:
+                try:
+                    n = os.write(self._mb, view)
+                except BlockingIOError:
+                    self._to_node += view
+                    os.write(self._wake_w, b"w")
+                    return
+                view = view[n:]
+
     def _from_user(self, data):
         out = bytearray()
         now = time.monotonic()

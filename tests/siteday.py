@@ -22,19 +22,25 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
   and a paho upstream (tests/brokers.Subscriber) with a PERSISTENT session on `heatgw/#`
   and `homeassistant/#`, subscribed before the node boots, collecting every message;
 - `ha_discovery`: Home Assistant discovery on (`mqtt.ha_discovery_prefix`);
-- `modbus`: the compute load's Eastron SDM630, a pymodbus server on Modbus TCP serving a
-  known power and energy, polled every 10 s (tests/test_modbus.py checks it);
+- `modbus`: the compute load's Eastron SDM630, a pymodbus server on Modbus TCP whose power
+  and import energy follow the plant's IT load (the harness's `compute_meter`,
+  host_tools/plantmeters.py), polled every 10 s (tests/test_modbus.py checks it); it is the
+  node's compute source: the heat recovery ratio (`recovery`, tests/test_recovery.py
+  checks it against the plant's truth);
 - `romfs_code`: the node's code from a ROMFS image (`--romfs`), in the heap budget
   `mpinfo.heapsize(160)`, to which the harness adds what a board does not hold in its heap:
   the image and the host board's own modules (README, "Heap accounting on the host board");
 - `calibration`: the supply/return converters' reference resistors 0.1 % off (opposite
   signs: 6 % of heat uncorrected) and a calibration.json on the node's flash that corrects
   them (an earlier channel calibration): the day's metering is right only if the node
-  applies it at boot; its state carries it (tests/test_calibration.py).
+  applies it at boot; its state carries it (tests/test_calibration.py);
 - `pulse_flow`: the flow meter's pulse input with a debounce (`flow.min_pulse_ms`) and the
   stuck-input check on, counted by the host board's hardware counter while its flash
   operations mask interrupts; `day.extra["pulse_flow"]`: the pulses served, the node's
-  pin figures (edges, interrupts, edges collapsed by masking).
+  pin figures (edges, interrupts, edges collapsed by masking);
+- `console`: the node has a serial port (`serial="auto"`) and runs its console all day; a
+  technician types a few commands during the day (harness `console` events, CONSOLE_LINES;
+  tests/test_console.py checks the answers).
 
 Environment, for development only (the defaults are the budget and the real day):
 HEATGW_DAY_HEAP_KB=400 runs the node in `-X heapsize=400K` (plus the image) instead of the
@@ -46,7 +52,8 @@ Adding a feature (the field-I/O and console issues): write a function `feature(s
 append it to FEATURES. Before the run it may
 - merge configuration into the node's: `setup.config["modbus"] = {...}` (deep-merged
   into the scenario's `config`, so it is validated by the node like any config.json);
-- set other scenario keys: `setup.scenario["sensor_model"] = {...}` (README, "Scenarios");
+- set other scenario keys: `setup.scenario["sensor_model"] = {...}` (README, "Scenarios"),
+  and add scenario events: `setup.events.append({"t_s": .., "do": ..})`;
 - start its peers (a Modbus server, a pty) and register `setup.cleanups.append(stop)`;
 - pass harness options: `setup.harness_kw["uplink"] = ...` (host_tools.harness.Harness);
 - register `setup.collectors.append(fn)`: `fn(day)` runs after the run, while the peers
@@ -93,6 +100,7 @@ class Setup:
         self.harness_kw = {}  # run_scenario keyword arguments
         self.cleanups = []  # after everything, last first
         self.collectors = []  # fn(day), after the run, peers still up
+        self.events = []  # scenario events, added to the scenario's own
 
 
 class Day:
@@ -154,32 +162,26 @@ def ha_discovery(setup):
 
 
 # The modbus feature: the compute load's SDM630 (pymodbus, Modbus TCP) and what it serves
-SDM630_POWER_W = 41250.5  # float32-exact: read back to the last bit (7 digits)
-SDM630_ENERGY_KWH = 12345.75  # 7 digits: a single-precision build prints it exactly
+SDM630_ENERGY_KWH = 12345.75  # its import energy at t = 0; it grows with the IT load
 MODBUS_PERIOD_S = 10
 
 
 def modbus(setup):
-    """An Eastron SDM630 (a pymodbus server on Modbus TCP) metering the compute load at a
-    known power; the node polls it every 10 s all day (role compute, the built-in map).
-    Collected: the summary's `modbus` record and the reads the server answered."""
-    from tests.modbus_peers import PymodbusTCP, sdm630  # pymodbus: only when the day runs
-
-    served = [0]
-
-    async def count(fc, start, address, count, registers, values):
-        served[0] += 1
-        return None
-
-    srv = PymodbusTCP([sdm630(1, SDM630_POWER_W, SDM630_ENERGY_KWH, action=count)])
-    setup.cleanups.append(srv.stop)
-    setup.config = deep_merge(setup.config, {"modbus": {
-        "buses": {"lan": {"type": "tcp", "host": "127.0.0.1", "port": srv.port}},
-        "meters": {"compute": {"bus": "lan", "slave": 1, "model": "sdm630",
-                               "role": "compute", "period_s": MODBUS_PERIOD_S}}}})
+    """An Eastron SDM630 (a pymodbus server on Modbus TCP) metering the compute load: its
+    power and import energy follow the plant's IT load in node time (the harness's
+    `compute_meter`, host_tools/plantmeters.py, which owns the server and adds the meter
+    to the node's modbus section: bus `plant`, meter `compute`, role compute, the built-in
+    map); the node polls it every 10 s all day and takes it as its compute source (the
+    heat recovery ratio, `recovery.compute`). Collected: the summary's `modbus` record, the
+    reads the server answered and the values it served last."""
+    setup.scenario["compute_meter"] = {"model": "sdm630", "slave": 1,
+                                       "energy_kwh": SDM630_ENERGY_KWH,
+                                       "period_s": MODBUS_PERIOD_S}
 
     def collect(day):
-        day.extra["modbus"] = {"record": day.summary.get("modbus"), "served": served[0]}
+        cm = day.harness.compute_meter
+        day.extra["modbus"] = {"record": day.summary.get("modbus"), "served": cm.reads,
+                               "last_served": dict(cm.served)}
 
     setup.collectors.append(collect)
 
@@ -221,7 +223,30 @@ def pulse_flow(setup):
     setup.collectors.append(collect)
 
 
-FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow]
+# The console feature: what a technician types at the node's serial port during the day
+# (harness `console` events: each line at its time; `maintenance on` is answered `no`).
+CONSOLE_LINES = [(600, "status"), (800, "sensors"), (1000, "relay 5"), (1200, "alarms"),
+                 (1400, "mqtt"), (1600, "net"), (1800, "log 3"), (2000, "calibrate"),
+                 (2200, "help ack"), (2400, "frobnicate"), (2600, "maintenance on\rno"),
+                 (2800, "safemode"), (3000, "status")]
+
+
+def console(setup):
+    """The technician's console (heatgw.console) on the node's serial port all day, and
+    a few commands typed (CONSOLE_LINES). Collected: the console log's text from the first
+    typed line on (day.extra["console"])."""
+    setup.harness_kw["serial"] = "auto"
+    for t_s, line in CONSOLE_LINES:
+        setup.events.append({"t_s": t_s, "do": "console", "line": line})
+
+    def collect(day):
+        day.extra["console"] = {"typed": day.harness.console_typed,
+                                "log": day.console.read_bytes()}
+
+    setup.collectors.append(collect)
+
+
+FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow, console]
 
 
 # -- the fixture -------------------------------------------------------------------------
@@ -238,6 +263,7 @@ def run_day(tmp, features=FEATURES, scenario=None):
         sc["name"] = "complete_node_" + sc.get("name", "day")
         sc["config"] = deep_merge(sc.get("config", {}), setup.config)
         sc.update(setup.scenario)
+        sc["events"] = sorted(sc.get("events", []) + setup.events, key=lambda e: e["t_s"])
         path = setup.tmp / "scenario.json"
         path.write_text(json.dumps(sc, indent=1))
         summary, h = run_scenario(path, workdir=setup.tmp / "node", **setup.harness_kw)

@@ -886,10 +886,20 @@ def test_calibration_day_several_percent_off_uncalibrated_within_half_a_percent_
     s, h = run_scenario(REPO / "scenarios" / "calibration_day.json", workdir=tmp_path / "w")
     text = h.console_path.read_text()
     assert "Traceback" not in text
+    # the technician's steps, typed at the console (heatgw/con_calibrate.py): each one
+    # answered without an error, the calibrations saved and the sensors released
     steps = s["technician"]
-    assert [t["call"] for t in steps] == ["begin", "measure", "measure", "finish"] * 2 + [
-        "begin", "measure", "finish", "release"]
-    assert all(t["ok"] for t in steps), [t for t in steps if not t["ok"]]
+    assert [t["typed"].split()[1] for t in steps] == [
+        "begin", "measure", "measure", "finish"] * 2 + ["begin", "measure", "finish",
+                                                        "release"]
+    assert "error: calibrate" not in text and "error: " not in text, text[-3000:]
+    for t in steps[:-1]:
+        assert t["typed"].split("\r")[0] in text
+    assert text.count("calibrate: point ") == 5
+    cal = [(e["result"], e.get("method")) for e in h.node_events
+           if e.get("kind") == "calibration" and e.get("source") == "console"]
+    assert cal == [("saved", "channel"), ("saved", "two_point"), ("saved", "pair"),
+                   ("released", None)]
     ph = s["phases"]
     for name, p in ph.items():
         print(f"{name}: {p['from_s']:.0f}..{p['to_s']:.0f} s metered {p['metered_kwh']:.2f} "

@@ -339,7 +339,8 @@ def test_authenticated_but_invalid_commands_are_refused_and_spend_no_counter(mai
     assert errs[9] == errs[10] == errs[12] == errs[13] == errs[14] == \
         "invalid: ctr: must be an int 1..1073741823"
     assert errs[11] == "invalid: v: must be 1"
-    assert errs[15].startswith("invalid: cmd: must be one of maintenance, publish_state")
+    assert errs[15].startswith("invalid: cmd: must be one of config_set, maintenance, "
+                               "publish_state")
     assert errs[16] == "invalid: args.on: missing"
     assert errs[17] == "invalid: args.on: must be true or false"
     assert errs[18] == "invalid: args: maintenance takes on"

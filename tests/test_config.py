@@ -16,10 +16,11 @@ from host_tools.paths import FIRMWARE, REPO
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, fluid, fluid_data, mbschema, migrate  # noqa: E402
+from heatgw import config, fluid, fluid_data, mbschema, migrate, recschema  # noqa: E402
 from heatgw.config_schema import SCHEMA, VERSION  # noqa: E402
 
 mbschema.install(SCHEMA)  # the whole schema, as the host's tools see it
+recschema.install(SCHEMA)
 from heatgw.schema import validate  # noqa: E402
 
 
@@ -53,8 +54,10 @@ FULL = {
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
+    "recovery": None,  # no heat recovery ratio (test_recovery covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
+    "safe_mode": {"resets": 4, "window_min": 10},
 }
 
 
@@ -115,7 +118,7 @@ BAD = [
      "number"),
     # unknown keys
     (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
-     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
+     "mqtt, node_id, persist, recovery, safe_mode, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
@@ -539,9 +542,11 @@ def test_broken_files_fall_back_to_default_on_both(mp, files):
         assert (errs[0] == "config: expected an object, got a list"
                 or errs[0].startswith(files["deep"] + ": not valid JSON (")
                 or errs[0].startswith(files["deep"] + ": loading failed (MemoryError")), errs
-    # CPython's json reads NaN and the validator refuses it; MicroPython's json refuses it
-    assert config.load(files["nan"])[1] == ["sensors.supply.offset_k: nan is not a finite number"]
-    assert got["nan"]["errs"][0].startswith(files["nan"] + ": not valid JSON (")
+    # CPython's json reads NaN (and the validator would refuse it), MicroPython's refuses
+    # it: heatgw.strictjson refuses it on both, with the same words
+    nan = [files["nan"] + ": not valid JSON (line 11 column 19: NaN and Infinity are not "
+           "finite numbers)"]
+    assert config.load(files["nan"])[1] == nan and got["nan"]["errs"] == nan
     for name in ("binary", "directory"):
         for errs in (config.load(files[name])[1], got[name]["errs"]):
             assert len(errs) == 1 and errs[0].startswith(files[name] + ": "), (name, errs)
@@ -742,6 +747,13 @@ def _load_twice(name):
     return out
 
 
+def _sealed_doc(data):
+    """The document of a file the node wrote: it must carry a matching seal."""
+    doc, err, sealed = config.parse(data, "written")
+    assert err is None and sealed is True, (err, data[:100])
+    return doc
+
+
 def _files_after(d):
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
@@ -816,7 +828,7 @@ def test_v1_file_with_the_key_set_runs_and_is_written_back_once(migrated):
     # the second boot reads the version-2 file: no migration, the same configuration
     assert second == {**first, "mig": None}
     files = r["files_cp"]
-    assert json.loads(files["readme_keyed.json"]) == _as_v2(_readme_keyed())
+    assert _sealed_doc(files["readme_keyed.json"]) == _as_v2(_readme_keyed())
     assert files["readme_keyed.json.v1"] == MIGRATION_CASES["readme_keyed"].encode()
     assert sorted(files) == ["readme_keyed.json", "readme_keyed.json.v1"]  # no .new left
 
@@ -836,7 +848,7 @@ def test_v1_file_without_sensors_migrates_silently(migrated, name):
                                       f"saved as version 2; the old file is {name}.json.v1"]}
     assert second == {**first, "mig": None}
     files = r["files_cp"]
-    assert json.loads(files[f"{name}.json"]) == _as_v2(doc)  # no key lost or changed
+    assert _sealed_doc(files[f"{name}.json"]) == _as_v2(doc)  # no key lost or changed
     assert files[f"{name}.json.v1"] == MIGRATION_CASES[name].encode()  # byte for byte
     assert sorted(files) == [f"{name}.json", f"{name}.json.v1"]
 
@@ -961,7 +973,7 @@ for path in PATHS:
     cfg, errors, source, configured, mig = start.load_config(path)
     print(json.dumps([source, errors, configured, mig,
                       [m for m in ("heatgw.config", "heatgw.schema", "heatgw.config_schema",
-                                   "heatgw.migrate") if m in sys.modules]]))
+                                   "heatgw.migrate", "heatgw.strictjson") if m in sys.modules]]))
 """
 
 
@@ -970,8 +982,12 @@ def test_start_passes_the_migration_and_forgets_the_module(mp, tmp_path):
     (tmp_path / "v2.json").write_text(json.dumps(FULL))
     out = mp.run_json("PATHS = %r\n" % [str(tmp_path / "v1.json"), str(tmp_path / "v2.json")]
                       + MP_START)
-    assert out[0] == ["default", [migrate._MAINS], False, NEEDS_MAINS, []]
-    assert out[1] == ["file", [], True, None, []]
+    assert out[0] == ["default", [migrate._MAINS], False, [NEEDS_MAINS], []]
+    # a current file written by hand (no seal): accepted, with the warning event
+    v2 = str(tmp_path / "v2.json")
+    assert out[1] == ["file", [], True, [{"kind": "config", "integrity": "none", "file": v2,
+                                          "note": "no seal (edited by hand?): accepted; "
+                                                  "`config save` seals it"}], []]
 
 
 MP_NO_MIGRATE = r"""
@@ -1207,4 +1223,4 @@ def test_a_power_cut_during_the_write_back_never_loses_the_config(mp, tmp_path):
         assert saved in (True, None), case
         assert again is None, case  # and from then on: no more migration
         assert names == ["config.json", "config.json.v1"], case
-        assert json.loads(new) == want and backup == text, case
+        assert _sealed_doc(new.encode()) == want and backup == text, case

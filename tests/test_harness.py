@@ -103,13 +103,12 @@ def test_link_opcodes_are_one_distinct_character_each():
     codes = [v for k, v in vars(linkcodec.proto).items()
              if k.isupper() and k != "NONE" and not k.startswith("EXIT_")]  # exit statuses
     # 18 + D (dead-man hold), c (watchdog feed fails), w (flash fails), R (a chip's
-    # reference resistor and noise), T (a technician's calibration step)
-    assert len(codes) == 23
+    # reference resistor and noise); a technician's steps are typed at the serial port
+    assert len(codes) == 22
     assert len(set(codes)) == len(codes)
     assert all(33 <= c < 127 for c in codes)
     assert linkcodec.advance(5, 10) == "A 5 10\n"
     assert linkcodec.pulses(1, 5, [7, 9]) == "p 1 5 7 9\n"
     assert linkcodec.pulses("-", 5, [12]) == "p - 5 12\n"
     assert linkcodec.chip("supply", "4295.7000", 1.0) == "R supply 4295.7000 1.0\n"
-    assert linkcodec.technician(["measure", "1000.0"]) == "T measure 1000.0\n"
     assert linkcodec.parse("P reuse 0 1200") == ("P", ("reuse", 0, 1200))

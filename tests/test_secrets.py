@@ -114,7 +114,9 @@ def test_missing_file_is_no_secrets(cp):
 
 def test_save_is_atomic_and_leaves_no_temporary_file(cp):
     assert cp["files_after_save"] == ["secrets.json"]
-    assert cp["file"] == {**VALUES, "version": 1}
+    # written sealed (heatgw.seal): the seal member, then the values
+    f = dict(cp["file"])
+    assert len(f.pop("sha256")) == 64 and f == {**VALUES, "version": 1}
 
 
 def test_values_never_print_but_can_be_revealed_at_use(cp):

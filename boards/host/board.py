@@ -306,6 +306,26 @@ def safe_boot_requested():
     return SAFE_BOOT_HELD
 
 
+# Why the node (re)started, as a chip's machine.reset_cause() says (heatgw.bootloop): the
+# harness says it in its boot line (its watchdog, a power cut, a reset at the port);
+# standalone, the runner's $HEATGW_RESET ("soft", "hard"), else a power-on.
+RESET_CAUSE = {"soft": "soft", "hard": "hard"}.get(os.getenv("HEATGW_RESET"), "power_on")
+
+
+def reset_cause():
+    """ "power_on", "soft", "hard" or "watchdog" (board contract, optional)."""
+    return RESET_CAUSE
+
+
+def reset():
+    """A hard reset asked by the firmware (the console's reboot): the node process ends
+    with the status its runner restarts it for (linkproto.EXIT_HARD_RESET), as
+    machine.reset() resets a chip."""
+    import linkproto
+
+    raise SystemExit(linkproto.EXIT_HARD_RESET)
+
+
 _flash = None
 _MOUNT = "/flash"
 
@@ -389,24 +409,6 @@ def io_sent():
     import vasyncio
 
     vasyncio.sent()
-
-
-def technician(gw):
-    """The console's stand-in: a task running the harness's technician steps against
-    heatgw.calprocedure (boards/host/technician.py), when $HEATGW_TECHNICIAN is set (the
-    harness sets it for scenarios with `technician` events); else None."""
-    if not os.getenv("HEATGW_TECHNICIAN"):
-        return None
-    import technician as t
-
-    return t.task(gw)
-
-
-def technician_line(args):
-    """A `T` line of the link: one technician step, queued for the task above."""
-    import technician as t
-
-    t.requests.append(args)
 
 
 def awaits_replies(fn):

@@ -232,13 +232,6 @@ class LinkClock:
                 chip = board.rtd_chip(str(tok(), "ascii"))
                 chip.r_ref_ohm = float(tok())
                 chip.noise_lsb = float(tok())
-            elif op == lp.TECHNICIAN:
-                args = []
-                t = tok()
-                while t is not None:
-                    args.append(str(t, "ascii"))
-                    t = tok()
-                board.technician_line(args)
             elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())
@@ -268,6 +261,9 @@ class LinkClock:
                 self.vt0 = int(tok())
                 self.tick0 = int(tok())
                 board.SAFE_BOOT_HELD = bytes(tok()) == b"1"
+                t = tok()
+                if t is not None:
+                    board.RESET_CAUSE = str(t, "ascii")
             else:
                 raise RuntimeError("harness sent %r" % bytes(t))
             while tok() is not None:

@@ -19,15 +19,13 @@ node -> harness (vt: the node's time)   harness -> node
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
   D <hold_ms> vt   dead-man hold time      R <rtd> <ohm> <lsb>   that converter chip's fitted
                                                                  reference resistor, its noise
-                                           T <call> <arg>..      a technician's calibration
-                                                                 step (the console's stand-in:
-                                                                 boards/host/technician.py)
                                            h                     hang the next relay write
                                            e                     the next SPI transfer fails
                                            c                     the next watchdog feed fails
                                            w <n>                 the next n flash ops fail
                                            s                     orderly stop (Ctrl-C)
-                                           B <vt0> <tick0> 0|1   boot: time base, safe-boot pin
+                                           B <vt0> <tick0> 0|1 [cause]  boot: time base,
+                                                                 safe-boot pin, reset cause
                                            .                     end of this step
 
 Nothing the harness serves changes before `horizon` (the next plant step, scenario event
@@ -62,7 +60,6 @@ FLASH_ERROR = 119  # w
 STOP = 115  # s
 BOOT = 66  # B
 CHIP = 82  # R
-TECHNICIAN = 84  # T
 END = 46  # .
 
 NONE = "-"  # "no value" in a field (idle without deadline, no pulse edge yet)

@@ -48,6 +48,10 @@ class SerialIO:
         self._n = 0  # bytes held
         self._chunk = bytearray(_CHUNK)
         self.intr = True  # Ctrl-C raises KeyboardInterrupt (off at the REPL)
+        # The console sets `live` while a command runs: someone at the port waits for its
+        # answer (a confirmation, `watch`), so under the harness virtual time follows
+        # real time then, as at the REPL; between commands it jumps as before.
+        self.live = False
         self.dropped = 0  # input lost to a full ring while the application ran
         self._t0 = None  # standalone: real ms at which virtual time was _vt0
         self._vt0 = 0
@@ -147,6 +151,9 @@ class SerialIO:
         lockstep decides. Standalone: a real wait on the port, virtual time = real time."""
         clock = self.clock
         if clock.link is not None:
+            if self.live:  # a console command runs: real time, woken by a key
+                self.wait_input(_WAIT_MAX_MS if dt_ms < 0 or dt_ms > _WAIT_MAX_MS else dt_ms)
+                return
             self.poll(0)
             clock.asyncio_wait(dt_ms)
             return

@@ -5,6 +5,7 @@
                                       # save_failed / event_log_failed records (to wire)
     changes = book.feed(kind, record)  # the same, returning the transitions
     book.ack("it_coolant_high", "console")   # ValueError for an unknown id
+    (an event {"kind": "ack", "alarm": id, "source": ..} acks too: the console's `ack ID`)
     for a in book.alarms(): ...        # what the console shows, telemetry publishes
 
 An alarm is something a person should know about, held until it no longer matters:
@@ -76,10 +77,14 @@ _OTHERS = (
     ("task_stalled:", CRITICAL, True, "supervisor", True),
     ("no_config", CRITICAL, False, "config", False),  # cleared only by a good config + boot
     ("secrets_invalid", MAJOR, False, "config", False),  # a bad secrets.json: run without
+    # config.json refused (damaged, seal mismatch), the last good one runs: new boot
+    ("config_refused", MAJOR, False, "config", False),
     ("task_failing:", MAJOR, True, "tasks", True),
     ("save_failed", MAJOR, True, "persist", False),  # cleared by the next good save
     ("event_log_failed", MAJOR, True, "persist", True),
     ("queue_dropped", MAJOR, True, "queue", True),
+    # heatgw.recovery: a Modbus heat meter disagrees with our metering beyond the limit
+    ("heat_meter_mismatch", MAJOR, False, "meter", False),
     (OVERFLOW, MAJOR, True, "alarms", True),
 )
 
@@ -236,8 +241,11 @@ class AlarmBook:
         if k == "boot":
             if ev.get("config") not in (None, "file"):
                 errs = ev.get("errors") or ()
-                out = self._raise("no_config", _text(errs[0] if errs else ev.get("config")),
-                                  out)
+                why = errs[0] if errs else ev.get("config")
+                if ev.get("config") == "last_good":  # the why without the file's path
+                    out = self._raise("config_refused", _text(why.split(": ", 1)[-1]), out)
+                else:
+                    out = self._raise("no_config", _text(why), out)
             for reason in ev.get("latched") or _EMPTY:  # restored latched trips
                 if reason in _LATCHING:
                     out = self._raise(reason, "latched before boot", out)
@@ -255,6 +263,17 @@ class AlarmBook:
                                _text(ev.get("error")), out)
         if k == "save_failed" or k == "event_log_failed":
             return self._raise(k, _text(ev.get("error")), out)
+        if k == "heat_check":  # heatgw.recovery: state mismatch / ok
+            if ev.get("state") == "mismatch":
+                return self._raise("heat_meter_mismatch",
+                                   _text("%s%% vs %s" % (ev.get("diff_pct"), ev.get("meter"))),
+                                   out)
+            return self._clear("heat_meter_mismatch", out)
+        if k == "ack":  # a technician's ack (the console's `ack ID`): an event, logged
+            aid = ev.get("alarm")
+            if type(aid) is str and self.get(aid) is not None:
+                return self._ack(aid, _text(ev.get("source")) or "ack", out)
+            return out
         if k == "queue_dropped" or k == "queue_drop":
             return self._raise("queue_dropped", "seq %s..%s" % (ev.get("first_seq"),
                                                                 ev.get("last_seq")), out)

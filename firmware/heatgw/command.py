@@ -14,7 +14,9 @@ and BODY a UTF-8 JSON object, first byte "{" and last "}":
 - cmd and args: maintenance {"on": true|false}; reset (latched trips; no args);
   publish_state (no args); resend {"from_seq": a, "to_seq": b} with 0 <= a <= b < 2**30;
   rotate_key {"key": 64 hex digits: new_key XOR HMAC-SHA256(current key,
-  "heatgw rotate_key <ctr>")}: the new key never travels in clear.
+  "heatgw rotate_key <ctr>")}: the new key never travels in clear;
+  config_set {"key": one of CONFIG_KEYS (thresholds and intervals only: never the
+  broker, credentials, wiring or timing of the control loop), "value": a JSON value}.
 - The payload is at most MAX_PAYLOAD (512) bytes.
 
 Checks run cheapest and unauthenticated first: size, framing, MAC; only an authenticated
@@ -22,8 +24,12 @@ BODY is parsed, so a forger never reaches the JSON parser nor the flash. The cou
 saved (two slots, heatgw.store) BEFORE the command acts: a replay after a power cut or
 reboot fails too. maintenance and reset become requests on the inbox (source "mqtt"),
 which the fail-safe judges like the board's inputs: no command touches a relay.
-publish_state and resend are returned as the action for the caller: ("publish_state",
-None), ("resend", (from_seq, to_seq)).
+publish_state, resend and config_set are returned as the action for the caller:
+("publish_state", None), ("resend", (from_seq, to_seq)), ("config_set", (key, value)):
+the caller runs config_set through heatgw.cfgedit, the console's path (the value checked
+against the schema, the whole configuration validated, written sealed; it takes effect
+at the next boot), after this module is dropped. A key outside CONFIG_KEYS is invalid
+here, before the counter is spent.
 
 Results: ack for .../cmd/ack, {"id": id, "ok": True} or {"id": id, "ok": False,
 "error": "<reason>: ..."}, id None when the message was not authenticated (its text is
@@ -51,7 +57,15 @@ ROTATE_INFO = b"heatgw rotate_key "
 REASONS = ("accepted", "oversized", "malformed", "no_key", "forged", "invalid", "replayed",
            "failed", "error")
 _ARGS = {"maintenance": ("on",), "reset": (), "publish_state": (), "resend":
-         ("from_seq", "to_seq"), "rotate_key": ("key",)}
+         ("from_seq", "to_seq"), "rotate_key": ("key",), "config_set": ("key", "value")}
+# The keys config_set may change: thresholds and intervals. Never secrets (they are not in
+# the configuration), the broker or its credentials, sensors and wiring, the control tick,
+# the watchdog or anything the dead-man hardware depends on.
+CONFIG_KEYS = ("control.sink_return_max_c", "control.sink_return_hyst_k",
+               "control.it_coolant_max_c", "control.it_coolant_hyst_k",
+               "control.sink_flow_min_m3h", "control.sink_flow_hyst_m3h",
+               "control.recover_s", "control.min_dwell_s", "telemetry.interval_s",
+               "persist.interval_s")
 _FIELDS = ("v", "node", "id", "ctr", "cmd", "args")
 _TICKS_MAX = 0x3FFFFFFF
 _TICKS_HALF = 0x20000000
@@ -182,6 +196,8 @@ class Commands:
         elif cmd == "resend":
             ev["from_seq"] = args["from_seq"]
             ev["to_seq"] = args["to_seq"]
+        elif cmd == "config_set":
+            ev["key"] = args["key"]
         return {"id": cid, "ok": True}, ev, action
 
     def _frame(self, payload):
@@ -265,6 +281,15 @@ class Commands:
             k = args["key"]
             if not _hex64(k):  # never echoed
                 raise _Reject("invalid", "args.key: must be 64 hex digits")
+        elif cmd == "config_set":
+            k = args["key"]
+            if type(k) is not str or k not in CONFIG_KEYS:
+                raise _Reject("invalid", "args.key: %s cannot be set remotely; one of %s"
+                              % (json.dumps(k[:40]) if type(k) is str else "not a string",
+                                 ", ".join(CONFIG_KEYS)))
+            v = args["value"]
+            if type(v) is not int and type(v) is not float:
+                raise _Reject("invalid", "args.value: must be a number")
         return cmd, ctr, args
 
     def _act(self, cmd, ctr, args):
@@ -279,6 +304,8 @@ class Commands:
             return ("publish_state", None)
         if cmd == "resend":
             return ("resend", (args["from_seq"], args["to_seq"]))
+        if cmd == "config_set":
+            return ("config_set", (args["key"], args["value"]))
         if cmd == "rotate_key":
             self._rotate(ctr, args["key"])
         return None

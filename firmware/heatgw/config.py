@@ -1,22 +1,94 @@
 """The node configuration: one JSON file, validated against heatgw.config_schema.
 
     cfg, errors, source, migration = load("config.json")
+    cfg, errors, source, events = boot("config.json")     # the node's load at boot
 
 source is "file" when the file parsed and validated, else "default": then cfg is a fresh
 copy of DEFAULT (no sensors, no flow, so the node stays bypassed with reason no_config)
 and errors says why, one clear line each. A file of an older format version is migrated
 first (heatgw.migrate, imported only then); migration is None, or the event that reports
 it. load() never raises.
-"""
 
-import json
-import os
+The file is read as CPython reads it: heatgw.strictjson refuses what CPython's json
+refuses (MicroPython's json alone takes missing and doubled commas, leading zeros, bad
+UTF-8), so the node and host_tools.config_check give the same verdict on every file.
+
+Integrity. A file written by the node (`config save`, MQTT config_set) or by provisioning
+is sealed: its first line is
+
+    {"sha256": "<64 hex digits>",
+
+the SHA-256 of every byte after that line (seal()). A sealed file whose bytes do not match
+is refused ("integrity check failed"), whatever it says. A file without that line (edited
+by hand) is read as before; boot() accepts it with a warning. boot() also keeps the last
+configuration that loaded, sealed, in config.json.good (written only when it changes, by a
+rename: atomic on littlefs), and runs it (source "last_good") when config.json exists but
+is refused; without one, DEFAULT.
+"""
 
 from heatgw.config_schema import SCHEMA, VERSION
 from heatgw.schema import _num, validate
 
+MAX_BYTES = 8192  # heatgw.cfgfile.MAX_BYTES (a test holds them equal)
+GOOD = ".good"  # heatgw.cfgfile.GOOD
+
+
+# The file's helpers (heatgw.cfgfile) under their names here too, imported when first
+# used: a node's heap at import is the schema's (tests/test_config.py, the starved load).
+def _read(path):
+    from heatgw import cfgfile
+
+    return cfgfile.read(path)
+
+
+def parse(raw, path):
+    from heatgw import cfgfile
+
+    return cfgfile.parse(raw, path)
+
+
+def keep_good(path, sealed):
+    from heatgw import cfgfile
+
+    return cfgfile.keep_good(path, sealed)
+
+
+def write(path, data):
+    from heatgw import cfgfile
+
+    cfgfile.write(path, data)
+
+
+def same(path, data):
+    from heatgw import cfgfile
+
+    return cfgfile.same(path, data)
+
+
+def seal(text):
+    from heatgw import seal as s
+
+    return s.seal(text)
+
+
+def unseal(raw):
+    from heatgw import seal as s
+
+    return s.check(raw)
+
+
+def text(doc):
+    from heatgw import cfgfile
+
+    return cfgfile.text(doc)
+
+
+def dumps(cfg):
+    from heatgw import cfgfile
+
+    return cfgfile.dumps(cfg)
+
 SENSOR_NAMES = ("supply", "return", "sink_return", "it_coolant")
-MAX_BYTES = 8192  # a full config is ~1.5 KB; refuse anything that could exhaust the heap
 
 _DEFAULT_DOC = {"version": VERSION}
 
@@ -34,37 +106,58 @@ DEFAULT = default()
 _OOM = (DEFAULT, ["config: out of memory while loading; using DEFAULT"], "default", None)
 
 
-def _parse(path):
-    """(doc, None) or (None, error)."""
-    try:
-        # size first: read(n) would allocate n bytes up front, even for a short file
-        size = os.stat(path)[6]
-        if size > MAX_BYTES:
-            return None, "%s: larger than %d bytes" % (path, MAX_BYTES)
-        with open(path, "rb") as f:
-            raw = f.read(size + 1)
-    except OSError as e:
-        if e.args and e.args[0] == 2:  # ENOENT
-            return None, "%s: not found" % path
-        return None, "%s: cannot read (%s)" % (path, e)
-    if len(raw) > MAX_BYTES:  # grew since stat
-        return None, "%s: larger than %d bytes" % (path, MAX_BYTES)
-    if raw[:3] == b"\xef\xbb\xbf":  # UTF-8 BOM written by some editors
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except MemoryError:
-        raise
-    except Exception:
-        return None, "%s: not UTF-8 text" % path
-    if not text.strip():
-        return None, "%s: file is empty" % path
-    try:
-        return json.loads(text), None
-    except MemoryError:  # not the file's fault: load() reports it as such
-        raise
-    except Exception as e:  # ValueError, and RecursionError for absurd nesting on CPython
-        return None, "%s: not valid JSON (%s)" % (path, e)
+def _load(path, save):
+    """(cfg, errors, source, migration, sealed, found): load() plus whether the file was
+    sealed and whether it exists; the file's bytes are dropped before it is validated."""
+    raw, err = _read(path)
+    if err is not None:
+        return default(), [err], "default", None, False, not err.endswith(": not found")
+    doc, err, sealed = parse(raw, path)
+    raw = None
+    if err is not None:
+        return default(), [err], "default", None, sealed, True
+    cfg, errors, source, mig = from_doc(doc, path, save)
+    return cfg, errors, source, mig, sealed, True
+
+
+def from_doc(doc, path, save=True):
+    """(cfg, errors, source, migration) for a parsed document (see load)."""
+    mig = None
+    ver = doc.get("version") if type(doc) is dict else None
+    if type(ver) is int and ver != VERSION:  # anything else: the validator says why
+        if ver > VERSION:
+            return default(), ["version: %s is newer than this firmware's %d: update the "
+                               "firmware, or write a version-%d file"
+                               % (_num(ver), VERSION, VERSION)], "default", None
+        from heatgw import migrate
+
+        mig, needs = migrate.upgrade(doc, ver)
+        if mig is None:
+            return default(), [m for _, m in needs], "default", None
+    if type(doc) is dict and doc.get("modbus") is not None:
+        from heatgw import mbschema  # the section's schema, only when there is one
+
+        mbschema.install(SCHEMA)
+    if type(doc) is dict and doc.get("recovery") is not None:
+        from heatgw import recschema  # the ratio's section, only when there is one
+
+        recschema.install(SCHEMA)
+    cfg, errors = validate(doc, SCHEMA)
+    if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
+        from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
+
+        errors = mbplan.check(cfg)
+    if not errors and cfg.get("recovery"):
+        from heatgw import recschema
+
+        errors = recschema.check(cfg)  # fills in the meters named by their roles
+    if mig is not None:
+        errors = migrate.errors(needs, errors)
+    if errors:
+        return default(), errors, "default", mig
+    if mig is not None and save:
+        migrate.save(path, doc, mig)
+    return cfg, [], "file", mig
 
 
 def load(path, save=True):
@@ -72,44 +165,46 @@ def load(path, save=True):
     migration), else DEFAULT and "default". migration is None for a current file, else the
     event {"kind": "config", "migrated": [1, 2], "notes": [...], "needs": [key, ...],
     "saved": bool}; with save, a migrated file that validates is written back once
-    (heatgw.migrate.save)."""
+    (heatgw.migrate.save). A sealed file that does not match its seal is refused."""
     try:
-        doc, err = _parse(path)
-        if err is not None:
-            return default(), [err], "default", None
-        mig = None
-        ver = doc.get("version") if type(doc) is dict else None
-        if type(ver) is int and ver != VERSION:  # anything else: the validator says why
-            if ver > VERSION:
-                return default(), ["version: %s is newer than this firmware's %d: update the "
-                                   "firmware, or write a version-%d file"
-                                   % (_num(ver), VERSION, VERSION)], "default", None
-            from heatgw import migrate
-
-            mig, needs = migrate.upgrade(doc, ver)
-            if mig is None:
-                return default(), [m for _, m in needs], "default", None
-        if type(doc) is dict and doc.get("modbus") is not None:
-            from heatgw import mbschema  # the section's schema, only when there is one
-
-            mbschema.install(SCHEMA)
-        cfg, errors = validate(doc, SCHEMA)
-        if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
-            from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
-
-            errors = mbplan.check(cfg)
-        if mig is not None:
-            errors = migrate.errors(needs, errors)
-        if errors:
-            return default(), errors, "default", mig
-        if mig is not None and save:
-            migrate.save(path, doc, mig)
-        return cfg, [], "file", mig
+        return _load(path, save)[:4]
     except Exception as e:  # MemoryError included: fall back, say why
         try:
             return default(), ["%s: loading failed (%r)" % (path, e)], "default", None
         except Exception:
             return _OOM
+
+
+def boot(path, save=True):
+    """The node's configuration at boot: (cfg, errors, source, events). source "file":
+    path loaded (and path + GOOD is made its sealed copy if it is not already); an unsealed
+    file is accepted with a warning event. "last_good": path exists but was refused (errors
+    say why) and the last good copy loaded. "default": neither. events: the config events
+    to report after the boot event (a migration, the warning). Never raises."""
+    try:
+        cfg, errors, source, mig, sealed, found = _load(path, save)
+        events = [mig] if mig else []
+        if source == "file":
+            if not sealed and not (mig and mig["saved"]):  # a migrated file is resealed
+                events.append({"kind": "config", "integrity": "none", "file": path,
+                               "note": "no seal (edited by hand?): accepted; `config "
+                                       "save` seals it"})
+            if mig is None:  # a migrated file was rewritten: kept at the next boot
+                err = keep_good(path, sealed)
+                if err is not None:
+                    events.append({"kind": "config", "file": path + GOOD, "error": err})
+            return cfg, [], "file", events
+        if not found:
+            return cfg, errors, source, events
+        good = _load(path + GOOD, False)
+        if good[2] == "file":
+            return good[0], errors, "last_good", events
+        return cfg, errors, "default", events
+    except Exception as e:  # MemoryError included
+        try:
+            return default(), ["%s: loading failed (%r)" % (path, e)], "default", []
+        except Exception:
+            return _OOM[0], _OOM[1], "default", []
 
 
 def is_configured(cfg):
@@ -126,31 +221,3 @@ def is_configured(cfg):
         return False
 
 
-def _dump(v, out):
-    if type(v) is dict:
-        out.append("{")
-        first = True
-        for k in sorted(v):
-            if not first:
-                out.append(",")
-            first = False
-            out.append(json.dumps(k))
-            out.append(":")
-            _dump(v[k], out)
-        out.append("}")
-    elif type(v) is list or type(v) is tuple:
-        out.append("[")
-        for i, x in enumerate(v):
-            if i:
-                out.append(",")
-            _dump(x, out)
-        out.append("]")
-    else:
-        out.append(json.dumps(v))
-
-
-def dumps(cfg):
-    """Canonical JSON: keys sorted, no spaces (MicroPython's json has no sort_keys)."""
-    out = []
-    _dump(cfg, out)
-    return "".join(out)

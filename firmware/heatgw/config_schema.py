@@ -228,6 +228,13 @@ SCHEMA = {
             "doc": "Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none "
                    "(nothing of it is loaded)",
         },
+        # heatgw.recschema.RECOVERY replaces this stub when a document has a recovery
+        # section (as the modbus stub above): the heat recovery ratio, the heat check.
+        "recovery": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "the heat recovery ratio and the heat meter check (heatgw.recschema); "
+                   "null or absent: neither (nothing of it is loaded)",
+        },
         "telemetry": {
             "type": "object", "default": {}, "doc": "telemetry records",
             "keys": {
@@ -246,6 +253,19 @@ SCHEMA = {
                                 "unit": "ms", "doc": "hardware watchdog (RP2040: 8300 max)"},
                 "stall_s": {"type": "int", "default": 3, "min": 1, "max": 600, "unit": "s",
                             "doc": "a task silent this long is stalled"},
+            },
+        },
+        "safe_mode": {
+            "type": "object", "default": {}, "doc": "boot-loop protection (heatgw.bootloop)",
+            "keys": {
+                "resets": {"type": "int", "default": 4, "min": 0, "max": 50, "unit": "resets",
+                           "doc": "this many watchdog or crash resets in a row, each within "
+                                  "window_min of the boot before it, start the next boot in "
+                                  "safe mode (no application, relays safe, console and "
+                                  "network only); 0: never"},
+                "window_min": {"type": "int", "default": 10, "min": 1, "max": 1440,
+                               "unit": "min", "doc": "the application running this long "
+                                                     "clears the count of resets"},
             },
         },
     },

@@ -3,6 +3,7 @@
     log = EventLog("/flash", per_file=32)
     seq = log.append({"kind": "state", "state": "bypass", "reason": "sink_unavailable"})
     log.events()        # the kept events, oldest first (read back from flash)
+    for ev in log.each(): ...   # the same, one at a time
 
 Two files, `events.0` and `events.1`, take turns: events are appended to the current one
 until it holds `per_file`, then the other is truncated and becomes current. So between
@@ -98,3 +99,9 @@ class EventLog:
         """Every kept event, oldest first."""
         older = self.current ^ 1
         return list(self._read(older)) + list(self._read(self.current))
+
+    def each(self):
+        """Every kept event, oldest first, read from flash one at a time (the console
+        shows 64 events without holding them in RAM)."""
+        for i in (self.current ^ 1, self.current):
+            yield from self._read(i)

@@ -81,8 +81,9 @@ def text(doc):
 def save(path, doc, rec):
     """Write the migrated document over path, once, after it validated: the next boot
     loads it as is (migrating on every boot would report it every boot; writing on every
-    boot would wear the flash). The old file is kept as path.v<old version>. The new file
-    replaces the old by a rename, atomic on littlefs: a power cut leaves one or the other.
+    boot would wear the flash). Written by the node, it is sealed (heatgw.config.seal).
+    The old file is kept as path.v<old version>. The new file replaces the old by a
+    rename, atomic on littlefs: a power cut leaves one or the other.
     Never raises: a node that cannot write runs the migrated configuration anyway."""
     backup = "%s.v%d" % (path, rec["migrated"][0])
     tmp = path + ".new"
@@ -94,8 +95,10 @@ def save(path, doc, rec):
                 if not n:
                     break
                 dst.write(buf[:n])
-        with open(tmp, "w") as f:
-            f.write(text(doc))
+        from heatgw.config import seal
+
+        with open(tmp, "wb") as f:
+            f.write(seal(text(doc)))  # written by the node: sealed (heatgw.config)
         os.rename(tmp, path)
     except Exception as e:  # MemoryError, a full or read-only file system
         rec["notes"].append("not saved (%r): migrated again at the next boot" % (e,))

@@ -153,6 +153,8 @@ class Client:
         self.clean_session = clean_session
         self.subs = tuple(b(t) for t in subs)
         self.will_topic = b(will_topic) if will_topic else None
+        self.online = b"online"  # retained on will_topic after each CONNACK (safe mode:
+        # b"safe_mode"); the will says b"offline"
         self.cb = cb
         self.ack_cb = ack_cb
         self.event_cb = event_cb
@@ -420,7 +422,7 @@ class Client:
             self._subacks += 1
             await self._send(rx[:n])
         if self.will_topic:
-            n = self._encode(rx, 0, u.publish, self.will_topic, b"online", True, 0)
+            n = self._encode(rx, 0, u.publish, self.will_topic, self.online, True, 0)
             await self._send(rx[:n])
         for i in self._order:  # unacknowledged ones first, in their order, with DUP
             if self._was_sent[i]:

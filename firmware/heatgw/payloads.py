@@ -28,8 +28,9 @@ are single precision (~7 digits), enough for every one of them.
 import json
 from array import array
 
+from heatgw import FW_VERSION  # noqa: F401 - the firmware's version, one place
+
 V = 1  # payload schema version ("v" in every payload)
-FW_VERSION = "0.8.0"  # the firmware's version: the state payload and HA's device sw_version
 
 SENSORS = ("supply", "return", "sink_return", "it_coolant")
 NOT_CONFIGURED = "not_configured"

@@ -326,3 +326,18 @@ def validate(doc, schema):
     if out is _BAD:
         out = None
     return out, errs
+
+
+def check(value, node, path):
+    """(filled value, [errors]) for one value against its schema node (a key, a section),
+    errors prefixed with path; the cross-field rules of the parents are not run (validate
+    the whole document for those). Never raises."""
+    errs = []
+    out = _BAD
+    try:
+        out = _check(value, node, path, errs)
+    except MemoryError:
+        errs.append("%s: out of memory while validating" % path)
+    except Exception as e:  # noqa: BLE001 - a schema bug must not take the caller down
+        errs.append("%s: validator failed: %r" % (path, e))
+    return (None if out is _BAD else out), errs

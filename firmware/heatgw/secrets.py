@@ -6,7 +6,9 @@
     s.redact(text)              # text with every secret value replaced by <secret>
     save(path, {"command_key": key_bytes, ...})    # provisioning: validated, atomic
 
-Format (version 1): a JSON object, every key optional, nothing else allowed:
+Format (version 1): a JSON object, every key optional, nothing else allowed (save() and
+provisioning write it sealed, heatgw.seal: a first line {"sha256": ...}; a sealed file
+that does not match its seal is refused; one without the line is read as written):
     {"version": 1,
      "command_key": "<64 hex digits: the node's 32-byte HMAC-SHA256 command key>",
      "mqtt_password": "<1..128 characters>",
@@ -164,13 +166,41 @@ def load(path):
         f.close()
     if len(data) > MAX_FILE:
         raise SecretsError(["%s: larger than %d bytes" % (path, MAX_FILE)])
-    try:
-        doc = json.loads(data.decode())
-    except Exception:  # ValueError, UnicodeError: the parser's message may quote the text
-        doc = None
+    from heatgw import seal, strictjson
+
+    sealed = seal.check(data)
+    if sealed is not True and sealed is not False:
+        raise SecretsError(["%s: %s" % (path, sealed)])
+    # read as CPython reads it (heatgw.strictjson); its message names a position only
+    err, pairs = strictjson.check(data)
+    if err is None and pairs:
+        data = strictjson.join_pairs(data)
+    seal = strictjson = None
+    _drop(("seal", "strictjson"))
+    doc = None
+    if err is None:
+        try:
+            doc = json.loads(data.decode())
+        except Exception:  # ValueError, UnicodeError: the parser's message may quote it
+            doc = None
     if doc is None:
         raise SecretsError(["%s: not valid JSON" % path])
+    if sealed:
+        doc.pop("sha256", None)
     return Secrets(_validate(doc, path))
+
+
+def _drop(names):
+    import sys
+
+    import heatgw
+
+    for n in names:
+        if sys.modules.pop("heatgw." + n, None) is not None:
+            try:
+                delattr(heatgw, n)
+            except (AttributeError, KeyError):
+                pass
 
 
 def _raw(v):
@@ -192,12 +222,16 @@ def save(path, values):
         doc[k] = v
     _validate(doc, path)
     doc["version"] = VERSION
-    text = "{\n" + ",\n".join(["  %s: %s" % (json.dumps(k), json.dumps(doc[k]))
-                               for k in sorted(doc)]) + "\n}\n"
+    from heatgw.seal import seal
+
+    data = seal("{\n" + ",\n".join(["  %s: %s" % (json.dumps(k), json.dumps(doc[k]))
+                                     for k in sorted(doc)]) + "\n}\n")
+    seal = None
+    _drop(("seal",))
     tmp = path + ".new"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.rename(tmp, path)
     except OSError:
         try:

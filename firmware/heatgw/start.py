@@ -37,22 +37,25 @@ def dead_man_error(tick_ms, hold_ms):
 
 
 def load_config(path, dead_man_hold_ms=None):
-    """(cfg, errors, source, configured, migration); the validator is forgotten
-    afterwards (the console reloads it when a technician edits the configuration). A
-    configuration whose control tick does not fit the board's dead-man hold time is
-    refused: the node runs the default configuration (bypass) and says why."""
+    """(cfg, errors, source, configured, events): heatgw.config.boot() (config.json, else
+    its last good copy, else the default; events: the config events to report after the
+    boot event); the validator is forgotten afterwards (the console reloads it when a
+    technician edits the configuration). A configuration whose control tick does not fit
+    the board's dead-man hold time is refused: the node runs the default configuration
+    (bypass) and says why."""
     from heatgw import config
 
-    cfg, errors, source, migration = config.load(path)
-    if source == "file" and dead_man_hold_ms is not None:
+    cfg, errors, source, events = config.boot(path)
+    if source != "default" and dead_man_hold_ms is not None:
         err = dead_man_error(cfg["control"]["tick_ms"], dead_man_hold_ms)
         if err is not None:
-            cfg, errors, source = config.default(), [err], "default"
+            cfg, errors, source = config.default(), errors + [err], "default"
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema", "migrate", "mbschema", "mbplan"):
+    for name in ("config", "cfgfile", "schema", "config_schema", "migrate", "strictjson",
+                 "seal", "mbschema", "mbplan", "recschema"):
         _forget(name)
-    return cfg, errors, source, configured, migration
+    return cfg, errors, source, configured, events
 
 
 def build_meter(meter_cfg):
@@ -109,26 +112,48 @@ def apply_calibration(gw, data_dir):
         gw.event(ev)
 
 
-def build():
+def asyncio_for(board):
+    """The asyncio the node runs on: the board's (the host board's virtual time) or the
+    port's own."""
+    install = getattr(board, "install_asyncio", None)
+    if install is not None:
+        return install()
+    import asyncio
+
+    return asyncio
+
+
+def config_for(board):
+    """load_config() of the board's config.json, its errors printed."""
+    loaded = load_config(board.data_dir() + "/config.json",
+                         getattr(board, "DEAD_MAN_HOLD_MS", 0))
+    for err in loaded[1]:
+        print("config:", err)
+    for ev in loaded[4]:
+        if ev.get("integrity") == "none":
+            print("config: warning: %s has no seal (edited by hand?): accepted; `config "
+                  "save` seals it" % ev["file"])
+    if loaded[2] == "last_good":
+        print("config: config.json refused: running the last good configuration "
+              "(config.json.good)")
+    elif loaded[2] != "file":
+        print("config: running the default configuration: no sensors, relays in bypass")
+    return loaded
+
+
+def build(loaded=None):
     """(gw, asyncio): the application, built in heap order, not yet running. With an
     `mqtt` section the telemetry (heatgw.telemetry: the flash queue, alarms, the mqtt
     task) is built before the Gateway, so the boot restores totals from the queue and
-    its boot event is queued; without one nothing of it is imported."""
+    its boot event is queued; without one nothing of it is imported. `loaded`: what
+    config_for() returned (run() loads it first, for the boot-loop check)."""
     import gc
 
     import board
 
-    install = getattr(board, "install_asyncio", None)
-    if install is not None:
-        asyncio = install()
-    else:
-        import asyncio
-    cfg, errors, source, configured, migration = load_config(
-        board.data_dir() + "/config.json", getattr(board, "DEAD_MAN_HOLD_MS", 0))
-    for err in errors:
-        print("config:", err)
-    if source != "file":
-        print("config: running the default configuration: no sensors, relays in bypass")
+    asyncio = asyncio_for(board)
+    cfg, errors, source, configured, events = loaded or config_for(board)
+    loaded = None
     gc.collect()
     plan = None
     if cfg.get("modbus"):
@@ -151,8 +176,8 @@ def build():
     gw = Gateway(board, cfg, meter, cfg_source=source, cfg_errors=errors,
                  configured=configured, sinks=sinks, queue=tel.q if tel else None,
                  modbus_plan=plan)
-    if migration:  # after the boot event, in the same log
-        gw.event(migration)
+    for ev in events:  # after the boot event, in the same log
+        gw.event(ev)
     if gw.sensors:
         apply_calibration(gw, board.data_dir())
     if tel is not None:
@@ -167,24 +192,49 @@ def build():
                       broker_port=m.get("port") or (8883 if m.get("tls") else 1883))
             gw.add_task("net", net.run)
             tel.net = net
-    # The console's stand-in on the host board (its calibration scenarios): a task that
-    # runs the harness's technician steps (boards/host/technician.py).
-    hook = getattr(board, "technician", None)
-    if hook is not None:
-        task = hook(gw)
-        if task is not None:
-            gw.add_task("technician", task)
+    add_console(board, gw, asyncio)
     gc.collect()
     return gw, asyncio
 
 
+def add_console(board, gw, asyncio, safe=None):
+    """The technician's console (heatgw.console) as a restartable task, when the board
+    has a console port (board.console_in(), board contract); None otherwise."""
+    cin = getattr(board, "console_in", None)
+    port = cin() if cin is not None else None
+    if port is None:
+        return None
+    from heatgw.console import Console
+
+    con = Console(gw, port, asyncio, safe=safe)
+    (gw if gw is not None else safe).add_task("console", con.run)
+    return con
+
+
 def run():
+    """The node: safe boot (pin, flag file) stops here; then the configuration, the
+    boot-loop check (heatgw.bootloop: enough watchdog/crash resets in a row start safe
+    mode, heatgw.safemode, instead of the application), then the application."""
+    import board
+
     from heatgw import bootstate
 
     if bootstate.safe_boot:
         print("safe boot (%s): application not started; relays safe" % bootstate.reason)
         return None
-    gw, asyncio = build()
+    loaded = config_for(board)
+    from heatgw import bootloop
+
+    timer = bootloop.boot(board, loaded[0])  # safe mode runs there, instead of the app
+    if timer is None or timer is True:
+        _forget("bootloop")
+        bootloop = None
+    if timer is True:
+        return None  # safe mode ran (and was stopped)
+    gw, asyncio = build(loaded)
+    loaded = None
+    if timer is not None:  # a counted reset in the history: time this run
+        gw.add_task("resets", timer(gw))
     bootstate.app = "running"
     try:
         asyncio.run(gw.run(asyncio))
@@ -209,9 +259,15 @@ def stop(gw):
     try:
         print("stopping: saving state")
         gw.shutdown()
+        from heatgw import bootloop  # a reset from the REPL is the technician's: planned
+
+        bootloop.planned_reset(board, "stopped")
+        bootloop = None
+        _forget("bootloop")
     finally:
         micropython.kbd_intr(3)
         hold = getattr(board, "hold_watchdog", None)
         if hold is not None:
             hold()
         bootstate.app = "stopped"
+
