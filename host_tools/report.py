@@ -162,6 +162,14 @@ def _node_html(name, d, plots, out_dir):
              _f(c["node_ratio_total"], 3) + (f" ({_e(c['node_ratio_total_why'])})"
                                              if c["node_ratio_total_why"] else "")],
         ]))
+        if c["hours"]:
+            vals = [h["ratio"] for h in c["hours"]]
+            rows = [[_e(_when(h["t_s"], sp)), _f(h["ratio"], 4)] for h in c["hours"][:48]]
+            if len(c["hours"]) > 48:
+                rows.append([f"… {len(c['hours']) - 48} more hours", ""])
+            s.append(f"<p>Each completed hour ({len(vals)}): {_f(min(vals), 3)} to "
+                     f"{_f(max(vals), 3)}.</p>")
+            s.append(_table(rows, head=["hour completed", "ratio"], numeric=(1,)))
 
     s.append("<h3>The loop's own electricity (pumps and controls)</h3>")
     p = d["pump"]

@@ -19,6 +19,7 @@ import math
 from host_tools import co2 as co2mod
 from host_tools.records import SeqRanges
 
+HOUR_MS = 3_600_000  # heatgw.recovery's hour: node time, counted from boot
 TEMPS = ("supply_c", "return_c", "sink_return_c", "it_coolant_c")
 SERIES_KEYS = TEMPS + ("dt_k", "flow_m3h", "power_w", "energy_wh", "compute_w",
                        "ratio_interval", "ratio_hour")
@@ -216,15 +217,25 @@ def _integrate(times, watts, max_gap_s=None):
     return j
 
 
-def _compute(tel):
+def _compute(tel, times, t0):
     """The heat recovery ratio over the record, where telemetry carries heatgw.recovery's
-    totals: the heat of the counted pairs over the compute load's energy."""
+    totals: the heat of the counted pairs over the compute load's energy; and the node's
+    ratio of each completed hour (`ratio_hour`, as it first appears in the telemetry)."""
     if not any("compute_energy_wh" in r["doc"] for r in tel):
         return None
     ce, ce_falls = _increase([r["doc"].get("compute_energy_wh") for r in tel])
     rh, _ = _increase([r["doc"].get("ratio_heat_wh") for r in tel])
     integrated = any(r["doc"].get("compute_energy_integrated") for r in tel)
     last = tel[-1]["doc"]
+    hours, prev = [], None
+    for r, t in zip(tel, times, strict=True):  # each completed hour, when it first shows:
+        v = r["doc"].get("ratio_hour")  # a new value, or the same an hour later
+        again = hours and hours[-1]["boot"] == r["boot"] and \
+            r["up_ms"] - hours[-1]["up_ms"] >= HOUR_MS - 5_000
+        if v is not None and (v != prev or again):
+            hours.append({"seq": r["seq"], "boot": r["boot"], "up_ms": r["up_ms"],
+                          "t_s": round(t - t0, 3), "ratio": v})
+        prev = v
     return {
         "energy_kwh": ce / 1000.0,
         "ratio_heat_kwh": rh / 1000.0,
@@ -236,6 +247,7 @@ def _compute(tel):
         "node_ratio_total": last.get("ratio_total"),
         "node_ratio_total_why": last.get("ratio_total_why"),
         "node_ratio_hour": last.get("ratio_hour"),
+        "hours": hours,
     }
 
 
@@ -280,7 +292,7 @@ def compute_node(rows, latest, config, factors, truth=None):
             "mean_power_kw": heat_kwh / (mt / 3600.0) if mt > 0 else None,
             "reuse_time_s": reuse_s, "bypass_time_s": bypass_s,
         },
-        "compute": _compute(tel),
+        "compute": _compute(tel, tt, t0),
         "pump": pump,
         "transitions": _transitions(rows, times, t0),
         "alarms": _alarms(rows, times, t0),

@@ -221,6 +221,7 @@ def test_ratio_pump_and_co2_from_the_fields_later_firmware_adds(tmp_path):
     c = n["compute"]
     assert c["energy_kwh"] == pytest.approx(40.0) and c["meter_resets"] == 1  # 4 x 10 kWh
     assert c["ratio"] == pytest.approx(40.0 / 40.0) and c["estimate"] is False
+    assert [h["ratio"] for h in c["hours"]] == [0.8]  # one hour shown, 50 s of it
     assert n["pump"]["energy_kwh"] == pytest.approx(2.5)  # 5 x 0.5 kWh, the register
     assert [m["meter"] for m in n["pump"]["meters"]] == ["loop-pump"]
     k = n["co2"]
@@ -314,3 +315,53 @@ def test_the_report_opens_in_headless_chromium_screenshot_and_pdf(sim_record, tm
     assert _png_size(data) == (1200, 3000)
     assert _png_rows_differ(data)
     print(f"\nscreenshot: {shot}\npdf: {out / 'report.pdf'} ({len(pdf)} bytes)")
+
+
+def test_the_complete_node_days_report_matches_the_days_truth(complete_node_day, tmp_path):
+    """The complete-node day (tests/siteday.py), recorded by a real `heatgw monitor
+    --record` (its `recorder` feature): the report's figures from report.json against the
+    day's truth: the node's own final meter and the plant's IF97 heat, the heat recovery
+    ratio against the plant's heat over the compute meter's true energy, every record the
+    node published, the relay transitions the harness saw."""
+    day = complete_node_day
+    got = day.extra["recorder"]
+    assert got["returncode"] == 0, got
+    s = day.summary
+    r = run_report(got["record"], "--summary", _write(tmp_path / "day.json", s), "--out",
+                   tmp_path / "report", "--no-pdf")
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    name = "/".join(day.base.split("/")[-2:])
+    assert data["truth_node"] == name
+    n = data["nodes"][name]
+    c = n["completeness"]
+    last = s["mqtt"]["last_seq"]
+    assert (c["first_seq"], c["last_seq"], c["received"], c["missing"]) == (1, last, last, [])
+    heat = n["heat"]["energy_kwh"]
+    # the record ends at the last telemetry, at most one interval (10 s at <= 110 kW)
+    # before the node's stop
+    assert 0 <= s["metered"]["energy_kwh"] - heat <= 110 * 10 / 3600 + 0.001, (heat, s)
+    plant = s["plant"]["heat_delivered_kwh"]
+    assert abs(heat - plant) / plant * 100 < 0.5
+    # the heat recovery ratio of each completed hour against the plant's IF97 heat over
+    # the compute meter's true energy of the same span (the harness's hourly truth), and
+    # over the record, the node's totals (what the node says since commissioning)
+    hours = [h for h in (s.get("recovery") or {"hours": []})["hours"]
+             if h["node_ratio"] is not None and h.get("true_ratio")]
+    comp = n["compute"]
+    if hours:
+        assert len(comp["hours"]) == len(hours), (comp["hours"], hours)
+        for mine, truth in zip(comp["hours"], hours, strict=True):
+            assert mine["ratio"] == pytest.approx(truth["node_ratio"], abs=5e-5)
+            assert abs(mine["ratio"] - truth["true_ratio"]) / truth["true_ratio"] < 0.005
+        assert comp["ratio"] == pytest.approx(comp["node_ratio_total"], abs=5e-5)
+        assert comp["estimate"] is False  # the SDM630's energy register
+    end_s = n["span"]["duration_s"]
+    want = [(round(t["t_s"], 3), t["state"], t["reason"])
+            for t in s["relay_transitions"] if t["t_s"] <= end_s]
+    assert [(t["up_ms"] / 1000, t["state"], t["reason"]) for t in n["transitions"]] == want
+    print(f"\nday report: {heat:.3f} kWh (node {s['metered']['energy_kwh']:.3f}, plant "
+          f"{plant:.3f}), ratio {comp and comp['ratio']} (hours "
+          f"{[h['ratio'] for h in comp['hours']] if comp else None} against "
+          f"{[round(h['true_ratio'], 4) for h in hours]}), {last} records, "
+          f"{len(want)} transitions")
