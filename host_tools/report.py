@@ -188,7 +188,11 @@ def _node_html(name, d, plots, out_dir):
     tr = d["transitions"]
     if tr:
         s.append(_table([[_e(_when(t["t_s"], sp)), f"#{t['seq']}",
-                          f"<b>{_e(t['state'])}</b>", _e(t["reason"])] for t in tr],
+                          f"<b>{_e(t['state'])}</b>",
+                          _e(t["reason"]) if not t.get("implied") else
+                          _e(f"the node restarted (boot {t['boot']}): power cut, reset or "
+                             f"watchdog; the relays were safe from the moment it stopped, "
+                             f"after {_when(t['since_t_s'], sp)}")] for t in tr],
                         head=["when", "record", "relay", "reason"]))
     else:
         s.append("<p class='note'>No transition in this record.</p>")

@@ -108,27 +108,36 @@ def _completeness(rows, truth_last=None):
 
 
 def _transitions(rows, times, axis_t0):
-    """Relay state changes the node decided (its `state` and `supervisor` events), and
-    the drop at a new boot after reuse (boot.py's safe state), with reasons."""
+    """Relay state changes the node decided (its `state` and `supervisor` events), with
+    reasons; and the drop to bypass that a restart during reuse implies (power cut, reset,
+    watchdog: the relays are de-energised from that moment; boot.py keeps them safe): placed
+    at the new boot, with `since_t_s`, the last moment the record heard the old boot."""
     out = []
     state = None
+    prev_boot, prev_t = None, None
     for r, t in zip(rows, times, strict=True):
+        new_boot = prev_boot is not None and r["boot"] != prev_boot
+        last_heard = prev_t
+        prev_boot, prev_t = r["boot"], t
+        if new_boot and state == "reuse":
+            state = "bypass"
+            out.append({"seq": r["seq"], "boot": r["boot"], "up_ms": r["up_ms"],
+                        "utc": r["utc"], "t_s": round(t - axis_t0, 3), "state": "bypass",
+                        "reason": "restart", "implied": True,
+                        "since_t_s": round(last_heard - axis_t0, 3)})
         if r["kind"] != "event":
             continue
         ev = r["event"]
         kv = parse_text(r["doc"].get("text"))
         new = kv.get("state") if ev in ("state", "supervisor") else None
-        reason = kv.get("reason") or ev
-        if ev == "boot":
-            new, reason = "bypass", "boot"
-            if state != "reuse":
-                state = "bypass"
-                continue
+        if ev == "boot" and state is None:
+            state = "bypass"  # the first boot of the record: safe state, no change
         if new not in ("reuse", "bypass") or new == state:
             continue
         state = new
         out.append({"seq": r["seq"], "boot": r["boot"], "up_ms": r["up_ms"], "utc": r["utc"],
-                    "t_s": round(t - axis_t0, 3), "state": new, "reason": reason})
+                    "t_s": round(t - axis_t0, 3), "state": new,
+                    "reason": kv.get("reason") or ev})
     return out
 
 

@@ -38,17 +38,9 @@ def run_report(*args, env=None):
                           env=dict(os.environ, **(env or {})))
 
 
-@pytest.fixture(scope="module")
-def sim_record(tmp_path_factory):
-    """(record path, summary, scenario): a 20-minute run with a maintenance stop, recorded
-    by `heatgw monitor --record` from a real mosquitto."""
-    tmp = tmp_path_factory.mktemp("simrun")
-    sc = json.loads((REPO / "scenarios" / "maintenance.json").read_text())
-    # the last telemetry (every 10 s at x1.067 s) half a second before the stop, so the
-    # record holds the node's final meter to within 0.43 s of heat
-    sc.update(name="commissioning_short", duration_s=1201.5, events=[
-        {"t_s": 450.4, "do": "input", "name": "maintenance", "value": True},
-        {"t_s": 600, "do": "input", "name": "maintenance", "value": False}])
+def record_run(tmp, sc):
+    """(record path, summary, scenario): scenario `sc` through the harness with telemetry
+    to a real mosquitto, recorded by a real `heatgw monitor --record`."""
     (tmp / "scenario.json").write_text(json.dumps(sc))
     rec = tmp / "run.sqlite"
     with Broker(tmp / "mosquitto") as b:
@@ -74,6 +66,18 @@ def sim_record(tmp_path_factory):
         out.close()
         assert mon.returncode == 0
     return rec, summary, sc
+
+
+@pytest.fixture(scope="module")
+def sim_record(tmp_path_factory):
+    """A 20-minute run with a maintenance stop."""
+    sc = json.loads((REPO / "scenarios" / "maintenance.json").read_text())
+    # the last telemetry (every 10 s at x1.067 s) half a second before the stop, so the
+    # record holds the node's final meter to within 0.43 s of heat
+    sc.update(name="commissioning_short", duration_s=1201.5, events=[
+        {"t_s": 450.4, "do": "input", "name": "maintenance", "value": True},
+        {"t_s": 600, "do": "input", "name": "maintenance", "value": False}])
+    return record_run(tmp_path_factory.mktemp("simrun"), sc)
 
 
 def _count(rec):
@@ -103,6 +107,7 @@ def test_report_of_a_simulated_run_matches_its_truth(sim_record, tmp_path):
     assert abs(n["heat"]["volume_m3"] - summary["plant"]["volume_m3"]) / \
         summary["plant"]["volume_m3"] < 0.01
     assert n["truth_check"]["record_ends_s_before_stop"] < 1.0
+    assert not any(t.get("implied") for t in n["transitions"])  # one boot
     # transitions: every one the harness saw while the record ran, same time, state, reason
     end_s = n["span"]["duration_s"]
     want = [(round(t["t_s"], 3), t["state"], t["reason"])
@@ -365,3 +370,39 @@ def test_the_complete_node_days_report_matches_the_days_truth(complete_node_day,
           f"{[h['ratio'] for h in comp['hours']] if comp else None} against "
           f"{[round(h['true_ratio'], 4) for h in hours]}), {last} records, "
           f"{len(want)} transitions")
+
+
+def test_a_power_cut_during_reuse_in_the_report(tmp_path):
+    """A 1000 s run at 100 kW whose mains fails for 20 s while the heat is reused: the
+    report's drop to bypass is placed at the new boot, after the last record of the old
+    one, bracketing the moment the harness saw the coils drop; the meter's totals go on
+    across the reboot (restored from the flash queue): the heat is the node's final meter."""
+    sc = json.loads((REPO / "scenarios" / "power_cut_100kw.json").read_text())
+    sc["config"].pop("mqtt")  # the harness's --broker gives it
+    sc.update(name="cut_in_reuse", duration_s=1000, events=[  # reuse from 600 s on
+        {"t_s": 700, "do": "power_cut", "off_s": 20}])
+    rec, summary, _sc = record_run(tmp_path, sc)
+    r = run_report(rec, "--summary", _write(tmp_path / "s.json", summary), "--out",
+                   tmp_path / "rep", "--no-pdf")
+    assert r.returncode == 0, r.stderr
+    n = json.loads((tmp_path / "rep" / "report.json").read_text())["nodes"]["sim/heatgw-sim"]
+    assert n["span"]["boots"] == [1, 2]
+    cut = [t for t in summary["relay_transitions"] if t["reason"] == "power_cut"]
+    assert len(cut) == 1 and cut[0]["t_s"] == 700.0, summary["relay_transitions"]
+    (drop,) = [t for t in n["transitions"] if t.get("implied")]
+    assert drop["state"] == "bypass" and drop["reason"] == "restart" and drop["boot"] == 2
+    # bracketed: the old boot's last record at most one interval before, the new boot
+    # after the 20 s off and the 1 s reset
+    assert 700 - 10 <= drop["since_t_s"] <= 700 <= drop["t_s"] <= 700 + 20 + 1 + 0.5, drop
+    before = [(t["t_s"], t["state"], t["reason"]) for t in summary["relay_transitions"]
+              if t["t_s"] < 700]
+    assert before  # reuse before the cut
+    assert [(t["t_s"], t["state"], t["reason"]) for t in n["transitions"]
+            if not t.get("implied")] == before
+    h = n["heat"]
+    assert h["meter_restarts"] == 0  # the totals never fell across the reboot
+    assert 0 <= summary["metered"]["energy_kwh"] - h["energy_kwh"] <= 110 * 10 / 3600 + 1e-3
+    c = n["completeness"]
+    assert c["missing"] == [] and c["received"] == summary["mqtt"]["last_seq"]
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "the node restarted (boot 2)" in html
