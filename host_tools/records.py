@@ -129,6 +129,22 @@ def _int(doc, key, required=True, lo=0):
     return v
 
 
+def _unstorable(v):
+    """Why a parsed JSON value holds a string no store can keep, or None."""
+    if isinstance(v, dict):
+        return next(filter(None, map(_unstorable, [*v.keys(), *v.values()])), None)
+    if isinstance(v, list):
+        return next(filter(None, map(_unstorable, v)), None)
+    if isinstance(v, str):
+        if "\x00" in v:
+            return "a NUL character in a string"
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone UTF-16 surrogate in a string"
+    return None
+
+
 def classify(topic, payload, retained=False):
     """The Item for a message, None for a topic that is no node's (or a command to one).
     RecordError when a record's payload is not JSON or lacks a valid seq, boot, up_ms."""
@@ -146,6 +162,12 @@ def classify(topic, payload, retained=False):
         raise RecordError(f"{topic}: not JSON ({e})") from None
     if not isinstance(doc, dict):
         raise RecordError(f"{topic}: not a JSON object")
+    # what a store cannot hold is refused here, alike for both (and acknowledged, so it
+    # never comes back to stop a recorder): NUL in a string (PostgreSQL's text and jsonb
+    # refuse it) and lone UTF-16 surrogates (\ud800: no UTF-8 for them)
+    why = _unstorable(doc)
+    if why:
+        raise RecordError(f"{topic}: {why}")
     try:
         it.seq = _int(doc, "seq", lo=1)
         it.boot = _int(doc, "boot")
@@ -251,7 +273,8 @@ class Store:
         message; False: a duplicate of a stored record (ignored) or a conflict (kept in
         `conflicts`)."""
         text = item.payload.decode("utf-8", "replace")
-        if item.kind == "latest":
+        if item.kind == "latest":  # plain text: what a store cannot hold is replaced
+            text = text.replace("\x00", "\ufffd")
             self._exec("INSERT INTO latest (site, node, topic, retained, received, payload) "
                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, node, topic) DO UPDATE "
                        "SET retained = EXCLUDED.retained, received = EXCLUDED.received, "

@@ -195,6 +195,18 @@ def test_two_nodes_into_postgresql(tmp_path, mosquitto_broker, pg_server):  # no
     url = pg_server.create_db("two_nodes")
     mon = MonitorProc(tmp_path, "m", [f"127.0.0.1:{b.port}", "--site", "s1", "--db", url])
     mon.wait_for("monitor: subscribed")
+    # what PostgreSQL cannot hold (NUL in a string, a lone surrogate) is a bad message,
+    # refused and acknowledged: it never comes back to stop the recorder
+    pub = pub_client(b)
+    try:
+        for bad in (b'{"v":1,"seq":1,"boot":1,"up_ms":0,"text":"a\\u0000b"}',
+                    b'{"v":1,"seq":2,"boot":1,"up_ms":0,"text":"\\ud800"}'):
+            pub.publish("heatgw/s1/gw-z/event", bad, qos=1).wait_for_publish(5)
+        pub.publish("heatgw/s1/gw-z/status", b"on\x00line", qos=1).wait_for_publish(5)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    mon.wait_for("bad message", count=2)
     nodes = {n: start_node(tmp_path, b, n, "await asyncio.sleep_ms(180_000)")
              for n in ("gw-a", "gw-b")}
     last = {n: node.result()["end"]["last_seq"] for n, node in nodes.items()}
@@ -202,6 +214,7 @@ def test_two_nodes_into_postgresql(tmp_path, mosquitto_broker, pg_server):  # no
     st = mon.stop()
     check_exactly_once(pg_rows(url), last)
     assert st["stored"] == sum(last.values()) and st["store_duplicates"] == 0
+    assert st["bad"] == 2 and "NUL" in mon.text() and "surrogate" in mon.text()
     import psycopg
 
     with psycopg.connect(url) as c:  # the indexed columns say what the JSON says
