@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from host_tools.paths import REPO
 from host_tools.records import missing_ranges
 from tests.brokers import Broker, mosquitto_broker  # noqa: F401 - fixture
@@ -37,6 +39,19 @@ async def until(cond, ms=120_000, step_ms=100):
 """
 
 
+_STARTED = []  # every monitor process a test started: a failed test leaves none running
+
+
+@pytest.fixture(autouse=True)
+def _no_monitor_left():
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class MonitorProc:
     """`heatgw monitor ARGS --stats FILE` (python -m host_tools.cli) in a subprocess;
     stdout (plain lines: not a terminal) in a file."""
@@ -54,6 +69,7 @@ class MonitorProc:
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=self.out,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                      text=True)
+        _STARTED.append(self.proc)
         return self
 
     def text(self):

@@ -48,22 +48,25 @@ def record_run(tmp, sc):
         mon = subprocess.Popen([sys.executable, "-m", "host_tools.cli", "monitor",
                                 f"127.0.0.1:{b.port}", "--record", str(rec)], cwd=REPO,
                                stdout=out, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while "monitor: subscribed" not in (tmp / "monitor.out").read_text():
-            assert time.monotonic() < deadline and mon.poll() is None, "monitor not up"
-            time.sleep(0.05)
-        subprocess.run([sys.executable, "-m", "host_tools.harness", str(tmp / "scenario.json"),
-                        "--out", str(tmp / "summary.json"), "--mpy", "--broker",
-                        f"127.0.0.1:{b.port}", "--workdir", str(tmp / "work")],
-                       cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=300)
-        summary = json.loads((tmp / "summary.json").read_text())
-        last = summary["mqtt"]["last_seq"]
-        deadline = time.monotonic() + 20
-        while _count(rec) < last and time.monotonic() < deadline:
-            time.sleep(0.05)
-        mon.send_signal(signal.SIGTERM)
-        mon.communicate(timeout=20)
-        out.close()
+        try:
+            deadline = time.monotonic() + 20
+            while "monitor: subscribed" not in (tmp / "monitor.out").read_text():
+                assert time.monotonic() < deadline and mon.poll() is None, "monitor not up"
+                time.sleep(0.05)
+            subprocess.run([sys.executable, "-m", "host_tools.harness",
+                            str(tmp / "scenario.json"), "--out", str(tmp / "summary.json"),
+                            "--mpy", "--broker", f"127.0.0.1:{b.port}", "--workdir",
+                            str(tmp / "work")],
+                           cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=300)
+            summary = json.loads((tmp / "summary.json").read_text())
+            last = summary["mqtt"]["last_seq"]
+            deadline = time.monotonic() + 20
+            while _count(rec) < last and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            mon.send_signal(signal.SIGTERM)
+            mon.communicate(timeout=20)
+            out.close()
         assert mon.returncode == 0
     return rec, summary, sc
 
