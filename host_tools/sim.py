@@ -281,7 +281,7 @@ class Sim:
             self.record_path.unlink()
         from host_tools.simrecord import Recorder
 
-        self.recorder = Recorder(self.record_path, broker, [f"{prefix}/{site}/#"]).start()
+        self.recorder = Recorder(self.record_path, broker, site, prefix).start()
         base_id = (sc.get("config") or {}).get("node_id")
         for i in range(a.nodes):
             nsc = json.loads(json.dumps(sc))
@@ -498,7 +498,6 @@ class Sim:
         for n in self.nodes:
             if getattr(n, "summary_path", None):
                 lines.append(f"summary: {n.summary_path}")
-        lines += self._report()
         return lines
 
     def _result_line(self):
@@ -528,26 +527,32 @@ class Sim:
             text += " (the record stopped waiting for the rest)"
         return text
 
-    def _report(self):
-        """`heatgw report` on the record, where this build has it."""
-        import importlib.util
-
-        if importlib.util.find_spec("host_tools.report") is None:
-            return ["report: this build has no `heatgw report` yet: the record above is "
-                    "what it turns into the commissioning report (`heatgw report RECORD "
-                    "--summary SUMMARY`)"]
+    def report(self):
+        """`heatgw report` on the record (it prints each file it writes); the last line:
+        where the report is. With several nodes the first node's summary is the truth
+        beside its figures."""
         if self.args.no_report:
-            return ["report: not written (--no-report)"]
+            return "report: not written (--no-report); `heatgw report RECORD` writes it"
         from host_tools import report
 
-        args = [str(self.record_path), "--out", str(self.out_dir / "report")]
+        out = self.out_dir / "report"
+        args = [str(self.record_path), "--out", str(out)]
         first = next((n for n in self.nodes if getattr(n, "summary_path", None)), None)
         if first is not None:
             args += ["--summary", str(first.summary_path)]
-        rc = report.main(args)
+        if self.args.no_pdf:
+            args.append("--no-pdf")
+        saved = sys.argv[0]
+        sys.argv[0] = "heatgw report"
+        try:
+            rc = report.main(args)
+        except SystemExit as e:
+            rc = e.code
+        finally:
+            sys.argv[0] = saved
         if rc:
-            return [f"report: heatgw report failed (exit {rc})"]
-        return [f"report: {self.out_dir / 'report' / 'report.html'}"]
+            return f"report: heatgw report failed (exit {rc}); the record is kept"
+        return f"the report: {out / 'report.html'}"
 
     def close(self):
         for n in self.nodes:
@@ -617,6 +622,8 @@ def build_parser():
                     help="run precompiled modules, as a device runs frozen code "
                          "(default; --no-mpy: from source)")
     ap.add_argument("--no-report", action="store_true", help="write the record only")
+    ap.add_argument("--no-pdf", action="store_true",
+                    help="the report without its PDF (headless Chromium)")
     ap.add_argument("--record-wait", type=float, default=20.0, metavar="S",
                     help=argparse.SUPPRESS)  # how long the end waits for the record (tests)
     return ap
@@ -643,9 +650,9 @@ def main(argv=None):
             print(f"heatgw sim: cannot start: {e}", file=sys.stderr)
             return 1
         sim.run()
-        lines = sim.finish()
-        for line in lines:
+        for line in sim.finish():
             print(line, flush=True)
+        print(sim.report(), flush=True)
         for n in sim.nodes:
             if n.error:
                 print(f"heatgw sim: {n.name} FAILED:\n{n.error}", file=sys.stderr)

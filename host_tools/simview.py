@@ -7,9 +7,9 @@
 
 Per node, from the harness (the plant and the relay coils, read live): the temperatures,
 flow, thermal power into the building and the compute load's power, the relay and its
-reason; from the broker (the run's subscriber, host_tools.simrecord): the node's metered
-energy, power and heat recovery ratio, status, alarms, records and gaps; from the node's
-console: its own word on the link to the broker.
+reason; from the broker (the run's recorder, host_tools.simrecord: the monitor's): the
+node's metered energy, power and heat recovery ratio, status, alarms, records and gaps;
+from the node's console: its own word on the link to the broker.
 """
 
 import time
@@ -69,7 +69,7 @@ def node_values(sim, n):
         "gaps": view.seqs.missing_count() if view else 0,
         "published": mq.get("published"), "acked": mq.get("acked"),
         "mqtt_line": n.mqtt_line,
-        "events": list(view.events) if view else [],
+        "event": view.last_event if view else None,
         "faults": n.faults(),
         "error": n.error,
         "done": not n.thread.is_alive(),
@@ -108,7 +108,8 @@ def _node_panel(sim, n, v, selected):
     t.add_row("", f"node: {v['mqtt_line']}")
     if v["faults"]:
         t.add_row("faults", "[magenta]" + ", ".join(v["faults"]) + "[/]")
-    for seq, kind, text in v["events"][-2:]:
+    if v["event"]:
+        seq, kind, text = v["event"]
         t.add_row("event", f"#{seq} {kind} {text}"[:56])
     if v["error"]:
         t.add_row("FAILED", f"[bold red]{v['error'].splitlines()[0][:120]}[/]")
@@ -142,6 +143,8 @@ def render(sim, final=False):
     from rich.table import Table
     from rich.text import Text
 
+    for n in sim.nodes:
+        n.follow_console()
     rows = [(n, node_values(sim, n)) for n in sim.nodes]
     wall = time.monotonic() - sim.wall0
     broker = "[green]up[/]" if sim.broker_up else "[bold red]DOWN[/]"
