@@ -330,3 +330,48 @@ def test_the_node_red_flow_parses_and_its_wires_hold():
         assert n["qos"] == "1" and n["datatype"] == "json"
     assert "$share/nodered/heatgw/+/+/telemetry" in [n["topic"] for n in ins]
     assert not brokers[ins[0]["broker"]]["cleansession"]  # a persistent session
+
+
+def test_the_home_assistant_automation_parses():
+    import yaml
+
+    (auto,) = yaml.safe_load(readme_block("home-assistant automation"))["automation"]
+    (trig,) = auto["triggers"]
+    assert trig["trigger"] == "mqtt" and re.fullmatch(r"heatgw/site1/\+/alarm/\+", trig["topic"])
+    assert "trigger.payload != ''" in auto["conditions"][0]["value_template"]
+
+
+def test_the_fail_safe_table_has_every_reason_and_its_latching():
+    """README "Every situation": each condition of heatgw/failsafe.py has its row, and the
+    latches column says yes exactly for failsafe.LATCHING."""
+    sys.path.insert(0, str(REPO / "firmware"))
+    try:
+        from heatgw import failsafe
+    finally:
+        sys.path.pop(0)
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("### Every situation: what the relays do"):]
+    table = table[:table.index("\n\n", table.index("| situation |"))]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines()
+            if ln.startswith("| ") and not ln.startswith("| situation")]
+    assert all(len(r) == 5 for r in rows)
+    reasons = [r for r in failsafe.PRIORITY if r != failsafe.BOOT]
+    for reason in reasons:
+        mine = [r for r in rows if f"(`{reason}" in r[0] or f"`{reason}<" in r[0]
+                or f"`{reason}`" in r[0]]
+        assert mine, f"no row for {reason}"
+        for r in mine:
+            assert r[3].startswith("**yes**") == (reason in failsafe.LATCHING), r
+    assert set(failsafe.LATCHING) == {failsafe.IT_COOLANT_HIGH, failsafe.VALVE_STUCK}
+
+
+def test_the_readmes_links_to_its_own_chapters_resolve():
+    text = (REPO / "README.md").read_text()
+    slugs = set()
+    for h in re.findall(r"^#+ (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")
+        slugs.add(slug)
+    mine = text[text.index("## MQTT topics, payloads and alarms"):text.index("## Layout")]
+    mine += text[:text.index("## Installing a node")]
+    for link in set(re.findall(r"\]\(#([^)]+)\)", mine)):
+        assert link in slugs, link
