@@ -148,10 +148,12 @@ class SimNode:
         self.plain_next = 0  # the next plain progress line's simulated time (ms)
         self.seen_transitions = 0
         self.seen_injected = 0
+        self.started = None  # when its thread began (the speed-up counts from there)
 
     def _run(self):
         from host_tools.nodeproc import NodeFailed
 
+        self.started = time.monotonic()
         try:
             self.summary = self.h.run()
         except NodeFailed as e:
@@ -233,6 +235,7 @@ class Sim:
         self.stop_asked = False
         self.prompt = None  # the text typed after ':' in the live view
         self.message = ""  # the last answer to a key or a command
+        self.down_at_end = False  # the run's broker was down when the nodes stopped
         self.wall0 = time.monotonic()
         self._broker_lock = threading.Lock()
 
@@ -411,8 +414,7 @@ class Sim:
         from host_tools.simview import plain_header, plain_progress
 
         self._print(plain_header(self))
-        if not sys.stdin.isatty() or self.args.view == "plain":
-            threading.Thread(target=self._stdin_commands, daemon=True).start()
+        threading.Thread(target=self._stdin_commands, daemon=True).start()
         while self.running():
             time.sleep(0.2)
             for line in plain_progress(self):
@@ -475,7 +477,8 @@ class Sim:
         """Wait for the record to hold what the nodes published, close it, write the
         summaries and the report; the lines to print."""
         lines = []
-        if self.broker is not None and not self.broker.running():
+        down_at_end = self.broker is not None and not self.broker.running()
+        if down_at_end:  # what the nodes published before it stays in the broker's store
             self.switch_broker(False, "(the run ended: for the record)")
         for n in self.nodes:
             if n.summary is not None:
@@ -487,7 +490,10 @@ class Sim:
             mq = (n.summary or {}).get("mqtt") or {}
             if mq.get("last_seq") and mq.get("acked"):
                 want[(n.site, n.node_id)] = mq["last_seq"]
-        short = self.recorder.wait_for(want, timeout_s=self.args.record_wait)
+        # records published while the broker was down at the end stay on the nodes' flash
+        short = self.recorder.wait_for(want, timeout_s=3.0 if down_at_end
+                                       else self.args.record_wait)
+        self.down_at_end = down_at_end
         configs = {(n.site, n.node_id): n.cfg for n in self.nodes}
         self.recorder.finish(configs, meta={"scenario": self.sc["name"],
                                             "nodes": len(self.nodes)})
@@ -520,11 +526,14 @@ class Sim:
         gaps = got.seqs.missing_count() if got else 0
         text = (f"  {n.name}: metered {m.get('energy_kwh', 0):.3f} kWh (plant {plant:.3f} kWh, "
                 f"{s.get('heat_error_pct') or 0:+.3f} %), "
-                f"{len(s['relay_transitions'])} relay transitions, {rec} of {last} records")
+                f"{len(s['relay_transitions'])} relay transitions, {rec} of the {last} "
+                f"records it published in the record")
         if gaps:
             text += f", {gaps} missing between"
         if (n.site, n.node_id) in short:
             text += " (the record stopped waiting for the rest)"
+        if self.down_at_end:
+            text += "; what it measured after the broker went down waits on its flash"
         return text
 
     def report(self):

@@ -156,7 +156,8 @@ def render(sim, final=False):
     bars.add_column()
     bars.add_column(no_wrap=True)
     for n, v in rows:
-        speed = v["t_s"] / wall if wall > 0 else 0
+        ran = time.monotonic() - n.started if n.started else 0
+        speed = v["t_s"] / ran if ran > 0 else 0
         bars.add_row(n.node_id, ProgressBar(total=max(v["end_s"], 1), completed=v["t_s"],
                                             width=40),
                      f"{clock_text(v['t_s'])} of {clock_text(v['end_s'])} simulated · "
