@@ -35,6 +35,8 @@ import sys
 PROG = "heatgw"
 
 COMMANDS = {
+    "sim": ("host_tools.sim",
+            "the gateway on a simulated plant and a broker: live view, faults, record, report"),
     "scenario": ("host_tools.harness",
                  "run one scenario of the simulated plant against the real firmware"),
     "flash": ("host_tools.flash",
