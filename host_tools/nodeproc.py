@@ -65,11 +65,11 @@ class Node:
             stdio = serial.node_stdio()
         else:
             stdio = {"stdin": subprocess.DEVNULL, "stdout": console,
-                     "stderr": subprocess.STDOUT}
+                     "stderr": subprocess.STDOUT, "start_new_session": detach}
         # -m: the module path decides (precompiled first when asked), not the script's
         # own folder
         self.proc = subprocess.Popen([*(cmd or micropython_cmd()), "-m", "node"],
-                                     cwd=REPO, env=env, start_new_session=detach,
+                                     cwd=REPO, env=env,
                                      **stdio)
         self.sock = self._accept(listener)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
