@@ -9,7 +9,7 @@ SCENARIO ?= scenarios/day_24h.json
 OUT      ?= out/$(basename $(notdir $(SCENARIO))).json
 MPY      ?= 1
 
-.PHONY: all venv mplibs test bench mpy lint clean scenario heap
+.PHONY: all venv mplibs test bench mpy lint clean scenario heap sim
 
 all: test
 
@@ -51,6 +51,13 @@ scenario: $(STAMP) $(MPLIBS)
 	    $(if $(MQTT_PASSWORD_FILE),--mqtt-password-file $(MQTT_PASSWORD_FILE)) \
 	    $(if $(CA),--ca $(CA)) $(if $(HA_PREFIX),--ha-prefix $(HA_PREFIX)) \
 	    $(if $(filter 1,$(ROMFS)),--romfs) $(if $(SERIAL),--serial $(SERIAL))
+
+# The gateway on a simulated day (scenarios/sim_day.json: a sink outage, a sensor fault) on
+# a broker started for the run (mosquitto if installed, else the embedded amqtt): the live
+# view on a terminal (plain lines otherwise), then the run's record and its report.
+# SIM_ARGS passes options, e.g. SIM_ARGS="--nodes 3" or SIM_ARGS="scenarios/sink_lost.json".
+sim: $(STAMP) $(MPLIBS)
+	$(PY) -m host_tools.cli sim $(SIM_ARGS)
 
 bench: $(STAMP) $(MPLIBS)
 	$(PY) -m host_tools.bench

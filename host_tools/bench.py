@@ -627,6 +627,135 @@ def analog_bench():
     return mprun.run_json(ANALOG_BENCH)[-1]
 
 
+# the README's telemetry example (heatgw/site1/gw-07/telemetry): what a node publishes
+TEL_EXAMPLE = {
+    "v": 1, "seq": 10234, "boot": 12, "up_ms": 86400000, "utc": 1764621000,
+    "supply_c": 45.31, "supply_why": None, "return_c": 35.12, "return_why": None,
+    "sink_return_c": 33.90, "sink_return_why": None, "it_coolant_c": None,
+    "it_coolant_why": "open", "dt_k": 10.19, "dt_why": None, "flow_m3h": 5.500,
+    "flow_why": None, "power_w": 65120, "power_why": None, "energy_wh": 2256515.774,
+    "volume_l": 98765.432, "time_s": 86400.000, "error_s": 12.000, "low_dt_s": 3600.500,
+    "state": "bypass", "relay_reuse": False, "reason": "sensor_fault:it_coolant",
+    "active": ["sensor_fault:it_coolant"], "latched": [], "heap_free": 41232}
+MONITOR_AHEAD = 400  # published but not yet stored, at most: below mosquitto's queue (1000)
+
+
+def monitor_bench(n=6000, nodes=60):
+    """`heatgw monitor` recording a fleet's telemetry: records/s stored (committed and
+    acknowledged) into SQLite, and into PostgreSQL where its server is installed; the
+    publisher keeps at most MONITOR_AHEAD records ahead of the store. {"skipped": why}
+    without mosquitto."""
+    try:
+        import paho.mqtt.client as mqtt
+
+        from tests import brokers, pgserver
+    except ImportError as e:
+        return {"skipped": f"tests.brokers not importable ({e})"}
+    if not os.access(brokers.MOSQUITTO, os.X_OK):
+        return {"skipped": f"no mosquitto ({brokers.MOSQUITTO})"}
+    import signal
+    import subprocess
+    import time
+
+    out = {"n": n, "nodes": nodes}
+
+    def one(d, target, count):
+        with brokers.Broker(Path(d) / "mosquitto") as b:
+            log = Path(d) / "monitor.out"
+            with open(log, "w") as f:
+                mon = subprocess.Popen(
+                    [sys.executable, "-m", "host_tools.cli", "monitor", f"127.0.0.1:{b.port}",
+                     "--view", "plain", *target], cwd=REPO, stdout=f,
+                    stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 20
+                while "monitor: subscribed" not in log.read_text():
+                    if time.monotonic() > deadline or mon.poll() is not None:
+                        raise RuntimeError("monitor not up: " + log.read_text()[-500:])
+                    time.sleep(0.05)
+                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+                c.connect("127.0.0.1", b.port)
+                c.loop_start()
+                t0 = time.monotonic()
+                stored = 0
+                for i in range(n):
+                    d_ = dict(TEL_EXAMPLE, seq=i // nodes + 1, up_ms=(i // nodes) * 10_000)
+                    c.publish(f"heatgw/bench/n{i % nodes:03d}/telemetry", json.dumps(d_),
+                              qos=1)
+                    while i - stored >= MONITOR_AHEAD:
+                        time.sleep(0.002)
+                        stored = count()
+                while stored < n and time.monotonic() - t0 < 120:
+                    time.sleep(0.002)
+                    stored = count()
+                dt = time.monotonic() - t0
+                c.disconnect()
+                c.loop_stop()
+                return {"stored": stored, "s": dt, "rate": stored / dt}
+            finally:
+                mon.send_signal(signal.SIGTERM)
+                mon.communicate(timeout=30)
+
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "bench.sqlite")
+        out["sqlite"] = one(d, ["--record", path], _count_sqlite(path))
+    if pgserver.pg_bin("initdb") and pgserver.pg_bin("pg_ctl"):
+        try:
+            with pgserver.PgServer() as pg, tempfile.TemporaryDirectory() as d:
+                url = pg.create_db("bench")
+                out["postgresql"] = one(d, ["--db", url], _count_pg(url))
+        except BaseException as e:  # noqa: BLE001 - pytest's skip too: no user to run it as
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            out["postgresql"] = {"skipped": str(e)}
+    else:
+        out["postgresql"] = {"skipped": "no PostgreSQL server installed"}
+    return out
+
+
+def _count_sqlite(path):
+    """count() of the records table, on one reader connection."""
+    import sqlite3
+
+    db = []
+
+    def count():
+        if not db:
+            db.append(sqlite3.connect(path, isolation_level=None))
+        try:
+            return db[0].execute("SELECT count(*) FROM records").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+    return count
+
+
+def _count_pg(url):
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+
+    def count():
+        try:
+            return conn.execute("SELECT count(*) FROM records").fetchone()[0]
+        except psycopg.Error:
+            return 0
+    return count
+
+
+def print_monitor_bench(r):
+    if "skipped" in r:
+        print(f"monitor: skipped: {r['skipped']}")
+        return
+    parts = []
+    for name in ("sqlite", "postgresql"):
+        x = r.get(name) or {}
+        parts.append(f"{name} skipped ({x['skipped']})" if "skipped" in x else
+                     f"{name} {x['rate']:.0f} records/s ({x['stored']}/{r['n']} in "
+                     f"{x['s']:.2f} s)")
+    print(f"monitor: {r['n']} telemetry records of {r['nodes']} nodes recorded "
+          f"(stored, committed, acknowledged): " + ", ".join(parts))
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -664,6 +793,7 @@ def main(argv=None):
     print_serial_bench(sb)
     cb = console_bench()
     print_console_bench(cb)
+    print_monitor_bench(monitor_bench())
     read_us = max(sb["worst_us"]) if sb["worst_us"] else "failed"
     con_us = "failed" if cb.get("failed") else cb["worst_us"]
     cp_kb_s = f"{sb['bytes'] / 1024 / sb['cp_s']:.1f}" if sb["cp_ok"] else "failed"

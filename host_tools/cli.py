@@ -35,6 +35,8 @@ import sys
 PROG = "heatgw"
 
 COMMANDS = {
+    "sim": ("host_tools.sim",
+            "the gateway on a simulated plant and a broker: live view, faults, record, report"),
     "scenario": ("host_tools.harness",
                  "run one scenario of the simulated plant against the real firmware"),
     "flash": ("host_tools.flash",
@@ -45,6 +47,10 @@ COMMANDS = {
                "copy the node's code and configuration to a board, only what changed"),
     "command": ("host_tools.command",
                 "sign a command for a node, and publish it to its broker"),
+    "monitor": ("host_tools.monitor",
+                "show a site's nodes live; record every record (SQLite, PostgreSQL)"),
+    "report": ("host_tools.report",
+               "the commissioning report of a record: HTML with plots, JSON, PDF"),
 }
 
 

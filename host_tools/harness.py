@@ -46,6 +46,7 @@ import binascii
 import json
 import math
 import os
+import queue
 import re
 import socket
 import subprocess
@@ -74,6 +75,9 @@ DEFAULT_STEP_S = 5  # plant step: its time constants are >= 15 min, the node sti
 REBOOT_MS = 1_000  # virtual time from reset/power-on until the node runs boot.py
 HANG_TIMEOUT_S = 3.0  # after an injected hang: real seconds before the watchdog "fires"
 APP_STOPPED = "main: application stopped"  # main.py's line when start.run() raised
+# events Harness.inject() takes while a run goes on (the plant's and the board's world;
+# `trip_reset`: the technician's reset input)
+INJECTABLE = (*WORLD_EVENTS, "trip_reset", "power_cut", "bus_error")
 
 
 def heap_bytes(arg):
@@ -162,7 +166,8 @@ def host_board_probe(cmd, path, env):
 
 class Harness:
     def __init__(self, scenario, workdir, *, mpy=False, module_dirs=(), uplink=None,
-                 romfs=False, heapsize=None, serial=None, serial_trace=False):
+                 romfs=False, heapsize=None, serial=None, serial_trace=False,
+                 external=None, detach=False):
         """`module_dirs`: folders searched before the firmware (a test's stand-ins);
         `uplink`: host_tools.uplink.Uplink, the broker the node's telemetry goes to;
         `romfs`: the node's code from a ROMFS image (implies precompiled modules; it is
@@ -171,8 +176,17 @@ class Harness:
         --romfs adds the image;
         `serial`: "auto" or a path for a symlink: the node gets a serial port (`serial`,
         a SerialPort, made here: its `path` is known before run()); `serial_trace`: it
-        keeps what was typed (tests)."""
+        keeps what was typed (tests);
+        `external`: fn(event, t_s) for scenario events the harness does not know (e.g.
+        `heatgw sim`'s broker_down): called in lockstep, the node waits meanwhile; it
+        returns False for an event it does not know either;
+        `detach`: the node process in its own session (a Ctrl-C at the terminal of an
+        interactive tool does not reach it; the tool stops the run)."""
         self.sc = scenario
+        self.external = external
+        self.detach = detach
+        self._injected = queue.SimpleQueue()  # events inject() queued from other threads
+        self.injected = []  # {t_s, do, ...}: each injected event as it was applied
         self.mpy = mpy or romfs
         self.uplink = uplink
         extra = [str(d) for d in module_dirs]
@@ -414,7 +428,7 @@ class Harness:
             self.events.append({"t_s": ev["t_s"] + ev.get("hold_s", 2), "do": "input",
                                 "name": "trip_reset", "value": False})
             self.events.sort(key=lambda e: e["t_s"])
-        else:
+        elif self.external is None or self.external(ev, self.vt / 1000.0) is False:
             raise ValueError(f"unknown scenario event {do!r}")
 
     def _technician_line(self, ev):
@@ -678,7 +692,8 @@ class Harness:
         self.node = Node(micropypath=self.micropypath, listener=self.listener,
                          flash_path=self.flash_path, console=self.console,
                          console_path=self.console_path, cmd=self.node_cmd,
-                         env=extra, serial=self.serial)
+                         env=extra, serial=self.serial,
+                         detach=self.detach and self.serial is None)
         self.world.forget_served()
         try:
             line = self.node.readline(REAL_TIMEOUT_S)
@@ -745,6 +760,28 @@ class Harness:
         self._boot_node("soft_reset", env)
         self.node.wdt_timeout_ms = old.wdt_timeout_ms
         self.node.last_feed_vt = old.last_feed_vt
+
+    def inject(self, event):
+        """Queue a scenario event (a dict with `do` and its keys, no `t_s`) from any
+        thread: the harness applies it at the node's next idle point, stamped with that
+        instant (the run is lockstep: the node never sees the world change behind the
+        time it was given). Raises ValueError at once for an event no one knows."""
+        do = event.get("do")
+        if do not in INJECTABLE and (self.external is None or not isinstance(do, str)):
+            raise ValueError(f"cannot inject {do!r}")
+        self._injected.put(dict(event))
+
+    def _drain_injected(self):
+        """Apply what inject() queued, now (the node idles at self.vt)."""
+        while True:
+            try:
+                ev = self._injected.get_nowait()
+            except queue.Empty:
+                return
+            ev["t_s"] = self.vt / 1000.0
+            self.injected.append(dict(ev))
+            self.events.insert(0, ev)  # due now: _advance_to applies it
+            self._advance_to(self.vt)
 
     def request_stop(self):
         """End the run at the node's next request for time (another thread may call it:
@@ -849,6 +886,7 @@ class Harness:
             self._reset("watchdog")
             return
         self._advance_to(target)
+        self._drain_injected()
         if self._pending_cut is not None:
             ev, self._pending_cut = self._pending_cut, None
             self._cut_off_ms = int(ev.get("off_s", 10) * 1000)

@@ -49,9 +49,10 @@ class Node:
     it); `app_booted`: the application reported its boot record."""
 
     def __init__(self, *, micropypath, listener, flash_path, console, console_path,
-                 cmd=None, env=None, serial=None):
+                 cmd=None, env=None, serial=None, detach=False):
         """cmd: the micropython command line (default: micropython_cmd()); env: extra
-        environment (e.g. HEATGW_ROMFS); serial: a SerialPort, the node's stdio."""
+        environment (e.g. HEATGW_ROMFS); serial: a SerialPort, the node's stdio; detach:
+        the process in a session of its own (no terminal's Ctrl-C reaches it)."""
         self.console_path = console_path
         extra = env
         env = dict(os.environ)
@@ -64,11 +65,12 @@ class Node:
             stdio = serial.node_stdio()
         else:
             stdio = {"stdin": subprocess.DEVNULL, "stdout": console,
-                     "stderr": subprocess.STDOUT}
+                     "stderr": subprocess.STDOUT, "start_new_session": detach}
         # -m: the module path decides (precompiled first when asked), not the script's
         # own folder
         self.proc = subprocess.Popen([*(cmd or micropython_cmd()), "-m", "node"],
-                                     cwd=REPO, env=env, **stdio)
+                                     cwd=REPO, env=env,
+                                     **stdio)
         self.sock = self._accept(listener)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(REAL_TIMEOUT_S)

@@ -64,6 +64,7 @@ class PlantMeters:
                              f"{', '.join(MODELS)}")
         self.slave = int(spec.get("slave", 1))
         self.energy0_kwh = float(spec.get("energy_kwh", 0.0))
+        self.stale_s = spec.get("stale_s")  # the node's limit for its readings; None: default
         self.power_w = 0.0
         self.energy_kwh = self.energy0_kwh
         self.log = [(0.0, 0.0)]  # (t_s, plant load energy J) at each step boundary
@@ -149,9 +150,11 @@ class PlantMeters:
         mb = cfg.setdefault("modbus", {"buses": {}, "meters": {}})
         mb.setdefault("buses", {})["plant"] = {"type": "tcp", "host": "127.0.0.1",
                                                "port": self.port}
-        mb.setdefault("meters", {})[name] = {"bus": "plant", "slave": self.slave,
-                                             "model": self.model, "role": "compute",
-                                             "period_s": period_s}
+        meter = mb.setdefault("meters", {})[name] = {
+            "bus": "plant", "slave": self.slave, "model": self.model, "role": "compute",
+            "period_s": period_s}
+        if self.stale_s is not None:
+            meter["stale_s"] = int(self.stale_s)
         rc = cfg.setdefault("recovery", {})
         if not rc.get("compute"):
             rc["compute"] = {"source": "modbus", "meter": name}

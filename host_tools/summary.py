@@ -212,6 +212,7 @@ def summary(h, wall_s):
         "recovery": recovery(h),
         "technician": h.technician,  # the calibration steps typed at the console
         "console_typed": h.console_typed,  # the `console` events' lines
+        "injected": h.injected,  # events injected while the run went on (heatgw sim)
         "boots": h.boots,
         "saves": len(h.saves),
         "restores": h.restores,
