@@ -18,10 +18,11 @@ from host_tools.paths import FIRMWARE
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, mbschema  # noqa: E402  (needs firmware/ on sys.path)
+from heatgw import bmsschema, config, mbschema  # noqa: E402  (needs firmware/ on sys.path)
 from heatgw.config_schema import SCHEMA  # noqa: E402
 
 mbschema.install(SCHEMA)  # the host's tools know the whole schema (the node loads it on need)
+bmsschema.install(SCHEMA)
 
 
 def check(path):

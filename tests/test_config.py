@@ -48,10 +48,13 @@ FULL = {
         "valve_feedback": True,
         "recover_s": 120,
         "min_dwell_s": 600,
+        # the contact alone (test_bms covers the remote sources)
+        "sink_sources": {"modbus": None, "mqtt": None},
     },
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
+    "bms": None,  # no Modbus server (test_bms covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
@@ -113,8 +116,8 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of control, flow, meter, modbus, "
-     "mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
+    (with_("contrl", {}), "contrl: unknown key; expected one of bms, control, flow, meter, "
+     "modbus, mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
@@ -130,7 +133,8 @@ BAD = [
      "it_coolant, return, sink_return, supply"),
     (with_("control.tick_s", 1), "control.tick_s: unknown key; expected one of "
      "it_coolant_hyst_k, it_coolant_max_c, min_dwell_s, recover_s, sink_flow_hyst_m3h, "
-     "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, stale_s, "
+     "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, sink_sources, "
+     "stale_s, "
      "tick_ms, valve_feedback, valve_travel_s"),
     (with_("flow.k", 1), "flow.k: unknown key; expected one of critical, litres_per_pulse, "
      "max_m3h, meter, type"),

@@ -408,6 +408,16 @@ def io_sent():
     vasyncio.sent()
 
 
+def io_serving(sock, kind):
+    """A server registers its sockets: kind "listen", "conn" (a client's connection) or
+    None (closed). What they receive is a request, not a reply; while a client is
+    connected, virtual time runs at most $HEATGW_IO_LEAD_MS ahead of the last request
+    heard, then follows real time (vasyncio.serving)."""
+    import vasyncio
+
+    vasyncio.serving(sock, kind)
+
+
 def technician(gw):
     """The console's stand-in: a task running the harness's technician steps against
     heatgw.calprocedure (boards/host/technician.py), when $HEATGW_TECHNICIAN is set (the

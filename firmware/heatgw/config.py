@@ -93,11 +93,19 @@ def load(path, save=True):
             from heatgw import mbschema  # the section's schema, only when there is one
 
             mbschema.install(SCHEMA)
+        if type(doc) is dict and doc.get("bms") is not None:
+            from heatgw import bmsschema  # the building's server, only when there is one
+
+            bmsschema.install(SCHEMA)
         cfg, errors = validate(doc, SCHEMA)
         if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
             from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
 
             errors = mbplan.check(cfg)
+        if not errors and cfg.get("bms"):
+            errors = bmsschema.check(cfg)
+        if not errors:
+            errors = sink_errors(cfg)
         if mig is not None:
             errors = migrate.errors(needs, errors)
         if errors:
@@ -110,6 +118,18 @@ def load(path, save=True):
             return default(), ["%s: loading failed (%r)" % (path, e)], "default", None
         except Exception:
             return _OOM
+
+
+def sink_errors(cfg):
+    """A remote sink source needs the part it comes through: modbus the bms section
+    (its heartbeat register), mqtt the mqtt section (signed sink commands)."""
+    errors = []
+    ss = cfg["control"].get("sink_sources") or {}
+    for name, part in (("modbus", "bms"), ("mqtt", "mqtt")):
+        if ss.get(name) is not None and not cfg.get(part):
+            errors.append("control.sink_sources.%s: needs a %s section (the source comes "
+                          "through it)" % (name, part))
+    return errors
 
 
 def is_configured(cfg):

@@ -50,7 +50,8 @@ def load_config(path, dead_man_hold_ms=None):
             cfg, errors, source = config.default(), [err], "default"
     configured = config.is_configured(cfg)
     config = None
-    for name in ("config", "schema", "config_schema", "migrate", "mbschema", "mbplan"):
+    for name in ("config", "schema", "config_schema", "migrate", "mbschema", "mbplan",
+                 "bmsschema"):
         _forget(name)
     return cfg, errors, source, configured, migration
 
