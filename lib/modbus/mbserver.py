@@ -131,7 +131,7 @@ class TCPServer:
                 if not exc:
                     tx[7] = fc
                     tx[8] = 2 * count
-                    self._length(3 + 2 * count)
+                    self._length(2 + 2 * count)
         elif fc == 6:
             if plen != 5:
                 exc = 3
@@ -140,7 +140,7 @@ class TCPServer:
                 if not exc:
                     for i in range(7, 12):
                         tx[i] = b[i]  # the request's PDU, echoed
-                    self._length(6)
+                    self._length(5)
         elif fc == 16:
             count = b[10] << 8 | b[11] if plen >= 6 else 0
             if plen < 6 or not 1 <= count <= 123 or b[12] != 2 * count \
@@ -153,14 +153,14 @@ class TCPServer:
                 if not exc:
                     for i in range(7, 12):
                         tx[i] = b[i]  # function, address, count
-                    self._length(6)
+                    self._length(5)
         else:
             exc = 1
         if exc:
             self.exceptions += 1
             tx[7] = fc | _ERROR_BIAS
             tx[8] = exc
-            self._length(3)
+            self._length(2)
         return end
 
     def _length(self, pdu_len):
