@@ -916,3 +916,204 @@ def test_fuzz_sample_end_to_end_over_a_socket(tmp_path):
             proc.kill()
     assert {"close", 3, 4, 6, 16, 0x81, 0x83, 0x84, 0x86, 0x90} <= kinds, kinds
     assert res["requests"] + res["dropped"] == 300 and res["dropped"] >= 1, res
+
+
+# -- the MQTT source of the sink rule ---------------------------------------------------------
+
+MQTT_BODY = r"""
+POSTS = []  # [at_ms, value] of the mqtt source's sink statements on the inbox
+SINK = []  # the sink_unavailable trips and clears, and the command events
+_post = gw.inbox.post
+
+
+def post(source, what, value=True, at_ms=None):
+    if source == "mqtt" and what == "sink_available":
+        POSTS.append([at_ms, value])
+    return _post(source, what, value, at_ms)
+
+
+gw.inbox.post = post
+gw.add_sink(lambda k, r: SINK.append(r) if k == "event" and (
+    r.get("reason") == "sink_unavailable" or r.get("kind") in ("command", "request")) else None)
+
+
+def sink(phase):
+    out(phase=phase, sink=gw.inputs.sink_available, by=gw.inputs.sink_by,
+        silent=gw.inputs.sink_silent, posts=len(POSTS))
+
+
+await up()
+await asyncio.sleep_ms(3000)
+sink("start")
+await command(FORGED)
+await asyncio.sleep_ms(2000)
+sink("forged")
+await command(AVAILABLE)
+await asyncio.sleep_ms(2000)
+sink("available")
+await asyncio.sleep_ms(40_000)
+sink("silent")
+await command(AVAILABLE2)
+await asyncio.sleep_ms(2000)
+sink("again")
+await command(UNAVAILABLE)
+await asyncio.sleep_ms(2000)
+sink("unavailable")
+out(posts=POSTS, sink_events=SINK)
+"""
+
+
+def test_the_signed_mqtt_sink_message_is_a_source_and_a_forged_one_is_refused(tmp_path):
+    """control.sink_sources.mqtt = 30 s, the only source: the node boots with the sink
+    unavailable (never heard); a forged `sink available` is refused with an event and
+    changes nothing; a signed one makes it available through the inbox (source mqtt);
+    silent for 30 s it trips within one tick, naming mqtt as silent; a signed
+    `sink unavailable` trips at once. Through a real mosquitto."""
+    from tests.brokers import Broker
+    from tests.nodedriver import Node as MqttNode
+    from tests.nodedriver import check_healthy as mqtt_healthy
+    from tests.nodedriver import config as mqtt_config
+    from tests.nodedriver import signed
+
+    with Broker(tmp_path / "mosquitto") as broker:
+        cfg = mqtt_config(broker.port)
+        cfg["control"].update(sink_signal=False, sink_sources={"mqtt": 30})
+        body = (f"FORGED = {signed(1, 'sink', {'available': True}, key=bytes(32))!r}\n"
+                f"AVAILABLE = {signed(2, 'sink', {'available': True})!r}\n"
+                f"AVAILABLE2 = {signed(3, 'sink', {'available': True})!r}\n"
+                f"UNAVAILABLE = {signed(4, 'sink', {'available': False})!r}\n" + MQTT_BODY)
+        node = MqttNode(tmp_path, cfg, body)
+        rs = []
+        while "end" not in (rs[-1] if rs else {}):
+            rs.append(json.loads(node.wait_for("R ", 300)[2:]))
+        assert node.proc.wait(60) == 0, node.diagnosis(broker)
+    mqtt_healthy(rs[-1])
+    ph = {x["phase"]: x for x in rs if "phase" in x}
+    (log,) = [x for x in rs if "sink_events" in x]
+    assert (ph["start"]["sink"], ph["start"]["silent"]) == (False, "mqtt")
+    assert ph["forged"]["sink"] is False and ph["forged"]["posts"] == 0
+    assert (ph["available"]["sink"], ph["available"]["by"]) == (True, "mqtt")
+    assert (ph["silent"]["sink"], ph["silent"]["silent"]) == (False, "mqtt")
+    assert ph["again"]["sink"] is True
+    assert (ph["unavailable"]["sink"], ph["unavailable"]["silent"]) == (False, None)
+    ev = log["sink_events"]
+    cmds = [(e["result"], e.get("reason"), e.get("cmd")) for e in ev if e["kind"] == "command"]
+    assert cmds == [("rejected", "forged", None), ("accepted", None, "sink"),
+                    ("accepted", None, "sink"), ("accepted", None, "sink")]
+    reqs = [(e["source"], e["value"]) for e in ev if e["kind"] == "request"]
+    assert reqs == [("mqtt", True), ("mqtt", False)]
+    sw = [e for e in ev if e.get("reason") == "sink_unavailable"]
+    posts = log["posts"]
+    assert [v for _, v in posts] == [True, True, False]
+    # boot trip, clear, silent trip within a tick of 30 s, clear, trip on "unavailable"
+    assert [e["kind"] for e in sw] == ["trip", "clear", "trip", "clear", "trip"]
+    assert sw[2]["values"] == {"sink_available": False, "source": "mqtt", "silent": "mqtt"}
+    late = tdiff(sw[2]["t_ms"], posts[0][0])
+    assert 30_000 < late <= 31_000, late
+    assert sw[4]["values"]["silent"] is None and 0 <= tdiff(sw[4]["t_ms"], posts[2][0]) <= 1000
+
+
+# -- configuration --------------------------------------------------------------------------
+
+DEL = object()
+
+
+def _cfg(**over):
+    """A valid configuration with a bms section and both remote sink sources; over:
+    {dotted path: value or DEL}."""
+    cfg = base_config(502, sink_sources={"modbus": 30, "mqtt": 600})
+    cfg["bms"] = {"port": 502, "clients": {"bms": "192.168.1.50", "scada": "10.0.0.7"}}
+    cfg["mqtt"] = {"host": "192.168.1.2", "site": "s1"}
+    for path, v in over.items():
+        *parents, last = path.split(".")
+        d = cfg
+        for p in parents:
+            d = d.setdefault(p, {})
+        if v is DEL:
+            del d[last]
+        else:
+            d[last] = v
+    return cfg
+
+
+BAD_CONFIGS = [
+    ({"bms.clients": DEL}, "bms.clients: required (the client addresses answered"),
+    ({"bms.clients": {}}, "bms.clients: at least one client address"),
+    ({"bms.clients.bms": "192.168.1.256"},
+     "bms.clients.bms: 192.168.1.256 is not an IPv4 address"),
+    ({"bms.clients.bms": "192.168.1"}, "bms.clients.bms: 192.168.1 is not an IPv4 address"),
+    ({"bms.clients.bms": "1.2.3"}, "bms.clients.bms: length 5 is not 7 ... 15"),
+    ({"bms.clients.bms": "bms.local"}, 'bms.clients.bms: character "b" not allowed'),
+    ({"bms.clients": {f"c{i}": "10.0.0.1" for i in range(5)}},
+     "bms.clients: 5 members, at most 4"),
+    ({"bms.port": 0}, "bms.port: 0 is below the minimum 1"),
+    ({"bms.max_connections": 5}, "bms.max_connections: 5 is above the maximum 4"),
+    ({"bms.idle_s": 1}, "bms.idle_s: 1 is below the minimum 5 s"),
+    ({"bms.heartbeat_register": 65536}, "bms.heartbeat_register: 65536 is above the maximum"),
+    ({"bms.unit_id": 1}, "bms.unit_id: unknown key"),
+    ({"bms": DEL}, "control.sink_sources.modbus: needs a bms section"),
+    ({"mqtt": DEL}, "control.sink_sources.mqtt: needs a mqtt section"),
+    ({"control.sink_sources.modbus": 1}, "control.sink_sources.modbus: 1 is below the minimum"),
+    ({"control.sink_sources.console": 5}, "control.sink_sources.console: unknown key"),
+]
+
+LOAD = r"""
+import json, sys
+from heatgw import config
+for p in PATHS:
+    cfg, errors, source, _ = config.load(p, save=False)
+    print(json.dumps([source, errors, cfg if source == "file" else None,
+                      "heatgw.bmsschema" in sys.modules]))
+"""
+
+
+def test_the_bms_configuration_is_checked_alike_on_the_device_and_the_host(mp, tmp_path):
+    from heatgw import config
+
+    from host_tools import config_check  # noqa: F401 - the host's whole schema
+
+    plain = base_config(502)
+    del plain["bms"]
+    docs = [_cfg(), plain] + [_cfg(**over) for over, _ in BAD_CONFIGS]
+    paths = []
+    for i, doc in enumerate(docs):
+        p = tmp_path / f"c{i}.json"
+        p.write_text(json.dumps(doc))
+        paths.append(str(p))
+    on_node = mp.run_json(f"PATHS = {paths[1:] + paths[:1]!r}\n" + LOAD)
+    on_node = [on_node[-1]] + on_node[:-1]
+    for i, p in enumerate(paths):
+        cfg, errors, source, _ = config.load(p, save=False)
+        assert on_node[i][:3] == [source, errors, cfg if source == "file" else None], p
+        if i == 0:
+            assert source == "file" and errors == [], errors
+            assert cfg["bms"] == {"port": 502, "clients": {"bms": "192.168.1.50",
+                                                           "scada": "10.0.0.7"},
+                                  "max_connections": 2, "idle_s": 60,
+                                  "heartbeat_register": 0}
+            assert cfg["control"]["sink_sources"] == {"modbus": 30, "mqtt": 600}
+            assert on_node[i][3] is True  # the section's schema: loaded for it
+            continue
+        if i == 1:  # no bms section: its schema is never loaded on the node
+            assert source == "file" and on_node[i][3] is False
+            continue
+        want = BAD_CONFIGS[i - 2][1]
+        assert source == "default", (want, errors)
+        assert any(e.startswith(want) for e in errors), (want, errors)
+
+
+def test_nothing_of_the_server_is_loaded_without_a_bms_section(tmp_path, nodes):
+    port = free_port()
+    cfg = base_config(port)
+    (got,) = [json.loads(ln) for ln in subprocess.run(
+        [*micropython_cmd(), "-c", f"""
+import json, sys, board
+d = board.data_dir()
+with open(d + "/config.json", "w") as f:
+    f.write({json.dumps(json.dumps({k: v for k, v in cfg.items() if k != "bms"}))})
+from heatgw import start
+gw, asyncio = start.build()
+print(json.dumps([gw.bms, sorted(m for m in sys.modules if "bms" in m or m == "mbserver")]))
+"""], cwd=REPO, env={**mp_env(), "HEATGW_FLASH": str(tmp_path / "f.bin")},
+        capture_output=True, text=True, timeout=60).stdout.splitlines()[-1:]]
+    assert got == [None, []]
