@@ -152,7 +152,7 @@ def host_board_probe(cmd, path, env):
 
 class Harness:
     def __init__(self, scenario, workdir, *, mpy=False, module_dirs=(), uplink=None,
-                 romfs=False, heapsize=None, serial=None, serial_trace=False):
+                 romfs=False, heapsize=None, serial=None, serial_trace=False, node_env=None):
         """`module_dirs`: folders searched before the firmware (a test's stand-ins);
         `uplink`: host_tools.uplink.Uplink, the broker the node's telemetry goes to;
         `romfs`: the node's code from a ROMFS image (implies precompiled modules; it is
@@ -161,7 +161,8 @@ class Harness:
         --romfs adds the image;
         `serial`: "auto" or a path for a symlink: the node gets a serial port (`serial`,
         a SerialPort, made here: its `path` is known before run()); `serial_trace`: it
-        keeps what was typed (tests)."""
+        keeps what was typed (tests); `node_env`: more environment for the node (e.g.
+        HEATGW_IO_LEAD_MS for a feature whose peer is a client of the node's)."""
         self.sc = scenario
         self.mpy = mpy or romfs
         self.uplink = uplink
@@ -183,6 +184,7 @@ class Harness:
                 extra.append(host_mpy_dir())
             self.micropypath = micropypath("host", extra)
         self.node_cmd, self.node_env = self._node_cmd(heapsize)
+        self.node_env.update(node_env or {})
         if any(ev.get("do") == "technician" for ev in scenario.get("events", ())):
             self.node_env["HEATGW_TECHNICIAN"] = "1"  # the console's stand-in task
         self.workdir = Path(workdir)
@@ -228,6 +230,7 @@ class Harness:
         self.heap_by_boot = {}  # boot number -> the node's last heap record in it
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
         self.modbus_by_boot = {}  # boot number -> the node's last `modbus` record in it
+        self.bms_by_boot = {}  # boot number -> the node's last `bms` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -575,6 +578,8 @@ class Harness:
             self.mqtt_by_boot[len(self.boots)] = rec
         elif kind == "modbus":  # heatgw.modbus: this boot's meters and counters so far
             self.modbus_by_boot[len(self.boots)] = rec
+        elif kind == "bms":  # heatgw.bms: the building's server, this boot's counters
+            self.bms_by_boot[len(self.boots)] = rec
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -833,14 +838,14 @@ class Harness:
 
 
 def run_scenario(path, out=None, workdir=None, *, mpy=False, module_dirs=(), uplink=None,
-                 romfs=False, heapsize=None, serial=None):
+                 romfs=False, heapsize=None, serial=None, node_env=None):
     """Run one scenario file: (summary, harness). NodeFailed when the node did not run.
-    uplink / romfs / heapsize / serial: see Harness."""
+    uplink / romfs / heapsize / serial / node_env: see Harness."""
     sc = load_scenario(path)
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
     h = Harness(sc, workdir, mpy=mpy, module_dirs=module_dirs, uplink=uplink, romfs=romfs,
-                heapsize=heapsize, serial=serial)
+                heapsize=heapsize, serial=serial, node_env=node_env)
     if h.serial is not None:
         print(f"harness: the node's serial port is {h.serial.name} ({h.serial.path})",
               file=sys.stderr, flush=True)
@@ -898,7 +903,7 @@ def main(argv=None):
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
     for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where",
-              "modbus"):
+              "modbus", "bms"):
         if summary_.get(k) is not None:
             brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))

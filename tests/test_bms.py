@@ -32,6 +32,8 @@ from tests.nodedriver import LATE_MAX_MS
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
+from heatgw.reasons import REASONS  # noqa: E402 - the telemetry's codes, the map's too
+
 # -- the node ------------------------------------------------------------------------------
 
 DRIVER = r"""
@@ -62,7 +64,7 @@ gw.add_sink(lambda k, r: EVENTS.append(r) if k == "event" and r.get("kind") in (
     "trip", "clear", "request", "bms", "task", "crash", "task_failing", "command") else None)
 REAL0 = time.ticks_ms()
 WRITES = []  # [ticks, value] of every heartbeat write the map accepted
-VIEWS = [True]  # print the node's own view at each read of input registers
+VIEWS = [VIEW]  # print the node's own view at each read of input registers
 
 
 def out(**kw):
@@ -151,10 +153,11 @@ class Node:
     """The driver in a micropython process: R lines parsed as they come; go() and say()
     write lines to its stdin."""
 
-    def __init__(self, tmp_path, cfg, body=UNTIL_STOP, env=None, contact=0, plant=True):
+    def __init__(self, tmp_path, cfg, body=UNTIL_STOP, env=None, contact=0, plant=True,
+                 views=True):
         if plant:  # known temperatures and a pulse train (1 L/s: 3.6 m3/h), 10 minutes
             body = PLANT + body
-        code = f"CFG = {json.dumps(cfg)!r}\nCONTACT = {contact}\n"
+        code = f"CFG = {json.dumps(cfg)!r}\nCONTACT = {contact}\nVIEW = {views}\n"
         code += DRIVER.replace("BODY", textwrap.indent(textwrap.dedent(body.strip("\n")),
                                                         "    "))
         path = Path(tmp_path) / f"bmsnode_{time.monotonic_ns()}.py"
@@ -284,9 +287,6 @@ def tdiff(a, b):
 
 NO16, NOI16, NO32, NOI32 = 0xFFFF, -0x8000, 0xFFFFFFFF, -0x80000000
 TEMPS = ("supply", "return", "sink_return", "it_coolant")
-REASONS = ("none", "boot", "no_config", "it_coolant_high", "sink_return_high", "valve_stuck",
-           "sink_flow_low", "sink_unavailable", "flow_implausible", "maintenance",
-           "sensor_fault", "sensor_stale", "recovered")  # heatgw.recqueue (telemetry's codes)
 
 
 def decode(regs):
@@ -1117,3 +1117,32 @@ print(json.dumps([gw.bms, sorted(m for m in sys.modules if "bms" in m or m == "m
 """], cwd=REPO, env={**mp_env(), "HEATGW_FLASH": str(tmp_path / "f.bin")},
         capture_output=True, text=True, timeout=60).stdout.splitlines()[-1:]]
     assert got == [None, []]
+
+
+# -- the complete-node day --------------------------------------------------------------------
+
+
+def test_day_serves_the_bms_all_day(complete_node_day):
+    """tests/siteday.py `bms`: a pymodbus BMS polled the node's registers and wrote the
+    heartbeat all day: every poll answered, the uptime it read covers the day with no gap
+    beyond the heartbeat timeout, the energy never went back and ends at the metered
+    energy; sink_unavailable only at boot (before the first heartbeat); no refused or
+    dropped connection, no bms task crash."""
+    from tests.siteday import BMS_TIMEOUT_S
+
+    day = complete_node_day
+    b = day.extra["bms"]
+    rec = day.summary["bms"]
+    dur_s = day.summary["duration_s"]
+    assert b["failed"] <= 2 and b["write_failed"] == 0, b  # (the node's stop: at the end)
+    assert b["reads"] >= dur_s / BMS_TIMEOUT_S, b
+    assert b["first_uptime_s"] <= 120 and b["last_uptime_s"] >= dur_s - 120, b
+    assert 0 < b["max_gap_s"] < BMS_TIMEOUT_S and b["energy_back"] == 0, b
+    metered_wh = day.summary["metered"]["energy_kwh"] * 1000
+    assert metered_wh - 10_000 <= b["last_energy_wh"] <= metered_wh, (b, metered_wh)
+    assert rec["requests"] >= b["reads"] + b["writes"] - 4, rec
+    assert rec["refused"] == 0 and rec["dropped"] == 0 and rec["exceptions"] == 0, rec
+    sink = [e["kind"] for e in day.harness.node_events if e.get("reason") == "sink_unavailable"]
+    assert sink in ([], ["trip", "clear"]), sink
+    kinds = [(e.get("kind"), e.get("task")) for e in day.harness.node_events]
+    assert ("task", "bms") not in kinds, "the bms task crashed"

@@ -28,7 +28,7 @@ uint16 0xFFFF, int32 0x80000000, uint32 0xFFFFFFFF), never a made-up number.
     15 flow_l_h        uint32  L/h
     17 power_w         int32   W
 
-reason, active, latched: heatgw.recqueue.REASONS codes (the telemetry's). sink_off_by:
+reason, active, latched: heatgw.reasons codes (the telemetry's). sink_off_by:
 bit 0 the contact, 1 the Modbus heartbeat, 2 MQTT, 3 another source. Holding register
 `heartbeat_register` (function codes 3, 6, 16): the last value written. Anything else:
 exception 02; a write anywhere else changes nothing.
@@ -38,7 +38,7 @@ from mbserver import TCPServer
 from micropython import const
 
 from heatgw import clock
-from heatgw.recqueue import reason_bits, reason_code
+from heatgw.reasons import reason_bits, reason_code
 
 SOURCE = "modbus"
 MAP_VERSION = const(1)

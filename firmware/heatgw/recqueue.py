@@ -59,6 +59,7 @@ append allocates a little garbage (struct args, file object), never more with le
 
 import struct
 
+from heatgw.reasons import REASONS, reason_bits, reason_code  # noqa: F401 - re-exported
 from heatgw.store import crc32
 
 REC_LEN = 104
@@ -86,10 +87,6 @@ EVENT_CODES = ("other", "boot", "state", "trip", "clear", "latch", "reset", "cra
                "calibration")
 ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_fault",
                "queue_drop", "fault")
-# Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
-REASONS = ("none", "boot", "no_config", "it_coolant_high", "sink_return_high", "valve_stuck",
-           "sink_flow_low", "sink_unavailable", "flow_implausible", "maintenance",
-           "sensor_fault", "sensor_stale", "recovered")
 _DROP = EVENT_CODES.index("queue_drop")
 
 
@@ -109,24 +106,6 @@ def capacity_for(directory, share_pct=50, segments=16):
     st = os.statvfs(directory)
     return default_capacity(st[1] * st[2], share_pct, segments)
 
-
-def reason_code(reason):
-    """REASONS index of a fail-safe reason ("sensor_fault:supply" -> sensor_fault); 0 for
-    None."""
-    if reason is None:
-        return 0
-    i = reason.find(":")
-    name = reason if i < 0 else reason[:i]
-    return REASONS.index(name) if name in REASONS else 255
-
-
-def reason_bits(reasons):
-    bits = 0
-    for r in reasons:
-        c = reason_code(r)
-        if 0 < c < 16:
-            bits |= 1 << c
-    return bits
 
 
 def _limbs_ok(v, top_max):
