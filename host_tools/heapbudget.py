@@ -49,6 +49,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
                 "heatgw.selftest": "REPL only",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
+                "heatgw.bmsschema": "dropped after boot",
                 "umodbus.functions": "not used", "sdm": "dropped after boot",
                 "umodbus.const": "dropped after boot (its CRC table copied)",
                 "heatgw.calibration": "boot (with a calibration file) and console, dropped",

@@ -47,7 +47,6 @@ _RECORD_EVERY_MS = const(60_000)
 _REFUSED_EVENT_MS = const(60_000)
 _TEMPS = ("supply", "return", "sink_return", "it_coolant")
 _RATIOS = ("ratio_interval", "ratio_hour", "ratio_total")
-_NJ_PER_WH = 3_600_000_000_000
 _INF = float("inf")
 
 
@@ -146,7 +145,7 @@ class Bms:
         _u32(img, 8, gw.uptime_ms // 1000)
         temps = ins.temps_c
         why = ins.temp_reasons
-        mc = [None, None]
+        sup = ret = None
         for i in range(4):
             name = _TEMPS[i]
             t = temps.get(name)
@@ -155,23 +154,24 @@ class Bms:
                 c = _round(t * 100)
                 if not -0x7FFF <= c <= 0x7FFF:
                     c = None
-            if i < 2:
-                mc[i] = c
+            if i == 0:
+                sup = c
+            elif i == 1:
+                ret = c
             _i16(img, 10 + i, c)
-        _i16(img, 14, None if mc[0] is None or mc[1] is None else mc[0] - mc[1])
+        _i16(img, 14, None if sup is None or ret is None else sup - ret)
         f = ins.flow_m3h
         _u32(img, 15, _round(f * 1000) if ins.flow_reason is None and _finite(f) and f >= 0
              else None)
         m = gw.meter
-        tot = m.totals()  # flushed first: exact integers (nJ, µL, ms)
-        p = m.last_power_w
+        wh = m.energy_wh  # the exact totals, flushed first, rounded down to the unit
+        p = m.last_power_w  # (the batch that flush integrated)
         _i32(img, 17, _round(p) if _finite(p) and abs(p) < 2e9 else None)
-        nj = tot["energy_nj"]
-        _u64(img, 19, nj // _NJ_PER_WH)
-        _u64(img, 23, tot["volume_ul"] // 1_000_000)
-        _u32(img, 27, nj // _NJ_PER_WH // 1000)
-        _u32(img, 29, tot["time_ms"] // 1000)
-        _u32(img, 31, tot["error_ms"] // 1000)
+        _u64(img, 19, wh)
+        _u64(img, 23, m.volume_l)
+        _u32(img, 27, wh // 1000)
+        _u32(img, 29, m.time_s)
+        _u32(img, 31, m.error_time_s)
         rec = getattr(gw, "recovery", None)
         for i in range(3):
             r = getattr(rec, _RATIOS[i], None) if rec is not None else None
