@@ -3,9 +3,9 @@
 # build/mplibs comes from `make mplibs` (mplibs.lock).
 include("$(MPY_DIR)/extmod/asyncio")
 # The drivers by module(), as their own manifests list them: include() of two manifests
-# that each call metadata() fails the build ("Duplicate call to metadata()").
+# that each call metadata() fails the build ("Duplicate call to metadata()"). Each board's
+# manifest adds the flow pulse counters it uses.
 module("max31865.py", base_path="../lib/max31865", opt=3)
-module("pulsecounter.py", base_path="../lib/pulsecounter")
 module("mbcore.py", base_path="../lib/modbus")
 module("mbrtu.py", base_path="../lib/modbus")
 module("mbtcp.py", base_path="../lib/modbus")

@@ -31,7 +31,17 @@ spi()                    the SPI bus shared by the MAX31865 chips (mode 1, <= 5 
 rtd_cs(name)             the chip-select pin of the converter `name`, an output driven high.
 inputs()                 {name: (pin, active_level)} for every INPUT_PINS entry, inputs
                          with the pull they need.
-flow_pulse_counter()     a lib/pulsecounter PulseCounter on the flow meter's pulse input.
+flow_pulse_counter(min_pulse_us=0, flag=None)
+                         the flow meter's pulse input (active low) as a pulse reader:
+                         count() wrapping at 2**30, last_edge_ms() (ticks_ms at the latest
+                         pulse's falling edge, None before one), read() -> (count,
+                         last_edge_ms), active() (the input is low now), `hard`. The board
+                         picks the driver: a hardware counter where the MCU has one
+                         (lib/pcntcounter on an ESP32's PCNT unit, lib/piocounter on an
+                         RP2040 PIO state machine: no pulse lost while interrupts are
+                         masked), else lib/pulsecounter (a GPIO interrupt). Lows shorter
+                         than min_pulse_us are not pulses (debounce); `flag` (an asyncio
+                         ThreadSafeFlag) is set at each pulse.
 watchdog(timeout_ms)     a started hardware watchdog (an object with feed()).
 safe_boot_requested()    True while the safe-boot input is held (boot.py samples it).
 data_dir()               the folder holding config.json and the state files ("" = root).
@@ -94,6 +104,8 @@ Real boards (GPIO numbers) also have
 ARCH              the mpy-cross architecture of the board's MCU ("xtensawin", "armv6m").
 RTD_CS_PINS       {sensor name: gpio} for rtd_cs().
 FLOW_PULSE_PIN    gpio of the flow meter's pulse input.
+FLOW_PCNT_UNIT    (ESP32) the PCNT unit counting it; FLOW_PIO_SM (RP2040) the PIO state
+                  machine counting it (0-3: PIO0; the Pico W's radio takes one of PIO1).
 SAFE_BOOT_PIN     gpio of the safe-boot input (held low at reset).
 DEAD_MAN_PIN      gpio of the dead-man output.
 NET_PINS          {signal: gpio} the network interface takes (a wired PHY's RMII, MDIO,

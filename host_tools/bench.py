@@ -23,8 +23,9 @@ spent inside one Modbus call (on the host board a blocking call costs no virtual
 this is what a target would feel; measured, not a limit). Then the host board's serial port
 (serial_bench()): a node on the bench (host_tools/benchnode.py) at its REPL: the longest
 real time of one `board.console_in().readinto()` over 2000 reads with nothing waiting and
-200 with 32 bytes waiting, and the real mpremote copying a 32 KB file onto it (KB/s). Then
-the node's Modbus TCP server (bms_bench(): heatgw.bms, lib/modbus/mbserver): the whole node
+200 with 32 bytes waiting, and the real mpremote copying a 32 KB file onto it (KB/s). The
+host board's pulse input (pulse_bench()): emulated edges per second of real time. Then the
+node's Modbus TCP server (bms_bench(): heatgw.bms, lib/modbus/mbserver): the whole node
 standalone with a `bms` section, a pymodbus client reading its 39 input registers, writing
 the heartbeat and reading it back, 300 rounds: the longest real time spent in one server
 step (a request's parse, the register snapshot and the answer's write; an accept, a read, a
@@ -32,7 +33,8 @@ close) and the client's mean round trip. Last line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
     wire_bytes_per_record=<n> net_worst_real_ms=<x> modbus_worst_call_us=<n>
-    console_read_worst_us=<n> mpremote_cp_kb_s=<x> bms_worst_request_us=<n>
+    console_read_worst_us=<n> mpremote_cp_kb_s=<x> pulse_edges_per_s=<x>
+    bms_worst_request_us=<n>
     (one line; drain, wire and net "skipped" without mosquitto)
 """
 
@@ -355,6 +357,55 @@ def print_drain_bench(r):
           f"({r['net_before_where']}) before it (boot, connect)")
 
 
+PULSE_BENCH = r"""
+import board, json, time
+clk = board.clock
+pin = board.flow_pin()
+pc = board.flow_pulse_counter()
+N = %(n)d
+t0 = time.ticks_us()
+for s in range(N // 1000):  # 1000 pulses (40 ms period, 5 ms low) a step, as the link sends
+    for i in range(1000):
+        pin.add_pulse(clk.vt + 1 + i * 40, 5)
+    t = clk.vt + 40_000
+    while clk.vt < t:  # the node's clock moving in 10 ms steps, running what is due
+        clk.sleep_ms(10)
+dt = time.ticks_diff(time.ticks_us(), t0)
+print(json.dumps({"pulses": pc.count(), "edges": pin.edges, "irqs": pin.irqs, "us": dt}))
+"""
+
+
+def pulse_bench(n=100_000):
+    """The host board's pulse input: emulated edges per second of real time (scheduling
+    them, running them as the clock moves, the driver's interrupt handler on each falling
+    edge), for the hardware-counter and the interrupt-counter driver."""
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for counter in ("counter", "irq"):
+            env = {"HEATGW_PULSE_COUNTER": counter, "HEATGW_FLASH": d + "/flash.bin"}
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                r = mprun.run_json(PULSE_BENCH % {"n": n}, timeout=300)[-1]
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k)
+                    else:
+                        os.environ[k] = v
+            r["edges_per_s"] = r["edges"] / (r["us"] / 1e6)
+            out[counter] = r
+    return out
+
+
+def print_pulse_bench(r):
+    for counter, x in r.items():
+        print(f"pulse input ({counter}): {x['edges']} emulated edges ({x['pulses']} pulses "
+              f"counted, {x['irqs']} interrupts) in {x['us'] / 1000:.0f} ms real: "
+              f"{x['edges_per_s'] / 1e6:.2f} M edges/s (a simulated day at 0.1 L a pulse "
+              f"and 8.7 m3/h has 4.2 M)")
+
+
 MODBUS = r"""
 import board, json, time
 asyncio = board.install_asyncio()
@@ -601,6 +652,8 @@ def main(argv=None):
     print(f"same totals and flags from both: {'yes' if r['same'] else 'NO'}")
     print(f"heap_lock around the viper batch: {'ok' if r['locked'] else 'MemoryError'}")
     print_queue_bench(queue_bench())
+    pulses = pulse_bench()
+    print_pulse_bench(pulses)
     d = drain_bench()
     print_drain_bench(d)
     mb = modbus_bench()
@@ -620,6 +673,7 @@ def main(argv=None):
           f"drain_records_per_s={rate} wire_bytes_per_record={wire} "
           f"net_worst_real_ms={net} modbus_worst_call_us={mbw} "
           f"console_read_worst_us={read_us} mpremote_cp_kb_s={cp_kb_s} "
+          f"pulse_edges_per_s={pulses['counter']['edges_per_s']:.0f} "
           f"bms_worst_request_us={bmsw}")
     return 0 if r["same"] and r["locked"] else 1
 

@@ -18,10 +18,11 @@ from host_tools.paths import FIRMWARE
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import bmsschema, config, mbschema  # noqa: E402  (needs firmware/ on sys.path)
+from heatgw import bmsschema, config, mbschema, recschema  # noqa: E402  (firmware/ on path)
 from heatgw.config_schema import SCHEMA  # noqa: E402
 
 mbschema.install(SCHEMA)  # the host's tools know the whole schema (the node loads it on need)
+recschema.install(SCHEMA)
 bmsschema.install(SCHEMA)
 
 
@@ -49,6 +50,7 @@ def migration_lines(path, migration):
 
 
 _REQ_WITH = {r[1]: r[2] for r in SCHEMA["rules"] if r[0] == "req"}  # key: required with
+_ONE_OF = {f"{r[1]}.{k}": r[2] for r in SCHEMA["rules"] if r[0] == "one" for k in r[2]}
 
 
 def doc_lines(node=SCHEMA, path=""):
@@ -62,12 +64,16 @@ def doc_lines(node=SCHEMA, path=""):
             parts.append("required")
         elif p in _REQ_WITH:
             parts.append("required with " + _REQ_WITH[p])
+        elif p in _ONE_OF:
+            parts.append("exactly one of " + " or ".join(_ONE_OF[p]))
         elif "default" in sub and sub["type"] != "object":
             parts.append("default " + json.dumps(sub["default"]))
         if "enum" in sub:
             parts.append("one of " + ", ".join(json.dumps(e) for e in sub["enum"]))
         if "min" in sub or "max" in sub:
             parts.append(f"{sub.get('min', '')} ... {sub.get('max', '')}")
+        if "step" in sub:
+            parts.append(f"in steps of {sub['step']:g}")
         if "unit" in sub:
             parts.append(sub["unit"])
         lines.append(f"{p}: {'; '.join(parts)} - {sub.get('doc', '')}")

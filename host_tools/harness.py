@@ -64,6 +64,7 @@ from host_tools.plant import Plant, PlantParams
 from host_tools.scenario import Profile, load_scenario, node_config
 from host_tools.serialport import SerialPort
 from host_tools.summary import summary
+from host_tools.trueheat import true_heat_series
 from host_tools.uplink import CA_NAME, NODE_DATA_DIR, Uplink, UplinkError
 from host_tools.world import EVENTS as WORLD_EVENTS
 from host_tools.world import World
@@ -192,12 +193,27 @@ class Harness:
         self.cfg = node_config(scenario)
         if uplink is not None:
             self.cfg["mqtt"] = uplink.config_section(self.cfg.get("mqtt"))
+        # the compute load's electricity meter, a pymodbus SDM630 whose registers follow
+        # the plant's IT load, and a heat meter that reads its true heat (host_tools/
+        # plantmeters.py; scenario keys compute_meter, heat_meter)
+        self.compute_meter = None
+        self.recovery_log = []  # the node's `recovery` records (heatgw.recovery: hours)
+        cm = scenario.get("compute_meter")
+        if cm:
+            from host_tools.plantmeters import PlantMeters
+
+            self.compute_meter = PlantMeters(cm, heat=scenario.get("heat_meter"))
+            self.cfg = self.compute_meter.node_config(
+                self.cfg, cm.get("meter", "compute"), cm.get("period_s", 5))
         self.ctl = self.cfg["control"]
         self.tick_ms = self.ctl["tick_ms"]
         self.step_ms = int(scenario.get("step_s", DEFAULT_STEP_S) * 1000)
         self.end_vt = int(scenario["duration_s"] * 1000)
         self.params = PlantParams(**scenario.get("plant", {}))
         self.plant = Plant(self.params, **scenario.get("initial", {}))
+        if self.compute_meter is not None:  # what it serves for [0, step)
+            self.compute_meter.stepped(0.0, self.plant.load_kw * 1000.0,
+                                       self.plant.load_j_total)
         self.load = Profile(scenario.get("load_kw", 100.0), scenario.get("repeat_s"))
         self.demand = Profile(scenario.get("demand_kw", 100.0), scenario.get("repeat_s"))
         self.events = sorted(scenario.get("events", []), key=lambda e: e["t_s"])
@@ -317,6 +333,11 @@ class Harness:
                         cooler_inhibit_relay=self.coils["cooler_inhibit"],
                         building_pump_on=w.pump_on, valve_stuck=w.valve_stuck)
         w.plant_stepped()
+        cm = self.compute_meter
+        if cm is not None:  # the load over the next step, energy so far; the step's heat
+            cm.stepped(self.vt / 1000.0, self.plant.load_kw * 1000.0, self.plant.load_j_total)
+            if cm.heat is not None:
+                cm.heat_stepped(float(true_heat_series(self.plant.log[-1:])[0]))
         self._next_step_vt += self.step_ms
         self._mark_dirty()
 
@@ -350,7 +371,7 @@ class Harness:
     def _apply_event(self, ev):
         do = ev["do"]
         if do in WORLD_EVENTS:
-            self.world.apply_event(ev)
+            self.world.apply_event(ev, self.vt)
         elif do == "power_cut":
             self._pending_cut = ev
         elif do == "hang_control":
@@ -580,6 +601,8 @@ class Harness:
             self.modbus_by_boot[len(self.boots)] = rec
         elif kind == "bms":  # heatgw.bms: the building's server, this boot's counters
             self.bms_by_boot[len(self.boots)] = rec
+        elif kind == "recovery":  # heatgw.recovery: an hour's ratio, with its span
+            self.recovery_log.append({"t_s": t_s, "boot": len(self.boots), **rec})
         elif kind == "status":
             self.last_status = rec
             self.peak_heap = max(self.peak_heap, rec.get("peak_heap_bytes", 0))
@@ -739,6 +762,8 @@ class Harness:
             if self.node is not None:
                 self.node.kill()
             self.listener.close()
+            if self.compute_meter is not None:
+                self.compute_meter.stop()
             if self.serial is not None:
                 self.serial.close()
             self.console.close()

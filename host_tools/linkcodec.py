@@ -65,10 +65,10 @@ def input_level(name, level):
     return _line(proto.INPUT, name, level)
 
 
-def pulses(count, last_edge_vt, edges):
-    """Pulse count, the last edge (None: none yet) and the edges due before the horizon."""
-    return _line(proto.PULSES, count, NONE if last_edge_vt is None else last_edge_vt,
-                 *edges)
+def pulses(level, low_ms, edges):
+    """The flow input's level now (0/1 at boot; "-": as the node has it), then the pulses
+    due before the horizon: low from each edge for low_ms."""
+    return _line(proto.PULSES, level, low_ms, *edges)
 
 
 def cut_at(flash_op, torn_bytes):

@@ -6,8 +6,18 @@ end switch against the reuse coil. The summary's `conditions` and `trips` come f
 """
 
 import math
+from bisect import bisect_right
 
+from host_tools.config_check import SCHEMA  # (puts firmware/ on sys.path)
 from host_tools.sensors import seen_temp_c
+
+_FLOW_KEYS = SCHEMA["keys"]["flow"]["keys"]
+
+
+def _flow_key(cfg, key):
+    """flow.<key> of the node's configuration, or the schema's default."""
+    v = cfg["flow"].get(key)
+    return _FLOW_KEYS[key].get("default") if v is None else v
 
 
 class Oracle:
@@ -69,21 +79,64 @@ class Oracle:
             self.set("sink_unavailable", not world.inputs["sink_available"], vt, reuse_on)
         self.set("maintenance", bool(world.inputs["maintenance"]), vt, reuse_on)
 
+    def _rate_above(self, world, max_m3h, vt):
+        """The first t in (flow change, vt] at which the pulses served make a rate above
+        max_m3h visible over one control tick, measured as the node measures a tick's
+        window (heatgw.flow): pulses from the last edge at or before t - tick to the last
+        edge at or before t, edge to edge; by their count over the tick from COUNTS_MIN
+        pulses. The rate only changes at an edge, or a tick after one (when that edge
+        leaves the window), so those are the instants tried. None: not yet."""
+        from heatgw.flow import COUNTS_MIN  # the firmware's own figure
+
+        tick = self.ctl["tick_ms"]
+        edges = world.edges
+        lpp_ul = world.lpp_l * 1e6
+        start = world.flow_change_vt
+        cands = sorted({e for e in edges if start < e <= vt}
+                       | {e + tick for e in edges if start < e + tick <= vt})
+        for t in cands:
+            j = bisect_right(edges, t)  # edges[:j] are at or before t
+            i = bisect_right(edges, t - tick)  # edges[:i] are at or before t - tick
+            n = j - i  # pulses in (t - tick, t]
+            if n <= 0 or i == 0:
+                continue
+            if n >= COUNTS_MIN:
+                m3h = n * lpp_ul * 3.6e-3 / tick  # uL/ms -> m3/h
+            else:
+                span = edges[j - 1] - edges[i - 1]
+                m3h = n * lpp_ul * 3.6e-3 / span if span > 0 else 0.0
+            if m3h > max_m3h:
+                return t
+        return None
+
     def _timed_conditions(self, vt, world, reuse_on):
         """Conditions that appear with the passage of time alone (no pulse for a while,
-        valve travel overdue)."""
+        a tick of pulses above the meter's rating, valve travel overdue)."""
         ctl = self.ctl
         if self.cfg.get("flow"):
             q_min_lps = ctl["sink_flow_min_m3h"] / 3.6
             low = world.flow_lps * 3.6 < ctl["sink_flow_min_m3h"]
             if low and "sink_flow_low" not in self.conditions:
-                # visible once no pulse came for one pulse at the minimum flow
+                # visible once no pulse came for one pulse at the minimum flow, or for
+                # flow.zero_after_s (the node then reads zero), whichever is first
                 since = world.edge_vt if world.edge_vt is not None else 0
-                onset = max(vt, since + int(math.ceil(world.lpp_l / q_min_lps * 1000)))
+                wait_ms = int(math.ceil(world.lpp_l / q_min_lps * 1000))
+                zero_s = _flow_key(self.cfg, "zero_after_s")
+                if zero_s:
+                    wait_ms = min(wait_ms, int(zero_s * 1000))
+                onset = max(vt, since + wait_ms)
                 if onset <= vt:
                     self.set("sink_flow_low", True, vt, reuse_on, onset)
             elif not low:
                 self.set("sink_flow_low", False, vt, reuse_on)
+            max_m3h = self.cfg["flow"]["max_m3h"]
+            high = world.flow_lps * 3.6 > max_m3h
+            if high and "flow_implausible" not in self.conditions:
+                onset = self._rate_above(world, max_m3h, vt)
+                if onset is not None:
+                    self.set("flow_implausible", True, vt, reuse_on, onset)
+            elif not high:
+                self.set("flow_implausible", False, vt, reuse_on)
         # valve: command (reuse coil) vs end switch, beyond the travel time
         if bool(world.plant.valve_at_reuse) == reuse_on:
             self._valve_disagree_vt = None

@@ -16,7 +16,8 @@ def flash_summary(h):
             "bytes_programmed": f["bytes_programmed"],
             "erases_per_day": f["erases"] / days,
             "max_block_erases": max(f["block_erases"]),
-            "saves": len(h.saves)}
+            "saves": len(h.saves),
+            "pulses": f.get("pulses")}  # the pulse input: edges, irqs, collapsed by masking
 
 
 def trips(condition_log, transitions):
@@ -70,6 +71,73 @@ def phases(h):
             else None,
             "spans_reboot": any(a_t < b["t_s"] <= b_t for b in h.boots[1:]),
         }
+    return out
+
+
+def _span_heat_j(rec, heat_j, a_t, b_t):
+    """The plant's IF97 heat (J) over [a_t, b_t], a step the span cuts counted in part."""
+    share = np.clip((np.minimum(b_t, rec[:, 0] + rec[:, 1]) - np.maximum(a_t, rec[:, 0]))
+                    / rec[:, 1], 0.0, 1.0)
+    return float(np.sum(heat_j * share))
+
+
+def recovery(h):
+    """The heat recovery ratio (heatgw.recovery's hourly `recovery` records) against the
+    plant's truth: IF97 heat over each hour's span (the control ticks that saw its first
+    and last compute readings) divided by the compute meter's true energy over the same
+    span (host_tools.plantmeters: the plant's IT load, integrated exactly); and the
+    cumulative ratio of the last hour's record against the truth since the first pair.
+    None without recovery records; the truth only with a harness compute meter."""
+    if not h.recovery_log:
+        return None
+    cm = h.compute_meter
+    rec = np.asarray(h.plant.log, dtype=np.float64) if h.plant.log else None
+    heat_j = true_heat_series(h.plant.log) if rec is not None else None
+    hours = []
+    for r in h.recovery_log:
+        node = None if r["hour_ppm"] == -0x20000000 else r["hour_ppm"] / 1e6
+        row = {"t_s": r["t_s"], "boot": r["boot"], "node_ratio": node, "why": r["why"],
+               "pairs": r["pairs"], "node_heat_kwh": r["heat_mwh"] / 1e6,
+               "node_compute_kwh": r["elec_mwh"] / 1e6}
+        span = r.get("span_ago_ms")
+        if span is not None and cm is not None:
+            a_t, b_t = r["t_s"] - span[0] / 1000.0, r["t_s"] - span[1] / 1000.0
+            q = _span_heat_j(rec, heat_j, a_t, b_t)
+            e = cm.energy_j(b_t) - cm.energy_j(a_t)
+            true = q / e if e > 0 else None
+            row.update({"from_s": a_t, "to_s": b_t, "true_heat_kwh": q / 3.6e6,
+                        "true_compute_kwh": e / 3.6e6, "true_ratio": true,
+                        "error_pct": None if node is None or not true
+                        else 100.0 * (node - true) / true})
+        hours.append(row)
+    last = h.recovery_log[-1]
+    tot = last["record"]["totals"]
+    node_total = last["record"]["ratio_total"]
+    total = {"t_s": last["t_s"], "node_ratio": node_total,
+             "node_compute_kwh": tot["compute_mwh"] / 1e6,
+             "node_heat_kwh": tot["ratio_heat_mwh"] / 1e6, "integrated": tot["integrated"]}
+    first = last.get("first_pair_ago_ms")
+    if first is not None and cm is not None and last["boot"] == 1:
+        a_t, b_t = last["t_s"] - first / 1000.0, last["t_s"] - last["last_pair_ago_ms"] / 1000.0
+        q = _span_heat_j(rec, heat_j, a_t, b_t)
+        e = cm.energy_j(b_t) - cm.energy_j(a_t)
+        true = q / e if e > 0 else None
+        total.update({"from_s": a_t, "to_s": b_t, "true_heat_kwh": q / 3.6e6,
+                      "true_compute_kwh": e / 3.6e6, "true_ratio": true,
+                      "error_pct": None if node_total is None or not true
+                      else 100.0 * (node_total - true) / true})
+    hc = last["record"].get("heat_check")
+    if hc is not None:  # the heat meter check: its and our heat over the compared spans
+        m, own = tot["heat_meter_mwh"] / 1e6, tot["heat_own_mwh"] / 1e6
+        total["heat_check"] = {**hc, "meter_kwh": m, "own_kwh": own,
+                               "diff_pct": 100.0 * (m - own) / own if own > 0 else None}
+    out = {"hours": hours, "total": total}
+    if cm is not None:
+        out["compute_meter"] = {"model": cm.model, "reads": cm.reads,
+                                "energy_kwh": cm.energy_kwh, "power_w": cm.power_w}
+        if cm.heat is not None:
+            out["heat_meter"] = {"reads": cm.heat_reads, "energy_kwh": cm.heat_kwh,
+                                 "gain": cm.heat_gain, "true_kwh": cm.heat_j / 3.6e6}
     return out
 
 
@@ -140,6 +208,8 @@ def summary(h, wall_s):
         "net_worst_real_ms": net_ms,
         "net_worst_where": net_where,
         "phases": phases(h),
+        # heatgw.recovery's hours against the plant's truth (with a compute_meter)
+        "recovery": recovery(h),
         "technician": h.technician,
         "boots": h.boots,
         "saves": len(h.saves),

@@ -1,8 +1,10 @@
 """What the node's chips and pins read: the served world (CPython).
 
 The plant's temperatures (or a scenario's override wave) as RTD resistances, injected
-sensor faults, the board inputs, and the flow meter's pulses with the edges due before
-the horizon. It remembers what it last served, so each step sends only what changed.
+sensor faults, the board inputs, and the flow meter's pulses due before the horizon (each
+pulse low for the meter's pulse width: `pulse_ms`, at most half the period). It remembers
+what it last served, so each step sends only what changed. The flow through the meter is
+the plant's, or a `flow` event's override (a burst above the meter's rating).
 
 What calibration corrects (a scenario's `sensor_model`, host_tools/sensors.py; ideal
 without one): each sensor's class tolerance and 2-wire leads in the resistance served,
@@ -12,13 +14,16 @@ terminals), `rtd_bath` (the sensor in a bath), `rtd_installed` (back in the pipe
 """
 
 import math
+from collections import deque
 
 from host_tools import linkcodec
 from host_tools.sensors import IDEAL, pt_ohm, sensor_models
 
 # scenario events that change the world (the harness handles the others)
 EVENTS = ("sink_lost", "sink_restored", "pump", "input", "sensor_fault", "override",
-          "valve_stuck", "rtd_resistor", "rtd_bath", "rtd_installed")
+          "valve_stuck", "rtd_resistor", "rtd_bath", "rtd_installed", "flow")
+PULSE_MS = 5  # the meter's pulse width (low time) unless the scenario says (`pulse_ms`)
+EDGES_KEPT_MS = 10_000  # the pulse edges kept for the oracle: more than two control ticks
 
 
 class World:
@@ -33,12 +38,21 @@ class World:
         self.overrides = {}  # rtd -> wave dict (served instead of the plant)
         self.models = sensor_models(scenario.get("sensor_model"), cfg.get("sensors") or {})
         self.attached = {}  # rtd -> ("resistor", ohm) / ("bath", °C): out of the pipe
-        self.lpp_l = (cfg.get("flow") or {}).get("litres_per_pulse") or 0.1
+        flow = cfg.get("flow") or {}
+        # a pulse meter is configured: its pulses are served (a Modbus meter has none)
+        self.metered = bool(flow) and flow.get("type", "pulse") == "pulse"
+        ppl = flow.get("pulses_per_litre")
+        self.lpp_l = 1.0 / ppl if ppl else flow.get("litres_per_pulse") or 0.1
+        self.pulse_ms = int(scenario.get("pulse_ms", PULSE_MS))
         self.volume_l = 0.0  # through the meter up to flow_vt
         self.flow_vt = 0
-        self.flow_lps = 0.0  # constant from flow_vt to the next plant step
-        self.pulses = 0
+        self.flow_lps = 0.0  # constant from flow_vt to the next plant step or flow event
+        self.flow_override_m3h = None  # a `flow` event's meter flow instead of the plant's
+        self.flow_change_vt = 0  # when flow_lps last changed
+        self.pulses = 0  # pulses the meter gave up to the last update_pulses
         self.edge_vt = None  # the last pulse edge
+        self.sent = 0  # pulses sent to the node (the next one sent is sent + 1)
+        self.sent_lists = deque()  # the edges of the last steps (the oracle's flow windows)
         self.served = {}  # what the node was last told
         self.lines_dirty = True
 
@@ -50,16 +64,23 @@ class World:
     # -- plant side --------------------------------------------------------------------
 
     def plant_stepped(self):
-        self.flow_lps = self.plant.flow_m3h / 3.6
+        self._set_flow()
         self.lines_dirty = True
+
+    def _set_flow(self):
+        m3h = self.flow_override_m3h
+        lps = (self.plant.flow_m3h if m3h is None else m3h) / 3.6
+        if lps != self.flow_lps:
+            self.flow_lps = lps
+            self.flow_change_vt = self.flow_vt
 
     def flow_to(self, vt):
         self.update_pulses(vt)
         self.volume_l += self.flow_lps * (vt - self.flow_vt) / 1000.0
         self.flow_vt = vt
 
-    def apply_event(self, ev):
-        """Apply a scenario event of EVENTS."""
+    def apply_event(self, ev, vt=None):
+        """Apply a scenario event of EVENTS at vt (the harness's time)."""
         do = ev["do"]
         if do == "sink_lost":
             self.pump_on = False
@@ -91,6 +112,10 @@ class World:
                     self.attached[name] = ("resistor", float(ev["ohm"]))
                 else:
                     self.attached[name] = ("bath", float(ev["temp_c"]))
+        elif do == "flow":  # the meter's flow: `m3h`, or back to the plant's (`off`)
+            self.flow_to(int(ev["t_s"] * 1000) if vt is None else vt)
+            self.flow_override_m3h = None if ev.get("off") else float(ev["m3h"])
+            self._set_flow()
         else:
             raise ValueError(f"not a world event: {do!r}")
         self.lines_dirty = True
@@ -123,19 +148,46 @@ class World:
             self.pulses = n
 
     def edges_before(self, vt, horizon):
-        """Pulse edges in (vt, horizon): the flow is constant until the next step."""
+        """Pulse edges in [vt, horizon) not sent yet: the flow is constant until then."""
         out = []
-        if self.flow_lps <= 0:
-            return out
-        n = self.pulses
+        n = self.sent + 1
+        lpp, vol, fvt, lps = self.lpp_l, self.volume_l, self.flow_vt, self.flow_lps
         while True:
-            n += 1
-            t_ms = (n * self.lpp_l - self.volume_l) / self.flow_lps * 1000.0
-            edge = self.flow_vt + max(0, int(math.ceil(t_ms - 1e-6)))
+            due_l = n * lpp - vol
+            if due_l <= 1e-9:
+                edge = fvt
+            elif lps <= 0:
+                break
+            else:
+                edge = fvt + int(math.ceil(due_l / lps * 1000.0 - 1e-6))
             if edge >= horizon:
-                return out
-            if edge > vt:
-                out.append(edge)
+                break
+            out.append(edge if edge > vt else vt)
+            n += 1
+        self.sent = n - 1
+        if out:  # kept for the oracle, a step's list at a time
+            self.sent_lists.append(out)
+            while self.sent_lists[0][-1] < out[-1] - EDGES_KEPT_MS:
+                self.sent_lists.popleft()
+        return out
+
+    @property
+    def edges(self):
+        """The pulse edges sent lately (EDGES_KEPT_MS and more), in time order."""
+        return [e for lst in self.sent_lists for e in lst]
+
+    def low_ms(self):
+        """The meter's pulse low time at the current flow: its width, at most half the
+        period (at least 1 ms: the host's time is whole ms)."""
+        if self.flow_lps <= 0:
+            return self.pulse_ms
+        half = int(self.lpp_l / self.flow_lps * 500.0)
+        return max(1, min(self.pulse_ms, half))
+
+    def level_at(self, vt):
+        """The pulse input's level at vt (0 while a pulse is low)."""
+        e = self.edge_vt
+        return 0 if e is not None and e <= vt < e + self.low_ms() else 1
 
     def service_lines(self, vt, horizon):
         """Value lines for the node at vt: only what changed since the last step."""
@@ -143,11 +195,17 @@ class World:
         if self.lines_dirty:
             self.lines_dirty = False
             self._value_lines(vt, out)
+        if not self.metered:
+            return out
         self.update_pulses(vt)
+        level = "-"
+        if ("p",) not in self.served:  # after a boot: the pulses while off never reach it
+            self.served[("p",)] = True
+            self.sent = self.pulses
+            level = self.level_at(vt)
         edges = self.edges_before(vt, horizon)
-        if edges or self.served.get(("p",)) != (self.pulses, self.edge_vt):
-            self.served[("p",)] = (self.pulses, self.edge_vt)
-            out.append(linkcodec.pulses(self.pulses, self.edge_vt, edges))
+        if edges or level != "-":
+            out.append(linkcodec.pulses(level, self.low_ms(), edges))
         return out
 
     def bath_c(self):

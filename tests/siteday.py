@@ -22,8 +22,11 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
   and a paho upstream (tests/brokers.Subscriber) with a PERSISTENT session on `heatgw/#`
   and `homeassistant/#`, subscribed before the node boots, collecting every message;
 - `ha_discovery`: Home Assistant discovery on (`mqtt.ha_discovery_prefix`);
-- `modbus`: the compute load's Eastron SDM630, a pymodbus server on Modbus TCP serving a
-  known power and energy, polled every 10 s (tests/test_modbus.py checks it);
+- `modbus`: the compute load's Eastron SDM630, a pymodbus server on Modbus TCP whose power
+  and import energy follow the plant's IT load (the harness's `compute_meter`,
+  host_tools/plantmeters.py), polled every 10 s (tests/test_modbus.py checks it); it is the
+  node's compute source: the heat recovery ratio (`recovery`, tests/test_recovery.py
+  checks it against the plant's truth);
 - `romfs_code`: the node's code from a ROMFS image (`--romfs`), in the heap budget
   `mpinfo.heapsize(160)`, to which the harness adds what a board does not hold in its heap:
   the image and the host board's own modules (README, "Heap accounting on the host board");
@@ -31,6 +34,10 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
   signs: 6 % of heat uncorrected) and a calibration.json on the node's flash that corrects
   them (an earlier channel calibration): the day's metering is right only if the node
   applies it at boot; its state carries it (tests/test_calibration.py);
+- `pulse_flow`: the flow meter's pulse input with a debounce (`flow.min_pulse_ms`) and the
+  stuck-input check on, counted by the host board's hardware counter while its flash
+  operations mask interrupts; `day.extra["pulse_flow"]`: the pulses served, the node's
+  pin figures (edges, interrupts, edges collapsed by masking);
 - `bms`: the building's BMS, a pymodbus client polling the node's Modbus TCP server (its
   input registers) and writing the sink heartbeat all day, the heartbeat a source of the
   sink rule (control.sink_sources.modbus); the node runs at most BMS_LEAD_MS of its time
@@ -154,32 +161,26 @@ def ha_discovery(setup):
 
 
 # The modbus feature: the compute load's SDM630 (pymodbus, Modbus TCP) and what it serves
-SDM630_POWER_W = 41250.5  # float32-exact: read back to the last bit (7 digits)
-SDM630_ENERGY_KWH = 12345.75  # 7 digits: a single-precision build prints it exactly
+SDM630_ENERGY_KWH = 12345.75  # its import energy at t = 0; it grows with the IT load
 MODBUS_PERIOD_S = 10
 
 
 def modbus(setup):
-    """An Eastron SDM630 (a pymodbus server on Modbus TCP) metering the compute load at a
-    known power; the node polls it every 10 s all day (role compute, the built-in map).
-    Collected: the summary's `modbus` record and the reads the server answered."""
-    from tests.modbus_peers import PymodbusTCP, sdm630  # pymodbus: only when the day runs
-
-    served = [0]
-
-    async def count(fc, start, address, count, registers, values):
-        served[0] += 1
-        return None
-
-    srv = PymodbusTCP([sdm630(1, SDM630_POWER_W, SDM630_ENERGY_KWH, action=count)])
-    setup.cleanups.append(srv.stop)
-    setup.config = deep_merge(setup.config, {"modbus": {
-        "buses": {"lan": {"type": "tcp", "host": "127.0.0.1", "port": srv.port}},
-        "meters": {"compute": {"bus": "lan", "slave": 1, "model": "sdm630",
-                               "role": "compute", "period_s": MODBUS_PERIOD_S}}}})
+    """An Eastron SDM630 (a pymodbus server on Modbus TCP) metering the compute load: its
+    power and import energy follow the plant's IT load in node time (the harness's
+    `compute_meter`, host_tools/plantmeters.py, which owns the server and adds the meter
+    to the node's modbus section: bus `plant`, meter `compute`, role compute, the built-in
+    map); the node polls it every 10 s all day and takes it as its compute source (the
+    heat recovery ratio, `recovery.compute`). Collected: the summary's `modbus` record, the
+    reads the server answered and the values it served last."""
+    setup.scenario["compute_meter"] = {"model": "sdm630", "slave": 1,
+                                       "energy_kwh": SDM630_ENERGY_KWH,
+                                       "period_s": MODBUS_PERIOD_S}
 
     def collect(day):
-        day.extra["modbus"] = {"record": day.summary.get("modbus"), "served": served[0]}
+        cm = day.harness.compute_meter
+        day.extra["modbus"] = {"record": day.summary.get("modbus"), "served": cm.reads,
+                               "last_served": dict(cm.served)}
 
     setup.collectors.append(collect)
 
@@ -205,6 +206,20 @@ def calibration(setup):
             "read_ohm": [r / k for r in refs], "gain": k, "offset_ohm": 0.0}}
     setup.scenario["sensor_model"] = model
     setup.scenario["calibration_file"] = {"v": 1, "sensors": sensors}
+
+
+def pulse_flow(setup):
+    # a 1 ms debounce (the served pulses are 5 ms lows) and the stuck check (the meter
+    # never stops low in the day): both on all day without a false count or fault
+    setup.config = deep_merge(setup.config, {"flow": {"min_pulse_ms": 1.0,
+                                                      "stuck_active_s": 600}})
+
+    def collect(day):
+        flash = day.summary.get("flash") or {}
+        day.extra["pulse_flow"] = {"served": day.harness.world.sent,
+                                   "pin": flash.get("pulses")}
+
+    setup.collectors.append(collect)
 
 
 # The bms feature: the building's BMS polls the node (heatgw.bms) and writes the heartbeat
@@ -254,7 +269,7 @@ def bms(setup):
     setup.collectors.append(collect)
 
 
-FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, bms]
+FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow, bms]
 
 
 # -- the fixture -------------------------------------------------------------------------

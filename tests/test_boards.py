@@ -88,7 +88,24 @@ class Pin:
         LOG.append(["value", self.id, v])
 
     def irq(self, handler=None, trigger=None, **kw):
-        LOG.append(["irq", self.id, trigger])
+        if kw.get("hard") and not HARD_IRQ:  # esp32's Pin.irq has no `hard`
+            raise TypeError("unexpected keyword argument 'hard'")
+        LOG.append(["irq", self.id, trigger, bool(kw.get("hard"))])
+
+
+HARD_IRQ = True  # the port's Pin.irq takes hard=True (rp2); the probe sets it per board
+
+
+class Counter:  # machine.Counter (esp32: a PCNT unit)
+    UP = 1
+    RISING = 1
+    FALLING = 2
+
+    def __init__(self, id, src, *, direction=UP, edge=RISING, filter_ns=0):
+        LOG.append(["Counter", id, src.id, direction, edge, filter_ns])
+
+    def value(self, v=None):
+        return 0
 
 
 class SPI:
@@ -151,6 +168,42 @@ class Timer:
         LOG.append(["Timer.deinit", self.id])
 """
 
+# A stub `rp2` (the unix port has none): the program is not assembled here (tests/rp2_emu
+# runs it); the state machine's configuration and instructions go to machine.LOG.
+STUB_RP2 = r"""
+from machine import LOG
+
+
+def asm_pio(**kw):
+    return lambda f: ("program", f.__name__)
+
+
+def asm_pio_encode(instr, sideset_count):
+    return instr
+
+
+class StateMachine:
+    def __init__(self, id):
+        self.id = id
+        LOG.append(["SM", id])
+
+    def init(self, prog, freq=-1, **kw):
+        LOG.append(["SM.init", self.id, prog[1], freq,
+                    {k: v.id if hasattr(v, "id") else v for k, v in kw.items()}])
+
+    def exec(self, instr):
+        LOG.append(["SM.exec", self.id, instr])
+
+    def put(self, v):
+        LOG.append(["SM.put", self.id, v])
+
+    def irq(self, handler=None, trigger=1, hard=False):
+        LOG.append(["SM.irq", self.id, trigger, hard])
+
+    def active(self, v=None):
+        LOG.append(["SM.active", self.id, v])
+"""
+
 # A stub `network` (the unix port has none): constructions go to machine.LOG, pins as ids.
 STUB_NETWORK = r"""
 from machine import LOG, Pin
@@ -210,7 +263,9 @@ for name in board.RTD_CS_PINS:
     call("rtd_cs:" + name, board.rtd_cs, name)
 ins = call("inputs", board.inputs)
 res["inputs_returned"] = {k: v[1] for k, v in ins.items()}
+machine.HARD_IRQ = board.ARCH == "armv6m"  # rp2 has hard pin interrupts, esp32 not
 call("flow_pulse_counter", board.flow_pulse_counter)
+call("flow_pulse_counter:debounced", board.flow_pulse_counter, 5000)
 call("watchdog", board.watchdog, 4000)
 res["safe_boot_requested"] = call("safe_boot_requested", board.safe_boot_requested)
 res["data_dir"] = board.data_dir()
@@ -280,6 +335,7 @@ def _mcu(board, res=None):
 def probe_board(mp, tmp_path, board):
     (tmp_path / "machine.py").write_text(STUB_MACHINE)
     (tmp_path / "network.py").write_text(STUB_NETWORK)
+    (tmp_path / "rp2.py").write_text(STUB_RP2)
     return mp.run_json(PROBE, board=board, extra_path=[tmp_path])[0]
 
 
@@ -455,15 +511,47 @@ def test_inputs_flow_and_safe_boot_pins(probed):
         if gpio not in _mcu(board, res)["input_only"]:  # contacts to GND: pulled inactive
             assert made[gpio][3] == ("PULL_UP" if active == 0 else "PULL_DOWN"), name
     assert res["inputs_returned"] == {k: v[1] for k, v in c["INPUT_PINS"].items()}
-    flow = res["calls"]["flow_pulse_counter"]
-    assert [e[:3] for e in _pins_made(flow)] == [["Pin", c["FLOW_PULSE_PIN"], "IN"]]
-    assert ["irq", c["FLOW_PULSE_PIN"], 2] in flow  # falling edges (open collector)
+    for key in ("flow_pulse_counter", "flow_pulse_counter:debounced"):
+        flow = res["calls"][key]
+        assert [e[:3] for e in _pins_made(flow)] == [["Pin", c["FLOW_PULSE_PIN"], "IN"]], key
     sb = _pins_made(res["calls"]["safe_boot_requested"])
     assert [e[:3] for e in sb] == [["Pin", c["SAFE_BOOT_PIN"], "IN"]]
     for name, gpio in c["RTD_CS_PINS"].items():
         cs = _pins_made(res["calls"]["rtd_cs:" + name])
         assert [e[1:] for e in cs] == [[gpio, "OUT", None, 1]], name  # deselected at once
     assert res["calls"]["watchdog"] == [["WDT", 4000]]
+
+
+def test_flow_pulses_are_counted_in_hardware(probed):
+    """The flow input is counted by the MCU's hardware counter, so no pulse is lost while
+    interrupts are masked (a flash erase): an ESP32 board takes a PCNT unit (falling
+    edges, its glitch filter up to 12.8 us), an RP2040 board a PIO state machine (the
+    minimum width in its program, in 2 us loop turns at 1 MHz). A debounce beyond the
+    PCNT's filter (a reed contact's 5 ms) falls back to the interrupt counter on both
+    edges (soft on the ESP32); the PIO takes any width."""
+    board, res = probed
+    c = res["consts"]
+    pin = c["FLOW_PULSE_PIN"]
+    plain = res["calls"]["flow_pulse_counter"]
+    debounced = res["calls"]["flow_pulse_counter:debounced"]
+    if c["ARCH"] == "xtensawin":
+        unit = c["FLOW_PCNT_UNIT"]
+        assert ["Counter", unit, pin, 1, 2, 0] in plain, plain  # up, falling, no filter
+        assert ["irq", pin, 2, False] in plain  # edge times only (soft: no hard on esp32)
+        assert not [e for e in debounced if e[0] == "Counter"], debounced
+        assert ["irq", pin, 2 | 1, False] in debounced  # both edges: software width
+    elif c["ARCH"] == "armv6m":
+        sm = c["FLOW_PIO_SM"]
+        assert 0 <= sm < 4, "PIO1 has a state machine taken by the CYW43 radio"
+        for log, turns in ((plain, 0), (debounced, 2500)):
+            init = [e for e in log if e[0] == "SM.init"]
+            assert init == [["SM.init", sm, "_count_low_pulses", 1_000_000,
+                             {"in_base": pin, "jmp_pin": pin}]], log
+            assert ["SM.put", sm, turns] in log and ["SM.active", sm, 1] in log
+            assert ["SM.irq", sm, 1, True] in log  # edge times from a hard interrupt
+            assert not [e for e in log if e[0] == "irq"], log  # no pin interrupt at all
+    else:
+        raise AssertionError(f"{board}: no hardware pulse counter for {c['ARCH']}")
 
 
 def test_dead_man_output(probed):
@@ -492,6 +580,7 @@ def test_probe_catches_a_wrong_board(mp, tmp_path):
     (bad / "board.py").write_text(wrong)
     (bad / "machine.py").write_text(STUB_MACHINE)
     (bad / "network.py").write_text(STUB_NETWORK)
+    (bad / "rp2.py").write_text(STUB_RP2)
     res = mp.run_json(PROBE, board="esp32_devkitc", extra_path=[bad])[0]
     for check in (test_relays_safe_drives_every_relay_to_its_inactive_level,
                   test_input_only_pins_are_never_outputs_and_never_asked_for_a_pull,

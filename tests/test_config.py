@@ -16,10 +16,11 @@ from host_tools.paths import FIRMWARE, REPO
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import config, fluid, fluid_data, mbschema, migrate  # noqa: E402
+from heatgw import config, fluid, fluid_data, mbschema, migrate, recschema  # noqa: E402
 from heatgw.config_schema import SCHEMA, VERSION  # noqa: E402
 
 mbschema.install(SCHEMA)  # the whole schema, as the host's tools see it
+recschema.install(SCHEMA)
 from heatgw.schema import validate  # noqa: E402
 
 
@@ -35,7 +36,8 @@ FULL = {
     "site": {"mains_hz": 50},
     "sensors": {"supply": _sensor(False), "return": _sensor(False),
                 "sink_return": _sensor(True), "it_coolant": _sensor(True)},
-    "flow": {"type": "pulse", "litres_per_pulse": 0.1, "max_m3h": 15.0, "critical": True},
+    "flow": {"type": "pulse", "litres_per_pulse": 0.1, "max_m3h": 15.0, "critical": True,
+             "min_pulse_ms": 0.0, "zero_after_s": 60.0, "stuck_active_s": None},
     "meter": {"fluid": "water", "mass_fraction": 0.0, "meter_in_return": True, "cutoff_k": 0.2},
     "control": {
         "tick_ms": 1000,
@@ -55,6 +57,7 @@ FULL = {
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
     "bms": None,  # no Modbus server (test_bms covers the section)
+    "recovery": None,  # no heat recovery ratio (test_recovery covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
     "supervisor": {"watchdog_ms": 5000, "stall_s": 3},
 }
@@ -117,7 +120,8 @@ BAD = [
      "number"),
     # unknown keys
     (with_("contrl", {}), "contrl: unknown key; expected one of bms, control, flow, meter, "
-     "modbus, mqtt, node_id, persist, sensors, site, supervisor, telemetry, version"),
+     "modbus, mqtt, node_id, persist, recovery, sensors, site, supervisor, telemetry, "
+     "version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
      "expected one of clean_session, client_id, ha_discovery_prefix, host, keepalive_s, port, "
@@ -137,7 +141,7 @@ BAD = [
      "stale_s, "
      "tick_ms, valve_feedback, valve_travel_s"),
     (with_("flow.k", 1), "flow.k: unknown key; expected one of critical, litres_per_pulse, "
-     "max_m3h, meter, type"),
+     "max_m3h, meter, min_pulse_ms, pulses_per_litre, stuck_active_s, type, zero_after_s"),
     # bad enum
     (with_("meter.fluid", "glycol"), 'meter.fluid: "glycol" is not allowed; one of "water", '
      '"propylene_glycol", "ethylene_glycol"'),
@@ -164,8 +168,39 @@ BAD = [
     (with_("sensors", {"supply": _sensor(False)}) | {"site": {}}, MAINS_REQUIRED),
     (with_("sensors.supply.r0_ohm", DEL), "sensors.supply.r0_ohm: required (RTD resistance at "
      "0 C: 100 (PT100) or 1000 (PT1000))"),
-    (with_("flow.litres_per_pulse", DEL), "flow.litres_per_pulse: required with flow (a pulse "
-     "meter's volume per pulse)"),
+    # the K-factor: exactly one of two keys, each in whole steps
+    (with_("flow.litres_per_pulse", DEL), "flow: needs one of litres_per_pulse, "
+     "pulses_per_litre (a pulse meter's K-factor)"),
+    (with_("flow.pulses_per_litre", 100), "flow: takes only one of litres_per_pulse, "
+     "pulses_per_litre (a pulse meter's K-factor)"),
+    (with_("flow.litres_per_pulse", 0.0000015), "flow.litres_per_pulse: 1.5e-06 is not a whole "
+     "multiple of 1e-06 L"),
+    (with_("flow", {"pulses_per_litre": 450.0005, "max_m3h": 4.0}), "flow.pulses_per_litre: "
+     "450 is not a whole multiple of 0.001 1/L"),
+    (with_("flow.min_pulse_ms", 0.0005), "flow.min_pulse_ms: 0.0005 is not a whole multiple "
+     "of 0.001 ms"),
+    # the input's 500 Hz, the debounce against the pulse period, zero flow against one pulse
+    (with_("flow", {"pulses_per_litre": 450, "max_m3h": 5.0}), "flow.max_m3h * "
+     "flow.pulses_per_litre = 2250 must be at most 1800 (the pulse rate at max_m3h must be "
+     "at most the input's 500 Hz)"),
+    (with_("flow.litres_per_pulse", 0.001), "flow.max_m3h = 15 must be at most "
+     "1800 * flow.litres_per_pulse = 1.8 (the pulse rate at max_m3h must be at most the "
+     "input's 500 Hz)"),
+    (with_("flow.min_pulse_ms", 12.0), "flow.min_pulse_ms * flow.max_m3h = 180 must be below "
+     "1800 * flow.litres_per_pulse = 180 (min_pulse_ms must be under half the pulse period "
+     "at max_m3h)"),
+    (with_("flow", {"pulses_per_litre": 400, "max_m3h": 4.0, "min_pulse_ms": 1.2}),
+     "(flow.min_pulse_ms * flow.max_m3h) * flow.pulses_per_litre = 1920 must be below 1800 "
+     "(min_pulse_ms must be under half the pulse period at max_m3h)"),
+    (with_("flow", {"litres_per_pulse": 10.0, "max_m3h": 15.0, "zero_after_s": 12}),
+     "flow.zero_after_s = 12 must be above (3.6 * flow.litres_per_pulse) / "
+     "control.sink_flow_min_m3h = 12 (zero_after_s must exceed one pulse at "
+     "control.sink_flow_min_m3h)"),
+    (with_("flow", {"pulses_per_litre": 0.1, "max_m3h": 15.0, "zero_after_s": 11}),
+     "flow.zero_after_s = 11 must be above 3.6 / (flow.pulses_per_litre * "
+     "control.sink_flow_min_m3h) = 12 (zero_after_s must exceed one pulse at "
+     "control.sink_flow_min_m3h)"),
+    (with_("flow.stuck_active_s", 0.5), "flow.stuck_active_s: 0.5 is below the minimum 1 s"),
     # cross-field rules
     (with_("sensors.return.min_c", 120), "sensors.return.min_c = 120 must be below "
      "sensors.return.max_c = 120 (the sensor range must not be empty)"),
@@ -207,6 +242,15 @@ GOOD = [
     with_("sensors", {}),
     with_("sensors", DEL) | {"site": {}},  # no sensor: no mains frequency needed
     {"version": 2, "flow": FULL["flow"]},
+    # a Modbus flow meter takes no K-factor: the pulse meter's rules skip it
+    with_("flow", {"type": "modbus", "meter": "fm", "max_m3h": 15.0}),
+    with_("flow", {"pulses_per_litre": 450, "max_m3h": 4.0, "min_pulse_ms": 0.9,
+                   "zero_after_s": 5, "stuck_active_s": 120}),
+    with_("flow", {"pulses_per_litre": 0.5, "max_m3h": 15.0, "zero_after_s": 2.5}),
+    with_("flow", {"litres_per_pulse": 0.1, "max_m3h": 15.0, "min_pulse_ms": 5.0,
+                   "stuck_active_s": None}),
+    with_("control.sink_flow_min_m3h", 0.0) | {"flow": {"litres_per_pulse": 100.0,
+                                                       "max_m3h": 15.0, "zero_after_s": 1}},
     with_("site.mains_hz", 60),
     with_("sensors.supply", DEL),
     with_("meter", {"fluid": "propylene_glycol", "mass_fraction": 0.3}),
@@ -336,6 +380,7 @@ def test_validate_does_not_alias_the_schema_defaults():
 # ---- the schema itself -------------------------------------------------------------------
 
 REQ_WITH = {r[1] for r in SCHEMA["rules"] if r[0] == "req"}
+ONE_OF = {f"{r[1]}.{k}" for r in SCHEMA["rules"] if r[0] == "one" for k in r[2]}
 
 
 def _walk(node, path=""):
@@ -357,14 +402,15 @@ def test_schema_is_plain_data():
 
 
 def test_schema_documents_every_key():
-    allowed = {"type", "null", "req", "default", "min", "max", "enum", "len", "chars", "unit",
-               "doc", "keys", "rules", "items", "max_items"}
+    allowed = {"type", "null", "req", "default", "min", "max", "step", "enum", "len", "chars",
+               "unit", "doc", "keys", "rules", "items", "max_items"}
     for path, node in _walk(SCHEMA):
         assert set(node) <= allowed, path
         assert node.get("type") in ("int", "float", "bool", "str", "object"), path
         assert node.get("doc"), path
         if path and node["type"] != "object":  # required (always or with a section) or a default
-            assert node.get("req") or "default" in node or path in REQ_WITH, path
+            assert (node.get("req") or "default" in node or path in REQ_WITH
+                    or path in ONE_OF), path
         if node["type"] in ("int", "float") and "enum" not in node:
             assert "min" in node and "max" in node and "unit" in node, path
 
@@ -375,14 +421,18 @@ def test_schema_rules_name_existing_keys():
 
     def paths(term):
         if isinstance(term, list):
-            return [t for t in term[1:] if isinstance(t, str)]
+            return [p for t in term[1:] for p in paths(t)]
         return [term] if isinstance(term, str) else []
 
     objects = {p for p, n in _walk(SCHEMA) if n["type"] == "object"}
     for rule in SCHEMA["rules"]:
-        assert rule[0] in ("lt", "le", "gt", "ge", "eq", "req"), rule
+        assert rule[0] in ("lt", "le", "gt", "ge", "eq", "req", "one"), rule
         if rule[0] == "req":  # [req, key without req/default, object, why]
             assert rule[1] in leaves and rule[2] in objects and rule[3], rule
+            continue
+        if rule[0] == "one":  # [one, object, [keys without req/default], why]
+            assert rule[1] in objects and rule[3], rule
+            assert all(f"{rule[1]}.{k}" in leaves for k in rule[2]), rule
             continue
         for p in paths(rule[1]) + paths(rule[2]) + ([rule[4][0]] if len(rule) > 4 else []):
             assert p in names, (p, rule)
@@ -524,16 +574,17 @@ def test_load_in_a_small_heap(mp, files):
 
 MP_STARVED = r"""
 import gc, json
-from heatgw import config
-# preallocated: recording a result must not allocate (nor keep the errors alive)
+# preallocated: recording a result must not allocate (nor keep the errors alive); before
+# the import, whose compiling leaves the heap fragmented (the list needs 16 KB in one piece)
 srcs = [None] * 600
 kinds = [None] * 600  # 0 no error, 1 "<path>: loading failed (MemoryError...",
                       # 2 "config: out of memory while ...", else the error
 oks = [None] * 600
 n = big = i = freed = 0
 cfg = errs = src = mig = None  # every global exists before the heap is full
-gc.collect()
 hog = [None] * 2000  # more than the heap holds of either filler, on any word size
+from heatgw import config
+gc.collect()
 # Fill the heap: 256-byte blocks, then 1-block objects for the holes that loading the
 # modules left (a few KB on a 32-bit port: enough for load() itself if left free).
 try:

@@ -108,7 +108,8 @@ def test_link_opcodes_are_one_distinct_character_each():
     assert len(set(codes)) == len(codes)
     assert all(33 <= c < 127 for c in codes)
     assert linkcodec.advance(5, 10) == "A 5 10\n"
-    assert linkcodec.pulses(3, None, [7, 9]) == "p 3 - 7 9\n"
+    assert linkcodec.pulses(1, 5, [7, 9]) == "p 1 5 7 9\n"
+    assert linkcodec.pulses("-", 5, [12]) == "p - 5 12\n"
     assert linkcodec.chip("supply", "4295.7000", 1.0) == "R supply 4295.7000 1.0\n"
     assert linkcodec.technician(["measure", "1000.0"]) == "T measure 1000.0\n"
     assert linkcodec.parse("P reuse 0 1200") == ("P", ("reuse", 0, 1200))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from host_tools import build_mpy
 from host_tools.paths import BOARDS, FIRMWARE, LIB, MPLIBS, REPO
 
 REAL_BOARDS = tuple(sorted(p.parent.name for p in BOARDS.glob("*/manifest.py")))  # + new ones
@@ -28,8 +29,10 @@ PORT_BUILTINS = {
     "sys", "time", "uctypes", "vfs", "_thread",
 }
 PORT_DIR_VARS = ("$(PORT_DIR)", "$(MPY_DIR)", "$(BOARD_DIR)", "$(MPY_LIB_DIR)")
-# What the port-relative entries of our manifests provide.
+# What the port-relative entries of our manifests provide; the port's own modules differ by
+# port (rp2: rp2.py with the PIO assembler; esp32: machine.py with machine.Counter).
 PORT_PROVIDES = {"$(MPY_DIR)/extmod/asyncio": {"asyncio"}, "$(PORT_DIR)/modules": {"_boot"}}
+PORT_MODULES = {"armv6m": {"rp2"}, "xtensawin": set()}
 HOST_ONLY = {p.stem for p in (BOARDS / "host").glob("*.py")} - {"board"}
 
 
@@ -196,7 +199,8 @@ def test_manifest_freezes_every_module_the_node_imports(board):
     assert {"heatgw.app", "heatgw.heapmon", "max31865", "board", "asyncio"} <= used | port_mods
     missing = sorted(used - frozen)
     assert missing == [], f"{board}: imported but not in its manifest: {missing}"
-    unknown = sorted(m for m in port_mods - frozen
+    port_own = PORT_MODULES[build_mpy.TARGET_ARCHES[board]]
+    unknown = sorted(m for m in port_mods - frozen - port_own
                      if m not in PORT_BUILTINS and m.removeprefix("u") not in PORT_BUILTINS)
     assert unknown == [], f"{board}: neither in the repository, the manifest nor the port"
     assert not frozen & HOST_ONLY, "host-only modules frozen"
@@ -225,7 +229,8 @@ def test_manifest_packages_every_pinned_library_from_build_mplibs(board):
 
 @pytest.mark.parametrize("line, lost", [
     ('module("max31865.py", base_path="../lib/max31865", opt=3)', "max31865"),
-    ('module("pulsecounter.py", base_path="../lib/pulsecounter")', "pulsecounter"),
+    ('module("pulsecounter.py", base_path="../../lib/pulsecounter")', "pulsecounter"),
+    ('module("pcntcounter.py", base_path="../../lib/pcntcounter")', "pcntcounter"),
     ('include("$(MPY_DIR)/extmod/asyncio")', "asyncio"),
     ('module("board.py")', "board"),
     ('package("heatgw", base_path="../firmware")', "heatgw.app"),
@@ -241,6 +246,27 @@ def test_check_fails_when_a_module_is_removed_from_the_manifest(line, lost):
                             {app: app_text.replace(line, "")})
     used, port_mods = node_imports("esp32_devkitc")
     assert lost in (used | port_mods) - frozen
+
+
+def test_each_board_freezes_its_own_pulse_counter_only():
+    """The RP2040 board freezes the PIO counter (and imports rp2, the port's), the ESP32
+    boards the PCNT counter and the interrupt counter; none freezes the other's."""
+    for board in REAL_BOARDS:
+        frozen, _, _ = evaluate(BOARDS / board / "manifest.py")
+        used, port_mods = node_imports(board)
+        if build_mpy.TARGET_ARCHES[board] == "armv6m":
+            assert "piocounter" in used & frozen and "rp2" in port_mods, board
+            assert not {"pcntcounter", "pulsecounter"} & frozen, board
+        else:
+            assert {"pcntcounter", "pulsecounter"} <= used & frozen, board
+            assert "piocounter" not in frozen | used, board
+
+
+def test_a_port_module_of_another_port_is_unknown():
+    """rp2 on an ESP32 board would be an import the port cannot satisfy: the check sees it."""
+    used, port_mods = node_imports("esp32_devkitc")
+    assert "rp2" not in port_mods | used
+    assert "rp2" not in PORT_MODULES["xtensawin"] and "rp2" not in PORT_BUILTINS
 
 
 def test_require_is_caught_and_a_missing_package_is_an_error():

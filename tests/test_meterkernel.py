@@ -838,16 +838,20 @@ def test_bench_runs_and_reports(capsys):
     """`make bench` works: one micropython process, last line in the agreed format."""
     assert bench.main() == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    key_speed, key_alloc, key_drain, key_wire, key_net = last.split()
-    assert key_speed.startswith("viper_speedup=") and float(key_speed.split("=")[1]) > 1
-    assert key_alloc == "alloc_bytes_per_batch=0"
+    pairs = [kv.split("=", 1) for kv in last.split()]
+    keys = [k for k, _ in pairs]
+    assert keys == ["viper_speedup", "alloc_bytes_per_batch", "drain_records_per_s",
+                    "wire_bytes_per_record", "net_worst_real_ms", "modbus_worst_call_us",
+                    "console_read_worst_us", "mpremote_cp_kb_s", "pulse_edges_per_s"], last
+    v = dict(pairs)
+    assert float(v["viper_speedup"]) > 1
+    assert v["alloc_bytes_per_batch"] == "0"
     # the telemetry drain to a local mosquitto (`skipped` where none is installed)
-    drain, wire = key_drain.split("=")[1], key_wire.split("=")[1]
-    assert key_drain.startswith("drain_records_per_s=") and (drain == "skipped" or
-                                                             float(drain) > 0)
-    assert key_wire.startswith("wire_bytes_per_record=") and (wire == "skipped" or
-                                                              int(wire) > 0)
-    # the network side's longest real stretch during the drain: measured, not a limit
-    net = key_net.split("=")[1]
-    assert key_net.startswith("net_worst_real_ms=") and (net == "skipped" or float(net) > 0)
-
+    assert v["drain_records_per_s"] == "skipped" or float(v["drain_records_per_s"]) > 0
+    assert v["wire_bytes_per_record"] == "skipped" or int(v["wire_bytes_per_record"]) > 0
+    # the longest real stretches: measured figures, not limits
+    assert v["net_worst_real_ms"] == "skipped" or float(v["net_worst_real_ms"]) > 0
+    assert v["modbus_worst_call_us"] == "skipped" or int(v["modbus_worst_call_us"]) > 0
+    assert int(v["console_read_worst_us"]) > 0
+    assert float(v["mpremote_cp_kb_s"]) > 0
+    assert int(v["pulse_edges_per_s"]) > 0

@@ -83,9 +83,10 @@ def test_enums_agree_with_the_firmware():
     reasons = "|".join(r for r in command.REASONS if r != "accepted")
     assert schema("cmd_ack")["properties"]["error"]["pattern"] == f"^({reasons}): ."
     sensor = schema("ha_sensor")["properties"]
-    for _obj, comp, _n, dev_cls, unit, st_cls, _t in hadisc.ENTITIES:
+    for _obj, comp, _n, dev_cls, unit, st_cls, _t in (hadisc.ENTITIES + hadisc.RECOVERY
+                                                       + hadisc.HEAT_CHECK):
         if comp == hadisc.SENSOR:
-            assert unit in sensor["unit_of_measurement"]["enum"]
+            assert unit is None or unit in sensor["unit_of_measurement"]["enum"]
             assert st_cls in sensor["state_class"]["enum"]
             assert dev_cls is None or dev_cls in sensor["device_class"]["enum"]
     state = schema("telemetry")["properties"]["state"]["enum"]

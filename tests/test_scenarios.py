@@ -42,6 +42,7 @@ TRIP_CATALOGUE = {
     "chatter": {"sink_return_high"},
     "task_crash": {"task_crash"},
     "supervisor_crash": {"task_crash"},
+    "flow_burst": {"flow_implausible"},
 }
 
 
@@ -67,6 +68,25 @@ def test_each_trip_bypasses_within_one_control_tick(name, tmp_path_factory):
         assert tr["reason"], tr
     # the reuse loop never took the IT coolant over its limit
     assert s["plant"]["max_it_coolant_c"] <= s["plant"]["it_coolant_limit_c"]
+
+
+def test_flow_bursts_above_the_rating_trip_and_every_pulse_is_metered(tmp_path_factory):
+    """Two bursts above the meter's 15 m3/h (20 m3/h, then 180 m3/h = 500 Hz at 0.1 L a
+    pulse, the input's maximum) each trip flow_implausible within a tick (the catalogue
+    test above) and clear when the flow is back; the node metered every pulse served,
+    exactly (the host board's default counter is the hardware one)."""
+    s, h = run("flow_burst", tmp_path_factory)
+    trips = [t for t in s["trips"] if t["reason"] == "flow_implausible"]
+    assert [round(t["condition_t_s"]) for t in trips] == [1501, 2401], trips
+    clears = [e for e in h.node_events if e.get("kind") == "clear"
+              and e.get("reason") == "flow_implausible"]
+    # clear once a tick's window holds the plant's flow only: within two ticks of the end
+    ends = [1560.3, 2430.7]
+    assert len(clears) == 2 and all(0 < c["harness_t_s"] - end <= 2 * s["control_tick_s"]
+                                    for c, end in zip(clears, ends, strict=True)), clears
+    served = h.world.sent  # pulses of 0.1 L the harness sent the node (none after 2990 s)
+    assert served > 2990 * 8.7 / 3.6 / 0.1  # the plant's flow, and the bursts on top
+    assert h.final_totals["volume_ul"] == served * 100_000
 
 
 def test_trips_recover_after_delay_and_dwell(tmp_path_factory):

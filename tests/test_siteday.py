@@ -90,12 +90,13 @@ def test_day_home_assistant_discovery_configs_are_retained_for_the_device(comple
     import sys
 
     sys.path.insert(0, str(FIRMWARE))
-    from heatgw.hadisc import ENTITIES
+    from heatgw.hadisc import ENTITIES, more_entities
 
     day = complete_node_day
     node, site = day.harness.cfg["node_id"], day.harness.cfg["mqtt"]["site"]
+    # the device's entities and those its recovery and modbus sections add
     expected = {f"homeassistant/{comp}/{site}_{node}/{obj}/config"
-                for obj, comp, *_ in ENTITIES}
+                for obj, comp, *_ in ENTITIES + tuple(more_entities(day.harness.cfg))}
     retained = {t: json.loads(p) for t, p, retain, *_ in day.retained
                 if t.startswith("homeassistant/") and retain and p}
     assert set(retained) == expected

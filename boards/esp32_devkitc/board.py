@@ -8,7 +8,8 @@ Bus and pin choices:
   module input keeps the coil de-energised while the pin floats before boot.py runs.
 - GPIO 34-39 are input-only and have no internal pulls (asking for one does nothing): the
   flow-meter pulse input (GPIO 34) is pulled up by an external 4.7 kΩ to 3.3 V, which the
-  meter's open collector pulls low; no pull is requested in software.
+  meter's open collector pulls low; no pull is requested in software. PCNT unit 0 counts
+  it (lib/pcntcounter): no pulse lost while a flash erase masks interrupts.
 - Dead-man output on GPIO 13 (no strapping role, not a flash pin, quiet at reset): the
   control task toggles it every healthy tick; each edge retriggers a 74HC123 (after the
   74HC86 edge detector, see the README's dead-man circuit) that enables the relay drivers
@@ -54,6 +55,8 @@ INPUT_PINS = {
     "valve_at_reuse": (14, 0),
 }
 FLOW_PULSE_PIN = 34  # input-only, external 4.7 kΩ pull-up (no internal pulls here)
+FLOW_PCNT_UNIT = 0  # the PCNT unit counting the flow pulses (machine.Counter id)
+_PCNT_FILTER_MAX_US = 12  # PCNT glitch filter: 1023 APB cycles (80 MHz) = 12.8 us
 SAFE_BOOT_PIN = 0  # the BOOT button: held low at reset stops the application
 DEAD_MAN_PIN = 13
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
@@ -86,11 +89,23 @@ def inputs():
             for name, (gpio, active) in INPUT_PINS.items()}
 
 
-def flow_pulse_counter():
-    """The flow meter's pulse input (open collector, external pull-up; falling edges)."""
+def flow_pulse_counter(min_pulse_us=0, flag=None):
+    """The flow meter's pulse input (open collector, external pull-up; active low), counted
+    by PCNT unit FLOW_PCNT_UNIT in hardware: no pulse lost while the CPU's interrupts are
+    off (a flash erase). Its glitch filter stops at 12.8 us, so a longer debounce (a reed
+    contact's, ms) takes the interrupt counter with its software minimum width instead
+    (soft interrupts on the ESP32: fine for a reed meter's few Hz)."""
+    pin = Pin(FLOW_PULSE_PIN, Pin.IN)
+    if min_pulse_us <= _PCNT_FILTER_MAX_US:
+        from machine import Counter
+        from pcntcounter import PcntCounter
+
+        return PcntCounter(Counter(FLOW_PCNT_UNIT, pin, direction=Counter.UP,
+                                   edge=Counter.FALLING, filter_ns=min_pulse_us * 1000),
+                           pin, flag=flag)
     from pulsecounter import PulseCounter
 
-    return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN))
+    return PulseCounter(pin, min_pulse_us=min_pulse_us, flag=flag)
 
 
 def dead_man():

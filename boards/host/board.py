@@ -9,7 +9,6 @@ SDO floating high (0xFF), so the byte read is the AND of every chip's answer.
 
 import os
 import time
-from array import array
 
 from link import LinkClock
 from max31865_emu import MAX31865Emu
@@ -190,68 +189,51 @@ def inputs():
     return {name: (pin, pin.active_level) for name, pin in _inputs.items()}
 
 
-class PulseInput:
-    """The flow meter's pulse counter (lib/pulsecounter interface), fed by the harness
-    with the pulses its plant produced: the count and last edge now, and the edges still
-    to come before the next step (the flow is constant within a plant step)."""
-
-    def __init__(self):
-        # Edges to come, as ms after _base: 4 bytes each in an array that is kept and
-        # overwritten (a day's plant steps need no new list each).
-        self._future = array("i")
-        self.set(0, None)
-
-    def set(self, count, edge_vt, future=()):
-        self._count = count & 0x3FFFFFFF
-        self._edge_vt = edge_vt
-        self._base = clock.vt
-        self._nfuture = 0
-        self._next = 0
-        for vt in future:
-            self.add_edge(vt)
-
-    def add_edge(self, vt):
-        """One more edge to come (after set(), in time order)."""
-        f = self._future
-        if self._nfuture < len(f):
-            f[self._nfuture] = vt - self._base
-        else:
-            f.append(vt - self._base)
-        self._nfuture += 1
-
-    def _sync(self):
-        f = self._future
-        i = self._next
-        t = clock.vt - self._base
-        while i < self._nfuture and f[i] <= t:
-            self._count = (self._count + 1) & 0x3FFFFFFF
-            self._edge_vt = f[i] + self._base
-            i += 1
-        self._next = i
-
-    def count(self):
-        self._sync()
-        return self._count
-
-    def last_edge_ms(self):
-        self._sync()
-        if self._edge_vt is None:
-            return None
-        return (clock.tick0 + self._edge_vt - clock.vt0) & 0x3FFFFFFF
-
-    def read(self):
-        self._sync()
-        return self._count, self.last_edge_ms()
+# The flow meter's pulse input (boards/host/pulse_emu.py, made on first use): an emulated
+# pin the harness (or a test) schedules, driving the real driver's interrupt handler. Which
+# driver, as a real board chooses one: "counter" (default) a hardware counter on the pin
+# (lib/pcntcounter over an emulated machine.Counter: every pulse counts, as the ESP32's PCNT
+# and the RP2040's PIO do), "irq" the interrupt counter (lib/pulsecounter).
+PULSE_COUNTER = os.getenv("HEATGW_PULSE_COUNTER") or "counter"
+# Interrupts masked per flash operation, ms (erase, program): an RP2040 runs both with
+# interrupts disabled, a 4 KB sector erase typically 45 ms (W25Q16JV tSE; up to 400 ms),
+# a page program 0.4 ms (here the next whole ms). "0,0": none.
+FLASH_IRQ_MASK_MS = tuple(int(x) for x in (os.getenv("HEATGW_FLASH_IRQ_MASK") or "45,1")
+                          .split(","))
+_pulse_pin = None
 
 
-_pulses = PulseInput()
+def flow_pin():
+    """The emulated pulse input (host board only: the link and tests schedule it)."""
+    global _pulse_pin
+    if _pulse_pin is None:
+        from pulse_emu import PulsePin
+
+        _pulse_pin = PulsePin(clock)
+        clock.pin = _pulse_pin  # the clock runs its transitions as time passes
+    return _pulse_pin
 
 
-def flow_pulse_counter():
-    return _pulses
+def flow_pulse_counter(min_pulse_us=0, flag=None):
+    """The flow meter's pulse input, counted by the driver PULSE_COUNTER names."""
+    pin = flow_pin()
+    if PULSE_COUNTER == "irq":
+        from pulsecounter import PulseCounter
+
+        return PulseCounter(pin, min_pulse_us=min_pulse_us, flag=flag, clock=clock)
+    if PULSE_COUNTER != "counter":
+        raise ValueError("HEATGW_PULSE_COUNTER: %r is not counter or irq" % (PULSE_COUNTER,))
+    from pcntcounter import PcntCounter
+    from pulse_emu import Counter
+
+    return PcntCounter(Counter(0, pin, filter_ns=min_pulse_us * 1000), pin, flag=flag,
+                       clock=clock)
 
 
-pulse_input = flow_pulse_counter  # what the link feeds
+def _flash_op(erase):
+    # a program or erase on the emulated flash: the CPU's interrupts are off meanwhile
+    if _pulse_pin is not None:
+        _pulse_pin.mask(clock.vt, FLASH_IRQ_MASK_MS[0] if erase else FLASH_IRQ_MASK_MS[1])
 
 
 # The serial port (host_tools/serialport.py): with $HEATGW_SERIAL = "1" the node's stdin
@@ -335,6 +317,7 @@ def flash_device():
 
         path = os.getenv("HEATGW_FLASH") or "/tmp/heatgw-host-flash.bin"
         _flash = FlashDev(path)
+        _flash.on_op = _flash_op
     return _flash
 
 

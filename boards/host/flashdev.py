@@ -20,6 +20,9 @@ returns -EIO to littlefs, which raises OSError(EIO) from the file operation; rai
 from the block device itself would unwind littlefs's C code mid-operation). Nothing is
 written and the power stays on: a worn or flaky chip, not a cut. `failed` counts them.
 
+on_op(erase), when set, is called after every program (False) or erase (True) that
+reaches the flash: the host board masks interrupts meanwhile, as a chip does.
+
 Counters: ops (programs + erases that reached the flash, the torn one included),
 programs, erases, bytes_programmed, dropped (operations after the cut); wear() gives the
 erase count of each block.
@@ -81,6 +84,7 @@ class FlashDev:
         self._cut_at = 0  # op number to tear; 0 = not armed
         self._fail_n = 0  # programs/erases still to fail with EIO
         self.failed = 0
+        self.on_op = None  # on_op(erase) after each program/erase (the host board's hook)
 
     # --- power cut ---------------------------------------------------------------------
 
@@ -174,6 +178,8 @@ class FlashDev:
             self.programs += 1
             self.bytes_programmed += n
         f.flush()
+        if self.on_op is not None:
+            self.on_op(data is None)
         if torn and self._on_cut is not None:
             cb = self._on_cut
             self._on_cut = None

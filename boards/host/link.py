@@ -36,6 +36,7 @@ class LinkClock:
         self.horizon = 0  # the node may run alone up to (not including) this vt
         self.utc0 = None  # UTC seconds at vt0, when the harness knows it
         self.link = None
+        self.pin = None  # the pulse input (pulse_emu.PulsePin): runs as time passes
         self._timer_vt = None  # the board's one periodic timer (every()): next fire
         self._timer_ms = 0
         self._timer_fn = None
@@ -44,6 +45,19 @@ class LinkClock:
 
     def ticks_ms(self):
         return (self.tick0 + self.vt - self.vt0) & _MASK
+
+    def ticks_us(self):
+        # (ticks_ms * 1000) mod 2**30 in small ints only: ms split at bit 15
+        ms = self.ticks_ms()
+        a = (((ms >> 15) * 1000) & 0x7FFF) << 15
+        b = (ms & 0x7FFF) * 1000
+        return a + b - _MASK - 1 if a > _MASK - b else a + b
+
+    def _to(self, vt):
+        # time moves to vt: the pulse input's transitions and interrupts run on the way
+        if self.pin is not None:
+            self.pin.run_to(vt)
+        self.vt = vt
 
     def ticks_add(self, ticks, delta):
         return (ticks + delta) & _MASK
@@ -91,7 +105,7 @@ class LinkClock:
             self._serve()
             return
         if deadline_vt > self.vt:
-            self.vt = deadline_vt
+            self._to(deadline_vt)
 
     def sleep_ms(self, ms):
         target = self.vt + max(0, ms)
@@ -205,7 +219,7 @@ class LinkClock:
                 vt = int(tok())
                 if vt < self.vt:
                     raise RuntimeError("harness moved time backwards")
-                self.vt = vt
+                self._to(vt)
                 self.horizon = int(tok())
                 t = tok()
                 if t is not None:
@@ -228,14 +242,15 @@ class LinkClock:
             elif op == lp.INPUT:
                 pin = board.input_pin(str(tok(), "ascii"))  # (assignment reads right first)
                 pin.level = int(tok())
-            elif op == lp.PULSES:  # count, last edge or "-", then the edges to come
-                p = board.pulse_input()
-                n = int(tok())
+            elif op == lp.PULSES:  # the input's level or "-", the low time, the pulses
+                pin = board.flow_pin()
                 t = tok()
-                p.set(n, None if str(t, "ascii") == lp.NONE else int(t))
+                if t[0] != 45:  # "-": as the node has it
+                    pin.schedule(int(t))
+                low = int(tok())
                 t = tok()
                 while t is not None:
-                    p.add_edge(int(t))
+                    pin.add_pulse(int(t), low)
                     t = tok()
             elif op == lp.CUT_AT:
                 board.flash_device().arm_cut(int(tok()), int(tok()), on_cut=self._cut)

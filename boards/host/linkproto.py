@@ -12,8 +12,10 @@ node -> harness (vt: the node's time)   harness -> node
   I <vt_ms>|-      idle until vt / no task r <rtd> <ohm>         RTD resistance
   P <relay> 0|1 vt relay pin level         f <rtd> <fault>       RTD fault injection
   W <timeout> vt   watchdog started        d <input> 0|1         digital input level
-  F vt             watchdog fed            p <n> <edge>|- <e>..  pulse count, last edge,
-  O <kind> vt json application record                            edges due before horizon
+  F vt             watchdog fed
+  O <kind> vt json application record      p <level>|- <low> <e>.. flow input: level now
+                                           (at boot; "-": as the node has it), then pulses
+                                           low from each e for <low> ms, due before horizon
   X vt <json>      power cut reached       k <ops> <torn_bytes>  cut power at a flash op
   D <hold_ms> vt   dead-man hold time      R <rtd> <ohm> <lsb>   that converter chip's fitted
                                                                  reference resistor, its noise

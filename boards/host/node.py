@@ -13,11 +13,12 @@ buffer first (the heap holds it: the harness adds its size to the heap and subtr
 from the heap figures).
 
 The host board itself (board, the emulated MAX31865 chips, the file-backed flash, the
-lockstep link, asyncio on virtual time) stands in for a board's hardware and its frozen
-board file: a target's heap holds none of it. What importing it costs is measured here,
-before boot.py (live heap after a collect, before and after), and reported to the harness
-(`host_board` record), which gives the node that much more heap and leaves it out of the
-heap figures, as it does the ROMFS image (README, "Heap accounting on the host board").
+pulse input's emulated pin and counter, the lockstep link, asyncio on virtual time) stands
+in for a board's hardware and its frozen board file: a target's heap holds none of it.
+What importing it costs is measured here, before boot.py (live heap after a collect,
+before and after), and reported to the harness (`host_board` record), which gives the
+node that much more heap and leaves it out of the heap figures, as it does the ROMFS image
+(README, "Heap accounting on the host board").
 asyncio is imported before the measurement: a board's firmware has it too, so it counts as
 the node's. `HEATGW_HOST_PROBE=1` prints the figure and stops there: the harness asks
 before it starts a node, to size the heap.
@@ -47,6 +48,7 @@ gc.collect()
 _m0 = gc.mem_alloc()
 import board  # noqa: E402 - the host board: emulated chips and pins, link, clock
 import flashdev  # noqa: E402, F401 - the file-backed NOR flash
+import pulse_emu  # noqa: E402, F401 - the flow input: emulated pin, counter, masking
 import vasyncio  # noqa: E402, F401 - asyncio's run queue on virtual time
 
 gc.collect()
@@ -64,9 +66,13 @@ if os.getenv("HEATGW_SERIAL") != "1":
     if board.clock.link is not None:
         dev = board._flash
         if dev is not None:  # what this run cost the flash (README: flash-wear budget)
-            board.observer("flash", {"ops": dev.ops, "erases": dev.erases,
-                                     "bytes_programmed": dev.bytes_programmed,
-                                     "block_erases": dev.wear()})
+            rec = {"ops": dev.ops, "erases": dev.erases,
+                   "bytes_programmed": dev.bytes_programmed, "block_erases": dev.wear()}
+            pin = board._pulse_pin
+            if pin is not None:  # and the pulse input: edges, interrupts, edges masked away
+                rec["pulses"] = {"edges": pin.edges, "irqs": pin.irqs,
+                                 "collapsed": pin.collapsed, "counter": board.PULSE_COUNTER}
+            board.observer("flash", rec)
         while True:
             board.clock.wait_until(None)
 else:

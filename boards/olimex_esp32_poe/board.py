@@ -27,7 +27,8 @@ Bus and pin choices:
 - Contacts to GND, active low: sink_available on GPIO36 (input-only, the board's 10 kΩ
   pull-up), maintenance on GPIO39 (input-only, held high by the +5 V divider: a contact to
   GND draws 0.1 mA), trip_reset on GPIO13 and valve_at_reuse on GPIO33 (internal pull-ups).
-- Flow pulses on GPIO35 (input-only, no internal pulls: external 4.7 kΩ pull-up).
+- Flow pulses on GPIO35 (input-only, no internal pulls: external 4.7 kΩ pull-up), counted
+  by PCNT unit 0 (lib/pcntcounter): no pulse lost while a flash erase masks interrupts.
 - Safe boot: BUT1 on GPIO34, held at reset.
 - Dead-man output on GPIO16 (no strapping role; its 2.2 kΩ pull-up is driven through):
   toggled every healthy tick; 74HC123 hold as on the DevKitC (R_T 590 kΩ, C_T 4.7 µF).
@@ -61,6 +62,8 @@ INPUT_PINS = {
 }
 _INPUT_ONLY = (34, 35, 36, 37, 38, 39)  # no output driver, no internal pulls
 FLOW_PULSE_PIN = 35  # input-only, external 4.7 kΩ pull-up
+FLOW_PCNT_UNIT = 0  # the PCNT unit counting the flow pulses (machine.Counter id)
+_PCNT_FILTER_MAX_US = 12  # PCNT glitch filter: 1023 APB cycles (80 MHz) = 12.8 us
 SAFE_BOOT_PIN = 34  # BUT1 (10 kΩ pull-up on the board)
 DEAD_MAN_PIN = 16
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
@@ -105,11 +108,23 @@ def inputs():
             for name, (gpio, active) in INPUT_PINS.items()}
 
 
-def flow_pulse_counter():
-    """The flow meter's pulse input (open collector, external pull-up; falling edges)."""
+def flow_pulse_counter(min_pulse_us=0, flag=None):
+    """The flow meter's pulse input (open collector, external pull-up; active low), counted
+    by PCNT unit FLOW_PCNT_UNIT in hardware: no pulse lost while the CPU's interrupts are
+    off (a flash erase). Its glitch filter stops at 12.8 us, so a longer debounce (a reed
+    contact's, ms) takes the interrupt counter with its software minimum width instead
+    (soft interrupts on the ESP32: fine for a reed meter's few Hz)."""
+    pin = Pin(FLOW_PULSE_PIN, Pin.IN)
+    if min_pulse_us <= _PCNT_FILTER_MAX_US:
+        from machine import Counter
+        from pcntcounter import PcntCounter
+
+        return PcntCounter(Counter(FLOW_PCNT_UNIT, pin, direction=Counter.UP,
+                                   edge=Counter.FALLING, filter_ns=min_pulse_us * 1000),
+                           pin, flag=flag)
     from pulsecounter import PulseCounter
 
-    return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN))
+    return PulseCounter(pin, min_pulse_us=min_pulse_us, flag=flag)
 
 
 def dead_man():

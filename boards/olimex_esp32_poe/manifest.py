@@ -10,4 +10,8 @@
 freeze("$(PORT_DIR)/modules")
 # asyncio, the drivers, the fetched libraries and heatgw: the same on every board
 include("../app_manifest.py")
+# the flow pulses' counters: PCNT (machine.Counter), the interrupt counter for a debounce
+# beyond the PCNT's filter
+module("pcntcounter.py", base_path="../../lib/pcntcounter")
+module("pulsecounter.py", base_path="../../lib/pulsecounter")
 module("board.py")

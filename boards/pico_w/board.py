@@ -13,7 +13,8 @@ Bus and pin choices:
   3.3 V. A module with a weaker pull-up than 10 kΩ would break this margin: 47 kΩ gives
   1.7 V, 1.6 V across the LED, which may light it.
 - Flow-meter pulse input on GP22 with the internal pull-up (plus 4.7 kΩ external for long
-  cable runs).
+  cable runs), counted by a PIO state machine (lib/piocounter): the count survives the
+  interrupts a flash erase or program disables.
 - Dead-man output on GP10 (RP2040 pins have no strapping role): the control task toggles
   it every healthy tick; each edge retriggers a 74HC123 (after the 74HC86 edge detector,
   see the README's dead-man circuit) that enables the relay drivers for
@@ -56,6 +57,7 @@ INPUT_PINS = {
     "valve_at_reuse": (5, 0),
 }
 FLOW_PULSE_PIN = 22
+FLOW_PIO_SM = 0  # PIO0 SM0 (the CYW43 radio's SPI takes a state machine of PIO1)
 SAFE_BOOT_PIN = 9  # jumper to GND at reset stops the application
 DEAD_MAN_PIN = 10
 DEAD_MAN_HOLD_MS = 1400  # 74HC123 hold (R_T 590 kΩ, C_T 4.7 µF): fits 934..1400 ms ticks
@@ -88,11 +90,15 @@ def inputs():
             for name, (gpio, active) in INPUT_PINS.items()}
 
 
-def flow_pulse_counter():
-    """The flow meter's pulse input (open collector, pulled up; counts falling edges)."""
-    from pulsecounter import PulseCounter
+def flow_pulse_counter(min_pulse_us=0, flag=None):
+    """The flow meter's pulse input (open collector, pulled up; active low), counted by PIO
+    state machine FLOW_PIO_SM with the minimum width in its program: no pulse lost while a
+    flash erase or program holds the CPU's interrupts off."""
+    import rp2
+    from piocounter import PioCounter
 
-    return PulseCounter(Pin(FLOW_PULSE_PIN, Pin.IN, Pin.PULL_UP))
+    return PioCounter(rp2.StateMachine(FLOW_PIO_SM), Pin(FLOW_PULSE_PIN, Pin.IN, Pin.PULL_UP),
+                      min_pulse_us=min_pulse_us, flag=flag)
 
 
 def dead_man():

@@ -10,4 +10,6 @@
 freeze("$(PORT_DIR)/modules")
 # asyncio, the drivers, the fetched libraries and heatgw: the same on every board
 include("../app_manifest.py")
+# the flow pulses' hardware counter (a PIO state machine; rp2.py is the port's)
+module("piocounter.py", base_path="../../lib/piocounter")
 module("board.py")

@@ -80,6 +80,8 @@ _OTHERS = (
     ("save_failed", MAJOR, True, "persist", False),  # cleared by the next good save
     ("event_log_failed", MAJOR, True, "persist", True),
     ("queue_dropped", MAJOR, True, "queue", True),
+    # heatgw.recovery: a Modbus heat meter disagrees with our metering beyond the limit
+    ("heat_meter_mismatch", MAJOR, False, "meter", False),
     (OVERFLOW, MAJOR, True, "alarms", True),
 )
 
@@ -255,6 +257,12 @@ class AlarmBook:
                                _text(ev.get("error")), out)
         if k == "save_failed" or k == "event_log_failed":
             return self._raise(k, _text(ev.get("error")), out)
+        if k == "heat_check":  # heatgw.recovery: state mismatch / ok
+            if ev.get("state") == "mismatch":
+                return self._raise("heat_meter_mismatch",
+                                   _text("%s%% vs %s" % (ev.get("diff_pct"), ev.get("meter"))),
+                                   out)
+            return self._clear("heat_meter_mismatch", out)
         if k == "queue_dropped" or k == "queue_drop":
             return self._raise("queue_dropped", "seq %s..%s" % (ev.get("first_seq"),
                                                                 ev.get("last_seq")), out)

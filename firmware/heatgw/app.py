@@ -93,6 +93,7 @@ class Gateway:
         self.store = SlotStore(data + "/state.a", data + "/state.b")
         self.saved_seq = 0
         self.boot_id = 0
+        self._restored_recovery = None  # heatgw.recovery's totals, when it is configured
         latched = self._restore()
         if queue is not None:
             self._restore_from_queue(queue)
@@ -114,6 +115,19 @@ class Gateway:
             self.modbus = Modbus(modbus_plan, board)
             modbus_plan = None
         mb = self.modbus
+        # The heat recovery ratio and the heat meter check (heatgw.recovery, only when
+        # configured): gw.recovery.ratio_total, .compute_w, ... (its module doc)
+        self.recovery = None
+        if cfg.get("recovery"):
+            from heatgw.recovery import Recovery
+
+            self.recovery = Recovery(cfg, self)
+            if self._restored_recovery:
+                try:
+                    self.recovery.restore(self._restored_recovery)
+                except ValueError as e:
+                    print("state:", e)
+        self._restored_recovery = None
         self._build_flow(cfg.get("flow"), now)
         # external readings (heatgw.failsafe): the Modbus meters, by name
         self.inputs = Inputs(tuple(self.sensors), mb.readings() if mb else ())
@@ -176,9 +190,14 @@ class Gateway:
         elif flow_cfg:
             from heatgw.flow import PulseFlow
 
-            self.flow = PulseFlow(self.board.flow_pulse_counter(),
-                                  litres_per_pulse=flow_cfg["litres_per_pulse"],
-                                  now_ms=now, ticks_diff=clock.ticks_diff)
+            # the board picks the counter (hardware where it has one) for this debounce
+            counter = self.board.flow_pulse_counter(
+                min_pulse_us=int(flow_cfg["min_pulse_ms"] * 1000 + 0.5))
+            self.flow = PulseFlow(counter, now_ms=now, ticks_diff=clock.ticks_diff,
+                                  litres_per_pulse=flow_cfg.get("litres_per_pulse"),
+                                  pulses_per_litre=flow_cfg.get("pulses_per_litre"),
+                                  zero_after_s=flow_cfg["zero_after_s"],
+                                  stuck_active_s=flow_cfg["stuck_active_s"])
 
     # -- persistence ------------------------------------------------------------------
 
@@ -196,6 +215,7 @@ class Gateway:
             st = json.loads(payload)
             self.boot_id = int(st["boot"])
             self._restored_totals = st["totals"]
+            self._restored_recovery = st.get("recovery")
             latched = tuple(st.get("latched") or ())
         except Exception as e:  # noqa: BLE001
             print("state: record %d unreadable: %r" % (seq, e))
@@ -220,6 +240,7 @@ class Gateway:
         if st is not None and totals.get("time_ms", 0) <= st.get("time_ms", 0):
             return
         self._restored_totals = totals
+        self._restored_recovery = totals.get("recovery") or self._restored_recovery
         self.emit("restored", {"from": "queue", "seq": seq, "boot": self.boot_id,
                                "totals": totals})
 
@@ -239,8 +260,11 @@ class Gateway:
 
     def _save(self, why):
         totals = self.meter.totals()
-        record = json.dumps({"v": _STATE_VERSION, "boot": self.boot_id, "totals": totals,
-                             "latched": list(self.failsafe.latched)}).encode()
+        st = {"v": _STATE_VERSION, "boot": self.boot_id, "totals": totals,
+              "latched": list(self.failsafe.latched)}
+        if self.recovery is not None:
+            st["recovery"] = self.recovery.totals()  # beside the heat it is paired with
+        record = json.dumps(st).encode()
         self.emit("saving", {"seq": self.store.next_seq(), "why": why, "totals": totals})
         self.saved_seq = self.store.save(record)
         self.emit("saved", {"seq": self.saved_seq, "why": why, "totals": totals})
@@ -431,6 +455,11 @@ class Gateway:
                     self.event(ev)
                     if ev.get("kind") in ("latch", "reset"):
                         self.save(ev["kind"])  # a latched trip survives a crash loop
+            if self.recovery is not None:
+                try:  # new compute / heat meter readings, windows (no allocation per tick)
+                    self.recovery.tick(now)
+                except Exception as e:  # noqa: BLE001 - the ratio never stops control
+                    print("recovery failed:", repr(self.heap.caught(e)))
             if self.on_tick is not None:
                 try:
                     self.on_tick(self, now)

@@ -97,6 +97,10 @@ def load(path, save=True):
             from heatgw import bmsschema  # the building's server, only when there is one
 
             bmsschema.install(SCHEMA)
+        if type(doc) is dict and doc.get("recovery") is not None:
+            from heatgw import recschema  # the ratio's section, only when there is one
+
+            recschema.install(SCHEMA)
         cfg, errors = validate(doc, SCHEMA)
         if not errors and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
             from heatgw import mbplan  # the Modbus cross-checks (dropped with the rest)
@@ -106,6 +110,10 @@ def load(path, save=True):
             errors = bmsschema.check(cfg)
         if not errors:
             errors = sink_errors(cfg)
+        if not errors and cfg.get("recovery"):
+            from heatgw import recschema
+
+            errors = recschema.check(cfg)  # fills in the meters named by their roles
         if mig is not None:
             errors = migrate.errors(needs, errors)
         if errors:

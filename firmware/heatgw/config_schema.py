@@ -9,6 +9,7 @@ Node keys (every one optional):
     default  used when the key is absent; an object default ({}) is filled in turn
              (keys with neither req nor default stay absent)
     min max  inclusive bounds (numbers)
+    step     the number must be a whole multiple of it (to 1e-6, single precision)
     enum     the allowed values
     len      [min, max] string length;  chars  the allowed characters
     unit doc installer documentation
@@ -17,12 +18,15 @@ Node keys (every one optional):
              buses, meters, registers), each member checked against this node; "len" and
              "chars" then constrain the names, "max_items" their number
     rules    cross-field checks on the filled object: [op, lhs, rhs, why(, when)]
-             op: lt le gt ge eq.  lhs/rhs: a number, a dotted path, or [+|-|*, a, b] with
-             a/b numbers or paths. A "*" path segment runs the rule for every key there.
+             op: lt le gt ge eq.  lhs/rhs: a number, a dotted path, or [+|-|*|/, a, b] with
+             a/b numbers, paths or terms (a division by 0 skips the rule). A "*" path
+             segment runs the rule for every key there.
              when: [path, [values]] - the rule applies only if path holds one of values.
              A rule whose paths are absent (sensor or flow not configured) is skipped.
              op "req": ["req", key, object, why(, when)] - key (a path) is required whenever
              the object at that path has any member (a key without req or default).
+             op "one": ["one", object, [key, ...], why(, when)] - the object, when present
+             (not null), has exactly one of the keys.
 
 Checks the schema cannot state (the Modbus section's cross-references: a meter's bus, the
 flow meter, register ranges) are heatgw.mbplan.check(), which heatgw.config.load runs after
@@ -58,6 +62,10 @@ _SENSOR = {
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _FLUIDS = ["water", "propylene_glycol", "ethylene_glycol"]  # heatgw.fluid.FLUIDS
 _GLYCOLS = ["propylene_glycol", "ethylene_glycol"]
+# the pulse meter's rules, each for litres_per_pulse and for pulses_per_litre
+_WHY_500HZ = "the pulse rate at max_m3h must be at most the input's 500 Hz"
+_WHY_DEBOUNCE = "min_pulse_ms must be under half the pulse period at max_m3h"
+_WHY_ZERO = "zero_after_s must exceed one pulse at control.sink_flow_min_m3h"
 
 SCHEMA = {
     "type": "object", "doc": "heatgw node configuration (one JSON file)",
@@ -87,9 +95,12 @@ SCHEMA = {
             "keys": {
                 "type": {"type": "str", "default": "pulse", "enum": ["pulse", "modbus"],
                          "doc": "meter output: pulse, or modbus (a meter in modbus.meters)"},
-                "litres_per_pulse": {"type": "float", "min": 0.000001,
-                                     "max": 1000.0, "unit": "L",
-                                     "doc": "pulse: volume per pulse (a whole number of uL)"},
+                "litres_per_pulse": {"type": "float", "min": 0.000001, "max": 1000.0,
+                                     "step": 0.000001, "unit": "L",
+                                     "doc": "pulse: K-factor, volume per pulse (whole uL)"},
+                "pulses_per_litre": {"type": "float", "min": 0.001, "max": 100000.0,
+                                     "step": 0.001, "unit": "1/L",
+                                     "doc": "pulse: K-factor, pulses per litre (e.g. 450)"},
                 "meter": {"type": "str", "len": [1, 16], "chars": _ID_CHARS,
                           "doc": "modbus: the flow meter in modbus.meters (role flow) whose "
                                  "volume_m3 (and flow_m3h) feed the heat meter"},
@@ -97,6 +108,17 @@ SCHEMA = {
                             "unit": "m3/h", "doc": "rates above this are implausible"},
                 "critical": {"type": "bool", "default": True,
                              "doc": "a flow fault forces bypass"},
+                "min_pulse_ms": {"type": "float", "default": 0.0, "min": 0.0, "max": 1000.0,
+                                 "step": 0.001, "unit": "ms",
+                                 "doc": "pulse: shorter lows are bounce, not pulses (reed: "
+                                        "2 to 5)"},
+                "zero_after_s": {"type": "float", "default": 60.0, "min": 0.1, "max": 3600.0,
+                                 "unit": "s",
+                                 "doc": "pulse: no pulse this long reads as zero flow"},
+                "stuck_active_s": {"type": "float", "null": True, "default": None,
+                                   "min": 1.0, "max": 86400.0, "unit": "s",
+                                   "doc": "pulse: input low this long without a pulse is a "
+                                          "meter fault; null: not checked"},
             },
         },
         "meter": {
@@ -228,6 +250,13 @@ SCHEMA = {
             "doc": "the building's Modbus TCP server (heatgw.bmsschema); null or absent: "
                    "none (nothing of it is loaded)",
         },
+        # heatgw.recschema.RECOVERY replaces this stub when a document has a recovery
+        # section (as the modbus stub above): the heat recovery ratio, the heat check.
+        "recovery": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "the heat recovery ratio and the heat meter check (heatgw.recschema); "
+                   "null or absent: neither (nothing of it is loaded)",
+        },
         "telemetry": {
             "type": "object", "default": {}, "doc": "telemetry records",
             "keys": {
@@ -253,7 +282,7 @@ SCHEMA = {
         # no silent default: a wrong filter reads plausible, noisy temperatures
         ["req", "site.mains_hz", "sensors", "50 or 60: the mains frequency at the site, "
          "which the RTD converters filter out"],
-        ["req", "flow.litres_per_pulse", "flow", "a pulse meter's volume per pulse",
+        ["one", "flow", ["litres_per_pulse", "pulses_per_litre"], "a pulse meter's K-factor",
          ["flow.type", ["pulse"]]],
         ["req", "flow.meter", "flow", "the Modbus flow meter, a name in modbus.meters",
          ["flow.type", ["modbus"]]],
@@ -270,6 +299,19 @@ SCHEMA = {
          "the low-flow threshold must be below the meter's maximum"],
         ["lt", ["+", "control.sink_flow_min_m3h", "control.sink_flow_hyst_m3h"], "flow.max_m3h",
          "hysteresis must be smaller than the threshold span"],
+        # the pulse input is rated to 500 Hz: pulses/s at max_m3h = max_m3h / 3.6 / L per pulse
+        ["le", "flow.max_m3h", ["*", 1800, "flow.litres_per_pulse"], _WHY_500HZ],
+        ["le", ["*", "flow.max_m3h", "flow.pulses_per_litre"], 1800, _WHY_500HZ],
+        # debounce shorter than the low half of a pulse at the maximum flow
+        ["lt", ["*", "flow.min_pulse_ms", "flow.max_m3h"], ["*", 1800, "flow.litres_per_pulse"],
+         _WHY_DEBOUNCE],
+        ["lt", ["*", ["*", "flow.min_pulse_ms", "flow.max_m3h"], "flow.pulses_per_litre"], 1800,
+         _WHY_DEBOUNCE],
+        # zero flow only after a silence longer than one pulse at the low-flow threshold
+        ["gt", "flow.zero_after_s",
+         ["/", ["*", 3.6, "flow.litres_per_pulse"], "control.sink_flow_min_m3h"], _WHY_ZERO],
+        ["gt", "flow.zero_after_s",
+         ["/", 3.6, ["*", "flow.pulses_per_litre", "control.sink_flow_min_m3h"]], _WHY_ZERO],
         ["gt", "supervisor.watchdog_ms", ["*", 2, "control.tick_ms"],
          "the watchdog must outlast two control ticks"],
         ["ge", ["*", 1000, "supervisor.stall_s"], ["*", 2, "control.tick_ms"],

@@ -61,6 +61,49 @@ ENTITIES = (
 _TEMPS = {"supply_c": "supply", "return_c": "return", "sink_return_c": "sink_return",
           "it_coolant_c": "it_coolant"}
 
+# With a `recovery` section (heatgw.recovery): the compute load and the ratio; the ratios
+# have no unit (a fraction: heat delivered per unit of electric energy).
+RECOVERY = (
+    ("compute_w", SENSOR, "Compute power", "power", "W", "measurement", None),
+    ("compute_energy_wh", SENSOR, "Compute energy", "energy", "kWh", "total_increasing",
+     "value_json.compute_energy_wh / 1000"),
+    ("ratio_interval", SENSOR, "Heat recovery ratio (interval)", None, None, "measurement",
+     None),
+    ("ratio_hour", SENSOR, "Heat recovery ratio (hour)", None, None, "measurement", None),
+    ("ratio_total", SENSOR, "Heat recovery ratio (total)", None, None, "measurement", None),
+)
+HEAT_CHECK = (
+    ("heat_meter_diff_pct", SENSOR, "Heat meter difference", None, "%", "measurement", None),
+    ("heat_meter_diff_kwh", SENSOR, "Heat meter difference (energy)", None, "kWh",
+     "measurement", None),
+)
+# A Modbus meter's values (the payload's `meters`): by the value's name
+_METER_CLASSES = {"power_w": ("power", "W", "measurement"),
+                  "energy_kwh": ("energy", "kWh", "total_increasing"),
+                  "volume_m3": ("volume", "m³", "total_increasing"),
+                  "flow_m3h": ("volume_flow_rate", "m³/h", "measurement")}
+
+
+def more_entities(cfg):
+    """The entities a configuration adds to ENTITIES: the recovery section's, and one per
+    Modbus meter value (object_id meter_<meter>_<value>; a value name HA has no class for,
+    e.g. pressure_bar, gets none and no unit: HA shows the number as is)."""
+    rc = cfg.get("recovery") or {}
+    if rc.get("compute"):
+        yield from RECOVERY
+    if rc.get("heat_check"):
+        yield from HEAT_CHECK
+    meters = (cfg.get("modbus") or {}).get("meters") or {}
+    for name in sorted(meters):
+        m = meters[name]
+        names = set(m.get("registers") or ())
+        if m.get("model"):
+            names |= {"power_w", "energy_kwh"}
+        for vn in sorted(names):
+            dc, unit, sc = _METER_CLASSES.get(vn) or (None, None, "measurement")
+            yield ("meter_%s_%s" % (name, vn), SENSOR, "%s %s" % (name, vn), dc, unit, sc,
+                   "value_json.meters['%s'].%s" % (name, vn))
+
 
 def check(discovery_prefix):
     """ValueError unless the discovery prefix is a valid topic prefix."""
@@ -89,19 +132,22 @@ def config_topic(topics, discovery_prefix, object_id, component=None):
     return "%s/%s/%s/%s/config" % (discovery_prefix, component, _ids(topics)[0], object_id)
 
 
-def _entities(sensors):
+def _entities(sensors, cfg=None):
     for e in ENTITIES:
         name = _TEMPS.get(e[0])
         if name is None or sensors is None or name in sensors:
             yield e
+    if cfg is not None:
+        yield from more_entities(cfg)
 
 
-def configs(topics, discovery_prefix, sensors=None, model="heatgw"):
+def configs(topics, discovery_prefix, sensors=None, model="heatgw", cfg=None):
     """Yield (topic, payload bytes) of every entity's config, one at a time (RAM holds
-    one). sensors: the configured temperature sensors (None: all four)."""
+    one). sensors: the configured temperature sensors (None: all four); cfg: the node's
+    configuration, for the entities its recovery and modbus sections add."""
     check(discovery_prefix)
     node_id, uid = _ids(topics)
-    for obj, comp, name, dev_cls, unit, st_cls, tpl in _entities(sensors):
+    for obj, comp, name, dev_cls, unit, st_cls, tpl in _entities(sensors, cfg):
         c = {
             "name": name,
             "unique_id": uid + "_" + obj,
@@ -118,7 +164,8 @@ def configs(topics, discovery_prefix, sensors=None, model="heatgw"):
             c["payload_off"] = "bypass"
         else:
             c["value_template"] = "{{ %s }}" % (tpl or "value_json." + obj)
-            c["unit_of_measurement"] = unit
+            if unit is not None:  # a ratio has none
+                c["unit_of_measurement"] = unit
             c["state_class"] = st_cls
             if dev_cls is not None:
                 c["device_class"] = dev_cls
@@ -126,9 +173,9 @@ def configs(topics, discovery_prefix, sensors=None, model="heatgw"):
         c = None
 
 
-def removals(topics, discovery_prefix):
+def removals(topics, discovery_prefix, cfg=None):
     """Yield (topic, b"") for every entity: retained and empty, it deletes the entity
-    (discovery switched off, a sensor removed)."""
+    (discovery switched off, a sensor removed); cfg: with those its sections add."""
     check(discovery_prefix)
-    for e in ENTITIES:
+    for e in _entities(None, cfg):
         yield (config_topic(topics, discovery_prefix, e[0], e[1]), b"")

@@ -97,6 +97,11 @@ class Modbus:
         self._emit = None
         self._record_ms = clock.ticks_ms()
         self.bus_errors = 0
+        # the telemetry payload's `meters` as of a record (snapshot(), write_meters()):
+        # references to the values, each meter's fault; lists made once
+        self._order = tuple(sorted(self.meters))
+        self._sv = [None] * sum([len(self.meters[n].names) for n in self._order])
+        self._sf = [None] * len(self._order)
 
     # -- what others read -----------------------------------------------------------------
 
@@ -302,6 +307,63 @@ class Modbus:
             self._event({"kind": "modbus", "meter": m.name,
                          "state": "ok" if fault is None else "fault", "fault": fault,
                          "polls": m.polls, "failed": m.failed})
+
+
+    # -- the telemetry payload's `meters` (heatgw.telemetry) ------------------------------
+
+    def snapshot(self, now):
+        """Every value as value() gives it (None when not good or stale) and each meter's
+        fault as meter() gives it, as of now, into the lists made once (references: no
+        allocation): the `meters` of the telemetry record taken now."""
+        sv = self._sv
+        k = 0
+        j = 0
+        for name in self._order:
+            m = self.meters[name]
+            for i in range(len(m.names)):
+                t = m.valid[i]
+                sv[k] = m.vals[i] if (m.why[i] is None and t is not None and
+                                      clock.ticks_diff(now, t) <= m.stale_ms) else None
+                k += 1
+            f = m.fault
+            if f is None:
+                if m.valid_ms is None:
+                    f = "not_ready"
+                elif clock.ticks_diff(now, m.valid_ms) > m.stale_ms:
+                    f = "stale"
+            self._sf[j] = f
+            j += 1
+
+    def write_meters(self, w, live):
+        """`,"meters":{"<meter>":{"<value>":v,...,"fault":f},...}` into a payloads.Writer:
+        the snapshot's values (live), or every value null with the fault "invalid" (a
+        record from the backlog: the queue keeps no meter values)."""
+        w.raw(b',"meters":{')
+        sv = self._sv
+        k = 0
+        j = 0
+        for name in self._order:
+            m = self.meters[name]
+            if j:
+                w.raw(b",")
+            w.str(name)
+            w.raw(b":{")
+            for vn in m.names:
+                w.str(vn)
+                w.raw(b":")
+                v = sv[k] if live else None
+                k += 1
+                if v is None:
+                    w.raw(b"null,")
+                elif type(v) is int:
+                    w.raw(b"%d," % v)
+                else:
+                    w.raw(b"%.7g," % v)
+            w.raw(b'"fault":')
+            w.str(self._sf[j] if live else "invalid")
+            w.raw(b"}")
+            j += 1
+        w.raw(b"}")
 
 
 class ModbusFlow:

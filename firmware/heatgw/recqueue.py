@@ -26,6 +26,14 @@ first 100:
                return_mc, sink_return_mc, coolant_mc i32 | flow_ml_h i32 | power_w i32
                | u8 relay | u8 reason | u16 active | u16 latched | u16 heap_free / 16
     event, alarm 76: 4 x i32 args | 60 bytes of UTF-8 text (zero padded)
+A queue made with ext=True (the node with a `recovery` section: heatgw.recovery) writes
+version 0x52 records of REC_LEN + EXT_LEN = 152 bytes, CRC over the first 148: the same 100
+bytes, then for telemetry the extension (48 B: heatgw.recovery's X_* values, X_LEN i32/u32
+words: compute power W, the compute energy and the ratio's heat in mWh as 2 limbs each, the
+interval's and hour's ratio in ppm, the heat meter's and our heat over the compared spans
+in mWh as 2 limbs each, flags; 3 bytes pad), zeros for events and alarms. Each segment file
+holds one version (a change of format starts a new segment), so a queue reads both: a
+node's backlog survives switching the feature on or off.
 `code` is an index into EVENT_CODES / ALARM_CODES (telemetry: 0). A value that is not
 valid is stored as INVALID (i32), None on reading. `low` is the ack low-water mark when
 the record was written: every seq <= low was acknowledged or its drop recorded.
@@ -65,6 +73,9 @@ from heatgw.store import crc32
 REC_LEN = 104
 _BODY = REC_LEN - 4
 _VERSION = 0x51
+EXT_LEN = 48  # the telemetry extension of a version-0x52 record (heatgw.recovery)
+_VERSION_EXT = 0x52
+_EXT = "<iIIIIiiIIIIB3x"  # heatgw.recovery.X_*: 12 values, 48 bytes
 KIND_TELEMETRY = 1
 KIND_EVENT = 2
 KIND_ALARM = 3
@@ -90,21 +101,29 @@ ALARM_CODES = ("other", "save_failed", "task_failing", "trip_latched", "sensor_f
 _DROP = EVENT_CODES.index("queue_drop")
 
 
-def default_capacity(fs_bytes, share_pct=50, segments=16):
+def default_capacity(fs_bytes, share_pct=50, segments=16, rec_len=REC_LEN):
     """Records the queue holds by default on a file system of fs_bytes: share_pct of it
     for the ring's slots (littlefs needs free blocks to copy on write, the rest of the
-    node's files live there too), minus the segment being refilled."""
-    slots = fs_bytes // 100 * share_pct // REC_LEN
+    node's files live there too), minus the segment being refilled. rec_len: REC_LEN, or
+    REC_LEN + EXT_LEN for a queue with the extension."""
+    slots = fs_bytes // 100 * share_pct // rec_len
     return slots * (segments - 1) // segments
 
 
-def capacity_for(directory, share_pct=50, segments=16):
+def capacity_for(directory, share_pct=50, segments=16, ext=False):
     """default_capacity() of the file system `directory` is on (os.statvfs: littlefs's
     block size x block count), so each board gets its default from its own flash."""
     import os
 
     st = os.statvfs(directory)
-    return default_capacity(st[1] * st[2], share_pct, segments)
+    return default_capacity(st[1] * st[2], share_pct, segments,
+                            REC_LEN + EXT_LEN if ext else REC_LEN)
+
+
+def _rec_len(version):
+    """The record length of a version byte, 0 for none of ours."""
+    return REC_LEN if version == _VERSION else REC_LEN + EXT_LEN if version == _VERSION_EXT \
+        else 0
 
 
 
@@ -125,12 +144,16 @@ def _small(v, name):
 
 
 def decode(buf):
-    """The record in buf (REC_LEN bytes) as a dict, or None when its CRC or version is
-    wrong."""
-    if len(buf) < REC_LEN or buf[0] != _VERSION:
+    """The record in buf (REC_LEN bytes, or REC_LEN + EXT_LEN for version 0x52) as a
+    dict, or None when its CRC or version is wrong. A telemetry record of version 0x52
+    has "ext" (the X_LEN values of heatgw.recovery) and its totals "recovery" (the
+    persisted totals, heatgw.recovery.Recovery.restore)."""
+    n = _rec_len(buf[0]) if len(buf) else 0
+    if not n or len(buf) < n:
         return None
+    body = n - 4
     mv = memoryview(buf)
-    if crc32(mv[:_BODY]) != struct.unpack_from("<I", buf, _BODY)[0]:
+    if crc32(mv[:body]) != struct.unpack_from("<I", buf, body)[0]:
         return None
     ver, kind, boot, seq, low, up_lo, up_hi, code, utc = struct.unpack_from(_HDR, buf, 0)
     rec = {"kind": kind, "boot": boot, "seq": seq, "low": low,
@@ -155,6 +178,14 @@ def decode(buf):
         rec["active"] = v[21]
         rec["latched"] = v[22]
         rec["heap_free"] = None if v[23] == 0xFFFF else v[23] * 16
+        if n > REC_LEN:
+            x = struct.unpack_from(_EXT, buf, _BODY)
+            rec["ext"] = x
+            totals["recovery"] = {"compute_mwh": x[1] + (x[2] << 30),
+                                  "ratio_heat_mwh": x[3] + (x[4] << 30),
+                                  "heat_meter_mwh": x[7] + (x[8] << 30),
+                                  "heat_own_mwh": x[9] + (x[10] << 30),
+                                  "integrated": bool(x[11] & 1)}
     else:
         a0, a1, a2, a3, text = struct.unpack_from(_EVT, buf, 24)
         names = EVENT_CODES if kind == KIND_EVENT else ALARM_CODES
@@ -166,7 +197,7 @@ def decode(buf):
 
 
 class RecordQueue:
-    def __init__(self, directory, capacity, segments=16, ack_save_every=64):
+    def __init__(self, directory, capacity, segments=16, ack_save_every=64, ext=False):
         if type(capacity) is not int or capacity < 1:
             raise ValueError("capacity must be an int >= 1")
         if type(segments) is not int or not 2 <= segments <= 64:
@@ -187,8 +218,11 @@ class RecordQueue:
         self._first = [0] * segments  # first seq of each segment (0: empty)
         self._count = [0] * segments  # records in each segment
         self._ranges = [0] * (2 * _RANGES)  # acked [lo, hi] above low; lo 0 = unused
-        self._rbuf = bytearray(REC_LEN)
-        self._wbuf = bytearray(2 * REC_LEN)
+        # ext: version-0x52 records with the telemetry extension (module doc)
+        self.rec_len = REC_LEN + EXT_LEN if ext else REC_LEN
+        self._seglen = [0] * segments  # record length of each segment's records
+        self._rbuf = bytearray(REC_LEN + EXT_LEN)
+        self._wbuf = bytearray(2 * self.rec_len)
         self._rf = None  # cached read handle and its segment
         self._rf_i = -1
         # Counters
@@ -215,13 +249,18 @@ class RecordQueue:
                 continue
             try:
                 size = f.seek(0, 2)
-                n = size // REC_LEN
                 first = 0
-                for k in range(n):  # the first valid record names the segment's seqs
-                    f.seek(k * REC_LEN)
-                    f.readinto(self._rbuf)
-                    if self._valid():
-                        first = struct.unpack_from("<I", self._rbuf, 4)[0] - k
+                # the first valid record names the segment's seqs and its records' length
+                # (this queue's first, then the other version's)
+                for rl in (self.rec_len, REC_LEN + REC_LEN + EXT_LEN - self.rec_len):
+                    n = size // rl
+                    for k in range(n):
+                        f.seek(k * rl)
+                        f.readinto(self._rbuf)
+                        if self._valid() == rl:
+                            first = struct.unpack_from("<I", self._rbuf, 4)[0] - k
+                            break
+                    if first > 0:
                         break
             finally:
                 f.close()
@@ -229,9 +268,10 @@ class RecordQueue:
                 continue
             self._first[i] = first
             self._count[i] = n
+            self._seglen[i] = rl
             if cur < 0 or first > self._first[cur]:
                 cur = i
-                self._bad_tail = size % REC_LEN != 0
+                self._bad_tail = size % rl != 0
         self.cur = cur
         if cur >= 0:
             self.next_seq = self._first[cur] + self._count[cur]
@@ -257,9 +297,12 @@ class RecordQueue:
         self._tele_seq = -1  # newest telemetry seq; -1: not looked up yet
 
     def _valid(self):
+        """The length of the valid record in _rbuf, 0 when it is none."""
         b = self._rbuf
-        return (b[0] == _VERSION
-                and crc32(memoryview(b)[:_BODY]) == struct.unpack_from("<I", b, _BODY)[0])
+        n = _rec_len(b[0])
+        if n and crc32(memoryview(b)[:n - 4]) == struct.unpack_from("<I", b, n - 4)[0]:
+            return n
+        return 0
 
     def _load_ack(self):
         try:
@@ -305,13 +348,14 @@ class RecordQueue:
                 self._rf = open(self._path(i), "rb")
                 self._rf_i = i
             f = self._rf
-            f.seek((seq - self._first[i]) * REC_LEN)
-            if f.readinto(self._rbuf) != REC_LEN:
+            rl = self._seglen[i]
+            f.seek((seq - self._first[i]) * rl)
+            if f.readinto(self._rbuf) < rl:
                 return False
         except OSError:
             self._close_reader()
             return False
-        return self._valid() and struct.unpack_from("<I", self._rbuf, 4)[0] == seq
+        return self._valid() == rl and struct.unpack_from("<I", self._rbuf, 4)[0] == seq
 
     def _close_reader(self):
         if self._rf is not None:
@@ -323,10 +367,12 @@ class RecordQueue:
         self._rf_i = -1
 
     def read_into(self, seq, buf):
-        """Copy record seq's REC_LEN bytes into buf (no allocation); False when gone."""
+        """Copy record seq's bytes (REC_LEN, or REC_LEN + EXT_LEN for a version-0x52
+        record) into buf (a memoryview, nothing else allocated); False when gone."""
         if not self._read(seq):
             return False
-        buf[:REC_LEN] = self._rbuf
+        n = _rec_len(self._rbuf[0])
+        buf[:n] = memoryview(self._rbuf)[:n]
         return True
 
     def get(self, seq):
@@ -469,8 +515,8 @@ class RecordQueue:
         boot = fields.get("boot") or 0
         if type(boot) is not int or boot < 0:
             raise ValueError("bad boot")
-        struct.pack_into(_HDR, b, off, _VERSION, kind, boot & 0xFFFF, seq, low, up & _M30,
-                         up >> 30, code, utc)
+        struct.pack_into(_HDR, b, off, _VERSION if self.rec_len == REC_LEN else _VERSION_EXT,
+                         kind, boot & 0xFFFF, seq, low, up & _M30, up >> 30, code, utc)
         if kind == KIND_TELEMETRY:
             t = fields.get("totals")
             if not isinstance(t, dict) or "energy_nj" not in t or "volume_ul" not in t:
@@ -529,7 +575,24 @@ class RecordQueue:
             struct.pack_into(_EVT, b, off + 24, a[0], a[1], a[2], a[3], tb)
         else:
             raise ValueError("bad kind")
-        struct.pack_into("<I", b, off + _BODY, crc32(memoryview(b)[off:off + _BODY]))
+        body = self.rec_len - 4
+        if body > _BODY:  # the extension: a telemetry record's values, zeros otherwise
+            x = fields.get("ext") if kind == KIND_TELEMETRY else None
+            if x is None:
+                for i in range(off + _BODY, off + body):
+                    b[i] = 0
+            else:
+                if len(x) != 12:
+                    raise ValueError("bad ext")
+                for i in (0, 5, 6):  # INVALID, or a value that stays a small int
+                    if x[i] != INVALID:
+                        _small(x[i], "ext")
+                for i in (1, 2, 3, 4, 7, 8, 9, 10):
+                    if type(x[i]) is not int or not 0 <= x[i] <= _M30:
+                        raise ValueError("bad ext")
+                struct.pack_into(_EXT, b, off + _BODY, x[0], x[1], x[2], x[3], x[4], x[5],
+                                 x[6], x[7], x[8], x[9], x[10], x[11] & 0xFF)
+        struct.pack_into("<I", b, off + body, crc32(memoryview(b)[off:off + body]))
 
     def _code(self, kind, fields):
         if kind == KIND_TELEMETRY:
@@ -550,7 +613,9 @@ class RecordQueue:
         code = self._code(kind, fields)
         seq = self.next_seq
         cur = self.cur
-        rotate = cur < 0 or self._count[cur] >= self.per_seg or self._bad_tail
+        rl = self.rec_len
+        rotate = (cur < 0 or self._count[cur] >= self.per_seg or self._bad_tail
+                  or self._seglen[cur] != rl)  # a segment holds one record format
         drop = self._pending_drop
         low = self.low
         if rotate:
@@ -582,9 +647,9 @@ class RecordQueue:
             self._pack(0, KIND_EVENT, seq, low, {"boot": fields.get("boot"),
                        "up_ms": fields.get("up_ms"), "utc": fields.get("utc"),
                        "args": (drop[0], drop[1], count)}, _DROP)
-            n = REC_LEN
+            n = rl
         self._pack(n, kind, seq + (1 if n else 0), low, fields, code)
-        n += REC_LEN
+        n += rl
         self._close_reader()
         try:
             f = open(self._path(tgt), "wb" if rotate else "ab")
@@ -599,10 +664,11 @@ class RecordQueue:
         if rotate:
             self._first[tgt] = seq
             self._count[tgt] = 0
+            self._seglen[tgt] = rl
             self.cur = tgt
             self._bad_tail = False
-        self._count[tgt] += n // REC_LEN
-        self.next_seq = seq + n // REC_LEN
+        self._count[tgt] += n // rl
+        self.next_seq = seq + n // rl
         if drop is not None:
             self.dropped += count
             self.last_drop = drop

@@ -112,6 +112,13 @@ def _check(v, node, path, errs):
     if hi is not None and v > hi:
         errs.append("%s: %s is above the maximum %s%s" % (where, _num(v), _num(hi), _unit(node)))
         return _BAD
+    st = node.get("step")
+    if st is not None:
+        k = v / st  # a whole number of steps, to single precision (the targets' floats)
+        if abs(k - int(k + 0.5)) > 1e-6 * k:
+            errs.append("%s: %s is not a whole multiple of %s%s"
+                        % (where, _num(v), _num(st), _unit(node)))
+            return _BAD
     if t == "float" and vt is int:
         try:
             v = float(v)
@@ -173,6 +180,8 @@ def _object(v, node, path, errs):
     for rule in node.get("rules") or ():
         if rule[0] == "req":
             _req(v, out, rule, path, errs)
+        elif rule[0] == "one":
+            _one(v, out, rule, path, errs)
         else:
             _rule(out, rule, path, errs)
     return out
@@ -198,6 +207,26 @@ def _req(doc, obj, rule, path, errs):
         d = d[seg]
 
 
+def _one(doc, obj, rule, path, errs):
+    """["one", base, [key, ...], why(, when)]: the object at base, when present (not null,
+    and with when = [path, values], path holds one of values), has exactly one of the keys
+    (the document says which are present)."""
+    if len(rule) > 4 and _get(obj, rule[4][0], None) not in rule[4][1]:
+        return
+    d = doc
+    for seg in rule[1].split("."):
+        if type(d) is not dict or seg not in d:
+            return
+        d = d[seg]
+    if type(d) is not dict:
+        return
+    have = [k for k in rule[2] if k in d]
+    if len(have) != 1:
+        errs.append("%s: %s one of %s (%s)"
+                    % (_join(path, rule[1]), "needs" if not have else "takes only",
+                       ", ".join(rule[2]), rule[3]))
+
+
 def _get(obj, path, bind):
     v = obj
     for seg in path.split("."):
@@ -212,7 +241,11 @@ def _get(obj, path, bind):
 
 
 def _leaf(obj, term, bind):
-    """(value, description) of a number or a path; value _BAD when the path is absent."""
+    """(value, description) of a number, a path or a term; value _BAD when a path is
+    absent."""
+    if type(term) is list:
+        v, d = _term(obj, term, bind)
+        return v, "(" + d + ")"
     if type(term) is str:
         return _get(obj, term, bind), term.replace("*", str(bind))
     return term, _num(term)
@@ -231,12 +264,17 @@ def _term(obj, term, bind):
         return a + b, d
     if op == "-":
         return a - b, d
+    if op == "/":
+        return (a / b, d) if b else (_BAD, d)  # nothing to compare with: the rule skips
     return a * b, d
 
 
 def _paths(term):
     if type(term) is list:
-        return [t for t in term[1:] if type(t) is str]
+        out = []
+        for t in term[1:]:
+            out += _paths(t)
+        return out
     return [term] if type(term) is str else []
 
 

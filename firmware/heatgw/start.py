@@ -51,7 +51,7 @@ def load_config(path, dead_man_hold_ms=None):
     configured = config.is_configured(cfg)
     config = None
     for name in ("config", "schema", "config_schema", "migrate", "mbschema", "mbplan",
-                 "bmsschema"):
+                 "bmsschema", "recschema"):
         _forget(name)
     return cfg, errors, source, configured, migration
 

@@ -111,6 +111,15 @@ def _mc(t):
     return int(v + 0.5) if v >= 0 else -int(0.5 - v)
 
 
+def _meters_bytes(cfg):
+    # the `meters` object's room in the payload: per meter its name and fault, per value
+    # its name and a number (heatgw.modbus.write_meters)
+    n = 0
+    for m in ((cfg.get("modbus") or {}).get("meters") or {}).values():
+        n += 48 + 32 * (len(m.get("registers") or ()) + (2 if m.get("model") else 0))
+    return n
+
+
 def _names(bits):
     return [rq.REASONS[i] for i in range(1, 16) if bits >> i & 1 and i < len(rq.REASONS)]
 
@@ -122,8 +131,17 @@ class Telemetry:
         self.cfg = cfg
         self.mcfg = cfg["mqtt"]
         tcfg = cfg.get("telemetry") or {}
-        cap = tcfg.get("queue_capacity") or rq.capacity_for(data)
-        self.q = rq.RecordQueue(data + "/q", cap)
+        # with a `recovery` section the telemetry records carry its values (recqueue's
+        # version-0x52 records, heatgw.recovery.X_*)
+        ext = bool(cfg.get("recovery"))
+        cap = tcfg.get("queue_capacity") or rq.capacity_for(data, ext=ext)
+        self.q = rq.RecordQueue(data + "/q", cap, ext=ext)
+        # the payload buffer: the recovery keys and the Modbus `meters` need room
+        self._wsize = 1024 + (512 if ext else 0) + _meters_bytes(cfg)
+        self._t_compute = None  # recovery.compute.topic when the source is mqtt
+        rc = (cfg.get("recovery") or {}).get("compute")
+        if rc and rc["source"] == "mqtt":
+            self._t_compute = rc["topic"].encode()
         self.book = AlarmBook(_ALARMS)
         self.snap = pl.Snapshot()
         self.interval_ms = (tcfg.get("interval_s") or 10) * 1000
@@ -279,6 +297,12 @@ class Telemetry:
         f["active"] = rq.reason_bits(snap.active)
         f["latched"] = rq.reason_bits(snap.latched)
         f["heap_free"] = snap.heap_free
+        rec = gw.recovery
+        if rec is not None:  # the interval ends with this record (heatgw.recovery)
+            rec.close(now)
+            f["ext"] = rec.ext
+        if gw.modbus is not None:
+            gw.modbus.snapshot(now)  # the live payload's `meters`
         seq = self._append(rq.KIND_TELEMETRY, f)
         f["totals"] = None
         if seq:
@@ -291,6 +315,8 @@ class Telemetry:
         gw.telemetry = self
         gw.on_tick = self.tick
         gw.on_shutdown = self.shutdown
+        if gw.recovery is not None:
+            gw.recovery.auto = False  # its intervals end with the telemetry records
         gw.add_task("mqtt", self.run)
         self._read_secrets()
         try:
@@ -364,12 +390,17 @@ class Telemetry:
             ha = mc.get("ha_discovery_prefix")
             self.t_ha = None if not ha else (ha + "/status").encode()
             self.chash = pl.config_hash(self.data + "/config.json")
-            self.w = pl.Writer(1024)
+            self.w = pl.Writer(self._wsize)
         # TLS: a bad CA file raises here, with a clear error (the task restarts with
         # backoff; its 5th crash is the task_failing alarm)
+        kw = {}
+        if self._wsize > 1024:  # the in-flight slot holds a whole telemetry message
+            kw["max_packet"] = self._wsize + 256
         self.client = mqtt.from_config(mc, node, self._password, cb=self._on_msg,
                                        ack_cb=self._on_ack, event_cb=self._on_conn,
-                                       inflight=_INFLIGHT, pace=self._after_tick)
+                                       inflight=_INFLIGHT, pace=self._after_tick, **kw)
+        if self._t_compute is not None:  # the IT monitoring's power (heatgw.recovery)
+            self.client.subs += (self._t_compute,)
         if self._awaits:  # the host board: virtual time waits for the replies it awaits
             self._awaits(self.client.awaiting_reply)
 
@@ -417,6 +448,9 @@ class Telemetry:
                     clock.took(t0, "loop")
                     await c.wait_slot(_IDLE_MS)
                     continue
+            rec = gw.recovery
+            if rec is not None and self._t_compute is not None and rec.mqtt_pending:
+                rec.mqtt_parse(now)  # the newest compute message, at most once a second
             clock.took(t0, "loop")
             if not busy:
                 left = clock.ticks_diff(stats_due, clock.ticks_ms())
@@ -517,7 +551,7 @@ class Telemetry:
 
             self.ha_dirty = False
             self._ha = hadisc.configs(self.topics, self.mcfg["ha_discovery_prefix"],
-                                      tuple(self.cfg.get("sensors") or ()))
+                                      tuple(self.cfg.get("sensors") or ()), cfg=self.cfg)
             self._ha_next = None
         if self._ha_next is None:
             try:
@@ -577,8 +611,10 @@ class Telemetry:
             return False
         w = self.w
         if rec["kind"] == rq.KIND_TELEMETRY:
-            snap = self.snap if seq == self.live_seq else self._backlog_snap(rec)
+            live = seq == self.live_seq
+            snap = self.snap if live else self._backlog_snap(rec)
             pl.telemetry(w, snap, seq)
+            self._more(w, rec, live)
             topic = self.t_tel
         else:
             self._event_payload(w, rec, seq)
@@ -587,6 +623,20 @@ class Telemetry:
             w.n -= 1
             w.raw(b',"resent":true}')
         return self._pub(c, topic, w.value())
+
+    def _more(self, w, rec, live):
+        # the recovery keys (a record stored without them, from before the feature was
+        # configured, has none) and the Modbus meters, before the payload's closing brace
+        gw = self.gw
+        x = gw.recovery.ext if live and gw.recovery is not None else rec.get("ext")
+        if gw.modbus is None and (gw.recovery is None or x is None):
+            return
+        w.n -= 1
+        if gw.recovery is not None and x is not None:
+            gw.recovery.write(w, x, live)
+        if gw.modbus is not None:
+            gw.modbus.write_meters(w, live)
+        w.raw(b"}")
 
     def _backlog_snap(self, rec):
         # a backlog record's values into the Snapshot, for payloads.telemetry()
@@ -686,6 +736,8 @@ class Telemetry:
     def _on_msg(self, topic, msg):
         if topic == self.t_cmd:
             self._command(msg)
+        elif topic == self._t_compute:  # copied only; parsed by the task (heatgw.recovery)
+            self.gw.recovery.mqtt_in(msg, clock.ticks_ms())
         elif self.t_ha is not None and topic == self.t_ha and bytes(msg) == b"online":
             self.ha_dirty = True  # Home Assistant restarted: configs again
         if self.wake is not None:

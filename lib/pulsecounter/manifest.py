@@ -1,2 +1,3 @@
-metadata(description="Pulse input counter (flow meters) with edge timestamp.", version="0.1.0")
+metadata(description="Pulse input counter on a GPIO interrupt (flow meters), debounced, with "
+         "edge timestamp.", version="0.2.0")
 module("pulsecounter.py")
