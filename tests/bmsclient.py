@@ -5,7 +5,7 @@ Python work never competes with the harness's for one interpreter).
     python -m tests.bmsclient PORT PERIOD_S     # polls until a line (or EOF) on stdin,
                                                 # then prints what it saw as one JSON line
 
-Each round: read the 39 input registers, write the heartbeat register (0) with a counter
+Each round: read the 45 input registers, write the heartbeat register (0) with a counter
 1..65535 (never 0: "available"), sleep PERIOD_S. A connection that fails is counted and
 made again; before the node listens (and after it stopped) connecting is only retried.
 """
@@ -34,7 +34,7 @@ def poll(port, period_s, stop):
                 continue
             st["connects"] += 1
         try:
-            r = c.read_input_registers(0, count=39)
+            r = c.read_input_registers(0, count=45)
             if r.isError():
                 st["failed"] += 1
             else:

@@ -230,7 +230,7 @@ BMS_PERIOD_S = 0.05  # real seconds between two of its polls (a read and a heart
 
 def bms(setup):
     """A pymodbus client (the BMS, tests/bmsclient.py, a process of its own) that reads
-    the node's 39 input registers and writes the heartbeat register (a counter 1..65535:
+    the node's 45 input registers and writes the heartbeat register (a counter 1..65535:
     never 0) every BMS_PERIOD_S of real time, all day; the heartbeat is a source of the
     sink rule with a 120 s timeout. Collected: what it read and wrote (uptime and energy
     as it saw them) and the node's `bms` record."""

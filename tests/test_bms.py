@@ -80,7 +80,10 @@ def view():
             "temps": ins.temps_c, "reasons": ins.temp_reasons, "flow": ins.flow_m3h,
             "flow_reason": ins.flow_reason, "power": m.last_power_w, "totals": m.totals(),
             "sink": ins.sink_available, "sink_by": ins.sink_by, "fault": gw.fault,
-            "real_ms": time.ticks_diff(time.ticks_ms(), REAL0)}
+            "real_ms": time.ticks_diff(time.ticks_ms(), REAL0),
+            "rec": None if gw.recovery is None else [
+                gw.recovery.ratio_interval, gw.recovery.ratio_hour, gw.recovery.ratio_total,
+                gw.recovery.compute_w, gw.recovery.compute_energy_wh]}
 
 
 _read = bms.read
@@ -228,10 +231,9 @@ PLANT = f"""
 for name, t in (("supply", 70.0), ("return", 50.0), ("sink_return", 35.0),
                 ("it_coolant", 40.0)):
     board.rtd_chip(name).set_resistance(1000 * (1 + {A!r} * t + {B!r} * t * t))
-_p = board.pulse_input()
-_p.set(0, None)
+_p = board.flow_pin()
 for _k in range(1, 600 * 10):
-    _p.add_edge(clk.vt + 100 * _k)
+    _p.add_pulse(clk.vt + 100 * _k, 5)
 """
 
 
@@ -290,8 +292,8 @@ TEMPS = ("supply", "return", "sink_return", "it_coolant")
 
 
 def decode(regs):
-    """The input registers 0..38 as the README's table says, with struct."""
-    raw = struct.pack(">39H", *regs)
+    """The input registers 0..44 as the README's table says, with struct."""
+    raw = struct.pack(">45H", *regs)
 
     def u16(a):
         return struct.unpack_from(">H", raw, 2 * a)[0]
@@ -315,7 +317,7 @@ def decode(regs):
             "flow_l_h": u32(15), "power_w": i32(17), "energy_wh": u64(19),
             "volume_l": u64(23), "energy_kwh": u32(27), "metered_s": u32(29),
             "error_s": u32(31), "ratio_interval": u32(33), "ratio_hour": u32(35),
-            "ratio_total": u32(37)}
+            "ratio_total": u32(37), "compute_w": u32(39), "compute_wh": u64(41)}
 
 
 def rnd(x):
@@ -331,9 +333,11 @@ def bits(reasons):
     return b
 
 
-def expected(v, ratios=(None, None, None)):
+def expected(v):
     """The registers the README's map gives for the node's own view `v`."""
     t = v["totals"]
+    rec = v["rec"] or [None] * 5
+    ratios, compute = rec[:3], rec[3:]
     temps = {}
     for name in TEMPS:
         c = v["temps"].get(name)
@@ -362,7 +366,9 @@ def expected(v, ratios=(None, None, None)):
             "error_s": t["error_ms"] // 1000,
             **{k: NO32 if r is None else rnd(r * 1e6)
                for k, r in zip(("ratio_interval", "ratio_hour", "ratio_total"), ratios,
-                               strict=True)}}
+                               strict=True)},
+            "compute_w": NO32 if compute[0] is None else rnd(compute[0]),
+            "compute_wh": 2**64 - 1 if compute[1] is None else compute[1]}
 
 
 # 10 years at 1 MW and at 100 m3/h: beyond 32 bits in Wh and in L (4 registers each)
@@ -374,10 +380,18 @@ gw.meter.restore({{"energy_nj": {TEN_YEARS_NJ}, "volume_ul": {TEN_YEARS_UL},
                   "time_ms": 315360000000, "error_ms": 3600000}})
 
 
-class Recovery:  # the interface heatgw's ratio part exposes (gw.recovery)
+class Recovery:  # the interface heatgw.recovery exposes (gw.recovery)
     ratio_interval = 0.934512
     ratio_hour = None
     ratio_total = 1.25
+    compute_w = 41250.5
+    compute_energy_wh = 123456789012  # beyond 32 bits
+
+    def tick(self, now):  # (what the control task calls; nothing to do here)
+        pass
+
+    def totals(self):
+        return {{}}
 
 
 gw.recovery = Recovery()
@@ -397,11 +411,11 @@ def test_a_pymodbus_client_reads_what_the_node_itself_says(tmp_path, nodes):
     try:
         for k in range(12):
             c.write_register(0, 1)  # heartbeat: the sink becomes available
-            r = c.read_input_registers(0, count=39)
+            r = c.read_input_registers(0, count=45)
             assert not r.isError(), r
             reads.append(("all", 0, r.registers))
             if k % 3 == 2:
-                for a, n in ((19, 4), (10, 5), (33, 6), (8, 2), (38, 1)):
+                for a, n in ((19, 4), (10, 5), (33, 6), (8, 2), (39, 6), (44, 1)):
                     r = c.read_input_registers(a, count=n)
                     assert not r.isError(), r
                     reads.append(("part", a, r.registers))
@@ -411,18 +425,17 @@ def test_a_pymodbus_client_reads_what_the_node_itself_says(tmp_path, nodes):
     end = node.end()
     check_healthy(end)
     views = node.wait("view", len(reads))
-    ratios = (0.934512, None, 1.25)
     sinks = []
     for (kind, a, regs), v in zip(reads, views, strict=True):
         assert (v["addr"], v["count"]) == (a, len(regs))
-        want = expected(v["view"], ratios)
+        want = expected(v["view"])
         if kind == "all":
             got = decode(regs)
             assert got == want, (got, want)
             sinks.append(got["sink_available"])
         else:  # the same registers of a full map built from the node's view
             assert regs == encode(want)[a:a + len(regs)]
-    got = decode(reads[-1][2] if reads[-1][0] == "all" else reads[-6][2])
+    got = decode([r for k, _, r in reads if k == "all"][-1])
     assert got["energy_wh"] >= TEN_YEARS_NJ // 3_600_000_000_000 > 2**32
     assert got["volume_l"] >= TEN_YEARS_UL // 10**6 > 2**32
     # the chips' quantisation (0.034 K per LSB) around 70 and 50 degC
@@ -430,20 +443,81 @@ def test_a_pymodbus_client_reads_what_the_node_itself_says(tmp_path, nodes):
     assert got["delta_t"] == got["supply"] - got["return"]
     assert got["flow_l_h"] == 3600 and got["ratio_hour"] == NO32
     assert got["ratio_interval"] == 934512 and got["ratio_total"] == 1250000
+    assert got["compute_w"] == 41251 and got["compute_wh"] == 123456789012
     assert sinks[-1] == 1 and got["sink_off_by"] == 0  # the heartbeat and the contact
 
 
+RATIO_BODY = """
+while said() != "stop":
+    await asyncio.sleep_ms(50)
+"""
+
+
+def test_the_ratio_and_compute_registers_are_the_nodes_own(tmp_path, nodes):
+    """With the real heat recovery part (a `recovery` section, the compute load's SDM630 a
+    pymodbus server whose energy register grows), the ratio and compute registers are
+    gw.recovery's own values at the same node time, "no value" until it has one."""
+    from tests.modbus_peers import PymodbusTCP, f32, sdm630
+
+    e = [12345.75]
+
+    async def grow(fc, start, address, count, registers, values):
+        if start <= 0x48 < start + len(registers):  # the energy register: 0.02 kWh a poll
+            e[0] += 0.02
+            registers[0x48 - start:0x4A - start] = f32(e[0])
+        return None
+
+    srv = PymodbusTCP([sdm630(1, 41250.5, e[0], action=grow)])
+    try:
+        port = free_port()
+        cfg = base_config(port)
+        cfg["modbus"] = {"buses": {"lan": {"type": "tcp", "host": "127.0.0.1",
+                                           "port": srv.port}},
+                         "meters": {"compute": {"bus": "lan", "slave": 1, "model": "sdm630",
+                                                "role": "compute", "period_s": 2}}}
+        cfg["recovery"] = {"compute": {"source": "modbus"}}
+        node = nodes(tmp_path, cfg, body=RATIO_BODY, env={"HEATGW_IO_LEAD_MS": "3000"})
+        c = connect(node)
+        reads = []
+        try:
+            end = time.monotonic() + 90
+            while time.monotonic() < end:
+                r = c.read_input_registers(0, count=45)
+                assert not r.isError(), r
+                reads.append(r.registers)
+                c.write_register(0, 1)
+                got = decode(r.registers)
+                if got["ratio_interval"] != NO32 and got["ratio_total"] != NO32 \
+                        and len(reads) > 3:
+                    break
+                time.sleep(0.2)
+        finally:
+            c.close()
+        end_r = node.end()
+    finally:
+        srv.stop()
+    check_healthy(end_r)
+    views = node.wait("view", len(reads))
+    for regs, v in zip(reads, views, strict=True):
+        assert decode(regs) == expected(v["view"]), (decode(regs), v["view"]["rec"])
+    first, last = decode(reads[0]), decode(reads[-1])
+    assert first["ratio_interval"] == NO32  # none yet: "no value", not 0
+    assert last["compute_w"] == 41251 and 0 < last["ratio_interval"] < NO32, last
+    assert 0 < last["ratio_total"] < NO32 and 0 < last["compute_wh"] < 2**64 - 1, last
+
+
 def encode(fields):
-    """The 39 registers of a decoded map (the inverse of decode())."""
+    """The 45 registers of a decoded map (the inverse of decode())."""
     out = struct.pack(">HHHHHHHHI", fields["map_version"], fields["state"], fields["reason"],
                       fields["active"], fields["latched"], fields["sink_available"],
                       fields["sink_off_by"], fields["fault"], fields["uptime_s"])
     out += struct.pack(">5h", *(fields[t] for t in TEMPS), fields["delta_t"])
-    out += struct.pack(">IiQQIIIIII", fields["flow_l_h"], fields["power_w"],
+    out += struct.pack(">IiQQIIIIIIIQ", fields["flow_l_h"], fields["power_w"],
                        fields["energy_wh"], fields["volume_l"], fields["energy_kwh"],
                        fields["metered_s"], fields["error_s"], fields["ratio_interval"],
-                       fields["ratio_hour"], fields["ratio_total"])
-    return list(struct.unpack(">39H", out))
+                       fields["ratio_hour"], fields["ratio_total"], fields["compute_w"],
+                       fields["compute_wh"])
+    return list(struct.unpack(">45H", out))
 
 
 def _views_after(node, n0):
@@ -565,7 +639,7 @@ def test_other_addresses_are_refused_and_hostile_clients_cannot_hold_the_server(
     cfg["bms"].update(idle_s=5, max_connections=2)
     node = nodes(tmp_path, cfg, env={"HEATGW_IO_LEAD_MS": "2000"})  # under idle_s
     c = connect(node)
-    assert not c.read_input_registers(0, count=39).isError()
+    assert not c.read_input_registers(0, count=45).isError()
     # not allowed: pymodbus from 127.0.0.2 gets no answer; a raw one sees the close
     bad = ModbusTcpClient("127.0.0.1", port=port, source_address=("127.0.0.2", 0),
                           timeout=1, retries=0)
@@ -613,7 +687,7 @@ def test_other_addresses_are_refused_and_hostile_clients_cannot_hold_the_server(
         s.close()
     c.close()
     c2 = ModbusTcpClient("127.0.0.1", port=port, timeout=3, retries=0)
-    assert c2.connect() and not c2.read_input_registers(0, count=39).isError()
+    assert c2.connect() and not c2.read_input_registers(0, count=45).isError()
     c2.close()
     end = node.end()
     check_healthy(end)
@@ -627,7 +701,7 @@ def test_other_addresses_are_refused_and_hostile_clients_cannot_hold_the_server(
 # -- the request parser: fuzz ---------------------------------------------------------------
 
 MORE, CLOSE = -1, -2
-N_INPUT = 39
+N_INPUT = 45
 
 
 def ref_request(b, state):
@@ -697,10 +771,10 @@ def ref_request(b, state):
 
 def _pdu(rng):
     k = rng.randrange(100)
-    addr = rng.choice((0, 0, 1, rng.randrange(40), rng.randrange(65536), 65535, 38, 39))
+    addr = rng.choice((0, 0, 1, rng.randrange(46), rng.randrange(65536), 65535, 44, 45))
     if k < 35:
         fc = rng.choice((3, 4, 4, 4))
-        count = rng.choice((1, rng.randrange(1, 40), 39, 125, 126, 0, rng.randrange(65536)))
+        count = rng.choice((1, rng.randrange(1, 46), 45, 125, 126, 0, rng.randrange(65536)))
         if fc == 3 and rng.random() < 0.4:
             addr, count = 0, 1  # the heartbeat register read back
         return bytes([fc]) + struct.pack(">HH", addr, count)
@@ -755,7 +829,7 @@ class Regs:
             buf[off] = self.hb >> 8
             buf[off + 1] = self.hb & 255
             return 0
-        if addr + count > 39:
+        if addr + count > 45:
             return 2
         for i in range(count):
             v = ((addr + i) * 7919) & 0xFFFF

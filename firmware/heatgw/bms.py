@@ -22,14 +22,16 @@ uint16 0xFFFF, int32 0x80000000, uint32 0xFFFFFFFF), never a made-up number.
      5 sink_available  uint16  0/1, 0xFFFF     33 ratio_interval  uint32  1e-6
      6 sink_off_by     uint16  bitmap          35 ratio_hour      uint32  1e-6
      7 fault           uint16  0/1             37 ratio_total     uint32  1e-6
-     8 uptime_s        uint32  s
+     8 uptime_s        uint32  s                39 compute_w       uint32  W
     10..13 supply, return, sink_return, it_coolant  int16  0.01 degC
-    14 delta_t         int16   0.01 K
+    14 delta_t         int16   0.01 K           41 compute_wh      uint64  Wh (41..44)
     15 flow_l_h        uint32  L/h
     17 power_w         int32   W
 
 reason, active, latched: heatgw.reasons codes (the telemetry's). sink_off_by:
-bit 0 the contact, 1 the Modbus heartbeat, 2 MQTT, 3 another source. Holding register
+bit 0 the contact, 1 the Modbus heartbeat, 2 MQTT, 3 another source. The ratios and the
+compute load's power and energy come from gw.recovery (heatgw.recovery) when the node has
+one; without it they read "no value". Holding register
 `heartbeat_register` (function codes 3, 6, 16): the last value written. Anything else:
 exception 02; a write anywhere else changes nothing.
 """
@@ -42,7 +44,7 @@ from heatgw.reasons import reason_bits, reason_code
 
 SOURCE = "modbus"
 MAP_VERSION = const(1)
-N_INPUT = const(39)  # input registers 0..38
+N_INPUT = const(45)  # input registers 0..44
 _RECORD_EVERY_MS = const(60_000)
 _REFUSED_EVENT_MS = const(60_000)
 _TEMPS = ("supply", "return", "sink_return", "it_coolant")
@@ -179,6 +181,14 @@ class Bms:
             if _finite(r) and r >= 0:
                 v = _round(r * 1_000_000)
             _u32(img, 33 + 2 * i, v)
+        p = getattr(rec, "compute_w", None) if rec is not None else None
+        _u32(img, 39, _round(p) if _finite(p) and 0 <= p < 4e9 else None)
+        e = getattr(rec, "compute_energy_wh", None) if rec is not None else None
+        if type(e) is int and e >= 0:
+            _u64(img, 41, e)
+        else:
+            for i in range(41, 45):
+                _u16(img, i, 0xFFFF)
 
     # -- records --------------------------------------------------------------------------
 
