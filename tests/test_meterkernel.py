@@ -842,7 +842,8 @@ def test_bench_runs_and_reports(capsys):
     keys = [k for k, _ in pairs]
     assert keys == ["viper_speedup", "alloc_bytes_per_batch", "drain_records_per_s",
                     "wire_bytes_per_record", "net_worst_real_ms", "modbus_worst_call_us",
-                    "console_read_worst_us", "mpremote_cp_kb_s", "pulse_edges_per_s"], last
+                    "console_read_worst_us", "mpremote_cp_kb_s", "pulse_edges_per_s",
+                    "bms_worst_request_us"], last
     v = dict(pairs)
     assert float(v["viper_speedup"]) > 1
     assert v["alloc_bytes_per_batch"] == "0"
@@ -855,3 +856,4 @@ def test_bench_runs_and_reports(capsys):
     assert int(v["console_read_worst_us"]) > 0
     assert float(v["mpremote_cp_kb_s"]) > 0
     assert int(v["pulse_edges_per_s"]) > 0
+    assert v["bms_worst_request_us"] == "skipped" or int(v["bms_worst_request_us"]) > 0
