@@ -70,6 +70,10 @@ awaits_replies(fn) a network client registers fn(), true while it awaits a reply
 io_sent()         a client writing to a raw socket or a UART says it sent something its
                   peer will answer (the host board: virtual time follows real time while
                   the reply is due); without it, nothing.
+io_serving(sock, kind)  a server says which sockets are its own: kind "listen", "conn"
+                  (an accepted client), None (closed). What arrives there is a request,
+                  not a reply (the host board: while a client is connected, virtual
+                  time keeps pace with it); without it, nothing.
 RS485_PORTS       tuple of the board's RS-485 port names ("rs485"), () or absent: none.
 rs485(port, baudrate, parity, stop_bits)  (uart, de) of an RS-485 port for Modbus RTU: a
                   machine.UART (8 data bits; parity None, 0 even, 1 odd) whose reads never
@@ -161,7 +165,7 @@ EVERY_BOARD_FUNCTIONS = ("relays_safe", "spi", "rtd_cs", "inputs", "flow_pulse_c
                          "watchdog", "safe_boot_requested", "data_dir", "dead_man")
 OPTIONAL = ("clock", "install_asyncio", "observer", "NET_INTERFACES", "network_interface",
             "NET_PINS", "awaits_replies", "hold_watchdog", "console_in", "io_sent",
-            "RS485_PORTS", "RS485_PINS", "rs485", "reset_cause", "reset",
+            "io_serving", "RS485_PORTS", "RS485_PINS", "rs485", "reset_cause", "reset",
             "ADC_CHANNELS", "ADC_PINS", "adc", "AIN_SHUNT_OHM", "AIN_DIVIDER",
             "ADC_UV_FULL_SCALE", "VALVE_OUT_PIN", "VALVE_OUT_FULL_V", "valve_output")
 NET_KINDS = ("wlan", "lan", "host")

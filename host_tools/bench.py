@@ -27,13 +27,17 @@ real time of one `board.console_in().readinto()` over 2000 reads with nothing wa
 the console (console_bench()): a bench node running its application, 300 lines of the
 console's fuzz corpus typed at its port, the longest real time of one step of the console
 task's read + line assembly (what its `status` reports). The host board's pulse input
-(pulse_bench()): emulated edges per second of real time. And one tick of the analogue inputs
-(analog_bench()). Last line:
+(pulse_bench()): emulated edges per second of real time. One tick of the analogue inputs
+(analog_bench()). Then the node's Modbus TCP server (bms_bench(): heatgw.bms,
+lib/modbus/mbserver): the whole node standalone with a `bms` section, a pymodbus client
+reading its 45 input registers, writing the heartbeat and reading it back, 300 rounds: the
+longest real time spent in one server step (a request's parse, the register snapshot and
+the answer's write; an accept, a read, a close) and the client's mean round trip. Last line:
 
     viper_speedup=<x> alloc_bytes_per_batch=<n> drain_records_per_s=<x>
     wire_bytes_per_record=<n> net_worst_real_ms=<x> modbus_worst_call_us=<n>
     console_read_worst_us=<n> console_step_worst_us=<n> mpremote_cp_kb_s=<x>
-    pulse_edges_per_s=<x>
+    pulse_edges_per_s=<x> bms_worst_request_us=<n>
     (one line; drain, wire and net "skipped" without mosquitto)
 """
 
@@ -756,6 +760,96 @@ def print_monitor_bench(r):
           f"(stored, committed, acknowledged): " + ", ".join(parts))
 
 
+BMS_NODE = r"""
+import board, json, sys
+d = board.data_dir()
+with open(d + "/config.json", "w") as f:
+    f.write(CFG)
+board.input_pin("sink_available").level = 0
+for name, r in (("supply", 1270.75125), ("return", 1193.97125), ("sink_return", 1136.08),
+                ("it_coolant", 1155.4)):
+    board.rtd_chip(name).set_resistance(r)
+from heatgw import start
+gw, asyncio = start.build()
+
+
+async def main():
+    asyncio.create_task(gw.run(asyncio))
+    while gw.bms.server.ls is None:
+        await asyncio.sleep_ms(10)
+    print(json.dumps({"ready": True}))
+    sys.stdin.readline()  # the client connects meanwhile
+    while gw.bms.server.requests < N:
+        await asyncio.sleep_ms(100)
+    gw.shutdown()
+    print(json.dumps(gw.bms.record()))
+
+asyncio.run(main())
+"""
+
+
+def bms_bench(n=300):
+    """The node's Modbus TCP server against pymodbus's client: the longest real time in
+    one server step (on the host board a blocking step costs no virtual time: this is
+    what a target would feel; measured, not a limit) and the client's mean round trip."""
+    import subprocess
+    import time
+
+    try:
+        from pymodbus.client import ModbusTcpClient
+
+        from tests.brokers import free_port
+    except ImportError as e:
+        return {"skipped": f"pymodbus not importable ({e})"}
+    port = free_port()
+    cfg = json.loads((REPO / "scenarios" / "default_config.json").read_text())
+    cfg["bms"] = {"port": port, "clients": {"bms": "127.0.0.1"}}
+    cfg["control"]["sink_sources"] = {"modbus": 60}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = mprun.mp_env()
+        env["HEATGW_FLASH"] = str(Path(tmp) / "flash.bin")
+        code = f"CFG = {json.dumps(cfg)!r}\nN = {3 * n}\n" + BMS_NODE
+        proc = subprocess.Popen([*mprun.micropython_cmd(), "-c", code], cwd=REPO, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        def line():  # the node's own JSON lines, not its console's events
+            while True:
+                ln = proc.stdout.readline()
+                if not ln or ln.startswith("{"):
+                    return json.loads(ln)
+
+        try:
+            line()
+            c = ModbusTcpClient("127.0.0.1", port=port, timeout=3, retries=0)
+            c.connect()
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            t0 = time.perf_counter()
+            ok = 0
+            for i in range(n):
+                ok += not c.read_input_registers(0, count=45).isError()
+                ok += not c.write_register(0, i % 65535 + 1).isError()
+                ok += not c.read_holding_registers(0, count=1).isError()
+            rt = (time.perf_counter() - t0) / (3 * n)
+            c.close()
+            rec = line()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return {"n": n, "ok": ok, "round_trip_ms": rt * 1000, "worst_us": rec["worst_request_us"],
+            "where": rec["worst_request_where"], "requests": rec["requests"]}
+
+
+def print_bms_bench(r):
+    if "skipped" in r:
+        print(f"bms: skipped: {r['skipped']}")
+        return
+    print(f"bms server: {r['ok']}/{3 * r['n']} requests of pymodbus's client answered "
+          f"(a read of the 45 input registers, a heartbeat write, its read-back), "
+          f"{r['round_trip_ms']:.2f} ms mean round trip; longest real time in one server "
+          f"step: {r['worst_us']} us ({r['where']})")
+
+
 def main(argv=None):
     rng = random.Random(1434)
     n = 64  # samples per batch
@@ -797,12 +891,16 @@ def main(argv=None):
     read_us = max(sb["worst_us"]) if sb["worst_us"] else "failed"
     con_us = "failed" if cb.get("failed") else cb["worst_us"]
     cp_kb_s = f"{sb['bytes'] / 1024 / sb['cp_s']:.1f}" if sb["cp_ok"] else "failed"
+    bb = bms_bench()
+    print_bms_bench(bb)
+    bmsw = "skipped" if "skipped" in bb else bb["worst_us"]
     print(f"viper_speedup={speedup:.1f} alloc_bytes_per_batch={r['alloc']} "
           f"drain_records_per_s={rate} wire_bytes_per_record={wire} "
           f"net_worst_real_ms={net} modbus_worst_call_us={mbw} "
           f"console_read_worst_us={read_us} console_step_worst_us={con_us} "
           f"mpremote_cp_kb_s={cp_kb_s} "
-          f"pulse_edges_per_s={pulses['counter']['edges_per_s']:.0f}")
+          f"pulse_edges_per_s={pulses['counter']['edges_per_s']:.0f} "
+          f"bms_worst_request_us={bmsw}")
     return 0 if r["same"] and r["locked"] else 1
 
 

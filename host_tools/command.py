@@ -5,6 +5,7 @@
     python -m host_tools.command ... resend 120 180
     python -m host_tools.command ... rotate_key --new-key-file K2
     python -m host_tools.command ... config_set control.sink_return_max_c 42.5
+    python -m host_tools.command ... sink available      # or: sink unavailable
 
 Prints the signed payload (BODY.MAC, see firmware/heatgw/command.py), or with --broker
 publishes it with QoS 1 and, unless --ack-timeout 0, waits for the node's answer on
@@ -120,6 +121,8 @@ def _args(ns):
     c = ns.cmd
     if c == "maintenance":
         return {"on": ns.state == "on"}
+    if c == "sink":
+        return {"available": ns.state == "available"}
     if c == "resend":
         if not 0 <= ns.from_seq <= ns.to_seq <= (1 << 30) - 1:
             raise CommandError("resend: need 0 <= FROM <= TO <= 2**30-1")
@@ -243,6 +246,9 @@ def parser():
                         "the node's command.CONFIG_KEYS); saved for the node's next boot")
     cs.add_argument("key", help="e.g. control.sink_return_max_c")
     cs.add_argument("value", help="a number, e.g. 42.5")
+    s = sub.add_parser("sink", help="the MQTT source of the sink rule: say it again "
+                       "within control.sink_sources.mqtt")
+    s.add_argument("state", choices=("available", "unavailable"))
     k = sub.add_parser("rotate_key")
     k.add_argument("--new-key-file", required=True,
                    help="the new key (made and written here if the file does not exist)")

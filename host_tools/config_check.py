@@ -18,12 +18,13 @@ from host_tools.paths import FIRMWARE
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-from heatgw import anschema, config, mbschema, recschema  # noqa: E402  (firmware/ on the path)
+from heatgw import anschema, bmsschema, config, mbschema, recschema  # noqa: E402 - on path
 from heatgw.config_schema import SCHEMA  # noqa: E402
 
 mbschema.install(SCHEMA)  # the host's tools know the whole schema (the node loads it on need)
 recschema.install(SCHEMA)
 anschema.install(SCHEMA)
+bmsschema.install(SCHEMA)
 
 
 def check(path):

@@ -167,7 +167,7 @@ def host_board_probe(cmd, path, env):
 class Harness:
     def __init__(self, scenario, workdir, *, mpy=False, module_dirs=(), uplink=None,
                  romfs=False, heapsize=None, serial=None, serial_trace=False,
-                 external=None, detach=False):
+                 external=None, detach=False, node_env=None):
         """`module_dirs`: folders searched before the firmware (a test's stand-ins);
         `uplink`: host_tools.uplink.Uplink, the broker the node's telemetry goes to;
         `romfs`: the node's code from a ROMFS image (implies precompiled modules; it is
@@ -181,7 +181,9 @@ class Harness:
         `heatgw sim`'s broker_down): called in lockstep, the node waits meanwhile; it
         returns False for an event it does not know either;
         `detach`: the node process in its own session (a Ctrl-C at the terminal of an
-        interactive tool does not reach it; the tool stops the run)."""
+        interactive tool does not reach it; the tool stops the run).;
+        `node_env`: more environment for the node (e.g. HEATGW_IO_LEAD_MS for a feature
+        whose peer is a client of the node's)."""
         self.sc = scenario
         self.external = external
         self.detach = detach
@@ -207,6 +209,7 @@ class Harness:
                 extra.append(host_mpy_dir())
             self.micropypath = micropypath("host", extra)
         self.node_cmd, self.node_env = self._node_cmd(heapsize)
+        self.node_env.update(node_env or {})
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = node_config(scenario)
@@ -271,6 +274,7 @@ class Harness:
         self.mqtt_by_boot = {}  # boot number -> the node's last `mqtt` record in it
         self.modbus_by_boot = {}  # boot number -> the node's last `modbus` record in it
         self.analog_by_boot = {}  # boot number -> the node's last `analog` record in it
+        self.bms_by_boot = {}  # boot number -> the node's last `bms` record in it
         self.flash = None
         self.last_status = None
         self.final_totals = None
@@ -643,6 +647,8 @@ class Harness:
             self.mqtt_by_boot[len(self.boots)] = rec
         elif kind == "modbus":  # heatgw.modbus: this boot's meters and counters so far
             self.modbus_by_boot[len(self.boots)] = rec
+        elif kind == "bms":  # heatgw.bms: the building's server, this boot's counters
+            self.bms_by_boot[len(self.boots)] = rec
         elif kind == "recovery":  # heatgw.recovery: an hour's ratio, with its span
             self.recovery_log.append({"t_s": t_s, "boot": len(self.boots), **rec})
         elif kind == "analog":  # heatgw.analog: this boot's inputs, every minute
@@ -938,14 +944,14 @@ class Harness:
 
 
 def run_scenario(path, out=None, workdir=None, *, mpy=False, module_dirs=(), uplink=None,
-                 romfs=False, heapsize=None, serial=None):
+                 romfs=False, heapsize=None, serial=None, node_env=None):
     """Run one scenario file: (summary, harness). NodeFailed when the node did not run.
-    uplink / romfs / heapsize / serial: see Harness."""
+    uplink / romfs / heapsize / serial / node_env: see Harness."""
     sc = load_scenario(path)
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix=f"heatgw-{sc['name']}-")
     h = Harness(sc, workdir, mpy=mpy, module_dirs=module_dirs, uplink=uplink, romfs=romfs,
-                heapsize=heapsize, serial=serial)
+                heapsize=heapsize, serial=serial, node_env=node_env)
     if h.serial is not None:
         print(f"harness: the node's serial port is {h.serial.name} ({h.serial.path})",
               file=sys.stderr, flush=True)
@@ -1003,7 +1009,7 @@ def main(argv=None):
                                        "memory_errors", "wall_s")}
     brief["relay_transitions"] = len(summary_["relay_transitions"])
     for k in ("romfs_image_bytes", "mqtt", "uplink", "net_worst_real_ms", "net_worst_where",
-              "modbus"):
+              "modbus", "bms"):
         if summary_.get(k) is not None:
             brief[k] = summary_[k]
     print(json.dumps(brief, indent=1))

@@ -57,6 +57,7 @@ NOT_RESIDENT = {"heatgw.config": "dropped after boot", "heatgw.schema": "dropped
                 "heatgw.fluid": "dropped after boot", "heatgw.fluid_data": "dropped after boot",
                 "heatgw.selftest": "REPL and the console's selftest",
                 "heatgw.mbschema": "dropped after boot", "heatgw.mbplan": "dropped after boot",
+                "heatgw.bmsschema": "dropped after boot",
                 "heatgw.recschema": "dropped after boot",
                 "heatgw.anschema": "dropped after boot",
                 "umodbus.functions": "not used", "sdm": "dropped after boot",

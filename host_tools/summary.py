@@ -203,6 +203,8 @@ def summary(h, wall_s):
         "modbus": h.modbus_by_boot[max(h.modbus_by_boot)] if h.modbus_by_boot else None,
         # heatgw.analog: the last boot's last `analog` record (None without analogue inputs)
         "analog": h.analog_by_boot[max(h.analog_by_boot)] if h.analog_by_boot else None,
+        # heatgw.bms: the last boot's last `bms` record (None without the server)
+        "bms": h.bms_by_boot[max(h.bms_by_boot)] if h.bms_by_boot else None,
         "uplink": uplink_summary(h.cfg.get("mqtt"), h.cfg.get("node_id"), mqtt),
         # real, not virtual: a blocking call would stall a real board (goal <= 50 ms)
         "net_worst_real_ms": net_ms,

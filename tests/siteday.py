@@ -48,6 +48,10 @@ What runs (FEATURES, in order): scenarios/day_24h.json through host_tools.harnes
 - `recorder`: a real `heatgw monitor --record` (persistent session, the upstream's login
   from a password file) records the day into SQLite; tests/test_report.py writes the
   commissioning report of that record and checks its figures against the day's truth.
+- `bms`: the building's BMS, a pymodbus client polling the node's Modbus TCP server (its
+  input registers) and writing the sink heartbeat all day, the heartbeat a source of the
+  sink rule (control.sink_sources.modbus); the node runs at most BMS_LEAD_MS of its time
+  ahead of the client's last request (tests/test_bms.py checks it).
 
 Environment, for development only (the defaults are the budget and the real day):
 HEATGW_DAY_HEAP_KB=400 runs the node in `-X heapsize=400K` (plus the image) instead of the
@@ -328,12 +332,55 @@ def recorder(setup):
         stop()
         day.extra["recorder"] = {"record": rec, "returncode": mon.returncode,
                                  "stats": json.loads(stats.read_text())}
+# The bms feature: the building's BMS polls the node (heatgw.bms) and writes the heartbeat
+BMS_TIMEOUT_S = 120  # control.sink_sources.modbus in the day
+BMS_LEAD_MS = 40_000  # HEATGW_IO_LEAD_MS: the node runs at most this far ahead of it
+BMS_PERIOD_S = 0.05  # real seconds between two of its polls (a read and a heartbeat)
+
+
+def bms(setup):
+    """A pymodbus client (the BMS, tests/bmsclient.py, a process of its own) that reads
+    the node's 45 input registers and writes the heartbeat register (a counter 1..65535:
+    never 0) every BMS_PERIOD_S of real time, all day; the heartbeat is a source of the
+    sink rule with a 120 s timeout. Collected: what it read and wrote (uptime and energy
+    as it saw them) and the node's `bms` record."""
+    import subprocess
+    import sys
+
+    from tests.brokers import free_port
+
+    port = free_port()
+    setup.config = deep_merge(setup.config, {
+        "bms": {"port": port, "clients": {"bms": "127.0.0.1"}},
+        "control": {"sink_sources": {"modbus": BMS_TIMEOUT_S}}})
+    setup.harness_kw["node_env"] = {"HEATGW_IO_LEAD_MS": str(BMS_LEAD_MS)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.bmsclient", str(port),
+                             str(BMS_PERIOD_S)], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    got = []
+
+    def halt():
+        if proc.poll() is None:
+            try:
+                proc.stdin.write("stop\n")
+                proc.stdin.flush()
+                got.append(json.loads(proc.stdout.readline() or "null"))
+                proc.wait(20)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                proc.kill()
+
+    setup.cleanups.append(halt)
+
+    def collect(day):
+        halt()
+        day.extra["bms"] = {**(got[0] if got and got[0] else {}),
+                            "record": day.summary.get("bms")}
 
     setup.collectors.append(collect)
 
 
 FEATURES = [telemetry, ha_discovery, modbus, romfs_code, calibration, pulse_flow, console,
-            analog, recorder]
+            analog, bms, recorder]
 
 
 # -- the fixture -------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def scn_edges(d, good_hex, key_hex):
 
 RIG = r"""
 from heatgw.failsafe import FailSafe, Inputs
-from heatgw.inbox import Inbox
+from heatgw.inbox import Inbox, sources
 from heatgw.command import Commands
 from heatgw import secrets
 
@@ -133,7 +133,7 @@ def scn_failsafe(d, key_hex, payloads):
     fs = FailSafe(CTL, sensors_cfg=SENSORS, flow_cfg=FLOW, now_ms=0,
                   latched=("it_coolant_high",))
     ins = Inputs(SENSORS)
-    ib = Inbox()
+    ib = Inbox(sink_sources=sources(CTL))  # the contact, as heatgw.app builds it
     cmds = Commands("n1", secrets.from_dict({"command_key": key_hex}), ib,
                     (d + "/fs.a", d + "/fs.b"))
     board = {"sink_available": True, "maintenance": False}
@@ -151,8 +151,8 @@ def scn_failsafe(d, key_hex, payloads):
             ins.flow_m3h = 5.0
             ins.flow_valid_ms = t[0] - 500
             ins.valve_at_reuse = fs.relay_reuse
-            evs, resets = ib.drain()
-            ib.merge(ins, board)
+            evs, resets = ib.drain(t[0])
+            ib.merge(ins, board, t[0])
             for src in resets:
                 for e in fs.reset_latches(t[0], src):
                     log.append([e["kind"], e["reason"], e["result"], e["source"]])
@@ -659,6 +659,44 @@ def test_signer_output_is_accepted_once_and_its_counter_increments(tmp_path, cap
     # the node's own secrets.json works as the key file too
     (tmp_path / "node.json").write_text((tmp_path / "node" / "secrets.json").read_text())
     assert node.handle(_tool(tmp_path, capsys, "reset", key="node.json")[1])[0]["ok"]
+
+
+def test_signed_sink_statements_reach_the_inbox_stamped_and_forgeries_do_not(tmp_path,
+                                                                            capsys):
+    """`sink available|unavailable` (the MQTT source of the sink rule): a statement on the
+    inbox of source mqtt, stamped with the time the node handled it; a forged or invalid
+    one changes nothing (heatgw.inbox judges its timeout; tests/test_bms.py end to end)."""
+    from heatgw.inbox import Inbox
+
+    node = _tool_node(tmp_path, KEY.hex() + "\n")
+    node.inbox = Inbox(sink_sources=(("mqtt", 5000),))
+    _, p, _ = _tool(tmp_path, capsys, "sink", "available")
+    ack, ev, action = node.handle(p, 1000)
+    assert ack == {"id": "sink-1", "ok": True} and action is None
+    assert ev == {"kind": "command", "result": "accepted", "source": "mqtt", "cmd": "sink",
+                  "id": "sink-1", "ctr": 1, "available": True}
+    ib = node.inbox
+    assert ib.drain(1500)[0] == [{"kind": "request", "source": "mqtt",
+                                  "what": "sink_available", "value": True}]
+
+    class Ins:
+        pass
+
+    ins = Ins()
+    ib.merge(ins, {}, 6000)  # stamped at 1000 (its handling), not 1500 (the drain)
+    assert (ins.sink_available, ins.sink_silent) == (True, None)
+    ib.merge(ins, {}, 6001)
+    assert (ins.sink_available, ins.sink_silent) == (False, "mqtt")
+    # forged (another key) and invalid (args) statements: refused, nothing queued
+    forged = sign(cmd(7, "sink", {"available": True}), OTHER)
+    assert node.handle(forged, 7000)[0]["error"].startswith("forged")
+    bad = sign(cmd(8, "sink", {"available": 1}))
+    assert node.handle(bad, 7000)[0]["error"] == "invalid: args.available: must be true " \
+                                                 "or false"
+    assert ib.queued("mqtt") == 0
+    _, p, _ = _tool(tmp_path, capsys, "sink", "unavailable")
+    assert node.handle(p, 8000)[1]["available"] is False
+    assert ib.drain(8000)[0][0]["value"] is False
 
 
 def test_signer_rotates_the_key_without_printing_it(tmp_path, capsys):

@@ -50,10 +50,13 @@ FULL = {
         "valve_feedback": True,
         "recover_s": 120,
         "min_dwell_s": 600,
+        # the contact alone (test_bms covers the remote sources)
+        "sink_sources": {"modbus": None, "mqtt": None},
     },
     "persist": {"interval_s": 300},
     "mqtt": None,  # no telemetry (test_mqtt covers the section)
     "modbus": None,  # no Modbus meters (test_modbus covers the section)
+    "bms": None,  # no Modbus server (test_bms covers the section)
     "recovery": None,  # no heat recovery ratio (test_recovery covers the section)
     "analog": None,  # no analogue inputs (test_analog covers the section)
     "telemetry": {"interval_s": 10, "queue_capacity": None},
@@ -118,8 +121,8 @@ BAD = [
     (with_("sensors.supply.min_c", float("-inf")), "sensors.supply.min_c: -inf is not a finite "
      "number"),
     # unknown keys
-    (with_("contrl", {}), "contrl: unknown key; expected one of analog, control, flow, meter, "
-     "modbus, mqtt, node_id, persist, recovery, safe_mode, sensors, site, supervisor, "
+    (with_("contrl", {}), "contrl: unknown key; expected one of analog, bms, control, flow, "
+     "meter, modbus, mqtt, node_id, persist, recovery, safe_mode, sensors, site, supervisor, "
      "telemetry, version"),
     # mqtt: the password lives in the secrets file; host and site have no default
     (with_("mqtt", {"host": "b", "site": "s", "password": "x"}), "mqtt.password: unknown key; "
@@ -136,7 +139,8 @@ BAD = [
      "it_coolant, return, sink_return, supply"),
     (with_("control.tick_s", 1), "control.tick_s: unknown key; expected one of "
      "it_coolant_hyst_k, it_coolant_max_c, min_dwell_s, recover_s, sink_flow_hyst_m3h, "
-     "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, stale_s, "
+     "sink_flow_min_m3h, sink_return_hyst_k, sink_return_max_c, sink_signal, sink_sources, "
+     "stale_s, "
      "tick_ms, valve_feedback, valve_travel_s"),
     (with_("flow.k", 1), "flow.k: unknown key; expected one of critical, litres_per_pulse, "
      "max_m3h, meter, min_pulse_ms, pulses_per_litre, stuck_active_s, type, zero_after_s"),

@@ -766,11 +766,38 @@ def test_maintenance_and_sink_events_name_their_source():
     i.sink_available = True
     fs.update(0, i)
     i.maintenance, i.maintenance_by = True, "board,console"
-    i.sink_available, i.sink_by = False, "mqtt"
+    i.sink_available, i.sink_by, i.sink_silent = False, "board,modbus,mqtt", "modbus"
     ev = fs.update(1000, i)
     trips = {e["reason"]: e["values"] for e in ev if e["kind"] == "trip"}
     assert trips["maintenance"] == {"source": "board,console"}
-    assert trips["sink_unavailable"] == {"sink_available": False, "source": "mqtt"}
+    # the trip names every source that said unavailable, and which of them fell silent
+    assert trips["sink_unavailable"] == {"sink_available": False, "source": "board,modbus,mqtt",
+                                         "silent": "modbus"}
+
+
+def _sink_trips(ctl_extra, values):
+    fs = FailSafe(dict(ctl_extra), sensors_cfg={}, flow_cfg=None, now_ms=0)
+    i = Inputs([])
+    out = []
+    for k, v in enumerate(values):
+        i.sink_available = v
+        fs.update(1000 * (k + 1), i)
+        out.append("sink_unavailable" in fs.active)
+    return out
+
+
+def test_the_sink_rule_is_in_force_with_any_configured_source():
+    # the contact (sink_signal), or a remote source of sink_sources: reuse needs True
+    seq = [True, None, False, True]
+    assert _sink_trips({"sink_signal": True}, seq) == [False, True, True, False]
+    assert _sink_trips({"sink_signal": False, "sink_sources": {"modbus": 30}}, seq) == \
+        [False, True, True, False]
+    assert _sink_trips({"sink_sources": {"mqtt": 60, "modbus": None}}, seq) == \
+        [False, True, True, False]
+    # no source configured: only a source that says "unavailable" trips
+    assert _sink_trips({"sink_signal": False}, seq) == [False, False, True, False]
+    assert _sink_trips({"sink_signal": False, "sink_sources": {"modbus": None}}, seq) == \
+        [False, False, True, False]
 
 
 def test_app_supplied_ticks_diff_is_used():

@@ -885,3 +885,4 @@ def test_bench_runs_and_reports(capsys):
     for key in ("console_read_worst_us", "console_step_worst_us", "mpremote_cp_kb_s",
                 "pulse_edges_per_s"):
         assert float(v[key]) > 0, (key, last)
+    assert v["bms_worst_request_us"] == "skipped" or int(v["bms_worst_request_us"]) > 0

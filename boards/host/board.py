@@ -470,6 +470,16 @@ def io_sent():
     vasyncio.sent()
 
 
+def io_serving(sock, kind):
+    """A server registers its sockets: kind "listen", "conn" (a client's connection) or
+    None (closed). What they receive is a request, not a reply; while a client is
+    connected, virtual time runs at most $HEATGW_IO_LEAD_MS ahead of the last request
+    heard, then follows real time (vasyncio.serving)."""
+    import vasyncio
+
+    vasyncio.serving(sock, kind)
+
+
 def awaits_replies(fn):
     """A network client says what it awaits (fn() true while a reply is due): virtual
     time keeps following real time until it came (vasyncio: pipelined requests)."""

@@ -22,6 +22,14 @@ answers in real time, so while a reply is awaited virtual time follows real time
   data (MQTT: three SUBACKs arrive while the first PUBLISH's PUBACK is still due);
 - bound: a peer that trickles or floods data keeps the window open, and virtual time
   then runs at real time, never slower: its timeouts fire on time.
+- a server's clients talk first (a BMS polling the node's Modbus server): a server
+  registers its sockets (`serving(sock, kind)`, the board's io_serving). What arrives on
+  them is a request, never a reply: it opens no window. While a client is connected,
+  virtual time runs at most LEAD_MS ahead of the last request (or connect) heard from a
+  client, then follows real time until the next one: a healthy client polling every P
+  real ms is seen every P + LEAD_MS virtual ms at most, and a connected idle client
+  holds the clock to real time instead of letting it run away (LEAD_MS = 0: real time
+  while a client is connected).
 Without registered streams nothing of this runs: time is as deterministic as before.
 """
 
@@ -35,6 +43,7 @@ from micropython import const
 
 REPLY_MS = const(500)  # real ms a healthy peer may take to start answering what was sent
 GRACE_MS = const(10)  # real ms between the parts of one reply
+LEAD_MS = const(0)  # virtual ms a server may run ahead of its connected clients' last word
 _IDLE_MAX_MS = const(1000)  # no deadline at all: real wait per turn, virtual follows
 _IN = const(1)  # select.POLLIN
 _OUT = const(4)  # select.POLLOUT
@@ -46,12 +55,18 @@ _reply_ms = REPLY_MS
 _grace_ms = GRACE_MS
 _graced = False  # the window was last set by data that came (grace), not by a send
 _awaits = []  # callables: True while their client still awaits a reply (awaits())
+_served = []  # a server's sockets (serving()): what they receive is a request
+_conns = []  # the accepted connections among them: a client is connected
+_lead_ms = LEAD_MS
+_heard = 0  # virtual ticks of the last request (or connect) a server heard
+_leadwin = False  # the window is open only because the lead is used up
 
 
 def _expect(ms, graced=False):
     # Open the window, or move its end, to real now + ms: a send awaits a reply
     # (REPLY_MS), data that came (the reply has started) shortens it to the grace.
-    global _open, _until, _mark, _graced
+    global _open, _until, _mark, _graced, _leadwin
+    _leadwin = False
     now = time.ticks_ms()
     if not _open:
         _open = True
@@ -82,6 +97,42 @@ def sent():
     """The node sent something its peer will answer (for code writing to a raw socket:
     asyncio streams call this themselves)."""
     _expect(_reply_ms)
+
+
+def serving(sock, kind):
+    """A server's socket: kind "listen" (accepting) or "conn" (a client's connection),
+    None once closed. Data on it is a request (no reply window); while a connection is
+    registered, virtual time runs at most the lead ahead of the last request heard."""
+    global _heard
+    for lst in (_served, _conns):
+        i = len(lst)
+        while i:
+            i -= 1
+            if lst[i] is sock:
+                lst.pop(i)
+    if kind is not None:
+        _served.append(sock)
+        if kind == "conn":
+            _conns.append(sock)
+            _heard = core.ticks()
+
+
+def _jump(dt):
+    # How far virtual time may jump now (at most dt): all of it without a connected
+    # client; else what is left of the lead after the last request heard.
+    if not _conns:
+        return dt
+    left = _lead_ms - core.ticks_diff(core.ticks(), _heard)
+    if left <= 0:
+        return 0
+    return dt if dt < left else left
+
+
+def _served_by(s):
+    for x in _served:
+        if x is s:
+            return True
+    return False
 
 
 class TaskQueue:
@@ -164,7 +215,9 @@ _write = None  # asyncio.stream.Stream.write, once hooked
 
 def _dispatch():
     # asyncio's own IOQueue.wait_io_event(0), also saying what came: a stream ready for
-    # writing opens the reply window, data (or an error) shortens it to the grace.
+    # writing opens the reply window, data (or an error) shortens it to the grace; on a
+    # server's socket (serving()) it is a request: the lead starts again.
+    global _heard
     io = core._io_queue
     q = core._task_queue
     for s, ev in io.poller.ipoll(0):
@@ -179,7 +232,11 @@ def _dispatch():
             io._dequeue(s)
         else:
             io.poller.modify(s, _OUT if sm[0] is None else _IN)
-        if ev == _OUT:
+        if _served and _served_by(s):
+            if _open:
+                _follow()  # the real time until this request, first
+            _heard = core.ticks()
+        elif ev == _OUT:
             _expect(_reply_ms)
         else:
             _expect(_grace_ms, True)
@@ -203,7 +260,7 @@ def _follow():
 
 
 def _wait_io_event(dt):
-    global _open
+    global _open, _leadwin
     io = core._io_queue
     _dispatch()
     if not io.map and not _open:
@@ -212,7 +269,9 @@ def _wait_io_event(dt):
         return
     if _open:
         _follow()
-        if time.ticks_diff(_until, _mark) <= 0:
+        if _leadwin and _jump(1) > 0:
+            _open = _leadwin = False  # a client spoke (or left): the lead again
+        elif time.ticks_diff(_until, _mark) <= 0:
             if _graced and _awaited():  # more replies are due: wait for them as for any
                 _expect(_reply_ms - _grace_ms)
             else:
@@ -226,9 +285,14 @@ def _wait_io_event(dt):
         return
     if not _open:
         if dt > 0:
-            _wait(dt)  # no reply awaited: time jumps to the next deadline
-            return
-        _expect(_IDLE_MAX_MS)  # nothing scheduled: only a peer can wake the node
+            j = _jump(dt)
+            if j > 0:
+                _wait(j)  # no reply awaited: time jumps (up to a connected client's lead)
+                return
+            _expect(dt)  # a client is connected and the lead is used up: real time
+            _leadwin = True
+        else:
+            _expect(_IDLE_MAX_MS)  # nothing scheduled: only a peer can wake the node
     ms = time.ticks_diff(_until, _mark)
     if 0 < dt < ms:
         ms = dt
@@ -282,15 +346,18 @@ def _ms(value, env, default):
     return value
 
 
-def install(ticks_ms, ticks_diff, ticks_add, wait, reply_ms=None, grace_ms=None):
+def install(ticks_ms, ticks_diff, ticks_add, wait, reply_ms=None, grace_ms=None,
+            lead_ms=None):
     """Run asyncio on a virtual clock; `wait(dt_ms)` is called when no task is runnable
     (dt_ms = -1: nothing scheduled) and must poll real I/O without blocking and move the
     clock forward by at most dt_ms. reply_ms / grace_ms: the real-time windows above
-    (default: $HEATGW_IO_REPLY_MS / $HEATGW_IO_GRACE_MS, else REPLY_MS / GRACE_MS)."""
-    global _wait, _reply_ms, _grace_ms
+    (default: $HEATGW_IO_REPLY_MS / $HEATGW_IO_GRACE_MS, else REPLY_MS / GRACE_MS);
+    lead_ms: a server's lead over its clients (default $HEATGW_IO_LEAD_MS, else LEAD_MS)."""
+    global _wait, _reply_ms, _grace_ms, _lead_ms
     _wait = wait
     _reply_ms = _ms(reply_ms, "HEATGW_IO_REPLY_MS", REPLY_MS)
     _grace_ms = _ms(grace_ms, "HEATGW_IO_GRACE_MS", GRACE_MS)
+    _lead_ms = _ms(lead_ms, "HEATGW_IO_LEAD_MS", LEAD_MS)
     core.ticks = ticks_ms
     core.ticks_diff = ticks_diff
     core.ticks_add = ticks_add

@@ -32,6 +32,7 @@ from heatgw.events import EventLog
 from heatgw.failsafe import FailSafe, Inputs
 from heatgw.heapmon import HeapMonitor
 from heatgw.inbox import Inbox
+from heatgw.inbox import sources as sink_sources
 from heatgw.meter import c_to_mc
 from heatgw.store import SlotStore
 
@@ -74,7 +75,9 @@ class Gateway:
         self.sinks = [self.heap.sink] + list(sinks)
         self.flash_errors = 0  # state saves (and odd event-log errors) that failed
         self.checkins = {name: now for name in _CHECKED_IN}
-        self.inbox = Inbox()
+        # The sink rule's sources (heatgw.inbox): the contact, sink_sources' remotes
+        self.inbox = Inbox(sink_sources=sink_sources(cfg["control"]))
+        self.inbox.ticks_diff = clock.ticks_diff
         # Hooks of an optional part (heatgw.telemetry): on_tick(gw, now) in the control
         # path every tick (it only copies), on_shutdown() at an orderly stop.
         self.on_tick = None
@@ -185,6 +188,13 @@ class Gateway:
         self.add_task("supervisor", self.supervisor, critical=True)
         if mb is not None:
             mb.attach(self)  # a restartable task per bus: "modbus:<bus>"
+        # The building's Modbus TCP server (heatgw.bms, only when configured): the task
+        # "bms"; its heartbeat only posts to the inbox
+        self.bms = None
+        if cfg.get("bms"):
+            from heatgw.bms import Bms
+
+            self.bms = Bms(self, cfg["bms"])
 
     # -- construction -----------------------------------------------------------------
 
@@ -452,10 +462,10 @@ class Gateway:
     def _merge_inputs(self, now):
         """Drain the inbox and merge its requests with the board levels; returns the
         events (requests, and remote latch resets)."""
-        events, resets = self.inbox.drain()
+        events, resets = self.inbox.drain(now)
         lv = self.board_levels
         ins = self.inputs
-        self.inbox.merge(ins, lv)
+        self.inbox.merge(ins, lv, now)  # remote sink sources fall silent here, on the tick
         ins.trip_reset = lv.get("trip_reset") is True
         ins.valve_at_reuse = lv.get("valve_at_reuse")
         for source in resets:  # any reset means drain() made fresh lists
@@ -643,6 +653,9 @@ class Gateway:
         self.save("shutdown")
         if self.modbus is not None:
             self.emit("modbus", self.modbus.record())  # the final counters
+        if self.bms is not None:
+            self.bms.close()  # the port is free for the next start
+            self.emit("bms", self.bms.record())
         if self.on_shutdown is not None:
             try:
                 self.on_shutdown()

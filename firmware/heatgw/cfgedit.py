@@ -35,7 +35,7 @@ from heatgw.schema import check, validate
 # Sections whose schema lives in a module of its own, loaded only when a document has the
 # section (as heatgw.config.load installs them): name -> (module, its schema node).
 _OWN = {"modbus": ("mbschema", "MODBUS"), "recovery": ("recschema", "RECOVERY"),
-        "analog": ("anschema", "ANALOG")}
+        "analog": ("anschema", "ANALOG"), "bms": ("bmsschema", "BMS")}
 
 
 class _Sections:
@@ -80,8 +80,8 @@ def _root(doc=None):
 
 def validate_doc(doc):
     """(cfg, errors) as heatgw.config gives them for a current document: the schema one
-    section at a time, then the cross-checks of Modbus, of the analog section and of the
-    recovery section when the document has them."""
+    section at a time, then the cross-checks of Modbus, of the analog section, of the bms
+    section, of the sink sources and of the recovery section when the document has them."""
     cfg, errs = validate(doc, _root(doc))
     if not errs and cfg and (cfg.get("modbus") or (cfg.get("flow") or {}).get("type") == "modbus"):
         from heatgw import mbplan
@@ -91,6 +91,14 @@ def validate_doc(doc):
         from heatgw import anschema
 
         errs = anschema.check(cfg)
+    if not errs and cfg and cfg.get("bms"):
+        from heatgw import bmsschema
+
+        errs = bmsschema.check(cfg)
+    if not errs and cfg:
+        from heatgw.inbox import source_errors
+
+        errs = source_errors(cfg)
     if not errs and cfg and cfg.get("recovery"):
         from heatgw import recschema
 

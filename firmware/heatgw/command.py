@@ -16,13 +16,16 @@ and BODY a UTF-8 JSON object, first byte "{" and last "}":
   rotate_key {"key": 64 hex digits: new_key XOR HMAC-SHA256(current key,
   "heatgw rotate_key <ctr>")}: the new key never travels in clear;
   config_set {"key": one of CONFIG_KEYS (thresholds and intervals only: never the
-  broker, credentials, wiring or timing of the control loop), "value": a JSON value}.
+  broker, credentials, wiring or timing of the control loop), "value": a JSON value};
+  sink {"available": true|false}: the MQTT source of the sink rule
+  (control.sink_sources.mqtt: silent beyond its timeout = unavailable), a statement on the
+  inbox stamped with now_ms.
 - The payload is at most MAX_PAYLOAD (512) bytes.
 
 Checks run cheapest and unauthenticated first: size, framing, MAC; only an authenticated
 BODY is parsed, so a forger never reaches the JSON parser nor the flash. The counter is
 saved (two slots, heatgw.store) BEFORE the command acts: a replay after a power cut or
-reboot fails too. maintenance and reset become requests on the inbox (source "mqtt"),
+reboot fails too. maintenance, reset and sink become requests on the inbox (source "mqtt"),
 which the fail-safe judges like the board's inputs: no command touches a relay.
 publish_state, resend and config_set are returned as the action for the caller:
 ("publish_state", None), ("resend", (from_seq, to_seq)), ("config_set", (key, value)):
@@ -57,7 +60,8 @@ ROTATE_INFO = b"heatgw rotate_key "
 REASONS = ("accepted", "oversized", "malformed", "no_key", "forged", "invalid", "replayed",
            "failed", "error")
 _ARGS = {"maintenance": ("on",), "reset": (), "publish_state": (), "resend":
-         ("from_seq", "to_seq"), "rotate_key": ("key",), "config_set": ("key", "value")}
+         ("from_seq", "to_seq"), "rotate_key": ("key",), "config_set": ("key", "value"),
+         "sink": ("available",)}
 # The keys config_set may change: thresholds and intervals. Never secrets (they are not in
 # the configuration), the broker or its credentials, sensors and wiring, the control tick,
 # the watchdog or anything the dead-man hardware depends on.
@@ -184,7 +188,7 @@ class Commands:
             except Exception as e:
                 raise _Reject("failed", "the counter could not be saved (%s): not executed"
                               % _why(e)) from None
-            action = self._act(cmd, ctr, args)
+            action = self._act(cmd, ctr, args, now_ms)
         except _Reject as r:
             self.counts[r.reason] += 1
             return self._rejected(cid, cmd, r.reason, r.reason + ": " + r.msg, now_ms)
@@ -193,6 +197,8 @@ class Commands:
               "id": cid, "ctr": ctr}
         if cmd == "maintenance":
             ev["on"] = args["on"]
+        elif cmd == "sink":
+            ev["available"] = args["available"]
         elif cmd == "resend":
             ev["from_seq"] = args["from_seq"]
             ev["to_seq"] = args["to_seq"]
@@ -271,6 +277,9 @@ class Commands:
         if cmd == "maintenance":
             if args["on"] is not True and args["on"] is not False:
                 raise _Reject("invalid", "args.on: must be true or false")
+        elif cmd == "sink":
+            if args["available"] is not True and args["available"] is not False:
+                raise _Reject("invalid", "args.available: must be true or false")
         elif cmd == "resend":
             a = args["from_seq"]
             b = args["to_seq"]
@@ -292,10 +301,13 @@ class Commands:
                 raise _Reject("invalid", "args.value: must be a number")
         return cmd, ctr, args
 
-    def _act(self, cmd, ctr, args):
+    def _act(self, cmd, ctr, args, now_ms=None):
         try:
             if cmd == "maintenance":
                 self.inbox.post(SOURCE, "maintenance", args["on"])
+            elif cmd == "sink":
+                self.inbox.post(SOURCE, "sink_available", args["available"],
+                                now_ms if type(now_ms) is int else None)
             elif cmd == "reset":
                 self.inbox.post(SOURCE, "trip_reset")
         except ValueError as e:  # the inbox is full or refuses a source: nothing queued

@@ -142,6 +142,10 @@ def from_doc(doc, path, save=True):
         from heatgw import anschema  # the analog section's schema and checks
 
         anschema.install(SCHEMA)
+    if type(doc) is dict and doc.get("bms") is not None:
+        from heatgw import bmsschema  # the building's server, only when there is one
+
+        bmsschema.install(SCHEMA)
     if type(doc) is dict and doc.get("recovery") is not None:
         from heatgw import recschema  # the ratio's section, only when there is one
 
@@ -155,6 +159,14 @@ def from_doc(doc, path, save=True):
         from heatgw import anschema
 
         errors = anschema.check(cfg)
+    if not errors and cfg.get("bms"):
+        from heatgw import bmsschema
+
+        errors = bmsschema.check(cfg)
+    if not errors:
+        from heatgw.inbox import source_errors  # resident anyway (the control task's)
+
+        errors = source_errors(cfg)
     if not errors and cfg.get("recovery"):
         from heatgw import recschema
 

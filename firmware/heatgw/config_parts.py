@@ -12,6 +12,7 @@ where a required key or a "chars" check says it)."""
 VERSION = 2
 ROOT = {'doc': 'heatgw node configuration (one JSON file)', 'type': 'object'}
 NAMES = ('analog',
+         'bms',
          'control',
          'flow',
          'meter',
@@ -29,6 +30,10 @@ NAMES = ('analog',
 
 
 def _analog():
+    return {'default': None, 'keys': {}, 'null': True, 'type': 'object'}
+
+
+def _bms():
     return {'default': None, 'keys': {}, 'null': True, 'type': 'object'}
 
 
@@ -75,6 +80,20 @@ def _control():
                                            'type': 'float',
                                            'unit': 'C'},
                      'sink_signal': {'default': True, 'type': 'bool'},
+                     'sink_sources': {'default': {},
+                                      'keys': {'modbus': {'default': None,
+                                                          'max': 86400,
+                                                          'min': 2,
+                                                          'null': True,
+                                                          'type': 'int',
+                                                          'unit': 's'},
+                                               'mqtt': {'default': None,
+                                                        'max': 86400,
+                                                        'min': 2,
+                                                        'null': True,
+                                                        'type': 'int',
+                                                        'unit': 's'}},
+                                      'type': 'object'},
                      'stale_s': {'default': 5, 'max': 3600, 'min': 1, 'type': 'int', 'unit': 's'},
                      'tick_ms': {'default': 1000,
                                  'max': 1000,
@@ -412,6 +431,7 @@ def rules():
 
 
 SECTIONS = {'analog': _analog,
+            'bms': _bms,
             'control': _control,
             'flow': _flow,
             'meter': _meter,

@@ -159,7 +159,23 @@ SCHEMA = {
                                        "max": 100.0, "unit": "m3/h",
                                        "doc": "reuse again above min plus this"},
                 "sink_signal": {"type": "bool", "default": True,
-                                "doc": "the sink's ready signal is wired and honoured"},
+                                "doc": "the sink's ready contact is wired and is a source "
+                                       "of the sink rule"},
+                "sink_sources": {
+                    "type": "object", "default": {},
+                    "doc": "remote sources of the sink rule, each with the seconds it may "
+                           "stay silent; every configured source must say available",
+                    "keys": {
+                        "modbus": {"type": "int", "null": True, "default": None, "min": 2,
+                                   "max": 86400,
+                                   "unit": "s", "doc": "the BMS's heartbeat register "
+                                   "(bms section): silent this long = unavailable"},
+                        "mqtt": {"type": "int", "null": True, "default": None, "min": 2,
+                                 "max": 86400,
+                                 "unit": "s", "doc": "signed sink commands (mqtt "
+                                 "section): silent this long = unavailable"},
+                    },
+                },
                 "stale_s": {"type": "int", "default": 5, "min": 1, "max": 3600, "unit": "s",
                             "doc": "a reading older than this is stale"},
                 "valve_travel_s": {"type": "int", "default": 45, "min": 1, "max": 600,
@@ -227,6 +243,12 @@ SCHEMA = {
             "type": "object", "null": True, "default": None, "keys": {},
             "doc": "Modbus meters over RTU and TCP (heatgw.mbschema); null or absent: none "
                    "(nothing of it is loaded)",
+        },
+        # heatgw.bmsschema.BMS replaces this stub when a document has a bms section
+        "bms": {
+            "type": "object", "null": True, "default": None, "keys": {},
+            "doc": "the building's Modbus TCP server (heatgw.bmsschema); null or absent: "
+                   "none (nothing of it is loaded)",
         },
         # heatgw.recschema.RECOVERY replaces this stub when a document has a recovery
         # section (as the modbus stub above): the heat recovery ratio, the heat check.

@@ -163,8 +163,9 @@ class Inputs:
         self.flow_reason = None
         self.flow_valid_ms = None
         # Merged board + remote requests (heatgw.inbox); *_by says who, for the events.
-        self.sink_available = None  # True/False, None = no signal wired
+        self.sink_available = None  # True/False, None = no source configured
         self.sink_by = None
+        self.sink_silent = None  # remote sink sources silent beyond their timeout
         self.maintenance = False
         self.maintenance_by = None
         self.trip_reset = False  # level of the board's reset input (edge-detected)
@@ -207,7 +208,16 @@ class FailSafe:
         self._travel_ms = int(self._travel_s * 1000)
         self._recover_ms = int(_num(c, "recover_s", 120) * 1000)
         self._dwell_min_ms = int(_num(c, "min_dwell_s", 600) * 1000)
-        self._sink_signal = bool(c.get("sink_signal", False))
+        # The sink rule (heatgw.inbox): with a configured source (the contact, a remote
+        # source of sink_sources) reuse needs sink_available True; without one, only a
+        # source saying False trips.
+        ss = c.get("sink_sources")
+        remote = False
+        if type(ss) is dict:
+            for k in ss:
+                if ss[k] is not None:
+                    remote = True
+        self._sink_signal = bool(c.get("sink_signal", False)) or remote
         configured = bool(configured)
         # An installation without end switches says so; otherwise None means "not there".
         # Without a config nothing is known about the valve: supervising it would only
@@ -367,8 +377,9 @@ class FailSafe:
                                self._is_stale("flow", inputs.flow_valid_ms, now_ms,
                                               self._flow_stale_ms), ev, now_ms)
 
-        if self._sink_signal:
-            ev = self._set(SINK_UNAVAILABLE, inputs.sink_available is not True, ev, now_ms)
+        sa = inputs.sink_available
+        ev = self._set(SINK_UNAVAILABLE, sa is not True if self._sink_signal else sa is False,
+                       ev, now_ms)
         ev = self._set(MAINTENANCE, bool(inputs.maintenance), ev, now_ms)
 
         if self._valve_fb or self._valve_an is not None:
@@ -551,7 +562,8 @@ class FailSafe:
                 return {"flow_m3h": _json(i.flow_m3h), "limit_m3h": self._flow_max_m3h}
             if reason == SINK_UNAVAILABLE:
                 return {"sink_available": _json(i.sink_available),
-                        "source": _json(getattr(i, "sink_by", None))}
+                        "source": _json(getattr(i, "sink_by", None)),
+                        "silent": _json(getattr(i, "sink_silent", None))}
             if reason == MAINTENANCE:
                 return {"source": _json(getattr(i, "maintenance_by", None))}
             if reason == VALVE_STUCK:

@@ -82,6 +82,9 @@ except ImportError:  # CPython (the tests): const() is the identity on ints
 
 import struct
 
+# the relay decision's reason codes and the table helpers (heatgw.reasons: the BMS's
+# registers use them without the queue), re-exported
+from heatgw.reasons import REASONS, code_of, name_of, reason_bits, reason_code  # noqa: F401
 from heatgw.store import crc32
 
 REC_LEN = const(112)
@@ -117,43 +120,6 @@ EVENT_CODES = ("other boot state trip clear latch reset crash task task_failing 
                "config request restored save_failed queue_drop net_up net_down mqtt_up "
                "mqtt_down cmd cmd_rejected calibration")
 ALARM_CODES = "other save_failed task_failing trip_latched sensor_fault queue_drop fault"
-# Reason codes of the relay decision (telemetry `reason`, bits of `active`/`latched`).
-# 13, 14: heatgw.analog's value trips (input_low:<name>, input_high:<name>)
-REASONS = ("none boot no_config it_coolant_high sink_return_high valve_stuck sink_flow_low "
-           "sink_unavailable flow_implausible maintenance sensor_fault sensor_stale recovered "
-           "input_low input_high")
-
-
-def code_of(names, name):
-    """The index of `name` in the table `names` (above), -1 when it is not there.
-    Allocation-free."""
-    if type(name) is not str or not name or " " in name:
-        return -1
-    i = 0
-    at = 0
-    while True:
-        end = names.find(" ", at)
-        if end < 0:
-            end = len(names)
-        if end - at == len(name) and names.startswith(name, at):
-            return i
-        if end == len(names):
-            return -1
-        at = end + 1
-        i += 1
-
-
-def name_of(names, code):
-    """The name at index `code` of the table `names` (above), None when there is none."""
-    at = 0
-    for _ in range(code):
-        at = names.find(" ", at) + 1
-        if not at:
-            return None
-    end = names.find(" ", at)
-    return names[at:] if end < 0 else names[at:end]
-
-
 _DROP = code_of(EVENT_CODES, "queue_drop")
 
 
@@ -181,25 +147,6 @@ def _rec_len(version):
     return REC_LEN if version == _VERSION else REC_LEN + EXT_LEN if version == _VERSION_EXT \
         else 0
 
-
-def reason_code(reason):
-    """REASONS index of a fail-safe reason ("sensor_fault:supply" -> sensor_fault); 0 for
-    None."""
-    if reason is None:
-        return 0
-    i = reason.find(":")
-    name = reason if i < 0 else reason[:i]
-    c = code_of(REASONS, name)
-    return 255 if c < 0 else c
-
-
-def reason_bits(reasons):
-    bits = 0
-    for r in reasons:
-        c = reason_code(r)
-        if 0 < c < 16:
-            bits |= 1 << c
-    return bits
 
 
 def _limbs_ok(v, top_max):

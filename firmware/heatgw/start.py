@@ -53,7 +53,7 @@ def load_config(path, dead_man_hold_ms=None):
     configured = config.is_configured(cfg)
     config = None
     for name in ("config", "cfgfile", "schema", "config_schema", "migrate", "strictjson",
-                 "seal", "mbschema", "mbplan", "recschema", "anschema"):
+                 "seal", "mbschema", "mbplan", "bmsschema", "recschema", "anschema"):
         _forget(name)
     return cfg, errors, source, configured, events
 
