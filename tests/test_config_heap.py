@@ -188,7 +188,9 @@ def test_free_heap_each_path_needs(mp, images, tmp_path, capsys):
     kb = mpinfo.heap_kb
     for op in OPS:
         assert got[(op, "romfs")] <= got[(op, "mpy")] + 256, op
-    assert got[("boot", "mpy")] < kb(64) * 1024
+    # boot from .mpy: 62.3 KB before the bms section's stub and control.sink_sources
+    # (their schema, measured +2.3 KB), 64.6 KB with them
+    assert got[("boot", "mpy")] < kb(66) * 1024
     assert got[("save", "romfs")] < kb(36) * 1024
     assert got[("config_set", "romfs")] < kb(38) * 1024
     # the running node's path never loads the whole schema: from ROMFS (and frozen, where

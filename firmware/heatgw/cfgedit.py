@@ -95,7 +95,8 @@ def validate_doc(doc):
         from heatgw import bmsschema
 
         errs = bmsschema.check(cfg)
-    if not errs and cfg:
+    if not errs and cfg and [v for v in (cfg["control"].get("sink_sources") or {}).values()
+                             if v is not None]:
         from heatgw.inbox import source_errors
 
         errs = source_errors(cfg)

@@ -163,8 +163,9 @@ def from_doc(doc, path, save=True):
         from heatgw import bmsschema
 
         errors = bmsschema.check(cfg)
-    if not errors:
-        from heatgw.inbox import source_errors  # resident anyway (the control task's)
+    if not errors and _remote_sink(cfg):
+        # the control task's module, resident from boot on: imported only when needed
+        from heatgw.inbox import source_errors
 
         errors = source_errors(cfg)
     if not errors and cfg.get("recovery"):
@@ -246,6 +247,15 @@ def _share(v, seen):
                 seen[x] = x
             elif type(y) is t:  # (0.0 == 0 == False: the same type only)
                 v[k] = y
+
+
+def _remote_sink(cfg):
+    """A remote sink source is configured (control.sink_sources: a timeout not null)."""
+    ss = cfg["control"].get("sink_sources") or {}
+    for v in ss.values():
+        if v is not None:
+            return True
+    return False
 
 
 def is_configured(cfg):
