@@ -640,6 +640,9 @@ TEL_EXAMPLE = {
     "flow_why": None, "power_w": 65120, "power_why": None, "energy_wh": 2256515.774,
     "volume_l": 98765.432, "time_s": 86400.000, "error_s": 12.000, "low_dt_s": 3600.500,
     "state": "bypass", "relay_reuse": False, "reason": "sensor_fault:it_coolant",
+    "valve_cmd_pct": 0, "valve_pct": 0.4, "valve_why": None,
+    "inputs": {"loop_pressure": {"value": 1.902, "why": None},
+               "tank_level": {"value": None, "why": "wire_break"}},
     "active": ["sensor_fault:it_coolant"], "latched": [], "heap_free": 41232}
 MONITOR_AHEAD = 400  # published but not yet stored, at most: below mosquitto's queue (1000)
 

@@ -5,8 +5,6 @@ Heap sizes are scaled to the binary under test (host_tools.mpinfo), never by `wK
 
 import json
 
-import pytest
-
 from host_tools import harness, mpinfo
 from host_tools.harness import run_scenario
 
@@ -107,10 +105,6 @@ def test_sample_points_probes_and_memory_errors_are_counted(mp):
     assert rec["heap_total_bytes"] <= mpinfo.heap_kb(160) * 1024
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "in 160K the node (no telemetry, .mpy) dies at boot: the 7th qstr pool (1280 entries, "
-    "14 KB) finds no free block in a heap fragmented by the boot's configuration check "
-    "(peak 124.7 KB; in 168K it runs with a smallest largest free block of 5.5 KB)"))
 def test_node_reports_heap_figures_to_the_harness(tmp_path, monkeypatch):
     monkeypatch.setenv("MICROPYTHON_ARGS", f"-X heapsize={mpinfo.heapsize(160)}")
     sc = {"name": "heap20", "duration_s": 1200, "load_kw": 100, "demand_kw": 100}

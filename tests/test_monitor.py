@@ -489,7 +489,8 @@ def test_a_fleet_is_one_line_per_node_and_the_view_names_what_it_shows():
                "volume_l": 98.765, "time_s": 60.0, "error_s": 0.0, "low_dt_s": 0.0,
                "state": "reuse" if i % 2 else "bypass", "relay_reuse": bool(i % 2),
                "reason": "recovered" if i % 2 else "sink_unavailable", "active": [],
-               "latched": [], "heap_free": 41232}
+               "latched": [], "heap_free": 41232, "valve_cmd_pct": 100 if i % 2 else 0,
+               "valve_pct": None, "valve_why": "not_configured", "inputs": {}}
         topic = f"heatgw/s1/{name}/telemetry"
         payload = json.dumps(doc).encode()
         validate(topic, payload)

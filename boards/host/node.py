@@ -59,20 +59,29 @@ if os.getenv("HEATGW_HOST_PROBE"):
 board.connect_link()  # the harness's hello and boot step (after the measurement)
 board.observer("host_board", {"bytes": host_board_bytes})
 
+
+
+def _report_flash():
+    """Under the harness, once the application stopped: what this run cost the flash
+    (README: flash-wear budget) and what the pulse input saw."""
+    dev = board._flash
+    if board.clock.link is None or dev is None:
+        return
+    rec = {"ops": dev.ops, "erases": dev.erases,
+           "bytes_programmed": dev.bytes_programmed, "block_erases": dev.wear()}
+    pin = board._pulse_pin
+    if pin is not None:  # and the pulse input: edges, interrupts, edges masked away
+        rec["pulses"] = {"edges": pin.edges, "irqs": pin.irqs,
+                         "collapsed": pin.collapsed, "counter": board.PULSE_COUNTER}
+    board.observer("flash", rec)
+
+
 if os.getenv("HEATGW_SERIAL") != "1":
     import boot  # noqa: F401
     import main  # noqa: F401
 
+    _report_flash()
     if board.clock.link is not None:
-        dev = board._flash
-        if dev is not None:  # what this run cost the flash (README: flash-wear budget)
-            rec = {"ops": dev.ops, "erases": dev.erases,
-                   "bytes_programmed": dev.bytes_programmed, "block_erases": dev.wear()}
-            pin = board._pulse_pin
-            if pin is not None:  # and the pulse input: edges, interrupts, edges masked away
-                rec["pulses"] = {"edges": pin.edges, "irqs": pin.irqs,
-                                 "collapsed": pin.collapsed, "counter": board.PULSE_COUNTER}
-            board.observer("flash", rec)
         while True:
             board.clock.wait_until(None)
 else:
@@ -97,6 +106,7 @@ else:
     _main = _pyexec("boot") and _mode == "friendly"
     if _main:
         _pyexec("main")
+        _report_flash()  # the application stopped (the harness's end, a Ctrl-C)
     import repl
 
     repl.run(_mode, _main)
