@@ -15,7 +15,7 @@ def flash_summary(h):
     return {"ops": f["ops"], "erases": f["erases"],
             "bytes_programmed": f["bytes_programmed"],
             "erases_per_day": f["erases"] / days,
-            "max_block_erases": max(f["block_erases"]),
+            "max_block_erases": f["max_block_erases"],
             "saves": len(h.saves),
             "pulses": f.get("pulses")}  # the pulse input: edges, irqs, collapsed by masking
 

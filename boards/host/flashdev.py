@@ -202,6 +202,14 @@ class FlashDev:
     def wear(self):
         return list(self._wear)
 
+    def max_wear(self):
+        """The most erases of one block, allocation-free (the day's end: a full heap)."""
+        m = 0
+        for n in self._wear:
+            if n > m:
+                m = n
+        return m
+
     def close(self):
         self._f.close()
 

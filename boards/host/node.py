@@ -68,7 +68,7 @@ def _report_flash():
     if board.clock.link is None or dev is None:
         return
     rec = {"ops": dev.ops, "erases": dev.erases,
-           "bytes_programmed": dev.bytes_programmed, "block_erases": dev.wear()}
+           "bytes_programmed": dev.bytes_programmed, "max_block_erases": dev.max_wear()}
     pin = board._pulse_pin
     if pin is not None:  # and the pulse input: edges, interrupts, edges masked away
         rec["pulses"] = {"edges": pin.edges, "irqs": pin.irqs,
