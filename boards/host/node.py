@@ -106,7 +106,10 @@ else:
     _main = _pyexec("boot") and _mode == "friendly"
     if _main:
         _pyexec("main")
+    gc.collect()
+    import repl  # first: at a long run's end the stopped application left the heap in pieces
+
+    if _main:
         _report_flash()  # the application stopped (the harness's end, a Ctrl-C)
-    import repl
 
     repl.run(_mode, _main)
