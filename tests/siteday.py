@@ -336,6 +336,10 @@ def recorder(setup):
         stop()
         day.extra["recorder"] = {"record": rec, "returncode": mon.returncode,
                                  "stats": json.loads(stats.read_text())}
+
+    setup.collectors.append(collect)
+
+
 # The bms feature: the building's BMS polls the node (heatgw.bms) and writes the heartbeat
 BMS_TIMEOUT_S = 120  # control.sink_sources.modbus in the day
 BMS_LEAD_MS = 40_000  # HEATGW_IO_LEAD_MS: the node runs at most this far ahead of it
