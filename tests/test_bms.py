@@ -18,9 +18,7 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +26,7 @@ from host_tools.mprun import mp_env
 from host_tools.paths import FIRMWARE, REPO, micropython_cmd
 from tests.brokers import free_port
 from tests.nodedriver import LATE_MAX_MS
+from tests.scriptnode import ScriptNode
 
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
@@ -152,7 +151,7 @@ def base_config(port, **control):
     return cfg
 
 
-class Node:
+class Node(ScriptNode):
     """The driver in a micropython process: R lines parsed as they come; go() and say()
     write lines to its stdin."""
 
@@ -163,26 +162,7 @@ class Node:
         code = f"CFG = {json.dumps(cfg)!r}\nCONTACT = {contact}\nVIEW = {views}\n"
         code += DRIVER.replace("BODY", textwrap.indent(textwrap.dedent(body.strip("\n")),
                                                         "    "))
-        path = Path(tmp_path) / f"bmsnode_{time.monotonic_ns()}.py"
-        path.write_text(code)
-        e = mp_env()
-        e["HEATGW_FLASH"] = str(Path(tmp_path) / f"flash_{time.monotonic_ns()}.bin")
-        e.update(env or {})
-        self.proc = subprocess.Popen([*micropython_cmd(), str(path)], cwd=REPO, env=e,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        self._got = threading.Condition()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for ln in self.proc.stdout:
-            with self._got:
-                self.lines.append(ln)
-                self._got.notify_all()
-        with self._got:
-            self.lines.append(None)
-            self._got.notify_all()
+        super().__init__(tmp_path, code, "bmsnode", env)
 
     def results(self):
         with self._got:
@@ -214,12 +194,6 @@ class Node:
         self.proc.wait(timeout)
         assert self.proc.returncode == 0, self.tail()
         return r
-
-    def tail(self):
-        with self._got:
-            out = "".join(ln for ln in self.lines[-60:] if ln)
-        err = self.proc.stderr.read()[-3000:] if self.proc.poll() is not None else ""
-        return out + "\n--- stderr ---\n" + err
 
     def kill(self):
         if self.proc.poll() is None:

@@ -12,17 +12,13 @@ import json
 import random
 import socket
 import struct
-import subprocess
 import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from host_tools.mprun import mp_env
-from host_tools.paths import FIRMWARE, REPO, micropython_cmd
+from host_tools.paths import FIRMWARE, REPO
 from tests.modbus_peers import (
     PtyLine,
     PymodbusRTU,
@@ -39,6 +35,7 @@ from tests.modbus_peers import (
     u32,
 )
 from tests.nodedriver import LATE_MAX_MS, Listener
+from tests.scriptnode import ScriptNode
 
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))  # heatgw's pure modules run on CPython too
@@ -107,33 +104,14 @@ def base_config(modbus, **extra):
     return cfg
 
 
-class Node:
+class Node(ScriptNode):
     """The node driver in a micropython process; R lines on a list, stdin for go()."""
 
     def __init__(self, tmp_path, cfg, body, env=None):
         code = f"CFG = {json.dumps(cfg)!r}\n"
         code += DRIVER.replace("BODY", textwrap.indent(textwrap.dedent(body.strip("\n")),
                                                         "    "))
-        path = Path(tmp_path) / f"mbnode_{time.monotonic_ns()}.py"
-        path.write_text(code)
-        e = mp_env()
-        e["HEATGW_FLASH"] = str(Path(tmp_path) / f"flash_{time.monotonic_ns()}.bin")
-        e.update(env or {})
-        self.proc = subprocess.Popen([*micropython_cmd(), str(path)], cwd=REPO, env=e,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        self._got = threading.Condition()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for ln in self.proc.stdout:
-            with self._got:
-                self.lines.append(ln)
-                self._got.notify_all()
-        with self._got:
-            self.lines.append(None)
-            self._got.notify_all()
+        super().__init__(tmp_path, code, "mbnode", env)
 
     def results(self, n=None, timeout=300):
         """The R lines so far (at least n of them, waiting for them), parsed."""
@@ -161,11 +139,6 @@ class Node:
         assert self.proc.returncode == 0, self.tail()
         assert rs and rs[-1].get("end"), self.tail()
         return rs
-
-    def tail(self):
-        out = "".join(ln for ln in self.lines[-60:] if ln)
-        return out + "\n--- stderr ---\n" + (self.proc.stderr.read()[-3000:]
-                                              if self.proc.poll() is not None else "")
 
 
 def run_node(tmp_path, cfg, body, env=None):
