@@ -5,6 +5,7 @@ section; host_tools.config_check always). check(cfg): what the schema cannot sta
 """
 
 from heatgw.config_schema import _ID_CHARS
+from heatgw.schema import ipv4
 
 BMS = {
     "type": "object", "null": True, "default": None,
@@ -40,16 +41,6 @@ def install(schema):
     schema["keys"]["bms"] = BMS
 
 
-def _ipv4(host):
-    parts = host.split(".")
-    if len(parts) != 4:
-        return False
-    for p in parts:
-        if not p or len(p) > 3 or not p.isdigit() or int(p) > 255:
-            return False
-    return True
-
-
 def check(cfg):
     """Errors the schema cannot state: each client an IPv4 address, at least one."""
     errors = []
@@ -61,7 +52,7 @@ def check(cfg):
         errors.append("bms.clients: at least one client address (the BMS's): the "
                       "server answers no other")
     for name in sorted(clients):
-        if not _ipv4(clients[name]):
+        if not ipv4(clients[name]):
             errors.append("bms.clients.%s: %s is not an IPv4 address (four numbers "
                           "0..255)" % (name, clients[name]))
     return errors

@@ -42,16 +42,6 @@ def _words(typ):
     return 1 if _TYPES.index(typ) < 2 else 2
 
 
-def _ipv4(host):
-    parts = host.split(".") if type(host) is str else ()
-    if len(parts) != 4:
-        return False
-    for p in parts:
-        if not p or len(p) > 3 or not p.isdigit() or int(p) > 255:
-            return False
-    return True
-
-
 def _values(meter, maps=None):
     """{name: (address, fc, type, word_order, byte_order, scale, unit)} of a meter: the
     model's (maps: lib/sdm's MAPS, on the device) overlaid by its own registers."""
@@ -89,6 +79,8 @@ def blocks(values):
 
 def check(cfg):
     """Error strings (empty: fine) for a configuration the schema has passed."""
+    from heatgw.schema import ipv4  # loaded already: the schema has just run (not plan())
+
     errs = []
     mb = cfg.get("modbus")
     if not mb:
@@ -103,7 +95,7 @@ def check(cfg):
         if b["type"] == "tcp":
             if b.get("host") is None:
                 errs.append(p + ".host: required for a tcp bus (the server's IPv4 address)")
-            elif not _ipv4(b["host"]):
+            elif not ipv4(b["host"]):
                 errs.append("%s.host: %r is not an IPv4 address like 192.168.1.20"
                             % (p, b["host"]))
         elif b.get("host") is not None:

@@ -17,6 +17,18 @@ _BAD = object()  # "no value": failed or absent
 _OPS = {"lt": "below", "le": "at most", "gt": "above", "ge": "at least", "eq": "equal to"}
 
 
+def ipv4(host):
+    """True for a dotted-quad IPv4 address ("192.168.1.50"): the cross-checks' test of a
+    host (heatgw.mbplan's TCP buses, heatgw.bmsschema's clients)."""
+    parts = host.split(".") if type(host) is str else ()
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not p or len(p) > 3 or not p.isdigit() or int(p) > 255:
+            return False
+    return True
+
+
 def _short(s, n=40):
     return s if len(s) <= n else s[:n] + "..."
 
