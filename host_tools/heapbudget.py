@@ -308,6 +308,10 @@ def report(rows, day, day_heap, rom=None, cost=None):
             f"host-only modules hold {_kb(total['host-only'])} KB of the peak "
             f"({100 * share:.0f} %): a board carries none of it",
         ]
+        q = day.get("qstr")
+        if q:  # README, "Names (qstrs)": the next pool is one block as large as all before
+            lines.append(f"names at the day's end: {q['qstrs']} qstrs in {q['pools']} pools, "
+                         f"{_kb(q['bytes'])} KB in the heap (text {_kb(q['text_bytes'])} KB)")
         if mpinfo.word_bits() == 64:
             lines.append(f"on a 32-bit target about {_kb(peak * mpinfo.HEAP_RATIO_32_TO_64)} KB"
                          f" (x{mpinfo.HEAP_RATIO_32_TO_64}), "
@@ -315,7 +319,7 @@ def report(rows, day, day_heap, rom=None, cost=None):
                          "without the host-only modules")
         out["day"] = {k: day.get(k) for k in ("peak_heap_bytes", "min_largest_free_bytes",
                                               "memory_errors", "console_memory_errors",
-                                              "heap_peaks", "wall_s", "boots")}
+                                              "heap_peaks", "wall_s", "boots", "qstr")}
         out["day"].update(heap=day_heap, budget_bytes=budget, margin_bytes=budget - peak,
                           host_only_share=share)
     return "\n".join(lines), out

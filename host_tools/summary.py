@@ -1,5 +1,7 @@
 """The JSON summary of a scenario run (README, "Scenarios": what each key means)."""
 
+import re
+
 import numpy as np
 
 from host_tools.trueheat import true_heat_kwh, true_heat_series
@@ -150,6 +152,24 @@ def console_count(path, text):
     return sum(1 for line in data.splitlines() if text.encode() in line)
 
 
+_QSTR_INFO = re.compile(rb"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), "
+                        rb"n_total_bytes=(\d+)")
+
+
+def qstr_figures(path):
+    """The node's names at the run's end, as the host board printed them
+    (micropython.qstr_info() once the application stopped, boards/host/node.py): pools, names,
+    their text and the pools' bytes in the heap; None when it did not print them."""
+    try:
+        found = _QSTR_INFO.findall(path.read_bytes())
+    except OSError:
+        return None
+    if not found:
+        return None
+    pools, names, text, total = map(int, found[-1])
+    return {"pools": pools, "qstrs": names, "text_bytes": text, "bytes": total}
+
+
 def summary(h, wall_s):
     """The summary of the finished run of Harness h."""
     totals = h.final_totals or (h.saves[-1]["totals"] if h.saves else None)
@@ -194,6 +214,9 @@ def summary(h, wall_s):
              if r.get("min_largest_free_bytes") is not None), default=None),
         "memory_errors": sum(r.get("memory_errors", 0) for r in h.heap_by_boot.values()),
         "console_memory_errors": console_count(h.console_path, "MemoryError"),
+        # the names interned at the end (README, "Names (qstrs)"): a pool more is one block
+        # as large as all before it
+        "qstr": qstr_figures(h.console_path),
         "heap_peaks": [[t, peak - img, at, free] for t, peak, at, free in h.heap_log[-20:]],
         "heapsize": h.heapsize,
         "romfs_image_bytes": h.romfs_image_bytes,

@@ -123,6 +123,11 @@ def test_node_reports_heap_figures_to_the_harness(tmp_path, monkeypatch):
     assert "pass" in points or "event" in points  # sampled from boot on
     # the node's own status counts everything in its heap, the host board too
     assert 0 < s["last_status"]["peak_heap_bytes"] - s["host_board_bytes"] <= s["peak_heap_bytes"]
+    # the names it interned, as the host board printed them at the end: pools of 20, 40, ...
+    # entries (MICROPY_ALLOC_QSTR_ENTRIES_INIT = 10), the last one at least started
+    q = s["qstr"]
+    assert 20 * (2 ** (q["pools"] - 1) - 1) < q["qstrs"] <= 20 * (2 ** q["pools"] - 1), q
+    assert 0 < q["text_bytes"] < q["bytes"], q
 
 
 def test_heapbudget_measures_import_costs_and_the_romfs_saving():

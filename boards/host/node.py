@@ -63,10 +63,14 @@ board.observer("host_board", {"bytes": host_board_bytes})
 
 def _report_flash():
     """Under the harness, once the application stopped: what this run cost the flash
-    (README: flash-wear budget) and what the pulse input saw."""
+    (README: flash-wear budget) and what the pulse input saw; and the names the node
+    interned (the harness reads the console's `qstr pool:` line into its summary)."""
     dev = board._flash
     if board.clock.link is None or dev is None:
         return
+    import micropython
+
+    micropython.qstr_info()
     rec = {"ops": dev.ops, "erases": dev.erases,
            "bytes_programmed": dev.bytes_programmed, "max_block_erases": dev.max_wear()}
     pin = board._pulse_pin
