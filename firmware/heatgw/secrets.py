@@ -227,15 +227,13 @@ def save(path, values):
     data = seal("{\n" + ",\n".join(["  %s: %s" % (json.dumps(k), json.dumps(doc[k]))
                                      for k in sorted(doc)]) + "\n}\n")
     seal = None
-    _drop(("seal",))
-    tmp = path + ".new"
+    import sys
+
+    drop = ("seal",) if "heatgw.cfgfile" in sys.modules else ("cfgfile", "seal")
+    from heatgw.cfgfile import write  # the configuration's atomic write (.new, rename)
+
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.rename(tmp, path)
-    except OSError:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+        write(path, data)
+    finally:
+        write = None
+        _drop(drop)
