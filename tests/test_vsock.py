@@ -367,35 +367,3 @@ print(json.dumps(d))
     with pytest.raises(mp.MicroPythonError) as e:
         _node(mp, p.port, "pass")
     assert "HEATGW_IO_REPLY_MS: -1 ms is not in 0..59999" in str(e.value)
-
-
-@pytest.mark.parametrize("hook", [True, False])
-def test_a_reply_every_client_has_read_ends_the_window_without_the_grace(mp, peer, hook,
-                                                                          monkeypatch):
-    # A long grace (3 s real) after data, a reader parked on the socket for more: a client
-    # that says it has what it asked for (board.awaits_replies, as heatgw.modbus and
-    # heatgw.mqtt do) closes the window at once, and the minute that follows is virtual
-    # only; without it the grace holds virtual time to real time for its 3 s.
-    monkeypatch.setenv("HEATGW_IO_GRACE_MS", "3000")
-    p = peer("echo", delay_s=0.0)
-    (o,) = _node(mp, p.port, "HOOK = " + repr(hook) + """
-due = [0]
-if HOOK:
-    board.awaits_replies(lambda: due[0] > 0)
-due[0] = 1
-w.write(b"x\\n")
-await w.drain()
-got = await r.readline()
-due[0] = 0
-reader = asyncio.create_task(r.readline())  # parked on the socket, as a Modbus reader
-t = now()
-await asyncio.sleep_ms(60_000)
-d = since(t)
-d["got"] = got
-print(json.dumps(d))
-""")
-    assert o["got"] == "x\n" and o["vt_ms"] == 60_000, o
-    if hook:
-        assert o["real_ms"] * 20 < 3000, o
-    else:
-        assert o["real_ms"] >= 2900, o

@@ -20,9 +20,6 @@ answers in real time, so while a reply is awaited virtual time follows real time
   what it still awaits says so (`awaits(fn)`, the board's `awaits_replies`): when the
   grace after data ends and fn() is true, the window stays open for REPLY_MS after that
   data (MQTT: three SUBACKs arrive while the first PUBLISH's PUBACK is still due);
-  the other way round, once data came and every registered client's fn() is false (each
-  has read what it asked for), the window closes without waiting out the grace: a Modbus
-  poll costs its peer's answer in real time, not that and 10 ms more;
 - bound: a peer that trickles or floods data keeps the window open, and virtual time
   then runs at real time, never slower: its timeouts fire on time.
 - a server's clients talk first (a BMS polling the node's Modbus server): a server
@@ -279,8 +276,6 @@ def _wait_io_event(dt):
                 _expect(_reply_ms - _grace_ms)
             else:
                 _open = False  # nothing came in time: a dead or idle peer
-        elif _graced and _awaits and not _awaited():
-            _open = False  # data came and every client has what it asked for: no grace
     t = core._task_queue.peek()
     if dt == 0 or t is not None and core.ticks_diff(t.ph_key, core.ticks()) <= 0:
         return  # runnable now
