@@ -77,11 +77,11 @@ def _module_imports(src):
     return out
 
 
-def closure(roots=ROOTS, search=None):
+def closure(board_dir, roots=ROOTS):
     """{module name: source path}: the roots and every module they import at module level,
-    among the sources in `search` (built-in modules are not files: skipped)."""
-
-    search = search or (FIRMWARE, *lib_dirs())
+    among the board's sources (`board_dir`), the firmware and the drivers (built-in modules
+    are not files: skipped)."""
+    search = (board_dir, FIRMWARE, *lib_dirs())
 
     def find(name):
         rel = Path(*name.split("."))
@@ -105,8 +105,8 @@ def closure(roots=ROOTS, search=None):
 
 
 def names_for(mpy_dir, modules):
-    """The dynamic names of `modules` (from closure()) as compiled in `mpy_dir`, in load
-    order of first appearance, each once."""
+    """The dynamic names of `modules` (from closure()) as compiled in `mpy_dir`, each once
+    (their order does not matter: they are interned together)."""
     seen = {}
     for name in modules:
         path = Path(mpy_dir, *name.split(".")).with_suffix(".mpy")
@@ -150,7 +150,7 @@ def build(mpy_cross, arch, mpy_dir, board_dir):
     its module's name (build_mpy.module_name)."""
     from host_tools.build_mpy import compile_one
 
-    names = names_for(mpy_dir, closure(search=(board_dir, FIRMWARE, *lib_dirs())))
+    names = names_for(mpy_dir, closure(board_dir))
     out = out_path(mpy_dir)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "qstrs.py"
@@ -161,6 +161,6 @@ def build(mpy_cross, arch, mpy_dir, board_dir):
 if __name__ == "__main__":  # what the preload of a board's compiled tree holds
     from host_tools.paths import BOARDS
 
-    mods = closure(search=(BOARDS / sys.argv[2], FIRMWARE, *lib_dirs()))
+    mods = closure(BOARDS / sys.argv[2])
     names = names_for(sys.argv[1], mods)
     print(f"{len(mods)} modules, {len(names)} names")
